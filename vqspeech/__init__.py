@@ -1,0 +1,3 @@
+"""vqspeech: discrete speech units with a VQ-VAE and a speaker-conditioned WaveNet decoder."""
+
+__version__ = "0.1.0"

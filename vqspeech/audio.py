@@ -1,0 +1,89 @@
+"""Audio I/O and signal helpers: load/save (soundfile), resample (soxr), level, mu-law.
+
+Waveforms are float32 numpy arrays in [-1, 1], shape [T] (mono) unless stated.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from .errors import UserError
+
+MU_LAW_CLASSES = 256
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Read a sound file as mono float32, resampled to ``sample_rate`` when given.
+
+    Returns (audio [T], sample_rate). Raises UserError naming the file when it cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Audio file {path} does not exist; check the path.")
+    try:
+        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for corrupt/non-audio files
+        raise UserError(f"Cannot read audio file {path} ({_first_line(exc)}); "
+                        "convert it to WAV or FLAC and try again.") from None
+    audio = audio.mean(axis=1)
+    if sample_rate is not None and sr != sample_rate:
+        audio = resample(audio, sr, sample_rate)
+        sr = sample_rate
+    return np.ascontiguousarray(audio, dtype=np.float32), int(sr)
+
+
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Band-limited resampling with soxr (high quality). audio [T] -> [T * target/orig]."""
+    if orig_sr == target_sr:
+        return audio
+    return soxr.resample(audio.astype(np.float32), orig_sr, target_sr, quality="HQ").astype(np.float32)
+
+
+def save_wav(path: str | os.PathLike, audio: np.ndarray | torch.Tensor, sample_rate: int) -> None:
+    """Write 16-bit PCM WAV atomically (temporary file, then rename)."""
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().float().cpu().numpy()
+    audio = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    sf.write(str(tmp), audio, sample_rate, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)
+
+
+def normalize_level(audio: np.ndarray, target_rms_db: float = -20.0, peak: float = 0.99) -> np.ndarray:
+    """Scale to a target RMS level (dBFS), then down if needed so no sample exceeds ``peak``."""
+    rms = float(np.sqrt(np.mean(np.square(audio), dtype=np.float64))) if audio.size else 0.0
+    if rms <= 1e-8:
+        return audio
+    gain = 10.0 ** (target_rms_db / 20.0) / rms
+    max_abs = float(np.max(np.abs(audio))) * gain
+    if max_abs > peak:
+        gain *= peak / max_abs
+    return (audio * gain).astype(np.float32)
+
+
+def mu_law_encode(audio: torch.Tensor, classes: int = MU_LAW_CLASSES) -> torch.Tensor:
+    """Waveform in [-1, 1] -> integer classes in [0, classes). Shape preserved."""
+    mu = classes - 1
+    audio = audio.clamp(-1.0, 1.0)
+    compressed = torch.sign(audio) * torch.log1p(mu * audio.abs()) / np.log1p(mu)
+    return ((compressed + 1.0) / 2.0 * mu + 0.5).long().clamp(0, mu)
+
+
+def mu_law_decode(classes_idx: torch.Tensor, classes: int = MU_LAW_CLASSES) -> torch.Tensor:
+    """Integer classes in [0, classes) -> waveform in [-1, 1]. Shape preserved."""
+    mu = classes - 1
+    compressed = classes_idx.float() / mu * 2.0 - 1.0
+    return torch.sign(compressed) * torch.expm1(compressed.abs() * np.log1p(mu)) / mu
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
