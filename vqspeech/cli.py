@@ -1,0 +1,220 @@
+"""The `vqspeech` command: each verb parses its own flags and calls the library. Thin by design."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+
+def _split_list(text: str | None) -> list[str] | None:
+    return [s for s in text.split(",") if s] if text else None
+
+
+# --- corpus -----------------------------------------------------------------------------------
+
+def cmd_prepare(args) -> None:
+    from .data.corpora import LAYOUTS  # noqa: F401  (registry import registers the readers)
+    from .data.prepare import prepare_corpus
+
+    options = {"mic": args.mic} if args.mic else {}
+    summary = prepare_corpus(args.corpus_dir, args.out_dir, args.layout, sample_rate=args.sample_rate,
+                             split_by=args.split_by, valid_fraction=args.valid_fraction,
+                             test_fraction=args.test_fraction,
+                             heldout_speakers=_split_list(args.heldout_speakers),
+                             min_duration=args.min_duration, max_duration=args.max_duration, seed=args.seed,
+                             num_workers=args.num_workers, overwrite=args.overwrite, **options)
+    print(json.dumps(summary.__dict__))
+
+
+def cmd_demo_data(args) -> None:
+    from .data.demo import make_demo_corpus
+
+    out = make_demo_corpus(args.out_dir, num_sentences=args.num_sentences, seed=args.seed,
+                           overwrite=args.overwrite)
+    print(f"demo corpus ready in {out}")
+
+
+# --- training ---------------------------------------------------------------------------------
+
+def cmd_train(args) -> None:
+    from .experiment import train_vqvae
+
+    metrics = train_vqvae(args.exp_dir, args.overrides)
+    if metrics:
+        print(json.dumps({"valid_" + k: v for k, v in metrics.items()}))
+
+
+def cmd_evaluate(args) -> None:
+    from .data.manifest import read_manifest
+    from .inference import VQSpeech
+    from .tasks import teacher_forced_metrics
+
+    vq = VQSpeech.load(args.exp_dir, args.device)
+    manifest = args.manifest or vq.config["data"]["manifest"]
+    utts = [u for u in read_manifest(manifest, args.split) if u.speaker in vq.speakers]
+    if not utts:
+        raise UserError(f"Manifest {manifest} has no {args.split} utterances of speakers this model knows.")
+    utts = utts[: args.max_utterances] if args.max_utterances else utts
+    metrics = teacher_forced_metrics(vq.model, utts, {s: i for i, s in enumerate(vq.speakers)}, vq.device)
+    metrics = {"split": args.split, "manifest": str(manifest), **metrics}
+    if args.out:
+        Path(args.out).write_text(json.dumps(metrics, indent=2) + "\n")
+    print(json.dumps(metrics))
+
+
+def cmd_export(args) -> None:
+    from .checkpoint import export_checkpoint
+    from .inference import resolve_checkpoint
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it.")
+    export_checkpoint(resolve_checkpoint(args.exp_dir), out)
+    print(f"wrote {out}")
+
+
+# --- inference --------------------------------------------------------------------------------
+
+def cmd_encode(args) -> None:
+    from .inference import VQSpeech, collect_inputs
+    from .units import encode_items
+
+    items = collect_inputs(args.input)
+    vq = VQSpeech.load(args.exp_dir, args.device)
+    summary = encode_items(vq, items, Path(args.out_dir), latents=args.latents, overwrite=args.overwrite)
+    print(json.dumps(summary))
+
+
+def cmd_decode(args) -> None:
+    from .inference import VQSpeech
+    from .units import decode_codes
+
+    vq = VQSpeech.load(args.exp_dir, args.device)
+    written = decode_codes(vq, Path(args.codes), Path(args.out), speaker=args.speaker,
+                           temperature=args.temperature, seed=args.seed, batch_size=args.batch_size,
+                           overwrite=args.overwrite)
+    print(json.dumps({"written": [str(p) for p in written]}))
+
+
+def cmd_convert(args) -> None:
+    from .inference import VQSpeech, collect_inputs
+    from .units import convert_items
+
+    items = collect_inputs(args.input)
+    vq = VQSpeech.load(args.exp_dir, args.device)
+    written = convert_items(vq, items, Path(args.out), speaker=args.speaker, temperature=args.temperature,
+                            seed=args.seed, batch_size=args.batch_size, overwrite=args.overwrite)
+    print(json.dumps({"written": [str(p) for p in written]}))
+
+
+def cmd_speakers(args) -> None:
+    from .inference import VQSpeech
+
+    print("\n".join(VQSpeech.load(args.exp_dir, "cpu").speakers))
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vqspeech", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def device_flag(p):
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+
+    p = verbs.add_parser("prepare", help="corpus on disk -> manifest.jsonl, speakers.tsv, rejects.tsv, wavs/")
+    p.add_argument("corpus_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--layout", required=True, help="vctk | librispeech | libritts | fsdd | folder | demo")
+    p.add_argument("--sample_rate", type=int, default=16000)
+    p.add_argument("--split_by", choices=["utterance", "speaker"], default="utterance")
+    p.add_argument("--valid_fraction", type=float, default=0.05)
+    p.add_argument("--test_fraction", type=float, default=0.05)
+    p.add_argument("--heldout_speakers", help="comma-separated test speakers (with --split_by speaker)")
+    p.add_argument("--min_duration", type=float, default=0.1, help="seconds; shorter files are rejected")
+    p.add_argument("--max_duration", type=float, default=None, help="seconds; longer files are rejected")
+    p.add_argument("--mic", default=None, help="VCTK 0.92 microphone: mic1 (default) or mic2")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num_workers", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_prepare)
+
+    p = verbs.add_parser("demo-data", help="synthesise the embedded multi-speaker demo corpus (espeak-ng)")
+    p.add_argument("out_dir")
+    p.add_argument("--num_sentences", type=int, default=240)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_demo_data)
+
+    p = verbs.add_parser("train", help="train (or resume) a VQ-VAE in EXP_DIR; trailing key=value overrides")
+    p.add_argument("exp_dir")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=small data.manifest=M.jsonl")
+    p.set_defaults(func=cmd_train)
+
+    p = verbs.add_parser("evaluate", help="teacher-forced bits per sample and code usage on a split")
+    p.add_argument("exp_dir")
+    p.add_argument("--manifest", default=None, help="default: the manifest the model was trained on")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--max_utterances", type=int, default=None)
+    p.add_argument("--out", default=None, help="also write the metrics to this JSON file")
+    device_flag(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = verbs.add_parser("export", help="write a checkpoint without optimizer state, for sharing")
+    p.add_argument("exp_dir")
+    p.add_argument("out")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    p = verbs.add_parser("encode", help="audio (file, folder or manifest) -> codes/<id>.npy, units.txt")
+    p.add_argument("exp_dir")
+    p.add_argument("input")
+    p.add_argument("out_dir")
+    p.add_argument("--latents", action="store_true", help="also write latents/<id>.npy before quantisation")
+    p.add_argument("--overwrite", action="store_true")
+    device_flag(p)
+    p.set_defaults(func=cmd_encode)
+
+    for name, func, what in (("decode", cmd_decode, "codes (a .npy file or an encode folder) -> wav"),
+                             ("convert", cmd_convert, "audio (file, folder or manifest) -> wav in another voice")):
+        p = verbs.add_parser(name, help=what)
+        p.add_argument("exp_dir")
+        if name == "decode":
+            p.add_argument("codes")
+            p.add_argument("--speaker", default=None, help="default: the utterance's own speaker, if known")
+        else:
+            p.add_argument("input")
+            p.add_argument("--speaker", required=True)
+        p.add_argument("-o", "--out", required=True, help="a .wav file for one input, else a folder")
+        p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = argmax")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--batch_size", type=int, default=8, help="utterances generated together")
+        p.add_argument("--overwrite", action="store_true")
+        device_flag(p)
+        p.set_defaults(func=func)
+
+    p = verbs.add_parser("speakers", help="list the speakers a trained model knows")
+    p.add_argument("exp_dir")
+    p.set_defaults(func=cmd_speakers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"vqspeech {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vqspeech {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Hydra configuration: compose `conf/` with command-line overrides; save and reload it.
+
+An experiment folder keeps ``config.yaml`` (the resolved config) and ``overrides.yaml`` (the
+overrides it was made with), so re-running ``train`` on it resumes with the same settings plus
+whatever new overrides are given.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+
+from .errors import UserError
+
+
+def config_dir() -> Path:
+    """The packaged `conf/` folder."""
+    return Path(str(resources.files("vqspeech.conf")))
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def merge_overrides(old: list[str], new: list[str]) -> list[str]:
+    """Later overrides of the same key replace earlier ones; order otherwise kept."""
+    merged: dict[str, str] = {}
+    for override in [*old, *new]:
+        merged.pop(_key(override), None)
+        merged[_key(override)] = override
+    return list(merged.values())
+
+
+def compose(overrides: list[str], config_name: str = "config") -> dict[str, Any]:
+    """Compose ``conf/<config_name>.yaml`` with overrides into a plain, resolved dict."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    for override in overrides:
+        if "=" not in override:
+            raise UserError(f"Override {override!r} is not of the form key=value (e.g. train.max_steps=100).")
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = hydra_compose(config_name, overrides=list(overrides))
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        if key:
+            raise UserError(f"Config value {key} is missing or invalid; pass it as {key}=VALUE.") from None
+        raise UserError(f"Invalid configuration: {str(exc).splitlines()[0]}.") from None
+    except HydraException as exc:
+        raise UserError(f"Invalid override: {str(exc).splitlines()[0]}") from None
+
+
+def save_yaml(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(path)
+
+
+def load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"Cannot read {path} ({exc}); fix or remove it.") from None
+
+
+def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "config") -> tuple[dict, list[str]]:
+    """The config for training in ``exp_dir``: saved overrides (when resuming) + new ones."""
+    saved = exp_dir / "overrides.yaml"
+    old = load_yaml(saved) if saved.is_file() else []
+    merged = merge_overrides(old or [], overrides)
+    cfg = compose(merged, config_name)
+    previous = exp_dir / "config.yaml"
+    if previous.is_file():
+        before = load_yaml(previous)
+        if before.get("model") != cfg.get("model"):
+            raise UserError(f"The model config differs from the one {exp_dir} was trained with; "
+                            "use a new experiment folder to train another model.")
+    return cfg, merged

@@ -1,0 +1,353 @@
+"""Corpus readers: find the utterances of a corpus on disk, one registry for every layout.
+
+A reader walks a corpus folder and returns :class:`SourceUtterance` records (source audio path,
+speaker, transcript, alignment, corpus-fixed split) plus the audio-looking files it had to skip,
+each with a reason. Nothing is read or converted here; :mod:`vqspeech.data.prepare` does that.
+
+Layouts (the ``--layout`` names):
+
+- ``vctk``: ``wav48/<spk>/<spk>_<nnn>.wav`` (0.80) or
+  ``wav48_silence_trimmed/<spk>/<spk>_<nnn>_mic1.flac`` (0.92, option ``mic``), with transcripts
+  in ``txt/<spk>/<spk>_<nnn>.txt``; ids ``p225_001``.
+- ``librispeech``: ``<spk>/<chapter>/<spk>-<chapter>-<utt>.flac`` with ``<spk>-<chapter>.trans.txt``;
+  ids ``103-1240-0000``.
+- ``libritts``: ``<spk>/<chapter>/<id>.wav`` with ``<id>.normalized.txt``.
+- ``fsdd``: ``{digit}_{speaker}_{n}.wav``; ids ``<speaker>_<digit>_<n>``; indices 0-4 are "test".
+- ``folder``: any audio files, recursively; speaker = parent folder; ids ``<speaker>_<stem>``.
+- ``demo``: a ``manifest.jsonl`` written by the demo corpus maker.
+
+Hidden files and folders (names starting with ".") are never part of a corpus.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ..errors import UserError
+from .manifest import read_manifest
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
+"""File extensions treated as audio (matched case-insensitively)."""
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+Reject = tuple[str, str]
+"""A skipped input: (file, reason)."""
+
+
+@dataclass
+class SourceUtterance:
+    """One utterance found on disk, before conversion."""
+
+    id: str
+    """Unique, safe as a file name: characters ``[A-Za-z0-9_.-]`` only."""
+    path: str
+    """The source audio file."""
+    speaker: str
+    text: str | None = None
+    alignment: str | None = None
+    """Path to a TextGrid (or similar) when the corpus ships one."""
+    split: str | None = None
+    """A split the corpus itself fixes (fsdd: indices 0-4 are "test"), else None."""
+
+
+Reader = Callable[..., tuple[list[SourceUtterance], list[Reject]]]
+
+LAYOUTS: dict[str, Reader] = {}
+"""Layout name -> reader ``reader(root: Path, **options) -> (utterances, rejects)``."""
+
+_EXPECTED: dict[str, str] = {}
+"""Layout name -> a description of the files it looks for (used in error messages)."""
+
+
+def register_layout(name: str, *, expected: str = "") -> Callable[[Reader], Reader]:
+    """Decorator adding a reader to :data:`LAYOUTS` under ``name``.
+
+    A reader takes the corpus root (an existing folder, as a Path) and its options as keyword-only
+    arguments, and returns (utterances, rejects). ``expected`` describes the files it looks for,
+    e.g. ``"{digit}_{speaker}_{n}.wav"``; it is quoted when a corpus holds none.
+    """
+
+    def decorate(reader: Reader) -> Reader:
+        LAYOUTS[name] = reader
+        _EXPECTED[name] = expected or "audio files"
+        return reader
+
+    return decorate
+
+
+def find_utterances(corpus_dir: str | os.PathLike, layout: str,
+                    **options) -> tuple[list[SourceUtterance], list[Reject]]:
+    """Find the utterances of the corpus at ``corpus_dir`` read with the reader ``layout``.
+
+    Returns (utterances sorted by id, rejects as (file, reason) sorted by file). Utterances whose id
+    is not file-name safe or repeats an earlier id are moved to the rejects. Raises UserError for an
+    unknown layout or option, a missing corpus folder, or a corpus in which nothing usable is found.
+    """
+    if layout not in LAYOUTS:
+        raise UserError(f"Unknown corpus layout '{layout}'; choose one of: "
+                        f"{', '.join(sorted(LAYOUTS))}.")
+    reader = LAYOUTS[layout]
+    _check_options(layout, options)
+    root = Path(corpus_dir).expanduser()
+    if not root.is_dir():
+        raise UserError(f"Corpus folder {root} does not exist; check the path "
+                        "(it should be the folder that holds the corpus files).")
+    found, rejects = reader(root, **options)
+
+    utts: list[SourceUtterance] = []
+    seen: dict[str, str] = {}
+    for utt in sorted(found, key=lambda u: (u.id, u.path)):
+        if not _SAFE_ID.match(utt.id):
+            rejects.append((utt.path, f"id '{utt.id}' is not safe as a file name"))
+        elif utt.id in seen:
+            rejects.append((utt.path, f"duplicate id '{utt.id}' (also used by {seen[utt.id]})"))
+        else:
+            seen[utt.id] = utt.path
+            utts.append(utt)
+    rejects.sort()
+    if not utts:
+        skipped = f" ({len(rejects)} audio file(s) did not match)" if rejects else ""
+        raise UserError(f"No usable utterances for layout '{layout}' in {root}{skipped}; "
+                        f"expected {_EXPECTED[layout]}.")
+    return utts, rejects
+
+
+def layout_options(layout: str) -> dict[str, object]:
+    """The options a layout accepts, with their defaults (e.g. ``{"mic": "mic1"}`` for vctk)."""
+    if layout not in LAYOUTS:
+        raise UserError(f"Unknown corpus layout '{layout}'; choose one of: "
+                        f"{', '.join(sorted(LAYOUTS))}.")
+    params = inspect.signature(LAYOUTS[layout]).parameters.values()
+    return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def sanitize_id(text: str) -> str:
+    """Make ``text`` safe as a file name: runs of other characters become "_"; no leading dot."""
+    safe = _UNSAFE_CHARS.sub("_", text.strip()) or "_"
+    return "_" + safe if safe.startswith(".") else safe
+
+
+def is_audio_file(path: str | os.PathLike) -> bool:
+    """True when the file name has one of :data:`AUDIO_EXTENSIONS`."""
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+# ----------------------------------------------------------------------------------------------
+# Readers
+
+
+@register_layout("vctk", expected="wav48/<spk>/<spk>_<nnn>.wav (VCTK 0.80) or "
+                                  "wav48_silence_trimmed/<spk>/<spk>_<nnn>_mic1.flac (VCTK 0.92)")
+def _read_vctk(root: Path, *, mic: str = "mic1") -> tuple[list[SourceUtterance], list[Reject]]:
+    """VCTK 0.80 (``wav48``) or 0.92 (``wav48_silence_trimmed``, one of two microphones)."""
+    if mic not in ("mic1", "mic2"):
+        raise UserError(f"VCTK option mic='{mic}' is not valid; use mic='mic1' or mic='mic2'.")
+    base = root
+    if not _has_vctk_audio(root) and _has_vctk_audio(root / "VCTK-Corpus"):
+        base = root / "VCTK-Corpus"
+    if (base / "wav48_silence_trimmed").is_dir():
+        wav_dir = base / "wav48_silence_trimmed"
+        pattern = re.compile(r"^(?P<spk>[A-Za-z0-9]+)_(?P<num>\d+)_(?P<mic>mic[12])\.flac$")
+        description = f"<spk>_<nnn>_{mic}.flac"
+    elif (base / "wav48").is_dir():
+        wav_dir = base / "wav48"
+        pattern = re.compile(r"^(?P<spk>[A-Za-z0-9]+)_(?P<num>\d+)\.wav$")
+        description = "<spk>_<nnn>.wav"
+    else:
+        return [], []
+
+    utts, rejects = [], []
+    for path in _walk_audio(wav_dir):
+        m = pattern.match(path.name)
+        if not m:
+            rejects.append((str(path), f"name does not match {description}"))
+            continue
+        if m.groupdict().get("mic", mic) != mic:
+            continue  # the other microphone's recording of the same utterance
+        spk, num = m["spk"], m["num"]
+        text = _read_text(base / "txt" / spk / f"{spk}_{num}.txt")
+        utts.append(SourceUtterance(id=f"{spk}_{num}", path=str(path), speaker=spk, text=text))
+    return utts, rejects
+
+
+def _has_vctk_audio(folder: Path) -> bool:
+    return (folder / "wav48_silence_trimmed").is_dir() or (folder / "wav48").is_dir()
+
+
+@register_layout("librispeech", expected="<spk>/<chapter>/<spk>-<chapter>-<utt>.flac in a subset "
+                                         "folder (or LibriSpeech/<subset>/)")
+def _read_librispeech(root: Path, *,
+                      subset: str | None = None) -> tuple[list[SourceUtterance], list[Reject]]:
+    """LibriSpeech: flac files with one ``<spk>-<chapter>.trans.txt`` per chapter folder."""
+    pattern = re.compile(r"^(?P<spk>\d+)-(?P<chapter>\d+)-(?P<utt>\d+)\.flac$")
+    utts, rejects = [], []
+    for subset_dir in _libri_subsets(root, "LibriSpeech", subset):
+        transcripts: dict[Path, dict[str, str]] = {}
+        for path in _walk_audio(subset_dir):
+            m = pattern.match(path.name)
+            if not m:
+                rejects.append((str(path), "name does not match <spk>-<chapter>-<utt>.flac"))
+                continue
+            if path.parent not in transcripts:
+                trans = path.parent / f"{m['spk']}-{m['chapter']}.trans.txt"
+                transcripts[path.parent] = _read_trans(trans)
+            utt_id = path.name[: -len(".flac")]
+            utts.append(SourceUtterance(id=utt_id, path=str(path), speaker=m["spk"],
+                                        text=transcripts[path.parent].get(utt_id)))
+    return utts, rejects
+
+
+@register_layout("libritts", expected="<spk>/<chapter>/<spk>_<chapter>_<n>_<m>.wav in a subset "
+                                      "folder (or LibriTTS/<subset>/)")
+def _read_libritts(root: Path, *,
+                   subset: str | None = None) -> tuple[list[SourceUtterance], list[Reject]]:
+    """LibriTTS (and LibriTTS-R): 24 kHz wavs with ``<id>.normalized.txt`` transcripts."""
+    pattern = re.compile(r"^(?P<spk>\d+)_(?P<chapter>\d+)_(?P<n>\d+)_(?P<m>\d+)\.wav$")
+    utts, rejects = [], []
+    for subset_dir in _libri_subsets(root, "LibriTTS", subset):
+        for path in _walk_audio(subset_dir):
+            m = pattern.match(path.name)
+            if not m:
+                rejects.append((str(path), "name does not match <spk>_<chapter>_<n>_<m>.wav"))
+                continue
+            utt_id = path.name[: -len(".wav")]
+            text = _read_text(path.with_name(f"{utt_id}.normalized.txt"))
+            utts.append(SourceUtterance(id=utt_id, path=str(path), speaker=m["spk"], text=text))
+    return utts, rejects
+
+
+@register_layout("fsdd", expected="{digit}_{speaker}_{n}.wav in the folder or its recordings/")
+def _read_fsdd(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
+    """Free Spoken Digit Dataset: the transcript is the digit's word; indices 0-4 are "test"."""
+    folder = root / "recordings" if (root / "recordings").is_dir() else root
+    pattern = re.compile(r"^(?P<digit>\d)_(?P<spk>[A-Za-z0-9]+)_(?P<n>\d+)\.wav$")
+    utts, rejects = [], []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file() or not is_audio_file(path):
+            continue
+        m = pattern.match(path.name)
+        if not m:
+            rejects.append((str(path), "name does not match {digit}_{speaker}_{n}.wav"))
+            continue
+        digit, spk, n = int(m["digit"]), m["spk"], int(m["n"])
+        utts.append(SourceUtterance(id=f"{spk}_{digit}_{n}", path=str(path), speaker=spk,
+                                    text=DIGIT_WORDS[digit], split="test" if n < 5 else None))
+    return utts, rejects
+
+
+@register_layout("folder", expected="audio files (" + ", ".join(AUDIO_EXTENSIONS)
+                 + ") in speaker folders")
+def _read_folder(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
+    """Any audio files below ``root``; the speaker is the parent folder's name.
+
+    A ``.txt`` file with the same stem next to an audio file gives its transcript.
+    """
+    utts = []
+    for path in _walk_audio(root):
+        speaker = path.parent.name
+        utts.append(SourceUtterance(id=sanitize_id(f"{speaker}_{path.stem}"), path=str(path),
+                                    speaker=speaker, text=_read_text(path.with_suffix(".txt"))))
+    return utts, []
+
+
+@register_layout("demo", expected="manifest.jsonl (written by the demo corpus maker)")
+def _read_demo(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
+    """The embedded synthetic corpus: its ``manifest.jsonl`` lists the utterances."""
+    manifest = root / "manifest.jsonl"
+    if not manifest.is_file():
+        return [], []
+    utts = [SourceUtterance(id=u.id, path=u.audio, speaker=u.speaker, text=u.text,
+                            alignment=u.alignment)
+            for u in read_manifest(manifest)]
+    return utts, []
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _check_options(layout: str, options: dict) -> None:
+    known = layout_options(layout)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        accepted = ", ".join(known) if known else "none"
+        raise UserError(f"Layout '{layout}' has no option {', '.join(unknown)}; "
+                        f"its options are: {accepted}.")
+
+
+def _walk_audio(root: Path) -> Iterator[Path]:
+    """Audio files below ``root`` in sorted order, following folder links once; skips hidden names."""
+    visited: set[str] = set()
+
+    def walk(folder: Path) -> Iterator[Path]:
+        real = os.path.realpath(folder)
+        if real in visited:
+            return
+        visited.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                yield from walk(Path(entry.path))
+            elif entry.is_file() and is_audio_file(entry.name):
+                yield Path(entry.path)
+
+    yield from walk(root)
+
+
+def _libri_subsets(root: Path, corpus_name: str, subset: str | None) -> list[Path]:
+    """Subset folders (holding numeric speaker folders) for ``root``.
+
+    ``root`` may be a subset folder (``train-clean-100``), the corpus folder holding subsets
+    (``LibriSpeech``), or a folder containing ``LibriSpeech/<subset>/``. ``subset`` keeps one.
+    """
+    def is_subset(folder: Path) -> bool:
+        return any(p.is_dir() and p.name.isdigit() for p in folder.iterdir())
+
+    if is_subset(root):
+        return [root] if subset in (None, root.name) else []
+    base = root / corpus_name if (root / corpus_name).is_dir() else root
+    subsets = [p for p in sorted(base.iterdir())
+               if p.is_dir() and not p.name.startswith(".") and is_subset(p)]
+    if subset is not None:
+        subsets = [p for p in subsets if p.name == subset]
+        if not subsets:
+            raise UserError(f"{corpus_name} subset '{subset}' is not in {base}; "
+                            "check the subset name or leave it out to read every subset.")
+    return subsets
+
+
+def _read_text(path: Path) -> str | None:
+    """A transcript file's stripped text, or None when it is missing or empty."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+    return " ".join(text.split()) or None
+
+
+def _read_trans(path: Path) -> dict[str, str | None]:
+    """A LibriSpeech ``.trans.txt``: lines ``<id> TEXT`` -> {id: text}; {} when missing."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return {}
+    table: dict[str, str | None] = {}
+    for line in lines:
+        utt_id, _, text = line.strip().partition(" ")
+        if utt_id:
+            table[utt_id] = text.strip() or None
+    return table

@@ -1,0 +1,88 @@
+"""Training batches: random fixed-length crops drawn as a pure function of (seed, step, rank).
+
+Because a batch depends only on its step number, resuming at step s replays exactly the data an
+uninterrupted run would have seen, whatever the number of loader workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..errors import UserError
+from .manifest import Utterance
+
+
+@dataclass
+class CropRequest:
+    utterance: int
+    offset: int
+
+
+class CropDataset(Dataset):
+    """Reads one crop: CropRequest -> (audio [L] float32, speaker id, mask [L] float32).
+
+    Utterances shorter than the crop are zero-padded at the end; the mask marks real samples.
+    """
+
+    def __init__(self, utts: list[Utterance], speaker_ids: dict[str, int], crop_samples: int):
+        self.utts, self.speaker_ids, self.crop_samples = utts, speaker_ids, crop_samples
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, request: CropRequest):
+        utt = self.utts[request.utterance]
+        try:
+            audio, _ = sf.read(utt.audio, start=request.offset, frames=self.crop_samples, dtype="float32",
+                               always_2d=True)
+        except Exception as exc:
+            raise UserError(f"Cannot read {utt.audio} listed in the manifest ({exc}); "
+                            "re-run `vqspeech prepare`.") from None
+        audio = audio[:, 0]
+        mask = np.zeros(self.crop_samples, dtype=np.float32)
+        mask[: len(audio)] = 1.0
+        audio = np.pad(audio, (0, self.crop_samples - len(audio)))
+        return torch.from_numpy(audio), self.speaker_ids[utt.speaker], torch.from_numpy(mask)
+
+
+class StepBatchSampler(Sampler):
+    """Infinite batches of CropRequests; batch s is drawn from rng(seed, s, rank).
+
+    Utterances are drawn with probability proportional to their length (every sample equally
+    likely), crop offsets uniformly.
+    """
+
+    def __init__(self, utts: list[Utterance], batch_size: int, crop_samples: int, seed: int,
+                 start_step: int = 0, rank: int = 0):
+        lengths = np.array([u.num_samples for u in utts], dtype=np.float64)
+        self.lengths = lengths.astype(np.int64)
+        self.weights = lengths / lengths.sum()
+        self.batch_size, self.crop_samples = batch_size, crop_samples
+        self.seed, self.start_step, self.rank = seed, start_step, rank
+
+    def batch(self, step: int) -> list[CropRequest]:
+        rng = np.random.default_rng([self.seed, step, self.rank])
+        picks = rng.choice(len(self.weights), size=self.batch_size, p=self.weights)
+        slack = np.maximum(self.lengths[picks] - self.crop_samples, 0)
+        offsets = (rng.random(self.batch_size) * (slack + 1)).astype(np.int64)
+        return [CropRequest(int(i), int(o)) for i, o in zip(picks, offsets)]
+
+    def __iter__(self):
+        step = self.start_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+
+def crop_loader(utts: list[Utterance], speaker_ids: dict[str, int], *, batch_size: int,
+                crop_samples: int, seed: int, start_step: int, rank: int = 0,
+                num_workers: int = 0) -> DataLoader:
+    """An endless DataLoader of (audio [B, L], speakers [B], mask [B, L]) starting at ``start_step``."""
+    sampler = StepBatchSampler(utts, batch_size, crop_samples, seed, start_step, rank)
+    return DataLoader(CropDataset(utts, speaker_ids, crop_samples), batch_sampler=sampler,
+                      num_workers=num_workers, persistent_workers=num_workers > 0)

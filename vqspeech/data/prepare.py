@@ -1,0 +1,408 @@
+"""Corpus -> manifest: find utterances, convert audio to one cached format, assign splits.
+
+``prepare_corpus`` writes into ``OUT_DIR``:
+
+- ``wavs/<id>.wav``: mono, resampled to the target rate (soxr), level-normalised, 16-bit PCM;
+- ``manifest.jsonl``: one line per usable utterance (see :mod:`vqspeech.data.manifest`);
+- ``speakers.tsv``: ``speaker  num_utterances  seconds  splits``;
+- ``rejects.tsv``: ``file  reason`` for every input that was skipped (header only when none);
+- ``prepare.json``: the settings the manifest was built with.
+
+Re-running with the same settings is cheap: cached wavs newer than their source are reused and
+the manifest is rewritten. Different settings are refused unless ``overwrite=True``.
+
+Splits are reproducible and do not depend on file order or on which other files exist: each
+utterance (or speaker, with ``split_by="speaker"``) is placed by a hash of (seed, id). A split
+the corpus itself fixes (FSDD's test set) takes precedence over the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from ..audio import load_audio, normalize_level, resample, save_wav
+from ..errors import UserError
+from .corpora import SourceUtterance, find_utterances
+from .manifest import SPLITS, Utterance, write_manifest
+
+SILENCE_RMS = 1e-5
+"""Inputs whose RMS level is below this are rejected as silent."""
+
+SPLIT_MODES = ("utterance", "speaker")
+
+
+@dataclass
+class PrepareSummary:
+    """What :func:`prepare_corpus` produced."""
+
+    num_utterances: int
+    num_rejected: int
+    num_speakers: int
+    hours: float
+    manifest: str
+    splits: dict[str, int] = field(default_factory=dict)
+    """Number of utterances per split (train/valid/test)."""
+
+
+def prepare_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, layout: str, *,
+                   sample_rate: int = 16000, split_by: str = "utterance",
+                   valid_fraction: float = 0.05, test_fraction: float = 0.05,
+                   heldout_speakers: Sequence[str] | None = None,
+                   min_duration: float = 0.1, max_duration: float | None = None, seed: int = 0,
+                   num_workers: int | None = None, overwrite: bool = False, progress: bool = True,
+                   **layout_options) -> PrepareSummary:
+    """Read the corpus at ``corpus_dir`` with reader ``layout`` and build ``out_dir``.
+
+    ``split_by="utterance"`` places each utterance by a hash of (seed, id), about
+    ``valid_fraction`` / ``test_fraction`` of them in valid / test; ``split_by="speaker"`` holds out
+    whole speakers: ``heldout_speakers`` become test, or a hash of (seed, speaker) picks about those
+    fractions of the speakers. Inputs that cannot be used (unreadable, not audio, empty, silent,
+    shorter than ``min_duration`` or longer than ``max_duration`` seconds) are listed in
+    ``rejects.tsv``. Conversion runs in ``num_workers`` processes (default: one per CPU; 0 or 1
+    converts in this process). Extra keyword arguments are options of the layout (e.g. ``mic``).
+    Raises UserError for bad arguments, a missing or unusable corpus, or an existing manifest
+    built with other settings when ``overwrite`` is False.
+    """
+    corpus_dir = Path(corpus_dir).expanduser()
+    out_dir = Path(out_dir).expanduser()
+    if isinstance(heldout_speakers, str):
+        heldout_speakers = [heldout_speakers]
+    _check_arguments(sample_rate, split_by, valid_fraction, test_fraction, heldout_speakers,
+                     min_duration, max_duration, num_workers)
+    if corpus_dir.is_dir() and out_dir.resolve() == corpus_dir.resolve():
+        raise UserError(f"Output folder {out_dir} is the corpus folder; choose a separate "
+                        "output folder so the corpus files stay untouched.")
+
+    settings = {
+        "layout": layout,
+        "corpus_dir": str(corpus_dir.resolve()),
+        "layout_options": dict(sorted(layout_options.items())),
+        "sample_rate": int(sample_rate),
+        "split_by": split_by,
+        "valid_fraction": float(valid_fraction),
+        "test_fraction": float(test_fraction),
+        "heldout_speakers": sorted(heldout_speakers) if heldout_speakers is not None else None,
+        "seed": int(seed),
+        "min_duration": float(min_duration),
+        "max_duration": float(max_duration) if max_duration is not None else None,
+    }
+    settings = json.loads(json.dumps(settings))  # the form it takes in prepare.json
+    sources, rejects = find_utterances(corpus_dir, layout, **layout_options)
+    sources, rejects = _outside(out_dir, corpus_dir, sources, rejects)
+    if heldout_speakers:
+        _check_speakers(heldout_speakers, sources, corpus_dir)
+    _check_previous_run(out_dir, settings, overwrite)
+
+    wav_dir = out_dir / "wavs"
+    tasks = [(u.path, str(wav_dir / f"{u.id}.wav"), int(sample_rate), float(min_duration),
+              None if max_duration is None else float(max_duration)) for u in sources]
+    results = _run(tasks, num_workers, progress, desc=f"prepare {layout}")
+
+    usable: list[tuple[SourceUtterance, int]] = []
+    for utt, (frames, reason) in zip(sources, results):
+        if reason is None:
+            usable.append((utt, frames))
+        else:
+            rejects.append((utt.path, reason))
+    rejects.sort()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_tsv(out_dir / "rejects.tsv", ("file", "reason"), rejects)
+    if not usable:
+        raise UserError(f"None of the {len(sources)} audio file(s) found in {corpus_dir} could be "
+                        f"used; see the reasons in {out_dir / 'rejects.tsv'}.")
+
+    splits = assign_splits([u for u, _ in usable], split_by=split_by,
+                           valid_fraction=valid_fraction, test_fraction=test_fraction,
+                           heldout_speakers=heldout_speakers, seed=seed)
+    utts = [Utterance(id=u.id, audio=str(wav_dir / f"{u.id}.wav"), speaker=u.speaker,
+                      duration=frames / sample_rate, sample_rate=int(sample_rate),
+                      split=splits[u.id], text=u.text, alignment=u.alignment)
+            for u, frames in usable]
+    manifest = out_dir / "manifest.jsonl"
+    write_manifest(manifest, utts)
+    _write_tsv(out_dir / "speakers.tsv", ("speaker", "num_utterances", "seconds", "splits"),
+               _speaker_rows(utts))
+    _write_text(out_dir / "prepare.json", json.dumps(settings, indent=2) + "\n")
+
+    return PrepareSummary(
+        num_utterances=len(utts), num_rejected=len(rejects),
+        num_speakers=len({u.speaker for u in utts}),
+        hours=sum(u.duration for u in utts) / 3600.0, manifest=str(manifest),
+        splits={s: sum(u.split == s for u in utts) for s in SPLITS})
+
+
+def assign_splits(utts: Sequence[SourceUtterance], *, split_by: str = "utterance",
+                  valid_fraction: float = 0.05, test_fraction: float = 0.05,
+                  heldout_speakers: Sequence[str] | None = None, seed: int = 0) -> dict[str, str]:
+    """Map each utterance id to "train", "valid" or "test", reproducibly.
+
+    By utterance, a corpus-fixed split (``SourceUtterance.split``) is kept, and the other
+    utterances are placed by a hash of (seed, id); a split the corpus fixes for some utterances is
+    not drawn for the rest (FSDD: valid comes from the non-test utterances). By speaker, corpus
+    splits are ignored and whole speakers are placed: ``heldout_speakers`` are test, the rest by a
+    hash of (seed, speaker). A split with a non-zero fraction gets at least one item whenever one
+    can be taken while leaving at least one for training.
+    """
+    if split_by == "utterance":
+        fixed = {u.split for u in utts if u.split}
+        free = [u.id for u in utts if not u.split]
+        chosen = _hash_split(free, seed,
+                             test_fraction=0.0 if "test" in fixed else test_fraction,
+                             valid_fraction=0.0 if "valid" in fixed else valid_fraction)
+        return {u.id: u.split or chosen[u.id] for u in utts}
+    if split_by != "speaker":
+        raise UserError(f"split_by='{split_by}' is not valid; use one of: {', '.join(SPLIT_MODES)}.")
+    speakers = sorted({u.speaker for u in utts})
+    if heldout_speakers:
+        heldout = set(heldout_speakers)
+        rest = [s for s in speakers if s not in heldout]
+        if not rest:
+            raise UserError("heldout_speakers lists every speaker of the corpus; leave at least "
+                            "one speaker for training.")
+        by_speaker = {s: "test" for s in heldout}
+        by_speaker.update(_hash_split(rest, seed, test_fraction=0.0, valid_fraction=valid_fraction))
+    else:
+        by_speaker = _hash_split(speakers, seed, test_fraction=test_fraction,
+                                 valid_fraction=valid_fraction)
+    return {u.id: by_speaker[u.speaker] for u in utts}
+
+
+def read_rejects(out_dir: str | os.PathLike) -> list[tuple[str, str]]:
+    """The (file, reason) rows of ``rejects.tsv`` in ``out_dir`` (or of that file itself)."""
+    path = Path(out_dir)
+    if path.is_dir():
+        path = path / "rejects.tsv"
+    if not path.is_file():
+        raise UserError(f"Rejects list {path} does not exist; create it with `vqspeech prepare`.")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        next(f, None)  # header
+        for line in f:
+            line = line.rstrip("\n")
+            if line:
+                file, _, reason = line.partition("\t")
+                rows.append((file, reason))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Conversion (runs in worker processes)
+
+
+def _convert(task: tuple[str, str, int, float, float | None]) -> tuple[int, str | None]:
+    """Convert one source file into the cache; returns (num_samples, reject reason or None).
+
+    Reuses a cached wav that is newer than its source and has the target rate. Never raises for
+    bad input: every problem becomes a reason.
+    """
+    source, cache, sample_rate, min_duration, max_duration = task
+    try:
+        frames = _cached_frames(cache, source, sample_rate)
+        if frames is not None:
+            return frames, _duration_problem(frames, sample_rate, min_duration, max_duration)
+        audio, source_rate = load_audio(source)
+        if audio.size == 0:
+            return 0, "empty (0 samples)"
+        if not np.all(np.isfinite(audio)):
+            return 0, "contains NaN or infinite samples"
+        rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+        if rms < SILENCE_RMS:
+            return 0, f"silent (RMS {rms:.1e} below {SILENCE_RMS:g})"
+        audio = resample(audio, source_rate, sample_rate)
+        problem = _duration_problem(len(audio), sample_rate, min_duration, max_duration)
+        if problem:
+            return len(audio), problem
+        save_wav(cache, normalize_level(audio), sample_rate)
+        return len(audio), None
+    except UserError as exc:
+        return 0, str(exc)
+    except Exception as exc:  # any other failure on one file must not stop the run
+        return 0, f"conversion failed ({type(exc).__name__}: {exc})"
+
+
+def _cached_frames(cache: str, source: str, sample_rate: int) -> int | None:
+    """Length of a usable cached wav (newer than the source, right rate, mono), else None."""
+    try:
+        if os.stat(cache).st_mtime < os.stat(source).st_mtime:
+            return None
+        info = sf.info(cache)
+    except (OSError, RuntimeError):  # missing file, or unreadable cache (soundfile error)
+        return None
+    if info.samplerate != sample_rate or info.channels != 1 or info.frames == 0:
+        return None
+    return int(info.frames)
+
+
+def _duration_problem(frames: int, sample_rate: int, min_duration: float,
+                      max_duration: float | None) -> str | None:
+    seconds = frames / sample_rate
+    if frames == 0:
+        return "empty after resampling (0 samples)"
+    if seconds < min_duration:
+        return f"too short ({seconds:.3f} s < min_duration {min_duration:g} s)"
+    if max_duration is not None and seconds > max_duration:
+        return f"too long ({seconds:.1f} s > max_duration {max_duration:g} s)"
+    return None
+
+
+def _run(tasks: list, num_workers: int | None, progress: bool,
+         desc: str) -> list[tuple[int, str | None]]:
+    """Run :func:`_convert` over ``tasks`` (in order) with a progress bar, in parallel if asked."""
+    workers = (os.cpu_count() or 1) if num_workers is None else num_workers
+    workers = min(workers, len(tasks))
+    with tqdm(total=len(tasks), desc=desc, unit="file", disable=not progress) as bar:
+        if workers <= 1:
+            results = []
+            for task in tasks:
+                results.append(_convert(task))
+                bar.update()
+            return results
+        chunksize = max(1, min(64, len(tasks) // (workers * 8)))
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = []
+            for result in pool.map(_convert, tasks, chunksize=chunksize):
+                results.append(result)
+                bar.update()
+            return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Splits
+
+
+def _unit_hash(seed: int, key: str) -> float:
+    """A number in [0, 1) fixed by (seed, key)."""
+    digest = hashlib.sha1(f"{seed}:{key}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+
+
+def _hash_split(keys: Iterable[str], seed: int, *, test_fraction: float,
+                valid_fraction: float) -> dict[str, str]:
+    """Place each key by its hash: [0, test) -> test, [test, test+valid) -> valid, else train.
+
+    Then make sure train is not empty, and that each split with a non-zero fraction holds at least
+    one key when one can be moved from train while leaving train non-empty (the train key with the
+    smallest hash moves, so small corpora stay reproducible too).
+    """
+    score = {k: _unit_hash(seed, k) for k in keys}
+    placed = {}
+    for key, x in score.items():
+        placed[key] = ("test" if x < test_fraction else
+                       "valid" if x < test_fraction + valid_fraction else "train")
+    if score and "train" not in placed.values():
+        placed[max(score, key=score.get)] = "train"
+    for name, fraction in (("test", test_fraction), ("valid", valid_fraction)):
+        train = [k for k in placed if placed[k] == "train"]
+        if fraction > 0 and name not in placed.values() and len(train) > 1:
+            placed[min(train, key=score.get)] = name
+    return placed
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks and files
+
+
+def _check_arguments(sample_rate, split_by, valid_fraction, test_fraction, heldout_speakers,
+                     min_duration, max_duration, num_workers) -> None:
+    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise UserError(f"sample_rate={sample_rate!r} is not valid; give a positive whole number "
+                        "of hertz such as 16000.")
+    if split_by not in SPLIT_MODES:
+        raise UserError(f"split_by='{split_by}' is not valid; use one of: {', '.join(SPLIT_MODES)}.")
+    if not (0 <= valid_fraction < 1 and 0 <= test_fraction < 1
+            and valid_fraction + test_fraction < 1):
+        raise UserError(f"valid_fraction={valid_fraction} and test_fraction={test_fraction} must "
+                        "each be in [0, 1) and sum to less than 1.")
+    if heldout_speakers is not None and split_by != "speaker":
+        raise UserError("heldout_speakers only applies with split_by='speaker'; "
+                        "add split_by='speaker' or drop heldout_speakers.")
+    if min_duration < 0 or (max_duration is not None and max_duration <= min_duration):
+        raise UserError(f"min_duration={min_duration} and max_duration={max_duration} are not "
+                        "valid; use 0 <= min_duration < max_duration (seconds).")
+    if num_workers is not None and num_workers < 0:
+        raise UserError(f"num_workers={num_workers} is not valid; use 0 or more "
+                        "(0 or 1 converts in this process).")
+
+
+def _check_speakers(heldout_speakers: Sequence[str], sources: Sequence[SourceUtterance],
+                    corpus_dir: Path) -> None:
+    known = {u.speaker for u in sources}
+    unknown = sorted(set(heldout_speakers) - known)
+    if unknown:
+        examples = ", ".join(sorted(known)[:10]) + (", ..." if len(known) > 10 else "")
+        raise UserError(f"Held-out speaker(s) {', '.join(unknown)} are not in {corpus_dir}; "
+                        f"its speakers include: {examples}.")
+
+
+def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool) -> None:
+    """Refuse to replace a manifest built with other settings unless ``overwrite``."""
+    manifest = out_dir / "manifest.jsonl"
+    if not manifest.exists():
+        return
+    try:
+        previous = json.loads((out_dir / "prepare.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = None
+    if previous == settings:
+        return
+    if not overwrite:
+        if previous is None:
+            raise UserError(f"{manifest} exists but has no readable prepare.json beside it; pass "
+                            "--overwrite to replace it, or choose another output folder.")
+        changed = ", ".join(f"{k} {previous.get(k)!r} -> {settings[k]!r}"
+                            for k in settings if previous.get(k) != settings[k])
+        raise UserError(f"{manifest} was prepared with different settings ({changed}); pass "
+                        "--overwrite to rebuild it, or choose another output folder.")
+    for name in ("manifest.jsonl", "prepare.json", "speakers.tsv"):
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def _outside(out_dir: Path, corpus_dir: Path, sources: list[SourceUtterance],
+             rejects: list[tuple[str, str]]) -> tuple[list[SourceUtterance], list[tuple[str, str]]]:
+    """Drop files inside ``out_dir`` (our own output when it lies within the corpus folder)."""
+    out = out_dir.resolve()
+    if not out.is_relative_to(corpus_dir.resolve()):
+        return sources, rejects
+
+    def inside(path: str) -> bool:
+        return Path(path).resolve().is_relative_to(out)
+
+    return ([u for u in sources if not inside(u.path)],
+            [r for r in rejects if not inside(r[0])])
+
+
+def _speaker_rows(utts: Sequence[Utterance]) -> list[tuple]:
+    """speakers.tsv rows: (speaker, num_utterances, seconds, splits as "train,valid,test")."""
+    count: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    splits: dict[str, set[str]] = {}
+    for u in utts:
+        count[u.speaker] = count.get(u.speaker, 0) + 1
+        seconds[u.speaker] = seconds.get(u.speaker, 0.0) + u.duration
+        splits.setdefault(u.speaker, set()).add(u.split)
+    return [(spk, count[spk], f"{seconds[spk]:.2f}",
+             ",".join(s for s in SPLITS if s in splits[spk])) for spk in sorted(count)]
+
+
+def _write_tsv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
+    lines = ["\t".join(header)]
+    for row in rows:
+        lines.append("\t".join(" ".join(str(value).split()) for value in row))
+    _write_text(path, "\n".join(lines) + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write atomically (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

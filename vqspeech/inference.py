@@ -1,0 +1,145 @@
+"""Load a trained VQ-VAE and use it: encode audio to codes, decode codes, convert voices.
+
+    from vqspeech import VQSpeech
+    vq = VQSpeech.load("exp/demo")                  # experiment folder or checkpoint file
+    codes = vq.encode(audio, sample_rate)           # np.int16 [F]
+    wav = vq.decode(codes, speaker="us_f3")         # np.float32 [F * hop] at vq.sample_rate
+    wav = vq.convert(audio, sample_rate, speaker="gb_m1")
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import resample
+from .checkpoint import load_checkpoint
+from .data.manifest import read_manifest
+from .device import select_device
+from .errors import UserError
+from .generate import generate
+from .models import VQVAE
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3", ".sph")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """An experiment folder (-> checkpoints/last.pt) or a checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        ckpt = path / "checkpoints" / "last.pt"
+        if not ckpt.is_file():
+            raise UserError(f"{path} holds no checkpoints/last.pt; train it first with `vqspeech train {path} ...`.")
+        return ckpt
+    if not path.exists():
+        raise UserError(f"{path} is neither an experiment folder nor a checkpoint file; check the path.")
+    return path
+
+
+class VQSpeech:
+    """A trained VQ-VAE ready for inference on one device."""
+
+    def __init__(self, model: VQVAE, speakers: list[str], config: dict, device: torch.device,
+                 checkpoint: Path | None = None):
+        self.model = model.to(device).eval()
+        self.speakers, self.config, self.device, self.checkpoint = speakers, config, device, checkpoint
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> "VQSpeech":
+        ckpt_path = resolve_checkpoint(path)
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt.get("kind") != "vqvae":
+            raise UserError(f"{ckpt_path} holds a {ckpt.get('kind')} model, not a VQ-VAE.")
+        model = VQVAE.from_config(ckpt["config"]["model"], len(ckpt["speakers"]))
+        model.load_state_dict(ckpt["model"])
+        return cls(model, list(ckpt["speakers"]), ckpt["config"], select_device(device), ckpt_path)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.model.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.model.hop_length
+
+    def speaker_id(self, name: str) -> int:
+        if name not in self.speakers:
+            shown = ", ".join(self.speakers[:30]) + (" ..." if len(self.speakers) > 30 else "")
+            raise UserError(f"Unknown speaker {name!r}; this model knows: {shown}.")
+        return self.speakers.index(name)
+
+    def _prepare(self, audio: np.ndarray, sample_rate: int) -> torch.Tensor:
+        audio = resample(np.asarray(audio, dtype=np.float32), sample_rate, self.sample_rate)
+        frames = len(audio) // self.hop_length
+        if frames == 0:
+            raise UserError(f"Audio of {len(audio)} samples is shorter than one code frame "
+                            f"({self.hop_length} samples at {self.sample_rate} Hz).")
+        return torch.from_numpy(audio[: frames * self.hop_length]).to(self.device)[None]
+
+    @torch.no_grad()
+    def encode(self, audio: np.ndarray, sample_rate: int, latents: bool = False):
+        """audio [T] -> codes np.int16 [F] (and latents np.float32 [F, D] when ``latents``)."""
+        vq, z = self.model.quantize(self._prepare(audio, sample_rate))
+        codes = vq.codes[0].cpu().numpy().astype(np.int16)
+        if latents:
+            return codes, z[0].t().cpu().numpy().astype(np.float32)
+        return codes
+
+    @torch.no_grad()
+    def decode_batch(self, codes: list[np.ndarray], speakers: list[str], temperature: float = 1.0,
+                     seed: int = 0, progress: bool = False) -> list[np.ndarray]:
+        """Generate several utterances together; returns waveforms [F_i * hop] at sample_rate."""
+        lengths = [len(c) for c in codes]
+        longest = max(lengths)
+        padded = torch.zeros(len(codes), longest, dtype=torch.long)
+        for i, c in enumerate(codes):
+            padded[i, : len(c)] = torch.as_tensor(np.asarray(c, dtype=np.int64))
+        if padded.max() >= self.model.quantizer.num_codes or padded.min() < 0:
+            raise UserError(f"Codes must lie in [0, {self.model.quantizer.num_codes}); "
+                            "were they made by another model?")
+        latents = self.model.quantizer.lookup(padded.to(self.device))
+        ids = torch.tensor([self.speaker_id(s) for s in speakers], device=self.device)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        audio = generate(self.model.decoder, latents, ids, temperature=temperature,
+                         generator=generator, progress=progress).cpu().numpy()
+        return [a[: n * self.hop_length] for a, n in zip(audio, lengths)]
+
+    def decode(self, codes: np.ndarray, speaker: str, temperature: float = 1.0, seed: int = 0,
+               progress: bool = False) -> np.ndarray:
+        return self.decode_batch([codes], [speaker], temperature, seed, progress)[0]
+
+    def convert(self, audio: np.ndarray, sample_rate: int, speaker: str, temperature: float = 1.0,
+                seed: int = 0, progress: bool = False) -> np.ndarray:
+        """Re-synthesise ``audio`` in ``speaker``'s voice (same codes, another speaker embedding)."""
+        return self.decode(self.encode(audio, sample_rate), speaker, temperature, seed, progress)
+
+
+@dataclass
+class InputItem:
+    id: str
+    audio: str
+    speaker: str | None = None
+
+
+def _safe_id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "utt"
+
+
+def collect_inputs(path: str | Path) -> list[InputItem]:
+    """A sound file, a folder (searched recursively) or a manifest (.jsonl) -> items with unique ids."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"Input {path} does not exist; give a sound file, a folder or a manifest.jsonl.")
+    if path.is_file() and path.suffix == ".jsonl":
+        return [InputItem(u.id, u.audio, u.speaker) for u in read_manifest(path)]
+    if path.is_file():
+        return [InputItem(_safe_id(path.stem), str(path))]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise UserError(f"Folder {path} holds no sound files ({', '.join(AUDIO_SUFFIXES)}).")
+    items = [InputItem(_safe_id(str(f.relative_to(path).with_suffix(""))), str(f)) for f in files]
+    return items

@@ -1,0 +1,48 @@
+"""Non-causal encoder: waveform -> continuous latents at the code rate."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .frontend import ConvFrontend, LogMelFrontend
+
+
+class ResidualDilatedBlock(nn.Module):
+    """x + W2 relu(W1_dilated relu(x)): a non-causal residual block, length preserved."""
+
+    def __init__(self, channels: int, dilation: int, kernel_size: int = 3):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation,
+                              padding=dilation * (kernel_size - 1) // 2)
+        self.proj = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.proj(torch.relu(self.conv(torch.relu(x))))
+
+
+class Encoder(nn.Module):
+    """Waveform [B, T] -> latents z [B, latent_dim, T // hop_length].
+
+    Front end (``frontend``): ``"mel"`` (log-mel frames) or ``"conv"`` (strided convolutions over
+    the waveform, as in the VQ-VAE paper), then a residual stack of dilated convolutions.
+    """
+
+    def __init__(self, sample_rate: int, hop_length: int, frontend: str = "mel", n_mels: int = 80,
+                 strides: list[int] | None = None, channels: int = 128, latent_dim: int = 64,
+                 dilations: list[int] = (1, 2, 4, 1, 2, 4), kernel_size: int = 3):
+        super().__init__()
+        if frontend == "mel":
+            self.frontend = LogMelFrontend(sample_rate, hop_length, n_mels)
+        elif frontend == "conv":
+            self.frontend = ConvFrontend(hop_length, list(strides or []), channels)
+        else:
+            raise ValueError(f"unknown encoder frontend {frontend!r}; use 'mel' or 'conv'")
+        self.hop_length = hop_length
+        self.input_proj = nn.Conv1d(self.frontend.out_channels, channels, 3, padding=1)
+        self.blocks = nn.Sequential(*(ResidualDilatedBlock(channels, d, kernel_size) for d in dilations))
+        self.output_proj = nn.Conv1d(channels, latent_dim, 1)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        x = self.input_proj(self.frontend(audio))
+        return self.output_proj(torch.relu(self.blocks(x)))

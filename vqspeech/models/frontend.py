@@ -1,0 +1,82 @@
+"""Encoder front ends: waveform [B, T] -> frame features [B, C, T // hop_length].
+
+Both front ends produce exactly one frame per ``hop_length`` samples; frame t covers samples
+[t * hop, (t + 1) * hop) and is centred at (t + 0.5) * hop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
+                   fmax: float | None = None) -> torch.Tensor:
+    """Slaney-style triangular mel filters (HTK mel scale), shape [n_mels, n_fft // 2 + 1]."""
+    fmax = fmax or sample_rate / 2
+
+    def hz_to_mel(f):
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def mel_to_hz(m):
+        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
+
+    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (freqs[None] - lower) / (centre - lower)
+    falling = (upper - freqs[None]) / (upper - centre)
+    filters = np.maximum(0.0, np.minimum(rising, falling))
+    filters *= (2.0 / (upper - lower))  # equal area per filter
+    return torch.tensor(filters, dtype=torch.float32)
+
+
+class LogMelFrontend(nn.Module):
+    """Log-mel spectrogram via torch.stft, window 2*hop, one frame per hop (centred frames)."""
+
+    def __init__(self, sample_rate: int, hop_length: int, n_mels: int = 80):
+        super().__init__()
+        self.hop_length = hop_length
+        self.n_fft = 2 * hop_length
+        self.out_channels = n_mels
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        self.register_buffer("filters", mel_filterbank(sample_rate, self.n_fft, n_mels), persistent=False)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio [B, T] -> log-mel [B, n_mels, T // hop]."""
+        frames = audio.shape[-1] // self.hop_length
+        pad = (self.n_fft - self.hop_length) // 2
+        audio = audio[..., : frames * self.hop_length].float()
+        audio = nn.functional.pad(audio.unsqueeze(1), (pad, self.n_fft - self.hop_length - pad), mode="reflect"
+                                  if audio.shape[-1] > self.n_fft else "constant").squeeze(1)
+        spec = torch.stft(audio, self.n_fft, self.hop_length, window=self.window, center=False,
+                          return_complex=True).abs().pow(2)
+        mel = torch.matmul(self.filters, spec)[..., :frames]
+        return torch.log(mel.clamp_min(1e-5))
+
+
+class ConvFrontend(nn.Module):
+    """Strided 1-D convolutions over the waveform, as in the VQ-VAE paper; prod(strides) == hop."""
+
+    def __init__(self, hop_length: int, strides: list[int], channels: int = 128):
+        super().__init__()
+        if math.prod(strides) != hop_length:
+            raise ValueError(f"encoder strides {strides} multiply to {math.prod(strides)}, "
+                             f"not hop_length={hop_length}")
+        self.hop_length = hop_length
+        self.out_channels = channels
+        self.strides = list(strides)
+        # kernel 2*stride with `stride` samples of padding in all keeps exactly T/stride frames
+        self.convs = nn.ModuleList(
+            nn.Conv1d(1 if i == 0 else channels, channels, 2 * s, s) for i, s in enumerate(strides))
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio [B, T] -> features [B, channels, T // hop]."""
+        frames = audio.shape[-1] // self.hop_length
+        x = audio[..., : frames * self.hop_length].unsqueeze(1)
+        for stride, conv in zip(self.strides, self.convs):
+            x = torch.relu(conv(nn.functional.pad(x, (stride // 2, stride - stride // 2))))
+        return x

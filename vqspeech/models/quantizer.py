@@ -1,0 +1,163 @@
+"""Vector quantisation with a straight-through gradient (van den Oord et al., 2017).
+
+Options on one module: codebook + commitment loss, or EMA codebook updates (VQ-VAE-2);
+initialisation from encoder outputs; dead codes re-seeded from encoder outputs. Under
+torch.distributed the codebook statistics are all-reduced and random choices are made on rank 0
+and broadcast, so every process keeps the same codebook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass
+class QuantizerOutput:
+    quantized: torch.Tensor        # [B, D, T] codebook vectors, straight-through to z
+    codes: torch.Tensor            # [B, T] long
+    loss: torch.Tensor             # codebook + beta * commitment (EMA: beta * commitment)
+    codebook_loss: torch.Tensor    # ||sg(z) - e||^2 (zero with EMA updates)
+    commitment_loss: torch.Tensor  # ||z - sg(e)||^2
+    perplexity: torch.Tensor       # exp(entropy of this batch's code distribution)
+    usage: torch.Tensor            # [K] counts in this batch
+    reseeded: int                  # dead codes re-seeded in this call
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class VectorQuantizer(nn.Module):
+    """z [B, D, T] -> nearest of K codebook vectors.
+
+    Args:
+        num_codes: K.
+        dim: D, the latent size.
+        beta: commitment weight.
+        ema: update the codebook by exponential moving averages instead of the codebook loss.
+        decay: EMA decay for the codebook statistics.
+        init_from_data: set the codebook from the first training batch's encoder outputs.
+        dead_code_threshold: a code is dead when its running usage falls below this fraction of
+            the uniform share 1/K; dead codes are re-seeded from current encoder outputs (0 = off).
+        usage_decay: decay of the running usage estimate.
+    """
+
+    def __init__(self, num_codes: int = 128, dim: int = 64, beta: float = 0.25, ema: bool = False,
+                 decay: float = 0.99, eps: float = 1e-5, init_from_data: bool = True,
+                 dead_code_threshold: float = 0.05, usage_decay: float = 0.99):
+        super().__init__()
+        self.num_codes, self.dim, self.beta = num_codes, dim, beta
+        self.ema, self.decay, self.eps = ema, decay, eps
+        self.dead_code_threshold, self.usage_decay = dead_code_threshold, usage_decay
+        codebook = torch.randn(num_codes, dim) / dim ** 0.5
+        if ema:
+            self.register_buffer("codebook", codebook)
+            self.register_buffer("ema_count", torch.ones(num_codes))
+            self.register_buffer("ema_sum", codebook.clone())
+        else:
+            self.codebook = nn.Parameter(codebook)
+        self.register_buffer("usage_ema", torch.full((num_codes,), 1.0 / num_codes))
+        self.register_buffer("initialized", torch.tensor(not init_from_data))
+
+    def nearest(self, flat: torch.Tensor) -> torch.Tensor:
+        """flat [N, D] -> codes [N]: argmin ||z||^2 - 2 z.e + ||e||^2 with one matmul."""
+        codebook = self.codebook.float()
+        distances = torch.addmm(codebook.pow(2).sum(1)[None], flat.float(), codebook.t(), alpha=-2.0)
+        return distances.argmin(dim=1)  # ||z||^2 is constant per row and left out
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, T] -> vectors [B, D, T]."""
+        return F.embedding(codes, self.codebook).transpose(1, 2)
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        batch, dim, frames = z.shape
+        flat = z.transpose(1, 2).reshape(-1, dim)  # 'b d t -> (b t) d'
+        if self.training and not bool(self.initialized):
+            self._init_from(flat.detach())
+        codes = self.nearest(flat.detach())
+        usage = torch.bincount(codes, minlength=self.num_codes).float()
+
+        reseeded = 0
+        if self.training:
+            global_usage = usage.clone()
+            if _distributed():
+                dist.all_reduce(global_usage)
+            if self.ema:
+                self._ema_update(flat.detach(), codes, global_usage)
+            reseeded = self._reseed_dead_codes(flat.detach(), global_usage)
+
+        quantized_flat = F.embedding(codes, self.codebook)
+        commitment = F.mse_loss(flat, quantized_flat.detach())
+        if self.ema:
+            codebook_loss = torch.zeros((), device=z.device)
+        else:
+            codebook_loss = F.mse_loss(quantized_flat, flat.detach())
+        quantized_flat = flat + (quantized_flat - flat).detach()  # straight-through estimator
+
+        probs = usage / usage.sum().clamp_min(1.0)
+        perplexity = torch.exp(-(probs * torch.log(probs.clamp_min(1e-10))).sum())
+        return QuantizerOutput(
+            quantized=quantized_flat.view(batch, frames, dim).transpose(1, 2),
+            codes=codes.view(batch, frames),
+            loss=codebook_loss + self.beta * commitment,
+            codebook_loss=codebook_loss,
+            commitment_loss=commitment,
+            perplexity=perplexity,
+            usage=usage,
+            reseeded=reseeded,
+        )
+
+    @torch.no_grad()
+    def _sample_vectors(self, flat: torch.Tensor, count: int) -> torch.Tensor:
+        """``count`` rows of ``flat`` chosen at random on rank 0 and broadcast to every rank."""
+        if flat.shape[0] >= count:
+            picked = flat[torch.randperm(flat.shape[0], device=flat.device)[:count]]
+        else:
+            picked = flat[torch.randint(flat.shape[0], (count,), device=flat.device)]
+            picked = picked + 0.01 * picked.std() * torch.randn_like(picked)
+        picked = picked.float().contiguous()
+        if _distributed():
+            dist.broadcast(picked, src=0)
+        return picked
+
+    @torch.no_grad()
+    def _init_from(self, flat: torch.Tensor) -> None:
+        self.codebook.data.copy_(self._sample_vectors(flat, self.num_codes))
+        if self.ema:
+            self.ema_sum.copy_(self.codebook)
+            self.ema_count.fill_(1.0)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, flat: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor) -> None:
+        sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, flat.float())
+        if _distributed():
+            dist.all_reduce(sums)
+        self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        total = self.ema_count.sum()
+        smoothed = (self.ema_count + self.eps) / (total + self.num_codes * self.eps) * total  # Laplace
+        self.codebook.copy_(self.ema_sum / smoothed[:, None])
+
+    @torch.no_grad()
+    def _reseed_dead_codes(self, flat: torch.Tensor, counts: torch.Tensor) -> int:
+        probs = counts / counts.sum().clamp_min(1.0)
+        self.usage_ema.mul_(self.usage_decay).add_(probs, alpha=1 - self.usage_decay)
+        if self.dead_code_threshold <= 0:
+            return 0
+        dead = self.usage_ema < self.dead_code_threshold / self.num_codes
+        num_dead = int(dead.sum())
+        if num_dead == 0:
+            return 0
+        fresh = self._sample_vectors(flat, num_dead)
+        self.codebook.data[dead] = fresh.to(self.codebook.dtype)
+        if self.ema:
+            self.ema_sum[dead] = fresh
+            self.ema_count[dead] = 1.0
+        self.usage_ema[dead] = 1.0 / self.num_codes  # a grace period before it can count as dead
+        return num_dead

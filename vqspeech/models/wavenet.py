@@ -1,0 +1,102 @@
+"""Speaker-conditioned WaveNet decoder (van den Oord et al., 2016) over 8-bit mu-law samples.
+
+Channel names follow r9y9/wavenet_vocoder: ``residual_channels`` (the residual stream),
+``gate_channels`` (output of each dilated convolution, split in half into tanh and sigmoid
+parts), ``skip_channels``. Local conditioning arrives at frame rate and is upsampled by repetition
+(``hop_length`` samples per frame); global conditioning is a learned speaker embedding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ResidualLayer(nn.Module):
+    """One gated, dilated, causal layer: x [B, R, T] -> (x' [B, R, T], skip [B, S, T])."""
+
+    def __init__(self, residual_channels: int, gate_channels: int, skip_channels: int,
+                 kernel_size: int, dilation: int, local_channels: int, global_channels: int):
+        super().__init__()
+        self.kernel_size, self.dilation = kernel_size, dilation
+        self.residual_channels = residual_channels
+        self.dilated = nn.Conv1d(residual_channels, gate_channels, kernel_size, dilation=dilation)
+        self.local_proj = nn.Conv1d(local_channels, gate_channels, 1, bias=False)
+        self.global_proj = nn.Linear(global_channels, gate_channels, bias=False)
+        self.out_proj = nn.Conv1d(gate_channels // 2, residual_channels + skip_channels, 1)
+
+    @property
+    def receptive_field(self) -> int:
+        return (self.kernel_size - 1) * self.dilation
+
+    def conditioning(self, local: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
+        """Gate bias from both conditionings at frame rate: [B, L, F], [B, G] -> [B, gate, F]."""
+        return self.local_proj(local) + self.global_proj(speaker)[:, :, None]
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, hop_length: int):
+        """x [B, R, T], cond [B, gate, F] with T == F * hop_length."""
+        batch, _, length = x.shape
+        h = self.dilated(F.pad(x, (self.receptive_field, 0)))
+        # add the frame-rate conditioning to every sample of its frame without materialising it
+        h = (h.view(batch, -1, cond.shape[-1], hop_length) + cond[..., None]).view(batch, -1, length)
+        a, b = h.chunk(2, dim=1)
+        out = self.out_proj(torch.tanh(a) * torch.sigmoid(b))
+        residual, skip = out.split([self.residual_channels, out.shape[1] - self.residual_channels], dim=1)
+        return (x + residual) * math.sqrt(0.5), skip
+
+
+class WaveNetDecoder(nn.Module):
+    """p(x_t | x_<t, codes, speaker): previous samples [B, T] (mu-law classes) -> logits [B, C, T].
+
+    ``forward`` takes the *input* sequence: position t holds the sample before the one predicted
+    at t (teacher forcing shifts the target right by one). Output t depends only on inputs <= t.
+    """
+
+    def __init__(self, num_speakers: int, latent_dim: int = 64, hop_length: int = 160,
+                 classes: int = 256, residual_channels: int = 64, gate_channels: int = 128,
+                 skip_channels: int = 64, kernel_size: int = 2, layers: int = 20, cycles: int = 2,
+                 local_channels: int = 64, global_channels: int = 64, cond_kernel_size: int = 3):
+        super().__init__()
+        if layers % cycles:
+            raise ValueError(f"wavenet layers={layers} is not a multiple of cycles={cycles}")
+        self.classes, self.hop_length = classes, hop_length
+        self.input_embedding = nn.Embedding(classes, residual_channels)
+        self.speaker_embedding = nn.Embedding(num_speakers, global_channels)
+        # a small non-causal net over the code vectors at frame rate, before upsampling
+        self.local_net = nn.Sequential(
+            nn.Conv1d(latent_dim, local_channels, cond_kernel_size, padding=cond_kernel_size // 2),
+            nn.ReLU(),
+            nn.Conv1d(local_channels, local_channels, cond_kernel_size, padding=cond_kernel_size // 2),
+        )
+        per_cycle = layers // cycles
+        self.layers = nn.ModuleList(
+            ResidualLayer(residual_channels, gate_channels, skip_channels, kernel_size, 2 ** (i % per_cycle),
+                          local_channels, global_channels)
+            for i in range(layers))
+        self.output = nn.Sequential(nn.ReLU(), nn.Conv1d(skip_channels, skip_channels, 1), nn.ReLU(),
+                                    nn.Conv1d(skip_channels, classes, 1))
+
+    @property
+    def receptive_field(self) -> int:
+        return 1 + sum(layer.receptive_field for layer in self.layers)
+
+    def local_conditioning(self, latents: torch.Tensor) -> torch.Tensor:
+        """Code vectors [B, D, F] -> local conditioning [B, local_channels, F] (frame rate)."""
+        return self.local_net(latents)
+
+    def forward(self, inputs: torch.Tensor, latents: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
+        """inputs [B, T] long, latents [B, D, F] with T == F * hop_length, speakers [B] -> [B, C, T]."""
+        if inputs.shape[-1] != latents.shape[-1] * self.hop_length:
+            raise ValueError(f"decoder input has {inputs.shape[-1]} samples but {latents.shape[-1]} frames "
+                             f"x hop {self.hop_length} were given")
+        local = self.local_conditioning(latents)
+        speaker = self.speaker_embedding(speakers)
+        x = self.input_embedding(inputs).transpose(1, 2)
+        skips = 0
+        for layer in self.layers:
+            x, skip = layer(x, layer.conditioning(local, speaker), self.hop_length)
+            skips = skips + skip
+        return self.output(skips * math.sqrt(1.0 / len(self.layers)))

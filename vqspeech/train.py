@@ -1,0 +1,175 @@
+"""One trainer for every model: the loop, schedule, DDP, bf16 autocast, checkpoints and logging.
+
+What is specific to a model lives in a :class:`Task` (see ``tasks.py``): how to build batches,
+compute the loss, validate and draw media for TensorBoard. The trainer owns everything else.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from .checkpoint import cpu_state_dict, load_checkpoint, save_checkpoint
+from .device import DistInfo, autocast
+from .errors import UserError
+
+
+class Task(Protocol):
+    kind: str
+    model: torch.nn.Module
+
+    def batches(self, start_step: int, rank: int, device: torch.device) -> Iterator[Any]: ...
+    def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]: ...
+    def log_media(self, model: torch.nn.Module, writer, step: int, device: torch.device) -> None: ...
+    def checkpoint_fields(self) -> dict[str, Any]: ...
+
+
+def lr_lambda(warmup_steps: int, max_steps: int, schedule: str, min_ratio: float):
+    """Linear warm-up, then constant or cosine decay to ``min_ratio`` of the peak at max_steps."""
+    if schedule not in ("constant", "cosine"):
+        raise UserError(f"Unknown train.schedule {schedule!r}; use constant or cosine.")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+class Trainer:
+    """Runs (or resumes) training of ``task.model`` in ``exp_dir`` according to ``cfg`` (train.*)."""
+
+    def __init__(self, exp_dir: str | Path, task: Task, cfg: dict[str, Any], config: dict[str, Any],
+                 device: torch.device, dist_info: DistInfo = DistInfo()):
+        self.exp_dir, self.task, self.cfg, self.config = Path(exp_dir), task, cfg, config
+        self.device, self.dist = device, dist_info
+        self.ckpt_dir = self.exp_dir / "checkpoints"
+        self.model = task.model.to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]),
+                                          weight_decay=cfg.get("weight_decay", 0.0))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(cfg["warmup_steps"], cfg["max_steps"], cfg["schedule"],
+                                      cfg["lr_min_ratio"]))
+        self.step, self.elapsed = 0, 0.0
+        self.amp = cfg["amp"] and device.type == "cuda"
+        self._resume()
+        self.ddp_model = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda"
+                                                  else None) if dist_info.enabled else self.model)
+
+    # --- state -----------------------------------------------------------------------------
+    def _resume(self) -> None:
+        last = self.ckpt_dir / "last.pt"
+        if not last.is_file():
+            return
+        ckpt = load_checkpoint(last)
+        if ckpt.get("kind") != self.task.kind:
+            raise UserError(f"{last} holds a {ckpt.get('kind')} model, not a {self.task.kind}; "
+                            "use another experiment folder.")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.step, self.elapsed = ckpt["step"], ckpt["elapsed_seconds"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if torch.cuda.is_available() and ckpt["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+
+    def save(self, name: str = "last.pt") -> None:
+        if not self.dist.is_main:
+            return
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        save_checkpoint(self.ckpt_dir / name, {
+            "kind": self.task.kind, "step": self.step, "elapsed_seconds": self.elapsed,
+            "config": self.config, "model": cpu_state_dict(self.model),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "rng": rng, **self.task.checkpoint_fields()})
+
+    # --- loop ------------------------------------------------------------------------------
+    def _should_stop(self, started: float) -> bool:
+        budget = self.cfg.get("max_minutes")
+        stop = self.step >= self.cfg["max_steps"] or (
+            budget is not None and self.elapsed + time.time() - started >= 60 * budget)
+        if self.dist.enabled:  # every rank stops at the same step
+            flag = torch.tensor(float(stop), device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
+
+    def fit(self) -> dict[str, float]:
+        """Train until max_steps or the wall-clock budget; returns the last validation metrics."""
+        writer = None
+        if self.dist.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(str(self.exp_dir / "tb"), purge_step=self.step or None)
+        started, metrics = time.time(), {}
+        batches = self.task.batches(self.step, self.dist.rank, self.device)
+        bar = tqdm(total=self.cfg["max_steps"], initial=self.step, disable=not self.dist.is_main,
+                   desc=f"train {self.task.kind}", dynamic_ncols=True, mininterval=1.0)
+        window_start, window_samples = time.time(), 0
+        while not self._should_stop(started):
+            batch = next(batches)
+            self.model.train()
+            with autocast(self.device, self.amp):
+                loss, scalars = self.task.loss(self.ddp_model, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"])
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            window_samples += scalars.pop("samples", 0) * self.dist.world_size
+            if not math.isfinite(float(loss)):
+                raise UserError(f"Training diverged at step {self.step} (loss {float(loss)}); "
+                                "lower train.lr or raise train.grad_clip strictness.")
+            if self.step % self.cfg["log_every"] == 0 and writer is not None:
+                now = time.time()
+                rate = window_samples / max(now - window_start, 1e-9)
+                window_start, window_samples = now, 0
+                for key, value in scalars.items():
+                    writer.add_scalar(f"train/{key}", value, self.step)
+                writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+                writer.add_scalar("train/grad_norm", float(grad_norm), self.step)
+                writer.add_scalar("speed/samples_per_s", rate, self.step)
+                bar.set_postfix(loss=f"{float(loss):.3f}", **{k: f"{v:.3g}" for k, v in scalars.items()
+                                                             if k in self.task.progress_keys},
+                                sps=f"{rate:,.0f}", refresh=False)
+            bar.update(1)
+            if self.step % self.cfg["valid_every"] == 0:
+                metrics = self._validate(writer)
+            if self.cfg["media_every"] and self.step % self.cfg["media_every"] == 0 and writer is not None:
+                self.task.log_media(self.model, writer, self.step, self.device)
+            if self.step % self.cfg["checkpoint_every"] == 0:
+                self.elapsed += time.time() - started
+                started = time.time()
+                self.save()
+                self.save(f"step-{self.step}.pt")
+        bar.close()
+        self.elapsed += time.time() - started
+        if self.step % self.cfg["valid_every"] != 0:
+            metrics = self._validate(writer)
+        self.save()
+        if writer is not None:
+            writer.close()
+        return metrics
+
+    def _validate(self, writer) -> dict[str, float]:
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device, self.amp):
+            metrics = self.task.validate(self.model, self.device)
+        if writer is not None:
+            for key, value in metrics.items():
+                writer.add_scalar(f"valid/{key}", value, self.step)
+            writer.flush()
+        return metrics

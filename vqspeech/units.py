@@ -1,0 +1,149 @@
+"""Files in, files out for the inference verbs: encode to the codes layout, decode, convert.
+
+Codes layout (DESIGN.md): ``<out>/codes/<id>.npy`` (int16 [T]), ``<out>/units.txt``
+(``<id> c1 c2 ...``), ``<out>/codes.json`` (code_rate_hz, frame_offset_s, K, checkpoint, ...),
+and with ``--latents`` ``<out>/latents/<id>.npy`` (float32 [T, D]).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .audio import load_audio, save_wav
+from .errors import UserError
+from .inference import InputItem, VQSpeech
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def encode_items(vq: VQSpeech, items: list[InputItem], out_dir: Path, *, latents: bool = False,
+                 overwrite: bool = False, progress: bool = True) -> dict:
+    """Encode every item; unreadable inputs are listed in ``rejects.tsv`` and skipped."""
+    meta_path = out_dir / "codes.json"
+    if meta_path.exists() and not overwrite:
+        raise UserError(f"{out_dir} already holds codes (codes.json); pass --overwrite to replace them.")
+    (out_dir / "codes").mkdir(parents=True, exist_ok=True)
+    if latents:
+        (out_dir / "latents").mkdir(exist_ok=True)
+    units, rejects, speakers = [], [], {}
+    for item in tqdm(items, desc="encode", unit="utt", disable=not progress):
+        try:
+            audio, sr = load_audio(item.audio)
+            result = vq.encode(audio, sr, latents=latents)
+        except UserError as exc:
+            rejects.append((item.audio, str(exc)))
+            continue
+        codes, z = result if latents else (result, None)
+        _save_npy(out_dir / "codes" / f"{item.id}.npy", codes)
+        if z is not None:
+            _save_npy(out_dir / "latents" / f"{item.id}.npy", z)
+        units.append(f"{item.id} {' '.join(map(str, codes.tolist()))}\n")
+        if item.speaker is not None:
+            speakers[item.id] = item.speaker
+    if not units:
+        raise UserError(f"None of the {len(items)} inputs could be encoded; see the first problem: "
+                        f"{rejects[0][1] if rejects else 'no input'}")
+    _write_text(out_dir / "units.txt", "".join(units))
+    _write_text(out_dir / "rejects.tsv", "file\treason\n" + "".join(f"{f}\t{r}\n" for f, r in rejects))
+    meta = {"code_rate_hz": vq.model.code_rate_hz, "frame_offset_s": 0.5 / vq.model.code_rate_hz,
+            "K": vq.model.quantizer.num_codes, "checkpoint": str(vq.checkpoint), "sample_rate": vq.sample_rate,
+            "hop_length": vq.hop_length, "num_utterances": len(units), "speakers": speakers}
+    _write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+    return {"encoded": len(units), "rejected": len(rejects), "out_dir": str(out_dir)}
+
+
+def _output_paths(ids: list[str], out: Path, overwrite: bool) -> list[Path]:
+    """One input and a .wav ``out`` -> that file; else ``out/<id>.wav``. Refuse to overwrite."""
+    if len(ids) == 1 and out.suffix.lower() == ".wav":
+        paths = [out]
+    elif out.suffix.lower() == ".wav":
+        raise UserError(f"{len(ids)} inputs cannot go to the single file {out}; give a folder with -o.")
+    else:
+        paths = [out / f"{i}.wav" for i in ids]
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise UserError(f"{existing[0]} already exists ({len(existing)} output(s) would be replaced); "
+                        "pass --overwrite or choose another output.")
+    return paths
+
+
+def _generate_to_files(vq: VQSpeech, codes: list[np.ndarray], speakers: list[str], paths: list[Path], *,
+                       temperature: float, seed: int, batch_size: int) -> list[Path]:
+    for name in set(speakers):
+        vq.speaker_id(name)  # fail before any work on an unknown speaker
+    if batch_size <= 0:
+        raise UserError(f"--batch_size must be positive, not {batch_size}.")
+    order = np.argsort([-len(c) for c in codes])  # similar lengths share a batch
+    for start in range(0, len(order), batch_size):
+        chunk = order[start: start + batch_size]
+        audios = vq.decode_batch([codes[i] for i in chunk], [speakers[i] for i in chunk],
+                                 temperature=temperature, seed=seed + start, progress=True)
+        for i, audio in zip(chunk, audios):
+            save_wav(paths[i], audio, vq.sample_rate)
+    return paths
+
+
+def decode_codes(vq: VQSpeech, codes_path: Path, out: Path, *, speaker: str | None, temperature: float = 1.0,
+                 seed: int = 0, batch_size: int = 8, overwrite: bool = False) -> list[Path]:
+    """A codes .npy file, or a folder written by ``encode``, -> wav files."""
+    if codes_path.is_file():
+        ids, meta = [codes_path.stem], {}
+        files = [codes_path]
+    elif (codes_path / "codes").is_dir():
+        meta_path = codes_path / "codes.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        files = sorted((codes_path / "codes").glob("*.npy"))
+        ids = [f.stem for f in files]
+        if not files:
+            raise UserError(f"{codes_path}/codes holds no .npy files; run `vqspeech encode` first.")
+    else:
+        raise UserError(f"{codes_path} is neither a codes .npy file nor a folder written by `vqspeech encode`.")
+    if meta.get("hop_length") not in (None, vq.hop_length) or meta.get("K") not in (None, vq.model.quantizer.num_codes):
+        raise UserError(f"The codes in {codes_path} were made by a model with another code rate or codebook size; "
+                        "decode them with that model.")
+    speakers = []
+    for i in ids:
+        name = speaker or meta.get("speakers", {}).get(i)
+        if name is None:
+            raise UserError(f"No speaker is known for {i}; pass --speaker (one of: {', '.join(vq.speakers[:10])}).")
+        speakers.append(name)
+    paths = _output_paths(ids, out, overwrite)
+    codes = []
+    for f in files:
+        try:
+            array = np.load(f)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"Cannot read codes file {f} ({exc}).") from None
+        if array.ndim != 1 or array.size == 0:
+            raise UserError(f"Codes file {f} holds shape {array.shape}; expected a non-empty 1-D array.")
+        codes.append(array)
+    return _generate_to_files(vq, codes, speakers, paths, temperature=temperature, seed=seed,
+                              batch_size=batch_size)
+
+
+def convert_items(vq: VQSpeech, items: list[InputItem], out: Path, *, speaker: str, temperature: float = 1.0,
+                  seed: int = 0, batch_size: int = 8, overwrite: bool = False) -> list[Path]:
+    """Voice conversion: encode each input, decode its codes with ``speaker``'s embedding."""
+    vq.speaker_id(speaker)
+    paths = _output_paths([i.id for i in items], out, overwrite)
+    codes = []
+    for item in items:
+        audio, sr = load_audio(item.audio)
+        codes.append(vq.encode(audio, sr))
+    return _generate_to_files(vq, codes, [speaker] * len(items), paths, temperature=temperature,
+                              seed=seed, batch_size=batch_size)
