@@ -83,7 +83,7 @@ def cmd_encode(args) -> None:
     from .inference import VQSpeech, collect_inputs
     from .units import encode_items
 
-    items = collect_inputs(args.input)
+    items = collect_inputs(args.input, args.split, args.limit)
     vq = VQSpeech.load(args.exp_dir, args.device)
     summary = encode_items(vq, items, Path(args.out_dir), latents=args.latents, overwrite=args.overwrite)
     print(json.dumps(summary))
@@ -104,7 +104,7 @@ def cmd_convert(args) -> None:
     from .inference import VQSpeech, collect_inputs
     from .units import convert_items
 
-    items = collect_inputs(args.input)
+    items = collect_inputs(args.input, args.split, args.limit)
     vq = VQSpeech.load(args.exp_dir, args.device)
     written = convert_items(vq, items, Path(args.out), speaker=args.speaker, temperature=args.temperature,
                             seed=args.seed, batch_size=args.batch_size, overwrite=args.overwrite)
@@ -122,6 +122,10 @@ def cmd_speakers(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vqspeech", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def input_filters(p):
+        p.add_argument("--split", default=None, help="with a manifest input: only this split")
+        p.add_argument("--limit", type=int, default=None, help="only the first N inputs")
 
     def device_flag(p):
         p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
@@ -175,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("out_dir")
     p.add_argument("--latents", action="store_true", help="also write latents/<id>.npy before quantisation")
+    input_filters(p)
     p.add_argument("--overwrite", action="store_true")
     device_flag(p)
     p.set_defaults(func=cmd_encode)
@@ -189,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("input")
             p.add_argument("--speaker", required=True)
+            input_filters(p)
         p.add_argument("-o", "--out", required=True, help="a .wav file for one input, else a folder")
         p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = argmax")
         p.add_argument("--seed", type=int, default=0)

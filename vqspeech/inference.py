@@ -129,17 +129,29 @@ def _safe_id(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "utt"
 
 
-def collect_inputs(path: str | Path) -> list[InputItem]:
-    """A sound file, a folder (searched recursively) or a manifest (.jsonl) -> items with unique ids."""
+def collect_inputs(path: str | Path, split: str | None = None, limit: int | None = None) -> list[InputItem]:
+    """A sound file, a folder (searched recursively) or a manifest (.jsonl) -> items with unique ids.
+
+    ``split`` keeps one split of a manifest; ``limit`` keeps the first N items.
+    """
     path = Path(path)
     if not path.exists():
         raise UserError(f"Input {path} does not exist; give a sound file, a folder or a manifest.jsonl.")
     if path.is_file() and path.suffix == ".jsonl":
-        return [InputItem(u.id, u.audio, u.speaker) for u in read_manifest(path)]
-    if path.is_file():
-        return [InputItem(_safe_id(path.stem), str(path))]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
-    if not files:
-        raise UserError(f"Folder {path} holds no sound files ({', '.join(AUDIO_SUFFIXES)}).")
-    items = [InputItem(_safe_id(str(f.relative_to(path).with_suffix(""))), str(f)) for f in files]
+        items = [InputItem(u.id, u.audio, u.speaker) for u in read_manifest(path, split)]
+        if not items:
+            raise UserError(f"Manifest {path} has no utterances{f' in split {split}' if split else ''}.")
+    elif split is not None:
+        raise UserError(f"--split applies to a manifest input, and {path} is not a .jsonl manifest.")
+    elif path.is_file():
+        items = [InputItem(_safe_id(path.stem), str(path))]
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+        if not files:
+            raise UserError(f"Folder {path} holds no sound files ({', '.join(AUDIO_SUFFIXES)}).")
+        items = [InputItem(_safe_id(str(f.relative_to(path).with_suffix(""))), str(f)) for f in files]
+    if limit is not None:
+        if limit <= 0:
+            raise UserError(f"--limit must be positive, not {limit}.")
+        items = items[:limit]
     return items
