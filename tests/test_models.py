@@ -22,6 +22,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add overhead, and on a busy 2-core machine their spinning
+    made this file ~25x slower (50 s instead of 2 s). Restored afterwards for other test files."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --------------------------------------------------------------------------------------------
 # mu-law
 
@@ -134,8 +144,13 @@ def test_mel_encoder_is_non_causal_and_local():
 # vector quantizer
 
 
+def _distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact pairwise Euclidean distances [N, M] in float64 (no matmul shortcut)."""
+    return (a.detach().double()[:, None, :] - b.detach().double()[None, :, :]).norm(dim=-1)
+
+
 def _brute_force_codes(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    return torch.cdist(flat.double(), codebook.double()).argmin(dim=1)
+    return _distances(flat, codebook).argmin(dim=1)
 
 
 def test_nearest_matches_brute_force():
@@ -184,9 +199,9 @@ def test_codebook_and_commitment_losses():
     codes = out.codes.reshape(-1)
     e = vq.codebook.detach()[codes]
     expected_mse = float(((flat - e) ** 2).mean())
-    assert float(out.commitment_loss) == pytest.approx(expected_mse, rel=1e-5)
-    assert float(out.codebook_loss) == pytest.approx(expected_mse, rel=1e-5)
-    assert float(out.loss) == pytest.approx(float(out.codebook_loss) + beta * float(out.commitment_loss),
+    assert out.commitment_loss.item() == pytest.approx(expected_mse, rel=1e-5)
+    assert out.codebook_loss.item() == pytest.approx(expected_mse, rel=1e-5)
+    assert out.loss.item() == pytest.approx(out.codebook_loss.item() + beta * out.commitment_loss.item(),
                                              rel=1e-6)
 
     # codebook loss: gradient only into the codebook rows used, none into z
@@ -238,7 +253,7 @@ def test_init_from_data():
     out = vq.train()(z)
     assert bool(vq.initialized)
     flat = z.transpose(1, 2).reshape(-1, 5)
-    d = torch.cdist(vq.codebook.detach(), flat)  # [K, N]
+    d = _distances(vq.codebook, flat)  # [K, N]
     assert float(d.min(dim=1).values.max()) < 1e-6  # every row is an input vector
     assert len(set(d.argmin(dim=1).tolist())) == 16  # distinct input vectors
     assert not torch.allclose(before, vq.codebook.detach())
@@ -270,7 +285,7 @@ def test_ema_mode_codebook_is_buffer():
 
 
 def test_ema_update_formula():
-    K, D, decay, eps, beta = 8, 4, 0.9, 1e-5, 0.25
+    K, D, decay, eps, beta = 8, 4, 0.9, 0.1, 0.25  # a large eps makes the smoothing visible
     vq = VectorQuantizer(num_codes=K, dim=D, ema=True, decay=decay, eps=eps, beta=beta,
                          init_from_data=False, dead_code_threshold=0).train()
     old = vq.codebook.clone()
@@ -293,7 +308,7 @@ def test_ema_update_formula():
     torch.testing.assert_close(vq.codebook.double(), expected, rtol=1e-5, atol=1e-6)
     assert (counts == 0).any() and (counts > 0).any()  # both kinds of rows were exercised
     assert float(out.codebook_loss) == 0.0
-    assert float(out.loss) == pytest.approx(beta * float(out.commitment_loss), rel=1e-6)
+    assert out.loss.item() == pytest.approx(beta * out.commitment_loss.item(), rel=1e-6)
     out.loss.backward()
     assert z.grad is not None and float(z.grad.abs().max()) > 0
 
@@ -354,7 +369,7 @@ def test_dead_codes_are_reseeded_from_inputs():
     assert step == 2
     assert out.reseeded == 4
     flat = z[0].t()  # this step's inputs [40, D]
-    d = torch.cdist(vq.codebook.detach()[4:], flat)
+    d = _distances(vq.codebook[4:], flat)
     assert float(d.min(dim=1).values.max()) < 1e-5  # re-seeded rows are input vectors
     torch.testing.assert_close(vq.codebook.detach()[:4], live_before, rtol=0, atol=0)  # used: untouched
     # a grace period: re-seeded codes are not declared dead again at once
@@ -368,7 +383,7 @@ def test_dead_codes_are_reseeded_in_ema_mode():
     z = batch()
     out = vq(z)
     assert out.reseeded == 4
-    d = torch.cdist(vq.codebook[4:], z[0].t())
+    d = _distances(vq.codebook[4:], z[0].t())
     assert float(d.min(dim=1).values.max()) < 1e-3
     assert float(vq.codebook[4:].abs().max()) < 10  # no longer near the far-away start
 
@@ -428,7 +443,8 @@ def test_decoder_receptive_field_property(kernel_size, expected_rf):
 
 @pytest.mark.parametrize("kernel_size", [2, 3])
 def test_decoder_causality_by_perturbation(kernel_size):
-    """Input position s influences exactly outputs s .. s + rf - 1 (latents held fixed)."""
+    """Input position s influences exactly outputs s .. s + rf - 1 (latents held fixed); every other
+    output is bit-for-bit unchanged."""
     dec = _decoder(kernel_size)
     rf = dec.receptive_field
     frames = 10
@@ -441,11 +457,9 @@ def test_decoder_causality_by_perturbation(kernel_size):
             changed = inputs.clone()
             changed[0, s] = (changed[0, s] + 97) % 256
             diff = (dec(changed, latents, speakers) - base).abs().amax(dim=1)[0]  # [T]
-            affected = set(torch.nonzero(diff > 1e-5).flatten().tolist())
+            affected = set(torch.nonzero(diff > 0).flatten().tolist())
             expected = set(range(s, min(s + rf, length)))
             assert affected == expected, (s, sorted(affected))
-            if s:
-                assert float(diff[:s].max()) == 0.0  # the past is bit-for-bit unchanged
 
 
 @pytest.mark.parametrize("kernel_size", [2, 3])
@@ -544,7 +558,7 @@ def _incremental_logits(dec: WaveNetDecoder, inputs, latents, speakers) -> torch
 
 
 @pytest.mark.parametrize("kernel_size", [2, 3])
-@pytest.mark.parametrize("layers,cycles", [(4, 2), (6, 1)])
+@pytest.mark.parametrize("layers,cycles", [(4, 2), (6, 3)])
 def test_incremental_step_matches_teacher_forced_forward(kernel_size, layers, cycles):
     dec = _decoder(kernel_size, layers=layers, cycles=cycles)
     frames = 12
@@ -626,7 +640,7 @@ def test_vqvae_forward_shapes_and_initial_bits(frontend):
     # bits per sample is the mean teacher-forced cross-entropy in bits
     ce = F.cross_entropy(out.logits.detach(), out.targets)
     assert float(out.bits_per_sample) == pytest.approx(float(ce) / math.log(2), rel=1e-5)
-    assert float(out.loss) == pytest.approx(float(ce) + float(out.vq.loss), rel=1e-5)
+    assert out.loss.item() == pytest.approx(float(ce) + out.vq.loss.item(), rel=1e-5)
     assert torch.equal(model.eval().encode(audio[:, :160]), model.quantize(audio[:, :160])[0].codes)
 
 
@@ -679,3 +693,32 @@ def test_vqvae_mask():
         empty = model(audio, speakers, mask=torch.zeros(2, 80))
         assert torch.isfinite(empty.loss) and torch.isfinite(empty.bits_per_sample)
         assert float(empty.bits_per_sample) == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# edge cases of the shape contracts
+
+
+@pytest.mark.parametrize("frontend", [LogMelFrontend(SR, 8, 8), ConvFrontend(8, [2, 2, 2], 4)],
+                         ids=["mel", "conv"])
+def test_frontend_shorter_than_one_hop(frontend):
+    """Fewer than hop_length samples: T // hop == 0 frames, or a clear ValueError (not a crash
+    deep inside torch.stft / conv1d)."""
+    for length in (0, 5):
+        try:
+            out = frontend(torch.zeros(2, length))
+        except ValueError as exc:
+            assert "hop" in str(exc) or "sample" in str(exc)
+        else:
+            assert out.shape == (2, frontend.out_channels, 0)
+
+
+@pytest.mark.parametrize("kernel_size,dilations", [(2, [1, 2]), (4, [1, 2])])
+def test_encoder_even_kernel_size(kernel_size, dilations):
+    """Residual blocks must preserve the length for every kernel size they accept: an even kernel
+    either works or is rejected at construction with a ValueError."""
+    try:
+        enc = Encoder(SR, 8, n_mels=8, channels=8, latent_dim=4, dilations=dilations, kernel_size=kernel_size)
+    except ValueError:
+        return
+    assert enc(torch.randn(1, 80)).shape == (1, 4, 10)

@@ -32,6 +32,8 @@ class Encoder(nn.Module):
                  strides: list[int] | None = None, channels: int = 128, latent_dim: int = 64,
                  dilations: list[int] = (1, 2, 4, 1, 2, 4), kernel_size: int = 3):
         super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"encoder kernel_size={kernel_size} must be odd (centred, length-preserving)")
         if frontend == "mel":
             self.frontend = LogMelFrontend(sample_rate, hop_length, n_mels)
         elif frontend == "conv":

@@ -34,6 +34,13 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
     return torch.tensor(filters, dtype=torch.float32)
 
 
+def _frames(audio: torch.Tensor, hop_length: int) -> int:
+    frames = audio.shape[-1] // hop_length
+    if frames == 0:
+        raise ValueError(f"audio has {audio.shape[-1]} samples, fewer than one frame (hop_length={hop_length})")
+    return frames
+
+
 class LogMelFrontend(nn.Module):
     """Log-mel spectrogram via torch.stft, window 2*hop, one frame per hop (centred frames)."""
 
@@ -47,7 +54,7 @@ class LogMelFrontend(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """audio [B, T] -> log-mel [B, n_mels, T // hop]."""
-        frames = audio.shape[-1] // self.hop_length
+        frames = _frames(audio, self.hop_length)
         pad = (self.n_fft - self.hop_length) // 2
         audio = audio[..., : frames * self.hop_length].float()
         audio = nn.functional.pad(audio.unsqueeze(1), (pad, self.n_fft - self.hop_length - pad), mode="reflect"
@@ -75,7 +82,7 @@ class ConvFrontend(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """audio [B, T] -> features [B, channels, T // hop]."""
-        frames = audio.shape[-1] // self.hop_length
+        frames = _frames(audio, self.hop_length)
         x = audio[..., : frames * self.hop_length].unsqueeze(1)
         for stride, conv in zip(self.strides, self.convs):
             x = torch.relu(conv(nn.functional.pad(x, (stride // 2, stride - stride // 2))))

@@ -81,6 +81,7 @@ class VectorQuantizer(nn.Module):
             self._init_from(flat.detach())
         codes = self.nearest(flat.detach())
         usage = torch.bincount(codes, minlength=self.num_codes).float()
+        quantized_flat = F.embedding(codes, self.codebook)  # looked up before this step's updates
 
         reseeded = 0
         if self.training:
@@ -91,7 +92,6 @@ class VectorQuantizer(nn.Module):
                 self._ema_update(flat.detach(), codes, global_usage)
             reseeded = self._reseed_dead_codes(flat.detach(), global_usage)
 
-        quantized_flat = F.embedding(codes, self.codebook)
         commitment = F.mse_loss(flat, quantized_flat.detach())
         if self.ema:
             codebook_loss = torch.zeros((), device=z.device)
