@@ -14,6 +14,8 @@ import pytest
 FAST_TRAIN = [
     "model=tiny",
     "device=cpu",
+    "train.batch_size=8",
+    "train.crop_seconds=0.5",
     "train.media_every=0",
     "train.log_every=5",
     "train.valid_every=1000",
@@ -89,7 +91,7 @@ def trained_tiny(tmp_path_factory, demo_manifest) -> Path:
     """An experiment folder with model=tiny trained for 30 steps on the demo corpus (read-only!)."""
     exp = tmp_path_factory.mktemp("exp") / "tiny"
     code = run_cli(["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=30",
-                    "train.lr=1e-2", "train.warmup_steps=5"])
+                    "train.lr=1e-2", "train.warmup_steps=5", "train.schedule=constant"])
     assert code == 0
     assert (exp / "checkpoints" / "last.pt").is_file()
     return exp

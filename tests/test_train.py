@@ -366,6 +366,27 @@ def test_bad_override_is_user_error(tmp_path, demo_manifest, capsys, override, w
     assert all(word in err for word in words)
 
 
+@pytest.mark.parametrize("override,word", [
+    ("train.batch_size=2.5", "batch_size"),
+    ("train.betas=[0.9,1.5]", "betas"),
+    ("train.weight_decay=-1", "weight_decay"),
+    ("train.num_workers=-1", "num_workers"),
+    ("train.lr=nan", "lr"),
+    ("seed=abc", "seed"),
+    ("model.latent_dim=0", "latent_dim"),
+    ("model.decoder.layers=7", "layers"),
+    ("model.encoder.frontend=foo", "frontend"),
+    ("model.encoder.frontend=conv model.encoder.strides=[5,4]", "strides"),
+])
+def test_other_bad_values_are_user_errors_before_anything_is_written(tmp_path, demo_manifest, override, word):
+    """Values that torch or the model constructors would reject must not surface as tracebacks."""
+    exp = tmp_path / "exp"
+    with pytest.raises(UserError) as info:
+        train_vqvae(exp, [*SMALL, f"data.manifest={demo_manifest}", "train.max_steps=1", *override.split()])
+    assert word in str(info.value)
+    assert not exp.exists()
+
+
 def test_unknown_schedule_is_user_error(tmp_path, demo_manifest):
     with pytest.raises(UserError, match="train.schedule"):
         train_vqvae(tmp_path / "exp", [*SMALL, f"data.manifest={demo_manifest}", "train.schedule=linear"])
@@ -413,7 +434,8 @@ def test_tensorboard_scalars_audio_and_images(tmp_path, demo_manifest):
     exp = tmp_path / "exp"
     assert run_cli(["train", exp, *SMALL, f"data.manifest={demo_manifest}", "train.max_steps=4",
                     "train.log_every=2", "train.valid_every=2", "train.media_every=4",
-                    "train.media_seconds=0.1", "train.warmup_steps=2"]) == 0
+                    "train.media_seconds=0.1", "train.warmup_steps=2", "train.lr=2e-3",
+                    "train.schedule=cosine", "train.lr_min_ratio=0.1"]) == 0
     events = list((exp / "tb").glob("events.out.tfevents.*"))
     assert events
     acc = EventAccumulator(str(exp / "tb"), size_guidance={"scalars": 0, "audio": 0, "images": 0})
@@ -426,7 +448,7 @@ def test_tensorboard_scalars_audio_and_images(tmp_path, demo_manifest):
     assert [e.step for e in acc.Scalars("valid/bits_per_sample")] == [2, 4]
     assert all(math.isfinite(e.value) and 0 < e.value < 16 for e in acc.Scalars("train/bits"))
     lrs = [e.value for e in acc.Scalars("train/lr")]
-    assert lrs[0] == pytest.approx(1e-3) and 0 < lrs[1] < lrs[0]  # warm-up then cosine decay
+    assert lrs == pytest.approx([2e-3, 2e-4])  # warm-up done at step 2, cosine down to lr_min_ratio at 4
     audio_tags = set(tags["audio"])
     assert {"audio/original", "audio/reconstruction"} <= audio_tags
     assert any(t.startswith("audio/converted_to_") for t in audio_tags)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 FORMAT_VERSION = 1
 
@@ -59,7 +59,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"Checkpoint {path} cannot be read ({str(exc).splitlines()[0][:120]}); "
+        raise UserError(f"Checkpoint {path} cannot be read ({first_line(exc)[:120]}); "
                         "it is corrupt or not a vqspeech checkpoint.") from None
     version = ckpt.get("format_version") if isinstance(ckpt, dict) else None
     if version is None:

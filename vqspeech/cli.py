@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def cmd_train(args) -> None:
     from .experiment import train_vqvae
 
     metrics = train_vqvae(args.exp_dir, args.overrides)
-    if metrics:
+    if metrics and int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"valid_" + k: v for k, v in metrics.items()}))
 
 
@@ -58,7 +59,10 @@ def cmd_evaluate(args) -> None:
     utts = [u for u in read_manifest(manifest, args.split) if u.speaker in vq.speakers]
     if not utts:
         raise UserError(f"Manifest {manifest} has no {args.split} utterances of speakers this model knows.")
-    utts = utts[: args.max_utterances] if args.max_utterances else utts
+    if args.max_utterances is not None:
+        if args.max_utterances <= 0:
+            raise UserError(f"--max_utterances must be positive, not {args.max_utterances}.")
+        utts = utts[: args.max_utterances]
     metrics = teacher_forced_metrics(vq.model, utts, {s: i for i, s in enumerate(vq.speakers)}, vq.device)
     metrics = {"split": args.split, "manifest": str(manifest), **metrics}
     if args.out:

@@ -7,6 +7,7 @@ whatever new overrides are given.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 
 def config_dir() -> Path:
@@ -53,9 +54,14 @@ def compose(overrides: list[str], config_name: str = "config") -> dict[str, Any]
         key = getattr(exc, "full_key", None)
         if key:
             raise UserError(f"Config value {key} is missing or invalid; pass it as {key}=VALUE.") from None
-        raise UserError(f"Invalid configuration: {str(exc).splitlines()[0]}.") from None
+        raise UserError(f"Invalid configuration: {first_line(exc)}.") from None
     except HydraException as exc:
-        raise UserError(f"Invalid override: {str(exc).splitlines()[0]}") from None
+        message = first_line(exc)
+        group = re.search(r"Could not find '(\w+)/", message)
+        if group:
+            options = sorted(p.stem for p in (config_dir() / group.group(1)).glob("*.yaml"))
+            message += f"; available {group.group(1)} configs: {', '.join(options)}"
+        raise UserError(f"Invalid override: {message}.") from None
 
 
 def save_yaml(path: Path, data: Any) -> None:

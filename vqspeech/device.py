@@ -27,10 +27,10 @@ def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
             name = "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise UserError("Device 'cuda' was requested but no CUDA GPU is available; use device=cpu.")
+            raise UserError("Device 'cuda' was requested but no CUDA GPU is available; choose the cpu device.")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("Device 'mps' was requested but MPS is not available; use device=cpu.")
+        raise UserError("Device 'mps' was requested but MPS is not available; choose the cpu device.")
     return torch.device(name)
 
 

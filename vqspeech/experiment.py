@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,25 +13,71 @@ from .checkpoint import load_checkpoint
 from .config import experiment_config, save_yaml
 from .data.manifest import read_manifest, speakers_of
 from .device import init_distributed, select_device
-from .errors import UserError
+from .errors import UserError, first_line
 from .models import VQVAE
 from .tasks import VQVAETask, seed_everything
 from .train import Trainer
 
 
+def _get(cfg: dict, key: str):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+# key -> (check, what the value must be)
+_RULES = {
+    "seed": (_is_int, "an integer"),
+    "train.batch_size": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "train.crop_seconds": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "train.lr": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "train.betas": (lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v),
+                    "two numbers in [0, 1)"),
+    "train.weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "train.warmup_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "train.lr_min_ratio": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "train.max_steps": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "train.max_minutes": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number or null"),
+    "train.grad_clip": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "train.num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "train.log_every": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "train.valid_every": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "train.valid_max_utterances": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "train.media_every": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "train.media_seconds": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "train.checkpoint_every": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "model.sample_rate": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "model.hop_length": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "model.num_codes": (lambda v: _is_int(v) and v > 1, "an integer > 1"),
+    "model.latent_dim": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+}
+
+
 def check_train_config(cfg: dict[str, Any]) -> None:
-    """Reject values that would fail later with an obscure error."""
-    train, model = cfg["train"], cfg["model"]
-    positive = {"train.batch_size": train["batch_size"], "train.crop_seconds": train["crop_seconds"],
-                "train.lr": train["lr"], "train.max_steps": train["max_steps"],
-                "train.log_every": train["log_every"], "train.valid_every": train["valid_every"],
-                "train.checkpoint_every": train["checkpoint_every"], "model.sample_rate": model["sample_rate"],
-                "model.hop_length": model["hop_length"], "model.num_codes": model["num_codes"]}
-    for key, value in positive.items():
-        if not isinstance(value, (int, float)) or value <= 0:
-            raise UserError(f"Config value {key}={value!r} must be a positive number.")
-    if train["max_minutes"] is not None and train["max_minutes"] <= 0:
-        raise UserError(f"Config value train.max_minutes={train['max_minutes']!r} must be positive or null.")
+    """Reject values that would fail later with an obscure error, before anything is written."""
+    for key, (ok, what) in _RULES.items():
+        try:
+            value = _get(cfg, key)
+        except (KeyError, TypeError):
+            raise UserError(f"Config value {key} is missing; add it to the config or pass {key}=VALUE.") from None
+        if not ok(value):
+            raise UserError(f"Config value {key}={value!r} must be {what}.")
+
+
+def build_model(model_cfg: dict[str, Any], num_speakers: int) -> VQVAE:
+    """VQVAE.from_config, with a bad model value reported as one sentence."""
+    try:
+        return VQVAE.from_config(model_cfg, num_speakers)
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise UserError(f"The model config is invalid ({first_line(exc)}); fix the model.* values.") from None
 
 
 def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
@@ -62,7 +109,7 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
                         "started with; train a new experiment for a changed speaker set.")
 
     seed_everything(cfg["seed"])
-    model = VQVAE.from_config(model_cfg, len(speakers))
+    model = build_model(model_cfg, len(speakers))
     if dist_info.is_main:
         exp_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(exp_dir / "config.yaml", cfg)

@@ -150,6 +150,12 @@ def collect_inputs(path: str | Path, split: str | None = None, limit: int | None
         if not files:
             raise UserError(f"Folder {path} holds no sound files ({', '.join(AUDIO_SUFFIXES)}).")
         items = [InputItem(_safe_id(str(f.relative_to(path).with_suffix(""))), str(f)) for f in files]
+    seen: dict[str, str] = {}
+    for item in items:
+        if item.id in seen:
+            raise UserError(f"Inputs {seen[item.id]} and {item.audio} both get the id {item.id!r}; "
+                            "rename one of them.")
+        seen[item.id] = item.audio
     if limit is not None:
         if limit <= 0:
             raise UserError(f"--limit must be positive, not {limit}.")

@@ -130,6 +130,7 @@ class Trainer:
             self.scheduler.step()
             self.step += 1
             window_samples += scalars.pop("samples", 0) * self.dist.world_size
+            loss = loss.detach()
             if not math.isfinite(float(loss)):
                 raise UserError(f"Training diverged at step {self.step} (loss {float(loss)}); "
                                 "lower train.lr or raise train.grad_clip strictness.")

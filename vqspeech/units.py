@@ -37,6 +37,9 @@ def encode_items(vq: VQSpeech, items: list[InputItem], out_dir: Path, *, latents
     meta_path = out_dir / "codes.json"
     if meta_path.exists() and not overwrite:
         raise UserError(f"{out_dir} already holds codes (codes.json); pass --overwrite to replace them.")
+    for sub in ("codes", "latents"):  # an overwrite leaves no codes of the previous run behind
+        for stale in (out_dir / sub).glob("*.npy"):
+            stale.unlink()
     (out_dir / "codes").mkdir(parents=True, exist_ok=True)
     if latents:
         (out_dir / "latents").mkdir(exist_ok=True)

@@ -84,5 +84,8 @@ def crop_loader(utts: list[Utterance], speaker_ids: dict[str, int], *, batch_siz
                 num_workers: int = 0) -> DataLoader:
     """An endless DataLoader of (audio [B, L], speakers [B], mask [B, L]) starting at ``start_step``."""
     sampler = StepBatchSampler(utts, batch_size, crop_samples, seed, start_step, rank)
+    # an own generator: the loader's worker seed must not consume the global RNG, or a resumed
+    # run's random stream would differ from an uninterrupted one
     return DataLoader(CropDataset(utts, speaker_ids, crop_samples), batch_sampler=sampler,
-                      num_workers=num_workers, persistent_workers=num_workers > 0)
+                      num_workers=num_workers, persistent_workers=num_workers > 0,
+                      generator=torch.Generator().manual_seed(seed))
