@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +17,12 @@ import torch
 
 from .audio import resample
 from .checkpoint import load_checkpoint
+from .data.corpora import AUDIO_EXTENSIONS, is_audio_file, sanitize_id
 from .data.manifest import read_manifest
 from .device import select_device
 from .errors import UserError
 from .generate import generate
 from .models import VQVAE
-
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3", ".sph")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -125,10 +123,6 @@ class InputItem:
     speaker: str | None = None
 
 
-def _safe_id(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "utt"
-
-
 def collect_inputs(path: str | Path, split: str | None = None, limit: int | None = None) -> list[InputItem]:
     """A sound file, a folder (searched recursively) or a manifest (.jsonl) -> items with unique ids.
 
@@ -144,12 +138,12 @@ def collect_inputs(path: str | Path, split: str | None = None, limit: int | None
     elif split is not None:
         raise UserError(f"--split applies to a manifest input, and {path} is not a .jsonl manifest.")
     elif path.is_file():
-        items = [InputItem(_safe_id(path.stem), str(path))]
+        items = [InputItem(sanitize_id(path.stem), str(path))]
     else:
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and is_audio_file(p))
         if not files:
-            raise UserError(f"Folder {path} holds no sound files ({', '.join(AUDIO_SUFFIXES)}).")
-        items = [InputItem(_safe_id(str(f.relative_to(path).with_suffix(""))), str(f)) for f in files]
+            raise UserError(f"Folder {path} holds no sound files ({', '.join(AUDIO_EXTENSIONS)}).")
+        items = [InputItem(sanitize_id(str(f.relative_to(path).with_suffix(""))), str(f)) for f in files]
     seen: dict[str, str] = {}
     for item in items:
         if item.id in seen:

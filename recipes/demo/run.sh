@@ -9,6 +9,7 @@ stop_stage=100
 data_dir=data/demo          # synthesised corpus and prepared manifest
 exp_dir=exp/demo            # experiment folder (checkpoints, tb, codes, convert, metrics)
 model=small
+train_steps=1000            # cosine schedule length (about what the budget allows on 2 cores)
 train_minutes=12            # wall-clock training budget
 sample_rate=8000
 num_convert=3               # test utterances converted to each target speaker
@@ -32,7 +33,7 @@ fi
 
 if run_stage 2 "train the VQ-VAE ($model, $train_minutes min)"; then
   vqspeech train "$exp_dir" model="$model" data.manifest="$data_dir/prepared/manifest.jsonl" \
-    train.max_minutes="$train_minutes" "${overrides[@]}"
+    train=short train.max_minutes="$train_minutes" train.max_steps="$train_steps" "${overrides[@]}"
   stage_done 2
 fi
 

@@ -9,6 +9,7 @@ fsdd_root=../shared/data/fsdd
 data_dir=data/fsdd
 exp_dir=exp/fsdd
 model=small
+train_steps=2600            # cosine schedule length (about what the budget allows on 2 cores)
 train_minutes=30
 num_convert=4
 targets=jackson,lucas
@@ -30,7 +31,7 @@ fi
 
 if run_stage 2 "train the VQ-VAE ($model, $train_minutes min)"; then
   vqspeech train "$exp_dir" model="$model" data.manifest="$data_dir/prepared/manifest.jsonl" \
-    train.max_minutes="$train_minutes" "${overrides[@]}"
+    train=short train.max_minutes="$train_minutes" train.max_steps="$train_steps" "${overrides[@]}"
   stage_done 2
 fi
 
