@@ -29,13 +29,13 @@ class Encoder(nn.Module):
     """
 
     def __init__(self, sample_rate: int, hop_length: int, frontend: str = "mel", n_mels: int = 80,
-                 strides: list[int] | None = None, channels: int = 128, latent_dim: int = 64,
+                 n_fft: int | None = None, strides: list[int] | None = None, channels: int = 128, latent_dim: int = 64,
                  dilations: list[int] = (1, 2, 4, 1, 2, 4), kernel_size: int = 3):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"encoder kernel_size={kernel_size} must be odd (centred, length-preserving)")
         if frontend == "mel":
-            self.frontend = LogMelFrontend(sample_rate, hop_length, n_mels)
+            self.frontend = LogMelFrontend(sample_rate, hop_length, n_mels, n_fft)
         elif frontend == "conv":
             self.frontend = ConvFrontend(hop_length, list(strides or []), channels)
         else:

@@ -42,25 +42,33 @@ def _frames(audio: torch.Tensor, hop_length: int) -> int:
 
 
 class LogMelFrontend(nn.Module):
-    """Log-mel spectrogram via torch.stft, window 2*hop, one frame per hop (centred frames)."""
+    """Log-mel spectrogram via torch.stft: a Hann window of 2*hop samples, one frame per hop.
 
-    def __init__(self, sample_rate: int, hop_length: int, n_mels: int = 80):
+    The window is zero-padded to ``n_fft`` points (default: the next power of two >= 2*hop, at
+    least 512) so that narrow low-frequency mel filters still cover FFT bins.
+    """
+
+    def __init__(self, sample_rate: int, hop_length: int, n_mels: int = 80, n_fft: int | None = None):
         super().__init__()
         self.hop_length = hop_length
-        self.n_fft = 2 * hop_length
+        self.win_length = 2 * hop_length
+        self.n_fft = n_fft or max(512, 1 << (self.win_length - 1).bit_length())
+        if self.n_fft < self.win_length:
+            raise ValueError(f"n_fft={self.n_fft} is shorter than the window (2 * hop_length = {self.win_length})")
         self.out_channels = n_mels
-        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
         self.register_buffer("filters", mel_filterbank(sample_rate, self.n_fft, n_mels), persistent=False)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """audio [B, T] -> log-mel [B, n_mels, T // hop]."""
         frames = _frames(audio, self.hop_length)
-        pad = (self.n_fft - self.hop_length) // 2
+        left = (self.n_fft - self.hop_length) // 2  # frame t is centred at (t + 0.5) * hop
+        right = self.n_fft - self.hop_length - left
         audio = audio[..., : frames * self.hop_length].float()
-        audio = nn.functional.pad(audio.unsqueeze(1), (pad, self.n_fft - self.hop_length - pad), mode="reflect"
-                                  if audio.shape[-1] > self.n_fft else "constant").squeeze(1)
-        spec = torch.stft(audio, self.n_fft, self.hop_length, window=self.window, center=False,
-                          return_complex=True).abs().pow(2)
+        mode = "reflect" if audio.shape[-1] > max(left, right) else "constant"
+        audio = nn.functional.pad(audio.unsqueeze(1), (left, right), mode=mode).squeeze(1)
+        spec = torch.stft(audio, self.n_fft, self.hop_length, win_length=self.win_length, window=self.window,
+                          center=False, return_complex=True).abs().pow(2)
         mel = torch.matmul(self.filters, spec)[..., :frames]
         return torch.log(mel.clamp_min(1e-5))
 
