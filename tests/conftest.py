@@ -5,10 +5,11 @@ Everything is built once per test session in a temporary folder, on the CPU, off
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from helpers import shared_fsdd
 
 # Short, deterministic training settings shared by the tests (model=tiny, CPU, no media).
 FAST_TRAIN = [
@@ -28,20 +29,8 @@ FSDD_DIGITS = (1, 3, 5, 8)
 FSDD_INDICES = range(10)  # 0-4 are FSDD's own test split
 
 
-def shared_data_root() -> Path:
-    """$VQSPEECH_SHARED_DATA, else ../shared/data next to the repository."""
-    env = os.environ.get("VQSPEECH_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 def shared_fsdd_recordings() -> Path:
-    root = shared_data_root()
-    for candidate in (root / "fsdd" / "recordings", root / "data" / "fsdd" / "recordings"):
-        if candidate.is_dir():
-            return candidate
-    return root / "fsdd" / "recordings"
+    return shared_fsdd() / "recordings"
 
 
 def run_cli(argv: list[str]) -> int:

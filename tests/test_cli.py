@@ -6,7 +6,6 @@ Generation is sample by sample, so every decode/convert here uses clips of a few
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -315,6 +314,26 @@ def test_evaluate_prints_metrics(tmp_path, trained_tiny, demo_manifest, vq, caps
                     "--max_utterances", "1"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert metrics["split"] == "valid" and metrics["utterances"] == 1
+
+
+def test_evaluate_refuses_to_overwrite_its_output(tmp_path, trained_tiny, capsys):
+    out = tmp_path / "metrics.json"
+    out.write_text("keep me")
+    message = cli_error(capsys, ["evaluate", trained_tiny, "--out", out, "--max_utterances", "1"], "evaluate")
+    assert "--overwrite" in message and out.read_text() == "keep me"
+    assert run_cli(["evaluate", trained_tiny, "--out", out, "--max_utterances", "1", "--overwrite"]) == 0
+    assert "bits_per_sample" in json.loads(out.read_text())
+
+
+def test_batched_decoding_does_not_depend_on_batch_partners(vq):
+    """A short utterance decoded beside a longer one equals the same utterance decoded alone."""
+    rng = np.random.default_rng(0)
+    short, long = rng.integers(0, 128, 3), rng.integers(0, 128, 6)
+    speaker = vq.speakers[0]
+    alone = vq.decode_batch([short], [speaker], temperature=0)[0]
+    together = vq.decode_batch([long, short], [speaker, speaker], temperature=0)[1]
+    assert len(alone) == len(together) == 3 * HOP
+    np.testing.assert_allclose(alone, together, atol=1e-6)
 
 
 def test_speakers_lists_the_speakers(trained_tiny, demo_manifest, capsys):

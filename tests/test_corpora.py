@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,8 @@ from vqspeech.data.corpora import (LAYOUTS, SourceUtterance, find_utterances, la
                                    register_layout, sanitize_id)
 from vqspeech.data.manifest import Utterance, write_manifest
 from vqspeech.errors import UserError
+
+from helpers import shared_fsdd
 
 
 def write_tone(path: Path, seconds: float = 0.2, sample_rate: int = 16000, freq: float = 220.0,
@@ -28,16 +29,6 @@ def write_text(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def shared_fsdd() -> Path:
-    """The real FSDD folder: $VQSPEECH_SHARED_DATA/fsdd, else ../shared/data/fsdd from the repo."""
-    env = os.environ.get("VQSPEECH_SHARED_DATA")
-    if env:
-        for candidate in (Path(env) / "fsdd", Path(env) / "data" / "fsdd"):
-            if candidate.is_dir():
-                return candidate
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
 
 
 # ----------------------------------------------------------------------------------------------

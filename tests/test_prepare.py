@@ -16,6 +16,8 @@ from vqspeech.data.manifest import read_manifest
 from vqspeech.data.prepare import PrepareSummary, assign_splits, prepare_corpus, read_rejects
 from vqspeech.errors import UserError
 
+from helpers import shared_fsdd
+
 
 def write_clip(path: Path, seconds: float = 0.3, sample_rate: int = 16000, freq: float = 220.0,
                channels: int = 1, amplitude: float = 0.3) -> Path:
@@ -27,16 +29,6 @@ def write_clip(path: Path, seconds: float = 0.3, sample_rate: int = 16000, freq:
     mono = amplitude * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(n)
     sf.write(str(path), np.stack([mono] * channels, axis=1), sample_rate)
     return path
-
-
-def shared_fsdd() -> Path:
-    """The real FSDD folder: $VQSPEECH_SHARED_DATA/fsdd, else ../shared/data/fsdd from the repo."""
-    env = os.environ.get("VQSPEECH_SHARED_DATA")
-    if env:
-        for candidate in (Path(env) / "fsdd", Path(env) / "data" / "fsdd"):
-            if candidate.is_dir():
-                return candidate
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
 
 
 def make_messy_folder(root: Path) -> Path:

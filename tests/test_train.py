@@ -131,6 +131,20 @@ def test_resume_in_two_runs_equals_one_run(tmp_path, demo_manifest):
     assert load_checkpoint(one / "checkpoints" / "step-8.pt")["step"] == 8
 
 
+def test_resume_applies_new_optimizer_overrides(tmp_path, demo_manifest):
+    """A learning rate given when resuming is used (not the one saved with the optimizer state)."""
+    exp = tmp_path / "exp"
+    common = [*SMALL, f"data.manifest={demo_manifest}", "train.schedule=constant", "train.warmup_steps=0"]
+    assert run_cli(["train", exp, *common, "train.lr=1e-3", "train.max_steps=3"]) == 0
+    assert run_cli(["train", exp, "train.lr=5e-4", "train.max_steps=5"]) == 0
+    ckpt = last_checkpoint(exp)
+    assert ckpt["step"] == 5 and ckpt["config"]["train"]["lr"] == 5e-4
+    assert [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == [5e-4]
+    assert ckpt["scheduler"]["base_lrs"] == [5e-4]
+    # the manifest is stored absolute, so the experiment resumes from any working directory
+    assert Path(ckpt["config"]["data"]["manifest"]).is_absolute()
+
+
 def test_resume_after_crash_from_periodic_checkpoint(tmp_path, demo_manifest):
     """A run killed after step 6 (cosine schedule) resumes to the exact state of an unbroken run."""
     common = [*SMALL, f"data.manifest={demo_manifest}", "train.lr=1e-2", "train.warmup_steps=3",

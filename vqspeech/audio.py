@@ -14,6 +14,7 @@ import soxr
 import torch
 
 from .errors import UserError, first_line
+from .fileio import atomic_path
 
 MU_LAW_CLASSES = 256
 
@@ -50,11 +51,8 @@ def save_wav(path: str | os.PathLike, audio: np.ndarray | torch.Tensor, sample_r
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().float().cpu().numpy()
     audio = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    sf.write(str(tmp), audio, sample_rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), audio, sample_rate, subtype="PCM_16", format="WAV")
 
 
 def normalize_level(audio: np.ndarray, target_rms_db: float = -20.0, peak: float = 0.99) -> np.ndarray:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .errors import UserError, first_line
+from .fileio import atomic_path
 
 FORMAT_VERSION = 1
 
@@ -44,11 +45,8 @@ def _to_cpu(obj: Any) -> Any:
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write ``payload`` (plus the format version) to a temporary file, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save({"format_version": FORMAT_VERSION, **_to_cpu(payload)}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"format_version": FORMAT_VERSION, **_to_cpu(payload)}, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .fileio import write_text_atomic
 
 
 def _split_list(text: str | None) -> list[str] | None:
@@ -18,7 +19,6 @@ def _split_list(text: str | None) -> list[str] | None:
 # --- corpus -----------------------------------------------------------------------------------
 
 def cmd_prepare(args) -> None:
-    from .data.corpora import LAYOUTS  # noqa: F401  (registry import registers the readers)
     from .data.prepare import prepare_corpus
 
     options = {"mic": args.mic} if args.mic else {}
@@ -54,6 +54,9 @@ def cmd_evaluate(args) -> None:
     from .inference import VQSpeech
     from .tasks import teacher_forced_metrics
 
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not args.overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it.")
     vq = VQSpeech.load(args.exp_dir, args.device)
     manifest = args.manifest or vq.config["data"]["manifest"]
     utts = [u for u in read_manifest(manifest, args.split) if u.speaker in vq.speakers]
@@ -65,8 +68,8 @@ def cmd_evaluate(args) -> None:
         utts = utts[: args.max_utterances]
     metrics = teacher_forced_metrics(vq.model, utts, {s: i for i, s in enumerate(vq.speakers)}, vq.device)
     metrics = {"split": args.split, "manifest": str(manifest), **metrics}
-    if args.out:
-        Path(args.out).write_text(json.dumps(metrics, indent=2) + "\n")
+    if out is not None:
+        write_text_atomic(out, json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics))
 
 
@@ -169,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--max_utterances", type=int, default=None)
     p.add_argument("--out", default=None, help="also write the metrics to this JSON file")
+    p.add_argument("--overwrite", action="store_true")
     device_flag(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -16,6 +16,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from .errors import UserError, first_line
+from .fileio import write_text_atomic
 
 
 def config_dir() -> Path:
@@ -65,10 +66,7 @@ def compose(overrides: list[str], config_name: str = "config") -> dict[str, Any]
 
 
 def save_yaml(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    tmp.replace(path)
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def load_yaml(path: Path) -> Any:

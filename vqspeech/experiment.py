@@ -10,7 +10,7 @@ from typing import Any
 import torch.distributed as dist
 
 from .checkpoint import load_checkpoint
-from .config import experiment_config, save_yaml
+from .config import experiment_config, merge_overrides, save_yaml
 from .data.manifest import read_manifest, speakers_of
 from .device import init_distributed, select_device
 from .errors import UserError, first_line
@@ -42,6 +42,8 @@ _RULES = {
     "train.betas": (lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v),
                     "two numbers in [0, 1)"),
     "train.weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "train.schedule": (lambda v: v in ("constant", "cosine"), "constant or cosine"),
+    "train.amp": (lambda v: isinstance(v, bool), "true or false"),
     "train.warmup_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "train.lr_min_ratio": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "train.max_steps": (lambda v: _is_int(v) and v > 0, "a positive integer"),
@@ -89,7 +91,10 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     device = select_device(cfg["device"], dist_info.local_rank)
     model_cfg = cfg["model"]
 
-    manifest = Path(cfg["data"]["manifest"])
+    manifest = Path(cfg["data"]["manifest"]).expanduser().resolve()
+    # stored absolute, so resuming or evaluating from another folder finds it
+    cfg["data"]["manifest"] = str(manifest)
+    merged = merge_overrides(merged, [f"data.manifest={manifest}"])
     utts = read_manifest(manifest)
     rates = sorted({u.sample_rate for u in utts})
     if rates != [model_cfg["sample_rate"]]:

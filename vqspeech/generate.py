@@ -6,10 +6,7 @@ This is the plain PyTorch reference path (it also runs on GPU).
 
 from __future__ import annotations
 
-import math
-
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from .audio import mu_law_decode
@@ -25,7 +22,6 @@ class IncrementalState:
         self.t = 0
 
 
-@torch.no_grad()
 def incremental_step(decoder: WaveNetDecoder, state: IncrementalState, x: torch.Tensor,
                      conds: list[torch.Tensor]) -> torch.Tensor:
     """One time step. x [B, R] residual input at time t; conds[i] [B, gate] -> logits [B, classes]."""
@@ -34,18 +30,10 @@ def incremental_step(decoder: WaveNetDecoder, state: IncrementalState, x: torch.
         size = buffer.shape[-1]
         buffer[:, :, state.t % size] = x
         taps = [(state.t - (layer.kernel_size - 1 - j) * layer.dilation) % size for j in range(layer.kernel_size)]
-        window = buffer[:, :, taps]                                         # [B, R, k]
-        h = torch.einsum("brk,grk->bg", window, layer.dilated.weight) + layer.dilated.bias + cond
-        a, b = h.chunk(2, dim=1)
-        out = F.linear(torch.tanh(a) * torch.sigmoid(b), layer.out_proj.weight[:, :, 0], layer.out_proj.bias)
-        residual, skip = out.split([layer.residual_channels, out.shape[1] - layer.residual_channels], dim=1)
-        x = (x + residual) * math.sqrt(0.5)
+        x, skip = layer.step(buffer[:, :, taps], x, cond)
         skips = skips + skip
     state.t += 1
-    h = skips * math.sqrt(1.0 / len(decoder.layers))
-    head = decoder.output
-    h = F.linear(torch.relu(h), head[1].weight[:, :, 0], head[1].bias)
-    return F.linear(torch.relu(h), head[3].weight[:, :, 0], head[3].bias)
+    return decoder.output_step(skips)
 
 
 def sample_from_logits(logits: torch.Tensor, temperature: float = 1.0,

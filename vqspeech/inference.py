@@ -52,8 +52,11 @@ class VQSpeech:
         ckpt = load_checkpoint(ckpt_path)
         if ckpt.get("kind") != "vqvae":
             raise UserError(f"{ckpt_path} holds a {ckpt.get('kind')} model, not a VQ-VAE.")
-        model = VQVAE.from_config(ckpt["config"]["model"], len(ckpt["speakers"]))
-        model.load_state_dict(ckpt["model"])
+        try:
+            model = VQVAE.from_config(ckpt["config"]["model"], len(ckpt["speakers"]))
+            model.load_state_dict(ckpt["model"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise UserError(f"{ckpt_path} does not hold a usable VQ-VAE ({str(exc).splitlines()[0][:100]}).") from None
         return cls(model, list(ckpt["speakers"]), ckpt["config"], select_device(device), ckpt_path)
 
     @property
@@ -100,6 +103,8 @@ class VQSpeech:
             raise UserError(f"Codes must lie in [0, {self.model.quantizer.num_codes}); "
                             "were they made by another model?")
         latents = self.model.quantizer.lookup(padded.to(self.device))
+        frames = torch.arange(longest, device=self.device)[None] < torch.tensor(lengths, device=self.device)[:, None]
+        latents = latents * frames[:, None]  # zeros past each end, as in training's padded crops
         ids = torch.tensor([self.speaker_id(s) for s in speakers], device=self.device)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         audio = generate(self.model.decoder, latents, ids, temperature=temperature,

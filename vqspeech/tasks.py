@@ -37,20 +37,20 @@ class VQVAETask:
         for audio, speakers, mask in loader:
             yield audio.to(device), speakers.to(device), mask.to(device)
 
-    def loss(self, model, batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor | int]]:
+        """Loss and detached scalars (tensors: the trainer reads them only when it logs)."""
         audio, speakers, mask = batch
         out = model(audio, speakers, mask)
         vq = out.vq
-        quantizer = self.model.quantizer
         return out.loss, {
-            "bits": float(out.bits_per_sample),
-            "commitment": float(vq.commitment_loss.detach()),
-            "codebook": float(vq.codebook_loss.detach()),
-            "ppl": float(vq.perplexity),
-            "used": int((vq.usage > 0).sum()),
-            "dead": int((quantizer.usage_ema < quantizer.dead_code_threshold / quantizer.num_codes).sum()),
+            "bits": out.bits_per_sample,
+            "commitment": vq.commitment_loss.detach(),
+            "codebook": vq.codebook_loss.detach(),
+            "ppl": vq.perplexity,
+            "used": (vq.usage > 0).sum(),
+            "dead": vq.dead_codes,
             "reseeded": vq.reseeded,
-            "samples": int(mask.sum()),
+            "samples": mask.sum(),
         }
 
     def validate(self, model, device) -> dict[str, float]:

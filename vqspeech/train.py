@@ -7,6 +7,7 @@ compute the loss, validate and draw media for TensorBoard. The trainer owns ever
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator, Protocol
@@ -19,6 +20,7 @@ from tqdm import tqdm
 from .checkpoint import cpu_state_dict, load_checkpoint, save_checkpoint
 from .device import DistInfo, autocast
 from .errors import UserError
+from .fileio import atomic_path
 
 
 class Task(Protocol):
@@ -76,15 +78,30 @@ class Trainer:
         if ckpt.get("kind") != self.task.kind:
             raise UserError(f"{last} holds a {ckpt.get('kind')} model, not a {self.task.kind}; "
                             "use another experiment folder.")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        missing = [k for k in ("optimizer", "scheduler", "rng", "elapsed_seconds") if k not in ckpt]
+        if missing:
+            raise UserError(f"{last} has no training state ({', '.join(missing)}): it is an export; "
+                            "training cannot resume from it.")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError) as exc:
+            raise UserError(f"{last} does not match the configured model ({str(exc).splitlines()[0][:100]}); "
+                            "use a new experiment folder.") from None
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.step, self.elapsed = ckpt["step"], ckpt["elapsed_seconds"]
         torch.set_rng_state(ckpt["rng"]["torch"])
         if torch.cuda.is_available() and ckpt["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        # optimizer settings come from the config, so overrides given on resume take effect
+        self.scheduler.base_lrs = [self.cfg["lr"] for _ in self.optimizer.param_groups]
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group in self.optimizer.param_groups:
+            group.update(lr=self.cfg["lr"] * factor, initial_lr=self.cfg["lr"], betas=tuple(self.cfg["betas"]),
+                         weight_decay=self.cfg.get("weight_decay", 0.0))
 
-    def save(self, name: str = "last.pt") -> None:
+    def save(self, name: str = "last.pt", also_last: bool = False) -> None:
+        """Write a checkpoint (rank 0 only); ``also_last`` copies it to last.pt as well."""
         if not self.dist.is_main:
             return
         rng = {"torch": torch.get_rng_state()}
@@ -95,16 +112,24 @@ class Trainer:
             "config": self.config, "model": cpu_state_dict(self.model),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "rng": rng, **self.task.checkpoint_fields()})
+        if also_last and name != "last.pt":
+            with atomic_path(self.ckpt_dir / "last.pt") as tmp:
+                shutil.copyfile(self.ckpt_dir / name, tmp)
 
     # --- loop ------------------------------------------------------------------------------
-    def _should_stop(self, started: float) -> bool:
+    def _should_stop(self, started: float, diverged: bool) -> bool:
+        """Budget reached? Every rank stops at the same step, and every rank raises on divergence."""
         budget = self.cfg.get("max_minutes")
         stop = self.step >= self.cfg["max_steps"] or (
             budget is not None and self.elapsed + time.time() - started >= 60 * budget)
-        if self.dist.enabled:  # every rank stops at the same step
-            flag = torch.tensor(float(stop), device=self.device if self.device.type == "cuda" else "cpu")
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            stop = bool(flag.item())
+        if self.dist.enabled:
+            flags = torch.tensor([float(stop), float(diverged)],
+                                 device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            stop, diverged = bool(flags[0]), bool(flags[1])
+        if diverged:
+            raise UserError(f"Training diverged at step {self.step} (the loss is not finite); "
+                            "lower train.lr or train.grad_clip.")
         return stop
 
     def fit(self) -> dict[str, float]:
@@ -117,8 +142,8 @@ class Trainer:
         batches = self.task.batches(self.step, self.dist.rank, self.device)
         bar = tqdm(total=self.cfg["max_steps"], initial=self.step, disable=not self.dist.is_main,
                    desc=f"train {self.task.kind}", dynamic_ncols=True, mininterval=1.0)
-        window_start, window_samples = time.time(), 0
-        while not self._should_stop(started):
+        window_start, window_samples, diverged, validated_at = time.time(), 0.0, False, None
+        while not self._should_stop(started, diverged):
             batch = next(batches)
             self.model.train()
             with autocast(self.device, self.amp):
@@ -129,15 +154,14 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
-            window_samples += scalars.pop("samples", 0) * self.dist.world_size
+            window_samples = window_samples + scalars.pop("samples", 0) * self.dist.world_size
             loss = loss.detach()
-            if not math.isfinite(float(loss)):
-                raise UserError(f"Training diverged at step {self.step} (loss {float(loss)}); "
-                                "lower train.lr or raise train.grad_clip strictness.")
+            diverged = not math.isfinite(float(loss))
             if self.step % self.cfg["log_every"] == 0 and writer is not None:
                 now = time.time()
-                rate = window_samples / max(now - window_start, 1e-9)
-                window_start, window_samples = now, 0
+                rate = float(window_samples) / max(now - window_start, 1e-9)
+                window_start, window_samples = now, 0.0
+                scalars = {k: float(v) for k, v in scalars.items()}
                 for key, value in scalars.items():
                     writer.add_scalar(f"train/{key}", value, self.step)
                 writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
@@ -148,17 +172,16 @@ class Trainer:
                                 sps=f"{rate:,.0f}", refresh=False)
             bar.update(1)
             if self.step % self.cfg["valid_every"] == 0:
-                metrics = self._validate(writer)
+                metrics, validated_at = self._validate(writer), self.step
             if self.cfg["media_every"] and self.step % self.cfg["media_every"] == 0 and writer is not None:
                 self.task.log_media(self.model, writer, self.step, self.device)
             if self.step % self.cfg["checkpoint_every"] == 0:
                 self.elapsed += time.time() - started
                 started = time.time()
-                self.save()
-                self.save(f"step-{self.step}.pt")
+                self.save(f"step-{self.step}.pt", also_last=True)
         bar.close()
         self.elapsed += time.time() - started
-        if self.step % self.cfg["valid_every"] != 0:
+        if validated_at != self.step:
             metrics = self._validate(writer)
         self.save()
         if writer is not None:

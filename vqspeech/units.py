@@ -8,7 +8,6 @@ and with ``--latents`` ``<out>/latents/<id>.npy`` (float32 [T, D]).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,30 +15,25 @@ from tqdm import tqdm
 
 from .audio import load_audio, save_wav
 from .errors import UserError
+from .fileio import atomic_path, write_text_atomic
 from .inference import InputItem, VQSpeech
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
 
 
 def encode_items(vq: VQSpeech, items: list[InputItem], out_dir: Path, *, latents: bool = False,
                  overwrite: bool = False, progress: bool = True) -> dict:
     """Encode every item; unreadable inputs are listed in ``rejects.tsv`` and skipped."""
     meta_path = out_dir / "codes.json"
-    if meta_path.exists() and not overwrite:
-        raise UserError(f"{out_dir} already holds codes (codes.json); pass --overwrite to replace them.")
-    for sub in ("codes", "latents"):  # an overwrite leaves no codes of the previous run behind
-        for stale in (out_dir / sub).glob("*.npy"):
-            stale.unlink()
+    previous = [*(out_dir / "codes").glob("*.npy"), *(out_dir / "latents").glob("*.npy")]
+    if (meta_path.exists() or previous) and not overwrite:
+        raise UserError(f"{out_dir} already holds codes; pass --overwrite to replace them.")
+    meta_path.unlink(missing_ok=True)  # first: an interrupted overwrite leaves no stale codes.json
+    for stale in previous:  # an overwrite leaves no codes of the previous run behind
+        stale.unlink()
     (out_dir / "codes").mkdir(parents=True, exist_ok=True)
     if latents:
         (out_dir / "latents").mkdir(exist_ok=True)
@@ -61,12 +55,12 @@ def encode_items(vq: VQSpeech, items: list[InputItem], out_dir: Path, *, latents
     if not units:
         raise UserError(f"None of the {len(items)} inputs could be encoded; see the first problem: "
                         f"{rejects[0][1] if rejects else 'no input'}")
-    _write_text(out_dir / "units.txt", "".join(units))
-    _write_text(out_dir / "rejects.tsv", "file\treason\n" + "".join(f"{f}\t{r}\n" for f, r in rejects))
+    write_text_atomic(out_dir / "units.txt", "".join(units))
+    write_text_atomic(out_dir / "rejects.tsv", "file\treason\n" + "".join(f"{f}\t{r}\n" for f, r in rejects))
     meta = {"code_rate_hz": vq.model.code_rate_hz, "frame_offset_s": 0.5 / vq.model.code_rate_hz,
             "K": vq.model.quantizer.num_codes, "checkpoint": str(vq.checkpoint), "sample_rate": vq.sample_rate,
             "hop_length": vq.hop_length, "num_utterances": len(units), "speakers": speakers}
-    _write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
     return {"encoded": len(units), "rejected": len(rejects), "out_dir": str(out_dir)}
 
 
@@ -109,7 +103,10 @@ def decode_codes(vq: VQSpeech, codes_path: Path, out: Path, *, speaker: str | No
         files = [codes_path]
     elif (codes_path / "codes").is_dir():
         meta_path = codes_path / "codes.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        try:
+            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        except (OSError, ValueError) as exc:
+            raise UserError(f"Cannot read {meta_path} ({exc}); re-run `vqspeech encode`.") from None
         files = sorted((codes_path / "codes").glob("*.npy"))
         ids = [f.stem for f in files]
         if not files:

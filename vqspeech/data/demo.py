@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ..audio import save_wav
 from ..errors import UserError
+from ..fileio import atomic_path, write_text_atomic
 from . import espeak
 from .manifest import Utterance, read_manifest, write_manifest
 
@@ -267,7 +268,7 @@ def make_demo_corpus(out_dir: str | os.PathLike, *, num_sentences: int = DEFAULT
             path.unlink()
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_text(out_dir / "demo.json", json.dumps(settings, indent=2) + "\n")
+    write_text_atomic(out_dir / "demo.json", json.dumps(settings, indent=2) + "\n")
     sentences = make_sentences(num_sentences, seed)
     prosody_rng = np.random.default_rng([seed, 2])
     width = max(4, len(str(num_sentences)))
@@ -286,14 +287,14 @@ def make_demo_corpus(out_dir: str | os.PathLike, *, num_sentences: int = DEFAULT
         grid_path = out_dir / "alignments" / f"{utt_id}.TextGrid"
         save_wav(wav_path, result.audio, result.sample_rate)
         write_textgrid(grid_path, result)
-        _write_text(out_dir / "text" / f"{utt_id}.txt", text + "\n")
+        write_text_atomic(out_dir / "text" / f"{utt_id}.txt", text + "\n")
         utts.append(Utterance(id=utt_id, audio=str(wav_path), speaker=speaker.name,
                               duration=round(result.duration, 6), sample_rate=result.sample_rate,
                               split="train", text=text, alignment=str(grid_path)))
     rows = ["speaker\tvoice\tpitch\trate\tpitch_range"]
     rows += [f"{s.name}\t{s.voice}\t{s.pitch}\t{s.rate}\t{s.pitch_range}" for s in SPEAKERS]
-    _write_text(out_dir / "speakers.tsv", "\n".join(rows) + "\n")
-    _write_text(out_dir / "README.md", _readme(settings, utts))
+    write_text_atomic(out_dir / "speakers.tsv", "\n".join(rows) + "\n")
+    write_text_atomic(out_dir / "README.md", _readme(settings, utts))
     write_manifest(out_dir / "manifest.jsonl", utts)
     return out_dir
 
@@ -327,9 +328,8 @@ def write_textgrid(path: str | os.PathLike, result: espeak.SynthResult) -> None:
         grid.addTier(textgrid.IntervalTier(name, entries, 0.0, duration))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    grid.save(str(tmp), format="long_textgrid", includeBlankSpaces=True, reportingMode="error")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        grid.save(str(tmp), format="long_textgrid", includeBlankSpaces=True, reportingMode="error")
 
 
 def _read_settings(out_dir: Path) -> dict | None:
@@ -347,11 +347,6 @@ def _settings_difference(stored: dict, wanted: dict) -> str:
     return ", ".join(parts)
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _readme(settings: dict, utts: list[Utterance]) -> str:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import UserError
+from ..fileio import atomic_path
 
 SPLITS = ("train", "valid", "test")
 
@@ -72,8 +73,7 @@ def write_manifest(path: str | os.PathLike, utts: list[Utterance]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     root = path.resolve().parent
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for utt in utts:
             row = asdict(utt)
             row["audio"] = _relative(row["audio"], root)
@@ -81,7 +81,6 @@ def write_manifest(path: str | os.PathLike, utts: list[Utterance]) -> None:
                 row["alignment"] = _relative(row["alignment"], root)
             row = {k: v for k, v in row.items() if v is not None}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def speakers_of(utts: list[Utterance]) -> list[str]:

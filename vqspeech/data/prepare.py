@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from tqdm import tqdm
 
 from ..audio import load_audio, normalize_level, resample, save_wav
 from ..errors import UserError
+from ..fileio import write_text_atomic
 from .corpora import SourceUtterance, find_utterances
 from .manifest import SPLITS, Utterance, write_manifest
 
@@ -132,7 +134,7 @@ def prepare_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, la
     write_manifest(manifest, utts)
     _write_tsv(out_dir / "speakers.tsv", ("speaker", "num_utterances", "seconds", "splits"),
                _speaker_rows(utts))
-    _write_text(out_dir / "prepare.json", json.dumps(settings, indent=2) + "\n")
+    write_text_atomic(out_dir / "prepare.json", json.dumps(settings, indent=2) + "\n")
 
     return PrepareSummary(
         num_utterances=len(utts), num_rejected=len(rejects),
@@ -365,6 +367,10 @@ def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool) -> None:
                         "--overwrite to rebuild it, or choose another output folder.")
     for name in ("manifest.jsonl", "prepare.json", "speakers.tsv"):
         (out_dir / name).unlink(missing_ok=True)
+    sources = ("layout", "corpus_dir", "layout_options")
+    if previous is None or any(previous.get(k) != settings[k] for k in sources):
+        # cached audio of another corpus or microphone would pass the freshness check: drop it
+        shutil.rmtree(out_dir / "wavs", ignore_errors=True)
 
 
 def _outside(out_dir: Path, corpus_dir: Path, sources: list[SourceUtterance],
@@ -398,11 +404,6 @@ def _write_tsv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> N
     lines = ["\t".join(header)]
     for row in rows:
         lines.append("\t".join(" ".join(str(value).split()) for value in row))
-    _write_text(path, "\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

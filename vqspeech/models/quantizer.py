@@ -25,6 +25,7 @@ class QuantizerOutput:
     commitment_loss: torch.Tensor  # ||z - sg(e)||^2
     perplexity: torch.Tensor       # exp(entropy of this batch's code distribution)
     usage: torch.Tensor            # [K] counts in this batch
+    dead_codes: int                # codes whose running usage fell below the threshold (training)
     reseeded: int                  # dead codes re-seeded in this call
 
 
@@ -83,14 +84,14 @@ class VectorQuantizer(nn.Module):
         usage = torch.bincount(codes, minlength=self.num_codes).float()
         quantized_flat = F.embedding(codes, self.codebook)  # looked up before this step's updates
 
-        reseeded = 0
+        dead = reseeded = 0
         if self.training:
             global_usage = usage.clone()
             if _distributed():
                 dist.all_reduce(global_usage)
             if self.ema:
                 self._ema_update(flat.detach(), codes, global_usage)
-            reseeded = self._reseed_dead_codes(flat.detach(), global_usage)
+            dead, reseeded = self._reseed_dead_codes(flat.detach(), global_usage)
 
         commitment = F.mse_loss(flat, quantized_flat.detach())
         if self.ema:
@@ -109,6 +110,7 @@ class VectorQuantizer(nn.Module):
             commitment_loss=commitment,
             perplexity=perplexity,
             usage=usage,
+            dead_codes=dead,
             reseeded=reseeded,
         )
 
@@ -145,19 +147,20 @@ class VectorQuantizer(nn.Module):
         self.codebook.copy_(self.ema_sum / smoothed[:, None])
 
     @torch.no_grad()
-    def _reseed_dead_codes(self, flat: torch.Tensor, counts: torch.Tensor) -> int:
+    def _reseed_dead_codes(self, flat: torch.Tensor, counts: torch.Tensor) -> tuple[int, int]:
+        """Update the running usage; re-seed codes below the threshold. Returns (dead, re-seeded)."""
         probs = counts / counts.sum().clamp_min(1.0)
         self.usage_ema.mul_(self.usage_decay).add_(probs, alpha=1 - self.usage_decay)
         if self.dead_code_threshold <= 0:
-            return 0
+            return 0, 0
         dead = self.usage_ema < self.dead_code_threshold / self.num_codes
         num_dead = int(dead.sum())
         if num_dead == 0:
-            return 0
+            return 0, 0
         fresh = self._sample_vectors(flat, num_dead)
         self.codebook.data[dead] = fresh.to(self.codebook.dtype)
         if self.ema:
             self.ema_sum[dead] = fresh
             self.ema_count[dead] = 1.0
         self.usage_ema[dead] = 1.0 / self.num_codes  # a grace period before it can count as dead
-        return num_dead
+        return num_dead, num_dead

@@ -42,8 +42,19 @@ class ResidualLayer(nn.Module):
         h = self.dilated(F.pad(x, (self.receptive_field, 0)))
         # add the frame-rate conditioning to every sample of its frame without materialising it
         h = (h.view(batch, -1, cond.shape[-1], hop_length) + cond[..., None]).view(batch, -1, length)
+        return self._gate_and_project(x, h)
+
+    def step(self, window: torch.Tensor, x: torch.Tensor, cond: torch.Tensor):
+        """One time step. window [B, R, k]: this layer's inputs at t-(k-1)d, ..., t-d, t (x is the
+        last column); cond [B, gate] -> (x' [B, R], skip [B, S])."""
+        h = torch.einsum("brk,grk->bg", window, self.dilated.weight) + self.dilated.bias + cond
+        return self._gate_and_project(x, h)
+
+    def _gate_and_project(self, x: torch.Tensor, h: torch.Tensor):
+        """Gated unit and the 1x1 residual/skip projection; channels on dim 1 ([B, C, T] or [B, C])."""
         a, b = h.chunk(2, dim=1)
-        out = self.out_proj(torch.tanh(a) * torch.sigmoid(b))
+        z = torch.tanh(a) * torch.sigmoid(b)
+        out = self.out_proj(z) if z.dim() == 3 else F.linear(z, self.out_proj.weight[:, :, 0], self.out_proj.bias)
         residual, skip = out.split([self.residual_channels, out.shape[1] - self.residual_channels], dim=1)
         return (x + residual) * math.sqrt(0.5), skip
 
@@ -77,7 +88,7 @@ class WaveNetDecoder(nn.Module):
                           local_channels, global_channels)
             for i in range(layers))
         self.output = nn.Sequential(nn.ReLU(), nn.Conv1d(skip_channels, skip_channels, 1), nn.ReLU(),
-                                    nn.Conv1d(skip_channels, classes, 1))
+                                    nn.Conv1d(skip_channels, classes, 1))  # 1x1 convs: per-sample MLP
 
     @property
     def receptive_field(self) -> int:
@@ -100,3 +111,10 @@ class WaveNetDecoder(nn.Module):
             x, skip = layer(x, layer.conditioning(local, speaker), self.hop_length)
             skips = skips + skip
         return self.output(skips * math.sqrt(1.0 / len(self.layers)))
+
+    def output_step(self, skips: torch.Tensor) -> torch.Tensor:
+        """The output head for one time step: summed skips [B, S] -> logits [B, classes]."""
+        h = torch.relu(skips * math.sqrt(1.0 / len(self.layers)))
+        first, second = self.output[1], self.output[3]
+        h = torch.relu(F.linear(h, first.weight[:, :, 0], first.bias))
+        return F.linear(h, second.weight[:, :, 0], second.bias)
