@@ -31,28 +31,7 @@ if run_stage 1 "prepare the manifest ($sample_rate Hz)"; then
   stage_done 1
 fi
 
-if run_stage 2 "train the VQ-VAE ($model, $train_minutes min)"; then
-  vqspeech train "$exp_dir" model="$model" data.manifest="$data_dir/prepared/manifest.jsonl" \
-    train=short train.max_minutes="$train_minutes" train.max_steps="$train_steps" "${overrides[@]}"
-  stage_done 2
-fi
-
-if run_stage 3 "encode every utterance to codes"; then
-  vqspeech encode "$exp_dir" "$data_dir/prepared/manifest.jsonl" "$exp_dir/codes" --latents --overwrite
-  stage_done 3
-fi
-
-if run_stage 4 "convert $num_convert test utterances to: $targets"; then
-  for target in ${targets//,/ }; do
-    vqspeech convert "$exp_dir" "$data_dir/prepared/manifest.jsonl" --split test --limit "$num_convert" \
-      --speaker "$target" -o "$exp_dir/convert/$target" --overwrite
-  done
-  stage_done 4
-fi
-
-if run_stage 5 "evaluate on the test split"; then
-  vqspeech evaluate "$exp_dir" --split test --out "$exp_dir/metrics.json"
-  stage_done 5
-fi
+manifest="$data_dir/prepared/manifest.jsonl"
+. "$(dirname "$0")/../utils/vqvae_stages.sh"
 
 python3 "$(dirname "$0")/../utils/summary.py" "$exp_dir"
