@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from .data.corpora import AUDIO_EXTENSIONS, is_audio_file, sanitize_id
 from .data.manifest import read_manifest
 from .device import select_device
 from .errors import UserError
+from .fast_generate import FastWaveNet
 from .generate import generate
 from .models import VQVAE
 
@@ -45,6 +47,7 @@ class VQSpeech:
                  checkpoint: Path | None = None):
         self.model = model.to(device).eval()
         self.speakers, self.config, self.device, self.checkpoint = speakers, config, device, checkpoint
+        self._fast = None  # the C generator, built at the first CPU decode
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> "VQSpeech":
@@ -107,9 +110,26 @@ class VQSpeech:
         latents = latents * frames[:, None]  # zeros past each end, as in training's padded crops
         ids = torch.tensor([self.speaker_id(s) for s in speakers], device=self.device)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        audio = generate(self.model.decoder, latents, ids, temperature=temperature,
-                         generator=generator, progress=progress).cpu().numpy()
+        fast = self._fast_generator()
+        if fast is not None:
+            audio = fast.generate(latents, ids, temperature=temperature, generator=generator,
+                                  progress=progress).numpy()
+        else:
+            audio = generate(self.model.decoder, latents, ids, temperature=temperature,
+                             generator=generator, progress=progress).cpu().numpy()
         return [a[: n * self.hop_length] for a, n in zip(audio, lengths)]
+
+    def _fast_generator(self) -> FastWaveNet | None:
+        """The C generator on CPU (None on GPU, or where no C compiler works: then the reference)."""
+        if self.device.type != "cpu":
+            return None
+        if self._fast is None:
+            try:
+                self._fast = FastWaveNet(self.model.decoder)
+            except UserError as exc:
+                warnings.warn(f"{exc} Falling back to the slower reference generator.")
+                self._fast = False
+        return self._fast or None
 
     def decode(self, codes: np.ndarray, speaker: str, temperature: float = 1.0, seed: int = 0,
                progress: bool = False) -> np.ndarray:
