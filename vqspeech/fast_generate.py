@@ -76,14 +76,15 @@ class FastWaveNet:
     """A WaveNetDecoder's weights packed for the C kernel. CPU only.
 
     ``threads``: batch streams are split over this many threads (default: torch's thread count).
+    ``chunk_frames``: code frames generated per step of the stream (bounds the working memory).
     """
 
-    def __init__(self, decoder: WaveNetDecoder, threads: int | None = None):
+    def __init__(self, decoder: WaveNetDecoder, threads: int | None = None, chunk_frames: int = 256):
         kernels = {layer.kernel_size for layer in decoder.layers}
         if len(kernels) != 1:
             raise ValueError("the fast generator needs one kernel size for every layer")
         first = decoder.layers[0]
-        self.decoder, self.threads = decoder, threads
+        self.decoder, self.threads, self.chunk_frames = decoder, threads, chunk_frames
         self.K = kernels.pop()
         self.L = len(decoder.layers)
         self.R = first.residual_channels
@@ -107,71 +108,47 @@ class FastWaveNet:
     def generate_classes(self, latents: torch.Tensor, speakers: torch.Tensor, *, temperature: float = 1.0,
                          generator: torch.Generator | None = None, return_logits: bool = False,
                          progress: bool = False):
-        """latents [B, D, F], speakers [B] -> mu-law classes [B, F * hop] (and logits [B, T, C])."""
+        """latents [B, D, F], speakers [B] -> mu-law classes [B, F * hop] (and logits [B, T, C]).
+
+        Streams over chunks of ``chunk_frames`` frames: the per-layer conditioning, the uniforms
+        and the kernel's state are bounded by the chunk, so memory grows only with the output.
+        """
         decoder = self.decoder
         batch, frames, hop = latents.shape[0], latents.shape[-1], decoder.hop_length
         latents, speakers = latents.float().cpu(), speakers.cpu()
-        local = decoder.local_conditioning(latents)
         speaker = decoder.speaker_embedding(speakers)
-        # [F, B, L, G]: every layer's conditioning bias, one frame at a time
-        conds = torch.stack([layer.conditioning(local, speaker) for layer in decoder.layers], dim=1)
-        conds = conds.permute(3, 0, 1, 2).numpy()
-        uniforms = torch.rand(frames * hop, batch, generator=generator).numpy().astype(np.float32)
         out = np.empty((frames * hop, batch), dtype=np.int32)
         logits = np.empty((frames * hop, batch, self.C), dtype=np.float32) if return_logits else None
         # streams are independent: split the batch over threads (ctypes releases the GIL)
         workers = max(1, min(batch, self.threads or torch.get_num_threads()))
-        chunks = [c for c in np.array_split(np.arange(batch), workers) if len(c)]
-
+        groups = [_StreamGroup(self, int(g[0]), int(g[-1]) + 1)
+                  for g in np.array_split(np.arange(batch), workers) if len(g)]
         bar = tqdm(total=frames * hop * batch, disable=not progress, unit="sample", unit_scale=True,
                    desc="generate", mininterval=1.0)
+        reach = _conditioning_reach(decoder)
+        with ThreadPoolExecutor(len(groups)) as pool:
+            for first in range(0, frames, self.chunk_frames):
+                last = min(frames, first + self.chunk_frames)
+                # the conditioning net sees `reach` frames on each side: compute with that margin
+                lo, hi = max(0, first - reach), min(frames, last + reach)
+                local = decoder.local_conditioning(latents[:, :, lo:hi])[:, :, first - lo: last - lo]
+                conds = torch.stack([layer.conditioning(local, speaker) for layer in decoder.layers], dim=1)
+                conds = conds.permute(3, 0, 1, 2).numpy()                       # [frames, B, L, G]
+                uniforms = torch.rand((last - first) * hop, batch, generator=generator).numpy()
+                samples = slice(first * hop, last * hop)
 
-        def run(chunk: np.ndarray) -> None:
-            sl = slice(int(chunk[0]), int(chunk[-1]) + 1)
-            result = self._run_frames(np.ascontiguousarray(conds[:, sl]), np.ascontiguousarray(uniforms[:, sl]),
-                                      hop, temperature, return_logits, bar)
-            out[:, sl] = result[0]
-            if return_logits:
-                logits[:, sl] = result[1]
+                def run(group: _StreamGroup) -> None:
+                    sl = slice(group.start, group.stop)
+                    group.run(np.ascontiguousarray(conds[:, sl]), uniforms[:, sl], temperature,
+                              out[samples, sl], None if logits is None else logits[samples, sl])
+                    bar.update(hop * (last - first) * (group.stop - group.start))
 
-        if len(chunks) == 1:
-            run(chunks[0])
-        else:
-            with ThreadPoolExecutor(len(chunks)) as pool:
-                list(pool.map(run, chunks))
+                list(pool.map(run, groups))
         bar.close()
         classes = torch.from_numpy(out.T.astype(np.int64))
         if return_logits:
             return classes, torch.from_numpy(logits.transpose(1, 0, 2).copy())
         return classes
-
-    def _run_frames(self, conds: np.ndarray, uniforms: np.ndarray, hop: int, temperature: float,
-                    return_logits: bool, bar: tqdm):
-        """The kernel over every frame for one group of streams: conds [F, B, L, G], uniforms [T, B]."""
-        frames, batch = conds.shape[:2]
-        sizes = (self.K - 1) * self.dilations.astype(np.int64) + 1
-        offsets = np.concatenate([[0], np.cumsum(sizes * batch * self.R)[:-1]]).astype(np.int64)
-        buffers = np.zeros(int((sizes * batch * self.R).sum()), dtype=np.float32)
-        current = np.full(batch, self.C // 2, dtype=np.int32)
-        out = np.empty((frames * hop, batch), dtype=np.int32)
-        logits = np.empty((frames * hop, batch, self.C), dtype=np.float32) if return_logits else None
-
-        def p(a, kind=_float_p):
-            return a.ctypes.data_as(kind)
-
-        for f in range(frames):
-            t0 = f * hop
-            status = self.kernel.wavenet_generate(
-                batch, self.L, self.R, self.G, self.S, self.C, self.K, p(self.dilations, _int_p),
-                p(buffers), p(offsets, _long_p), ctypes.c_long(t0),
-                p(self.W_dil), p(self.b_dil), p(self.W_out), p(self.b_out),
-                p(self.W_h1), p(self.b_h1), p(self.W_h2), p(self.b_h2), p(self.emb), p(conds[f]),
-                hop, p(uniforms[t0:]), ctypes.c_float(temperature), p(current, _int_p),
-                p(out[t0:], _int_p), p(logits[t0:]) if logits is not None else None)
-            if status != 0:
-                raise ValueError("decoder too wide for the fast generator's scratch space")
-            bar.update(hop * batch)
-        return out, logits
 
     def generate(self, latents: torch.Tensor, speakers: torch.Tensor, *, temperature: float = 1.0,
                  generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
@@ -179,3 +156,48 @@ class FastWaveNet:
         classes = self.generate_classes(latents, speakers, temperature=temperature, generator=generator,
                                         progress=progress)
         return mu_law_decode(classes, self.C)
+
+
+def _conditioning_reach(decoder: WaveNetDecoder) -> int:
+    """Frames of context on each side that the local conditioning net's convolutions use."""
+    return sum(m.kernel_size[0] // 2 * m.dilation[0] for m in decoder.local_net if isinstance(m, torch.nn.Conv1d))
+
+
+class _StreamGroup:
+    """The kernel's state (ring buffers, last sample, time) for streams [start, stop) of a batch."""
+
+    def __init__(self, fast: FastWaveNet, start: int, stop: int):
+        self.fast, self.start, self.stop = fast, start, stop
+        batch = stop - start
+        sizes = (fast.K - 1) * fast.dilations.astype(np.int64) + 1
+        self.offsets = np.concatenate([[0], np.cumsum(sizes * batch * fast.R)[:-1]]).astype(np.int64)
+        self.buffers = np.zeros(int((sizes * batch * fast.R).sum()), dtype=np.float32)
+        self.current = np.full(batch, fast.C // 2, dtype=np.int32)
+        self.t = 0
+
+    def run(self, conds: np.ndarray, uniforms: np.ndarray, temperature: float, out: np.ndarray,
+            logits: np.ndarray | None) -> None:
+        """Generate len(conds) frames: conds [F, b, L, G], uniforms [F*hop, b] -> out [F*hop, b]."""
+        fast, hop, batch = self.fast, self.fast.decoder.hop_length, self.stop - self.start
+        step_out = np.empty((hop, batch), dtype=np.int32)
+        step_logits = np.empty((hop, batch, fast.C), dtype=np.float32) if logits is not None else None
+
+        def p(a, kind=_float_p):
+            return a.ctypes.data_as(kind)
+
+        for f in range(len(conds)):
+            rows = slice(f * hop, (f + 1) * hop)
+            frame_uniforms = np.ascontiguousarray(uniforms[rows], dtype=np.float32)
+            status = fast.kernel.wavenet_generate(
+                batch, fast.L, fast.R, fast.G, fast.S, fast.C, fast.K, p(fast.dilations, _int_p),
+                p(self.buffers), p(self.offsets, _long_p), ctypes.c_long(self.t),
+                p(fast.W_dil), p(fast.b_dil), p(fast.W_out), p(fast.b_out),
+                p(fast.W_h1), p(fast.b_h1), p(fast.W_h2), p(fast.b_h2), p(fast.emb), p(conds[f]),
+                hop, p(frame_uniforms), ctypes.c_float(temperature), p(self.current, _int_p),
+                p(step_out, _int_p), p(step_logits) if step_logits is not None else None)
+            if status != 0:
+                raise ValueError("decoder too wide for the fast generator's scratch space")
+            out[rows] = step_out
+            if logits is not None:
+                logits[rows] = step_logits
+            self.t += hop
