@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import threading
@@ -40,6 +41,14 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("VQSPEECH_CACHE", Path.home() / ".cache" / "vqspeech"))
 
 
+def _cpu_identity() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        return next((line for line in info.splitlines() if line.startswith("flags")), info[:200])
+    except OSError:
+        return platform.machine() + platform.processor()
+
+
 def load_kernel() -> ctypes.CDLL:
     """Compile (once per source version) and load the C kernel; UserError when no compiler works."""
     global _library
@@ -51,7 +60,8 @@ def load_kernel() -> ctypes.CDLL:
         if compiler is None:
             raise UserError("Fast generation needs a C compiler (cc or gcc) on PATH; install one, "
                             "or use the reference generator.")
-        digest = hashlib.sha1(source + " ".join([compiler, *_FLAGS]).encode()).hexdigest()[:16]
+        # -march=native: the build is only valid on this kind of CPU, so the CPU is part of the key
+        digest = hashlib.sha1(source + " ".join([compiler, *_FLAGS, _cpu_identity()]).encode()).hexdigest()[:16]
         target = _cache_dir() / f"wavenet_step_{digest}.so"
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
