@@ -85,13 +85,25 @@ class VQSpeech:
         return torch.from_numpy(audio[: frames * self.hop_length]).to(self.device)[None]
 
     @torch.no_grad()
-    def encode(self, audio: np.ndarray, sample_rate: int, latents: bool = False):
-        """audio [T] -> codes np.int16 [F] (and latents np.float32 [F, D] when ``latents``)."""
-        vq, z = self.model.quantize(self._prepare(audio, sample_rate))
-        codes = vq.codes[0].cpu().numpy().astype(np.int16)
-        if latents:
-            return codes, z[0].t().cpu().numpy().astype(np.float32)
-        return codes
+    def encode(self, audio: np.ndarray, sample_rate: int, latents: bool = False, chunk_frames: int = 2048):
+        """audio [T] -> codes np.int16 [F] (and latents np.float32 [F, D] when ``latents``).
+
+        Long audio is encoded ``chunk_frames`` frames at a time, each chunk with the encoder's
+        context on both sides, so the result equals one pass and memory stays bounded.
+        """
+        x = self._prepare(audio, sample_rate)
+        hop, frames = self.hop_length, x.shape[-1] // self.hop_length
+        margin = self.model.encoder.context_frames
+        codes, zs = [], []
+        for first in range(0, frames, chunk_frames):
+            last = min(frames, first + chunk_frames)
+            lo, hi = max(0, first - margin), min(frames, last + margin)
+            z = self.model.encoder(x[:, lo * hop: hi * hop])[:, :, first - lo: last - lo]
+            codes.append(self.model.quantizer(z).codes[0].cpu().numpy().astype(np.int16))
+            if latents:
+                zs.append(z[0].t().cpu().numpy().astype(np.float32))
+        codes = np.concatenate(codes)
+        return (codes, np.concatenate(zs)) if latents else codes
 
     @torch.no_grad()
     def decode_batch(self, codes: list[np.ndarray], speakers: list[str], temperature: float = 1.0,

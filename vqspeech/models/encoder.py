@@ -45,6 +45,13 @@ class Encoder(nn.Module):
         self.blocks = nn.Sequential(*(ResidualDilatedBlock(channels, d, kernel_size) for d in dilations))
         self.output_proj = nn.Conv1d(channels, latent_dim, 1)
 
+    @property
+    def context_frames(self) -> int:
+        """Frames on each side that can change a latent frame: chunks overlapping by this much
+        encode exactly like one pass."""
+        blocks = sum(b.conv.dilation[0] * (b.conv.kernel_size[0] - 1) // 2 for b in self.blocks)
+        return self.frontend.context_frames + 1 + blocks
+
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         x = self.input_proj(self.frontend(audio))
         return self.output_proj(torch.relu(self.blocks(x)))

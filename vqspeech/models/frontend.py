@@ -59,6 +59,11 @@ class LogMelFrontend(nn.Module):
         self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
         self.register_buffer("filters", mel_filterbank(sample_rate, self.n_fft, n_mels), persistent=False)
 
+    @property
+    def context_frames(self) -> int:
+        """Frames on each side whose samples reach into a frame's window."""
+        return math.ceil((self.n_fft - self.hop_length) / 2 / self.hop_length)
+
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """audio [B, T] -> log-mel [B, n_mels, T // hop]."""
         frames = _frames(audio, self.hop_length)
@@ -87,6 +92,15 @@ class ConvFrontend(nn.Module):
         # kernel 2*stride with `stride` samples of padding in all keeps exactly T/stride frames
         self.convs = nn.ModuleList(
             nn.Conv1d(1 if i == 0 else channels, channels, 2 * s, s) for i, s in enumerate(strides))
+
+    @property
+    def context_frames(self) -> int:
+        """Frames on each side within the stack's receptive field (rounded up)."""
+        span, step = 1, 1
+        for stride in self.strides:
+            span += (2 * stride - 1) * step
+            step *= stride
+        return math.ceil(span / self.hop_length) + 1
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """audio [B, T] -> features [B, channels, T // hop]."""
