@@ -17,6 +17,7 @@ import time
 import torch
 
 from vqspeech.config import compose
+from vqspeech.data.dataset import crop_length
 from vqspeech.device import autocast, select_device
 from vqspeech.models import VQVAE
 
@@ -47,7 +48,7 @@ def main() -> None:
     model = VQVAE.from_config(cfg["model"], num_speakers=4).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["train"]["lr"])
     hop, sr = model.hop_length, model.sample_rate
-    crop = max(hop, int(crop_seconds * sr) // hop * hop)
+    crop = crop_length(crop_seconds, sr, hop)
     audio = (0.1 * torch.randn(batch, crop)).clamp(-1, 1).to(device)
     speakers = torch.randint(0, 4, (batch,), device=device)
 

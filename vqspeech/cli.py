@@ -66,7 +66,7 @@ def cmd_evaluate(args) -> None:
         if args.max_utterances <= 0:
             raise UserError(f"--max_utterances must be positive, not {args.max_utterances}.")
         utts = utts[: args.max_utterances]
-    metrics = teacher_forced_metrics(vq.model, utts, {s: i for i, s in enumerate(vq.speakers)}, vq.device)
+    metrics = teacher_forced_metrics(vq.model, utts, vq.speaker_ids, vq.device)
     metrics = {"split": args.split, "manifest": str(manifest), **metrics}
     if out is not None:
         write_text_atomic(out, json.dumps(metrics, indent=2) + "\n")

@@ -107,7 +107,8 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     valid_utts = [u for u in utts if u.split == "valid"]
 
     last = exp_dir / "checkpoints" / "last.pt"
-    speakers = load_checkpoint(last)["speakers"] if last.is_file() else speakers_of(train_utts)
+    resume = load_checkpoint(last) if last.is_file() else None
+    speakers = resume["speakers"] if resume else speakers_of(train_utts)
     unknown = sorted({u.speaker for u in train_utts} - set(speakers))
     if unknown:
         raise UserError(f"The manifest has training speakers ({', '.join(unknown[:5])}) that {exp_dir} was not "
@@ -123,7 +124,7 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     if dist_info.enabled:
         dist.barrier()
     task = VQVAETask(model, cfg, speakers, train_utts, valid_utts)
-    trainer = Trainer(exp_dir, task, cfg["train"], cfg, device, dist_info)
+    trainer = Trainer(exp_dir, task, cfg["train"], cfg, device, dist_info, resume=resume)
     metrics = trainer.fit()
     if dist_info.is_main:
         summary = {"step": trainer.step, "minutes": trainer.elapsed / 60, **{f"valid_{k}": v for k, v in metrics.items()}}

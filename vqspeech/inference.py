@@ -70,6 +70,10 @@ class VQSpeech:
     def hop_length(self) -> int:
         return self.model.hop_length
 
+    @property
+    def speaker_ids(self) -> dict[str, int]:
+        return {s: i for i, s in enumerate(self.speakers)}
+
     def speaker_id(self, name: str) -> int:
         if name not in self.speakers:
             shown = ", ".join(self.speakers[:30]) + (" ..." if len(self.speakers) > 30 else "")

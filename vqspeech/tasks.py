@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from .audio import load_audio
-from .data.dataset import crop_loader
+from .data.dataset import crop_length, crop_loader
 from .data.manifest import Utterance
 from .generate import generate
 from .models import VQVAE
+from .models.quantizer import perplexity
 
 
 class VQVAETask:
@@ -26,8 +26,7 @@ class VQVAETask:
         self.train_utts = train_utts
         self.valid_utts = [u for u in valid_utts if u.speaker in self.speaker_ids]
         train = config["train"]
-        hop = model.hop_length
-        self.crop_samples = max(hop, int(train["crop_seconds"] * model.sample_rate) // hop * hop)
+        self.crop_samples = crop_length(train["crop_seconds"], model.sample_rate, model.hop_length)
 
     def batches(self, start_step: int, rank: int, device: torch.device) -> Iterator[Any]:
         train = self.config["train"]
@@ -111,9 +110,7 @@ def teacher_forced_metrics(model: VQVAE, utts: list[Utterance], speaker_ids: dic
     model.train(was_training)
     if total_samples == 0:
         return {}
-    probs = usage / usage.sum()
-    entropy = float(-(probs[probs > 0] * probs[probs > 0].log()).sum())
-    return {"bits_per_sample": total_bits / total_samples, "perplexity": math.exp(entropy),
+    return {"bits_per_sample": total_bits / total_samples, "perplexity": float(perplexity(usage)),
             "codes_used": int((usage > 0).sum()), "utterances": len(utts),
             "seconds": total_samples / model.sample_rate}
 

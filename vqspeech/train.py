@@ -17,15 +17,16 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .checkpoint import cpu_state_dict, load_checkpoint, save_checkpoint
+from .checkpoint import cpu_state_dict, save_checkpoint
 from .device import DistInfo, autocast
 from .errors import UserError
 from .fileio import atomic_path
 
 
 class Task(Protocol):
-    kind: str
+    kind: str                       # stored in checkpoints; resume refuses another kind
     model: torch.nn.Module
+    progress_keys: tuple[str, ...]  # scalars shown on the progress bar
 
     def batches(self, start_step: int, rank: int, device: torch.device) -> Iterator[Any]: ...
     def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
@@ -53,7 +54,7 @@ class Trainer:
     """Runs (or resumes) training of ``task.model`` in ``exp_dir`` according to ``cfg`` (train.*)."""
 
     def __init__(self, exp_dir: str | Path, task: Task, cfg: dict[str, Any], config: dict[str, Any],
-                 device: torch.device, dist_info: DistInfo = DistInfo()):
+                 device: torch.device, dist_info: DistInfo = DistInfo(), resume: dict[str, Any] | None = None):
         self.exp_dir, self.task, self.cfg, self.config = Path(exp_dir), task, cfg, config
         self.device, self.dist = device, dist_info
         self.ckpt_dir = self.exp_dir / "checkpoints"
@@ -65,16 +66,15 @@ class Trainer:
                                       cfg["lr_min_ratio"]))
         self.step, self.elapsed = 0, 0.0
         self.amp = cfg["amp"] and device.type == "cuda"
-        self._resume()
+        if resume is not None:
+            self._resume(resume)
         self.ddp_model = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda"
                                                   else None) if dist_info.enabled else self.model)
 
     # --- state -----------------------------------------------------------------------------
-    def _resume(self) -> None:
+    def _resume(self, ckpt: dict[str, Any]) -> None:
+        """Restore from ``checkpoints/last.pt`` as loaded by the caller."""
         last = self.ckpt_dir / "last.pt"
-        if not last.is_file():
-            return
-        ckpt = load_checkpoint(last)
         if ckpt.get("kind") != self.task.kind:
             raise UserError(f"{last} holds a {ckpt.get('kind')} model, not a {self.task.kind}; "
                             "use another experiment folder.")

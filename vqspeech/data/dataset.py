@@ -17,6 +17,11 @@ from ..errors import UserError
 from .manifest import Utterance
 
 
+def crop_length(seconds: float, sample_rate: int, hop_length: int) -> int:
+    """Crop length in samples: ``seconds`` rounded down to whole code frames, at least one frame."""
+    return max(hop_length, int(seconds * sample_rate) // hop_length * hop_length)
+
+
 @dataclass
 class CropRequest:
     utterance: int

@@ -29,6 +29,12 @@ class QuantizerOutput:
     reseeded: int                  # dead codes re-seeded in this call
 
 
+def perplexity(counts: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of the code distribution given by usage counts [K]: K when uniform, 1 for one code."""
+    probs = counts.float() / counts.sum().clamp_min(1.0)
+    return torch.exp(-(probs * torch.log(probs.clamp_min(1e-10))).sum())
+
+
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -100,15 +106,13 @@ class VectorQuantizer(nn.Module):
             codebook_loss = F.mse_loss(quantized_flat, flat.detach())
         quantized_flat = flat + (quantized_flat - flat).detach()  # straight-through estimator
 
-        probs = usage / usage.sum().clamp_min(1.0)
-        perplexity = torch.exp(-(probs * torch.log(probs.clamp_min(1e-10))).sum())
         return QuantizerOutput(
             quantized=quantized_flat.view(batch, frames, dim).transpose(1, 2),
             codes=codes.view(batch, frames),
             loss=codebook_loss + self.beta * commitment,
             codebook_loss=codebook_loss,
             commitment_loss=commitment,
-            perplexity=perplexity,
+            perplexity=perplexity(usage),
             usage=usage,
             dead_codes=dead,
             reseeded=reseeded,
