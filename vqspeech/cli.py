@@ -16,12 +16,17 @@ def _split_list(text: str | None) -> list[str] | None:
     return [s for s in text.split(",") if s] if text else None
 
 
+def _layout_options(args) -> dict:
+    """The corpus-layout options given on the command line (``--mic``, ``--subset``)."""
+    return {k: getattr(args, k) for k in ("mic", "subset") if getattr(args, k, None)}
+
+
 # --- corpus -----------------------------------------------------------------------------------
 
 def cmd_prepare(args) -> None:
     from .data.prepare import prepare_corpus
 
-    options = {"mic": args.mic} if args.mic else {}
+    options = _layout_options(args)
     summary = prepare_corpus(args.corpus_dir, args.out_dir, args.layout, sample_rate=args.sample_rate,
                              split_by=args.split_by, valid_fraction=args.valid_fraction,
                              test_fraction=args.test_fraction,
@@ -37,6 +42,19 @@ def cmd_demo_data(args) -> None:
     out = make_demo_corpus(args.out_dir, num_sentences=args.num_sentences, seed=args.seed,
                            overwrite=args.overwrite)
     print(f"demo corpus ready in {out}")
+
+
+def cmd_align(args) -> None:
+    from .align import align_corpus
+
+    options = _layout_options(args)
+    summary = align_corpus(args.source, args.out_dir, args.layout, manifest=args.manifest,
+                           num_workers=args.num_workers, limit=args.limit,
+                           overwrite=args.overwrite, **options)
+    print(json.dumps({"total": summary.total, "aligned": summary.aligned,
+                      "coverage": summary.coverage, "seconds_per_file": summary.seconds_per_file,
+                      "failed": summary.failed, "reused": summary.reused,
+                      "out_dir": summary.out_dir}))
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -140,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("prepare", help="corpus on disk -> manifest.jsonl, speakers.tsv, rejects.tsv, wavs/")
     p.add_argument("corpus_dir")
     p.add_argument("out_dir")
-    p.add_argument("--layout", required=True, help="vctk | librispeech | libritts | fsdd | folder | demo")
+    p.add_argument("--layout", required=True, help="vctk | librispeech | libritts | timit | fsdd | folder | demo")
     p.add_argument("--sample_rate", type=int, default=16000)
     p.add_argument("--split_by", choices=["utterance", "speaker"], default="utterance")
     p.add_argument("--valid_fraction", type=float, default=0.05)
@@ -149,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min_duration", type=float, default=0.1, help="seconds; shorter files are rejected")
     p.add_argument("--max_duration", type=float, default=None, help="seconds; longer files are rejected")
     p.add_argument("--mic", default=None, help="VCTK 0.92 microphone: mic1 (default) or mic2")
+    p.add_argument("--subset", default=None, help="LibriSpeech/LibriTTS subset, e.g. train-clean-100")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_workers", type=int, default=None)
     p.add_argument("--overwrite", action="store_true")
@@ -160,6 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_demo_data)
+
+    p = verbs.add_parser("align", help="forced phone alignment (pocketsphinx) -> OUT_DIR/<id>.TextGrid")
+    p.add_argument("source", help="a corpus folder (with --layout) or a manifest.jsonl")
+    p.add_argument("out_dir")
+    p.add_argument("--layout", default=None, help="corpus layout; leave out when SOURCE is a manifest")
+    p.add_argument("--mic", default=None, help="VCTK 0.92 microphone: mic1 (default) or mic2")
+    p.add_argument("--subset", default=None, help="LibriSpeech/LibriTTS subset, e.g. train-clean-100")
+    p.add_argument("--manifest", default=None,
+                   help="point this manifest's utterances at their alignments (rewritten in place)")
+    p.add_argument("--num_workers", type=int, default=None, help="processes (default: one per CPU)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N utterances")
+    p.add_argument("--overwrite", action="store_true", help="realign files already aligned")
+    p.set_defaults(func=cmd_align)
 
     p = verbs.add_parser("train", help="train (or resume) a VQ-VAE in EXP_DIR; trailing key=value overrides")
     p.add_argument("exp_dir")

@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
 # The embedded demo corpus end to end: synthesise (espeak-ng), prepare, train the small VQ-VAE,
-# encode, convert voices, evaluate. Sized for under 20 minutes on 2 CPU cores.
+# encode, convert voices, align, evaluate. Sized for under 20 minutes on 2 CPU cores.
+# Stages (see utils/stage.sh): 0 synthesise  1 manifest  2 train  3 encode  4 convert
+#   5 align (pocketsphinx, scored against the corpus's exact alignments)  8 evaluate
 #   bash recipes/demo/run.sh [--stage N] [--stop_stage N] [--train_minutes M] [key=value ...]
 set -euo pipefail
 
 stage=0
 stop_stage=100
-data_dir=data/demo          # synthesised corpus and prepared manifest
+data_dir=data/demo          # synthesised corpus, prepared manifest, alignments
 exp_dir=exp/demo            # experiment folder (checkpoints, tb, codes, convert, metrics)
 model=small
+train_profile=short
 train_steps=1000            # cosine schedule length (about what the budget allows on 2 cores)
 train_minutes=12            # wall-clock training budget
+nproc=1
 sample_rate=8000
 num_convert=3               # test utterances converted to each target speaker
 targets=us_f3,gb_m1         # target speakers for conversion
 force=false                 # redo finished stages
 
-. "$(dirname "$0")/../utils/parse_options.sh"
-. "$(dirname "$0")/../utils/stage.sh"
+here=$(dirname "$0")
+. "$here/../utils/parse_options.sh"
+. "$here/../utils/stage.sh"
 overrides=("$@")
 
 if run_stage 0 "synthesise the demo corpus"; then
@@ -32,6 +37,14 @@ if run_stage 1 "prepare the manifest ($sample_rate Hz)"; then
 fi
 
 manifest="$data_dir/prepared/manifest.jsonl"
-. "$(dirname "$0")/../utils/vqvae_stages.sh"
+. "$here/../utils/vqvae_stages.sh"
 
-python3 "$(dirname "$0")/../utils/summary.py" "$exp_dir"
+if run_stage 5 "phone alignments (pocketsphinx), scored against the exact ones"; then
+  vqspeech align "$data_dir/corpus" "$data_dir/align" --layout demo
+  python3 "$here/../../tools/compare_alignments.py" "$data_dir/corpus" "$data_dir/align" \
+    --out "$data_dir/align/agreement.json"
+  stage_done 5
+fi
+
+. "$here/../utils/evaluate_stages.sh"
+python3 "$here/../utils/summary.py" "$exp_dir" "$data_dir"

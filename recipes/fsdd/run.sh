@@ -1,35 +1,58 @@
 #!/usr/bin/env bash
-# Free Spoken Digit Dataset: 8 kHz, test split = recordings 0-4 of every digit and speaker.
+# Free Spoken Digit Dataset: 8 kHz spoken digits; test split = recordings 0-4 of every digit and
+# speaker. Stages (see utils/stage.sh):
+#   0 download (only with --download true)  1 manifest  2 train  3 encode  4 convert  5 align
+#   8 evaluate
 #   bash recipes/fsdd/run.sh --fsdd_root ../shared/data/fsdd [--train_minutes 30] [key=value ...]
 set -euo pipefail
 
-stage=1
+stage=0
 stop_stage=100
-fsdd_root=../shared/data/fsdd
+fsdd_root=../shared/data/fsdd   # holds recordings/{digit}_{speaker}_{n}.wav
+download=false              # stage 0 fetches FSDD v1.0.10 from GitHub into download_dir when true
+download_dir=downloads
 data_dir=data/fsdd
 exp_dir=exp/fsdd
 model=small
+train_profile=short
 train_steps=2600            # cosine schedule length (about what the budget allows on 2 cores)
 train_minutes=30
+nproc=1
 num_convert=4
 targets=jackson,lucas
 force=false
 
-. "$(dirname "$0")/../utils/parse_options.sh"
-. "$(dirname "$0")/../utils/stage.sh"
+here=$(dirname "$0")
+. "$here/../utils/parse_options.sh"
+. "$here/../utils/stage.sh"
 overrides=("$@")
 
-if [ ! -d "$fsdd_root" ]; then
-  echo "FSDD not found at $fsdd_root: clone github.com/Jakobovski/free-spoken-digit-dataset and pass --fsdd_root PATH." >&2
-  exit 1
+if run_stage 0 "download FSDD"; then
+  if [ "$download" = true ]; then
+    "$here/local/download.sh" "$download_dir"
+    fsdd_root="$download_dir/free-spoken-digit-dataset-1.0.10"
+    echo "   FSDD is in $fsdd_root; pass --fsdd_root $fsdd_root to later runs"
+    stage_done 0
+  else
+    echo "   skipped: reading the corpus in $fsdd_root (pass --download true to fetch it)"
+  fi
 fi
+missing="FSDD not found at $fsdd_root: clone github.com/Jakobovski/free-spoken-digit-dataset and pass --fsdd_root PATH, or run with --download true to fetch it."
 
 if run_stage 1 "prepare the manifest (8000 Hz)"; then
+  require_corpus "$fsdd_root" "$missing"
   vqspeech prepare "$fsdd_root" "$data_dir/prepared" --layout fsdd --sample_rate 8000 --overwrite
   stage_done 1
 fi
 
 manifest="$data_dir/prepared/manifest.jsonl"
-. "$(dirname "$0")/../utils/vqvae_stages.sh"
+. "$here/../utils/vqvae_stages.sh"
 
-python3 "$(dirname "$0")/../utils/summary.py" "$exp_dir"
+if run_stage 5 "phone alignments (pocketsphinx)"; then
+  require_corpus "$fsdd_root" "$missing"
+  vqspeech align "$fsdd_root" "$data_dir/align" --layout fsdd --manifest "$manifest"
+  stage_done 5
+fi
+
+. "$here/../utils/evaluate_stages.sh"
+python3 "$here/../utils/summary.py" "$exp_dir" "$data_dir"

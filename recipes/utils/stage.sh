@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
-# Stage bookkeeping shared by the recipes. A finished stage leaves a marker in $exp_dir/.stages;
-# re-running it is a no-op unless --force true. Stages that train resume on their own.
+# Stage bookkeeping shared by the recipes. A finished stage leaves a marker in $exp_dir/.stages
+# (its wall time and name); re-running it is a no-op unless --force true. A stage that was
+# interrupted has no marker and runs again; the long ones (training, alignment) continue from
+# where they stopped.
+#
+# Stage numbers used by every recipe:
+#   0 download (only with --download true)   1 manifest        2 train the VQ-VAE
+#   3 encode        4 convert                5 phone alignments
+#   6 train the prior        7 sample from the prior            (prior issue)
+#   8 evaluate (bits/sample; probe)          9 report           (evaluation issue)
 
 # run_stage N NAME: true when stage N is inside [stage, stop_stage] and not already done.
 run_stage() {
@@ -12,11 +20,20 @@ run_stage() {
   fi
   echo "== stage $n: $name"
   STAGE_START=$(date +%s)
+  STAGE_NAME=$name
   return 0
 }
 
-# stage_done N: record that stage N finished, with its wall time.
+# stage_done N: record that stage N finished, with its wall time and name.
 stage_done() {
   mkdir -p "$exp_dir/.stages"
-  echo "$(( $(date +%s) - STAGE_START )) s" > "$exp_dir/.stages/$1"
+  printf '%s s\t%s\n' "$(( $(date +%s) - STAGE_START ))" "$STAGE_NAME" > "$exp_dir/.stages/$1"
+}
+
+# require_corpus PATH MESSAGE: stop with MESSAGE (one sentence) when PATH is not a folder.
+require_corpus() {
+  if [ ! -d "$1" ]; then
+    echo "$2" >&2
+    exit 1
+  fi
 }

@@ -1,22 +1,43 @@
-"""Print what a recipe produced: stages run, where the outputs are, the key metrics."""
+"""Print what a recipe produced: stages run, where the outputs are, the key metrics.
+
+    python3 recipes/utils/summary.py EXP_DIR [DATA_DIR]
+"""
 
 import json
 import sys
 from pathlib import Path
 
+
+def numbers(record: dict) -> dict:
+    """The numeric entries of a JSON record, floats rounded for reading."""
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 exp = Path(sys.argv[1])
+data = Path(sys.argv[2]) if len(sys.argv) > 2 else None
 print(f"\n== summary of {exp}")
 for marker in sorted((exp / ".stages").glob("*"), key=lambda p: int(p.name)):
-    print(f"stage {marker.name}: done ({marker.read_text().strip()})")
-for name, what in (("checkpoints/last.pt", "checkpoint"), ("tb", "TensorBoard logs (tensorboard --logdir)"),
-                   ("codes", "codes"), ("convert", "converted audio"), ("metrics.json", "metrics")):
-    if (exp / name).exists():
-        print(f"{what:42s} {exp / name}")
+    seconds, _, name = marker.read_text().strip().partition("\t")
+    print(f"stage {marker.name}: {name or 'done'} ({seconds})")
+
+outputs = [(exp / "checkpoints/last.pt", "checkpoint"),
+           (exp / "tb", "TensorBoard logs (tensorboard --logdir)"),
+           (exp / "codes", "codes"), (exp / "convert", "converted audio"),
+           (exp / "metrics.json", "metrics")]
+if data is not None:
+    outputs[:0] = [(data / "prepared/manifest.jsonl", "manifest"), (data / "align", "phone alignments")]
+for path, what in outputs:
+    if path.exists():
+        print(f"{what:42s} {path}")
 if (exp / "convert").is_dir():
     print(f"{'converted wavs':42s} {sum(1 for _ in (exp / 'convert').rglob('*.wav'))}")
-for name in ("train_summary.json", "metrics.json"):
-    if (exp / name).is_file():
-        metrics = json.loads((exp / name).read_text())
-        shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in metrics.items()
-                 if isinstance(v, (int, float))}
-        print(f"{name:42s} {json.dumps(shown)}")
+
+records = [exp / "train_summary.json", exp / "metrics.json"]
+if data is not None:
+    records += [data / "align/align.json", data / "align/agreement.json"]
+for path in records:
+    if path.is_file():
+        record = json.loads(path.read_text())
+        record = record.get("summary", record)
+        print(f"{path.parent.name + '/' + path.name:42s} {json.dumps(numbers(record))}")

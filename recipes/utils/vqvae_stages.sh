@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # The VQ-VAE stages every recipe shares, after its own data preparation (stages 0-1):
-#   2 train, 3 encode, 4 convert, 5 evaluate.
-# Expects: stage, stop_stage, force, exp_dir, model, train_minutes, train_steps, num_convert,
-# targets, manifest (the prepared manifest.jsonl) and the array `overrides` (trailing key=value).
+#   2 train, 3 encode, 4 convert.
+# Expects: stage, stop_stage, force, exp_dir, model, train_profile, train_minutes (empty = no
+# budget), train_steps, nproc, num_convert, targets, manifest (the prepared manifest.jsonl) and
+# the array `overrides` (trailing key=value Hydra overrides).
 
-if run_stage 2 "train the VQ-VAE ($model, $train_minutes min)"; then
-  vqspeech train "$exp_dir" model="$model" data.manifest="$manifest" \
-    train=short train.max_minutes="$train_minutes" train.max_steps="$train_steps" "${overrides[@]}"
+if run_stage 2 "train the VQ-VAE ($model${train_minutes:+, $train_minutes min})"; then
+  train_args=("$exp_dir" model="$model" data.manifest="$manifest" train="$train_profile"
+              train.max_steps="$train_steps")
+  [ -n "$train_minutes" ] && train_args+=(train.max_minutes="$train_minutes")
+  if [ "$nproc" -gt 1 ]; then
+    torchrun --standalone --nproc_per_node="$nproc" -m vqspeech.cli train "${train_args[@]}" "${overrides[@]}"
+  else
+    vqspeech train "${train_args[@]}" "${overrides[@]}"
+  fi
   stage_done 2
 fi
 
@@ -21,9 +28,4 @@ if run_stage 4 "convert $num_convert test utterances to: $targets"; then
       --speaker "$target" -o "$exp_dir/convert/$target" --overwrite
   done
   stage_done 4
-fi
-
-if run_stage 5 "evaluate on the test split"; then
-  vqspeech evaluate "$exp_dir" --split test --out "$exp_dir/metrics.json" --overwrite
-  stage_done 5
 fi

@@ -13,6 +13,9 @@ Layouts (the ``--layout`` names):
   ids ``103-1240-0000``.
 - ``libritts``: ``<spk>/<chapter>/<id>.wav`` with ``<id>.normalized.txt``.
 - ``fsdd``: ``{digit}_{speaker}_{n}.wav``; ids ``<speaker>_<digit>_<n>``; indices 0-4 are "test".
+- ``timit``: the LDC distribution ``TRAIN|TEST/DR1/FCJF0/SA1.WAV`` (NIST SPHERE, with ``.PHN``,
+  ``.WRD``, ``.TXT``; any case, any folders above) or the sample layout ``dr1-fvmh0/sa1.wav``;
+  ids ``dr1-fvmh0_sa1``, speakers ``dr1-fvmh0``; files under ``TEST`` are "test".
 - ``folder``: any audio files, recursively; speaker = parent folder; ids ``<speaker>_<stem>``.
 - ``demo``: a ``manifest.jsonl`` written by the demo corpus maker.
 
@@ -242,6 +245,75 @@ def _read_fsdd(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
         utts.append(SourceUtterance(id=f"{spk}_{digit}_{n}", path=str(path), speaker=spk,
                                     text=DIGIT_WORDS[digit], split="test" if n < 5 else None))
     return utts, rejects
+
+
+@register_layout("timit", expected="TRAIN|TEST/DR<n>/<speaker>/SA1.WAV with .PHN/.WRD/.TXT "
+                                   "(LDC TIMIT) or dr<n>-<speaker>/sa1.wav (TIMIT sample)")
+def _read_timit(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
+    """TIMIT: the LDC distribution (``DR1/FCJF0/SA1.WAV``) or the sample (``dr1-fcjf0/sa1.wav``).
+
+    Names may be upper or lower case. The text is the ``.TXT`` file without its two leading
+    sample numbers; the alignment is the ``.PHN`` file. Some copies hold RIFF conversions
+    ``SA1.WAV.wav`` next to the NIST SPHERE originals; a conversion is used only when its
+    original is missing, so no utterance is read twice.
+    """
+    utts, rejects = [], []
+    for path in _walk_audio(root):
+        name = path.name
+        if name.lower().endswith(".wav.wav"):
+            if path.with_suffix("").is_file():
+                continue  # a RIFF copy of the SPHERE file beside it, which is read instead
+            name = name[: -len(".wav")]
+        utt = _TIMIT_UTTERANCE.match(name)
+        if not utt:
+            rejects.append((str(path), "name does not match SA1.WAV, SI<n>.WAV or SX<n>.WAV"))
+            continue
+        folders = _timit_speaker(path)
+        if folders is None:
+            rejects.append((str(path), "folder is not DR<n>/<speaker> (LDC TIMIT) or "
+                                       "dr<n>-<speaker> (TIMIT sample)"))
+            continue
+        (dialect, speaker), split_folder = folders
+        stem = path.parent / utt["utt"]
+        text = _read_text(_timit_sibling(stem, ".txt"))
+        if text is not None:
+            text = _TIMIT_TEXT_TIMES.sub("", text) or None
+        alignment = _timit_sibling(stem, ".phn")
+        utts.append(SourceUtterance(
+            id=f"{dialect}-{speaker}_{utt['utt']}".lower(), path=str(path),
+            speaker=f"{dialect}-{speaker}".lower(), text=text,
+            alignment=str(alignment) if alignment.is_file() else None,
+            split="test" if split_folder.lower() == "test" else None))
+    return utts, rejects
+
+
+_TIMIT_UTTERANCE = re.compile(r"^(?P<utt>s[aix]\d+)\.wav$", re.IGNORECASE)
+_TIMIT_SAMPLE_SPEAKER = re.compile(r"^(?P<dr>dr\d+)-(?P<spk>[mf][a-z]{3}\d)$", re.IGNORECASE)
+_TIMIT_DIALECT = re.compile(r"^dr\d+$", re.IGNORECASE)
+_TIMIT_SPEAKER = re.compile(r"^[mf][a-z]{3}\d$", re.IGNORECASE)
+_TIMIT_TEXT_TIMES = re.compile(r"^\d+\s+\d+\s*")
+
+
+def _timit_speaker(path: Path) -> tuple[tuple[str, str], str] | None:
+    """((dialect region, speaker), the folder above them) from an audio path; None if neither."""
+    speaker_dir = path.parent
+    sample = _TIMIT_SAMPLE_SPEAKER.match(speaker_dir.name)
+    if sample:
+        return (sample["dr"], sample["spk"]), speaker_dir.parent.name
+    dialect_dir = speaker_dir.parent
+    if _TIMIT_SPEAKER.match(speaker_dir.name) and _TIMIT_DIALECT.match(dialect_dir.name):
+        return (dialect_dir.name, speaker_dir.name), dialect_dir.parent.name
+    return None
+
+
+def _timit_sibling(stem: Path, suffix: str) -> Path:
+    """``stem`` + ``suffix`` in the stem's case (``SA1.PHN``, ``sa1.phn``), else the other case."""
+    same_case = suffix.upper() if stem.name.isupper() else suffix.lower()
+    for candidate in (stem.with_name(stem.name + same_case),
+                      stem.with_name(stem.name + same_case.swapcase())):
+        if candidate.is_file():
+            return candidate
+    return stem.with_name(stem.name + same_case)
 
 
 @register_layout("folder", expected="audio files (" + ", ".join(AUDIO_EXTENSIONS)

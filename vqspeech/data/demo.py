@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from ..audio import save_wav
 from ..errors import UserError
-from ..fileio import atomic_path, write_text_atomic
-from . import espeak
+from ..fileio import write_text_atomic
+from . import alignments, espeak
 from .manifest import Utterance, read_manifest, write_manifest
 
 DEFAULT_NUM_SENTENCES = 240
@@ -318,18 +318,8 @@ def is_complete_demo_corpus(out_dir: str | os.PathLike, settings: dict | None = 
 
 def write_textgrid(path: str | os.PathLike, result: espeak.SynthResult) -> None:
     """Save ``words`` and ``phones`` interval tiers covering the whole audio (gaps left blank)."""
-    from praatio import textgrid
-
-    duration = result.duration
-    grid = textgrid.Textgrid(minTimestamp=0.0, maxTimestamp=duration)
-    for name, intervals in (("words", result.words), ("phones", result.phones)):
-        entries = [(start, min(end, duration), label) for start, end, label in intervals
-                   if min(end, duration) > start]
-        grid.addTier(textgrid.IntervalTier(name, entries, 0.0, duration))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        grid.save(str(tmp), format="long_textgrid", includeBlankSpaces=True, reportingMode="error")
+    alignments.write_textgrid(path, {"words": result.words, "phones": result.phones},
+                              result.duration)
 
 
 def _read_settings(out_dir: Path) -> dict | None:

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# LibriSpeech train-clean-100: 251 speakers, 100 h at 16 kHz. Stages (see utils/stage.sh):
+#   0 download (only with --download true)  1 manifest  2 train  3 encode  4 convert  5 align
+#   8 evaluate
+#   bash recipes/librispeech/run.sh --librispeech_root /data/LibriSpeech [--stage N] [--nproc 2]
+#        [key=value Hydra overrides ...]
+set -euo pipefail
+
+stage=0
+stop_stage=100
+librispeech_root=downloads/LibriSpeech   # holds train-clean-100/<spk>/<chapter>/ (or is that folder)
+subset=train-clean-100
+download=false              # stage 0 fetches the subset (6.3 GB) from openslr.org when true
+download_dir=downloads      # where the archive is kept; it unpacks to download_dir/LibriSpeech
+data_dir=data/librispeech
+exp_dir=exp/librispeech
+model=paper
+sample_rate=16000           # must match the model config's sample_rate
+train_profile=default
+train_steps=200000
+train_minutes=
+nproc=1
+num_convert=5
+targets=103,1034            # target speakers for conversion (train-clean-100 speaker ids)
+force=false
+
+here=$(dirname "$0")
+. "$here/../utils/parse_options.sh"
+. "$here/../utils/stage.sh"
+overrides=("$@")
+missing="LibriSpeech not found at $librispeech_root: get $subset from https://www.openslr.org/12 and pass --librispeech_root PATH, or run with --download true to fetch it."
+
+if run_stage 0 "download LibriSpeech $subset"; then
+  if [ "$download" = true ]; then
+    "$here/local/download.sh" "$subset" "$download_dir"
+    stage_done 0
+  else
+    echo "   skipped: reading the corpus in $librispeech_root (pass --download true to fetch it)"
+  fi
+fi
+
+if run_stage 1 "prepare the manifest ($subset, $sample_rate Hz)"; then
+  require_corpus "$librispeech_root" "$missing"
+  "$here/local/prepare.sh" "$librispeech_root" "$data_dir/prepared" "$sample_rate" "$subset"
+  stage_done 1
+fi
+
+manifest="$data_dir/prepared/manifest.jsonl"
+. "$here/../utils/vqvae_stages.sh"
+
+if run_stage 5 "phone alignments (pocketsphinx)"; then
+  require_corpus "$librispeech_root" "$missing"
+  vqspeech align "$librispeech_root" "$data_dir/align" --layout librispeech --subset "$subset" \
+    --manifest "$manifest"
+  stage_done 5
+fi
+
+. "$here/../utils/evaluate_stages.sh"
+python3 "$here/../utils/summary.py" "$exp_dir" "$data_dir"

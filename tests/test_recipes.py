@@ -1,0 +1,250 @@
+"""The recipes (`bash recipes/<corpus>/run.sh`) end to end on small corpora in the real layouts.
+
+Each run trains the tiny model for a few steps: what is tested is the plumbing (stages, skipping,
+resuming, messages, outputs), not model quality.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from corpus_builders import make_fsdd_corpus, make_librispeech_corpus, make_vctk_corpus
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+# Tiny model, a few steps, no media: a recipe run takes seconds. `model` is a recipe option.
+QUICK = ["--model", "tiny", "--train_profile", "short", "--train_steps", "4", "--train_minutes", "",
+         "--num_convert", "1", "--",
+         "device=cpu", "train.batch_size=4", "train.crop_seconds=0.5", "train.media_every=0",
+         "train.log_every=2", "train.valid_every=1000", "train.valid_max_utterances=2",
+         "train.checkpoint_every=1000", "train.warmup_steps=1"]
+
+
+def recipe_env() -> dict:
+    """The environment a user has after activating the venv: `vqspeech` and `python3` on PATH."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def run_recipe(name: str, args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(RECIPES / name / "run.sh"), *map(str, args)], cwd=cwd,
+                          env=recipe_env(), capture_output=True, text=True, **kwargs)
+
+
+def options(quick: list[str], **named) -> list[str]:
+    """The quick settings with ``--key value`` for each named option (which wins), then overrides."""
+    named_args = [item for key, value in named.items() for item in (f"--{key}", str(value))]
+    cut = quick.index("--")
+    return quick[:cut] + named_args + quick[cut:]
+
+
+def stages_done(exp_dir: Path) -> list[int]:
+    return sorted(int(p.name) for p in (exp_dir / ".stages").iterdir())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def check_common_outputs(result, data_dir: Path, exp_dir: Path, corpus: dict, target: str):
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert stages_done(exp_dir) == [1, 2, 3, 4, 5, 8]
+    manifest = read_jsonl(data_dir / "prepared/manifest.jsonl")
+    assert sorted(u["id"] for u in manifest) == sorted(corpus["ids"])
+    rejects = (data_dir / "prepared/rejects.tsv").read_text()
+    for path in corpus["corrupt"] + corpus["silent"]:
+        if "mic2" not in path:
+            assert path in rejects
+    assert (exp_dir / "checkpoints/last.pt").is_file()
+    codes = {p.stem for p in (exp_dir / "codes/codes").glob("*.npy")}
+    assert codes == set(corpus["ids"])
+    assert len(list((exp_dir / "convert" / target).glob("*.wav"))) == 1
+    metrics = json.loads((exp_dir / "metrics.json").read_text())
+    assert metrics["bits_per_sample"] > 0
+    # phone alignments: every utterance with a transcript is tried; the manifest points at them
+    record = json.loads((data_dir / "align/align.json").read_text())["summary"]
+    assert record["total"] == len(corpus["ids"]) + len(corpus["rejected_ids"])
+    assert record["aligned"] >= 0.5 * len(corpus["texts"])
+    failed = (data_dir / "align/failed.tsv").read_text()
+    for utt_id in corpus["missing_text"]:
+        assert f"{utt_id}\t" in failed and "no transcript" in failed
+    aligned = {p.stem for p in (data_dir / "align").glob("*.TextGrid")}
+    assert {u["id"] for u in manifest if u.get("alignment")} == aligned & {u["id"] for u in manifest}
+    # the summary says what ran and where things are
+    assert "== summary of" in result.stdout
+    assert "phone alignments" in result.stdout and "align.json" in result.stdout
+
+
+@pytest.mark.slow
+def test_vctk_recipe_end_to_end_then_skips(tmp_path):
+    corpus = make_vctk_corpus(tmp_path / "VCTK-Corpus-0.92", utts_per_speaker=5)
+    data_dir, exp_dir = tmp_path / "data", tmp_path / "exp"
+    args = options(QUICK, vctk_root=corpus["corpus_dir"], data_dir=data_dir, exp_dir=exp_dir,
+                   sample_rate=8000, targets="p226")
+    result = run_recipe("vctk", args, tmp_path)
+    check_common_outputs(result, data_dir, exp_dir, corpus, "p226")
+    assert "stage 0: download VCTK 0.92" in result.stdout and "skipped" in result.stdout
+    # mic1 is read by default: the cached audio comes from the mic1 files
+    assert all("mic2" not in line for line in (data_dir / "prepared/rejects.tsv").read_text().splitlines())
+
+    # a second run does nothing but report
+    started = time.time()
+    again = run_recipe("vctk", args, tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for n in (1, 2, 3, 4, 5, 8):
+        assert f"== stage {n}:" in again.stdout and "done already" in again.stdout
+    assert "train vqvae" not in again.stderr  # no training progress bar: training did not run
+    assert time.time() - started < 30
+
+    # --force true redoes a stage
+    forced = run_recipe("vctk", ["--stage", 8, "--stop_stage", 8, "--force", "true", *args], tmp_path)
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert "done already" not in forced.stdout and "bits_per_sample" in forced.stdout
+
+
+@pytest.mark.slow
+def test_librispeech_recipe_end_to_end(tmp_path):
+    corpus = make_librispeech_corpus(tmp_path / "downloads", utts_per_chapter=5)
+    data_dir, exp_dir = tmp_path / "data", tmp_path / "exp"
+    args = options(QUICK, librispeech_root=tmp_path / "downloads/LibriSpeech", data_dir=data_dir,
+                   exp_dir=exp_dir, sample_rate=8000, targets="1034")
+    result = run_recipe("librispeech", args, tmp_path)
+    check_common_outputs(result, data_dir, exp_dir, corpus, "1034")
+
+
+@pytest.mark.slow
+def test_fsdd_recipe_end_to_end(tmp_path):
+    corpus = make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice", "bob"), digits=range(5), takes=7)
+    data_dir, exp_dir = tmp_path / "data", tmp_path / "exp"
+    args = options(QUICK, fsdd_root=tmp_path / "fsdd", data_dir=data_dir, exp_dir=exp_dir,
+                   targets="bob")
+    result = run_recipe("fsdd", args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert stages_done(exp_dir) == [1, 2, 3, 4, 5, 8]
+    record = json.loads((data_dir / "align/align.json").read_text())["summary"]
+    assert record["total"] == len(corpus["ids"]) and record["coverage"] >= 0.8
+
+
+@pytest.mark.parametrize("recipe,option,words", [
+    ("vctk", "vctk_root", ["VCTK not found at", "--vctk_root PATH", "--download true"]),
+    ("librispeech", "librispeech_root", ["LibriSpeech not found at", "--librispeech_root PATH",
+                                         "--download true"]),
+    ("fsdd", "fsdd_root", ["FSDD not found at", "--fsdd_root PATH", "--download true"]),
+])
+def test_missing_corpus_stops_with_one_sentence(tmp_path, recipe, option, words):
+    missing = tmp_path / "nowhere"
+    result = run_recipe(recipe, [f"--{option}", missing, "--exp_dir", tmp_path / "exp",
+                                 "--data_dir", tmp_path / "data"], tmp_path)
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and message.endswith(".")
+    for word in [str(missing), *words]:
+        assert word in message
+    assert not (tmp_path / "exp/.stages").exists() and not (tmp_path / "data").exists()
+
+
+def test_unknown_recipe_option(tmp_path):
+    result = run_recipe("vctk", ["--vctk_rot", "x"], tmp_path)
+    assert result.returncode == 1 and "unknown option --vctk_rot" in result.stderr
+
+
+@pytest.mark.slow
+def test_interrupted_training_stage_resumes(tmp_path):
+    corpus = make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice", "bob"), digits=range(4), takes=7)
+    data_dir, exp_dir = tmp_path / "data", tmp_path / "exp"
+    quick = [a for a in QUICK if not a.startswith("train.checkpoint_every")] + ["train.checkpoint_every=2"]
+    base = dict(fsdd_root=corpus["corpus_dir"], data_dir=data_dir, exp_dir=exp_dir, stop_stage=2)
+    cmd = ["bash", str(RECIPES / "fsdd/run.sh"),
+           *map(str, options(quick, **base, train_steps=100000))]
+    log = tmp_path / "first_run.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=recipe_env(), stdout=out, stderr=out,
+                                start_new_session=True)
+    first = exp_dir / "checkpoints/step-2.pt"
+    deadline = time.time() + 120
+    while not first.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, log.read_text()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # as if the machine went down mid-training
+    proc.wait()
+    assert first.is_file(), "training never wrote its first checkpoint"
+    assert stages_done(exp_dir) == [1]  # stage 2 did not finish
+
+    import torch
+    reached = torch.load(exp_dir / "checkpoints/last.pt", weights_only=True)["step"]
+    digest = hashlib.sha256(first.read_bytes()).hexdigest()
+    result = run_recipe("fsdd", options(quick, **base, train_steps=reached + 4), tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "stage 1: prepare the manifest (8000 Hz): done already" in result.stdout
+    assert stages_done(exp_dir) == [1, 2]
+    summary = json.loads((exp_dir / "train_summary.json").read_text())
+    assert summary["step"] == reached + 4
+    # resumed, not restarted: the early checkpoint was never written again
+    assert hashlib.sha256(first.read_bytes()).hexdigest() == digest
+
+
+# ----------------------------------------------------------------------------------------------
+# utils/download.sh (stage 0): checksum, unpacking, no second download
+
+
+def _archive(tmp_path: Path, kind: str) -> Path:
+    src = tmp_path / "src"
+    (src / "wav48_silence_trimmed/p225").mkdir(parents=True)
+    (src / "wav48_silence_trimmed/p225/p225_001_mic1.flac").write_bytes(b"x" * 100)
+    if kind == "zip":
+        path = tmp_path / "corpus.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            z.write(src / "wav48_silence_trimmed/p225/p225_001_mic1.flac",
+                    "wav48_silence_trimmed/p225/p225_001_mic1.flac")
+    else:
+        path = tmp_path / "corpus.tar.gz"
+        with tarfile.open(path, "w:gz") as t:
+            t.add(src / "wav48_silence_trimmed", arcname="wav48_silence_trimmed")
+    return path
+
+
+def _download(url: str, sha: str, archive_dir: Path, extract_dir: Path):
+    return subprocess.run(["bash", str(RECIPES / "utils/download.sh"), url, sha, str(archive_dir),
+                           str(extract_dir)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_download_checks_sha256_and_unpacks_once(tmp_path, kind):
+    archive = _archive(tmp_path, kind)
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    out = tmp_path / "corpus"
+    result = _download(archive.as_uri(), sha, tmp_path / "dl", out)
+    assert result.returncode == 0, result.stderr
+    assert (out / "wav48_silence_trimmed/p225/p225_001_mic1.flac").read_bytes() == b"x" * 100
+    archive.unlink()  # a second call needs neither the network nor the archive
+    again = _download(archive.as_uri(), sha, tmp_path / "dl", out)
+    assert again.returncode == 0 and "already unpacked" in again.stdout
+
+
+def test_download_rejects_a_wrong_checksum(tmp_path):
+    archive = _archive(tmp_path, "zip")
+    out = tmp_path / "corpus"
+    result = _download(archive.as_uri(), "0" * 64, tmp_path / "dl", out)
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert "Checksum of" in message and "deleted" in message and "0" * 64 in message
+    assert not (tmp_path / "dl/corpus.zip").exists()
+    assert not (out / "wav48_silence_trimmed").exists()
+
+
+def test_download_failure_names_the_url(tmp_path):
+    result = _download((tmp_path / "absent.zip").as_uri(), "0" * 64, tmp_path / "dl", tmp_path / "c")
+    assert result.returncode == 1
+    assert "Download of" in result.stderr and "absent.zip" in result.stderr

@@ -1,0 +1,409 @@
+"""Forced phone alignment with pocketsphinx: transcript + audio -> TextGrid (``words``, ``phones``).
+
+For corpora that ship transcripts but no alignments (VCTK, LibriSpeech, FSDD). Everything runs
+offline: pocketsphinx carries its US English acoustic model and CMU dictionary in the wheel.
+
+Alignment is two decodes of the same 16 kHz audio (pocketsphinx does not work at 8 kHz): the first
+with the transcript as the alignment text (word level), the second in sub-word alignment mode
+(phone level; 10 ms frames, 30 ms minimum phone). pocketsphinx sometimes raises, or returns a path
+without the transcript's words, so each utterance is tried with padding, wider beams and a
+louder dither (:data:`ATTEMPTS`), and a result counts only if the transcript's words come out in
+order; when the phone pass cannot finish, each word's phones are aligned inside its word span. Words missing from the dictionary get a pronunciation from espeak-ng, folded onto ARPAbet.
+
+``align_corpus`` writes into ``OUT_DIR``: ``<id>.TextGrid`` per aligned utterance (tiers ``words``
+and ``phones``; phone labels are pocketsphinx's ARPAbet plus ``sil``), ``failed.tsv``
+(``id  file  reason``) and ``align.json`` (settings and summary). Files already aligned are kept,
+so an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .audio import load_audio
+from .data.alignments import Segment, write_textgrid
+from .data.manifest import read_manifest, write_manifest
+from .errors import UserError, first_line
+from .fileio import write_text_atomic
+
+ALIGN_RATE = 16000
+"""pocketsphinx's acoustic model rate; audio is resampled to it."""
+
+FRAME_SECONDS = 0.01
+"""pocketsphinx frame shift."""
+
+LSB = 1.0 / 32768.0
+"""One 16-bit step."""
+
+WIDE_BEAMS = {"beam": 1e-80, "wbeam": 1e-60, "pbeam": 1e-80}
+
+ATTEMPTS: tuple[tuple[float, str, float], ...] = (
+    (0.0, "default", LSB), (0.1, "default", LSB), (0.1, "default", 1e-3), (0.3, "wide", 1e-3),
+    (0.1, "wide", 3e-3), (0.0, "wide", LSB))
+"""(seconds of zero padding on both sides, beam setting, dither) tried in order until one aligns.
+
+The dither is the standard deviation of fixed-seed noise added before decoding: exact digital
+silence (synthetic speech, zero padding) makes pocketsphinx's features degenerate and its
+alignment search end in silence; a louder dither (-60 dBFS) rescues most of the utterances whose
+last words the first attempts lose."""
+
+_NON_WORDS = {"<s>", "</s>", "<sil>"}
+_WORD_CHARS = re.compile(r"[^a-z0-9']+")
+
+
+@dataclass
+class AlignSummary:
+    """What :func:`align_corpus` did. ``coverage`` = aligned / total."""
+
+    total: int
+    aligned: int
+    failed: int
+    reused: int
+    coverage: float
+    seconds_per_file: float
+    """Wall-clock seconds per utterance aligned in this run (all workers together)."""
+    out_dir: str
+
+
+class AlignmentFailed(Exception):
+    """pocketsphinx found no alignment containing the transcript's words."""
+
+
+def transcript_words(text: str) -> list[str]:
+    """Lower-case words of a transcript: punctuation dropped, apostrophes inside words kept.
+
+    ``"Please call Stella, ask her..."`` -> ``["please", "call", "stella", "ask", "her"]``.
+    """
+    words = _WORD_CHARS.sub(" ", text.lower()).split()
+    return [w.strip("'") for w in words if w.strip("'")]
+
+
+class PocketsphinxAligner:
+    """Phone-level forced alignment of one utterance at a time (one instance per process)."""
+
+    def __init__(self):
+        self._decoders: dict[str, object] = {}
+        self._added: dict[str, str | None] = {}
+
+    def align(self, audio: np.ndarray, sample_rate: int, text: str
+              ) -> tuple[list[Segment], list[Segment], int]:
+        """Align ``audio`` [T] (any rate; resampled to 16 kHz) to ``text``.
+
+        Returns (words, phones, attempt index); times in seconds within the unpadded audio. Raises
+        AlignmentFailed with the reason when no attempt yields the transcript's words.
+        """
+        from .audio import resample
+
+        words = transcript_words(text)
+        if not words:
+            raise AlignmentFailed("the transcript has no words")
+        audio = resample(np.asarray(audio, dtype=np.float32), sample_rate, ALIGN_RATE)
+        duration = len(audio) / ALIGN_RATE
+        missing = [w for w in words if not self._pronounceable(w)]
+        if missing:
+            raise AlignmentFailed(f"no pronunciation for: {' '.join(missing)}")
+        last = "no attempt ran"
+        for attempt, (pad, beams, dither) in enumerate(ATTEMPTS):
+            try:
+                result = self._align_once(audio, words, pad, beams, dither)
+            except AlignmentFailed as exc:
+                last = str(exc)
+                continue
+            word_segs, phone_segs = (_shift(segs, pad, duration) for segs in result)
+            return word_segs, phone_segs, attempt
+        raise AlignmentFailed(f"{len(ATTEMPTS)} attempts failed (last: {last})")
+
+    def _align_once(self, audio: np.ndarray, words: list[str], pad: float, beams: str,
+                    dither: float) -> tuple[list[Segment], list[Segment]]:
+        """One attempt: word pass, then phone pass (word by word if the whole-utterance one fails)."""
+        decoder = self._decoder(beams)
+        n_pad = int(round(pad * ALIGN_RATE))
+        padded = np.pad(audio, (n_pad, n_pad)) if n_pad else audio
+        padded = padded + dither * np.random.default_rng(0).standard_normal(len(padded))
+        pcm = (np.clip(padded, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        try:
+            decoder.set_align_text(" ".join(words))
+            _decode(decoder, pcm)
+            segments = decoder.seg()
+        except RuntimeError as exc:
+            raise AlignmentFailed(f"pocketsphinx: {first_line(exc)}") from None
+        word_frames = [(_word_name(s.word), s.start_frame, s.end_frame + 1) for s in segments or []
+                       if _is_word(s.word)]
+        found = [name for name, _, _ in word_frames]
+        if found != words:
+            raise AlignmentFailed(f"words came out as '{' '.join(found)}'")
+        try:
+            decoder.set_alignment()
+            _decode(decoder, pcm)
+            phone_frames = _phone_frames(decoder.get_alignment(), words)
+        except (RuntimeError, AlignmentFailed):
+            # pocketsphinx's sub-word pass sometimes cannot finish a long utterance: align the
+            # phones of each word inside that word's span from the word pass instead.
+            phone_frames = self._phones_word_by_word(decoder, pcm, word_frames)
+        word_segs = [Segment(a * FRAME_SECONDS, b * FRAME_SECONDS, name) for name, a, b in word_frames]
+        phone_segs = [Segment(a * FRAME_SECONDS, b * FRAME_SECONDS, label)
+                      for label, a, b in phone_frames]
+        return word_segs, phone_segs
+
+    def _phones_word_by_word(self, decoder, pcm: bytes,
+                             word_frames: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+        """Phones of each word aligned within its own span; the time between words is silence."""
+        bytes_per_frame = 2 * int(ALIGN_RATE * FRAME_SECONDS)
+        total = len(pcm) // bytes_per_frame
+        phones, cursor = [], 0
+        for name, start, end in word_frames:
+            if start > cursor:
+                phones.append(("sil", cursor, start))
+            try:
+                decoder.set_align_text(name)
+                chunk = pcm[start * bytes_per_frame: end * bytes_per_frame]
+                _decode(decoder, chunk)
+                decoder.set_alignment()
+                _decode(decoder, chunk)
+                inner = _phone_frames(decoder.get_alignment(), [name])
+            except RuntimeError as exc:
+                raise AlignmentFailed(f"pocketsphinx (phones of '{name}'): {first_line(exc)}") from None
+            inner = [(label, a + start, min(b + start, end)) for label, a, b in inner
+                     if label != "sil" and a + start < end]
+            phones.extend(inner)
+            cursor = inner[-1][2] if inner else start
+        if cursor < total:
+            phones.append(("sil", cursor, total))
+        return phones
+
+    def _decoder(self, beams: str):
+        if beams not in self._decoders:
+            from pocketsphinx import Decoder
+
+            options = WIDE_BEAMS if beams == "wide" else {}
+            decoder = Decoder(samprate=ALIGN_RATE, lm=None, loglevel="FATAL", **options)
+            for word, phones in self._added.items():
+                if phones:
+                    decoder.add_word(word, phones, True)
+            self._decoders[beams] = decoder
+        return self._decoders[beams]
+
+    def _pronounceable(self, word: str) -> bool:
+        """True when the dictionary has ``word``, after adding an espeak pronunciation if needed."""
+        decoder = self._decoder("default")
+        if decoder.lookup_word(word) is not None:
+            return True
+        if word not in self._added:
+            self._added[word] = espeak_pronunciation(word)
+            if self._added[word]:
+                for d in self._decoders.values():
+                    d.add_word(word, self._added[word], True)
+        return bool(self._added[word])
+
+
+def espeak_pronunciation(word: str) -> str | None:
+    """ARPAbet phones (upper case, space separated) for ``word`` from espeak-ng, or None.
+
+    espeak reads any spelling (names, numbers such as ``42``); its phonemes are folded onto the
+    ARPAbet classes with the ``espeak`` table of :mod:`vqspeech.data.phones`.
+    """
+    from .data import espeak
+    from .data.phones import PhoneFolding
+
+    folding = PhoneFolding.load("espeak")
+    try:
+        result = espeak.synthesize(word, voice="en-us")
+    except UserError:
+        return None
+    phones = [folding.fold(label) for _, _, label in result.phones]
+    phones = [p.upper() for p in phones if p and p not in ("sil", "spn")]
+    return " ".join(phones) or None
+
+
+def _is_word(name: str) -> bool:
+    """False for pocketsphinx's sentence markers, silence and fillers (``+NSN+``, ``[NOISE]``)."""
+    return name not in _NON_WORDS and not name.startswith(("+", "["))
+
+
+def _word_name(name: str) -> str:
+    """Dictionary entry -> word: ``zero(2)`` (second pronunciation) -> ``zero``."""
+    return re.sub(r"\(\d+\)$", "", name)
+
+
+def _phone_frames(alignment, words: list[str]) -> list[tuple[str, int, int]]:
+    """(label, start frame, end frame) of every phone of a sub-word alignment; raises
+    AlignmentFailed unless its words are ``words``. pocketsphinx's ``SIL`` becomes ``sil``."""
+    if alignment is None:
+        raise AlignmentFailed("pocketsphinx returned no alignment")
+    phones, found = [], []
+    for word in alignment:
+        if _is_word(word.name):
+            found.append(_word_name(word.name))
+        for ph in word:
+            phones.append(("sil" if ph.name == "SIL" else ph.name, ph.start, ph.start + ph.duration))
+    if found != words:
+        raise AlignmentFailed(f"phones came out for '{' '.join(found)}'")
+    return phones
+
+
+def _decode(decoder, pcm: bytes) -> None:
+    decoder.start_utt()
+    decoder.process_raw(pcm, full_utt=True)
+    decoder.end_utt()
+
+
+def _shift(segments: list[Segment], pad: float, duration: float) -> list[Segment]:
+    """Undo ``pad`` seconds of leading padding and clip to [0, duration]; drop empty segments."""
+    out = []
+    for seg in segments:
+        start = min(max(seg.start - pad, 0.0), duration)
+        end = min(max(seg.end - pad, 0.0), duration)
+        if end > start:
+            out.append(Segment(round(start, 6), round(end, 6), seg.label))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Corpus level
+
+
+@dataclass
+class _Item:
+    id: str
+    audio: str
+    text: str | None
+    out: str
+
+
+_WORKER: PocketsphinxAligner | None = None
+
+
+def _align_item(item: _Item) -> tuple[str, str | None, int]:
+    """Align one utterance and write its TextGrid; returns (id, failure reason or None, attempt)."""
+    global _WORKER
+    if _WORKER is None:
+        _WORKER = PocketsphinxAligner()
+    if not item.text:
+        return item.id, "no transcript", -1
+    try:
+        audio, sample_rate = load_audio(item.audio)
+        if audio.size == 0:
+            return item.id, "empty audio", -1
+        words, phones, attempt = _WORKER.align(audio, sample_rate, item.text)
+        write_textgrid(item.out, {"words": words, "phones": phones}, len(audio) / sample_rate)
+        return item.id, None, attempt
+    except (AlignmentFailed, UserError) as exc:
+        return item.id, str(exc), -1
+    except Exception as exc:  # one bad file must not stop a corpus run
+        return item.id, f"alignment failed ({type(exc).__name__}: {first_line(exc)})", -1
+
+
+def align_corpus(source: str | os.PathLike, out_dir: str | os.PathLike, layout: str | None = None,
+                 *, manifest: str | os.PathLike | None = None, num_workers: int | None = None,
+                 limit: int | None = None, overwrite: bool = False, progress: bool = True,
+                 **layout_options) -> AlignSummary:
+    """Force-align every utterance with a transcript and write ``OUT_DIR/<id>.TextGrid``.
+
+    ``source`` is a corpus folder read with ``layout`` (and its options, e.g. ``mic``), or a
+    manifest (``manifest.jsonl`` or its folder, with ``layout=None``) whose ``text`` fields give
+    the transcripts. ``manifest``, when given, is rewritten so each of its utterances with an
+    alignment in ``out_dir`` points at it. Existing TextGrids are reused unless ``overwrite``.
+    Raises UserError for a missing source, an unknown layout, or an ``out_dir`` aligned from a
+    different source (unless ``overwrite``).
+    """
+    items, settings = _items(Path(source).expanduser(), Path(out_dir), layout, layout_options)
+    if limit is not None:
+        items = items[:limit]
+    out_dir = Path(out_dir)
+    _check_previous(out_dir, settings, overwrite)
+
+    todo = [it for it in items if overwrite or not Path(it.out).is_file()]
+    reused = len(items) - len(todo)
+    failures: dict[str, str] = {}
+    attempts: dict[str, int] = {}
+    start = time.perf_counter()
+    workers = max(1, min((os.cpu_count() or 1) if num_workers is None else num_workers, len(todo)))
+    with tqdm(total=len(todo), desc="align", unit="file", disable=not progress) as bar:
+        if workers == 1:
+            results = map(_align_item, todo)
+        else:
+            pool = ProcessPoolExecutor(max_workers=workers)
+            results = pool.map(_align_item, todo, chunksize=max(1, min(16, len(todo) // (8 * workers))))
+        for utt_id, reason, attempt in results:
+            if reason is None:
+                attempts[str(attempt)] = attempts.get(str(attempt), 0) + 1
+            else:
+                failures[utt_id] = reason
+            bar.update()
+        if workers > 1:
+            pool.shutdown()
+    elapsed = time.perf_counter() - start
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_id = {it.id: it for it in items}
+    rows = ["id\tfile\treason"] + [f"{i}\t{by_id[i].audio}\t{r}" for i, r in sorted(failures.items())]
+    write_text_atomic(out_dir / "failed.tsv", "\n".join(rows) + "\n")
+    aligned = sum(Path(it.out).is_file() for it in items)
+    processed = len(todo) - len(failures)
+    summary = AlignSummary(
+        total=len(items), aligned=aligned, failed=len(failures), reused=reused,
+        coverage=round(aligned / len(items), 4) if items else 0.0,
+        seconds_per_file=round(elapsed / processed, 4) if processed else 0.0,
+        out_dir=str(out_dir))
+    record = dict(settings, summary=asdict(summary), attempts=attempts, workers=workers)
+    write_text_atomic(out_dir / "align.json", json.dumps(record, indent=2) + "\n")
+    if manifest is not None:
+        attach_alignments(manifest, out_dir)
+    return summary
+
+
+def attach_alignments(manifest: str | os.PathLike, align_dir: str | os.PathLike) -> int:
+    """Point each utterance of ``manifest`` at ``align_dir/<id>.TextGrid`` when that file exists.
+
+    Utterances that already have an alignment (shipped by the corpus) keep it. Rewrites the
+    manifest atomically; returns the number of utterances that now have an alignment.
+    """
+    path = Path(manifest)
+    path = path / "manifest.jsonl" if path.is_dir() else path
+    utts = read_manifest(path)
+    align_dir = Path(align_dir)
+    for utt in utts:
+        grid = align_dir / f"{utt.id}.TextGrid"
+        if not utt.alignment and grid.is_file():
+            utt.alignment = str(grid.resolve())
+    write_manifest(path, utts)
+    return sum(1 for u in utts if u.alignment)
+
+
+def _items(source: Path, out_dir: Path, layout: str | None,
+           layout_options: dict) -> tuple[list[_Item], dict]:
+    """The utterances to align, and the settings that identify this source."""
+    if layout is None:
+        utts = read_manifest(source)
+        settings = {"source": str(source.resolve()), "layout": None}
+        return [_Item(u.id, u.audio, u.text, str(out_dir / f"{u.id}.TextGrid")) for u in utts], settings
+    from .data.corpora import find_utterances
+
+    utts, _ = find_utterances(source, layout, **layout_options)
+    settings = {"source": str(source.resolve()), "layout": layout,
+                "layout_options": dict(sorted(layout_options.items()))}
+    return [_Item(u.id, u.path, u.text, str(out_dir / f"{u.id}.TextGrid")) for u in utts], settings
+
+
+def _check_previous(out_dir: Path, settings: dict, overwrite: bool) -> None:
+    record = out_dir / "align.json"
+    if overwrite or not record.is_file():
+        return
+    try:
+        previous = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    old = {k: previous.get(k) for k in settings}
+    if old != settings:
+        raise UserError(f"{out_dir} holds alignments of {previous.get('source')} "
+                        f"(layout {previous.get('layout')}); choose another output folder or "
+                        "pass --overwrite to replace them.")
