@@ -195,6 +195,19 @@ def test_interrupted_training_stage_resumes(tmp_path):
     assert hashlib.sha256(first.read_bytes()).hexdigest() == digest
 
 
+@pytest.mark.slow
+def test_training_stage_with_torchrun(tmp_path):
+    """`--nproc 2` trains with torchrun (two CPU processes, gloo) through the same stage."""
+    corpus = make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice", "bob"), digits=range(3), takes=7)
+    exp_dir = tmp_path / "exp"
+    args = options(QUICK, fsdd_root=corpus["corpus_dir"], data_dir=tmp_path / "data",
+                   exp_dir=exp_dir, stop_stage=2, nproc=2)
+    result = run_recipe("fsdd", args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert stages_done(exp_dir) == [1, 2]
+    assert json.loads((exp_dir / "train_summary.json").read_text())["step"] == 4
+
+
 # ----------------------------------------------------------------------------------------------
 # utils/download.sh (stage 0): checksum, unpacking, no second download
 

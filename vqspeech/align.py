@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .audio import load_audio
+from .audio import load_audio, resample
 from .data.alignments import Segment, write_textgrid
 from .data.manifest import read_manifest, write_manifest
 from .errors import UserError, first_line
@@ -101,8 +101,6 @@ class PocketsphinxAligner:
         Returns (words, phones, attempt index); times in seconds within the unpadded audio. Raises
         AlignmentFailed with the reason when no attempt yields the transcript's words.
         """
-        from .audio import resample
-
         words = transcript_words(text)
         if not words:
             raise AlignmentFailed("the transcript has no words")
