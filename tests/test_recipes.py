@@ -25,7 +25,8 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 # Tiny model, a few steps, no media: a recipe run takes seconds. `model` is a recipe option.
 QUICK = ["--model", "tiny", "--train_profile", "short", "--train_steps", "4", "--train_minutes", "",
-         "--num_convert", "1", "--",
+         "--num_convert", "1", "--prior_steps", "4", "--prior_minutes", "", "--sample_seconds", "0.5",
+         "--",
          "device=cpu", "train.batch_size=4", "train.crop_seconds=0.5", "train.media_every=0",
          "train.log_every=2", "train.valid_every=1000", "train.valid_max_utterances=2",
          "train.checkpoint_every=1000", "train.warmup_steps=1"]
@@ -60,7 +61,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def check_common_outputs(result, data_dir: Path, exp_dir: Path, corpus: dict, target: str):
     assert result.returncode == 0, result.stderr[-3000:]
-    assert stages_done(exp_dir) == [1, 2, 3, 4, 5, 8]
+    assert stages_done(exp_dir) == [1, 2, 3, 4, 5, 6, 7, 8]
     manifest = read_jsonl(data_dir / "prepared/manifest.jsonl")
     assert sorted(u["id"] for u in manifest) == sorted(corpus["ids"])
     rejects = (data_dir / "prepared/rejects.tsv").read_text()
@@ -71,6 +72,8 @@ def check_common_outputs(result, data_dir: Path, exp_dir: Path, corpus: dict, ta
     codes = {p.stem for p in (exp_dir / "codes/codes").glob("*.npy")}
     assert codes == set(corpus["ids"])
     assert len(list((exp_dir / "convert" / target).glob("*.wav"))) == 1
+    assert json.loads((exp_dir / "prior/train_summary.json").read_text())["step"] == 4
+    assert len(list((exp_dir / "prior_samples" / target).glob("sample_*.wav"))) == 2
     metrics = json.loads((exp_dir / "metrics.json").read_text())
     assert metrics["bits_per_sample"] > 0
     # phone alignments: every utterance with a transcript is tried; the manifest points at them
@@ -103,7 +106,7 @@ def test_vctk_recipe_end_to_end_then_skips(tmp_path):
     started = time.time()
     again = run_recipe("vctk", args, tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
-    for n in (1, 2, 3, 4, 5, 8):
+    for n in (1, 2, 3, 4, 5, 6, 7, 8):
         assert f"== stage {n}:" in again.stdout and "done already" in again.stdout
     assert "train vqvae" not in again.stderr  # no training progress bar: training did not run
     assert time.time() - started < 30
@@ -132,7 +135,7 @@ def test_fsdd_recipe_end_to_end(tmp_path):
                    targets="bob")
     result = run_recipe("fsdd", args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert stages_done(exp_dir) == [1, 2, 3, 4, 5, 8]
+    assert stages_done(exp_dir) == [1, 2, 3, 4, 5, 6, 7, 8]
     record = json.loads((data_dir / "align/align.json").read_text())["summary"]
     assert record["total"] == len(corpus["ids"]) and record["coverage"] >= 0.8
 

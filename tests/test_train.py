@@ -19,7 +19,7 @@ from vqspeech.checkpoint import FORMAT_VERSION, load_checkpoint
 from vqspeech.config import compose, config_dir
 from vqspeech.data.manifest import read_manifest, speakers_of, write_manifest
 from vqspeech.errors import UserError
-from vqspeech.experiment import check_train_config, train_vqvae
+from vqspeech.experiment import check_config, train_vqvae
 from vqspeech.inference import VQSpeech
 from vqspeech.models import VQVAE
 from vqspeech.tasks import seed_everything, teacher_forced_metrics
@@ -342,7 +342,7 @@ def test_model_config_dry_run(name, extra):
 @pytest.mark.parametrize("name", TRAIN_CONFIGS)
 def test_train_config_composes_and_validates(name):
     cfg = compose([f"train={name}", "model=tiny", "data.manifest=x"])
-    check_train_config(cfg)
+    check_config(cfg)
     assert cfg["train"]["batch_size"] > 0 and cfg["train"]["schedule"] in ("constant", "cosine")
 
 
@@ -350,7 +350,7 @@ def test_default_config_composes():
     cfg = compose(["data.manifest=m.jsonl"])
     assert cfg["data"]["manifest"] == "m.jsonl"
     assert set(cfg) >= {"model", "train", "data", "device", "seed"}
-    check_train_config(cfg)
+    check_config(cfg)
 
 
 # --- 6. configuration errors -----------------------------------------------------------------

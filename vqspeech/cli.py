@@ -67,6 +67,24 @@ def cmd_train(args) -> None:
         print(json.dumps({"valid_" + k: v for k, v in metrics.items()}))
 
 
+def cmd_prior_train(args) -> None:
+    from .prior import train_prior
+
+    metrics = train_prior(args.exp_dir, args.overrides)
+    if metrics and int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"valid_" + k: v for k, v in metrics.items()}))
+
+
+def cmd_prior_sample(args) -> None:
+    from .prior import sample_prior
+
+    record = sample_prior(args.prior_dir, args.out, speaker=args.speaker, seconds=args.seconds,
+                          num=args.num, candidates=args.candidates, temperature=args.temperature,
+                          top_k=args.top_k, seed=args.seed, vqvae=args.vqvae,
+                          decode=not args.codes_only, overwrite=args.overwrite, device=args.device)
+    print(json.dumps(record))
+
+
 def cmd_evaluate(args) -> None:
     from .data.manifest import read_manifest
     from .inference import VQSpeech
@@ -197,6 +215,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("exp_dir")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=small data.manifest=M.jsonl")
     p.set_defaults(func=cmd_train)
+
+    p = verbs.add_parser("prior", help="a prior over codes: `prior train`, `prior sample`")
+    prior_verbs = p.add_subparsers(dest="prior_verb", required=True, metavar="ACTION")
+    p = prior_verbs.add_parser("train", help="train (or resume) a prior in EXP_DIR on encoded codes; "
+                               "trailing key=value overrides (data.codes=DIR, prior=transformer|wavenet)")
+    p.add_argument("exp_dir")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=cmd_prior_train)
+    p = prior_verbs.add_parser("sample", help="draw code sequences for a speaker and decode them to wav")
+    p.add_argument("prior_dir")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--speaker", required=True)
+    p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--num", type=int, default=4, help="samples to keep")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="draw this many and keep the --num most likely under the prior (default: --num)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = argmax")
+    p.add_argument("--top_k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vqvae", default=None, help="the VQ-VAE to decode with (default: the one the codes came from)")
+    p.add_argument("--codes_only", action="store_true", help="write codes, do not decode")
+    p.add_argument("--overwrite", action="store_true")
+    device_flag(p)
+    p.set_defaults(func=cmd_prior_sample)
 
     p = verbs.add_parser("evaluate", help="teacher-forced bits per sample and code usage on a split")
     p.add_argument("exp_dir")

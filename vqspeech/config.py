@@ -76,8 +76,11 @@ def load_yaml(path: Path) -> Any:
         raise UserError(f"Cannot read {path} ({exc}); fix or remove it.") from None
 
 
-def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "config") -> tuple[dict, list[str]]:
-    """The config for training in ``exp_dir``: saved overrides (when resuming) + new ones."""
+def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "config",
+                      model_key: str = "model") -> tuple[dict, list[str]]:
+    """The config for training in ``exp_dir``: saved overrides (when resuming) + new ones.
+
+    Refuses a ``model_key`` section that differs from the one the folder was trained with."""
     saved = exp_dir / "overrides.yaml"
     old = load_yaml(saved) if saved.is_file() else []
     merged = merge_overrides(old or [], overrides)
@@ -85,7 +88,7 @@ def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "c
     previous = exp_dir / "config.yaml"
     if previous.is_file():
         before = load_yaml(previous)
-        if before.get("model") != cfg.get("model"):
+        if before.get(model_key) != cfg.get(model_key):
             raise UserError(f"The model config differs from the one {exp_dir} was trained with; "
                             "use a new experiment folder to train another model.")
     return cfg, merged

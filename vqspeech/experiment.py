@@ -63,9 +63,14 @@ _RULES = {
 }
 
 
-def check_train_config(cfg: dict[str, Any]) -> None:
-    """Reject values that would fail later with an obscure error, before anything is written."""
-    for key, (ok, what) in _RULES.items():
+def check_config(cfg: dict[str, Any], sections: tuple[str, ...] = ("seed", "train", "model"),
+                 extra: dict | None = None) -> None:
+    """Reject values that would fail later with an obscure error, before anything is written.
+
+    Checks the rules of :data:`_RULES` whose key starts with one of ``sections``, plus ``extra``.
+    """
+    rules = {k: v for k, v in _RULES.items() if k.split(".")[0] in sections}
+    for key, (ok, what) in {**rules, **(extra or {})}.items():
         try:
             value = _get(cfg, key)
         except (KeyError, TypeError):
@@ -86,7 +91,7 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     """Train (or resume) a VQ-VAE in ``exp_dir``; returns the final validation metrics."""
     exp_dir = Path(exp_dir)
     cfg, merged = experiment_config(exp_dir, overrides)
-    check_train_config(cfg)
+    check_config(cfg)
     dist_info = init_distributed(cfg["device"])
     device = select_device(cfg["device"], dist_info.local_rank)
     model_cfg = cfg["model"]

@@ -162,6 +162,8 @@ class InputItem:
     id: str
     audio: str
     speaker: str | None = None
+    split: str | None = None
+    """The manifest split (train/valid/test) when the input is a manifest."""
 
 
 def collect_inputs(path: str | Path, split: str | None = None, limit: int | None = None) -> list[InputItem]:
@@ -173,7 +175,7 @@ def collect_inputs(path: str | Path, split: str | None = None, limit: int | None
     if not path.exists():
         raise UserError(f"Input {path} does not exist; give a sound file, a folder or a manifest.jsonl.")
     if path.is_file() and path.suffix == ".jsonl":
-        items = [InputItem(u.id, u.audio, u.speaker) for u in read_manifest(path, split)]
+        items = [InputItem(u.id, u.audio, u.speaker, u.split) for u in read_manifest(path, split)]
         if not items:
             raise UserError(f"Manifest {path} has no utterances{f' in split {split}' if split else ''}.")
     elif split is not None:

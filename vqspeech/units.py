@@ -37,7 +37,7 @@ def encode_items(vq: VQSpeech, items: list[InputItem], out_dir: Path, *, latents
     (out_dir / "codes").mkdir(parents=True, exist_ok=True)
     if latents:
         (out_dir / "latents").mkdir(exist_ok=True)
-    units, rejects, speakers = [], [], {}
+    units, rejects, speakers, splits = [], [], {}, {}
     for item in tqdm(items, desc="encode", unit="utt", disable=not progress):
         try:
             audio, sr = load_audio(item.audio)
@@ -52,14 +52,17 @@ def encode_items(vq: VQSpeech, items: list[InputItem], out_dir: Path, *, latents
         units.append(f"{item.id} {' '.join(map(str, codes.tolist()))}\n")
         if item.speaker is not None:
             speakers[item.id] = item.speaker
+        if item.split is not None:
+            splits[item.id] = item.split
     if not units:
         raise UserError(f"None of the {len(items)} inputs could be encoded; see the first problem: "
                         f"{rejects[0][1] if rejects else 'no input'}")
     write_text_atomic(out_dir / "units.txt", "".join(units))
     write_text_atomic(out_dir / "rejects.tsv", "file\treason\n" + "".join(f"{f}\t{r}\n" for f, r in rejects))
     meta = {"code_rate_hz": vq.model.code_rate_hz, "frame_offset_s": 0.5 / vq.model.code_rate_hz,
-            "K": vq.model.quantizer.num_codes, "checkpoint": str(vq.checkpoint), "sample_rate": vq.sample_rate,
-            "hop_length": vq.hop_length, "num_utterances": len(units), "speakers": speakers}
+            "K": vq.model.quantizer.num_codes, "checkpoint": str(Path(vq.checkpoint).resolve()),
+            "sample_rate": vq.sample_rate, "hop_length": vq.hop_length, "num_utterances": len(units),
+            "speakers": speakers, "splits": splits}
     write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
     return {"encoded": len(units), "rejected": len(rejects), "out_dir": str(out_dir)}
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The embedded demo corpus end to end: synthesise (espeak-ng), prepare, train the small VQ-VAE,
-# encode, convert voices, align, evaluate. Sized for under 20 minutes on 2 CPU cores.
+# encode, convert voices, align, train a prior over the codes and sample speech from it,
+# evaluate. Sized for under 20 minutes on 2 CPU cores.
 # Stages (see utils/stage.sh): 0 synthesise  1 manifest  2 train  3 encode  4 convert
-#   5 align (pocketsphinx, scored against the corpus's exact alignments)  8 evaluate
+#   5 align (pocketsphinx, scored against the corpus's exact alignments)  6 train the prior
+#   7 sample from it  8 evaluate
 #   bash recipes/demo/run.sh [--stage N] [--stop_stage N] [--train_minutes M] [key=value ...]
 set -euo pipefail
 
@@ -18,6 +20,11 @@ nproc=1
 sample_rate=8000
 num_convert=3               # test utterances converted to each target speaker
 targets=us_f3,gb_m1         # target speakers for conversion
+prior_arch=transformer      # prior over the codes: transformer | wavenet
+prior_steps=600             # prior schedule length
+prior_minutes=3             # prior wall-clock budget (empty: none)
+num_samples=2               # prior samples kept per target speaker (best of twice as many)
+sample_seconds=2
 force=false                 # redo finished stages
 
 here=$(dirname "$0")
@@ -46,5 +53,6 @@ if run_stage 5 "phone alignments (pocketsphinx), scored against the exact ones";
   stage_done 5
 fi
 
+. "$here/../utils/prior_stages.sh"
 . "$here/../utils/evaluate_stages.sh"
 python3 "$here/../utils/summary.py" "$exp_dir" "$data_dir"

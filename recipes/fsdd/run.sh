@@ -2,7 +2,7 @@
 # Free Spoken Digit Dataset: 8 kHz spoken digits; test split = recordings 0-4 of every digit and
 # speaker. Stages (see utils/stage.sh):
 #   0 download (only with --download true)  1 manifest  2 train  3 encode  4 convert  5 align
-#   8 evaluate
+#   6 train the prior  7 sample from it  8 evaluate
 #   bash recipes/fsdd/run.sh --fsdd_root ../shared/data/fsdd [--train_minutes 30] [key=value ...]
 set -euo pipefail
 
@@ -20,6 +20,11 @@ train_minutes=30
 nproc=1
 num_convert=4
 targets=jackson,lucas
+prior_arch=transformer      # prior over the codes: transformer | wavenet
+prior_steps=1800            # prior schedule length
+prior_minutes=10            # prior wall-clock budget (empty: none)
+num_samples=2               # prior samples kept per target speaker (best of twice as many)
+sample_seconds=2
 force=false
 
 here=$(dirname "$0")
@@ -54,5 +59,6 @@ if run_stage 5 "phone alignments (pocketsphinx)"; then
   stage_done 5
 fi
 
+. "$here/../utils/prior_stages.sh"
 . "$here/../utils/evaluate_stages.sh"
 python3 "$here/../utils/summary.py" "$exp_dir" "$data_dir"

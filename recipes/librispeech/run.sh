@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # LibriSpeech train-clean-100: 251 speakers, 100 h at 16 kHz. Stages (see utils/stage.sh):
 #   0 download (only with --download true)  1 manifest  2 train  3 encode  4 convert  5 align
-#   8 evaluate
+#   6 train the prior  7 sample from it  8 evaluate
 #   bash recipes/librispeech/run.sh --librispeech_root /data/LibriSpeech [--stage N] [--nproc 2]
 #        [key=value Hydra overrides ...]
 set -euo pipefail
@@ -22,6 +22,11 @@ train_minutes=
 nproc=1
 num_convert=5
 targets=103,1034            # target speakers for conversion (train-clean-100 speaker ids)
+prior_arch=transformer      # prior over the codes: transformer | wavenet
+prior_steps=50000           # prior schedule length
+prior_minutes=              # prior wall-clock budget (empty: none)
+num_samples=2               # prior samples kept per target speaker (best of twice as many)
+sample_seconds=2
 force=false
 
 here=$(dirname "$0")
@@ -55,5 +60,6 @@ if run_stage 5 "phone alignments (pocketsphinx)"; then
   stage_done 5
 fi
 
+. "$here/../utils/prior_stages.sh"
 . "$here/../utils/evaluate_stages.sh"
 python3 "$here/../utils/summary.py" "$exp_dir" "$data_dir"

@@ -24,6 +24,7 @@ for marker in sorted((exp / ".stages").glob("*"), key=lambda p: int(p.name)):
 outputs = [(exp / "checkpoints/last.pt", "checkpoint"),
            (exp / "tb", "TensorBoard logs (tensorboard --logdir)"),
            (exp / "codes", "codes"), (exp / "convert", "converted audio"),
+           (exp / "prior/checkpoints/last.pt", "prior"), (exp / "prior_samples", "prior samples"),
            (exp / "metrics.json", "metrics")]
 if data is not None:
     outputs[:0] = [(data / "prepared/manifest.jsonl", "manifest"), (data / "align", "phone alignments")]
@@ -32,8 +33,10 @@ for path, what in outputs:
         print(f"{what:42s} {path}")
 if (exp / "convert").is_dir():
     print(f"{'converted wavs':42s} {sum(1 for _ in (exp / 'convert').rglob('*.wav'))}")
+if (exp / "prior_samples").is_dir():
+    print(f"{'prior samples (wav)':42s} {sum(1 for _ in (exp / 'prior_samples').rglob('*.wav'))}")
 
-records = [exp / "train_summary.json", exp / "metrics.json"]
+records = [exp / "train_summary.json", exp / "prior/train_summary.json", exp / "metrics.json"]
 if data is not None:
     records += [data / "align/align.json", data / "align/agreement.json"]
 for path in records:
@@ -41,3 +44,8 @@ for path in records:
         record = json.loads(path.read_text())
         record = record.get("summary", record)
         print(f"{path.parent.name + '/' + path.name:42s} {json.dumps(numbers(record))}")
+for path in sorted((exp / "prior_samples").glob("*/samples.json")):
+    record = json.loads(path.read_text())
+    print(f"{'prior samples of ' + record['speaker']:42s} bits/code under the prior "
+          f"{record['kept_bits_per_code']}, codes used {record['samples_codes_used']} "
+          f"(data {record['data_codes_used']})")

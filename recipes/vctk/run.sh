@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # VCTK 0.92 (or 0.80): 109 English speakers, 44 h at 48 kHz. Stages (see utils/stage.sh):
 #   0 download (only with --download true)  1 manifest  2 train  3 encode  4 convert  5 align
-#   8 evaluate
+#   6 train the prior  7 sample from it  8 evaluate
 #   bash recipes/vctk/run.sh --vctk_root /data/VCTK-Corpus-0.92 [--stage N] [--stop_stage N]
 #        [--nproc 2] [key=value Hydra overrides ...]
 set -euo pipefail
@@ -22,6 +22,11 @@ train_minutes=              # wall-clock budget in minutes (empty: none)
 nproc=1                     # processes for torchrun (one per GPU)
 num_convert=5               # test utterances converted to each target speaker
 targets=p225,p226,p227      # target speakers for conversion
+prior_arch=transformer      # prior over the codes: transformer | wavenet
+prior_steps=50000           # prior schedule length
+prior_minutes=              # prior wall-clock budget (empty: none)
+num_samples=2               # prior samples kept per target speaker (best of twice as many)
+sample_seconds=2
 force=false                 # redo finished stages
 
 here=$(dirname "$0")
@@ -54,5 +59,6 @@ if run_stage 5 "phone alignments (pocketsphinx)"; then
   stage_done 5
 fi
 
+. "$here/../utils/prior_stages.sh"
 . "$here/../utils/evaluate_stages.sh"
 python3 "$here/../utils/summary.py" "$exp_dir" "$data_dir"

@@ -16,7 +16,10 @@ from torch.nn import functional as F
 
 
 class ResidualLayer(nn.Module):
-    """One gated, dilated, causal layer: x [B, R, T] -> (x' [B, R, T], skip [B, S, T])."""
+    """One gated, dilated, causal layer: x [B, R, T] -> (x' [B, R, T], skip [B, S, T]).
+
+    ``local_channels=0`` means no local conditioning (only the global term; used by the code prior).
+    """
 
     def __init__(self, residual_channels: int, gate_channels: int, skip_channels: int,
                  kernel_size: int, dilation: int, local_channels: int, global_channels: int):
@@ -24,7 +27,7 @@ class ResidualLayer(nn.Module):
         self.kernel_size, self.dilation = kernel_size, dilation
         self.residual_channels = residual_channels
         self.dilated = nn.Conv1d(residual_channels, gate_channels, kernel_size, dilation=dilation)
-        self.local_proj = nn.Conv1d(local_channels, gate_channels, 1, bias=False)
+        self.local_proj = nn.Conv1d(local_channels, gate_channels, 1, bias=False) if local_channels else None
         self.global_proj = nn.Linear(global_channels, gate_channels, bias=False)
         self.out_proj = nn.Conv1d(gate_channels // 2, residual_channels + skip_channels, 1)
 
@@ -32,8 +35,11 @@ class ResidualLayer(nn.Module):
     def receptive_field(self) -> int:
         return (self.kernel_size - 1) * self.dilation
 
-    def conditioning(self, local: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
-        """Gate bias from both conditionings at frame rate: [B, L, F], [B, G] -> [B, gate, F]."""
+    def conditioning(self, local: torch.Tensor | None, speaker: torch.Tensor) -> torch.Tensor:
+        """Gate bias from both conditionings at frame rate: [B, L, F], [B, G] -> [B, gate, F].
+        Without local conditioning ``local`` is ignored (may be None) and the result is [B, gate, 1]."""
+        if self.local_proj is None:
+            return self.global_proj(speaker)[:, :, None]
         return self.local_proj(local) + self.global_proj(speaker)[:, :, None]
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, hop_length: int):

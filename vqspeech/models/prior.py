@@ -1,0 +1,360 @@
+"""Autoregressive priors over code sequences, conditioned on the speaker: p(c_t | c_<t, speaker).
+
+Two interchangeable architectures share the ``CodePrior`` interface:
+
+* ``WaveNetPrior``: causal dilated gated convolutions (the decoder's ``ResidualLayer`` with one code
+  per step and no local conditioning); incremental steps use per-layer ring buffers.
+* ``TransformerPrior``: a pre-LayerNorm decoder-only transformer (nanoGPT-like) with rotary position
+  embeddings and a sliding attention window of ``context`` codes; incremental steps use a key/value
+  cache per layer.
+
+Both shift their input right by one internally: ``forward(codes)[:, t]`` predicts ``codes[:, t]`` from
+a learned start token, ``codes[:, :t]`` and the speaker. Code ``num_codes`` is the start token.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .wavenet import ResidualLayer
+
+
+class CodePrior(nn.Module):
+    """Base class: codes [B, T] + speakers [B] -> next-code logits [B, T, K] (strictly causal)."""
+
+    def __init__(self, num_speakers: int, num_codes: int):
+        super().__init__()
+        self.num_speakers, self.num_codes = num_speakers, num_codes
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], num_speakers: int, num_codes: int) -> "CodePrior":
+        """Build from a dict shaped like ``conf/prior/*.yaml`` (the ``arch`` key is ignored here)."""
+        return cls(num_speakers, num_codes, **{k: v for k, v in dict(cfg).items() if k != "arch"})
+
+    @property
+    def start_token(self) -> int:
+        return self.num_codes
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def shift_right(self, codes: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: codes [B, T] -> inputs [B, T] = (start, c_0, ..., c_{T-2})."""
+        return F.pad(codes[:, :-1], (1, 0), value=self.start_token)
+
+    def step_inputs(self, prev_codes: torch.Tensor | None, speakers: torch.Tensor) -> torch.Tensor:
+        """The input token of one step [B]: the start token when ``prev_codes`` is None."""
+        if prev_codes is None:
+            return torch.full_like(speakers, self.start_token)
+        return prev_codes
+
+    def forward(self, codes: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def new_state(self, batch: int, device=None):
+        raise NotImplementedError
+
+    def step(self, state, prev_codes: torch.Tensor | None, speakers: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# WaveNet prior
+
+
+class WaveNetPriorState:
+    """Per-layer ring buffers of past residual inputs (layer i: [B, R, (k-1)*d_i + 1]), as in
+    ``vqspeech.generate.IncrementalState``; ``t`` is the number of steps taken."""
+
+    def __init__(self, prior: "WaveNetPrior", batch: int, device, dtype):
+        self.buffers = [torch.zeros(batch, layer.residual_channels, layer.receptive_field + 1,
+                                    device=device, dtype=dtype) for layer in prior.layers]
+        self.t = 0
+
+
+class WaveNetPrior(CodePrior):
+    """Causal WaveNet over codes: embedding (K codes + start) -> gated dilated layers with the speaker
+    as global conditioning -> skip sum -> ReLU -> linear -> ReLU -> linear -> K logits.
+
+    Dropout (if any) acts on the input embeddings and on the summed skips. Initialisation is PyTorch's
+    default, as in the decoder.
+    """
+
+    def __init__(self, num_speakers: int, num_codes: int, residual_channels: int = 64,
+                 gate_channels: int = 128, skip_channels: int = 64, kernel_size: int = 2,
+                 layers: int = 14, cycles: int = 2, global_channels: int = 32, dropout: float = 0.0):
+        super().__init__(num_speakers, num_codes)
+        if layers % cycles:
+            raise ValueError(f"prior layers={layers} is not a multiple of cycles={cycles}")
+        self.code_embedding = nn.Embedding(num_codes + 1, residual_channels)
+        self.speaker_embedding = nn.Embedding(num_speakers, global_channels)
+        per_cycle = layers // cycles
+        self.layers = nn.ModuleList(
+            ResidualLayer(residual_channels, gate_channels, skip_channels, kernel_size, 2 ** (i % per_cycle),
+                          local_channels=0, global_channels=global_channels)
+            for i in range(layers))
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Sequential(nn.ReLU(), nn.Linear(skip_channels, skip_channels), nn.ReLU(),
+                                    nn.Linear(skip_channels, num_codes))
+
+    @property
+    def receptive_field(self) -> int:
+        """Input positions (the current one included) that one output depends on."""
+        return 1 + sum(layer.receptive_field for layer in self.layers)
+
+    def forward(self, codes: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
+        """codes [B, T] long, speakers [B] -> logits [B, T, K]; any T."""
+        x = self.dropout(self.code_embedding(self.shift_right(codes))).transpose(1, 2)  # [B, R, T]
+        speaker = self.speaker_embedding(speakers)
+        skips = 0
+        for layer in self.layers:
+            cond = layer.conditioning(None, speaker).expand(-1, -1, x.shape[-1])  # [B, gate, T], a view
+            x, skip = layer(x, cond, hop_length=1)
+            skips = skips + skip
+        return self._head(skips.transpose(1, 2))
+
+    def _head(self, skips: torch.Tensor) -> torch.Tensor:
+        """Summed skips [..., S] -> logits [..., K]."""
+        return self.output(self.dropout(skips * math.sqrt(1.0 / len(self.layers))))
+
+    def new_state(self, batch: int, device=None) -> WaveNetPriorState:
+        return WaveNetPriorState(self, batch, device, self.code_embedding.weight.dtype)
+
+    def step(self, state: WaveNetPriorState, prev_codes: torch.Tensor | None,
+             speakers: torch.Tensor) -> torch.Tensor:
+        """Logits [B, K] for the next code; prev_codes [B] (None at the first step), speakers [B].
+        Updates ``state`` in place. Costs one column per layer, whatever the receptive field."""
+        x = self.code_embedding(self.step_inputs(prev_codes, speakers))
+        speaker = self.speaker_embedding(speakers)
+        skips = 0
+        for layer, buffer in zip(self.layers, state.buffers):
+            size = buffer.shape[-1]
+            buffer[:, :, state.t % size] = x
+            taps = [(state.t - (layer.kernel_size - 1 - j) * layer.dilation) % size
+                    for j in range(layer.kernel_size)]
+            x, skip = layer.step(buffer[:, :, taps], x, layer.conditioning(None, speaker)[:, :, 0])
+            skips = skips + skip
+        state.t += 1
+        return self._head(skips)
+
+
+# --------------------------------------------------------------------------------------------
+# Transformer prior
+
+
+def apply_rotary(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding (Su et al., 2021), "rotate half" layout.
+    x [B, H, T, hd], positions [T] (absolute), inv_freq [hd/2] -> [B, H, T, hd].
+
+    Rotating queries and keys by their absolute positions makes their dot product depend only on
+    the relative offset, so keys cached at any absolute position stay valid.
+    """
+    angles = positions.to(inv_freq.dtype)[:, None] * inv_freq  # [T, hd/2]
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class KVCache:
+    """One layer's keys and values for the last ``context`` positions: [B, H, context, hd] each."""
+
+    def __init__(self, batch: int, heads: int, context: int, head_dim: int, device, dtype):
+        self.k = torch.zeros(batch, heads, context, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+
+
+class TransformerPriorState:
+    """A key/value cache per layer and the absolute position ``t`` of the next input."""
+
+    def __init__(self, prior: "TransformerPrior", batch: int, device, dtype):
+        head_dim = prior.d_model // prior.heads
+        self.caches = [KVCache(batch, prior.heads, prior.context, head_dim, device, dtype)
+                       for _ in prior.blocks]
+        self.t = 0
+
+
+class SelfAttention(nn.Module):
+    """Causal multi-head self-attention with RoPE and a sliding window of ``context`` positions."""
+
+    def __init__(self, d_model: int, heads: int, context: int, dropout: float, rope_base: float):
+        super().__init__()
+        if d_model % heads or (d_model // heads) % 2:
+            raise ValueError(f"d_model={d_model} must split into {heads} heads of even size")
+        self.heads, self.context, self.dropout = heads, context, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.resid_dropout = nn.Dropout(dropout)
+        head_dim = d_model // heads
+        self.register_buffer("inv_freq", rope_base ** (-torch.arange(0, head_dim, 2).float() / head_dim),
+                             persistent=False)
+
+    def _split(self, x: torch.Tensor, positions: torch.Tensor):
+        """x [B, T, d] -> q, k, v [B, H, T, hd] with q and k rotated."""
+        batch, length, _ = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        return apply_rotary(q, positions, self.inv_freq), apply_rotary(k, positions, self.inv_freq), v
+
+    def _merge(self, y: torch.Tensor) -> torch.Tensor:
+        """y [B, H, T, hd] -> [B, T, d] after the output projection."""
+        batch, _, length, _ = y.shape
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(batch, length, -1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, d] -> [B, T, d]; position t attends to t-context+1 .. t."""
+        length = x.shape[1]
+        q, k, v = self._split(x, torch.arange(length, device=x.device))
+        dropout = self.dropout if self.training else 0.0
+        if length <= self.context:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:  # longer than the window: the same banded mask that incremental steps see
+            i = torch.arange(length, device=x.device)
+            offset = i[:, None] - i[None, :]
+            mask = (offset >= 0) & (offset < self.context)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        return self._merge(y)
+
+    def step(self, x: torch.Tensor, cache: KVCache, t: int) -> torch.Tensor:
+        """x [B, 1, d] at absolute position t -> [B, 1, d], appending to ``cache``."""
+        q, k, v = self._split(x, torch.tensor([t], device=x.device))
+        # ring buffer: with no mask, attention is a sum over keys, so their order does not matter and
+        # the oldest entry can be overwritten in place (keys carry their own absolute rotation)
+        slot = t % self.context
+        cache.k[:, :, slot], cache.v[:, :, slot] = k[:, :, 0], v[:, :, 0]
+        filled = min(t + 1, self.context)
+        y = F.scaled_dot_product_attention(q, cache.k[:, :, :filled], cache.v[:, :, :filled])
+        return self._merge(y)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, d_model: int, heads: int, context: int, mlp_ratio: int, dropout: float,
+                 rope_base: float):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = SelfAttention(d_model, heads, context, dropout, rope_base)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(),
+                                 nn.Linear(mlp_ratio * d_model, d_model), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+    def step(self, x: torch.Tensor, cache: KVCache, t: int) -> torch.Tensor:
+        x = x + self.attn.step(self.ln1(x), cache, t)
+        return x + self.mlp(self.ln2(x))
+
+
+class TransformerPrior(CodePrior):
+    """Decoder-only transformer over codes: (code embedding + speaker embedding) -> pre-LN blocks with
+    RoPE self-attention over a sliding window of ``context`` positions -> LayerNorm -> K logits.
+
+    The speaker embedding is added to every input position (not a prefix), so it never leaves the
+    attention window. Training crops are normally <= ``context`` (plain causal attention); longer
+    inputs use the same banded window as ``step``, so forward and incremental steps agree at any length.
+    """
+
+    def __init__(self, num_speakers: int, num_codes: int, d_model: int = 128, layers: int = 4,
+                 heads: int = 4, context: int = 256, mlp_ratio: int = 4, dropout: float = 0.0,
+                 rope_base: float = 10000.0):
+        super().__init__(num_speakers, num_codes)
+        self.d_model, self.heads, self.context = d_model, heads, context
+        self.code_embedding = nn.Embedding(num_codes + 1, d_model)
+        self.speaker_embedding = nn.Embedding(num_speakers, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(d_model, heads, context, mlp_ratio, dropout, rope_base)
+                                    for _ in range(layers))
+        self.ln_f = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, num_codes)
+        self.apply(self._init_weights)
+        for block in self.blocks:  # GPT-2: residual projections scaled by 1/sqrt(2 * layers)
+            for proj in (block.attn.proj, block.mlp[2]):
+                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    @property
+    def receptive_field(self) -> int:
+        """Input positions (the current one included) that one output depends on: each layer looks
+        back ``context - 1`` positions, and stacked windows add up."""
+        return len(self.blocks) * (self.context - 1) + 1
+
+    def _embed(self, tokens: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
+        """tokens [B, T], speakers [B] -> [B, T, d]."""
+        return self.dropout(self.code_embedding(tokens) + self.speaker_embedding(speakers)[:, None])
+
+    def forward(self, codes: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
+        """codes [B, T] long, speakers [B] -> logits [B, T, K]."""
+        x = self._embed(self.shift_right(codes), speakers)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+    def new_state(self, batch: int, device=None) -> TransformerPriorState:
+        return TransformerPriorState(self, batch, device, self.code_embedding.weight.dtype)
+
+    def step(self, state: TransformerPriorState, prev_codes: torch.Tensor | None,
+             speakers: torch.Tensor) -> torch.Tensor:
+        """Logits [B, K] for the next code; prev_codes [B] (None at the first step), speakers [B].
+        Updates ``state`` in place; beyond ``context`` steps the oldest cache entries are dropped."""
+        x = self._embed(self.step_inputs(prev_codes, speakers)[:, None], speakers)
+        for block, cache in zip(self.blocks, state.caches):
+            x = block.step(x, cache, state.t)
+        state.t += 1
+        return self.head(self.ln_f(x[:, 0]))
+
+
+# --------------------------------------------------------------------------------------------
+
+PRIORS = {"wavenet": WaveNetPrior, "transformer": TransformerPrior}
+
+
+def build_prior(cfg: Mapping[str, Any], num_speakers: int, num_codes: int) -> CodePrior:
+    """Build the prior named by ``cfg["arch"]`` from a dict shaped like ``conf/prior/*.yaml``."""
+    arch = cfg["arch"]
+    if arch not in PRIORS:
+        raise ValueError(f"unknown prior arch {arch!r}; expected one of {sorted(PRIORS)}")
+    return PRIORS[arch].from_config(cfg, num_speakers, num_codes)
+
+
+@torch.no_grad()
+def sample_codes(prior: CodePrior, speakers: torch.Tensor, length: int, *, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ancestral sampling. speakers [B] -> (codes [B, length], log-likelihood [B] in nats).
+
+    The log-likelihood is that of the drawn codes under the untempered, unfiltered model.
+    ``temperature`` 0 means argmax; ``top_k`` keeps only the k largest logits. Runs in eval mode.
+    """
+    was_training = prior.training
+    prior.eval()
+    batch = speakers.shape[0]
+    state = prior.new_state(batch, speakers.device)
+    codes = torch.empty(batch, length, dtype=torch.long, device=speakers.device)
+    log_likelihood = torch.zeros(batch, device=speakers.device)
+    prev = None
+    for t in range(length):
+        logits = prior.step(state, prev, speakers).float()
+        if temperature <= 0:
+            prev = logits.argmax(dim=-1)
+        else:
+            scaled = logits / temperature
+            if top_k is not None and top_k < scaled.shape[-1]:
+                kth = scaled.topk(top_k, dim=-1).values[:, -1:]
+                scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+            prev = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator).squeeze(-1)
+        log_likelihood += logits.log_softmax(dim=-1).gather(1, prev[:, None]).squeeze(1)
+        codes[:, t] = prev
+    prior.train(was_training)
+    return codes, log_likelihood
