@@ -114,3 +114,24 @@ def test_prior_errors_are_one_sentence(tmp_path, trained_prior, codes_dir, capsy
     assert "transformer" in capsys.readouterr().err  # lists the available prior configs
     assert run_cli(["prior", "sample", codes_dir, "-o", tmp_path / "y", "--speaker", "a"]) == 2
     assert "checkpoints/last.pt" in capsys.readouterr().err
+
+
+def test_best_validation_checkpoint_is_kept_and_used(tmp_path, codes_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vqspeech.prior import load_prior
+
+    exp = tmp_path / "p"
+    assert run_cli(["prior", "train", exp, *TINY["wavenet"], *QUICK, f"data.codes={codes_dir}",
+                    "train.max_steps=40", "train.valid_every=10", "train.lr=2e-2"]) == 0
+    summary = json.loads((exp / "train_summary.json").read_text())
+    events = EventAccumulator(str(exp / "tb"))
+    events.Reload()
+    curve = {e.step: e.value for e in events.Scalars("valid/bits_per_code")}
+    best_step = min(curve, key=curve.get)
+    assert summary["best_step"] == best_step
+    assert summary["best_valid_bits_per_code"] == pytest.approx(curve[best_step], abs=1e-5)
+    best = torch.load(exp / "checkpoints/best.pt", weights_only=True)
+    assert best["step"] == best_step and best["best_step"] == best_step
+    _, loaded, _ = load_prior(exp, "cpu")
+    assert loaded["step"] == best_step

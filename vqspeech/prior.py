@@ -92,6 +92,7 @@ class PriorTask:
 
     kind = "prior"
     progress_keys = ("bits",)
+    best_metric = "bits_per_code"  # small corpora overfit: checkpoints/best.pt is what sampling uses
 
     def __init__(self, model, config: dict[str, Any], speakers: list[str], num_codes: int,
                  train_utts: list[CodeUtterance], valid_utts: list[CodeUtterance]):
@@ -240,6 +241,8 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
         summary = {"step": trainer.step, "minutes": trainer.elapsed / 60, "arch": cfg["prior"]["arch"],
                    "parameters": sum(p.numel() for p in model.parameters()),
                    **{f"valid_{k}": v for k, v in metrics.items()}}
+        if trainer.best is not None:
+            summary.update(best_valid_bits_per_code=trainer.best[0], best_step=trainer.best[1])
         write_text_atomic(exp_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     if dist_info.enabled:
         dist.barrier()
@@ -252,10 +255,12 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
 
 
 def load_prior(path: str | Path, device: str = "auto"):
-    """(model on device in eval mode, checkpoint dict, prior folder) from a prior experiment."""
+    """(model on device in eval mode, checkpoint dict, device) from a prior folder (its
+    ``best.pt``, the lowest validation bits per code, else ``last.pt``) or a checkpoint file."""
     from .inference import resolve_checkpoint
 
-    ckpt_path = resolve_checkpoint(path)
+    best = Path(path) / "checkpoints" / "best.pt"
+    ckpt_path = best if best.is_file() else resolve_checkpoint(path)
     ckpt = load_checkpoint(ckpt_path)
     if ckpt.get("kind") != "prior":
         raise UserError(f"{ckpt_path} holds a {ckpt.get('kind')} model, not a prior; give the "

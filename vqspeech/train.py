@@ -27,6 +27,7 @@ class Task(Protocol):
     kind: str                       # stored in checkpoints; resume refuses another kind
     model: torch.nn.Module
     progress_keys: tuple[str, ...]  # scalars shown on the progress bar
+    best_metric: str | None         # validation metric (lower is better) kept as best.pt; None: none
 
     def batches(self, start_step: int, rank: int, device: torch.device) -> Iterator[Any]: ...
     def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
@@ -65,6 +66,7 @@ class Trainer:
             self.optimizer, lr_lambda(cfg["warmup_steps"], cfg["max_steps"], cfg["schedule"],
                                       cfg["lr_min_ratio"]))
         self.step, self.elapsed = 0, 0.0
+        self.best: tuple[float, int] | None = None  # (value of task.best_metric, step)
         self.amp = cfg["amp"] and device.type == "cuda"
         if resume is not None:
             self._resume(resume)
@@ -90,6 +92,8 @@ class Trainer:
                             "use a new experiment folder.") from None
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.step, self.elapsed = ckpt["step"], ckpt["elapsed_seconds"]
+        if ckpt.get("best_step") is not None:
+            self.best = (float(ckpt["best_value"]), int(ckpt["best_step"]))
         torch.set_rng_state(ckpt["rng"]["torch"])
         if torch.cuda.is_available() and ckpt["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
@@ -111,7 +115,8 @@ class Trainer:
             "kind": self.task.kind, "step": self.step, "elapsed_seconds": self.elapsed,
             "config": self.config, "model": cpu_state_dict(self.model),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "rng": rng, **self.task.checkpoint_fields()})
+            "rng": rng, "best_value": self.best[0] if self.best else None,
+            "best_step": self.best[1] if self.best else None, **self.task.checkpoint_fields()})
         if also_last and name != "last.pt":
             with atomic_path(self.ckpt_dir / "last.pt") as tmp:
                 shutil.copyfile(self.ckpt_dir / name, tmp)
@@ -189,6 +194,7 @@ class Trainer:
         return metrics
 
     def _validate(self, writer) -> dict[str, float]:
+        """Validation metrics; a new best of ``task.best_metric`` is saved as ``best.pt``."""
         self.model.eval()
         with torch.no_grad(), autocast(self.device, self.amp):
             metrics = self.task.validate(self.model, self.device)
@@ -196,4 +202,8 @@ class Trainer:
             for key, value in metrics.items():
                 writer.add_scalar(f"valid/{key}", value, self.step)
             writer.flush()
+        key = getattr(self.task, "best_metric", None)
+        if key in metrics and (self.best is None or metrics[key] < self.best[0]):
+            self.best = (float(metrics[key]), self.step)
+            self.save("best.pt")
         return metrics
