@@ -14,6 +14,7 @@ from .config import experiment_config, merge_overrides, save_yaml
 from .data.manifest import read_manifest, speakers_of
 from .device import init_distributed, select_device
 from .errors import UserError, first_line
+from .fileio import write_text_atomic
 from .models import VQVAE
 from .tasks import VQVAETask, seed_everything
 from .train import Trainer
@@ -121,19 +122,40 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
 
     seed_everything(cfg["seed"])
     model = build_model(model_cfg, len(speakers))
+    write_experiment_files(exp_dir, cfg, merged, dist_info,
+                           {"speakers.txt": "".join(f"{s}\n" for s in speakers)})
+    task = VQVAETask(model, cfg, speakers, train_utts, valid_utts)
+    return fit_and_summarise(exp_dir, task, cfg, device, dist_info, resume)
+
+
+def write_experiment_files(exp_dir: Path, cfg: dict, merged: list[str], dist_info,
+                           files: dict[str, str]) -> None:
+    """Rank 0 writes ``config.yaml``, ``overrides.yaml`` and ``files`` (name -> text) into
+    ``exp_dir``; every rank waits for it."""
     if dist_info.is_main:
         exp_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(exp_dir / "config.yaml", cfg)
         save_yaml(exp_dir / "overrides.yaml", merged)
-        (exp_dir / "speakers.txt").write_text("".join(f"{s}\n" for s in speakers))
+        for name, text in files.items():
+            write_text_atomic(exp_dir / name, text)
     if dist_info.enabled:
         dist.barrier()
-    task = VQVAETask(model, cfg, speakers, train_utts, valid_utts)
+
+
+def fit_and_summarise(exp_dir: Path, task, cfg: dict, device, dist_info, resume: dict | None,
+                      extra: dict | None = None) -> dict[str, float]:
+    """Train ``task`` to the end of its budget, write ``train_summary.json`` (step, minutes,
+    ``extra``, final validation metrics, the best checkpoint's when the task keeps one) and leave
+    the process group. Returns the final validation metrics."""
     trainer = Trainer(exp_dir, task, cfg["train"], cfg, device, dist_info, resume=resume)
     metrics = trainer.fit()
     if dist_info.is_main:
-        summary = {"step": trainer.step, "minutes": trainer.elapsed / 60, **{f"valid_{k}": v for k, v in metrics.items()}}
-        (exp_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary = {"step": trainer.step, "minutes": trainer.elapsed / 60, **(extra or {}),
+                   **{f"valid_{k}": v for k, v in metrics.items()}}
+        if trainer.best is not None:
+            summary.update({f"best_valid_{task.best_metric}": trainer.best[0],
+                            "best_step": trainer.best[1]})
+        write_text_atomic(exp_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     if dist_info.enabled:
         dist.barrier()
         dist.destroy_process_group()

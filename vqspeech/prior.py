@@ -20,18 +20,16 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn import functional as F
 
 from .checkpoint import load_checkpoint
-from .config import experiment_config, save_yaml
+from .config import experiment_config
 from .data.manifest import read_manifest
 from .device import init_distributed, select_device
 from .errors import UserError, first_line
 from .fileio import atomic_path, write_text_atomic
 from .models.prior import build_prior, sample_codes
 from .models.quantizer import perplexity
-from .train import Trainer
 
 LN2 = math.log(2.0)
 
@@ -202,7 +200,7 @@ _PRIOR_RULES = {
 
 def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     """Train (or resume) a code prior in ``exp_dir``; returns the final validation metrics."""
-    from .experiment import check_config
+    from .experiment import check_config, fit_and_summarise, write_experiment_files
 
     exp_dir = Path(exp_dir)
     cfg, merged = experiment_config(exp_dir, overrides, config_name="prior_train", model_key="prior")
@@ -226,28 +224,12 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
         model = build_prior(cfg["prior"], len(speakers), int(meta["K"]))
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise UserError(f"The prior config is invalid ({first_line(exc)}); fix the prior.* values.") from None
-    if dist_info.is_main:
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(exp_dir / "config.yaml", cfg)
-        save_yaml(exp_dir / "overrides.yaml", merged)
-        write_text_atomic(exp_dir / "codes.json", json.dumps(
-            {k: v for k, v in meta.items() if k not in ("speakers", "splits")}, indent=2) + "\n")
-    if dist_info.enabled:
-        dist.barrier()
+    meta_without_ids = {k: v for k, v in meta.items() if k not in ("speakers", "splits")}
+    write_experiment_files(exp_dir, cfg, merged, dist_info,
+                           {"codes.json": json.dumps(meta_without_ids, indent=2) + "\n"})
     task = PriorTask(model, cfg, speakers, int(meta["K"]), train_utts, valid_utts)
-    trainer = Trainer(exp_dir, task, cfg["train"], cfg, device, dist_info, resume=resume)
-    metrics = trainer.fit()
-    if dist_info.is_main:
-        summary = {"step": trainer.step, "minutes": trainer.elapsed / 60, "arch": cfg["prior"]["arch"],
-                   "parameters": sum(p.numel() for p in model.parameters()),
-                   **{f"valid_{k}": v for k, v in metrics.items()}}
-        if trainer.best is not None:
-            summary.update(best_valid_bits_per_code=trainer.best[0], best_step=trainer.best[1])
-        write_text_atomic(exp_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
-    if dist_info.enabled:
-        dist.barrier()
-        dist.destroy_process_group()
-    return metrics
+    return fit_and_summarise(exp_dir, task, cfg, device, dist_info, resume,
+                             extra={"arch": cfg["prior"]["arch"], "parameters": model.num_parameters()})
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ a learned start token, ``codes[:, :t]`` and the speaker. Code ``num_codes`` is t
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any, Mapping
 
@@ -24,7 +25,7 @@ from torch.nn import functional as F
 from .wavenet import ResidualLayer
 
 
-class CodePrior(nn.Module):
+class CodePrior(nn.Module, metaclass=abc.ABCMeta):
     """Base class: codes [B, T] + speakers [B] -> next-code logits [B, T, K] (strictly causal)."""
 
     def __init__(self, num_speakers: int, num_codes: int):
@@ -53,14 +54,18 @@ class CodePrior(nn.Module):
             return torch.full_like(speakers, self.start_token)
         return prev_codes
 
+    @abc.abstractmethod
     def forward(self, codes: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """codes [B, T], speakers [B] -> logits [B, T, K]; ``logits[:, t]`` sees ``codes[:, :t]``."""
 
+    @abc.abstractmethod
     def new_state(self, batch: int, device=None):
-        raise NotImplementedError
+        """A fresh incremental-generation state (caches) for ``batch`` sequences."""
 
+    @abc.abstractmethod
     def step(self, state, prev_codes: torch.Tensor | None, speakers: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Feed ``prev_codes`` [B] (None: the start token), update ``state`` in place, return the
+        next code's logits [B, K]."""
 
 
 # --------------------------------------------------------------------------------------------
