@@ -160,6 +160,57 @@ def cmd_speakers(args) -> None:
     print("\n".join(VQSpeech.load(args.exp_dir, "cpu").speakers))
 
 
+# --- evaluation -------------------------------------------------------------------------------
+
+PROBE_SUMMARY = ("system", "n_frames", "n_phone_classes", "codes_used", "accuracy", "pnmi", "phone_purity",
+                 "cluster_purity", "abx_within", "abx_across", "linear_probe_accuracy", "speaker_id_acc",
+                 "speaker_id_acc_input")
+
+
+def cmd_probe(args) -> None:
+    from .eval.probe import run_probe
+
+    result = run_probe(args.codes, args.out, manifest=args.manifest, corpus=args.corpus, layout=args.layout,
+                       alignments=args.alignments, split=args.split, phone_set=args.phone_set,
+                       folding_table=args.folding, ignore=tuple(_split_list(args.ignore) or ()),
+                       name=args.name, abx=not args.no_abx, abx_max_items=args.abx_max_items,
+                       seed=args.seed, overwrite=args.overwrite, **_layout_options(args))
+    summary = {k: result.get(k) for k in PROBE_SUMMARY}
+    summary["chance_accuracy"] = result["baselines"]["majority_phone"]["accuracy"]
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}))
+
+
+def cmd_baseline(args) -> None:
+    from .eval.baseline import mfcc_kmeans_baseline
+    from .eval.frames import read_units
+
+    num_codes, rate = args.num_codes, args.code_rate
+    if args.like:
+        like = read_units(args.like)
+        num_codes, rate = num_codes or like.num_codes, rate or like.code_rate_hz
+    summary = mfcc_kmeans_baseline(args.manifest, args.out_dir, num_codes=num_codes or 128,
+                                   code_rate_hz=rate or 100.0, fit_split=args.fit_split, split=args.split,
+                                   seed=args.seed, overwrite=args.overwrite)
+    print(json.dumps(summary))
+
+
+def cmd_eval_convert(args) -> None:
+    from .eval.conversion import evaluate_conversion
+
+    out = Path(args.out) if args.out else Path(args.exp_dir) / "eval_convert"
+    digits = {"auto": None, "yes": True, "no": False}[args.digits]
+    result = evaluate_conversion(args.exp_dir, out, manifest=args.manifest, split=args.split, num=args.num,
+                                 targets=_split_list(args.targets), num_reference=args.num_reference,
+                                 digits=digits, seed=args.seed, device=args.device, overwrite=args.overwrite)
+    print(json.dumps(result["summary"] if "summary" in result else result))
+
+
+def cmd_report(args) -> None:
+    from .report import write_report
+
+    print(f"wrote {write_report(args.exp_dir, args.out)}")
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,6 +335,64 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true")
         device_flag(p)
         p.set_defaults(func=func)
+
+    p = verbs.add_parser("probe", help="phoneme probe of a codes folder against phone alignments -> metrics JSON + plots")
+    p.add_argument("--codes", required=True, help="a folder written by `vqspeech encode` or `vqspeech baseline`")
+    source = p.add_argument_group("phone alignments (give one)")
+    source.add_argument("--manifest", default=None, help="a manifest whose utterances carry `alignment`")
+    source.add_argument("--corpus", default=None, help="a corpus folder shipping alignments (with --layout)")
+    source.add_argument("--alignments", default=None, help="a folder of <id>.TextGrid (e.g. from `vqspeech align`)")
+    p.add_argument("--layout", default=None, help="corpus layout for --corpus, e.g. timit, demo")
+    p.add_argument("--mic", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--subset", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--out", required=True, help="metrics .json; the plots are written beside it")
+    p.add_argument("--split", default=None, help="only utterances of this split (default: all)")
+    p.add_argument("--phone_set", default=None, help="arpabet | timit61 | espeak (default: guessed from the labels)")
+    p.add_argument("--folding", default=None, help="your own phone folding table (TSV: set, label, class)")
+    p.add_argument("--ignore", default=None, help="comma-separated classes left out of every metric, e.g. sil,spn")
+    p.add_argument("--name", default=None, help="system name in the JSON and plots (default: the folder name)")
+    p.add_argument("--no_abx", action="store_true", help="skip the ABX scores (the slowest part)")
+    p.add_argument("--abx_max_items", type=int, default=None, help="ABX items per cell (default: the module's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_probe)
+
+    p = verbs.add_parser("baseline", help="reference units for the probe: `baseline mfcc-kmeans`")
+    baseline_verbs = p.add_subparsers(dest="baseline_verb", required=True, metavar="SYSTEM")
+    p = baseline_verbs.add_parser("mfcc-kmeans", help="MFCC + deltas clustered by k-means -> a codes folder")
+    p.add_argument("manifest")
+    p.add_argument("out_dir")
+    p.add_argument("--like", default=None, help="take K and the code rate from this codes folder (the model's)")
+    p.add_argument("--num_codes", type=int, default=None, help="K (default: --like's, else 128)")
+    p.add_argument("--code_rate", type=float, default=None, help="codes per second (default: --like's, else 100)")
+    p.add_argument("--fit_split", default="train", help="the split k-means is fitted on")
+    p.add_argument("--split", default=None, help="only encode this split (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_baseline)
+
+    p = verbs.add_parser("eval", help="model evaluation: `eval convert`")
+    eval_verbs = p.add_subparsers(dest="eval_verb", required=True, metavar="WHAT")
+    p = eval_verbs.add_parser("convert", help="speaker similarity, recognition error and MCD of "
+                              "reconstructions and conversions")
+    p.add_argument("exp_dir")
+    p.add_argument("--out", default=None, help="output folder (default: EXP_DIR/eval_convert)")
+    p.add_argument("--manifest", default=None, help="default: the manifest the model was trained on")
+    p.add_argument("--split", default="test")
+    p.add_argument("--num", type=int, default=20, help="utterances to reconstruct and convert")
+    p.add_argument("--targets", default=None, help="comma-separated target speakers (default: a rotation)")
+    p.add_argument("--num_reference", type=int, default=10, help="train utterances per speaker centroid")
+    p.add_argument("--digits", choices=["auto", "yes", "no"], default="auto",
+                   help="recognise with a digit vocabulary (auto: when every text is one digit word)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    device_flag(p)
+    p.set_defaults(func=cmd_eval_convert)
+
+    p = verbs.add_parser("report", help="one HTML page with the metrics, plots and audio of an experiment")
+    p.add_argument("exp_dir")
+    p.add_argument("--out", default=None, help="default: EXP_DIR/report.html")
+    p.set_defaults(func=cmd_report)
 
     p = verbs.add_parser("speakers", help="list the speakers a trained model knows")
     p.add_argument("exp_dir")

@@ -38,3 +38,56 @@ def save_spectrograms(path, signals: dict[str, np.ndarray], sample_rate: int) ->
     fig = spectrogram_figure(signals, sample_rate)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _save(fig, path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_code_usage(path, code_counts: np.ndarray, title: str = "code usage") -> None:
+    """Bar chart of code frequencies [K], most used first, with the codebook perplexity."""
+    p = np.sort(code_counts / max(code_counts.sum(), 1))[::-1]
+    nz = p[p > 0]
+    perplexity = float(np.exp(-np.sum(nz * np.log(nz))))
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.bar(np.arange(len(p)), p, width=1.0, color="tab:blue")
+    ax.axhline(1 / len(p), color="gray", lw=1, ls="--", label="uniform 1/K")
+    ax.set_xlabel(f"code rank ({len(nz)} of {len(p)} codes used, perplexity {perplexity:.1f})")
+    ax.set_ylabel("fraction of frames")
+    ax.set_title(title)
+    ax.legend()
+    _save(fig, path)
+
+
+def save_code_phone_heatmap(path, counts: np.ndarray, phones: list[str], title: str = "p(phone | code)") -> None:
+    """Heat map of p(phone | code) for the used codes of counts [K, P], codes grouped by their top phone."""
+    used = np.flatnonzero(counts.sum(1) > 0)
+    cond = counts[used] / counts[used].sum(1, keepdims=True)
+    order = np.lexsort((-cond.max(1), cond.argmax(1)))
+    fig, ax = plt.subplots(figsize=(max(6, 0.22 * len(phones) + 2), max(4, 0.05 * len(used) + 2)))
+    image = ax.imshow(cond[order], aspect="auto", interpolation="nearest", cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(np.arange(len(phones)), phones, rotation=90, fontsize=7)
+    ax.set_xlabel("phone")
+    ax.set_ylabel(f"code ({len(used)} used, sorted by most frequent phone)")
+    ax.set_yticks([])
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.03)
+    _save(fig, path)
+
+
+def save_phone_accuracy(path, accuracy: np.ndarray, frames: np.ndarray, phones: list[str],
+                        title: str = "per-phone accuracy") -> None:
+    """Bars of held-out mapping accuracy per phone [P], with each phone's share of frames."""
+    order = np.argsort(-frames)
+    fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(phones) + 2), 3.5))
+    x = np.arange(len(phones))
+    ax.bar(x, np.nan_to_num(accuracy[order]), color="tab:green", label="accuracy")
+    ax.plot(x, frames[order] / frames.sum(), "k.", label="share of frames")
+    ax.set_xticks(x, [phones[i] for i in order], rotation=90, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("fraction")
+    ax.set_title(title + " (phones by frequency)")
+    ax.legend(fontsize=8)
+    _save(fig, path)

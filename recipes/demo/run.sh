@@ -4,7 +4,7 @@
 # evaluate. Sized for under 20 minutes on 2 CPU cores.
 # Stages (see utils/stage.sh): 0 synthesise  1 manifest  2 train  3 encode  4 convert
 #   5 align (pocketsphinx, scored against the corpus's exact alignments)  6 train the prior
-#   7 sample from it  8 evaluate
+#   7 sample from it  8 evaluate (bits/sample, phoneme probe vs MFCC baseline, conversion)  9 report
 #   bash recipes/demo/run.sh [--stage N] [--stop_stage N] [--train_minutes M] [key=value ...]
 set -euo pipefail
 
@@ -19,6 +19,7 @@ train_minutes=12            # wall-clock training budget
 nproc=1
 sample_rate=8000
 num_convert=3               # test utterances converted to each target speaker
+num_eval=12                 # test utterances reconstructed, converted and scored (stage 8)
 targets=us_f3,gb_m1         # target speakers for conversion
 prior_arch=transformer      # prior over the codes: transformer | wavenet
 prior_steps=600             # prior schedule length

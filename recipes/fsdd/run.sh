@@ -2,7 +2,8 @@
 # Free Spoken Digit Dataset: 8 kHz spoken digits; test split = recordings 0-4 of every digit and
 # speaker. Stages (see utils/stage.sh):
 #   0 download (only with --download true)  1 manifest  2 train  3 encode  4 convert  5 align
-#   6 train the prior  7 sample from it  8 evaluate
+#   6 train the prior  7 sample from it  8 evaluate (bits/sample, phoneme probe vs MFCC baseline,
+#   conversion metrics)  9 report (HTML)
 #   bash recipes/fsdd/run.sh --fsdd_root ../shared/data/fsdd [--train_minutes 30] [key=value ...]
 set -euo pipefail
 
@@ -19,6 +20,7 @@ train_steps=2600            # cosine schedule length (about what the budget allo
 train_minutes=30
 nproc=1
 num_convert=4
+num_eval=20                 # test utterances reconstructed, converted and scored (stage 8)
 targets=jackson,lucas
 prior_arch=transformer      # prior over the codes: transformer | wavenet
 prior_steps=1800            # prior schedule length

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # LibriSpeech train-clean-100: 251 speakers, 100 h at 16 kHz. Stages (see utils/stage.sh):
 #   0 download (only with --download true)  1 manifest  2 train  3 encode  4 convert  5 align
-#   6 train the prior  7 sample from it  8 evaluate
+#   6 train the prior  7 sample from it  8 evaluate (bits/sample, phoneme probe vs MFCC baseline,
+#   conversion metrics)  9 report (HTML)
 #   bash recipes/librispeech/run.sh --librispeech_root /data/LibriSpeech [--stage N] [--nproc 2]
 #        [key=value Hydra overrides ...]
 set -euo pipefail
@@ -21,6 +22,7 @@ train_steps=200000
 train_minutes=
 nproc=1
 num_convert=5
+num_eval=20                 # test utterances reconstructed, converted and scored (stage 8)
 targets=103,1034            # target speakers for conversion (train-clean-100 speaker ids)
 prior_arch=transformer      # prior over the codes: transformer | wavenet
 prior_steps=50000           # prior schedule length

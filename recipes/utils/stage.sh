@@ -8,7 +8,7 @@
 #   0 download (only with --download true)   1 manifest        2 train the VQ-VAE
 #   3 encode        4 convert                5 phone alignments
 #   6 train the prior        7 sample from the prior
-#   8 evaluate (bits/sample; probe)          9 report           (evaluation issue)
+#   8 evaluate (bits/sample, phoneme probe, conversion metrics)      9 report (HTML)
 
 # run_stage N NAME: true when stage N is inside [stage, stop_stage] and not already done.
 run_stage() {

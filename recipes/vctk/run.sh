@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # VCTK 0.92 (or 0.80): 109 English speakers, 44 h at 48 kHz. Stages (see utils/stage.sh):
 #   0 download (only with --download true)  1 manifest  2 train  3 encode  4 convert  5 align
-#   6 train the prior  7 sample from it  8 evaluate
+#   6 train the prior  7 sample from it  8 evaluate (bits/sample, phoneme probe vs MFCC baseline,
+#   conversion metrics)  9 report (HTML)
 #   bash recipes/vctk/run.sh --vctk_root /data/VCTK-Corpus-0.92 [--stage N] [--stop_stage N]
 #        [--nproc 2] [key=value Hydra overrides ...]
 set -euo pipefail
@@ -21,6 +22,7 @@ train_steps=200000
 train_minutes=              # wall-clock budget in minutes (empty: none)
 nproc=1                     # processes for torchrun (one per GPU)
 num_convert=5               # test utterances converted to each target speaker
+num_eval=20                 # test utterances reconstructed, converted and scored (stage 8)
 targets=p225,p226,p227      # target speakers for conversion
 prior_arch=transformer      # prior over the codes: transformer | wavenet
 prior_steps=50000           # prior schedule length

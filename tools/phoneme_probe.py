@@ -1,0 +1,125 @@
+"""The phoneme probe of a model's codes beside an MFCC + k-means baseline, as one table.
+
+    # the table of probe results already written by `vqspeech probe`
+    python tools/phoneme_probe.py exp/fsdd/probe/vqvae.json exp/fsdd/probe/mfcc-kmeans.json
+
+    # everything: the baseline (same K and code rate, k-means fitted on the train split), both
+    # probes, the table (OUT_DIR/table.md)
+    python tools/phoneme_probe.py --codes exp/fsdd/codes --manifest data/fsdd/prepared/manifest.jsonl \
+        --split test --out_dir exp/fsdd/probe
+
+Rows are metrics, columns the systems followed by the chance baselines of the first (random codes
+with the same K, and the majority phone), all through the same code path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vqspeech.errors import UserError
+from vqspeech.fileio import write_text_atomic
+
+ROWS = [  # key, label, which way is better
+    ("accuracy", "phone accuracy (code -> phone, held-out speakers)", "higher"),
+    ("pnmi", "PNMI", "higher"),
+    ("phone_purity", "phone purity", "higher"),
+    ("cluster_purity", "cluster purity", "higher"),
+    ("linear_probe_accuracy", "linear probe on latents", "higher"),
+    ("abx_within", "ABX within speaker (any context)", "lower"),
+    ("abx_across", "ABX across speakers (any context)", "lower"),
+    ("abx_within_triphone", "ABX within speaker (triphone)", "lower"),
+    ("abx_across_triphone", "ABX across speakers (triphone)", "lower"),
+    ("abx_within_latents", "ABX within, latents", "lower"),
+    ("abx_across_latents", "ABX across, latents", "lower"),
+    ("speaker_id_acc", "speaker ID from code histograms", "lower"),
+    ("speaker_id_acc_input", "speaker ID from input MFCCs", "reference"),
+    ("codes_used", "codes used", ""),
+    ("n_phone_classes", "phone classes", ""),
+    ("n_frames", "frames", ""),
+]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def table(results: list[dict]) -> str:
+    """A Markdown table: one row per metric, one column per system, then the chance baselines."""
+    baselines = results[0].get("baselines", {})
+    columns = [r.get("system", f"system {i}") for i, r in enumerate(results)]
+    columns += ["random codes", "majority phone"]
+    lines = ["| metric | better | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for key, label, better in ROWS:
+        values = [r.get(key) for r in results]
+        if all(v is None for v in values):
+            continue
+        chance = [baselines.get(name, {}).get(key) for name in ("random_codes", "majority_phone")]
+        lines.append(f"| {label} | {better} | " + " | ".join(_cell(v) for v in values + chance) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_all(args) -> list[Path]:
+    from vqspeech.eval.baseline import mfcc_kmeans_baseline
+    from vqspeech.eval.frames import read_units
+    from vqspeech.eval.probe import run_probe
+
+    out = Path(args.out_dir)
+    like = read_units(args.codes)
+    baseline_dir = out / "mfcc-kmeans-codes"
+    mfcc_kmeans_baseline(args.manifest, baseline_dir, num_codes=like.num_codes, code_rate_hz=like.code_rate_hz,
+                         seed=args.seed, overwrite=args.overwrite)
+    paths = []
+    for name, codes in (("vqvae", args.codes), ("mfcc-kmeans", baseline_dir)):
+        path = out / f"{name}.json"
+        run_probe(codes, path, manifest=args.manifest, split=args.split, name=name, seed=args.seed,
+                  overwrite=args.overwrite)
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="*", help="probe JSON files written by `vqspeech probe`")
+    parser.add_argument("--codes", help="run everything on this codes folder (with --manifest, --out_dir)")
+    parser.add_argument("--manifest")
+    parser.add_argument("--split", default=None)
+    parser.add_argument("--out_dir")
+    parser.add_argument("--out", default=None, help="also write the table here (default with --out_dir: table.md)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.codes:
+            if not (args.manifest and args.out_dir):
+                raise UserError("--codes needs --manifest (with phone alignments) and --out_dir.")
+            paths = run_all(args)
+            args.out = args.out or str(Path(args.out_dir) / "table.md")
+        elif args.results:
+            paths = [Path(p) for p in args.results]
+        else:
+            raise UserError("Give probe JSON files, or --codes with --manifest and --out_dir.")
+        results = []
+        for path in paths:
+            try:
+                results.append(json.loads(path.read_text()))
+            except (OSError, ValueError) as exc:
+                raise UserError(f"Cannot read probe results {path} ({exc}); run `vqspeech probe` first.") from None
+    except UserError as exc:
+        print(f"phoneme_probe: error: {exc}", file=sys.stderr)
+        return 2
+    text = table(results)
+    print(text, end="")
+    if args.out:
+        write_text_atomic(Path(args.out), text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation of learned units: phoneme probe, ABX, speaker probes, conversion metrics, report."""

@@ -1,0 +1,91 @@
+"""The reference every unit metric stands beside: MFCCs + deltas clustered by k-means.
+
+``mfcc_kmeans_baseline`` writes the same codes layout as ``vqspeech encode`` (``codes/``,
+``latents/`` = the standardised MFCC features, ``units.txt``, ``codes.json``), so the phoneme
+probe, ABX and the speaker probes run on it unchanged. The k-means (K clusters, the same K and
+code rate as the model it is compared with) is fitted on the ``fit_split`` utterances only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.cluster import MiniBatchKMeans
+from tqdm import tqdm
+
+from ..audio import load_audio
+from ..data.manifest import read_manifest
+from ..errors import UserError
+from ..fileio import atomic_path, write_text_atomic
+from .features import mfcc_with_deltas
+
+
+def mfcc_kmeans_baseline(manifest: str | Path, out_dir: str | Path, *, num_codes: int = 128,
+                         code_rate_hz: float = 100.0, fit_split: str = "train", split: str | None = None,
+                         max_fit_frames: int = 200_000, seed: int = 0, overwrite: bool = False,
+                         progress: bool = True) -> dict:
+    """Fit k-means on MFCC frames of ``fit_split`` and write codes for ``split`` (None = all)."""
+    out = Path(out_dir)
+    if (out / "codes.json").exists() and not overwrite:
+        raise UserError(f"{out} already holds codes; pass --overwrite to replace them.")
+    if num_codes < 2:
+        raise UserError(f"--num_codes must be at least 2, not {num_codes}.")
+    utts = read_manifest(manifest)
+    targets = [u for u in utts if split is None or u.split == split]
+    fit = [u for u in utts if u.split == fit_split]
+    if not targets or not fit:
+        missing = split if not targets else fit_split
+        raise UserError(f"Manifest {manifest} has no '{missing}' utterances; choose another split.")
+    rates = {u.sample_rate for u in utts}
+    if len(rates) != 1:
+        raise UserError(f"Manifest {manifest} mixes sample rates {sorted(rates)}; prepare it at one rate.")
+    sample_rate = rates.pop()
+    hop = sample_rate / code_rate_hz
+    if hop != int(hop) or hop < 1:
+        raise UserError(f"A code rate of {code_rate_hz} Hz is not a whole number of samples at "
+                        f"{sample_rate} Hz; choose a rate that divides it.")
+    hop = int(hop)
+
+    features: dict[str, np.ndarray] = {}
+    for u in tqdm(utts if split is None else fit + [u for u in targets if u.split != fit_split],
+                  desc="mfcc", unit="utt", disable=not progress):
+        audio, _ = load_audio(u.audio, sample_rate)
+        if len(audio) >= hop:
+            features[u.id] = mfcc_with_deltas(audio, sample_rate, hop)
+    rng = np.random.default_rng(seed)
+    fit_frames = np.concatenate([features[u.id] for u in fit if u.id in features])
+    fit_frames = fit_frames[rng.permutation(len(fit_frames))[:max_fit_frames]]
+    if len(fit_frames) < num_codes:
+        raise UserError(f"The '{fit_split}' split has {len(fit_frames)} frames, fewer than K={num_codes}.")
+    mean, std = fit_frames.mean(0), fit_frames.std(0) + 1e-8
+    kmeans = MiniBatchKMeans(n_clusters=num_codes, batch_size=4096, n_init=3, random_state=seed)
+    kmeans.fit((fit_frames - mean) / std)
+
+    (out / "codes.json").unlink(missing_ok=True)  # an interrupted overwrite leaves no stale codes.json
+    for sub in ("codes", "latents"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        for stale in (out / sub).glob("*.npy"):
+            stale.unlink()
+    units, speakers, splits = [], {}, {}
+    for u in targets:
+        if u.id not in features:
+            continue
+        normalised = ((features[u.id] - mean) / std).astype(np.float32)
+        codes = kmeans.predict(normalised).astype(np.int16)
+        for sub, array in (("codes", codes), ("latents", normalised)):
+            with atomic_path(out / sub / f"{u.id}.npy") as tmp:
+                np.save(tmp, array)
+        units.append(f"{u.id} {' '.join(map(str, codes.tolist()))}\n")
+        speakers[u.id], splits[u.id] = u.speaker, u.split
+    with atomic_path(out / "kmeans.npz") as tmp:
+        np.savez(tmp, centroids=kmeans.cluster_centers_, mean=mean, std=std)
+    write_text_atomic(out / "units.txt", "".join(units))
+    meta = {"system": "mfcc-kmeans", "features": "13 MFCC + deltas + delta-deltas, standardised",
+            "code_rate_hz": code_rate_hz, "frame_offset_s": 0.5 / code_rate_hz, "K": num_codes,
+            "sample_rate": sample_rate, "hop_length": hop, "num_utterances": len(units),
+            "fit_split": fit_split, "fit_frames": len(fit_frames), "manifest": str(Path(manifest).resolve()),
+            "speakers": speakers, "splits": splits}
+    write_text_atomic(out / "codes.json", json.dumps(meta, indent=2) + "\n")
+    return {"encoded": len(units), "fit_frames": len(fit_frames), "K": num_codes, "out_dir": str(out)}

@@ -1,0 +1,378 @@
+"""Reconstruction and voice-conversion metrics of a trained VQ-VAE (`vqspeech eval convert`).
+
+    metrics = evaluate_conversion("exp/fsdd", "exp/fsdd/eval/convert")
+    print(format_summary(metrics))
+
+For up to ``num`` utterances of a manifest split whose speaker the model knows (taken in turn
+from each speaker, in a fixed pseudo-random order per speaker), the model's view of the original
+(resampled to the model rate, cut to whole code frames), its reconstruction (own codes, own
+speaker) and a conversion (own codes, a target speaker) are written, with a spectrogram of the
+three, and scored:
+
+- speaker similarity (:mod:`.speaker_similarity`): cosine between each signal's resemblyzer
+  embedding and the centroids of the source and the target speaker, each centroid from up to
+  ``num_reference`` utterances of the manifest's train split (resampled to the model rate, never
+  an evaluated utterance). A conversion counts as reaching its target when it is closer to the
+  target's centroid than to the source's (``conversion_speaker_accuracy``).
+- word (or digit) error rate (:mod:`.recognition`): pocketsphinx transcripts of the three signals
+  against the manifest text; utterances without text are left out. Digits mode (a grammar of the
+  digit words, one per utterance) is chosen when every text is a single digit, unless ``digits``
+  says otherwise. Rates are corpus-level: all edits over all reference words.
+- MCD (:mod:`.mcd`) of the reconstruction against the original. The conversion's MCD against the
+  original is reported too, but it is not a quality measure: a good conversion *should* differ
+  from the source speaker's spectrum.
+
+Output folder (paths in ``metrics.json`` are relative to it)::
+
+    original/<id>.wav  reconstruction/<id>.wav  conversion/<id>.wav  spectrograms/<id>.png
+    metrics.json       {"summary": {...}, "items": [{...}, ...]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..audio import load_audio, save_wav
+from ..data.manifest import Utterance, read_manifest
+from ..errors import UserError
+from ..fileio import atomic_path, write_text_atomic
+from ..inference import VQSpeech
+from . import mcd as mcd_lib
+from .recognition import Recognizer, is_digit_transcript, normalize_words, word_errors
+from .speaker_similarity import SpeakerEmbedder, cosine_similarity
+
+KINDS = ("original", "reconstruction", "conversion")
+SUBDIRS = {"original": ("original", ".wav"), "reconstruction": ("reconstruction", ".wav"),
+           "conversion": ("conversion", ".wav"), "spectrogram": ("spectrograms", ".png")}
+MCD_CONVERSION_NOTE = ("MCD of conversions against the source recording measures how far the "
+                       "conversion moved from it, not its quality.")
+
+
+def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: str | Path | None = None,
+                        split: str = "test", num: int = 20, targets: list[str] | None = None,
+                        num_reference: int = 10, digits: bool | None = None, seed: int = 0,
+                        device: str = "auto", batch_size: int = 8, overwrite: bool = False,
+                        progress: bool = True) -> dict:
+    """Write the signals and ``metrics.json`` into ``out_dir``; return the metrics dict.
+
+    ``exp_dir``: an experiment folder or checkpoint. ``manifest`` defaults to the model config's
+    ``data.manifest``. ``targets``: conversion target speakers, used in rotation (skipping the
+    source speaker when another is listed); default, a rotation over the model's other speakers.
+    ``digits``: None = auto. ``seed`` fixes the selection, the reference picks and the sampling.
+    Raises UserError (before any work) when ``out_dir/metrics.json`` exists and not ``overwrite``,
+    and for an unknown target, an empty split, or a split without known speakers.
+    """
+    start_time = time.perf_counter()
+    timing: dict[str, float] = defaultdict(float)
+    out_dir = Path(out_dir)
+    metrics_path = out_dir / "metrics.json"
+    if metrics_path.exists() and not overwrite:
+        raise UserError(f"{metrics_path} already exists; pass --overwrite to replace it.")
+    for name, value in (("--num", num), ("--num_reference", num_reference), ("--batch_size", batch_size)):
+        if value <= 0:
+            raise UserError(f"{name} must be positive, not {value}.")
+
+    t = time.perf_counter()
+    vq = VQSpeech.load(exp_dir, device=device)
+    timing["load_model"] = time.perf_counter() - t
+    if manifest is None:
+        manifest = (vq.config.get("data") or {}).get("manifest")
+        if not manifest:
+            raise UserError("The model's config names no data.manifest; pass the manifest to evaluate on.")
+    manifest = Path(manifest)
+    all_utts = read_manifest(manifest)
+    items = _select(all_utts, split, num, vq.speakers, seed, manifest)
+    target_of = _assign_targets(items, targets, vq)
+
+    # Validation is over: clear what a previous run left, metrics.json first.
+    metrics_path.unlink(missing_ok=True)
+    for sub, suffix in SUBDIRS.values():
+        for stale in (out_dir / sub).glob(f"*{suffix}"):
+            stale.unlink()
+
+    # ---- originals and codes
+    t = time.perf_counter()
+    originals, codes, kept, skipped = {}, {}, [], []
+    for u in tqdm(items, desc="encode", unit="utt", disable=not progress):
+        try:
+            audio, _ = load_audio(u.audio, vq.sample_rate)
+            frames = len(audio) // vq.hop_length
+            if frames == 0:
+                raise UserError(f"shorter than one code frame ({vq.hop_length} samples)")
+            audio = audio[: frames * vq.hop_length]
+            codes[u.id] = vq.encode(audio, vq.sample_rate)
+        except UserError as exc:
+            skipped.append({"id": u.id, "reason": str(exc)})
+            continue
+        originals[u.id] = audio
+        kept.append(u)
+    if not kept:
+        raise UserError(f"None of the {len(items)} selected utterances could be encoded "
+                        f"(first problem: {skipped[0]['reason']}).")
+    items = kept
+    timing["encode"] = time.perf_counter() - t
+
+    # ---- reconstructions and conversions, decoded together in batches of similar length
+    t = time.perf_counter()
+    jobs = [(u.id, "reconstruction", u.speaker) for u in items] + \
+           [(u.id, "conversion", target_of[u.id]) for u in items]
+    jobs.sort(key=lambda job: -len(codes[job[0]]))
+    outputs: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+    with tqdm(total=len(jobs), desc="decode", unit="utt", disable=not progress) as bar:
+        for batch_index, first in enumerate(range(0, len(jobs), batch_size)):
+            batch = jobs[first: first + batch_size]
+            audios = vq.decode_batch([codes[i] for i, _, _ in batch], [s for _, _, s in batch],
+                                     seed=seed + batch_index)
+            for (uid, kind, _), audio in zip(batch, audios):
+                outputs[uid][kind] = audio
+            bar.update(len(batch))
+    timing["decode"] = time.perf_counter() - t
+
+    # ---- files
+    t = time.perf_counter()
+    from ..plots import save_spectrograms  # matplotlib: imported only when needed
+
+    sr = vq.sample_rate
+    for u in tqdm(items, desc="write", unit="utt", disable=not progress):
+        signals = {"original": originals[u.id], **outputs[u.id]}
+        for kind in KINDS:
+            save_wav(out_dir / _relpath(kind, u.id), signals[kind], sr)
+        target = target_of[u.id]
+        with atomic_path(out_dir / _relpath("spectrogram", u.id)) as tmp:
+            save_spectrograms(tmp, {f"original ({u.speaker})": signals["original"],
+                                    f"reconstruction ({u.speaker})": signals["reconstruction"],
+                                    f"conversion ({u.speaker} -> {target})": signals["conversion"]}, sr)
+    timing["write"] = time.perf_counter() - t
+
+    records = {u.id: _item_record(u, target_of[u.id]) for u in items}
+
+    # ---- speaker similarity
+    t = time.perf_counter()
+    embedder = SpeakerEmbedder(device="cuda" if vq.device.type == "cuda" else "cpu")
+    needed = sorted({u.speaker for u in items} | set(target_of.values()))
+    evaluated = {u.id for u in items}
+    references = _reference_utterances(all_utts, needed, evaluated, num_reference, seed)
+    centroids, reference_counts = {}, {}
+    for speaker in tqdm(needed, desc="speaker centroids", unit="spk", disable=not progress):
+        signals = []
+        for ref in references.get(speaker, []):
+            try:
+                signals.append((load_audio(ref.audio, sr)[0], sr))
+            except UserError:
+                continue
+        reference_counts[speaker] = len(signals)
+        centroids.update(embedder.centroids({speaker: signals}))
+    for u in tqdm(items, desc="speaker similarity", unit="utt", disable=not progress):
+        record, target = records[u.id], target_of[u.id]
+        signals = {"original": originals[u.id], **outputs[u.id]}
+        for kind in KINDS:
+            embedding = embedder.embed(signals[kind], sr)
+            record["speaker_similarity"][kind] = {
+                "source": _cos(embedding, centroids.get(u.speaker)),
+                "target": _cos(embedding, centroids.get(target))}
+        conv = record["speaker_similarity"]["conversion"]
+        if conv["source"] is not None and conv["target"] is not None and target != u.speaker:
+            record["conversion_closer_to_target"] = conv["target"] > conv["source"]
+    timing["speaker_similarity"] = time.perf_counter() - t
+
+    # ---- recognition
+    t = time.perf_counter()
+    texts = {u.id: u.text for u in items if normalize_words(u.text)}
+    if digits is None:
+        digits = bool(texts) and all(is_digit_transcript(x) for x in texts.values())
+    single_digit = bool(digits) and bool(texts) and all(is_digit_transcript(x) for x in texts.values())
+    if texts:
+        recognizer = Recognizer(digits=digits, single_word=single_digit)
+        for u in tqdm([u for u in items if u.id in texts], desc="recognize", unit="utt", disable=not progress):
+            record = records[u.id]
+            reference = normalize_words(u.text, digits=digits)
+            record["reference_words"] = len(reference)
+            signals = {"original": originals[u.id], **outputs[u.id]}
+            for kind in KINDS:
+                hypothesis = recognizer.transcribe(signals[kind], sr)
+                record["transcripts"][kind] = " ".join(hypothesis)
+                record["word_errors"][kind] = word_errors(reference, hypothesis)[0]
+    timing["recognition"] = time.perf_counter() - t
+
+    # ---- MCD
+    t = time.perf_counter()
+    for u in tqdm(items, desc="mcd", unit="utt", disable=not progress):
+        reference = mcd_lib.mel_cepstrum(originals[u.id], sr)
+        for kind in ("reconstruction", "conversion"):
+            value = mcd_lib.mcd_from_cepstra(reference, mcd_lib.mel_cepstrum(outputs[u.id][kind], sr))
+            records[u.id]["mcd"][kind] = _finite(value)
+    timing["mcd"] = time.perf_counter() - t
+
+    item_list = [records[u.id] for u in items]
+    timing["total"] = time.perf_counter() - start_time
+    summary = {
+        "model": str(Path(vq.checkpoint).resolve()) if vq.checkpoint else None,
+        "exp_dir": str(Path(exp_dir).resolve()),
+        "manifest": str(manifest.resolve()),
+        "split": split,
+        "sample_rate": sr,
+        "seed": seed,
+        "num_items": len(item_list),
+        "num_requested": num,
+        "skipped": skipped,
+        "speakers": sorted({u.speaker for u in items}),
+        "targets": sorted(set(target_of[u.id] for u in items)),
+        "reference": {"split": "train", "num_per_speaker": reference_counts,
+                      "speakers_without_reference": [s for s in needed if s not in centroids]},
+        "speaker_similarity": {kind: {side: _mean(r["speaker_similarity"][kind][side] for r in item_list)
+                                      for side in ("source", "target")} for kind in KINDS},
+        "conversion_speaker_accuracy": _mean(r["conversion_closer_to_target"] for r in item_list),
+        "num_conversions_scored": sum(r["conversion_closer_to_target"] is not None for r in item_list),
+        "recognition": _recognition_summary(item_list, bool(digits), single_digit),
+        "mcd": {"reconstruction": _mean(r["mcd"]["reconstruction"] for r in item_list),
+                "conversion": _mean(r["mcd"]["conversion"] for r in item_list),
+                "conversion_note": MCD_CONVERSION_NOTE,
+                "definition": "mel-cepstral distortion (c1..c24 of the log-mel spectrum, DTW-aligned); "
+                              "comparable within vqspeech only"},
+        "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
+    }
+    metrics = {"summary": summary, "items": item_list}
+    write_text_atomic(metrics_path, json.dumps(_json_safe(metrics), indent=2) + "\n")
+    return metrics
+
+
+def format_summary(metrics: dict) -> str:
+    """A few human-readable lines for the command line."""
+    s = metrics["summary"]
+    sim, rec, mcd = s["speaker_similarity"], s["recognition"], s["mcd"]
+    unit = rec["unit"]
+    lines = [f"{s['num_items']} utterances of split {s['split']} ({', '.join(s['speakers'])}), "
+             f"{len(s['skipped'])} skipped"]
+    for kind in KINDS:
+        lines.append(f"  {kind:<15} similarity to source {_fmt(sim[kind]['source'])}, "
+                     f"to target {_fmt(sim[kind]['target'])}; {unit} error rate {_fmt(rec['error_rate'][kind])}")
+    lines.append(f"  conversion speaker accuracy {_fmt(s['conversion_speaker_accuracy'])} "
+                 f"({s['num_conversions_scored']} scored)")
+    lines.append(f"  MCD reconstruction {_fmt(mcd['reconstruction'], 2)} dB "
+                 f"(conversion vs source {_fmt(mcd['conversion'], 2)} dB, not a quality measure)")
+    lines.append("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timing_seconds"].items()))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _order_key(seed: int, uid: str) -> str:
+    """A fixed pseudo-random order that does not depend on which other utterances exist."""
+    return hashlib.sha1(f"{seed}:{uid}".encode()).hexdigest()
+
+
+def _select(utts: list[Utterance], split: str, num: int, known: list[str], seed: int,
+            manifest: Path) -> list[Utterance]:
+    in_split = [u for u in utts if u.split == split]
+    if not in_split:
+        splits = sorted({u.split for u in utts})
+        raise UserError(f"Manifest {manifest} has no utterances in split {split!r} "
+                        f"(it has: {', '.join(splits) or 'none'}).")
+    by_speaker: dict[str, list[Utterance]] = defaultdict(list)
+    for u in in_split:
+        if u.speaker in known:
+            by_speaker[u.speaker].append(u)
+    if not by_speaker:
+        raise UserError(f"None of the {len(in_split)} utterances in split {split!r} of {manifest} is by a "
+                        f"speaker this model knows ({', '.join(known[:10])}); was it trained on another corpus?")
+    queues = [sorted(by_speaker[s], key=lambda u: _order_key(seed, u.id)) for s in sorted(by_speaker)]
+    picked: list[Utterance] = []
+    for rank in range(max(len(q) for q in queues)):
+        for q in queues:
+            if rank < len(q) and len(picked) < num:
+                picked.append(q[rank])
+    return picked
+
+
+def _assign_targets(items: list[Utterance], targets: list[str] | None, vq: VQSpeech) -> dict[str, str]:
+    """Target speaker per item: a rotation over ``targets`` (else the model's other speakers)."""
+    if targets is not None:
+        targets = list(dict.fromkeys(targets))
+        if not targets:
+            raise UserError("The list of target speakers is empty; name at least one or leave it out.")
+        for name in targets:
+            vq.speaker_id(name)  # UserError naming the unknown speaker
+    elif len(vq.speakers) < 2:
+        raise UserError(f"The model knows only one speaker ({vq.speakers[0]}), so there is nobody to "
+                        "convert to; pass a target speaker to convert to that one.")
+    counts: dict[str, int] = defaultdict(int)
+    out = {}
+    for u in items:
+        pool = targets if targets is not None else vq.speakers
+        others = [s for s in pool if s != u.speaker] or pool
+        out[u.id] = others[counts[u.speaker] % len(others)]
+        counts[u.speaker] += 1
+    return out
+
+
+def _reference_utterances(utts: list[Utterance], speakers: list[str], exclude: set[str], num: int,
+                          seed: int) -> dict[str, list[Utterance]]:
+    pool: dict[str, list[Utterance]] = defaultdict(list)
+    for u in utts:
+        if u.split == "train" and u.speaker in speakers and u.id not in exclude:
+            pool[u.speaker].append(u)
+    return {s: sorted(p, key=lambda u: _order_key(seed + 1, u.id))[:num] for s, p in pool.items()}
+
+
+def _relpath(kind: str, uid: str) -> str:
+    sub, suffix = SUBDIRS[kind]
+    return f"{sub}/{uid}{suffix}"
+
+
+def _item_record(u: Utterance, target: str) -> dict:
+    return {
+        "id": u.id, "source_speaker": u.speaker, "target_speaker": target, "text": u.text,
+        **{kind: _relpath(kind, u.id) for kind in (*KINDS, "spectrogram")},
+        "speaker_similarity": {}, "conversion_closer_to_target": None,
+        "reference_words": None, "transcripts": {}, "word_errors": {}, "mcd": {},
+    }
+
+
+def _recognition_summary(items: list[dict], digits: bool, single_digit: bool) -> dict:
+    scored = [r for r in items if r["reference_words"]]
+    total = sum(r["reference_words"] for r in scored)
+    rates = {kind: (sum(r["word_errors"][kind] for r in scored) / total if total else None) for kind in KINDS}
+    return {"unit": "digit" if digits else "word", "digits": digits, "single_digit_grammar": single_digit,
+            "engine": "pocketsphinx en-us", "num_scored": len(scored), "reference_words": total,
+            "error_rate": rates}
+
+
+def _cos(embedding: np.ndarray, centroid: np.ndarray | None) -> float | None:
+    return None if centroid is None else round(cosine_similarity(embedding, centroid), 6)
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(float(value), 4)
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return round(float(np.mean(values)), 6) if values else None
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _json_safe(obj):
+    """NaN and infinities -> null; numpy scalars -> Python numbers."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

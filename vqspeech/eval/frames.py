@@ -1,0 +1,217 @@
+"""Units meet alignments: which phone lies under each code frame.
+
+Units come in the ``vqspeech encode`` layout: ``codes/<id>.npy`` (int [T]), optionally
+``latents/<id>.npy`` (float [T, D]), and ``codes.json`` with ``code_rate_hz`` and
+``frame_offset_s`` (the time of frame 0's centre; half a frame when absent). Frame t is centred at
+``frame_offset_s + t / code_rate_hz`` and takes the phone whose segment holds that instant.
+
+Phone segments are folded onto the 41 classes (vqspeech.data.phones). Time no segment covers is
+silence (aligners leave silences unlabelled); segments the folding excludes (TIMIT's glottal
+stop ``q``) give frames labelled ``""``, which every metric leaves out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data.alignments import Segment, read_alignment
+from ..data.phones import PhoneFolding, guess_phone_set
+from ..errors import UserError
+
+Span = tuple[int, int, str]
+"""(first frame, end frame exclusive, phone class)."""
+
+
+@dataclass
+class Units:
+    """What ``vqspeech encode`` (or ``vqspeech baseline``) wrote to a codes folder."""
+
+    codes: dict[str, np.ndarray]
+    latents: dict[str, np.ndarray]
+    """Empty when the folder has no ``latents/``."""
+    code_rate_hz: float
+    frame_offset_s: float
+    num_codes: int
+    meta: dict
+
+
+@dataclass
+class AlignedUtterance:
+    id: str
+    speaker: str
+    alignment: str
+    audio: str | None = None
+    split: str | None = None
+
+
+@dataclass
+class ProbeData:
+    """Frame-level units and phone labels of every utterance that has both, in id order."""
+
+    ids: list[str]
+    speakers: list[str]
+    codes: list[np.ndarray]
+    """int [T_u] per utterance."""
+    latents: list[np.ndarray] | None
+    """float [T_u, D] per utterance, or None."""
+    labels: list[np.ndarray]
+    """str [T_u] per utterance: the phone class at each frame centre, "" = excluded."""
+    spans: list[list[Span]]
+    """Per utterance, the phone segments in frame units (for ABX)."""
+    audio: list[str | None]
+    num_codes: int
+    code_rate_hz: float
+    phone_set: str
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def read_units(codes_dir: str | Path) -> Units:
+    """Read a codes folder; a missing or malformed one raises UserError."""
+    root = Path(codes_dir)
+    meta_path = root / "codes.json"
+    if not (root / "codes").is_dir() or not meta_path.is_file():
+        raise UserError(f"{root} is not a codes folder (codes/ and codes.json); "
+                        "make one with `vqspeech encode` or `vqspeech baseline`.")
+    try:
+        meta = json.loads(meta_path.read_text())
+        rate = float(meta["code_rate_hz"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{meta_path} has no readable code_rate_hz ({exc}); re-run `vqspeech encode`.") from None
+    codes, latents = {}, {}
+    for path in sorted((root / "codes").glob("*.npy")):
+        codes[path.stem] = _load_array(path, ndim=1).astype(np.int64)
+    if not codes:
+        raise UserError(f"{root}/codes holds no .npy files; run `vqspeech encode` first.")
+    for path in sorted((root / "latents").glob("*.npy")) if (root / "latents").is_dir() else []:
+        if path.stem in codes:
+            latents[path.stem] = _load_array(path, ndim=2).astype(np.float32)
+    num_codes = int(meta.get("K") or max(int(c.max()) for c in codes.values()) + 1)
+    offset = meta.get("frame_offset_s")
+    return Units(codes, latents, rate, 0.5 / rate if offset is None else float(offset), num_codes, meta)
+
+
+def _load_array(path: Path, ndim: int) -> np.ndarray:
+    try:
+        array = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"Cannot read {path} ({exc}); re-run `vqspeech encode`.") from None
+    if array.ndim != ndim:
+        raise UserError(f"{path} holds shape {array.shape}; expected a {ndim}-D array.")
+    return array
+
+
+def aligned_utterances(*, manifest: str | Path | None = None, corpus: str | Path | None = None,
+                       layout: str | None = None, alignments: str | Path | None = None,
+                       split: str | None = None, **layout_options) -> dict[str, AlignedUtterance]:
+    """Utterances with a phone alignment, by id, from exactly one source.
+
+    ``manifest``: its utterances' ``alignment`` fields; ``corpus`` + ``layout``: the alignments a
+    corpus ships (TIMIT .phn, demo TextGrids); ``alignments``: a folder of ``<id>.TextGrid`` (or
+    .phn/.lab) files such as ``vqspeech align`` writes; speakers then come from the codes.
+    """
+    given = [s for s in (manifest, corpus, alignments) if s is not None]
+    if len(given) != 1:
+        raise UserError("Give exactly one source of phone alignments: --manifest, --corpus (with "
+                        "--layout) or --alignments.")
+    if manifest is not None:
+        from ..data.manifest import read_manifest
+
+        return {u.id: AlignedUtterance(u.id, u.speaker, u.alignment, u.audio, u.split)
+                for u in read_manifest(manifest, split) if u.alignment}
+    if corpus is not None:
+        from ..data.corpora import find_utterances
+
+        if layout is None:
+            raise UserError("--corpus needs --layout (e.g. timit, demo).")
+        found, _ = find_utterances(corpus, layout, **layout_options)
+        return {u.id: AlignedUtterance(u.id, u.speaker, u.alignment, u.path, u.split)
+                for u in found if u.alignment and (split is None or u.split == split)}
+    folder = Path(alignments)
+    if not folder.is_dir():
+        raise UserError(f"Alignment folder {folder} does not exist; run `vqspeech align` first.")
+    files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in (".textgrid", ".phn", ".lab")]
+    return {p.stem: AlignedUtterance(p.stem, "", str(p)) for p in files}
+
+
+def frame_spans(segments: list[Segment], folding: PhoneFolding, num_frames: int, code_rate_hz: float,
+                frame_offset_s: float) -> list[Span]:
+    """Folded phone segments -> frame spans covering [0, num_frames), gaps filled with "sil".
+
+    Frame t belongs to the segment holding its centre ``offset + t / rate``. Excluded segments
+    become "" spans; touching segments of one class merge (as PhoneFolding.fold_segments does).
+    """
+    def first_frame(time: float) -> int:  # the first frame whose centre is at or after `time`
+        return int(np.clip(np.ceil((time - frame_offset_s) * code_rate_hz - 1e-6), 0, num_frames))
+
+    spans: list[Span] = []
+
+    def add(start: int, end: int, label: str) -> None:
+        if end <= start:
+            return
+        if spans and spans[-1][2] == label and spans[-1][1] == start:
+            spans[-1] = (spans[-1][0], end, label)
+        else:
+            spans.append((start, end, label))
+
+    cursor = 0
+    for seg in sorted(segments, key=lambda s: s.start):
+        label = folding.fold(seg.label)
+        start, end = max(first_frame(seg.start), cursor), first_frame(seg.end)
+        add(cursor, start, "sil")
+        add(start, end, "" if label is None else label)
+        cursor = max(cursor, end)
+    add(cursor, num_frames, "sil")
+    return spans
+
+
+def labels_from_spans(spans: list[Span], num_frames: int) -> np.ndarray:
+    labels = np.full(num_frames, "", dtype=object)
+    for start, end, label in spans:
+        labels[start:end] = label
+    return labels
+
+
+def load_probe_data(units: Units, utterances: dict[str, AlignedUtterance], *,
+                    phone_set: str | None = None, folding_table: str | Path | None = None,
+                    speakers: dict[str, str] | None = None) -> ProbeData:
+    """Pair every utterance that has codes and an alignment; label each frame with its phone."""
+    ids = sorted(set(units.codes) & set(utterances))
+    if not ids:
+        example = next(iter(units.codes))
+        raise UserError(f"No utterance has both codes and a phone alignment (codes for e.g. '{example}', "
+                        f"{len(utterances)} alignment(s)); check that both come from the same corpus ids.")
+    speakers = {**units.meta.get("speakers", {}), **(speakers or {})}
+    segments = {i: read_alignment(utterances[i].alignment) for i in ids}
+    if phone_set is None:
+        phone_set = guess_phone_set({s.label for segs in segments.values() for s in segs})
+    folding = PhoneFolding.load(phone_set, folding_table)
+
+    data = ProbeData([], [], [], [] if units.latents else None, [], [], [], units.num_codes,
+                     units.code_rate_hz, phone_set,
+                     skipped={"no_alignment": len(set(units.codes) - set(utterances)), "no_speaker": 0})
+    for i in ids:
+        speaker = utterances[i].speaker or speakers.get(i)
+        if not speaker:
+            data.skipped["no_speaker"] += 1
+            continue
+        codes = units.codes[i]
+        spans = frame_spans(segments[i], folding, len(codes), units.code_rate_hz, units.frame_offset_s)
+        data.ids.append(i)
+        data.speakers.append(speaker)
+        data.codes.append(codes)
+        data.labels.append(labels_from_spans(spans, len(codes)))
+        data.spans.append(spans)
+        data.audio.append(utterances[i].audio)
+        if data.latents is not None:
+            if i not in units.latents:
+                raise UserError(f"Codes folder has latents for some utterances but not for '{i}'; "
+                                "re-run `vqspeech encode --latents`.")
+            data.latents.append(units.latents[i])
+    if not data.ids:
+        raise UserError("No aligned utterance has a known speaker; give a manifest or codes written "
+                        "by `vqspeech encode` from a manifest.")
+    return data

@@ -1,0 +1,174 @@
+"""The phoneme probe: every unit metric of a codes folder against phone alignments, in one JSON.
+
+``run_probe`` reads units (vqspeech.eval.frames), labels their frames with phones and reports:
+the held-out code -> phone mapping accuracy, PNMI and purities (vqspeech.eval.unit_metrics) with
+the chance baselines computed the same way, ABX within and across speakers on one-hot codes and on
+the latents (vqspeech.eval.abx), a linear phone probe on the latents and speaker identification
+from code histograms beside the same from the input's MFCC statistics
+(vqspeech.eval.classifiers), plus three PNG plots next to the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..audio import load_audio
+from ..data.phones import PHONE_CLASSES
+from ..errors import UserError
+from ..fileio import write_text_atomic
+from . import classifiers
+from .abx import abx_scores
+from .features import mfcc
+from .frames import ProbeData, aligned_utterances, load_probe_data, read_units
+from .unit_metrics import chance_baselines, contingency, mapping_accuracy, per_phone_accuracy, unit_scores
+
+UTTERANCE_FOLDS = 5
+"""With a single speaker the mapping is learned leave-one-fold-out over utterances instead."""
+
+
+def run_probe(codes_dir: str | Path, out: str | Path, *, manifest=None, corpus=None, layout=None,
+              alignments=None, split: str | None = None, phone_set: str | None = None,
+              folding_table=None, ignore: tuple[str, ...] = (), name: str | None = None,
+              abx: bool = True, abx_max_items: int | None = None, input_features: bool = True,
+              plots: bool = True, seed: int = 0, overwrite: bool = False, progress: bool = True,
+              **layout_options) -> dict:
+    """Probe the units in ``codes_dir``; write the metrics to ``out`` (.json) and plots beside it."""
+    out = Path(out)
+    if out.suffix != ".json":
+        raise UserError(f"--out {out} should name a .json file.")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it.")
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    units = read_units(codes_dir)
+    utterances = aligned_utterances(manifest=manifest, corpus=corpus, layout=layout, alignments=alignments,
+                                    split=split, **layout_options)
+    if split is not None:
+        splits = units.meta.get("splits", {})
+        utterances = {i: u for i, u in utterances.items() if (u.split or splits.get(i)) == split}
+    data = load_probe_data(units, utterances, phone_set=phone_set, folding_table=folding_table)
+    timings["load"] = time.perf_counter() - clock
+
+    result = {"system": name or Path(codes_dir).name, "codes_dir": str(Path(codes_dir).resolve()),
+              "split": split, "phone_set": data.phone_set, **probe_metrics(
+                  data, ignore=ignore, abx=abx, abx_max_items=abx_max_items,
+                  input_features=input_features, seed=seed, progress=progress, timings=timings)}
+    result["skipped_utterances"] = data.skipped
+    if plots:
+        result["plots"] = write_plots(data, result, out, ignore)
+    result["seconds"] = {k: round(v, 2) for k, v in timings.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _phone_order(labels: set[str]) -> list[str]:
+    known = [p for p in PHONE_CLASSES if p in labels]
+    return known + sorted(labels - set(known))
+
+
+def frame_table(data: ProbeData, ignore: tuple[str, ...] = ()):
+    """Flatten to per-frame arrays: (codes, phone index, speaker group, keep mask per utt, phones)."""
+    keep = [(lab != "") & ~np.isin(lab, list(ignore)) for lab in data.labels]
+    phones = _phone_order({p for lab, k in zip(data.labels, keep) for p in set(lab[k])})
+    if not phones:
+        raise UserError("No frame has a phone label once excluded and ignored labels are removed.")
+    index = {p: i for i, p in enumerate(phones)}
+    codes = np.concatenate([c[k] for c, k in zip(data.codes, keep)])
+    labels = np.array([index[p] for lab, k in zip(data.labels, keep) for p in lab[k]], dtype=np.int64)
+    return codes, labels, keep, phones
+
+
+def _groups(data: ProbeData, keep: list[np.ndarray]) -> tuple[np.ndarray, str]:
+    speakers = sorted(set(data.speakers))
+    if len(speakers) >= 2:
+        per_utt = [speakers.index(s) for s in data.speakers]
+        protocol = "leave-one-speaker-out"
+    else:
+        per_utt = [i % UTTERANCE_FOLDS for i in range(len(data.ids))]
+        protocol = f"leave-one-fold-out over utterances ({UTTERANCE_FOLDS} folds; one speaker)"
+    return np.concatenate([np.full(int(k.sum()), g) for g, k in zip(per_utt, keep)]), protocol
+
+
+def probe_metrics(data: ProbeData, *, ignore=(), abx=True, abx_max_items=None, input_features=True,
+                  seed=0, progress=True, timings: dict | None = None) -> dict:
+    timings = {} if timings is None else timings
+    clock = time.perf_counter()
+    codes, phones, keep, phone_names = frame_table(data, ignore)
+    groups, protocol = _groups(data, keep)
+    K, P = data.num_codes, len(phone_names)
+    if codes.max() >= K:
+        raise UserError(f"Codes go up to {codes.max()} but codes.json says K={K}; re-run `vqspeech encode`.")
+    scores = unit_scores(codes, phones, groups, K, P)
+    _, predictions = mapping_accuracy(codes, phones, groups, K, P)
+    per_phone = per_phone_accuracy(phones, predictions, P)
+    counts = np.bincount(codes, minlength=K)
+    result = {"n_utterances": len(data.ids), "n_speakers": len(set(data.speakers)),
+              "n_frames": int(len(codes)), "n_phone_classes": P, "K": K, "codes_used": int(np.sum(counts > 0)),
+              "code_rate_hz": data.code_rate_hz, "mapping_protocol": protocol, **scores,
+              "baselines": chance_baselines(phones, groups, K, P, seed),
+              "per_phone_accuracy": {p: (None if np.isnan(a) else round(float(a), 4))
+                                     for p, a in zip(phone_names, per_phone)},
+              "ignored_labels": list(ignore)}
+    timings["unit_metrics"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    latent_frames = None
+    if data.latents is not None:
+        latent_frames = np.concatenate([z[k] for z, k in zip(data.latents, keep)])
+    result["linear_probe_accuracy"] = None if latent_frames is None else classifiers.linear_probe_accuracy(
+        latent_frames, phones, groups, seed=seed)
+    timings["linear_probe"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    speakers = np.array(data.speakers)
+    result["speaker_id_acc"] = classifiers.speaker_id_accuracy(
+        classifiers.code_histograms(data.codes, K), speakers, seed=seed)
+    result["speaker_id_acc_input"] = None
+    if input_features and all(data.audio):
+        mfccs = []
+        for path in tqdm(data.audio, desc="input mfcc", unit="utt", disable=not progress):
+            audio, sr = load_audio(path)
+            mfccs.append(mfcc(audio, sr, max(1, sr // 100)))
+        result["speaker_id_acc_input"] = classifiers.speaker_id_accuracy(
+            classifiers.feature_statistics(mfccs), speakers, seed=seed)
+    _, per_speaker = np.unique(speakers, return_counts=True)
+    result["speaker_id_chance"] = float(per_speaker.max() / per_speaker.sum())
+    timings["speaker_id"] = time.perf_counter() - clock
+
+    if abx:
+        clock = time.perf_counter()
+        options = {"seed": seed, **({"max_items_per_cell": abx_max_items} if abx_max_items else {})}
+        one_hot = [np.eye(K, dtype=np.float32)[c] for c in data.codes]
+        result.update(abx_scores(one_hot, data.spans, data.speakers, **options))
+        result["abx_features"] = "one-hot codes, angular distance, DTW"
+        if data.latents is not None:
+            latent_scores = abx_scores(data.latents, data.spans, data.speakers, **options)
+            result.update({f"{k}_latents": v for k, v in latent_scores.items() if k.startswith("abx_")})
+        timings["abx"] = time.perf_counter() - clock
+    return result
+
+
+def write_plots(data: ProbeData, result: dict, out: Path, ignore=()) -> dict[str, str]:
+    """code usage, code-by-phone heat map and per-phone accuracy PNGs named ``<stem>_*.png``."""
+    from ..plots import save_code_phone_heatmap, save_code_usage, save_phone_accuracy
+
+    codes, phones, keep, names = frame_table(data, ignore)
+    system = result["system"]
+    files = {"code_usage": f"{out.stem}_code_usage.png", "code_phone": f"{out.stem}_code_phone.png",
+             "phone_accuracy": f"{out.stem}_phone_accuracy.png"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_code_usage(out.parent / files["code_usage"], np.bincount(codes, minlength=data.num_codes),
+                    f"{system}: code usage")
+    save_code_phone_heatmap(out.parent / files["code_phone"], contingency(codes, phones, data.num_codes, len(names)),
+                            names, f"{system}: p(phone | code)")
+    accuracy = np.array([np.nan if result["per_phone_accuracy"][p] is None else result["per_phone_accuracy"][p]
+                         for p in names])
+    save_phone_accuracy(out.parent / files["phone_accuracy"], accuracy, np.bincount(phones, minlength=len(names)),
+                        names, f"{system}: held-out mapping accuracy {result['accuracy']:.3f}")
+    return files

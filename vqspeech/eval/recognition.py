@@ -1,0 +1,144 @@
+"""Offline word recognition with pocketsphinx (bundled US English model) and word error rate.
+
+    rec = Recognizer()                                  # open vocabulary: pocketsphinx's en-us LM
+    rec = Recognizer(digits=True, single_word=True)     # one of zero..nine (FSDD: a digit per file)
+    words = rec.transcribe(audio, sample_rate)          # ["seven"]
+    errors, n = word_errors(normalize_words("Seven", digits=True), words)
+
+Audio is resampled to 16 kHz (pocketsphinx does not work at 8 kHz), scaled to -20 dBFS RMS, padded
+with 0.3 s of silence on each side and given fixed-seed dither of 3e-3 standard deviation (about
+-50 dBFS, 30 dB below the speech). The dither matters twice: exact digital silence makes
+pocketsphinx's features degenerate (see :mod:`vqspeech.align`), and for band-limited audio
+(8 kHz corpora upsampled to 16 kHz, with nothing above 4 kHz) a noise floor in the empty band
+brings it closer to what the acoustic model was trained on. Measured on 150 random FSDD
+recordings with the single-digit grammar: 69 % correct without padding and with 1-LSB dither,
+83 % with these settings; a grammar allowing digit sequences (``<digit>+``) got 58 %.
+
+In digits mode the vocabulary is restricted by a JSGF grammar to ``zero`` .. ``nine`` and ``oh``;
+``oh`` is reported as ``zero``, and digit characters in reference texts (``"7"``) are read as words.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..align import ALIGN_RATE, transcript_words
+from ..audio import normalize_level, resample
+from ..errors import UserError, first_line
+
+RATE = ALIGN_RATE
+"""pocketsphinx's acoustic model rate (16 kHz)."""
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+PAD_SECONDS = 0.3
+DITHER = 3e-3
+
+_ALIASES = {"oh": "zero", "o": "zero", **{str(i): w for i, w in enumerate(DIGIT_WORDS)}}
+
+
+def _digit_grammar(single_word: bool) -> str:
+    alternatives = " | ".join((*DIGIT_WORDS, "oh"))
+    body = "<digit>" if single_word else "<digit>+"
+    return f"#JSGF V1.0;\ngrammar digits;\n<digit> = {alternatives} ;\npublic <utterance> = {body} ;\n"
+
+
+def normalize_words(text: str | None, digits: bool = False) -> list[str]:
+    """A transcript -> lower-case words; with ``digits``, ``oh`` and ``0``..``9`` become digit words.
+
+    Digit strings are split into single digits in digits mode (``"42"`` -> ``four two``)."""
+    if not text:
+        return []
+    words = transcript_words(text)
+    if not digits:
+        return words
+    out = []
+    for word in words:
+        if word.isdigit():
+            out.extend(DIGIT_WORDS[int(c)] for c in word)
+        else:
+            out.append(_ALIASES.get(word, word))
+    return out
+
+
+def is_digit_transcript(text: str | None) -> bool:
+    """True for a transcript that is exactly one digit (``"seven"``, ``"7"``, ``"oh"``)."""
+    words = normalize_words(text, digits=True)
+    return len(words) == 1 and words[0] in DIGIT_WORDS
+
+
+class Recognizer:
+    """pocketsphinx decoding of one utterance at a time (not thread-safe; one per process).
+
+    ``digits`` restricts the vocabulary to the digit words; ``single_word`` then expects exactly one
+    digit per utterance (much more accurate when that is true, as in FSDD)."""
+
+    def __init__(self, digits: bool = False, single_word: bool = False, *, pad_seconds: float = PAD_SECONDS,
+                 dither: float = DITHER, seed: int = 0):
+        if single_word and not digits:
+            raise ValueError("single_word applies to the digits vocabulary only")
+        self.digits, self.single_word = digits, single_word
+        self.pad_seconds, self.dither, self.seed = pad_seconds, dither, seed
+        try:
+            from pocketsphinx import Decoder
+        except ImportError as exc:
+            raise UserError(f"Recognition needs pocketsphinx ({exc}); install it with "
+                            "`pip install pocketsphinx`.") from None
+        if digits:
+            self.decoder = Decoder(samprate=RATE, lm=None, loglevel="FATAL")
+            self.decoder.add_jsgf_string("digits", _digit_grammar(single_word))
+            self.decoder.activate_search("digits")
+        else:
+            self.decoder = Decoder(samprate=RATE, loglevel="FATAL")
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int) -> list[str]:
+        """audio [T] at any rate -> recognised words (lower case; [] when nothing was recognised)."""
+        audio = resample(np.asarray(audio, dtype=np.float32).reshape(-1), sample_rate, RATE)
+        audio = normalize_level(np.nan_to_num(audio))
+        pad = int(round(self.pad_seconds * RATE))
+        audio = np.pad(audio.astype(np.float64), (pad, pad))
+        audio += self.dither * np.random.default_rng(self.seed).standard_normal(len(audio))
+        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        try:
+            self.decoder.start_utt()
+            self.decoder.process_raw(pcm, full_utt=True)
+            self.decoder.end_utt()
+        except RuntimeError as exc:
+            raise UserError(f"pocketsphinx could not decode the audio ({first_line(exc)}).") from None
+        hyp = self.decoder.hyp()
+        words = [w for w in (hyp.hypstr.split() if hyp is not None else []) if _is_word(w)]
+        words = [re.sub(r"\(\d+\)$", "", w).lower() for w in words]
+        return normalize_words(" ".join(words), digits=self.digits)
+
+
+def _is_word(name: str) -> bool:
+    return name not in ("<s>", "</s>", "<sil>") and not name.startswith(("+", "["))
+
+
+def edit_distance(reference: Sequence, hypothesis: Sequence) -> int:
+    """Levenshtein distance between two sequences (substitutions, deletions, insertions cost 1)."""
+    ref, hyp = list(reference), list(hypothesis)
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        current = [i]
+        for j, h in enumerate(hyp, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
+        previous = current
+    return previous[-1]
+
+
+def word_errors(reference: Sequence[str], hypothesis: Sequence[str]) -> tuple[int, int]:
+    """(edit distance, number of reference words)."""
+    return edit_distance(reference, hypothesis), len(reference)
+
+
+def word_error_rate(references: Sequence[Sequence[str]], hypotheses: Sequence[Sequence[str]]) -> float:
+    """Corpus WER: total edits / total reference words (may exceed 1). NaN with no reference words."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    errors = sum(edit_distance(r, h) for r, h in zip(references, hypotheses))
+    total = sum(len(r) for r in references)
+    return errors / total if total else float("nan")
