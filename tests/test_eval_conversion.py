@@ -12,7 +12,7 @@ from helpers import shared_fsdd
 from vqspeech.audio import load_audio
 from vqspeech.errors import UserError
 from vqspeech.eval.mcd import dtw_path, mel_cepstral_distortion
-from vqspeech.eval.recognition import (DIGIT_WORDS, Recognizer, edit_distance, is_digit_transcript,
+from vqspeech.eval.recognition import (DIGIT_WORDS, Recognizer, bigram_arpa, edit_distance, is_digit_transcript,
                                        normalize_words, word_error_rate, word_errors)
 
 FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas")
@@ -76,6 +76,49 @@ def test_recognizes_real_fsdd_digits(fsdd_available):
     assert all(len(h) == 1 and h[0] in DIGIT_WORDS for h in hyps)  # the grammar holds
     error = word_error_rate(refs, hyps)
     assert error < 0.4, (error, hyps)  # chance is 0.9; measured about 0.17 on FSDD
+
+
+def _read_arpa(text: str):
+    unigrams, bigrams, section = {}, {}, None
+    for line in text.splitlines():
+        if line.startswith("\\"):
+            section = line
+        elif line.strip() and section in ("\\1-grams:", "\\2-grams:"):
+            fields = line.split("\t")
+            if section == "\\1-grams:":
+                unigrams[fields[1]] = (10 ** float(fields[0]), 10 ** float(fields[2]) if len(fields) > 2 else 1.0)
+            else:
+                bigrams[tuple(fields[1].split())] = 10 ** float(fields[0])
+    return unigrams, bigrams
+
+
+def test_bigram_language_model_is_a_distribution_after_every_word():
+    sentences = [["the", "cat", "sat"], ["the", "dog", "sat"], ["a", "cat", "ran"], ["the", "cat"]]
+    unigrams, bigrams = _read_arpa(bigram_arpa(sentences, discount=0.5))
+    words = [w for w in unigrams if w != "<s>"]
+    assert unigrams["the"][0] == pytest.approx(3 / 15)  # 11 words + 4 sentence ends
+    assert bigrams[("the", "cat")] == pytest.approx((2 - 0.5) / 3)
+    for history in unigrams:  # seen pairs + backed-off unseen words = 1
+        if history == "</s>":
+            continue
+        total = sum(bigrams[(history, w)] if (history, w) in bigrams else unigrams[history][1] * unigrams[w][0]
+                    for w in words)
+        assert total == pytest.approx(1.0), history
+
+
+def test_corpus_language_model_recognizes_held_out_demo_sentences(demo_manifest):
+    from vqspeech.data.manifest import read_manifest
+    from vqspeech.eval.recognition import normalize_words, word_error_rate
+
+    utts = read_manifest(demo_manifest)
+    train = [u.text for u in utts if u.split == "train"]
+    held_out = [u for u in utts if u.split != "train"][:3]
+    closed, general = Recognizer(sentences=train), Recognizer()
+    refs = [normalize_words(u.text) for u in held_out]
+    audio = [load_audio(u.audio) for u in held_out]
+    closed_wer = word_error_rate(refs, [closed.transcribe(a, sr) for a, sr in audio])
+    general_wer = word_error_rate(refs, [general.transcribe(a, sr) for a, sr in audio])
+    assert closed_wer < 0.85 and closed_wer < general_wer - 0.15, (closed_wer, general_wer)
 
 
 def test_recognizer_survives_silence_and_tiny_input():

@@ -11,7 +11,6 @@ import pytest
 from conftest import run_cli
 from vqspeech.data.alignments import Segment, write_textgrid
 from vqspeech.data.phones import PhoneFolding
-from vqspeech.errors import UserError
 from vqspeech.eval import classifiers
 from vqspeech.eval.frames import frame_spans, labels_from_spans
 from vqspeech.eval.unit_metrics import (chance_baselines, cluster_purity, contingency, mapping_accuracy, pnmi,

@@ -26,6 +26,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 # Tiny model, a few steps, no media: a recipe run takes seconds. `model` is a recipe option.
 QUICK = ["--model", "tiny", "--train_profile", "short", "--train_steps", "4", "--train_minutes", "",
          "--num_convert", "1", "--prior_steps", "4", "--prior_minutes", "", "--sample_seconds", "0.5",
+         "--num_eval", "2", "--probe_split", "",
          "--",
          "device=cpu", "train.batch_size=4", "train.crop_seconds=0.5", "train.media_every=0",
          "train.log_every=2", "train.valid_every=1000", "train.valid_max_utterances=2",
@@ -61,7 +62,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def check_common_outputs(result, data_dir: Path, exp_dir: Path, corpus: dict, target: str):
     assert result.returncode == 0, result.stderr[-3000:]
-    assert stages_done(exp_dir) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert stages_done(exp_dir) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     manifest = read_jsonl(data_dir / "prepared/manifest.jsonl")
     assert sorted(u["id"] for u in manifest) == sorted(corpus["ids"])
     rejects = (data_dir / "prepared/rejects.tsv").read_text()
@@ -76,6 +77,17 @@ def check_common_outputs(result, data_dir: Path, exp_dir: Path, corpus: dict, ta
     assert len(list((exp_dir / "prior_samples" / target).glob("sample_*.wav"))) == 2
     metrics = json.loads((exp_dir / "metrics.json").read_text())
     assert metrics["bits_per_sample"] > 0
+    # stage 8: the probe of the codes and of the MFCC baseline, side by side; conversion metrics
+    for system in ("vqvae", "mfcc-kmeans"):
+        probe = json.loads((exp_dir / f"probe/{system}.json").read_text())
+        assert probe["system"] == system and 0 <= probe["accuracy"] <= 1 and probe["n_frames"] > 0
+    assert "| phone accuracy" in (exp_dir / "probe/table.md").read_text()
+    assert "| phone accuracy" in result.stdout
+    converted = json.loads((exp_dir / "eval_convert/metrics.json").read_text())
+    assert 1 <= converted["summary"]["num_items"] <= 2
+    # stage 9: the report links what exists
+    report = (exp_dir / "report.html").read_text()
+    assert "probe/vqvae_code_phone.png" in report and "eval_convert/conversion/" in report
     # phone alignments: every utterance with a transcript is tried; the manifest points at them
     record = json.loads((data_dir / "align/align.json").read_text())["summary"]
     assert record["total"] == len(corpus["ids"]) + len(corpus["rejected_ids"])
@@ -106,7 +118,7 @@ def test_vctk_recipe_end_to_end_then_skips(tmp_path):
     started = time.time()
     again = run_recipe("vctk", args, tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
-    for n in (1, 2, 3, 4, 5, 6, 7, 8):
+    for n in (1, 2, 3, 4, 5, 6, 7, 8, 9):
         assert f"== stage {n}:" in again.stdout and "done already" in again.stdout
     assert "train vqvae" not in again.stderr  # no training progress bar: training did not run
     assert time.time() - started < 30

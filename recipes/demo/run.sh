@@ -20,6 +20,7 @@ nproc=1
 sample_rate=8000
 num_convert=3               # test utterances converted to each target speaker
 num_eval=12                 # test utterances reconstructed, converted and scored (stage 8)
+probe_split=                  # split the phoneme probe scores (empty: all 240 utterances; test has 6)
 targets=us_f3,gb_m1         # target speakers for conversion
 prior_arch=transformer      # prior over the codes: transformer | wavenet
 prior_steps=600             # prior schedule length

@@ -21,6 +21,7 @@ train_minutes=30
 nproc=1
 num_convert=4
 num_eval=20                 # test utterances reconstructed, converted and scored (stage 8)
+probe_split=test              # split the phoneme probe scores (empty: every utterance)
 targets=jackson,lucas
 prior_arch=transformer      # prior over the codes: transformer | wavenet
 prior_steps=1800            # prior schedule length

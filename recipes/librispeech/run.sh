@@ -23,6 +23,7 @@ train_minutes=
 nproc=1
 num_convert=5
 num_eval=20                 # test utterances reconstructed, converted and scored (stage 8)
+probe_split=test              # split the phoneme probe scores (empty: every utterance)
 targets=103,1034            # target speakers for conversion (train-clean-100 speaker ids)
 prior_arch=transformer      # prior over the codes: transformer | wavenet
 prior_steps=50000           # prior schedule length

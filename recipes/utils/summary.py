@@ -25,7 +25,8 @@ outputs = [(exp / "checkpoints/last.pt", "checkpoint"),
            (exp / "tb", "TensorBoard logs (tensorboard --logdir)"),
            (exp / "codes", "codes"), (exp / "convert", "converted audio"),
            (exp / "prior/checkpoints/last.pt", "prior"), (exp / "prior_samples", "prior samples"),
-           (exp / "metrics.json", "metrics")]
+           (exp / "metrics.json", "metrics"), (exp / "probe", "phoneme probe (JSON, PNG)"),
+           (exp / "eval_convert/metrics.json", "conversion metrics"), (exp / "report.html", "report")]
 if data is not None:
     outputs[:0] = [(data / "prepared/manifest.jsonl", "manifest"), (data / "align", "phone alignments")]
 for path, what in outputs:
@@ -49,3 +50,12 @@ for path in sorted((exp / "prior_samples").glob("*/samples.json")):
     print(f"{'prior samples of ' + record['speaker']:42s} bits/code under the prior "
           f"{record['kept_bits_per_code']}, codes used {record['samples_codes_used']} "
           f"(data {record['data_codes_used']})")
+if (exp / "probe/table.md").is_file():
+    print("\nphoneme probe (" + str(exp / "probe/table.md") + "):\n" + (exp / "probe/table.md").read_text())
+if (exp / "eval_convert/metrics.json").is_file():
+    summary = json.loads((exp / "eval_convert/metrics.json").read_text())["summary"]
+    similarity = summary.get("speaker_similarity", {}).get("conversion", {})
+    errors = summary.get("recognition", {}).get("error_rate", {})
+    print(f"{'conversion':42s} similarity to target {similarity.get('target')}, to source "
+          f"{similarity.get('source')}; closer to target {summary.get('conversion_speaker_accuracy')}; "
+          f"recognition error {errors}; MCD {summary.get('mcd', {}).get('reconstruction')}")

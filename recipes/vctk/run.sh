@@ -23,6 +23,7 @@ train_minutes=              # wall-clock budget in minutes (empty: none)
 nproc=1                     # processes for torchrun (one per GPU)
 num_convert=5               # test utterances converted to each target speaker
 num_eval=20                 # test utterances reconstructed, converted and scored (stage 8)
+probe_split=test              # split the phoneme probe scores (empty: every utterance)
 targets=p225,p226,p227      # target speakers for conversion
 prior_arch=transformer      # prior over the codes: transformer | wavenet
 prior_steps=50000           # prior schedule length

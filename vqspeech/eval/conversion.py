@@ -17,7 +17,9 @@ three, and scored:
 - word (or digit) error rate (:mod:`.recognition`): pocketsphinx transcripts of the three signals
   against the manifest text; utterances without text are left out. Digits mode (a grammar of the
   digit words, one per utterance) is chosen when every text is a single digit, unless ``digits``
-  says otherwise. Rates are corpus-level: all edits over all reference words.
+  says otherwise; otherwise the language model is a bigram model of the train split's transcripts
+  (closed domain; the evaluated sentences are not in it unless the train split repeats them).
+  Rates are corpus-level: all edits over all reference words.
 - MCD (:mod:`.mcd`) of the reconstruction against the original. The conversion's MCD against the
   original is reported too, but it is not a quality measure: a good conversion *should* differ
   from the source speaker's spectrum.
@@ -189,8 +191,9 @@ def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: s
     if digits is None:
         digits = bool(texts) and all(is_digit_transcript(x) for x in texts.values())
     single_digit = bool(digits) and bool(texts) and all(is_digit_transcript(x) for x in texts.values())
+    lm_texts = [] if digits else [u.text for u in all_utts if u.split == "train" and normalize_words(u.text)]
     if texts:
-        recognizer = Recognizer(digits=digits, single_word=single_digit)
+        recognizer = Recognizer(digits=digits, single_word=single_digit, sentences=lm_texts or None)
         for u in tqdm([u for u in items if u.id in texts], desc="recognize", unit="utt", disable=not progress):
             record = records[u.id]
             reference = normalize_words(u.text, digits=digits)
@@ -231,7 +234,9 @@ def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: s
                                       for side in ("source", "target")} for kind in KINDS},
         "conversion_speaker_accuracy": _mean(r["conversion_closer_to_target"] for r in item_list),
         "num_conversions_scored": sum(r["conversion_closer_to_target"] is not None for r in item_list),
-        "recognition": _recognition_summary(item_list, bool(digits), single_digit),
+        "recognition": _recognition_summary(item_list, bool(digits), single_digit,
+                                            "digit grammar" if digits else
+                                            "bigram of the train transcripts" if lm_texts else "en-us general"),
         "mcd": {"reconstruction": _mean(r["mcd"]["reconstruction"] for r in item_list),
                 "conversion": _mean(r["mcd"]["conversion"] for r in item_list),
                 "conversion_note": MCD_CONVERSION_NOTE,
@@ -337,12 +342,12 @@ def _item_record(u: Utterance, target: str) -> dict:
     }
 
 
-def _recognition_summary(items: list[dict], digits: bool, single_digit: bool) -> dict:
+def _recognition_summary(items: list[dict], digits: bool, single_digit: bool, language_model: str) -> dict:
     scored = [r for r in items if r["reference_words"]]
     total = sum(r["reference_words"] for r in scored)
     rates = {kind: (sum(r["word_errors"][kind] for r in scored) / total if total else None) for kind in KINDS}
     return {"unit": "digit" if digits else "word", "digits": digits, "single_digit_grammar": single_digit,
-            "engine": "pocketsphinx en-us", "num_scored": len(scored), "reference_words": total,
+            "engine": "pocketsphinx en-us", "language_model": language_model, "num_scored": len(scored), "reference_words": total,
             "error_rate": rates}
 
 

@@ -2,10 +2,11 @@
 
     mel_cepstral_distortion(reference, test, sample_rate)   # dB-like units, 0 for equal signals
 
-Features: the log-mel spectrum of :class:`vqspeech.models.frontend.LogMelFrontend` (10 ms hop,
-20 ms Hann window, 40 mel bands, power floored at 1e-5), halved to a log *amplitude*, then a DCT-II
-(orthonormal) over the mel bands; coefficients 1..24 are kept (c0, the frame energy, is left out, so
-a level difference does not count). The distance between two frames is the usual
+Features: the MFCCs of :func:`vqspeech.eval.features.mfcc` (the orthonormal DCT-II of the
+log-mel power spectrum of LogMelFrontend: 10 ms hop, 20 ms Hann window, 40 mel bands, power floored
+at 1e-5), halved to be the cepstrum of the log *amplitude*; coefficients 1..24 are kept (c0, the
+frame energy, is left out, so a level difference does not count). The distance between two frames
+is the usual
 
     MCD = (10 / ln 10) * sqrt(2 * sum_{d=1..24} (c_ref[d] - c_test[d])^2)
 
@@ -29,24 +30,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from ..audio import resample
-from ..models.frontend import LogMelFrontend
+from .features import mfcc
 
 N_MELS = 40
 N_COEFFS = 24
 MCD_SCALE = 10.0 / math.log(10.0) * math.sqrt(2.0)
 """(10 / ln 10) * sqrt(2): per-frame MCD = MCD_SCALE * ||c_ref - c_test||."""
-
-
-def _dct_matrix(n: int) -> np.ndarray:
-    """Orthonormal DCT-II matrix [n, n]: coefficients = matrix @ signal."""
-    k = np.arange(n)[:, None]
-    i = np.arange(n)[None]
-    m = np.sqrt(2.0 / n) * np.cos(np.pi * k * (2 * i + 1) / (2 * n))
-    m[0] /= np.sqrt(2.0)
-    return m
 
 
 def mel_cepstrum(audio: np.ndarray, sample_rate: int, n_coeffs: int = N_COEFFS, n_mels: int = N_MELS
@@ -58,12 +49,8 @@ def mel_cepstrum(audio: np.ndarray, sample_rate: int, n_coeffs: int = N_COEFFS, 
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
     if len(audio) < hop:
         return np.zeros((0, n_coeffs), dtype=np.float64)
-    frontend = LogMelFrontend(sample_rate, hop, n_mels=n_mels)
-    with torch.no_grad():
-        log_power = frontend(torch.from_numpy(np.ascontiguousarray(audio))[None])[0].double().numpy()
-    log_amplitude = 0.5 * log_power  # [n_mels, frames]
-    cepstra = _dct_matrix(n_mels) @ log_amplitude
-    return cepstra[1: n_coeffs + 1].T.copy()
+    # MFCCs are the DCT of the log *power*; halving gives the cepstrum of the log amplitude
+    return 0.5 * mfcc(audio, sample_rate, hop, n_mfcc=n_coeffs + 1, n_mels=n_mels)[:, 1:].astype(np.float64)
 
 
 def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
