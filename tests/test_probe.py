@@ -203,3 +203,26 @@ def test_probe_on_real_fsdd_beats_chance(fsdd_manifest, tmp_path):
     assert result["accuracy"] > chance + 0.1
     assert result["pnmi"] > 0.2 > result["baselines"]["random_codes"]["pnmi"]
     assert result["n_speakers"] == 2  # speakers come from codes.json when the alignments are a folder
+
+
+def test_probe_reads_a_timit_corpus_by_its_ids(tmp_path):
+    """`--corpus DIR --layout timit`: ids dr1-fvmh0_sa1, .phn times, TIMIT-61 folding (h# -> sil)."""
+    from test_timit import write_timit_utterance
+
+    corpus, codes_dir = tmp_path / "timit", tmp_path / "codes"
+    (codes_dir / "codes").mkdir(parents=True)
+    speakers = {}
+    for speaker in ("dr1-fvmh0", "dr3-madc0", "dr5-mrws1"):
+        for utt in ("sa1", "sx206"):
+            write_timit_utterance(corpus / speaker, utt, upper=False)  # h# 0-.15 s, sh -.1875, iy -.3
+            # one code per phone, at 100 codes/s with frame centres at 5, 15, ... ms
+            np.save(codes_dir / "codes" / f"{speaker}_{utt}.npy", np.array([7] * 15 + [3] * 4 + [5] * 11))
+            speakers[f"{speaker}_{utt}"] = speaker
+    (codes_dir / "codes.json").write_text(json.dumps({"code_rate_hz": 100.0, "K": 8, "speakers": speakers}))
+    out = tmp_path / "timit.json"
+    assert run_cli(["probe", "--codes", codes_dir, "--corpus", corpus, "--layout", "timit", "--out", out,
+                    "--no_abx"]) == 0
+    result = json.loads(out.read_text())
+    assert result["phone_set"] == "timit61" and result["n_utterances"] == 6 and result["n_speakers"] == 3
+    assert result["per_phone_accuracy"] == {"iy": 1.0, "sh": 1.0, "sil": 1.0}
+    assert (result["accuracy"], result["pnmi"], result["codes_used"]) == (1.0, pytest.approx(1.0), 3)
