@@ -147,9 +147,12 @@ def test_fsdd_recipe_end_to_end(tmp_path):
                    targets="bob")
     result = run_recipe("fsdd", args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert stages_done(exp_dir) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert stages_done(exp_dir) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     record = json.loads((data_dir / "align/align.json").read_text())["summary"]
     assert record["total"] == len(corpus["ids"]) and record["coverage"] >= 0.8
+    recognition = json.loads((exp_dir / "eval_convert/metrics.json").read_text())["summary"]["recognition"]
+    assert recognition["unit"] == "digit" and recognition["language_model"] == "digit grammar"
+    assert "Free Spoken Digit Dataset" in (exp_dir / "report.html").read_text()
 
 
 @pytest.mark.parametrize("recipe,option,words", [
