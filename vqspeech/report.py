@@ -211,9 +211,9 @@ td.best { font-weight: 600; }
 .note { background: var(--note); border-left: 4px solid #f0b400; padding: .4rem .7rem; margin: .6rem 0; }
 .muted, .small { color: var(--muted); font-size: .85rem; }
 .missing { color: var(--bad); font-size: .85rem; }
-audio { width: 210px; height: 36px; display: block; }
-table.demo td { min-width: 150px; }
-table.demo img { max-width: 340px; height: auto; display: block; }
+audio { width: 190px; height: 36px; display: block; }
+table.demo td { min-width: 140px; }
+table.demo img { max-width: 280px; height: auto; display: block; }
 figure { display: inline-block; margin: .5rem 1rem .5rem 0; vertical-align: top; }
 figure img { max-width: 540px; width: 100%; height: auto; border: 1px solid var(--line); }
 figcaption { color: var(--muted); font-size: .85rem; text-align: center; }
