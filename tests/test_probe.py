@@ -155,6 +155,23 @@ def test_probe_on_the_demo_corpus_writes_every_metric_and_plot(demo_codes, demo_
     assert quiet_result["n_frames"] < result["n_frames"]
 
 
+def test_probe_on_continuous_features_alone(demo_codes, demo_manifest, tmp_path):
+    """A folder with latents/ and no codes/ (e.g. another model's features): ABX, probes, no mapping."""
+    import shutil
+
+    from vqspeech.eval.probe import run_probe
+
+    features = tmp_path / "features"
+    shutil.copytree(demo_codes / "latents", features / "latents")
+    shutil.copy(demo_codes / "codes.json", features / "codes.json")
+    result = run_probe(features, tmp_path / "features.json", manifest=demo_manifest, progress=False)
+    assert result["accuracy"] is None and result["pnmi"] is None and result["plots"] == {}
+    assert result["abx_features"].startswith("continuous") and 0 < result["abx_within"] < 0.5
+    assert result["speaker_id_features"] == "mean and std of the features"
+    assert 0 < result["linear_probe_accuracy"] <= 1 and 0 < result["speaker_id_acc"] <= 1
+    assert result["baselines"]["majority_phone"]["accuracy"] > 0
+
+
 def test_probe_refuses_to_overwrite_and_explains_mismatched_ids(demo_codes, demo_manifest, tmp_path, capsys):
     out = tmp_path / "m.json"
     out.write_text("keep")

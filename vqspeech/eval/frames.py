@@ -1,8 +1,9 @@
 """Units meet alignments: which phone lies under each code frame.
 
-Units come in the ``vqspeech encode`` layout: ``codes/<id>.npy`` (int [T]), optionally
-``latents/<id>.npy`` (float [T, D]), and ``codes.json`` with ``code_rate_hz`` and
-``frame_offset_s`` (the time of frame 0's centre; half a frame when absent). Frame t is centred at
+Units come in the ``vqspeech encode`` layout: ``codes/<id>.npy`` (int [T]) and/or
+``latents/<id>.npy`` (float [T, D]; continuous features alone, e.g. another model's, are probed
+too), and ``codes.json`` with ``code_rate_hz`` and ``frame_offset_s`` (the time of frame 0's
+centre; half a frame when absent). Frame t is centred at
 ``frame_offset_s + t / code_rate_hz`` and takes the phone whose segment holds that instant.
 
 Phone segments are folded onto the 41 classes (vqspeech.data.phones). Time no segment covers is
@@ -31,6 +32,7 @@ class Units:
     """What ``vqspeech encode`` (or ``vqspeech baseline``) wrote to a codes folder."""
 
     codes: dict[str, np.ndarray]
+    """Empty when the folder holds continuous features only."""
     latents: dict[str, np.ndarray]
     """Empty when the folder has no ``latents/``."""
     code_rate_hz: float
@@ -54,8 +56,8 @@ class ProbeData:
 
     ids: list[str]
     speakers: list[str]
-    codes: list[np.ndarray]
-    """int [T_u] per utterance."""
+    codes: list[np.ndarray] | None
+    """int [T_u] per utterance, or None (continuous features only)."""
     latents: list[np.ndarray] | None
     """float [T_u, D] per utterance, or None."""
     labels: list[np.ndarray]
@@ -73,23 +75,20 @@ def read_units(codes_dir: str | Path) -> Units:
     """Read a codes folder; a missing or malformed one raises UserError."""
     root = Path(codes_dir)
     meta_path = root / "codes.json"
-    if not (root / "codes").is_dir() or not meta_path.is_file():
-        raise UserError(f"{root} is not a codes folder (codes/ and codes.json); "
+    if not ((root / "codes").is_dir() or (root / "latents").is_dir()) or not meta_path.is_file():
+        raise UserError(f"{root} is not a codes folder (codes/ or latents/, and codes.json); "
                         "make one with `vqspeech encode` or `vqspeech baseline`.")
     try:
         meta = json.loads(meta_path.read_text())
         rate = float(meta["code_rate_hz"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{meta_path} has no readable code_rate_hz ({exc}); re-run `vqspeech encode`.") from None
-    codes, latents = {}, {}
-    for path in sorted((root / "codes").glob("*.npy")):
-        codes[path.stem] = _load_array(path, ndim=1).astype(np.int64)
-    if not codes:
-        raise UserError(f"{root}/codes holds no .npy files; run `vqspeech encode` first.")
-    for path in sorted((root / "latents").glob("*.npy")) if (root / "latents").is_dir() else []:
-        if path.stem in codes:
-            latents[path.stem] = _load_array(path, ndim=2).astype(np.float32)
-    num_codes = int(meta.get("K") or max(int(c.max()) for c in codes.values()) + 1)
+    codes = {p.stem: _load_array(p, ndim=1).astype(np.int64) for p in sorted((root / "codes").glob("*.npy"))}
+    latents = {p.stem: _load_array(p, ndim=2).astype(np.float32) for p in sorted((root / "latents").glob("*.npy"))
+               if not codes or p.stem in codes}
+    if not codes and not latents:
+        raise UserError(f"{root} holds no codes/*.npy or latents/*.npy files; run `vqspeech encode` first.")
+    num_codes = int(meta.get("K") or max(int(c.max()) for c in codes.values()) + 1) if codes else 0
     offset = meta.get("frame_offset_s")
     return Units(codes, latents, rate, 0.5 / rate if offset is None else float(offset), num_codes, meta)
 
@@ -178,10 +177,11 @@ def labels_from_spans(spans: list[Span], num_frames: int) -> np.ndarray:
 def load_probe_data(units: Units, utterances: dict[str, AlignedUtterance], *,
                     phone_set: str | None = None, folding_table: str | Path | None = None,
                     speakers: dict[str, str] | None = None) -> ProbeData:
-    """Pair every utterance that has codes and an alignment; label each frame with its phone."""
-    ids = sorted(set(units.codes) & set(utterances))
+    """Pair every utterance that has units and an alignment; label each frame with its phone."""
+    frames = units.codes or units.latents
+    ids = sorted(set(frames) & set(utterances))
     if not ids:
-        example = next(iter(units.codes))
+        example = next(iter(frames))
         raise UserError(f"No utterance has both codes and a phone alignment (codes for e.g. '{example}', "
                         f"{len(utterances)} alignment(s)); check that both come from the same corpus ids.")
     speakers = {**units.meta.get("speakers", {}), **(speakers or {})}
@@ -190,20 +190,21 @@ def load_probe_data(units: Units, utterances: dict[str, AlignedUtterance], *,
         phone_set = guess_phone_set({s.label for segs in segments.values() for s in segs})
     folding = PhoneFolding.load(phone_set, folding_table)
 
-    data = ProbeData([], [], [], [] if units.latents else None, [], [], [], units.num_codes,
-                     units.code_rate_hz, phone_set,
-                     skipped={"no_alignment": len(set(units.codes) - set(utterances)), "no_speaker": 0})
+    data = ProbeData([], [], [] if units.codes else None, [] if units.latents else None, [], [], [],
+                     units.num_codes, units.code_rate_hz, phone_set,
+                     skipped={"no_alignment": len(set(frames) - set(utterances)), "no_speaker": 0})
     for i in ids:
         speaker = utterances[i].speaker or speakers.get(i)
         if not speaker:
             data.skipped["no_speaker"] += 1
             continue
-        codes = units.codes[i]
-        spans = frame_spans(segments[i], folding, len(codes), units.code_rate_hz, units.frame_offset_s)
+        num_frames = len(frames[i])
+        spans = frame_spans(segments[i], folding, num_frames, units.code_rate_hz, units.frame_offset_s)
         data.ids.append(i)
         data.speakers.append(speaker)
-        data.codes.append(codes)
-        data.labels.append(labels_from_spans(spans, len(codes)))
+        if data.codes is not None:
+            data.codes.append(units.codes[i])
+        data.labels.append(labels_from_spans(spans, num_frames))
         data.spans.append(spans)
         data.audio.append(utterances[i].audio)
         if data.latents is not None:

@@ -5,7 +5,9 @@ the held-out code -> phone mapping accuracy, PNMI and purities (vqspeech.eval.un
 the chance baselines computed the same way, ABX within and across speakers on one-hot codes and on
 the latents (vqspeech.eval.abx), a linear phone probe on the latents and speaker identification
 from code histograms beside the same from the input's MFCC statistics
-(vqspeech.eval.classifiers), plus three PNG plots next to the JSON.
+(vqspeech.eval.classifiers), plus three PNG plots next to the JSON. A folder of continuous
+features alone (``latents/``, no ``codes/``) gets the metrics defined for them: ABX, the linear
+probe and speaker identification from the features' mean and standard deviation.
 """
 
 from __future__ import annotations
@@ -73,15 +75,15 @@ def _phone_order(labels: set[str]) -> list[str]:
 
 
 def frame_table(data: ProbeData, ignore: tuple[str, ...] = ()):
-    """Flatten to per-frame arrays: (codes, phone index, speaker group, keep mask per utt, phones)."""
+    """Flatten to frames: (phone index [N], keep mask per utterance, phone names, codes [N] or None)."""
     keep = [(lab != "") & ~np.isin(lab, list(ignore)) for lab in data.labels]
     phones = _phone_order({p for lab, k in zip(data.labels, keep) for p in set(lab[k])})
     if not phones:
         raise UserError("No frame has a phone label once excluded and ignored labels are removed.")
     index = {p: i for i, p in enumerate(phones)}
-    codes = np.concatenate([c[k] for c, k in zip(data.codes, keep)])
     labels = np.array([index[p] for lab, k in zip(data.labels, keep) for p in lab[k]], dtype=np.int64)
-    return codes, labels, keep, phones
+    codes = None if data.codes is None else np.concatenate([c[k] for c, k in zip(data.codes, keep)])
+    return labels, keep, phones, codes
 
 
 def _groups(data: ProbeData, keep: list[np.ndarray]) -> tuple[np.ndarray, str]:
@@ -97,24 +99,29 @@ def _groups(data: ProbeData, keep: list[np.ndarray]) -> tuple[np.ndarray, str]:
 
 def probe_metrics(data: ProbeData, *, ignore=(), abx=True, abx_max_items=None, input_features=True,
                   seed=0, progress=True, timings: dict | None = None) -> dict:
+    """Every metric of ``data`` as one flat dict (see the module docstring); None where not defined."""
     timings = {} if timings is None else timings
     clock = time.perf_counter()
-    codes, phones, keep, phone_names = frame_table(data, ignore)
+    phones, keep, phone_names, codes = frame_table(data, ignore)
     groups, protocol = _groups(data, keep)
-    K, P = data.num_codes, len(phone_names)
-    if codes.max() >= K:
-        raise UserError(f"Codes go up to {codes.max()} but codes.json says K={K}; re-run `vqspeech encode`.")
-    scores = unit_scores(codes, phones, groups, K, P)
-    _, predictions = mapping_accuracy(codes, phones, groups, K, P)
-    per_phone = per_phone_accuracy(phones, predictions, P)
-    counts = np.bincount(codes, minlength=K)
-    result = {"n_utterances": len(data.ids), "n_speakers": len(set(data.speakers)),
-              "n_frames": int(len(codes)), "n_phone_classes": P, "K": K, "codes_used": int(np.sum(counts > 0)),
-              "code_rate_hz": data.code_rate_hz, "mapping_protocol": protocol, **scores,
-              "baselines": chance_baselines(phones, groups, K, P, seed),
-              "per_phone_accuracy": {p: (None if np.isnan(a) else round(float(a), 4))
-                                     for p, a in zip(phone_names, per_phone)},
+    P = len(phone_names)
+    result = {"n_utterances": len(data.ids), "n_speakers": len(set(data.speakers)), "n_frames": int(len(phones)),
+              "n_phone_classes": P, "code_rate_hz": data.code_rate_hz, "mapping_protocol": protocol,
               "ignored_labels": list(ignore)}
+    if codes is not None:
+        K = data.num_codes
+        if codes.max() >= K:
+            raise UserError(f"Codes go up to {codes.max()} but codes.json says K={K}; re-run `vqspeech encode`.")
+        _, predictions = mapping_accuracy(codes, phones, groups, K, P)
+        result.update({"K": K, "codes_used": int(np.sum(np.bincount(codes, minlength=K) > 0)),
+                       **unit_scores(codes, phones, groups, K, P),
+                       "baselines": chance_baselines(phones, groups, K, P, seed)})
+        per_phone = per_phone_accuracy(phones, predictions, P)
+        result["per_phone_accuracy"] = {p: (None if np.isnan(a) else round(float(a), 4))
+                                        for p, a in zip(phone_names, per_phone)}
+    else:  # continuous features only: the discrete metrics are not defined
+        result.update(dict.fromkeys(("K", "codes_used", "accuracy", "pnmi", "phone_purity", "cluster_purity")))
+        result["baselines"] = {"majority_phone": unit_scores(np.zeros_like(phones), phones, groups, 1, P)}
     timings["unit_metrics"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -127,8 +134,11 @@ def probe_metrics(data: ProbeData, *, ignore=(), abx=True, abx_max_items=None, i
 
     clock = time.perf_counter()
     speakers = np.array(data.speakers)
-    result["speaker_id_acc"] = classifiers.speaker_id_accuracy(
-        classifiers.code_histograms(data.codes, K), speakers, seed=seed)
+    per_utterance = (classifiers.code_histograms(data.codes, data.num_codes) if data.codes is not None
+                     else classifiers.feature_statistics(data.latents))
+    result["speaker_id_acc"] = classifiers.speaker_id_accuracy(per_utterance, speakers, seed=seed)
+    result["speaker_id_features"] = ("code histograms" if data.codes is not None
+                                     else "mean and std of the features")
     result["speaker_id_acc_input"] = None
     if input_features and all(data.audio):
         mfccs = []
@@ -144,21 +154,29 @@ def probe_metrics(data: ProbeData, *, ignore=(), abx=True, abx_max_items=None, i
     if abx:
         clock = time.perf_counter()
         options = {"seed": seed, **({"max_items_per_cell": abx_max_items} if abx_max_items else {})}
-        one_hot = [np.eye(K, dtype=np.float32)[c] for c in data.codes]
-        result.update(abx_scores(one_hot, data.spans, data.speakers, **options))
-        result["abx_features"] = "one-hot codes, angular distance, DTW"
-        if data.latents is not None:
-            latent_scores = abx_scores(data.latents, data.spans, data.speakers, **options)
-            result.update({f"{k}_latents": v for k, v in latent_scores.items() if k.startswith("abx_")})
+        if data.codes is not None:
+            one_hot = [np.eye(data.num_codes, dtype=np.float32)[c] for c in data.codes]
+            result.update(abx_scores(one_hot, data.spans, data.speakers, **options))
+            result["abx_features"] = "one-hot codes, angular distance, DTW"
+            if data.latents is not None:
+                latent_scores = abx_scores(data.latents, data.spans, data.speakers, **options)
+                result.update({f"{k}_latents": v for k, v in latent_scores.items() if k.startswith("abx_")})
+        else:
+            result.update(abx_scores(data.latents, data.spans, data.speakers, **options))
+            result["abx_features"] = "continuous features, angular distance, DTW"
         timings["abx"] = time.perf_counter() - clock
     return result
 
 
 def write_plots(data: ProbeData, result: dict, out: Path, ignore=()) -> dict[str, str]:
-    """code usage, code-by-phone heat map and per-phone accuracy PNGs named ``<stem>_*.png``."""
+    """code usage, code-by-phone heat map and per-phone accuracy PNGs named ``<stem>_*.png``.
+
+    Codes only: continuous features get no plots."""
     from ..plots import save_code_phone_heatmap, save_code_usage, save_phone_accuracy
 
-    codes, phones, keep, names = frame_table(data, ignore)
+    phones, _, names, codes = frame_table(data, ignore)
+    if codes is None:
+        return {}
     system = result["system"]
     files = {"code_usage": f"{out.stem}_code_usage.png", "code_phone": f"{out.stem}_code_phone.png",
              "phone_accuracy": f"{out.stem}_phone_accuracy.png"}
