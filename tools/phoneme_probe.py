@@ -55,7 +55,11 @@ def table(results: list[dict]) -> str:
     baselines = results[0].get("baselines", {})
     columns = [r.get("system", f"system {i}") for i, r in enumerate(results)]
     columns += ["random codes", "majority phone"]
-    lines = ["| metric | better | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    first = results[0]
+    split = first.get("split") or "all splits, so also utterances the models were trained on"
+    lines = [f"{first.get('n_utterances')} utterances ({split}), {first.get('n_speakers')} speakers, "
+             f"{first.get('phone_set')} phone alignments folded to {first.get('n_phone_classes')} classes.", "",
+             "| metric | better | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for key, label, better in ROWS:
         values = [r.get(key) for r in results]
         if all(v is None for v in values):

@@ -124,24 +124,21 @@ class PocketsphinxAligner:
                     dither: float) -> tuple[list[Segment], list[Segment]]:
         """One attempt: word pass, then phone pass (word by word if the whole-utterance one fails)."""
         decoder = self._decoder(beams)
-        n_pad = int(round(pad * ALIGN_RATE))
-        padded = np.pad(audio, (n_pad, n_pad)) if n_pad else audio
-        padded = padded + dither * np.random.default_rng(0).standard_normal(len(padded))
-        pcm = (np.clip(padded, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        pcm = pcm16(audio, pad, dither)
         try:
             decoder.set_align_text(" ".join(words))
-            _decode(decoder, pcm)
+            decode_pcm(decoder, pcm)
             segments = decoder.seg()
         except RuntimeError as exc:
             raise AlignmentFailed(f"pocketsphinx: {first_line(exc)}") from None
-        word_frames = [(_word_name(s.word), s.start_frame, s.end_frame + 1) for s in segments or []
-                       if _is_word(s.word)]
+        word_frames = [(word_name(s.word), s.start_frame, s.end_frame + 1) for s in segments or []
+                       if is_word(s.word)]
         found = [name for name, _, _ in word_frames]
         if found != words:
             raise AlignmentFailed(f"words came out as '{' '.join(found)}'")
         try:
             decoder.set_alignment()
-            _decode(decoder, pcm)
+            decode_pcm(decoder, pcm)
             phone_frames = _phone_frames(decoder.get_alignment(), words)
         except (RuntimeError, AlignmentFailed):
             # pocketsphinx's sub-word pass sometimes cannot finish a long utterance: align the
@@ -164,9 +161,9 @@ class PocketsphinxAligner:
             try:
                 decoder.set_align_text(name)
                 chunk = pcm[start * bytes_per_frame: end * bytes_per_frame]
-                _decode(decoder, chunk)
+                decode_pcm(decoder, chunk)
                 decoder.set_alignment()
-                _decode(decoder, chunk)
+                decode_pcm(decoder, chunk)
                 inner = _phone_frames(decoder.get_alignment(), [name])
             except RuntimeError as exc:
                 raise AlignmentFailed(f"pocketsphinx (phones of '{name}'): {first_line(exc)}") from None
@@ -222,12 +219,12 @@ def espeak_pronunciation(word: str) -> str | None:
     return " ".join(phones) or None
 
 
-def _is_word(name: str) -> bool:
+def is_word(name: str) -> bool:
     """False for pocketsphinx's sentence markers, silence and fillers (``+NSN+``, ``[NOISE]``)."""
     return name not in _NON_WORDS and not name.startswith(("+", "["))
 
 
-def _word_name(name: str) -> str:
+def word_name(name: str) -> str:
     """Dictionary entry -> word: ``zero(2)`` (second pronunciation) -> ``zero``."""
     return re.sub(r"\(\d+\)$", "", name)
 
@@ -239,8 +236,8 @@ def _phone_frames(alignment, words: list[str]) -> list[tuple[str, int, int]]:
         raise AlignmentFailed("pocketsphinx returned no alignment")
     phones, found = [], []
     for word in alignment:
-        if _is_word(word.name):
-            found.append(_word_name(word.name))
+        if is_word(word.name):
+            found.append(word_name(word.name))
         for ph in word:
             phones.append(("sil" if ph.name == "SIL" else ph.name, ph.start, ph.start + ph.duration))
     if found != words:
@@ -248,7 +245,17 @@ def _phone_frames(alignment, words: list[str]) -> list[tuple[str, int, int]]:
     return phones
 
 
-def _decode(decoder, pcm: bytes) -> None:
+def pcm16(audio: np.ndarray, pad_seconds: float, dither: float, seed: int = 0) -> bytes:
+    """16 kHz float audio -> 16-bit PCM bytes for pocketsphinx, padded with ``pad_seconds`` of
+    silence on each side and given fixed-seed Gaussian dither (exact digital silence breaks it)."""
+    n_pad = int(round(pad_seconds * ALIGN_RATE))
+    padded = np.pad(np.asarray(audio, dtype=np.float64), (n_pad, n_pad))
+    padded += dither * np.random.default_rng(seed).standard_normal(len(padded))
+    return (np.clip(padded, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+def decode_pcm(decoder, pcm: bytes) -> None:
+    """One whole utterance through a pocketsphinx decoder (its search decides what comes out)."""
     decoder.start_utt()
     decoder.process_raw(pcm, full_utt=True)
     decoder.end_utt()

@@ -195,20 +195,21 @@ def cmd_baseline(args) -> None:
 
 
 def cmd_eval_convert(args) -> None:
-    from .eval.conversion import evaluate_conversion
+    from .eval.conversion import evaluate_conversion, format_summary
 
     out = Path(args.out) if args.out else Path(args.exp_dir) / "eval_convert"
     digits = {"auto": None, "yes": True, "no": False}[args.digits]
     result = evaluate_conversion(args.exp_dir, out, manifest=args.manifest, split=args.split, num=args.num,
                                  targets=_split_list(args.targets), num_reference=args.num_reference,
                                  digits=digits, seed=args.seed, device=args.device, overwrite=args.overwrite)
-    print(json.dumps(result["summary"] if "summary" in result else result))
+    print(format_summary(result))
+    print(f"wrote {out / 'metrics.json'}")
 
 
 def cmd_report(args) -> None:
     from .report import write_report
 
-    print(f"wrote {write_report(args.exp_dir, args.out)}")
+    print(f"wrote {write_report(args.exp_dir, args.out, overwrite=args.overwrite)}")
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -392,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("report", help="one HTML page with the metrics, plots and audio of an experiment")
     p.add_argument("exp_dir")
     p.add_argument("--out", default=None, help="default: EXP_DIR/report.html")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file that is not a report")
     p.set_defaults(func=cmd_report)
 
     p = verbs.add_parser("speakers", help="list the speakers a trained model knows")

@@ -50,12 +50,13 @@ def read_codes(codes_dir: str | Path, manifest: str | Path | None = None
     Speakers and splits come from ``codes.json`` (written when a manifest was encoded) or, when
     given, from ``manifest``. Raises UserError when the folder or that information is missing.
     """
+    from .eval.frames import read_units
+
     codes_dir = Path(codes_dir)
-    meta_path = codes_dir / "codes.json"
-    if not meta_path.is_file():
-        raise UserError(f"{codes_dir} holds no codes.json; write codes with "
-                        f"`vqspeech encode EXP MANIFEST {codes_dir}` first.")
-    meta = json.loads(meta_path.read_text())
+    units = read_units(codes_dir, latents=False)
+    if not units.codes:
+        raise UserError(f"{codes_dir} holds no codes/*.npy (only continuous features); a prior needs codes.")
+    meta = units.meta
     speakers, splits = meta.get("speakers") or {}, meta.get("splits") or {}
     if manifest is not None:
         utts = read_manifest(manifest)
@@ -65,12 +66,8 @@ def read_codes(codes_dir: str | Path, manifest: str | Path | None = None
         raise UserError(f"The codes in {codes_dir} carry no speakers or splits (they were not "
                         "encoded from a manifest); re-run encode on the manifest or pass "
                         "data.manifest=MANIFEST.")
-    utts = []
-    for path in sorted((codes_dir / "codes").glob("*.npy")):
-        if path.stem in speakers and path.stem in splits:
-            codes = np.load(path).astype(np.int64).reshape(-1)
-            if codes.size:
-                utts.append(CodeUtterance(path.stem, codes, speakers[path.stem], splits[path.stem]))
+    utts = [CodeUtterance(uid, codes, speakers[uid], splits[uid]) for uid, codes in units.codes.items()
+            if uid in speakers and uid in splits]
     if not utts:
         raise UserError(f"No code files of {codes_dir}/codes match the speakers and splits known "
                         "for them; check that the codes and the manifest belong together.")

@@ -31,6 +31,9 @@ from .errors import UserError, first_line
 from .fileio import write_text_atomic
 
 # Which recipe stage / command writes each input (shown when it is missing).
+GENERATOR = "vqspeech report"
+"""The page's <meta name="generator">: marks a file the report may replace without --overwrite."""
+
 PRODUCERS = {
     "train_summary": "recipe stage 2 (`vqspeech train EXP_DIR ...`)",
     "metrics": "recipe stage 8 (`vqspeech evaluate EXP_DIR --split test --out EXP_DIR/metrics.json`)",
@@ -95,23 +98,12 @@ PROBE_BASELINES = {"random_codes": "Random codes", "majority_phone": "Majority p
 PLOT_LABELS = {"code_usage": "code usage", "code_phone": "codes vs phones",
                "phone_accuracy": "accuracy per phone"}
 CONVERT_LABELS = {
-    "speaker_sim_target": ("Speaker similarity to the target speaker (resemblyzer cosine)", "up"),
-    "speaker_sim_source": ("Speaker similarity to the source speaker (resemblyzer cosine)", "down"),
-    "speaker_sim_reconstruction": ("Speaker similarity, reconstruction vs original", "up"),
-    "speaker_accuracy": ("Conversions identified as the target speaker", "up"),
     "conversion_speaker_accuracy": ("Conversions closer to the target speaker than to the source", "up"),
     "num_conversions_scored": ("Conversions scored", ""),
     "num_requested": ("Utterances requested", ""),
     "num_items": ("Utterances evaluated", ""),
     "sample_rate": ("Sample rate (Hz)", ""),
     "seed": ("Seed", ""),
-    "wer_original": ("Word error rate, original (pocketsphinx)", "down"),
-    "wer_reconstruction": ("Word error rate, reconstruction (pocketsphinx)", "down"),
-    "wer_conversion": ("Word error rate, conversion (pocketsphinx)", "down"),
-    "cer_original": ("Character error rate, original", "down"),
-    "cer_reconstruction": ("Character error rate, reconstruction", "down"),
-    "cer_conversion": ("Character error rate, conversion", "down"),
-    "mcd_reconstruction": ("Mel cepstral distortion, reconstruction (dB)", "down"),
     "items": ("Items", ""),
     "n_items": ("Items", ""),
     "utterances": ("Utterances", ""),
@@ -666,7 +658,7 @@ def section_probe(page: Page) -> str:
     for key in keys:
         label, direction, kind = PROBE_ROWS.get(key, (key.replace("_", " ").capitalize(), "", "num"))
         values = [c.get(key) if isinstance(c, dict) else None for _, c, _ in columns]
-        numbers = [v for v in values if is_number(v)]
+        numbers = [v for v, (_, _, base) in zip(values, columns) if is_number(v) and not base]
         best = None
         if direction and len(numbers) > 1:
             best = max(numbers) if direction == "up" else min(numbers)
@@ -675,9 +667,13 @@ def section_probe(page: Page) -> str:
             if key in c else '<td class="num muted">\u2014</td>'
             for v, (_, c, _) in zip(values, columns))
         rows.append(f"<tr><th>{esc(label)}{arrow(direction)}</th>{cells}</tr>")
+    first = next(iter(systems.values()))
+    scope = (f"the {first['split']} split" if first.get("split")
+             else "all splits (also the utterances the models were trained on)")
     parts.append('<p>Frame-level agreement between the units and phone alignments, ABX discrimination and '
                  'speaker information, for the VQ-VAE codes and an MFCC k-means baseline with the same number '
-                 'of clusters. Bold: the best value of a row. \u2014: not measured.</p>')
+                 f'of clusters, on {esc(scope)}. Bold: the better system of a row (baselines are references, '
+                 'never bold). \u2014: not measured.</p>')
     parts.append(f"<table><tr><th>Metric</th>{head}</tr>{''.join(rows)}</table>")
 
     figures = []
@@ -972,6 +968,7 @@ def render_report(exp_dir: str | os.PathLike, out: str | os.PathLike) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="generator" content="{GENERATOR}">'
         f"<title>{esc(name)}: vqspeech report</title><style>{CSS}</style></head>\n"
         '<body data-media-checked="false">'
         '<div id="media-banner" role="alert"></div>'
@@ -987,16 +984,31 @@ def render_report(exp_dir: str | os.PathLike, out: str | os.PathLike) -> str:
     )
 
 
-def write_report(exp_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+def write_report(exp_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
+                 overwrite: bool = False) -> Path:
     """Write the HTML report of ``exp_dir`` to ``out`` (default ``EXP_DIR/report.html``); returns its path.
 
-    An existing report is replaced (it is derived from the folder's files). ``out`` may be an
-    existing folder, which then receives ``report.html``.
+    A report written earlier is replaced (it is derived from the folder's files); any other existing
+    file only with ``overwrite``. ``out`` may be an existing folder, which then receives ``report.html``.
     """
     exp_dir = Path(exp_dir)
     out_path = exp_dir / "report.html" if out is None else Path(out)
     if out_path.is_dir():
         out_path = out_path / "report.html"
+    if out_path.is_file() and not overwrite and not _is_report(out_path):
+        raise UserError(f"{out_path} exists and is not a vqspeech report; pass --overwrite to replace it "
+                        "or choose another --out.")
     text = render_report(exp_dir, out_path)
-    write_text_atomic(out_path, text)
+    try:
+        write_text_atomic(out_path, text)
+    except OSError as exc:
+        raise UserError(f"Cannot write the report to {out_path} ({first_line(exc)}); choose another --out.") from None
     return out_path
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as f:
+            return f'<meta name="generator" content="{GENERATOR}">' in f.read(4096)
+    except OSError:
+        return False

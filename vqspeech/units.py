@@ -24,9 +24,8 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(tmp, array)
 
 
-def encode_items(vq: VQSpeech, items: list[InputItem], out_dir: Path, *, latents: bool = False,
-                 overwrite: bool = False, progress: bool = True) -> dict:
-    """Encode every item; unreadable inputs are listed in ``rejects.tsv`` and skipped."""
+def start_codes_dir(out_dir: Path, *, latents: bool, overwrite: bool) -> None:
+    """Make ``out_dir/codes`` (and ``latents``); refuse a folder holding codes unless ``overwrite``."""
     meta_path = out_dir / "codes.json"
     previous = [*(out_dir / "codes").glob("*.npy"), *(out_dir / "latents").glob("*.npy")]
     if (meta_path.exists() or previous) and not overwrite:
@@ -37,6 +36,21 @@ def encode_items(vq: VQSpeech, items: list[InputItem], out_dir: Path, *, latents
     (out_dir / "codes").mkdir(parents=True, exist_ok=True)
     if latents:
         (out_dir / "latents").mkdir(exist_ok=True)
+
+
+def save_units(out_dir: Path, utt_id: str, codes: np.ndarray, latents: np.ndarray | None = None) -> str:
+    """Write ``codes/<id>.npy`` (and ``latents/<id>.npy``); returns the ``units.txt`` line."""
+    _save_npy(out_dir / "codes" / f"{utt_id}.npy", codes)
+    if latents is not None:
+        _save_npy(out_dir / "latents" / f"{utt_id}.npy", latents)
+    return f"{utt_id} {' '.join(map(str, codes.tolist()))}\n"
+
+
+def encode_items(vq: VQSpeech, items: list[InputItem], out_dir: Path, *, latents: bool = False,
+                 overwrite: bool = False, progress: bool = True) -> dict:
+    """Encode every item; unreadable inputs are listed in ``rejects.tsv`` and skipped."""
+    meta_path = out_dir / "codes.json"
+    start_codes_dir(out_dir, latents=latents, overwrite=overwrite)
     units, rejects, speakers, splits = [], [], {}, {}
     for item in tqdm(items, desc="encode", unit="utt", disable=not progress):
         try:
@@ -46,10 +60,7 @@ def encode_items(vq: VQSpeech, items: list[InputItem], out_dir: Path, *, latents
             rejects.append((item.audio, str(exc)))
             continue
         codes, z = result if latents else (result, None)
-        _save_npy(out_dir / "codes" / f"{item.id}.npy", codes)
-        if z is not None:
-            _save_npy(out_dir / "latents" / f"{item.id}.npy", z)
-        units.append(f"{item.id} {' '.join(map(str, codes.tolist()))}\n")
+        units.append(save_units(out_dir, item.id, codes, z))
         if item.speaker is not None:
             speakers[item.id] = item.speaker
         if item.split is not None:

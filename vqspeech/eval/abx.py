@@ -77,8 +77,9 @@ def build_items(spans: list[list[tuple[int, int, str]]], speakers: list[str], *,
     """Items of the any-context (context=False) or triphone (context=True) protocol.
 
     spans: per utterance, time-ordered (start_frame, end_frame exclusive, label); speakers: per
-    utterance. Empty centre phones and centre phones in ``ignore`` are not items; a triphone's
-    context key is "left+right" and its frames run from the left phone's start to the right's end.
+    utterance. Empty spans, centre phones in ``ignore`` and excluded labels ("") are not items,
+    nor are triphones with an excluded neighbour; a triphone's context key is "left+right" and its
+    frames run from the left phone's start to the right's end.
     """
     if len(spans) != len(speakers):
         raise UserError(f"ABX needs one speaker per utterance, got {len(speakers)} for {len(spans)}.")
@@ -88,7 +89,9 @@ def build_items(spans: list[list[tuple[int, int, str]]], speakers: list[str], *,
             if not 0 <= s <= e or (k and s < segs[k - 1][1]):
                 raise UserError(f"Utterance {u} has a bad or overlapping phone span ({s}, {e}).")
         for k, (s, e, label) in enumerate(segs):
-            if e == s or label in ignore or (context and not 0 < k < len(segs) - 1):
+            if e == s or not label or label in ignore:
+                continue
+            if context and not (0 < k < len(segs) - 1 and segs[k - 1][2] and segs[k + 1][2]):
                 continue
             key = f"{segs[k - 1][2]}+{segs[k + 1][2]}" if context else ""
             s, e = (segs[k - 1][0], segs[k + 1][1]) if context else (s, e)
@@ -144,7 +147,8 @@ def _check(features, items: ItemSet, distance: str, max_items_per_cell: int, max
     if distance not in DISTANCES:
         raise UserError(f"ABX distance must be one of {DISTANCES}, not {distance!r}.")
     if max_items_per_cell < 1 or max_x_across < 1:
-        raise UserError("ABX max_items_per_cell and max_x_across must be at least 1.")
+        raise UserError(f"ABX needs at least 1 item per cell (--abx_max_items, given {max_items_per_cell}) "
+                        f"and at least 1 X speaker (given {max_x_across}).")
     if any(np.ndim(f) != 2 for f in features) or len({np.shape(f)[1] for f in features}) > 1:
         raise UserError("ABX features must be 2-D [frames, dim] arrays of one common dim.")
     if not all(np.isfinite(f).all() for f in features):

@@ -19,6 +19,7 @@ from ..audio import load_audio
 from ..data.manifest import read_manifest
 from ..errors import UserError
 from ..fileio import atomic_path, write_text_atomic
+from ..units import save_units, start_codes_dir
 from .features import mfcc_with_deltas
 
 
@@ -28,7 +29,7 @@ def mfcc_kmeans_baseline(manifest: str | Path, out_dir: str | Path, *, num_codes
                          progress: bool = True) -> dict:
     """Fit k-means on MFCC frames of ``fit_split`` and write codes for ``split`` (None = all)."""
     out = Path(out_dir)
-    if (out / "codes.json").exists() and not overwrite:
+    if not overwrite and ((out / "codes.json").exists() or any((out / "codes").glob("*.npy"))):
         raise UserError(f"{out} already holds codes; pass --overwrite to replace them.")
     if num_codes < 2:
         raise UserError(f"--num_codes must be at least 2, not {num_codes}.")
@@ -63,21 +64,13 @@ def mfcc_kmeans_baseline(manifest: str | Path, out_dir: str | Path, *, num_codes
     kmeans = MiniBatchKMeans(n_clusters=num_codes, batch_size=4096, n_init=3, random_state=seed)
     kmeans.fit((fit_frames - mean) / std)
 
-    (out / "codes.json").unlink(missing_ok=True)  # an interrupted overwrite leaves no stale codes.json
-    for sub in ("codes", "latents"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-        for stale in (out / sub).glob("*.npy"):
-            stale.unlink()
+    start_codes_dir(out, latents=True, overwrite=overwrite)
     units, speakers, splits = [], {}, {}
     for u in targets:
         if u.id not in features:
             continue
         normalised = ((features[u.id] - mean) / std).astype(np.float32)
-        codes = kmeans.predict(normalised).astype(np.int16)
-        for sub, array in (("codes", codes), ("latents", normalised)):
-            with atomic_path(out / sub / f"{u.id}.npy") as tmp:
-                np.save(tmp, array)
-        units.append(f"{u.id} {' '.join(map(str, codes.tolist()))}\n")
+        units.append(save_units(out, u.id, kmeans.predict(normalised).astype(np.int16), normalised))
         speakers[u.id], splits[u.id] = u.speaker, u.split
     with atomic_path(out / "kmeans.npz") as tmp:
         np.savez(tmp, centroids=kmeans.cluster_centers_, mean=mean, std=std)

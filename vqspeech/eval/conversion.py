@@ -1,6 +1,6 @@
 """Reconstruction and voice-conversion metrics of a trained VQ-VAE (`vqspeech eval convert`).
 
-    metrics = evaluate_conversion("exp/fsdd", "exp/fsdd/eval/convert")
+    metrics = evaluate_conversion("exp/fsdd", "exp/fsdd/eval_convert")
     print(format_summary(metrics))
 
 For up to ``num`` utterances of a manifest split whose speaker the model knows (taken in turn
@@ -18,7 +18,8 @@ three, and scored:
   against the manifest text; utterances without text are left out. Digits mode (a grammar of the
   digit words, one per utterance) is chosen when every text is a single digit, unless ``digits``
   says otherwise; otherwise the language model is a bigram model of the train split's transcripts
-  (closed domain; the evaluated sentences are not in it unless the train split repeats them).
+  (closed domain) without the sentences the evaluated utterances say (corpora such as VCTK repeat
+  sentences across speakers; ``lm_sentences_dropped_as_evaluated`` counts them).
   Rates are corpus-level: all edits over all reference words.
 - MCD (:mod:`.mcd`) of the reconstruction against the original. The conversion's MCD against the
   original is reported too, but it is not a quality measure: a good conversion *should* differ
@@ -76,6 +77,8 @@ def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: s
     timing: dict[str, float] = defaultdict(float)
     out_dir = Path(out_dir)
     metrics_path = out_dir / "metrics.json"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir} is a file; give a folder for the evaluation outputs.")
     if metrics_path.exists() and not overwrite:
         raise UserError(f"{metrics_path} already exists; pass --overwrite to replace it.")
     for name, value in (("--num", num), ("--num_reference", num_reference), ("--batch_size", batch_size)):
@@ -93,6 +96,21 @@ def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: s
     all_utts = read_manifest(manifest)
     items = _select(all_utts, split, num, vq.speakers, seed, manifest)
     target_of = _assign_targets(items, targets, vq)
+
+    # The scorers load before anything is deleted: a missing resemblyzer must not cost old results.
+    t = time.perf_counter()
+    embedder = SpeakerEmbedder(device="cuda" if vq.device.type == "cuda" else "cpu")
+    texts = {u.id: u.text for u in items if normalize_words(u.text)}
+    if digits is None:
+        digits = bool(texts) and all(is_digit_transcript(x) for x in texts.values())
+    single_digit = bool(digits) and bool(texts) and all(is_digit_transcript(x) for x in texts.values())
+    # closed-domain LM: train transcripts, minus any sentence an evaluated utterance says
+    evaluated_sentences = {tuple(normalize_words(x)) for x in texts.values()}
+    train_texts = [u.text for u in all_utts if u.split == "train" and normalize_words(u.text)]
+    lm_texts = [] if digits else [x for x in train_texts if tuple(normalize_words(x)) not in evaluated_sentences]
+    lm_dropped = 0 if digits else len(train_texts) - len(lm_texts)
+    recognizer = Recognizer(digits=digits, single_word=single_digit, sentences=lm_texts or None) if texts else None
+    timing["load_scorers"] = time.perf_counter() - t
 
     # Validation is over: clear what a previous run left, metrics.json first.
     metrics_path.unlink(missing_ok=True)
@@ -158,7 +176,6 @@ def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: s
 
     # ---- speaker similarity
     t = time.perf_counter()
-    embedder = SpeakerEmbedder(device="cuda" if vq.device.type == "cuda" else "cpu")
     needed = sorted({u.speaker for u in items} | set(target_of.values()))
     evaluated = {u.id for u in items}
     references = _reference_utterances(all_utts, needed, evaluated, num_reference, seed)
@@ -187,13 +204,7 @@ def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: s
 
     # ---- recognition
     t = time.perf_counter()
-    texts = {u.id: u.text for u in items if normalize_words(u.text)}
-    if digits is None:
-        digits = bool(texts) and all(is_digit_transcript(x) for x in texts.values())
-    single_digit = bool(digits) and bool(texts) and all(is_digit_transcript(x) for x in texts.values())
-    lm_texts = [] if digits else [u.text for u in all_utts if u.split == "train" and normalize_words(u.text)]
-    if texts:
-        recognizer = Recognizer(digits=digits, single_word=single_digit, sentences=lm_texts or None)
+    if recognizer is not None:
         for u in tqdm([u for u in items if u.id in texts], desc="recognize", unit="utt", disable=not progress):
             record = records[u.id]
             reference = normalize_words(u.text, digits=digits)
@@ -234,9 +245,10 @@ def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: s
                                       for side in ("source", "target")} for kind in KINDS},
         "conversion_speaker_accuracy": _mean(r["conversion_closer_to_target"] for r in item_list),
         "num_conversions_scored": sum(r["conversion_closer_to_target"] is not None for r in item_list),
-        "recognition": _recognition_summary(item_list, bool(digits), single_digit,
-                                            "digit grammar" if digits else
-                                            "bigram of the train transcripts" if lm_texts else "en-us general"),
+        "recognition": {**_recognition_summary(item_list, bool(digits), single_digit,
+                                               "digit grammar" if digits else
+                                               "bigram of the train transcripts" if lm_texts else "en-us general"),
+                        "lm_sentences": len(lm_texts), "lm_sentences_dropped_as_evaluated": lm_dropped},
         "mcd": {"reconstruction": _mean(r["mcd"]["reconstruction"] for r in item_list),
                 "conversion": _mean(r["mcd"]["conversion"] for r in item_list),
                 "conversion_note": MCD_CONVERSION_NOTE,

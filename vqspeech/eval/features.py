@@ -1,7 +1,9 @@
 """Hand-crafted reference features: MFCCs with deltas, on the same frame grid as the codes.
 
 Frames follow the encoder's convention (vqspeech.models.frontend): frame t covers samples
-[t * hop, (t + 1) * hop) and is centred at (t + 0.5) * hop, so T // hop frames per signal.
+[t * hop, (t + 1) * hop) and is centred at (t + 0.5) * hop, so T // hop frames per signal. The
+analysis window is the usual 25 ms, or 2 * hop when that is longer, so that a fine code grid
+(e.g. 4 ms at 250 codes/s) does not starve the baseline of spectral resolution.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from scipy.fft import dct
 
 from ..models.frontend import LogMelFrontend
 
+WINDOW_SECONDS = 0.025
+
 
 def mfcc(audio: np.ndarray, sample_rate: int, hop_length: int, n_mfcc: int = 13,
          n_mels: int = 40) -> np.ndarray:
     """audio [T] -> MFCCs [T // hop, n_mfcc] (DCT-II of the log-mel spectrum, c0 included)."""
-    frontend = LogMelFrontend(sample_rate, hop_length, n_mels=n_mels)
+    window = max(2 * hop_length, round(WINDOW_SECONDS * sample_rate))
+    frontend = LogMelFrontend(sample_rate, hop_length, n_mels=n_mels, win_length=window)
     with torch.no_grad():
         log_mel = frontend(torch.as_tensor(audio, dtype=torch.float32)[None])[0].numpy()
     return dct(log_mel, type=2, axis=0, norm="ortho")[:n_mfcc].T.astype(np.float32)

@@ -71,26 +71,39 @@ class ProbeData:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def read_units(codes_dir: str | Path) -> Units:
-    """Read a codes folder; a missing or malformed one raises UserError."""
+def read_units(codes_dir: str | Path, latents: bool = True) -> Units:
+    """Read a codes folder (``latents=False``: leave its latents on disk); a missing or malformed
+    one raises UserError."""
     root = Path(codes_dir)
     meta_path = root / "codes.json"
-    if not ((root / "codes").is_dir() or (root / "latents").is_dir()) or not meta_path.is_file():
-        raise UserError(f"{root} is not a codes folder (codes/ or latents/, and codes.json); "
-                        "make one with `vqspeech encode` or `vqspeech baseline`.")
+    if not meta_path.is_file():
+        raise UserError(f"{root} is not a codes folder: it holds no codes.json; make one with "
+                        "`vqspeech encode` or `vqspeech baseline`.")
+    if not ((root / "codes").is_dir() or (root / "latents").is_dir()):
+        raise UserError(f"{root} is not a codes folder: it has neither codes/ nor latents/; make one "
+                        "with `vqspeech encode` or `vqspeech baseline`.")
     try:
         meta = json.loads(meta_path.read_text())
         rate = float(meta["code_rate_hz"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{meta_path} has no readable code_rate_hz ({exc}); re-run `vqspeech encode`.") from None
-    codes = {p.stem: _load_array(p, ndim=1).astype(np.int64) for p in sorted((root / "codes").glob("*.npy"))}
-    latents = {p.stem: _load_array(p, ndim=2).astype(np.float32) for p in sorted((root / "latents").glob("*.npy"))
+    codes = {p.stem: _load_codes(p) for p in sorted((root / "codes").glob("*.npy"))}
+    latent_files = sorted((root / "latents").glob("*.npy")) if latents or not codes else []
+    latents = {p.stem: _load_array(p, ndim=2).astype(np.float32) for p in latent_files
                if not codes or p.stem in codes}
     if not codes and not latents:
         raise UserError(f"{root} holds no codes/*.npy or latents/*.npy files; run `vqspeech encode` first.")
     num_codes = int(meta.get("K") or max(int(c.max()) for c in codes.values()) + 1) if codes else 0
     offset = meta.get("frame_offset_s")
     return Units(codes, latents, rate, 0.5 / rate if offset is None else float(offset), num_codes, meta)
+
+
+def _load_codes(path: Path) -> np.ndarray:
+    codes = _load_array(path, ndim=1)
+    if codes.size == 0 or not np.issubdtype(codes.dtype, np.integer) or codes.min() < 0:
+        raise UserError(f"{path} does not hold codes (non-negative integers, at least one frame); "
+                        "re-run `vqspeech encode`.")
+    return codes.astype(np.int64)
 
 
 def _load_array(path: Path, ndim: int) -> np.ndarray:
@@ -105,7 +118,7 @@ def _load_array(path: Path, ndim: int) -> np.ndarray:
 
 def aligned_utterances(*, manifest: str | Path | None = None, corpus: str | Path | None = None,
                        layout: str | None = None, alignments: str | Path | None = None,
-                       split: str | None = None, **layout_options) -> dict[str, AlignedUtterance]:
+                       **layout_options) -> dict[str, AlignedUtterance]:
     """Utterances with a phone alignment, by id, from exactly one source.
 
     ``manifest``: its utterances' ``alignment`` fields; ``corpus`` + ``layout``: the alignments a
@@ -119,21 +132,31 @@ def aligned_utterances(*, manifest: str | Path | None = None, corpus: str | Path
     if manifest is not None:
         from ..data.manifest import read_manifest
 
-        return {u.id: AlignedUtterance(u.id, u.speaker, u.alignment, u.audio, u.split)
-                for u in read_manifest(manifest, split) if u.alignment}
-    if corpus is not None:
+        found = {u.id: AlignedUtterance(u.id, u.speaker, u.alignment, u.audio, u.split)
+                 for u in read_manifest(manifest) if u.alignment}
+        if not found:
+            raise UserError(f"No utterance of {manifest} has a phone alignment; run `vqspeech align "
+                            f"CORPUS OUT_DIR --layout L --manifest {manifest}` first.")
+    elif corpus is not None:
         from ..data.corpora import find_utterances
 
         if layout is None:
             raise UserError("--corpus needs --layout (e.g. timit, demo).")
-        found, _ = find_utterances(corpus, layout, **layout_options)
-        return {u.id: AlignedUtterance(u.id, u.speaker, u.alignment, u.path, u.split)
-                for u in found if u.alignment and (split is None or u.split == split)}
-    folder = Path(alignments)
-    if not folder.is_dir():
-        raise UserError(f"Alignment folder {folder} does not exist; run `vqspeech align` first.")
-    files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in (".textgrid", ".phn", ".lab")]
-    return {p.stem: AlignedUtterance(p.stem, "", str(p)) for p in files}
+        utts, _ = find_utterances(corpus, layout, **layout_options)
+        found = {u.id: AlignedUtterance(u.id, u.speaker, u.alignment, u.path, u.split)
+                 for u in utts if u.alignment}
+        if not found:
+            raise UserError(f"The {layout} corpus at {corpus} ships no phone alignments; align it with "
+                            "`vqspeech align` and pass --alignments.")
+    else:
+        folder = Path(alignments)
+        if not folder.is_dir():
+            raise UserError(f"Alignment folder {folder} does not exist; run `vqspeech align` first.")
+        files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in (".textgrid", ".phn", ".lab")]
+        if not files:
+            raise UserError(f"Alignment folder {folder} holds no .TextGrid, .phn or .lab files.")
+        found = {p.stem: AlignedUtterance(p.stem, "", str(p)) for p in files}
+    return found
 
 
 def frame_spans(segments: list[Segment], folding: PhoneFolding, num_frames: int, code_rate_hz: float,
@@ -141,7 +164,8 @@ def frame_spans(segments: list[Segment], folding: PhoneFolding, num_frames: int,
     """Folded phone segments -> frame spans covering [0, num_frames), gaps filled with "sil".
 
     Frame t belongs to the segment holding its centre ``offset + t / rate``. Excluded segments
-    become "" spans; touching segments of one class merge (as PhoneFolding.fold_segments does).
+    become "" spans; consecutive spans of one class merge (``b`` after ``bcl``), also across a gap
+    too short to hold a frame centre.
     """
     def first_frame(time: float) -> int:  # the first frame whose centre is at or after `time`
         return int(np.clip(np.ceil((time - frame_offset_s) * code_rate_hz - 1e-6), 0, num_frames))
@@ -192,7 +216,8 @@ def load_probe_data(units: Units, utterances: dict[str, AlignedUtterance], *,
 
     data = ProbeData([], [], [] if units.codes else None, [] if units.latents else None, [], [], [],
                      units.num_codes, units.code_rate_hz, phone_set,
-                     skipped={"no_alignment": len(set(frames) - set(utterances)), "no_speaker": 0})
+                     skipped={"no_alignment_or_other_split": len(set(frames) - set(utterances)),
+                              "no_speaker": 0})
     for i in ids:
         speaker = utterances[i].speaker or speakers.get(i)
         if not speaker:

@@ -3,7 +3,7 @@
     mel_cepstral_distortion(reference, test, sample_rate)   # dB-like units, 0 for equal signals
 
 Features: the MFCCs of :func:`vqspeech.eval.features.mfcc` (the orthonormal DCT-II of the
-log-mel power spectrum of LogMelFrontend: 10 ms hop, 20 ms Hann window, 40 mel bands, power floored
+log-mel power spectrum of LogMelFrontend: 10 ms hop, 25 ms Hann window, 40 mel bands, power floored
 at 1e-5), halved to be the cepstrum of the log *amplitude*; coefficients 1..24 are kept (c0, the
 frame energy, is left out, so a level difference does not count). The distance between two frames
 is the usual

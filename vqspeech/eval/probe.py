@@ -49,10 +49,15 @@ def run_probe(codes_dir: str | Path, out: str | Path, *, manifest=None, corpus=N
     clock = time.perf_counter()
     units = read_units(codes_dir)
     utterances = aligned_utterances(manifest=manifest, corpus=corpus, layout=layout, alignments=alignments,
-                                    split=split, **layout_options)
+                                    **layout_options)
     if split is not None:
         splits = units.meta.get("splits", {})
-        utterances = {i: u for i, u in utterances.items() if (u.split or splits.get(i)) == split}
+        split_of = {i: u.split or splits.get(i) for i, u in utterances.items()}
+        utterances = {i: u for i, u in utterances.items() if split_of[i] == split}
+        if not utterances:
+            known = sorted({s for s in split_of.values() if s}) or ["none recorded"]
+            raise UserError(f"No aligned utterance is in split '{split}' (splits: {', '.join(known)}); "
+                            "choose one of those or leave out --split.")
     data = load_probe_data(units, utterances, phone_set=phone_set, folding_table=folding_table)
     timings["load"] = time.perf_counter() - clock
 
@@ -91,9 +96,12 @@ def _groups(data: ProbeData, keep: list[np.ndarray]) -> tuple[np.ndarray, str]:
     if len(speakers) >= 2:
         per_utt = [speakers.index(s) for s in data.speakers]
         protocol = "leave-one-speaker-out"
+    elif len(data.ids) >= 2:
+        folds = min(UTTERANCE_FOLDS, len(data.ids))
+        per_utt = [i % folds for i in range(len(data.ids))]
+        protocol = f"leave-one-fold-out over utterances ({folds} folds; one speaker)"
     else:
-        per_utt = [i % UTTERANCE_FOLDS for i in range(len(data.ids))]
-        protocol = f"leave-one-fold-out over utterances ({UTTERANCE_FOLDS} folds; one speaker)"
+        per_utt, protocol = [0], "none (one utterance: nothing to hold out)"
     return np.concatenate([np.full(int(k.sum()), g) for g, k in zip(per_utt, keep)]), protocol
 
 
@@ -116,7 +124,8 @@ def probe_metrics(data: ProbeData, *, ignore=(), abx=True, abx_max_items=None, i
         result.update({"K": K, "codes_used": int(np.sum(np.bincount(codes, minlength=K) > 0)),
                        **unit_scores(codes, phones, groups, K, P),
                        "baselines": chance_baselines(phones, groups, K, P, seed)})
-        per_phone = per_phone_accuracy(phones, predictions, P)
+        per_phone = (np.full(P, np.nan) if result["accuracy"] is None
+                     else per_phone_accuracy(phones, predictions, P))
         result["per_phone_accuracy"] = {p: (None if np.isnan(a) else round(float(a), 4))
                                         for p, a in zip(phone_names, per_phone)}
     else:  # continuous features only: the discrete metrics are not defined
@@ -153,7 +162,8 @@ def probe_metrics(data: ProbeData, *, ignore=(), abx=True, abx_max_items=None, i
 
     if abx:
         clock = time.perf_counter()
-        options = {"seed": seed, **({"max_items_per_cell": abx_max_items} if abx_max_items else {})}
+        options = {"seed": seed, "ignore": ("sil", "spn", *ignore),
+                   **({"max_items_per_cell": abx_max_items} if abx_max_items is not None else {})}
         if data.codes is not None:
             one_hot = [np.eye(data.num_codes, dtype=np.float32)[c] for c in data.codes]
             result.update(abx_scores(one_hot, data.spans, data.speakers, **options))
@@ -188,5 +198,6 @@ def write_plots(data: ProbeData, result: dict, out: Path, ignore=()) -> dict[str
     accuracy = np.array([np.nan if result["per_phone_accuracy"][p] is None else result["per_phone_accuracy"][p]
                          for p in names])
     save_phone_accuracy(out.parent / files["phone_accuracy"], accuracy, np.bincount(phones, minlength=len(names)),
-                        names, f"{system}: held-out mapping accuracy {result['accuracy']:.3f}")
+                        names, f"{system}: held-out mapping accuracy "
+                        + ("n/a" if result["accuracy"] is None else f"{result['accuracy']:.3f}"))
     return files

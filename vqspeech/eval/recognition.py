@@ -29,7 +29,6 @@ In digits mode the vocabulary is restricted by a JSGF grammar to ``zero`` .. ``n
 from __future__ import annotations
 
 import math
-import re
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..align import ALIGN_RATE, transcript_words
+from ..align import ALIGN_RATE, decode_pcm, is_word, pcm16, transcript_words, word_name
 from ..audio import normalize_level, resample
 from ..errors import UserError, first_line
 
@@ -166,25 +165,14 @@ class Recognizer:
     def transcribe(self, audio: np.ndarray, sample_rate: int) -> list[str]:
         """audio [T] at any rate -> recognised words (lower case; [] when nothing was recognised)."""
         audio = resample(np.asarray(audio, dtype=np.float32).reshape(-1), sample_rate, RATE)
-        audio = normalize_level(np.nan_to_num(audio))
-        pad = int(round(self.pad_seconds * RATE))
-        audio = np.pad(audio.astype(np.float64), (pad, pad))
-        audio += self.dither * np.random.default_rng(self.seed).standard_normal(len(audio))
-        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        pcm = pcm16(normalize_level(np.nan_to_num(audio)), self.pad_seconds, self.dither, self.seed)
         try:
-            self.decoder.start_utt()
-            self.decoder.process_raw(pcm, full_utt=True)
-            self.decoder.end_utt()
+            decode_pcm(self.decoder, pcm)
         except RuntimeError as exc:
             raise UserError(f"pocketsphinx could not decode the audio ({first_line(exc)}).") from None
         hyp = self.decoder.hyp()
-        words = [w for w in (hyp.hypstr.split() if hyp is not None else []) if _is_word(w)]
-        words = [re.sub(r"\(\d+\)$", "", w).lower() for w in words]
+        words = [word_name(w).lower() for w in (hyp.hypstr.split() if hyp is not None else []) if is_word(w)]
         return normalize_words(" ".join(words), digits=self.digits)
-
-
-def _is_word(name: str) -> bool:
-    return name not in ("<s>", "</s>", "<sil>") and not name.startswith(("+", "["))
 
 
 def edit_distance(reference: Sequence, hypothesis: Sequence) -> int:

@@ -42,13 +42,15 @@ def cluster_purity(counts: np.ndarray) -> float:
 
 
 def mapping_accuracy(codes: np.ndarray, phones: np.ndarray, groups: np.ndarray, num_codes: int,
-                     num_phones: int) -> tuple[float, np.ndarray]:
+                     num_phones: int) -> tuple[float | None, np.ndarray]:
     """Leave-one-group-out code -> phone mapping; returns (pooled accuracy, predictions [N]).
 
     codes, phones, groups: int [N] per frame. For each group g the mapping is the most frequent
     phone of every code over the frames of all other groups; a code those frames never use maps
-    to their most frequent phone.
+    to their most frequent phone. With fewer than two groups nothing is held out: (None, -1s).
     """
+    if len(np.unique(groups)) < 2:
+        return None, np.full_like(phones, -1)
     total = contingency(codes, phones, num_codes, num_phones)
     predictions = np.empty_like(phones)
     for g in np.unique(groups):

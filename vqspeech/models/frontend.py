@@ -42,19 +42,20 @@ def _frames(audio: torch.Tensor, hop_length: int) -> int:
 
 
 class LogMelFrontend(nn.Module):
-    """Log-mel spectrogram via torch.stft: a Hann window of 2*hop samples, one frame per hop.
+    """Log-mel spectrogram via torch.stft: a Hann window (default 2*hop samples), one frame per hop.
 
-    The window is zero-padded to ``n_fft`` points (default: the next power of two >= 2*hop, at
+    The window is zero-padded to ``n_fft`` points (default: the next power of two >= the window, at
     least 512) so that narrow low-frequency mel filters still cover FFT bins.
     """
 
-    def __init__(self, sample_rate: int, hop_length: int, n_mels: int = 80, n_fft: int | None = None):
+    def __init__(self, sample_rate: int, hop_length: int, n_mels: int = 80, n_fft: int | None = None,
+                 win_length: int | None = None):
         super().__init__()
         self.hop_length = hop_length
-        self.win_length = 2 * hop_length
+        self.win_length = win_length or 2 * hop_length
         self.n_fft = n_fft or max(512, 1 << (self.win_length - 1).bit_length())
         if self.n_fft < self.win_length:
-            raise ValueError(f"n_fft={self.n_fft} is shorter than the window (2 * hop_length = {self.win_length})")
+            raise ValueError(f"n_fft={self.n_fft} is shorter than the window ({self.win_length} samples)")
         self.out_channels = n_mels
         self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
         self.register_buffer("filters", mel_filterbank(sample_rate, self.n_fft, n_mels), persistent=False)
