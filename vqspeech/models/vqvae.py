@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from ..audio import mu_law_encode
 from .encoder import Encoder
+from .jitter import TimeJitter
 from .quantizer import QuantizerOutput, VectorQuantizer
 from .wavenet import WaveNetDecoder
 
@@ -26,12 +27,16 @@ class VQVAEOutput:
 
 
 class VQVAE(nn.Module):
-    """audio [B, T] in [-1, 1] + speaker ids [B] -> next-sample logits; T a multiple of hop_length."""
+    """audio [B, T] in [-1, 1] + speaker ids [B] -> next-sample logits; T a multiple of hop_length.
+
+    ``jitter``: time-jitter probability applied to the quantized latents in training (0 = off).
+    """
 
     def __init__(self, encoder: Encoder, quantizer: VectorQuantizer, decoder: WaveNetDecoder,
-                 sample_rate: int):
+                 sample_rate: int, jitter: float = 0.0):
         super().__init__()
         self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
+        self.jitter = TimeJitter(jitter)
         self.sample_rate = sample_rate
         self.hop_length = encoder.hop_length
 
@@ -44,6 +49,7 @@ class VQVAE(nn.Module):
             quantizer=VectorQuantizer(config["num_codes"], dim, **config["quantizer"]),
             decoder=WaveNetDecoder(num_speakers, latent_dim=dim, hop_length=hop, **config["decoder"]),
             sample_rate=config["sample_rate"],
+            jitter=config.get("jitter", 0.0),
         )
 
     @property
@@ -71,7 +77,7 @@ class VQVAE(nn.Module):
         audio = audio[:, :length]
         vq, _ = self.quantize(audio)
         targets = mu_law_encode(audio, self.decoder.classes)
-        logits = self.decoder(self.decoder_inputs(targets), vq.quantized, speakers)
+        logits = self.decoder(self.decoder_inputs(targets), self.jitter(vq.quantized), speakers)
         nll = F.cross_entropy(logits.float(), targets, reduction="none")
         if mask is not None:
             mask = mask[:, :length].to(nll.dtype)

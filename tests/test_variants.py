@@ -1,0 +1,68 @@
+"""The VQ-VAE family's variants, each a config switch on the existing modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vqspeech.models.jitter import TimeJitter
+from vqspeech.models.vqvae import VQVAE
+
+TINY = {
+    "sample_rate": 8000, "hop_length": 80, "num_codes": 16, "latent_dim": 8,
+    "encoder": {"frontend": "mel", "n_mels": 20, "n_fft": None, "strides": [5, 4, 4], "channels": 16,
+                "dilations": [1, 2]},
+    "quantizer": {"beta": 0.25, "ema": False, "decay": 0.99, "init_from_data": False,
+                  "dead_code_threshold": 0.0, "usage_decay": 0.9},
+    "decoder": {"residual_channels": 8, "gate_channels": 16, "skip_channels": 8, "kernel_size": 2,
+                "layers": 4, "cycles": 1, "local_channels": 8, "global_channels": 4},
+}
+
+
+# --- time jitter ---------------------------------------------------------------------------------
+
+def test_jitter_is_identity_in_eval_mode_and_at_zero():
+    x = torch.randn(2, 3, 50)
+    assert torch.equal(TimeJitter(0.5).eval()(x), x)
+    assert torch.equal(TimeJitter(0.0).train()(x), x)
+    with pytest.raises(ValueError):
+        TimeJitter(1.5)
+
+
+def test_jitter_replaces_frames_by_a_neighbour_at_the_set_rate():
+    torch.manual_seed(0)
+    frames = 20000
+    x = torch.arange(frames, dtype=torch.float32).expand(1, 2, frames)  # frame t holds the value t
+    y = TimeJitter(0.3).train()(x)
+    assert torch.equal(y[:, 0], y[:, 1])  # one choice per frame, shared by all channels
+    offset = y[0, 0] - x[0, 0]
+    assert set(offset.unique().tolist()) <= {-1.0, 0.0, 1.0}
+    assert abs((offset != 0).float().mean().item() - 0.3) < 0.015
+    assert abs((offset == -1).float().mean().item() - 0.15) < 0.01
+    # every input frame's gradient is the number of output frames that copied it
+    x = torch.randn(1, 1, 30, requires_grad=True)
+    TimeJitter(1.0).train()(x).sum().backward()
+    assert x.grad.sum().item() == pytest.approx(30.0)
+
+
+def test_vqvae_jitters_the_decoder_conditioning_in_training_only():
+    torch.manual_seed(0)
+    model = VQVAE.from_config({**TINY, "jitter": 0.5}, num_speakers=2)
+    plain = VQVAE.from_config(TINY, num_speakers=2)
+    plain.load_state_dict(model.state_dict())  # the jitter adds no parameters
+    audio, speakers = 0.1 * torch.randn(2, 1600), torch.tensor([0, 1])
+    model.eval(), plain.eval()
+    assert torch.equal(model(audio, speakers).logits, plain(audio, speakers).logits)
+    model.train()
+    with torch.no_grad():  # codebook = 16 of the latents, so that neighbouring frames differ in code
+        latents = model.encoder(audio).permute(0, 2, 1).reshape(-1, TINY["latent_dim"])
+        model.quantizer.codebook.data = latents[torch.randperm(len(latents))[:16]].clone()
+    assert len(model.encode(audio).unique()) > 3
+    torch.manual_seed(1)
+    first = model(audio, speakers).loss
+    torch.manual_seed(2)
+    second = model(audio, speakers).loss
+    torch.manual_seed(1)
+    assert model(audio, speakers).loss == first != second  # seeded by the global RNG (resumable)
+    with pytest.raises(ValueError):
+        VQVAE.from_config({**TINY, "jitter": -0.1}, num_speakers=2)
