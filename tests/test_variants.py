@@ -66,3 +66,66 @@ def test_vqvae_jitters_the_decoder_conditioning_in_training_only():
     assert model(audio, speakers).loss == first != second  # seeded by the global RNG (resumable)
     with pytest.raises(ValueError):
         VQVAE.from_config({**TINY, "jitter": -0.1}, num_speakers=2)
+
+
+# --- k-means initialisation of the codebook ------------------------------------------------------
+
+def test_kmeans_finds_separated_clusters_and_never_raises_the_error():
+    from vqspeech.models.quantizer import kmeans
+
+    torch.manual_seed(0)
+    centres = 10 * torch.randn(4, 3)
+    x = (centres[:, None] + 0.1 * torch.randn(4, 50, 3)).reshape(-1, 3)
+    start = x[torch.tensor([0, 1, 2, 50])]  # three starts in cluster 0, one in cluster 1
+
+    def sse(c):
+        return torch.cdist(x, c).min(1).values.pow(2).sum().item()
+
+    found = kmeans(x, start, iters=20)
+    errors = [sse(kmeans(x, start, iters=i)) for i in range(6)]
+    assert all(b <= a + 1e-6 for a, b in zip(errors, errors[1:]))  # Lloyd never increases it
+    assert sse(found) < sse(start)
+    # a centroid that gets no points stays put
+    far = torch.cat([start[:1], torch.full((1, 3), 1e6)])
+    assert torch.equal(kmeans(x, far, iters=3)[1], far[1])
+
+
+def test_quantizer_kmeans_init_fits_the_first_batch_better_than_sampling():
+    from vqspeech.models.quantizer import VectorQuantizer
+
+    torch.manual_seed(0)
+    z = torch.randn(4, 8, 200) + 3 * torch.randn(4, 8, 1)  # [B, D, T]
+    losses = {}
+    for iters in (0, 10):
+        torch.manual_seed(1)
+        vq = VectorQuantizer(num_codes=16, dim=8, kmeans_iters=iters).train()
+        losses[iters] = vq(z).commitment_loss.item()
+    assert losses[10] < 0.9 * losses[0]
+    with pytest.raises(ValueError):
+        VectorQuantizer(kmeans_iters=-1)
+
+
+def _kmeans_init_rank(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from vqspeech.models.quantizer import VectorQuantizer
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(rank)  # each rank sees other data and draws other random numbers
+    vq = VectorQuantizer(num_codes=8, dim=4, kmeans_iters=5).train()
+    vq(torch.randn(2, 4, 50) + rank)
+    torch.save(vq.codebook.detach(), f"{out}/codebook{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_kmeans_init_gives_every_rank_the_same_codebook(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_kmeans_init_rank, args=(2, port, str(tmp_path)), nprocs=2)
+    first, second = (torch.load(tmp_path / f"codebook{r}.pt") for r in (0, 1))
+    assert torch.equal(first, second)

@@ -1,7 +1,8 @@
 """Vector quantisation with a straight-through gradient (van den Oord et al., 2017).
 
 Options on one module: codebook + commitment loss, or EMA codebook updates (VQ-VAE-2);
-initialisation from encoder outputs; dead codes re-seeded from encoder outputs. Under
+initialisation from encoder outputs (sampled, or refined by k-means); dead codes re-seeded from
+encoder outputs. Under
 torch.distributed the codebook statistics are all-reduced and random choices are made on rank 0
 and broadcast, so every process keeps the same codebook.
 """
@@ -35,6 +36,21 @@ def perplexity(counts: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(probs * torch.log(probs.clamp_min(1e-10))).sum())
 
 
+@torch.no_grad()
+def kmeans(x: torch.Tensor, centroids: torch.Tensor, iters: int) -> torch.Tensor:
+    """Lloyd's algorithm: x [N, D], initial centroids [K, D] -> centroids [K, D] after ``iters``
+    assignment/update rounds; a centroid that loses all its points stays where it was."""
+    centroids = centroids.clone()
+    for _ in range(iters):
+        distances = torch.addmm(centroids.pow(2).sum(1)[None], x, centroids.t(), alpha=-2.0)
+        assign = distances.argmin(dim=1)
+        counts = torch.bincount(assign, minlength=len(centroids)).to(x.dtype)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+    return centroids
+
+
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -49,6 +65,8 @@ class VectorQuantizer(nn.Module):
         ema: update the codebook by exponential moving averages instead of the codebook loss.
         decay: EMA decay for the codebook statistics.
         init_from_data: set the codebook from the first training batch's encoder outputs.
+        kmeans_iters: with ``init_from_data``, refine those sampled vectors by this many Lloyd
+            (k-means) iterations on the same batch (0 = sampled vectors as they are).
         dead_code_threshold: a code is dead when its running usage falls below this fraction of
             the uniform share 1/K; dead codes are re-seeded from current encoder outputs (0 = off).
         usage_decay: decay of the running usage estimate.
@@ -56,9 +74,12 @@ class VectorQuantizer(nn.Module):
 
     def __init__(self, num_codes: int = 128, dim: int = 64, beta: float = 0.25, ema: bool = False,
                  decay: float = 0.99, eps: float = 1e-5, init_from_data: bool = True,
-                 dead_code_threshold: float = 0.05, usage_decay: float = 0.99):
+                 dead_code_threshold: float = 0.05, usage_decay: float = 0.99, kmeans_iters: int = 0):
         super().__init__()
+        if kmeans_iters < 0:
+            raise ValueError(f"kmeans_iters must be >= 0, not {kmeans_iters}")
         self.num_codes, self.dim, self.beta = num_codes, dim, beta
+        self.kmeans_iters = kmeans_iters
         self.ema, self.decay, self.eps = ema, decay, eps
         self.dead_code_threshold, self.usage_decay = dead_code_threshold, usage_decay
         codebook = torch.randn(num_codes, dim) / dim ** 0.5
@@ -133,7 +154,12 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _init_from(self, flat: torch.Tensor) -> None:
-        self.codebook.data.copy_(self._sample_vectors(flat, self.num_codes))
+        vectors = self._sample_vectors(flat, self.num_codes)
+        if self.kmeans_iters:
+            vectors = kmeans(flat.float(), vectors, self.kmeans_iters)
+            if _distributed():  # each rank clustered its own batch: keep rank 0's codebook
+                dist.broadcast(vectors, src=0)
+        self.codebook.data.copy_(vectors)
         if self.ema:
             self.ema_sum.copy_(self.codebook)
             self.ema_count.fill_(1.0)
