@@ -279,3 +279,17 @@ def test_download_failure_names_the_url(tmp_path):
     result = _download((tmp_path / "absent.zip").as_uri(), "0" * 64, tmp_path / "dl", tmp_path / "c")
     assert result.returncode == 1
     assert "Download of" in result.stderr and "absent.zip" in result.stderr
+
+
+def test_a_forced_stage_that_fails_leaves_no_marker(tmp_path):
+    """`--force true` reruns a finished stage; if that rerun fails, the stage must count as not done."""
+    script = f"""
+        set -e
+        stage=0 stop_stage=100 force=true exp_dir={tmp_path}/exp
+        . {RECIPES}/utils/stage.sh
+        mkdir -p $exp_dir/.stages && printf '1 s\\told run\\n' > $exp_dir/.stages/9
+        if run_stage 9 "report"; then false; stage_done 9; fi
+    """
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert result.returncode != 0 and "== stage 9: report" in result.stdout
+    assert not (tmp_path / "exp/.stages/9").exists()

@@ -1009,6 +1009,8 @@ def write_report(exp_dir: str | os.PathLike, out: str | os.PathLike | None = Non
 def _is_report(path: Path) -> bool:
     try:
         with path.open(encoding="utf-8", errors="replace") as f:
-            return f'<meta name="generator" content="{GENERATOR}">' in f.read(4096)
+            head = f.read(4096)
     except OSError:
         return False
+    # the generator tag, or the title every report has carried (pages written before the tag)
+    return f'<meta name="generator" content="{GENERATOR}">' in head or ": vqspeech report</title>" in head

@@ -19,6 +19,7 @@ run_stage() {
     return 1
   fi
   echo "== stage $n: $name"
+  rm -f "$exp_dir/.stages/$n"  # a forced rerun that fails must not leave the old marker behind
   STAGE_START=$(date +%s)
   STAGE_NAME=$name
   return 0
