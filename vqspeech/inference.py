@@ -90,7 +90,8 @@ class VQSpeech:
 
     @torch.no_grad()
     def encode(self, audio: np.ndarray, sample_rate: int, latents: bool = False, chunk_frames: int = 2048):
-        """audio [T] -> codes np.int16 [F] (and latents np.float32 [F, D] when ``latents``).
+        """audio [T] -> codes np.int16 [F] (grouped codebooks: [F, G]; and latents np.float32 [F, D]
+        when ``latents``).
 
         Long audio is encoded ``chunk_frames`` frames at a time, each chunk with the encoder's
         context on both sides, so the result equals one pass and memory stays bounded.
@@ -115,7 +116,7 @@ class VQSpeech:
         """Generate several utterances together; returns waveforms [F_i * hop] at sample_rate."""
         lengths = [len(c) for c in codes]
         longest = max(lengths)
-        padded = torch.zeros(len(codes), longest, dtype=torch.long)
+        padded = torch.zeros(len(codes), longest, *np.shape(codes[0])[1:], dtype=torch.long)  # [N, F(, G)]
         for i, c in enumerate(codes):
             padded[i, : len(c)] = torch.as_tensor(np.asarray(c, dtype=np.int64))
         if padded.max() >= self.model.quantizer.num_codes or padded.min() < 0:

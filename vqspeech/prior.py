@@ -56,6 +56,9 @@ def read_codes(codes_dir: str | Path, manifest: str | Path | None = None
     units = read_units(codes_dir, latents=False)
     if not units.codes:
         raise UserError(f"{codes_dir} holds no codes/*.npy (only continuous features); a prior needs codes.")
+    if units.meta.get("groups", 1) > 1:
+        raise UserError(f"The codes in {codes_dir} come from {units.meta['groups']} grouped codebooks; "
+                        "the priors model single-codebook codes only (grouped priors are not built yet).")
     meta = units.meta
     speakers, splits = meta.get("speakers") or {}, meta.get("splits") or {}
     if manifest is not None:

@@ -96,7 +96,7 @@ def teacher_forced_metrics(model: VQVAE, utts: list[Utterance], speaker_ids: dic
     was_training = model.training
     model.eval()
     total_bits, total_samples = 0.0, 0
-    usage = torch.zeros(model.quantizer.num_codes)
+    usage = None  # [K] counts (grouped codebooks: [G * K])
     for utt in utts:
         audio, _ = load_audio(utt.audio, model.sample_rate)
         audio = audio[: len(audio) // model.hop_length * model.hop_length]
@@ -106,7 +106,8 @@ def teacher_forced_metrics(model: VQVAE, utts: list[Utterance], speaker_ids: dic
                     torch.tensor([speaker_ids[utt.speaker]], device=device))
         total_bits += float(out.bits_per_sample) * len(audio)
         total_samples += len(audio)
-        usage += out.vq.usage.float().cpu()
+        counts = out.vq.usage.float().cpu()
+        usage = counts if usage is None else usage + counts
     model.train(was_training)
     if total_samples == 0:
         return {}

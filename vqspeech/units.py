@@ -39,11 +39,13 @@ def start_codes_dir(out_dir: Path, *, latents: bool, overwrite: bool) -> None:
 
 
 def save_units(out_dir: Path, utt_id: str, codes: np.ndarray, latents: np.ndarray | None = None) -> str:
-    """Write ``codes/<id>.npy`` (and ``latents/<id>.npy``); returns the ``units.txt`` line."""
+    """Write ``codes/<id>.npy`` (and ``latents/<id>.npy``); returns the ``units.txt`` line (a grouped
+    code frame [G] is one token ``c1-c2-...``)."""
     _save_npy(out_dir / "codes" / f"{utt_id}.npy", codes)
     if latents is not None:
         _save_npy(out_dir / "latents" / f"{utt_id}.npy", latents)
-    return f"{utt_id} {' '.join(map(str, codes.tolist()))}\n"
+    tokens = codes.tolist() if codes.ndim == 1 else ["-".join(map(str, row)) for row in codes.tolist()]
+    return f"{utt_id} {' '.join(map(str, tokens))}\n"
 
 
 def encode_items(vq: VQSpeech, items: list[InputItem], out_dir: Path, *, latents: bool = False,
@@ -71,7 +73,8 @@ def encode_items(vq: VQSpeech, items: list[InputItem], out_dir: Path, *, latents
     write_text_atomic(out_dir / "units.txt", "".join(units))
     write_text_atomic(out_dir / "rejects.tsv", "file\treason\n" + "".join(f"{f}\t{r}\n" for f, r in rejects))
     meta = {"code_rate_hz": vq.model.code_rate_hz, "frame_offset_s": 0.5 / vq.model.code_rate_hz,
-            "K": vq.model.quantizer.num_codes, "checkpoint": str(Path(vq.checkpoint).resolve()),
+            "K": vq.model.quantizer.num_codes, "groups": getattr(vq.model.quantizer, "num_groups", 1),
+            "checkpoint": str(Path(vq.checkpoint).resolve()),
             "sample_rate": vq.sample_rate, "hop_length": vq.hop_length, "num_utterances": len(units),
             "speakers": speakers, "splits": splits}
     write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
@@ -143,8 +146,10 @@ def decode_codes(vq: VQSpeech, codes_path: Path, out: Path, *, speaker: str | No
             array = np.load(f)
         except (OSError, ValueError) as exc:
             raise UserError(f"Cannot read codes file {f} ({exc}).") from None
-        if array.ndim != 1 or array.size == 0:
-            raise UserError(f"Codes file {f} holds shape {array.shape}; expected a non-empty 1-D array.")
+        groups = getattr(vq.model.quantizer, "num_groups", 1)
+        if array.ndim != (1 if groups == 1 else 2) or array.size == 0 or (groups > 1 and array.shape[1] != groups):
+            shape = "[frames]" if groups == 1 else f"[frames, {groups}]"
+            raise UserError(f"Codes file {f} holds shape {array.shape}; this model expects {shape}.")
         codes.append(array)
     return _generate_to_files(vq, codes, speakers, paths, temperature=temperature, seed=seed,
                               batch_size=batch_size)

@@ -1,6 +1,7 @@
 """Units meet alignments: which phone lies under each code frame.
 
-Units come in the ``vqspeech encode`` layout: ``codes/<id>.npy`` (int [T]) and/or
+Units come in the ``vqspeech encode`` layout: ``codes/<id>.npy`` (int [T]; grouped codebooks
+[T, G], each distinct tuple then counts as one unit) and/or
 ``latents/<id>.npy`` (float [T, D]; continuous features alone, e.g. another model's, are probed
 too), and ``codes.json`` with ``code_rate_hz`` and ``frame_offset_s`` (the time of frame 0's
 centre; half a frame when absent). Frame t is centred at
@@ -88,31 +89,47 @@ def read_units(codes_dir: str | Path, latents: bool = True) -> Units:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{meta_path} has no readable code_rate_hz ({exc}); re-run `vqspeech encode`.") from None
     codes = {p.stem: _load_codes(p) for p in sorted((root / "codes").glob("*.npy"))}
+    grouped = {c.ndim for c in codes.values()} == {2}
+    if grouped:  # product codebooks: each distinct code tuple is one unit
+        codes = _tuples_to_units(codes)
     latent_files = sorted((root / "latents").glob("*.npy")) if latents or not codes else []
     latents = {p.stem: _load_array(p, ndim=2).astype(np.float32) for p in latent_files
                if not codes or p.stem in codes}
     if not codes and not latents:
         raise UserError(f"{root} holds no codes/*.npy or latents/*.npy files; run `vqspeech encode` first.")
-    num_codes = int(meta.get("K") or max(int(c.max()) for c in codes.values()) + 1) if codes else 0
+    if grouped:
+        num_codes = max(int(c.max()) for c in codes.values()) + 1  # the distinct tuples
+    else:
+        num_codes = int(meta.get("K") or max(int(c.max()) for c in codes.values()) + 1) if codes else 0
     offset = meta.get("frame_offset_s")
     return Units(codes, latents, rate, 0.5 / rate if offset is None else float(offset), num_codes, meta)
 
 
+def _tuples_to_units(codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Grouped codes [T, G] per utterance -> one id per distinct tuple [T] (ids shared by all)."""
+    ids = list(codes)
+    _, inverse = np.unique(np.concatenate([codes[i] for i in ids]), axis=0, return_inverse=True)
+    bounds = np.cumsum([0] + [len(codes[i]) for i in ids])
+    return {i: inverse.reshape(-1)[a:b] for i, a, b in zip(ids, bounds[:-1], bounds[1:])}
+
+
 def _load_codes(path: Path) -> np.ndarray:
-    codes = _load_array(path, ndim=1)
+    codes = _load_array(path, ndim=(1, 2))
     if codes.size == 0 or not np.issubdtype(codes.dtype, np.integer) or codes.min() < 0:
         raise UserError(f"{path} does not hold codes (non-negative integers, at least one frame); "
                         "re-run `vqspeech encode`.")
     return codes.astype(np.int64)
 
 
-def _load_array(path: Path, ndim: int) -> np.ndarray:
+def _load_array(path: Path, ndim: int | tuple[int, ...]) -> np.ndarray:
     try:
         array = np.load(path)
     except (OSError, ValueError) as exc:
         raise UserError(f"Cannot read {path} ({exc}); re-run `vqspeech encode`.") from None
-    if array.ndim != ndim:
-        raise UserError(f"{path} holds shape {array.shape}; expected a {ndim}-D array.")
+    allowed = ndim if isinstance(ndim, tuple) else (ndim,)
+    if array.ndim not in allowed:
+        raise UserError(f"{path} holds shape {array.shape}; expected a "
+                        f"{' or '.join(f'{n}-D' for n in allowed)} array.")
     return array
 
 

@@ -62,7 +62,7 @@ def run_probe(codes_dir: str | Path, out: str | Path, *, manifest=None, corpus=N
     timings["load"] = time.perf_counter() - clock
 
     result = {"system": name or Path(codes_dir).name, "codes_dir": str(Path(codes_dir).resolve()),
-              "split": split, "phone_set": data.phone_set, **probe_metrics(
+              "split": split, "phone_set": data.phone_set, "groups": units.meta.get("groups", 1), **probe_metrics(
                   data, ignore=ignore, abx=abx, abx_max_items=abx_max_items,
                   input_features=input_features, seed=seed, progress=progress, timings=timings)}
     result["skipped_utterances"] = data.skipped

@@ -194,3 +194,48 @@ class VectorQuantizer(nn.Module):
             self.ema_count[dead] = 1.0
         self.usage_ema[dead] = 1.0 / self.num_codes  # a grace period before it can count as dead
         return num_dead, num_dead
+
+
+class ProductQuantizer(nn.Module):
+    """G codebooks of K codes over G slices of the latent: a product of codebooks against collapse.
+
+    z [B, D, T] is cut into G slices of D / G channels, each quantized by its own VectorQuantizer
+    (every option of that module applies per group); codes are [B, T, G] and the effective
+    vocabulary is the set of code tuples, up to K^G. ``perplexity`` is that of the tuples in the
+    batch; ``usage`` concatenates the G groups' counts [G * K].
+    """
+
+    def __init__(self, num_codes: int = 128, dim: int = 64, groups: int = 2, **options):
+        super().__init__()
+        if groups < 2 or dim % groups:
+            raise ValueError(f"product quantization needs groups >= 2 dividing latent_dim={dim}, not {groups}")
+        self.num_codes, self.dim, self.num_groups = num_codes, dim, groups
+        self.quantizers = nn.ModuleList(VectorQuantizer(num_codes, dim // groups, **options) for _ in range(groups))
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        outs = [q(part) for q, part in zip(self.quantizers, z.chunk(self.num_groups, dim=1))]
+        codes = torch.stack([o.codes for o in outs], dim=-1)  # [B, T, G]
+        _, tuple_counts = torch.unique(codes.reshape(-1, self.num_groups), dim=0, return_counts=True)
+        mean = lambda name: torch.stack([getattr(o, name) for o in outs]).mean()  # noqa: E731
+        return QuantizerOutput(
+            quantized=torch.cat([o.quantized for o in outs], dim=1),
+            codes=codes,
+            loss=mean("loss"),  # the mean of per-slice MSEs = the MSE over all D channels
+            codebook_loss=mean("codebook_loss"),
+            commitment_loss=mean("commitment_loss"),
+            perplexity=perplexity(tuple_counts),
+            usage=torch.cat([o.usage for o in outs]),
+            dead_codes=sum(o.dead_codes for o in outs),
+            reseeded=sum(o.reseeded for o in outs),
+        )
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, T, G] -> vectors [B, D, T]."""
+        return torch.cat([q.lookup(codes[..., g]) for g, q in enumerate(self.quantizers)], dim=1)
+
+
+def build_quantizer(num_codes: int, dim: int, groups: int = 1, **options) -> nn.Module:
+    """A VectorQuantizer, or with ``groups`` > 1 a ProductQuantizer of that many codebooks."""
+    if groups == 1:
+        return VectorQuantizer(num_codes, dim, **options)
+    return ProductQuantizer(num_codes, dim, groups, **options)

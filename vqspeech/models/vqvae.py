@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from ..audio import mu_law_encode
 from .encoder import Encoder
 from .jitter import TimeJitter
-from .quantizer import QuantizerOutput, VectorQuantizer
+from .quantizer import QuantizerOutput, build_quantizer
 from .wavenet import WaveNetDecoder
 
 
@@ -32,7 +32,7 @@ class VQVAE(nn.Module):
     ``jitter``: time-jitter probability applied to the quantized latents in training (0 = off).
     """
 
-    def __init__(self, encoder: Encoder, quantizer: VectorQuantizer, decoder: WaveNetDecoder,
+    def __init__(self, encoder: Encoder, quantizer: nn.Module, decoder: WaveNetDecoder,
                  sample_rate: int, jitter: float = 0.0):
         super().__init__()
         self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
@@ -46,7 +46,7 @@ class VQVAE(nn.Module):
         hop, dim = config["hop_length"], config["latent_dim"]
         return cls(
             encoder=Encoder(config["sample_rate"], hop, latent_dim=dim, **config["encoder"]),
-            quantizer=VectorQuantizer(config["num_codes"], dim, **config["quantizer"]),
+            quantizer=build_quantizer(config["num_codes"], dim, **config["quantizer"]),
             decoder=WaveNetDecoder(num_speakers, latent_dim=dim, hop_length=hop, **config["decoder"]),
             sample_rate=config["sample_rate"],
             jitter=config.get("jitter", 0.0),
@@ -62,7 +62,7 @@ class VQVAE(nn.Module):
         return self.quantizer(latents), latents
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
-        """audio [B, T] -> codes [B, T // hop_length]."""
+        """audio [B, T] -> codes [B, T // hop_length] (grouped codebooks: [B, T // hop_length, G])."""
         return self.quantize(audio)[0].codes
 
     def decoder_inputs(self, targets: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,153 @@
+"""Non-autoregressive convolutional decoder in the style of the HiFi-GAN generator.
+
+HiFi-GAN (Kong et al., 2020, "HiFi-GAN: Generative Adversarial Networks for Efficient and High
+Fidelity Speech Synthesis"): an input convolution at frame rate, a stack of transposed
+convolutions whose strides multiply to the hop length, each followed by a multi-receptive-field
+fusion (MRF) module -- the average of residual blocks of dilated convolutions with different
+kernel sizes -- leaky ReLUs, weight normalisation, and an output convolution with tanh. Here the
+input is the quantized code vectors rather than a mel spectrogram, and a speaker embedding is
+added after the input convolution (the multi-speaker form VITS, Kim et al. 2021, uses).
+
+Differences from the reference code (jik876/hifi-gan ``models.py``, ResBlock1 / Generator):
+
+- The output convolution has no weight norm, so that :attr:`ConvDecoder.last_layer` is a leaf
+  parameter for the adaptive GAN weight (VQ-GAN's ``conv_out``; see ``gan_losses.adaptive_weight``).
+- Weights keep PyTorch's default initialisation. The reference applies ``normal_(0, 0.01)`` to
+  ``module.weight`` *after* ``weight_norm``; the norm's pre-forward hook recomputes that tensor
+  from ``g`` and ``v``, so the reference trains from the default initialisation too.
+- The leaky-ReLU slope before the output convolution is 0.1 like every other one (the reference
+  uses PyTorch's default 0.01 there).
+- Transposed convolutions take ``padding = ceil((k - u) / 2)`` and the ``output_padding`` that
+  makes the output exactly ``u`` times longer for any kernel ``k >= u`` (the reference's
+  ``(k - u) // 2`` is exact only for even ``k - u``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.parametrizations import weight_norm
+
+LRELU_SLOPE = 0.1
+
+
+def same_padding(kernel_size: int, dilation: int = 1) -> int:
+    """Padding that keeps the length of a stride-1 convolution with an odd kernel."""
+    return (kernel_size - 1) * dilation // 2
+
+
+def transposed_padding(kernel_size: int, stride: int) -> tuple[int, int]:
+    """(padding, output_padding) for which ConvTranspose1d maps L -> L * stride exactly.
+
+    The output length is (L - 1) * u - 2p + k + op, so op = 2p - (k - u) must lie in [0, u).
+    """
+    if kernel_size < stride:
+        raise ValueError(f"upsampling kernel {kernel_size} is shorter than its stride {stride}")
+    padding = (kernel_size - stride + 1) // 2
+    output_padding = 2 * padding - (kernel_size - stride)
+    if output_padding >= stride:  # only stride 1 with an even kernel
+        raise ValueError(f"upsampling kernel {kernel_size} with stride {stride} cannot keep the exact length; "
+                         "use an odd kernel for stride 1")
+    return padding, output_padding
+
+
+class ResBlock(nn.Module):
+    """HiFi-GAN ResBlock1: x [B, C, T] -> [B, C, T].
+
+    For each dilation d: x <- x + conv_1(lrelu(conv_d(lrelu(x)))), both convolutions with kernel
+    ``kernel_size`` and weight norm, the second undilated.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, dilations: Sequence[int] = (1, 3, 5)):
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"residual block kernel sizes must be odd, got {kernel_size}")
+        self.dilated = nn.ModuleList(
+            weight_norm(nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=same_padding(kernel_size, d)))
+            for d in dilations)
+        self.pointwise = nn.ModuleList(
+            weight_norm(nn.Conv1d(channels, channels, kernel_size, padding=same_padding(kernel_size)))
+            for _ in dilations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for dilated, conv in zip(self.dilated, self.pointwise):
+            h = dilated(F.leaky_relu(x, LRELU_SLOPE))
+            x = x + conv(F.leaky_relu(h, LRELU_SLOPE))
+        return x
+
+
+class ConvDecoder(nn.Module):
+    """Code vectors [B, D, F] + speaker ids [B] -> waveform [B, F * hop_length] in [-1, 1].
+
+    Frame f drives output samples [f * hop, (f + 1) * hop) (each upsampling kernel is centred on
+    the block of samples its input position expands to), matching the encoder's frame grid.
+
+    Args:
+        num_speakers: size of the speaker embedding table.
+        latent_dim: D, the code-vector dimension (the quantizer's ``dim``).
+        hop_length: samples per frame; must equal ``prod(upsample_strides)``.
+        channels: width after the input convolution; each upsampling stage halves it.
+        upsample_strides: the transposed convolutions' strides, e.g. (5, 4, 4) for hop 80.
+        upsample_kernel_sizes: their kernel sizes (default ``2 * stride``, as in HiFi-GAN).
+        resblock_kernel_sizes: kernel sizes of the MRF's residual blocks (one block each).
+        resblock_dilations: one dilation tuple per residual block.
+        global_channels: speaker-embedding size (projected to ``channels`` and added).
+        input_kernel_size, output_kernel_size: kernels of the first and last convolutions.
+    """
+
+    def __init__(self, num_speakers: int, latent_dim: int = 64, hop_length: int = 80, channels: int = 128,
+                 upsample_strides: Sequence[int] = (5, 4, 4), upsample_kernel_sizes: Sequence[int] | None = None,
+                 resblock_kernel_sizes: Sequence[int] = (3, 7, 11),
+                 resblock_dilations: Sequence[Sequence[int]] = ((1, 3, 5), (1, 3, 5), (1, 3, 5)),
+                 global_channels: int = 64, input_kernel_size: int = 7, output_kernel_size: int = 7):
+        super().__init__()
+        strides = [int(s) for s in upsample_strides]
+        if not strides or math.prod(strides) != hop_length:
+            raise ValueError(f"conv decoder upsample_strides {strides} multiply to {math.prod(strides)}, "
+                             f"not hop_length={hop_length}")
+        kernels = [2 * s for s in strides] if upsample_kernel_sizes is None else [int(k) for k in upsample_kernel_sizes]
+        if len(kernels) != len(strides):
+            raise ValueError(f"{len(kernels)} upsample_kernel_sizes for {len(strides)} upsample_strides")
+        if len(resblock_kernel_sizes) != len(resblock_dilations) or not resblock_kernel_sizes:
+            raise ValueError(f"resblock_kernel_sizes {list(resblock_kernel_sizes)} and resblock_dilations "
+                             f"{[list(d) for d in resblock_dilations]} must be non-empty and of equal length")
+        if channels % 2 ** len(strides):
+            raise ValueError(f"conv decoder channels={channels} cannot be halved {len(strides)} times")
+        for k in (input_kernel_size, output_kernel_size):
+            if k % 2 == 0:
+                raise ValueError(f"input/output kernel sizes must be odd, got {k}")
+        self.hop_length = hop_length
+        self.upsample_strides = strides
+
+        self.input = weight_norm(nn.Conv1d(latent_dim, channels, input_kernel_size,
+                                           padding=same_padding(input_kernel_size)))
+        self.speaker_embedding = nn.Embedding(num_speakers, global_channels)
+        self.speaker_proj = nn.Linear(global_channels, channels)
+        self.upsamples = nn.ModuleList()
+        self.mrfs = nn.ModuleList()
+        width = channels
+        for stride, kernel in zip(strides, kernels):
+            padding, output_padding = transposed_padding(kernel, stride)
+            self.upsamples.append(weight_norm(nn.ConvTranspose1d(width, width // 2, kernel, stride, padding=padding,
+                                                                 output_padding=output_padding)))
+            width //= 2
+            self.mrfs.append(nn.ModuleList(ResBlock(width, k, d)
+                                           for k, d in zip(resblock_kernel_sizes, resblock_dilations)))
+        self.output = nn.Conv1d(width, 1, output_kernel_size, padding=same_padding(output_kernel_size))
+
+    @property
+    def last_layer(self) -> nn.Parameter:
+        """The output convolution's weight [1, C, k]: where the adaptive GAN weight is measured."""
+        return self.output.weight
+
+    def forward(self, latents: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
+        """latents [B, D, F], speakers [B] long -> waveform [B, F * hop_length] in [-1, 1]."""
+        x = self.input(latents) + self.speaker_proj(self.speaker_embedding(speakers))[:, :, None]
+        for upsample, mrf in zip(self.upsamples, self.mrfs):
+            x = upsample(F.leaky_relu(x, LRELU_SLOPE))
+            x = sum(block(x) for block in mrf) / len(mrf)
+        return torch.tanh(self.output(F.leaky_relu(x, LRELU_SLOPE))).squeeze(1)
