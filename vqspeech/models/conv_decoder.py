@@ -19,7 +19,9 @@ Differences from the reference code (jik876/hifi-gan ``models.py``, ResBlock1 / 
   uses PyTorch's default 0.01 there).
 - Transposed convolutions take ``padding = ceil((k - u) / 2)`` and the ``output_padding`` that
   makes the output exactly ``u`` times longer for any kernel ``k >= u`` (the reference's
-  ``(k - u) // 2`` is exact only for even ``k - u``).
+  ``(k - u) // 2`` is exact only for even ``k - u``). The default kernel is the smallest
+  ``k >= 2u`` with ``k - u`` even (``2u`` for even strides, as in HiFi-GAN; ``2u + 1`` for odd
+  ones), so each input position's kernel is centred on the ``u`` samples it expands to.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ def same_padding(kernel_size: int, dilation: int = 1) -> int:
 def transposed_padding(kernel_size: int, stride: int) -> tuple[int, int]:
     """(padding, output_padding) for which ConvTranspose1d maps L -> L * stride exactly.
 
-    The output length is (L - 1) * u - 2p + k + op, so op = 2p - (k - u) must lie in [0, u).
+    The output length is (L - 1) * u - 2p + k + op, so op = 2p - (k - u) must lie in [0, u). Input
+    position i reaches outputs [i*u - p, i*u - p + k): centred on its block [i*u, (i+1)*u) when
+    k - u is even, half an output sample early when it is odd.
     """
     if kernel_size < stride:
         raise ValueError(f"upsampling kernel {kernel_size} is shorter than its stride {stride}")
@@ -83,8 +87,9 @@ class ResBlock(nn.Module):
 class ConvDecoder(nn.Module):
     """Code vectors [B, D, F] + speaker ids [B] -> waveform [B, F * hop_length] in [-1, 1].
 
-    Frame f drives output samples [f * hop, (f + 1) * hop) (each upsampling kernel is centred on
-    the block of samples its input position expands to), matching the encoder's frame grid.
+    Frame f is centred on output samples [f * hop, (f + 1) * hop), the encoder's frame grid: with
+    the default (centred) upsampling kernels, the samples a frame can influence extend equally far
+    on both sides of that block.
 
     Args:
         num_speakers: size of the speaker embedding table.
@@ -92,7 +97,8 @@ class ConvDecoder(nn.Module):
         hop_length: samples per frame; must equal ``prod(upsample_strides)``.
         channels: width after the input convolution; each upsampling stage halves it.
         upsample_strides: the transposed convolutions' strides, e.g. (5, 4, 4) for hop 80.
-        upsample_kernel_sizes: their kernel sizes (default ``2 * stride``, as in HiFi-GAN).
+        upsample_kernel_sizes: their kernel sizes (default ``2 * stride`` for even strides, as in
+            HiFi-GAN, ``2 * stride + 1`` for odd ones).
         resblock_kernel_sizes: kernel sizes of the MRF's residual blocks (one block each).
         resblock_dilations: one dilation tuple per residual block.
         global_channels: speaker-embedding size (projected to ``channels`` and added).
@@ -109,7 +115,7 @@ class ConvDecoder(nn.Module):
         if not strides or math.prod(strides) != hop_length:
             raise ValueError(f"conv decoder upsample_strides {strides} multiply to {math.prod(strides)}, "
                              f"not hop_length={hop_length}")
-        kernels = [2 * s for s in strides] if upsample_kernel_sizes is None else [int(k) for k in upsample_kernel_sizes]
+        kernels = [2 * s + s % 2 for s in strides] if upsample_kernel_sizes is None else [int(k) for k in upsample_kernel_sizes]
         if len(kernels) != len(strides):
             raise ValueError(f"{len(kernels)} upsample_kernel_sizes for {len(strides)} upsample_strides")
         if len(resblock_kernel_sizes) != len(resblock_dilations) or not resblock_kernel_sizes:
