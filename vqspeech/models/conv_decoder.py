@@ -115,7 +115,10 @@ class ConvDecoder(nn.Module):
         if not strides or math.prod(strides) != hop_length:
             raise ValueError(f"conv decoder upsample_strides {strides} multiply to {math.prod(strides)}, "
                              f"not hop_length={hop_length}")
-        kernels = [2 * s + s % 2 for s in strides] if upsample_kernel_sizes is None else [int(k) for k in upsample_kernel_sizes]
+        if upsample_kernel_sizes is None:
+            kernels = [2 * s + s % 2 for s in strides]  # the smallest k >= 2u with k - u even
+        else:
+            kernels = [int(k) for k in upsample_kernel_sizes]
         if len(kernels) != len(strides):
             raise ValueError(f"{len(kernels)} upsample_kernel_sizes for {len(strides)} upsample_strides")
         if len(resblock_kernel_sizes) != len(resblock_dilations) or not resblock_kernel_sizes:

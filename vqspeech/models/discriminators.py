@@ -68,13 +68,19 @@ class PeriodDiscriminator(nn.Module):
             x = F.pad(x, (0, extra), mode="reflect" if length > extra else "replicate")
             length += extra
         x = x.view(batch, 1, length // self.period, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.output(x)
+        return _conv_stack(self.convs, self.output, x)
+
+
+def _conv_stack(convs: nn.ModuleList, output: nn.Module, x: torch.Tensor
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Leaky-ReLU convolutions then the output convolution: (logits [B, N], every layer's output)."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
         features.append(x)
-        return x.flatten(1), features
+    x = output(x)
+    features.append(x)
+    return x.flatten(1), features
 
 
 class ScaleDiscriminator(nn.Module):
@@ -101,13 +107,7 @@ class ScaleDiscriminator(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = _as_batch_channel_time(audio)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.output(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _conv_stack(self.convs, self.output, x)
 
 
 class MultiPeriodDiscriminator(nn.Module):
