@@ -10,7 +10,7 @@ from typing import Any
 import torch.distributed as dist
 
 from .checkpoint import load_checkpoint
-from .config import experiment_config, merge_overrides, save_yaml
+from .config import compose, experiment_config, load_yaml, merge_overrides, save_yaml
 from .data.manifest import read_manifest, speakers_of
 from .device import init_distributed, select_device
 from .errors import UserError, first_line
@@ -61,6 +61,24 @@ _RULES = {
     "model.hop_length": (lambda v: _is_int(v) and v > 0, "a positive integer"),
     "model.num_codes": (lambda v: _is_int(v) and v > 1, "an integer > 1"),
     "model.latent_dim": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "model.decoder_type": (lambda v: v in ("wavenet", "conv"), "wavenet or conv"),
+}
+
+_WEIGHT = (lambda v: _is_number(v) and v >= 0, "a number >= 0")
+# checked only when model.decoder_type is conv
+_ADVERSARIAL_RULES = {
+    "train.adversarial.warmup_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "train.adversarial.mel_weight": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "train.adversarial.fm_weight": _WEIGHT,
+    "train.adversarial.adv_weight": _WEIGHT,
+    "train.adversarial.adaptive_weight": (lambda v: isinstance(v, bool), "true or false"),
+    "train.adversarial.max_weight": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "train.adversarial.mpd": (lambda v: isinstance(v, bool), "true or false"),
+    "train.adversarial.msd": (lambda v: isinstance(v, bool), "true or false"),
+    "train.adversarial.d_lr": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "train.adversarial.d_betas": (lambda v: isinstance(v, list) and len(v) == 2
+                                  and all(_is_number(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "train.adversarial.d_weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
 }
 
 
@@ -88,11 +106,59 @@ def build_model(model_cfg: dict[str, Any], num_speakers: int) -> VQVAE:
         raise UserError(f"The model config is invalid ({first_line(exc)}); fix the model.* values.") from None
 
 
+LEGACY_MODEL_KEYS: dict[tuple[str, ...], Any] = {
+    ("jitter",): 0.0,
+    ("quantizer", "kmeans_iters"): 0,
+    ("quantizer", "groups"): 1,
+    ("decoder_type",): "wavenet",
+    ("conv_decoder",): None,  # unused by a WaveNet: any value
+}
+"""Keys added to ``conf/model`` after experiments were trained, with the value that reproduces how
+a folder whose config lacks them was trained."""
+
+
+def _upgrade_legacy_config(exp_dir: Path) -> None:
+    """Fill :data:`LEGACY_MODEL_KEYS` into a folder's ``config.yaml`` written before they existed,
+    when its own overrides compose to those values, so that resuming it passes the unchanged-model
+    check; a folder whose overrides ask for something else is left to that check."""
+    path, saved_overrides = exp_dir / "config.yaml", exp_dir / "overrides.yaml"
+    if not path.is_file():
+        return
+    saved = load_yaml(path)
+    model = saved.get("model") if isinstance(saved, dict) else None
+    if not isinstance(model, dict):
+        return
+    try:
+        current = compose((load_yaml(saved_overrides) if saved_overrides.is_file() else None) or [])["model"]
+    except UserError:
+        return  # experiment_config reports it
+    changed = False
+    for keys, legacy in LEGACY_MODEL_KEYS.items():
+        *parents, last = keys
+        old, new = model, current
+        for key in parents:
+            old, new = old.get(key), (new or {}).get(key)
+            if not isinstance(old, dict):
+                break
+        else:
+            if last not in old and isinstance(new, dict) and last in new and legacy in (None, new[last]):
+                old[last] = new[last]
+                changed = True
+    if changed:
+        save_yaml(path, saved)
+
+
 def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     """Train (or resume) a VQ-VAE in ``exp_dir``; returns the final validation metrics."""
     exp_dir = Path(exp_dir)
+    _upgrade_legacy_config(exp_dir)
     cfg, merged = experiment_config(exp_dir, overrides)
     check_config(cfg)
+    if cfg["model"]["decoder_type"] == "conv":
+        check_config(cfg, sections=(), extra=_ADVERSARIAL_RULES)
+        if not (cfg["train"]["adversarial"]["mpd"] or cfg["train"]["adversarial"]["msd"]):
+            raise UserError("Config values train.adversarial.mpd and train.adversarial.msd are both false; "
+                            "enable at least one discriminator.")
     dist_info = init_distributed(cfg["device"])
     device = select_device(cfg["device"], dist_info.local_rank)
     model_cfg = cfg["model"]

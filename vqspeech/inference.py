@@ -113,7 +113,12 @@ class VQSpeech:
     @torch.no_grad()
     def decode_batch(self, codes: list[np.ndarray], speakers: list[str], temperature: float = 1.0,
                      seed: int = 0, progress: bool = False) -> list[np.ndarray]:
-        """Generate several utterances together; returns waveforms [F_i * hop] at sample_rate."""
+        """Generate several utterances together; returns waveforms [F_i * hop] at sample_rate.
+
+        A conv decoder (``model.decoder_type=conv``) is deterministic: ``temperature`` and ``seed``
+        are ignored, and utterances of equal length are decoded in one batch each, so a result does
+        not depend on the other utterances of the call.
+        """
         lengths = [len(c) for c in codes]
         longest = max(lengths)
         padded = torch.zeros(len(codes), longest, *np.shape(codes[0])[1:], dtype=torch.long)  # [N, F(, G)]
@@ -126,6 +131,8 @@ class VQSpeech:
         frames = torch.arange(longest, device=self.device)[None] < torch.tensor(lengths, device=self.device)[:, None]
         latents = latents * frames[:, None]  # zeros past each end, as in training's padded crops
         ids = torch.tensor([self.speaker_id(s) for s in speakers], device=self.device)
+        if self.model.decoder_type == "conv":
+            return self._decode_conv(latents, ids, lengths)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         fast = self._fast_generator()
         if fast is not None:
@@ -135,6 +142,17 @@ class VQSpeech:
             audio = generate(self.model.decoder, latents, ids, temperature=temperature,
                              generator=generator, progress=progress).cpu().numpy()
         return [a[: n * self.hop_length] for a, n in zip(audio, lengths)]
+
+    def _decode_conv(self, latents: torch.Tensor, ids: torch.Tensor, lengths: list[int]) -> list[np.ndarray]:
+        """The conv decoder on latents [N, D, F]: one batch per distinct length, no padding."""
+        out: list[np.ndarray | None] = [None] * len(lengths)
+        for n in sorted(set(lengths)):
+            rows = [i for i, length in enumerate(lengths) if length == n]
+            index = torch.tensor(rows, device=self.device)
+            audio = self.model.decoder(latents[index, :, :n], ids[index]).float().cpu().numpy()
+            for row, wav in zip(rows, audio):
+                out[row] = wav
+        return out
 
     def _fast_generator(self) -> FastWaveNet | None:
         """The C generator on CPU (None on GPU, or where no C compiler works: then the reference)."""

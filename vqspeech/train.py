@@ -60,6 +60,8 @@ class Trainer:
         self.device, self.dist = device, dist_info
         self.ckpt_dir = self.exp_dir / "checkpoints"
         self.model = task.model.to(device)
+        if hasattr(task, "to_device"):  # models the task trains besides task.model (a discriminator)
+            task.to_device(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]),
                                           weight_decay=cfg.get("weight_decay", 0.0))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -87,6 +89,8 @@ class Trainer:
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
+            if hasattr(self.task, "restore"):  # the task's own state (discriminator and its optimizer)
+                self.task.restore(ckpt)
         except (RuntimeError, ValueError) as exc:
             raise UserError(f"{last} does not match the configured model ({str(exc).splitlines()[0][:100]}); "
                             "use a new experiment folder.") from None
@@ -151,6 +155,7 @@ class Trainer:
         while not self._should_stop(started, diverged):
             batch = next(batches)
             self.model.train()
+            self.task.step = self.step  # tasks whose loss depends on the step (the GAN warm-up)
             with autocast(self.device, self.amp):
                 loss, scalars = self.task.loss(self.ddp_model, batch)
             self.optimizer.zero_grad(set_to_none=True)
