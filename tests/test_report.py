@@ -344,3 +344,13 @@ def test_chromium_reports_a_broken_link(exp, tmp_path, broken):
     assert body.get("data-media-checked") == "true", body
     assert body.get("data-media-failed") == "1", body
     assert body.get("data-media-ok") == str(total - 1), body
+
+
+def test_a_conv_decoder_experiment_is_described_as_one(exp):
+    cfg = yaml.safe_load((exp / "config.yaml").read_text())
+    cfg["model"].update(decoder_type="conv", conv_decoder={"channels": 128, "upsample_strides": [5, 4, 4]})
+    (exp / "config.yaml").write_text(yaml.safe_dump(cfg))
+    write_json(exp / "metrics.json", {"split": "test", "mel_loss": 1.23, "perplexity": 50.0, "codes_used": 90})
+    text = write_report(exp).read_text()
+    assert "adversarially trained convolutional decoder" in text and "WaveNet" not in text
+    assert "Multi-scale log-mel L1 of the decoded audio" in text and "Teacher-forced" not in text

@@ -53,6 +53,7 @@ TRAIN_LABELS = {
     "step": ("Training steps", ""),
     "minutes": ("Training time (minutes)", ""),
     "valid_bits_per_sample": ("Validation cross-entropy (bits per sample)", "down"),
+    "valid_mel_loss": ("Validation multi-scale log-mel L1", "down"),
     "valid_perplexity": ("Validation codebook perplexity", "up"),
     "valid_codes_used": ("Validation codes used", "up"),
     "valid_utterances": ("Validation utterances", ""),
@@ -60,6 +61,7 @@ TRAIN_LABELS = {
 }
 METRIC_LABELS = {
     "bits_per_sample": ("Cross-entropy, teacher forced (bits per sample)", "down"),
+    "mel_loss": ("Multi-scale log-mel L1 of the decoded audio", "down"),
     "perplexity": ("Codebook perplexity", "up"),
     "codes_used": ("Codes used", "up"),
     "utterances": ("Utterances", ""),
@@ -499,7 +501,11 @@ def section_summary(page: Page) -> str:
         rows.append(("Encoder", f"{enc.get('frontend', '?')} front end, {enc.get('channels', '?')} channels, "
                                 f"dilations {enc.get('dilations', '?')}"))
     dec = model_cfg.get("decoder") if isinstance(model_cfg.get("decoder"), dict) else {}
-    if dec:
+    conv = model_cfg.get("conv_decoder") if isinstance(model_cfg.get("conv_decoder"), dict) else {}
+    if model_cfg.get("decoder_type") == "conv":
+        rows.append(("Convolutional decoder (adversarial)",
+                     f"{conv.get('channels', '?')} channels, upsampling strides {conv.get('upsample_strides', '?')}"))
+    elif dec:
         rows.append(("WaveNet decoder", f"{dec.get('layers', '?')} layers in {dec.get('cycles', '?')} cycles, "
                                         f"residual/gate/skip {dec.get('residual_channels', '?')}/"
                                         f"{dec.get('gate_channels', '?')}/{dec.get('skip_channels', '?')}"))
@@ -616,8 +622,14 @@ def section_metrics(page: Page) -> str:
     except SectionError as exc:
         return note(f"No test metrics: {exc}; written by {PRODUCERS['metrics']}.")
     split = metrics.get("split")
-    intro = (f'<p>Teacher-forced reconstruction on the <b>{esc(split)}</b> split: the decoder predicts each '
-             f'sample from the true previous samples, the codes and the speaker.</p>' if split else "")
+    if not split:
+        intro = ""
+    elif "mel_loss" in metrics:
+        intro = (f'<p>Reconstruction on the <b>{esc(split)}</b> split: the convolutional decoder turns the codes '
+                 'and the speaker into audio, compared with the original by the multi-scale log-mel L1.</p>')
+    else:
+        intro = (f'<p>Teacher-forced reconstruction on the <b>{esc(split)}</b> split: the decoder predicts each '
+                 f'sample from the true previous samples, the codes and the speaker.</p>')
     shown = {k: v for k, v in metrics.items() if k not in ("split", "manifest")}
     return intro + key_value_table(shown, METRIC_LABELS)
 
@@ -850,7 +862,7 @@ def section_prior(page: Page) -> str:
         return note(f"No prior samples: EXP_DIR/prior_samples/<speaker>/samples.json is missing; written by "
                     f"{PRODUCERS['prior_samples']}.")
     parts = ["<p>Speech generated from scratch: code sequences sampled from the prior for one speaker, "
-             "decoded by the VQ-VAE's WaveNet. Bits per code: the sample's negative log-likelihood under "
+             "decoded by the VQ-VAE's decoder. Bits per code: the sample's negative log-likelihood under "
              "the prior (lower: more typical).</p>"]
     for path in files:
         try:
@@ -964,7 +976,10 @@ def render_report(exp_dir: str | os.PathLike, out: str | os.PathLike) -> str:
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     from . import __version__
     nav = " ".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in SECTIONS)
-    subtitle = "Discrete speech units learned with a VQ-VAE and a speaker-conditioned WaveNet decoder"
+    decoder = ("an adversarially trained convolutional decoder"
+               if isinstance(page.config.get("model"), dict) and page.config["model"].get("decoder_type") == "conv"
+               else "a speaker-conditioned WaveNet decoder")
+    subtitle = f"Discrete speech units learned with a VQ-VAE and {decoder}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
