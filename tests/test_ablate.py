@@ -1,0 +1,33 @@
+"""tools/ablate.py: every variant trained, evaluated and put in one table."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST_TRAIN
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+
+@pytest.mark.slow
+def test_ablation_table_for_two_variants(demo_manifest, tmp_path, capsys):
+    import ablate
+
+    out = tmp_path / "ablation"
+    args = ["--manifest", demo_manifest, "--out_dir", out, "--variants", "baseline,groups-2", "--model", "tiny",
+            "--minutes", "0", "--max_steps", "3", "--num_eval", "1", "--probe_split", "",
+            "--", *[o for o in FAST_TRAIN if not o.startswith("model=")]]
+    assert ablate.main([str(a) for a in args]) == 0
+    rows = json.loads((out / "ablation.json").read_text())
+    assert [r["variant"] for r in rows] == ["baseline", "groups-2"]
+    for row in rows:
+        assert row["steps"] == 3 and 0 <= row["accuracy"] <= 1 and row["decode_samples_per_s"] > 0
+        assert row["mcd"] > 0 and row["closer_to_target"] in (0.0, 1.0, None)
+    printed = capsys.readouterr().out
+    assert "| baseline |" in printed and "| groups-2 |" in printed
+    assert (out / "table.md").read_text() in printed
+    assert ablate.main(["--manifest", str(demo_manifest), "--out_dir", str(out), "--variants", "nope"]) == 2

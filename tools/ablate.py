@@ -1,0 +1,143 @@
+"""Train each VQ-VAE variant for the same budget and put their evaluations in one table.
+
+    python tools/ablate.py --manifest data/fsdd/prepared/manifest.jsonl --out_dir exp/ablation \
+        --minutes 10 [--variants baseline,jitter,kmeans-init,groups-2,conv-gan] [--model small] \
+        [--num_eval 20] [-- key=value ...]
+
+For every variant (a set of Hydra overrides on the same model, below) in ``OUT_DIR/<variant>/``:
+train for ``--minutes`` (resumes a stopped run; a finished one is kept), encode every utterance
+with latents, run the phoneme probe on ``--probe_split`` (the manifest's phone alignments, see
+`vqspeech align --manifest`), score reconstructions and conversions of ``--num_eval`` test
+utterances (`vqspeech eval convert`), and time decoding. Writes ``OUT_DIR/ablation.json`` and
+``OUT_DIR/table.md`` (one row per variant) and prints the table. The numbers are indicative at
+such budgets: one seed, minutes of CPU training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vqspeech.errors import UserError
+from vqspeech.fileio import write_text_atomic
+
+VARIANTS: dict[str, list[str]] = {
+    "baseline": [],
+    "jitter": ["model.jitter=0.12"],
+    "kmeans-init": ["model.quantizer.kmeans_iters=10"],
+    "groups-2": ["model.quantizer.groups=2"],
+    "conv-gan": ["model.decoder_type=conv"],
+}
+
+COLUMNS = [  # key in the row, header, format
+    ("steps", "steps", "{:d}"),
+    ("accuracy", "phone acc", "{:.3f}"),
+    ("pnmi", "PNMI", "{:.3f}"),
+    ("abx_within", "ABX within", "{:.3f}"),
+    ("abx_across", "ABX across", "{:.3f}"),
+    ("speaker_id_acc", "speaker ID (codes)", "{:.3f}"),
+    ("codes_used", "codes used", "{:d}"),
+    ("mcd", "MCD recon (dB)", "{:.1f}"),
+    ("similarity_target", "conv. sim. target", "{:.3f}"),
+    ("closer_to_target", "conv. closer to target", "{:.2f}"),
+    ("error_reconstruction", "recognition err. recon", "{:.2f}"),
+    ("error_conversion", "recognition err. conv", "{:.2f}"),
+    ("decode_samples_per_s", "decode samples/s", "{:,.0f}"),
+]
+
+
+def decode_speed(exp_dir: Path, codes_dir: Path, seconds: float = 5.0) -> float:
+    """Samples per second of decoding ``seconds`` of codes (one utterance's, repeated) at batch 1."""
+    from vqspeech.inference import VQSpeech
+
+    vq = VQSpeech.load(exp_dir, "cpu")
+    codes = np.load(sorted((codes_dir / "codes").glob("*.npy"))[0])
+    frames = int(seconds * vq.sample_rate / vq.hop_length)
+    codes = np.resize(codes, (frames, *codes.shape[1:]))
+    start = time.perf_counter()
+    audio = vq.decode(codes, vq.speakers[0])
+    return len(audio) / (time.perf_counter() - start)
+
+
+def run_variant(name: str, overrides: list[str], args) -> dict:
+    from vqspeech.eval.conversion import evaluate_conversion
+    from vqspeech.eval.probe import run_probe
+    from vqspeech.experiment import train_vqvae
+    from vqspeech.inference import VQSpeech, collect_inputs
+    from vqspeech.units import encode_items
+
+    exp = Path(args.out_dir) / name
+    budget = [f"model={args.model}", f"data.manifest={args.manifest}", f"train.max_steps={args.max_steps}"]
+    if args.minutes:
+        budget.append(f"train.max_minutes={args.minutes}")
+    print(f"== {name}: train ({' '.join(overrides) or 'no overrides'})", flush=True)
+    train_vqvae(exp, [*budget, *overrides, *args.overrides])
+    summary = json.loads((exp / "train_summary.json").read_text())
+    print(f"== {name}: encode, probe, conversion metrics", flush=True)
+    codes = exp / "codes"
+    vq = VQSpeech.load(exp, "cpu")
+    encode_items(vq, collect_inputs(args.manifest), codes, latents=True, overwrite=True, progress=False)
+    probe = run_probe(codes, exp / "probe" / f"{name}.json", manifest=args.manifest, split=args.probe_split or None,
+                      name=name, overwrite=True, progress=False)
+    convert = evaluate_conversion(exp, exp / "eval_convert", manifest=args.manifest, num=args.num_eval,
+                                  device="cpu", overwrite=True, progress=False)["summary"]
+    errors = convert["recognition"]["error_rate"]
+    return {
+        "variant": name, "overrides": overrides, "steps": summary["step"],
+        **{k: probe.get(k) for k in ("accuracy", "pnmi", "abx_within", "abx_across", "speaker_id_acc",
+                                     "codes_used")},
+        "mcd": convert["mcd"]["reconstruction"],
+        "similarity_target": convert["speaker_similarity"]["conversion"]["target"],
+        "closer_to_target": convert["conversion_speaker_accuracy"],
+        "error_reconstruction": errors["reconstruction"], "error_conversion": errors["conversion"],
+        "decode_samples_per_s": decode_speed(exp, codes),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    head = "| variant | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
+    lines = [head, "|---|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        cells = ["-" if row.get(k) is None else f.format(row[k]) for k, _, f in COLUMNS]
+        lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cut = argv.index("--") if "--" in argv else len(argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", required=True, help="a prepared manifest whose utterances carry alignments")
+    parser.add_argument("--out_dir", required=True)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    parser.add_argument("--model", default="small")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per variant (0: steps only)")
+    parser.add_argument("--max_steps", type=int, default=100_000, help="schedule length (the budget usually ends first)")
+    parser.add_argument("--num_eval", type=int, default=20, help="test utterances reconstructed and converted")
+    parser.add_argument("--probe_split", default="test", help="split the probe scores (empty: all)")
+    args = parser.parse_args(argv[:cut])
+    args.overrides = argv[cut + 1:]
+    names = [v for v in args.variants.split(",") if v]
+    try:
+        unknown = [v for v in names if v not in VARIANTS]
+        if unknown:
+            raise UserError(f"Unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}.")
+        rows = [run_variant(name, VARIANTS[name], args) for name in names]
+    except UserError as exc:
+        print(f"ablate: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out_dir)
+    write_text_atomic(out / "ablation.json", json.dumps(rows, indent=2) + "\n")
+    text = table(rows)
+    write_text_atomic(out / "table.md", text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
