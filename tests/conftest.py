@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers import shared_fsdd
 
@@ -38,6 +39,22 @@ def run_cli(argv: list[str]) -> int:
     from vqspeech.cli import main
 
     return main([str(a) for a in argv])
+
+
+@pytest.fixture
+def seeded():
+    """torch.manual_seed(0) before the test."""
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add overhead, and on a busy 2-core machine their spinning
+    made test_models ~25x slower (50 s instead of 2 s). Restored afterwards for other test files."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -18,3 +18,21 @@ def shared_fsdd() -> Path:
             if candidate.is_dir():
                 return candidate
     return Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
+
+
+def run_torchrun(tmp_path: Path, script: str, argv: list[str], nproc: int = 2):
+    """Run ``script`` (Python source; ranks write into $VQS_TEST_OUT) under torchrun on the CPU.
+
+    Returns (completed process, the record folder the ranks wrote to).
+    """
+    import subprocess
+    import sys
+
+    helper = tmp_path / "ddp_train.py"
+    helper.write_text(script)
+    record = tmp_path / "ranks"
+    record.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VQS_TEST_OUT": str(record)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(helper), *map(str, argv)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300), record

@@ -23,18 +23,7 @@ TINY_DISCRIMINATOR = dict(mpd_channels=(4, 8, 16, 16), msd_channels=(8, 16, 16, 
                           msd_groups=(4, 4, 8, 8, 8))
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids spinning on a busy 2-core machine (as test_models)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread", "seeded")
 
 
 def harmonic(seconds: float = 0.5, f0: float = 140.0, seed: int = 0) -> torch.Tensor:

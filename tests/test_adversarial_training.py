@@ -225,19 +225,11 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_two_process_ddp_keeps_generator_and_discriminator_replicas_identical(tmp_path, demo_manifest):
-    import os
-    import subprocess
-    import sys
+    from helpers import run_torchrun
 
-    helper = tmp_path / "ddp_train.py"
-    helper.write_text(DDP_HELPER)
-    record = tmp_path / "ranks"
-    record.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "VQS_TEST_OUT": str(record)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(helper),
-           "train", str(tmp_path / "exp"), *CONV, f"data.manifest={demo_manifest}", "train.max_steps=3",
-           "train.adversarial.warmup_steps=1", "train.valid_every=1000"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc, record = run_torchrun(tmp_path, DDP_HELPER, [
+        "train", tmp_path / "exp", *CONV, f"data.manifest={demo_manifest}", "train.max_steps=3",
+        "train.adversarial.warmup_steps=1", "train.valid_every=1000"])
     assert proc.returncode == 0, proc.stderr[-4000:]
     a, b = (torch.load(record / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert a["step"] == b["step"] == 3

@@ -17,19 +17,7 @@ from vqspeech.models.frontend import ConvFrontend, LogMelFrontend
 SR = 8000
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead, and on a busy 2-core machine their spinning
-    made this file ~25x slower (50 s instead of 2 s). Restored afterwards for other test files."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread", "seeded")
 
 
 # --------------------------------------------------------------------------------------------

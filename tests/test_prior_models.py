@@ -18,17 +18,7 @@ K, SPEAKERS = 16, 3
 CONF = Path(__file__).resolve().parents[1] / "conf" / "prior"
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread", "seeded")
 
 
 def tiny(arch: str, num_codes: int = K, **overrides) -> CodePrior:

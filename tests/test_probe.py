@@ -276,3 +276,19 @@ def test_probe_user_errors_name_the_problem(demo_codes, demo_manifest, tmp_path,
     assert run_cli(["probe", "--codes", demo_codes, "--manifest", demo_manifest, "--out", out,
                     "--abx_max_items", "0"]) == 2
     assert "--abx_max_items, given 0" in capsys.readouterr().err and not out.exists()
+
+
+def test_compare_alignments_scores_an_alignment_against_itself_perfectly(demo_manifest):
+    """tools/compare_alignments.py labels 10 ms frames the way the probe labels code frames."""
+    import sys
+    from pathlib import Path
+
+    from vqspeech.data.manifest import read_manifest
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from compare_alignments import compare
+
+    folder = Path(read_manifest(demo_manifest)[0].alignment).parent
+    scores = compare(str(demo_manifest), str(folder))
+    assert scores["utterances"] == 24 and scores["frame_agreement"] == 1.0
+    assert scores["word_boundary_within_20ms"] == 1.0

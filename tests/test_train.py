@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -15,6 +12,7 @@ import pytest
 import torch
 
 from conftest import FAST_TRAIN, run_cli
+from helpers import run_torchrun
 from vqspeech.checkpoint import FORMAT_VERSION, load_checkpoint
 from vqspeech.config import compose, config_dir
 from vqspeech.data.manifest import read_manifest, speakers_of, write_manifest
@@ -272,16 +270,10 @@ DDP_HELPER = textwrap.dedent('''
 
 
 def test_two_process_ddp_on_cpu(tmp_path, demo_manifest):
-    helper = tmp_path / "ddp_train.py"
-    helper.write_text(DDP_HELPER)
-    record = tmp_path / "ranks"
-    record.mkdir()
     exp = tmp_path / "exp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "VQS_TEST_OUT": str(record)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(helper),
-           "train", str(exp), *SMALL, f"data.manifest={demo_manifest}", "train.max_steps=6",
-           "train.lr=1e-2", "train.warmup_steps=2", "train.log_every=2", "train.checkpoint_every=3"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc, record = run_torchrun(tmp_path, DDP_HELPER, [
+        "train", exp, *SMALL, f"data.manifest={demo_manifest}", "train.max_steps=6",
+        "train.lr=1e-2", "train.warmup_steps=2", "train.log_every=2", "train.checkpoint_every=3"])
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     ckpt = last_checkpoint(exp)

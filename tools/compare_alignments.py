@@ -26,18 +26,16 @@ from vqspeech.data.alignments import Segment, read_alignment
 from vqspeech.data.manifest import read_manifest
 from vqspeech.data.phones import PhoneFolding, guess_phone_set
 from vqspeech.errors import UserError
+from vqspeech.eval.frames import frame_spans, labels_from_spans
 from vqspeech.fileio import write_text_atomic
 
 FRAME = 0.01
 
 
 def frame_classes(segments: list[Segment], num_frames: int, folding: PhoneFolding) -> np.ndarray:
-    """Class label per 10 ms frame (the phone at the frame centre), "" where none."""
-    labels = np.full(num_frames, "", dtype=object)
-    centres = (np.arange(num_frames) + 0.5) * FRAME
-    for seg in folding.fold_segments(segments):
-        labels[(centres >= seg.start) & (centres < seg.end)] = seg.label
-    labels[labels == ""] = "sil"  # unlabelled time is silence in both conventions
+    """Class label per 10 ms frame (the phone at the frame centre, as the probe labels code frames)."""
+    labels = labels_from_spans(frame_spans(segments, folding, num_frames, 1 / FRAME, FRAME / 2), num_frames)
+    labels[labels == ""] = "sil"  # an excluded phone counts as silence here, on both sides alike
     return labels
 
 

@@ -27,7 +27,8 @@ from . import classifiers
 from .abx import abx_scores
 from .features import mfcc
 from .frames import ProbeData, aligned_utterances, load_probe_data, read_units
-from .unit_metrics import chance_baselines, contingency, mapping_accuracy, per_phone_accuracy, unit_scores
+from .unit_metrics import (chance_baselines, contingency, per_phone_accuracy, unit_scores,
+                           unit_scores_and_predictions)
 
 UTTERANCE_FOLDS = 5
 """With a single speaker the mapping is learned leave-one-fold-out over utterances instead."""
@@ -61,13 +62,14 @@ def run_probe(codes_dir: str | Path, out: str | Path, *, manifest=None, corpus=N
     data = load_probe_data(units, utterances, phone_set=phone_set, folding_table=folding_table)
     timings["load"] = time.perf_counter() - clock
 
+    table = frame_table(data, ignore)
     result = {"system": name or Path(codes_dir).name, "codes_dir": str(Path(codes_dir).resolve()),
               "split": split, "phone_set": data.phone_set, "groups": units.meta.get("groups", 1), **probe_metrics(
-                  data, ignore=ignore, abx=abx, abx_max_items=abx_max_items,
+                  data, table, ignore=ignore, abx=abx, abx_max_items=abx_max_items,
                   input_features=input_features, seed=seed, progress=progress, timings=timings)}
     result["skipped_utterances"] = data.skipped
     if plots:
-        result["plots"] = write_plots(data, result, out, ignore)
+        result["plots"] = write_plots(data, table, result, out)
     result["seconds"] = {k: round(v, 2) for k, v in timings.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, json.dumps(result, indent=2) + "\n")
@@ -105,12 +107,14 @@ def _groups(data: ProbeData, keep: list[np.ndarray]) -> tuple[np.ndarray, str]:
     return np.concatenate([np.full(int(k.sum()), g) for g, k in zip(per_utt, keep)]), protocol
 
 
-def probe_metrics(data: ProbeData, *, ignore=(), abx=True, abx_max_items=None, input_features=True,
-                  seed=0, progress=True, timings: dict | None = None) -> dict:
-    """Every metric of ``data`` as one flat dict (see the module docstring); None where not defined."""
+def probe_metrics(data: ProbeData, table: tuple, *, ignore=(), abx=True, abx_max_items=None,
+                  input_features=True, seed=0, progress=True, timings: dict | None = None) -> dict:
+    """Every metric of ``data`` as one flat dict (see the module docstring); None where not defined.
+
+    ``table``: :func:`frame_table` of ``data`` with the same ``ignore``."""
     timings = {} if timings is None else timings
     clock = time.perf_counter()
-    phones, keep, phone_names, codes = frame_table(data, ignore)
+    phones, keep, phone_names, codes = table
     groups, protocol = _groups(data, keep)
     P = len(phone_names)
     result = {"n_utterances": len(data.ids), "n_speakers": len(set(data.speakers)), "n_frames": int(len(phones)),
@@ -120,9 +124,8 @@ def probe_metrics(data: ProbeData, *, ignore=(), abx=True, abx_max_items=None, i
         K = data.num_codes
         if codes.max() >= K:
             raise UserError(f"Codes go up to {codes.max()} but codes.json says K={K}; re-run `vqspeech encode`.")
-        _, predictions = mapping_accuracy(codes, phones, groups, K, P)
-        result.update({"K": K, "codes_used": int(np.sum(np.bincount(codes, minlength=K) > 0)),
-                       **unit_scores(codes, phones, groups, K, P),
+        scores, predictions = unit_scores_and_predictions(codes, phones, groups, K, P)
+        result.update({"K": K, "codes_used": int(np.sum(np.bincount(codes, minlength=K) > 0)), **scores,
                        "baselines": chance_baselines(phones, groups, K, P, seed)})
         per_phone = (np.full(P, np.nan) if result["accuracy"] is None
                      else per_phone_accuracy(phones, predictions, P))
@@ -178,13 +181,13 @@ def probe_metrics(data: ProbeData, *, ignore=(), abx=True, abx_max_items=None, i
     return result
 
 
-def write_plots(data: ProbeData, result: dict, out: Path, ignore=()) -> dict[str, str]:
+def write_plots(data: ProbeData, table: tuple, result: dict, out: Path) -> dict[str, str]:
     """code usage, code-by-phone heat map and per-phone accuracy PNGs named ``<stem>_*.png``.
 
     Codes only: continuous features get no plots."""
     from ..plots import save_code_phone_heatmap, save_code_usage, save_phone_accuracy
 
-    phones, _, names, codes = frame_table(data, ignore)
+    phones, _, names, codes = table
     if codes is None:
         return {}
     system = result["system"]

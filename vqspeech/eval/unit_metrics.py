@@ -73,10 +73,16 @@ def per_phone_accuracy(phones: np.ndarray, predictions: np.ndarray, num_phones: 
 def unit_scores(codes: np.ndarray, phones: np.ndarray, groups: np.ndarray, num_codes: int,
                 num_phones: int) -> dict:
     """accuracy (held-out mapping), pnmi, phone_purity, cluster_purity for one labelling."""
+    return unit_scores_and_predictions(codes, phones, groups, num_codes, num_phones)[0]
+
+
+def unit_scores_and_predictions(codes: np.ndarray, phones: np.ndarray, groups: np.ndarray, num_codes: int,
+                                num_phones: int) -> tuple[dict, np.ndarray]:
+    """:func:`unit_scores` and the held-out mapping's prediction for every frame [N]."""
     counts = contingency(codes, phones, num_codes, num_phones)
-    accuracy, _ = mapping_accuracy(codes, phones, groups, num_codes, num_phones)
+    accuracy, predictions = mapping_accuracy(codes, phones, groups, num_codes, num_phones)
     return {"accuracy": accuracy, "pnmi": pnmi(counts), "phone_purity": phone_purity(counts),
-            "cluster_purity": cluster_purity(counts)}
+            "cluster_purity": cluster_purity(counts)}, predictions
 
 
 def chance_baselines(phones: np.ndarray, groups: np.ndarray, num_codes: int, num_phones: int,
