@@ -629,7 +629,7 @@ def test_vqvae_forward_shapes_and_initial_bits(frontend):
     ce = F.cross_entropy(out.logits.detach(), out.targets)
     assert float(out.bits_per_sample) == pytest.approx(float(ce) / math.log(2), rel=1e-5)
     assert out.loss.item() == pytest.approx(float(ce) + out.vq.loss.item(), rel=1e-5)
-    assert torch.equal(model.eval().encode(audio[:, :160]), model.quantize(audio[:, :160])[0].codes)
+    assert torch.equal(model.eval().encode(audio[:, :160]), model.quantize(audio[:, :160]).vq.codes)
 
 
 def test_vqvae_backward_reaches_every_part():

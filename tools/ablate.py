@@ -1,7 +1,7 @@
 """Train each VQ-VAE variant for the same budget and put their evaluations in one table.
 
     python tools/ablate.py --manifest data/fsdd/prepared/manifest.jsonl --out_dir exp/ablation \
-        --minutes 10 [--variants baseline,jitter,kmeans-init,groups-2,conv-gan] [--model small] \
+        --minutes 10 [--variants baseline,jitter,kmeans-init,groups-2,conv-gan,hierarchical] [--model small] \
         [--num_eval 20] [-- key=value ...]
 
 For every variant (a set of Hydra overrides on the same model, below) in ``OUT_DIR/<variant>/``:
@@ -32,6 +32,7 @@ VARIANTS: dict[str, list[str]] = {
     "kmeans-init": ["model.quantizer.kmeans_iters=10"],
     "groups-2": ["model.quantizer.groups=2"],
     "conv-gan": ["model.decoder_type=conv"],
+    "hierarchical": ["model.top.stride=4"],
 }
 
 COLUMNS = [  # key in the row, header, format
@@ -53,12 +54,16 @@ COLUMNS = [  # key in the row, header, format
 
 def decode_speed(exp_dir: Path, codes_dir: Path, seconds: float = 5.0) -> float:
     """Samples per second of decoding ``seconds`` of codes (one utterance's, repeated) at batch 1."""
-    from vqspeech.inference import VQSpeech
+    from vqspeech.inference import HierarchicalCodes, VQSpeech
 
     vq = VQSpeech.load(exp_dir, "cpu")
-    codes = np.load(sorted((codes_dir / "codes").glob("*.npy"))[0])
+    first = sorted((codes_dir / "codes").glob("*.npy"))[0]
     frames = int(seconds * vq.sample_rate / vq.hop_length)
+    codes = np.load(first)
     codes = np.resize(codes, (frames, *codes.shape[1:]))
+    if vq.top_stride:
+        top = np.resize(np.load(codes_dir / "codes_top" / first.name), -(-frames // vq.top_stride))
+        codes = HierarchicalCodes(codes, top)
     start = time.perf_counter()
     audio = vq.decode(codes, vq.speakers[0])
     return len(audio) / (time.perf_counter() - start)

@@ -62,6 +62,8 @@ _RULES = {
     "model.num_codes": (lambda v: _is_int(v) and v > 1, "an integer > 1"),
     "model.latent_dim": (lambda v: _is_int(v) and v > 0, "a positive integer"),
     "model.decoder_type": (lambda v: v in ("wavenet", "conv"), "wavenet or conv"),
+    "model.top.stride": (lambda v: _is_int(v) and (v == 0 or v >= 2), "0 (one level) or an integer >= 2"),
+    "model.top.num_codes": (lambda v: _is_int(v) and v > 1, "an integer > 1"),
 }
 
 _WEIGHT = (lambda v: _is_number(v) and v >= 0, "a number >= 0")
@@ -112,6 +114,7 @@ LEGACY_MODEL_KEYS: dict[tuple[str, ...], Any] = {
     ("quantizer", "groups"): 1,
     ("decoder_type",): "wavenet",
     ("conv_decoder",): None,  # unused by a WaveNet: any value
+    ("top",): None,  # an old folder's own overrides cannot name it, so it composes to stride 0: one level
 }
 """Keys added to ``conf/model`` after experiments were trained, with the value that reproduces how
 a folder whose config lacks them was trained."""

@@ -27,6 +27,19 @@ from .generate import generate
 from .models import VQVAE
 
 
+@dataclass
+class HierarchicalCodes:
+    """The two code levels of one utterance from a hierarchical model (``model.top.stride`` > 0,
+    VQ-VAE-2): ``bottom`` [F] (or [F, G]) at the code rate and ``top`` [ceil(F / stride)] at the
+    top rate; top code j covers bottom frames j*stride .. (j+1)*stride - 1. ``len`` is F."""
+
+    bottom: np.ndarray
+    top: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.bottom)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """An experiment folder (-> checkpoints/last.pt) or a checkpoint file."""
     path = Path(path)
@@ -88,48 +101,84 @@ class VQSpeech:
                             f"({self.hop_length} samples at {self.sample_rate} Hz).")
         return torch.from_numpy(audio[: frames * self.hop_length]).to(self.device)[None]
 
+    @property
+    def top_stride(self) -> int:
+        """Bottom codes per top code of a hierarchical model (0: one level)."""
+        return self.model.top_stride
+
     @torch.no_grad()
     def encode(self, audio: np.ndarray, sample_rate: int, latents: bool = False, chunk_frames: int = 2048):
-        """audio [T] -> codes np.int16 [F] (grouped codebooks: [F, G]; and latents np.float32 [F, D]
-        when ``latents``).
+        """audio [T] -> codes np.int16 [F] (grouped codebooks: [F, G]; a hierarchical model:
+        :class:`HierarchicalCodes`), and latents np.float32 [F, D] (the bottom quantizer's input)
+        when ``latents``.
 
-        Long audio is encoded ``chunk_frames`` frames at a time, each chunk with the encoder's
+        Long audio is encoded ``chunk_frames`` frames at a time, each chunk with the model's
         context on both sides, so the result equals one pass and memory stays bounded.
         """
         x = self._prepare(audio, sample_rate)
         hop, frames = self.hop_length, x.shape[-1] // self.hop_length
-        margin = self.model.encoder.context_frames
-        codes, zs = [], []
+        margin = self.model.context_frames
+        if self.top_stride:  # chunks and margins start on top-code boundaries
+            chunk_frames = max(1, chunk_frames // self.top_stride) * self.top_stride
+        codes, tops, zs = [], [], []
         for first in range(0, frames, chunk_frames):
             last = min(frames, first + chunk_frames)
             lo, hi = max(0, first - margin), min(frames, last + margin)
-            z = self.model.encoder(x[:, lo * hop: hi * hop])[:, :, first - lo: last - lo]
-            codes.append(self.model.quantizer(z).codes[0].cpu().numpy().astype(np.int16))
+            q = self.model.quantize(x[:, lo * hop: hi * hop])
+            codes.append(q.vq.codes[0, first - lo: last - lo].cpu().numpy().astype(np.int16))
+            if q.top is not None:
+                s = self.top_stride
+                tops.append(q.top.codes[0, (first - lo) // s: -(-(last - lo) // s)].cpu().numpy().astype(np.int16))
             if latents:
-                zs.append(z[0].t().cpu().numpy().astype(np.float32))
+                zs.append(q.latents[0, :, first - lo: last - lo].t().cpu().numpy().astype(np.float32))
         codes = np.concatenate(codes)
+        if tops:
+            codes = HierarchicalCodes(codes, np.concatenate(tops))
         return (codes, np.concatenate(zs)) if latents else codes
 
+    def _check_codes(self, codes: list) -> None:
+        """UserError unless ``codes`` fit this model: ranges, levels, top lengths."""
+        hierarchical = [isinstance(c, HierarchicalCodes) for c in codes]
+        if self.top_stride and not all(hierarchical):
+            raise UserError("This model decodes two code levels (VQ-VAE-2); give the folder `vqspeech encode` "
+                            "wrote (codes/ and codes_top/), not bottom codes alone.")
+        if not self.top_stride and any(hierarchical):
+            raise UserError("These codes have two levels but this model has one; decode them with the "
+                            "hierarchical model that made them.")
+        levels = [(c.bottom, self.model.quantizer.num_codes) for c in codes] if self.top_stride else \
+            [(c, self.model.quantizer.num_codes) for c in codes]
+        if self.top_stride:
+            levels += [(c.top, self.model.top.num_codes) for c in codes]
+            for c in codes:
+                if len(c.top) != self.model.top.top_frames(len(c.bottom)):
+                    raise UserError(f"{len(c.top)} top codes do not match {len(c.bottom)} bottom codes "
+                                    f"(this model needs ceil({len(c.bottom)} / {self.top_stride}) = "
+                                    f"{self.model.top.top_frames(len(c.bottom))}); were they made by another model?")
+        for array, num_codes in levels:
+            array = np.asarray(array)
+            if array.size and (array.max() >= num_codes or array.min() < 0):
+                raise UserError(f"Codes must lie in [0, {num_codes}); were they made by another model?")
+
     @torch.no_grad()
-    def decode_batch(self, codes: list[np.ndarray], speakers: list[str], temperature: float = 1.0,
+    def decode_batch(self, codes: list, speakers: list[str], temperature: float = 1.0,
                      seed: int = 0, progress: bool = False) -> list[np.ndarray]:
         """Generate several utterances together; returns waveforms [F_i * hop] at sample_rate.
 
-        A conv decoder (``model.decoder_type=conv``) is deterministic: ``temperature`` and ``seed``
-        are ignored, and utterances of equal length are decoded in one batch each, so a result does
-        not depend on the other utterances of the call.
+        ``codes``: arrays [F_i] (grouped codebooks: [F_i, G]), or :class:`HierarchicalCodes` for a
+        hierarchical model. A conv decoder (``model.decoder_type=conv``) is deterministic:
+        ``temperature`` and ``seed`` are ignored, and utterances of equal length are decoded in one
+        batch each, so a result does not depend on the other utterances of the call.
         """
+        self._check_codes(codes)
         lengths = [len(c) for c in codes]
-        longest = max(lengths)
-        padded = torch.zeros(len(codes), longest, *np.shape(codes[0])[1:], dtype=torch.long)  # [N, F(, G)]
-        for i, c in enumerate(codes):
-            padded[i, : len(c)] = torch.as_tensor(np.asarray(c, dtype=np.int64))
-        if padded.max() >= self.model.quantizer.num_codes or padded.min() < 0:
-            raise UserError(f"Codes must lie in [0, {self.model.quantizer.num_codes}); "
-                            "were they made by another model?")
-        latents = self.model.quantizer.lookup(padded.to(self.device))
-        frames = torch.arange(longest, device=self.device)[None] < torch.tensor(lengths, device=self.device)[:, None]
-        latents = latents * frames[:, None]  # zeros past each end, as in training's padded crops
+        latents = None  # [N, D, F_max], zeros past each end, as in training's padded crops
+        for i, c in enumerate(codes):  # one at a time: a top level's context never sees another's padding
+            bottom, top = (c.bottom, c.top) if isinstance(c, HierarchicalCodes) else (c, None)
+            z = self.model.decoder_latents(self._batch_of_one(bottom),
+                                           None if top is None else self._batch_of_one(top))[0]
+            if latents is None:
+                latents = z.new_zeros(len(codes), z.shape[0], max(lengths))
+            latents[i, :, : lengths[i]] = z
         ids = torch.tensor([self.speaker_id(s) for s in speakers], device=self.device)
         if self.model.decoder_type == "conv":
             return self._decode_conv(latents, ids, lengths)
@@ -142,6 +191,9 @@ class VQSpeech:
             audio = generate(self.model.decoder, latents, ids, temperature=temperature,
                              generator=generator, progress=progress).cpu().numpy()
         return [a[: n * self.hop_length] for a, n in zip(audio, lengths)]
+
+    def _batch_of_one(self, codes: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(codes, dtype=np.int64), device=self.device)[None]
 
     def _decode_conv(self, latents: torch.Tensor, ids: torch.Tensor, lengths: list[int]) -> list[np.ndarray]:
         """The conv decoder on latents [N, D, F]: one batch per distinct length, no padding."""

@@ -496,6 +496,11 @@ def section_summary(page: Page) -> str:
         rows.append(("Code rate", f"{sr / hop:g} codes per second (hop {hop} samples)"))
     if "num_codes" in model_cfg:
         rows.append(("Codebook", f"K = {model_cfg['num_codes']}, dimension {model_cfg.get('latent_dim', '?')}"))
+    top = model_cfg.get("top") if isinstance(model_cfg.get("top"), dict) else {}
+    if is_number(top.get("stride")) and top["stride"] > 0:
+        rate = f", {sr / hop / top['stride']:g} codes per second" if is_number(sr) and is_number(hop) and hop else ""
+        rows.append(("Top level (VQ-VAE-2)", f"K = {top.get('num_codes', '?')}, one code every {top['stride']} "
+                                             f"codes{rate}"))
     enc = model_cfg.get("encoder") if isinstance(model_cfg.get("encoder"), dict) else {}
     if enc:
         rows.append(("Encoder", f"{enc.get('frontend', '?')} front end, {enc.get('channels', '?')} channels, "

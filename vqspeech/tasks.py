@@ -25,7 +25,7 @@ from .models.quantizer import perplexity
 
 class VQVAETask:
     kind = "vqvae"
-    progress_keys = ("bits", "mel", "lambda", "ppl", "used")
+    progress_keys = ("bits", "mel", "lambda", "ppl", "used", "top_used")
 
     def __init__(self, model: VQVAE, config: dict[str, Any], speakers: list[str],
                  train_utts: list[Utterance], valid_utts: list[Utterance]):
@@ -81,6 +81,9 @@ class VQVAETask:
         if out.mel_loss is not None:
             scalars["mel"] = out.mel_loss.detach()
             loss = self._adversarial(model, out, scalars)
+        if out.top is not None:
+            scalars.update({"top_ppl": out.top.perplexity, "top_used": (out.top.usage > 0).sum(),
+                            "top_commitment": out.top.commitment_loss.detach()})
         return loss, {
             **scalars,
             "commitment": vq.commitment_loss.detach(),
@@ -162,15 +165,15 @@ class VQVAETask:
         model.eval()
         x = torch.from_numpy(audio)[None].to(device)
         with torch.no_grad():
-            vq, _ = model.quantize(x)
+            latents = model.quantize(x).decoder_latents.expand(2, -1, -1)
             own = self.speaker_ids[utt.speaker]
             other = (own + 1) % len(self.speakers)
             speakers = torch.tensor([own, other], device=device)
             if model.decoder_type == "conv":
-                outs = model.decoder(vq.quantized.expand(2, -1, -1), speakers)
+                outs = model.decoder(latents, speakers)
             else:
                 gen = torch.Generator(device=device).manual_seed(step)
-                outs = generate(model.decoder, vq.quantized.expand(2, -1, -1), speakers, generator=gen)
+                outs = generate(model.decoder, latents, speakers, generator=gen)
         outs = outs.cpu().numpy()
         writer.add_audio("audio/original", audio, step, sample_rate=sr)
         writer.add_audio("audio/reconstruction", outs[0], step, sample_rate=sr)
@@ -197,7 +200,7 @@ def teacher_forced_metrics(model: VQVAE, utts: list[Utterance], speaker_ids: dic
     was_training = model.training
     model.eval()
     total_bits, total_samples = 0.0, 0
-    usage = None  # [K] counts (grouped codebooks: [G * K])
+    usage = top_usage = None  # [K] counts (grouped codebooks: [G * K]); the top level's [K_top]
     for utt in utts:
         audio, _ = load_audio(utt.audio, model.sample_rate)
         audio = audio[: len(audio) // model.hop_length * model.hop_length]
@@ -209,13 +212,18 @@ def teacher_forced_metrics(model: VQVAE, utts: list[Utterance], speaker_ids: dic
         total_samples += len(audio)
         counts = out.vq.usage.float().cpu()
         usage = counts if usage is None else usage + counts
+        if out.top is not None:
+            counts = out.top.usage.float().cpu()
+            top_usage = counts if top_usage is None else top_usage + counts
     model.train(was_training)
     if total_samples == 0:
         return {}
     key = "bits_per_sample" if getattr(model, "decoder_type", "wavenet") == "wavenet" else "mel_loss"
     return {key: total_bits / total_samples, "perplexity": float(perplexity(usage)),
             "codes_used": int((usage > 0).sum()), "utterances": len(utts),
-            "seconds": total_samples / model.sample_rate}
+            "seconds": total_samples / model.sample_rate,
+            **({} if top_usage is None else {"top_perplexity": float(perplexity(top_usage)),
+                                             "top_codes_used": int((top_usage > 0).sum())})}
 
 
 def seed_everything(seed: int) -> None:

@@ -2,7 +2,8 @@
 
 Codes layout (DESIGN.md): ``<out>/codes/<id>.npy`` (int16 [T]), ``<out>/units.txt``
 (``<id> c1 c2 ...``), ``<out>/codes.json`` (code_rate_hz, frame_offset_s, K, checkpoint, ...),
-and with ``--latents`` ``<out>/latents/<id>.npy`` (float32 [T, D]).
+with ``--latents`` ``<out>/latents/<id>.npy`` (float32 [T, D]), and from a hierarchical model
+``<out>/codes_top/<id>.npy`` (int16 [ceil(T / stride)]; codes.json ``top``: code_rate_hz, K, stride).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from tqdm import tqdm
 from .audio import load_audio, save_wav
 from .errors import UserError
 from .fileio import atomic_path, write_text_atomic
-from .inference import InputItem, VQSpeech
+from .inference import HierarchicalCodes, InputItem, VQSpeech
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -24,10 +25,12 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(tmp, array)
 
 
-def start_codes_dir(out_dir: Path, *, latents: bool, overwrite: bool) -> None:
-    """Make ``out_dir/codes`` (and ``latents``); refuse a folder holding codes unless ``overwrite``."""
+def start_codes_dir(out_dir: Path, *, latents: bool, overwrite: bool, top: bool = False) -> None:
+    """Make ``out_dir/codes`` (and ``latents``, ``codes_top``); refuse a folder holding codes unless
+    ``overwrite``."""
     meta_path = out_dir / "codes.json"
-    previous = [*(out_dir / "codes").glob("*.npy"), *(out_dir / "latents").glob("*.npy")]
+    previous = [*(out_dir / "codes").glob("*.npy"), *(out_dir / "latents").glob("*.npy"),
+                *(out_dir / "codes_top").glob("*.npy")]
     if (meta_path.exists() or previous) and not overwrite:
         raise UserError(f"{out_dir} already holds codes; pass --overwrite to replace them.")
     meta_path.unlink(missing_ok=True)  # first: an interrupted overwrite leaves no stale codes.json
@@ -36,11 +39,17 @@ def start_codes_dir(out_dir: Path, *, latents: bool, overwrite: bool) -> None:
     (out_dir / "codes").mkdir(parents=True, exist_ok=True)
     if latents:
         (out_dir / "latents").mkdir(exist_ok=True)
+    if top:
+        (out_dir / "codes_top").mkdir(exist_ok=True)
 
 
-def save_units(out_dir: Path, utt_id: str, codes: np.ndarray, latents: np.ndarray | None = None) -> str:
-    """Write ``codes/<id>.npy`` (and ``latents/<id>.npy``); returns the ``units.txt`` line (a grouped
-    code frame [G] is one token ``c1-c2-...``)."""
+def save_units(out_dir: Path, utt_id: str, codes: np.ndarray | HierarchicalCodes,
+               latents: np.ndarray | None = None) -> str:
+    """Write ``codes/<id>.npy`` (and ``latents/<id>.npy``, ``codes_top/<id>.npy``); returns the
+    ``units.txt`` line of the (bottom) codes (a grouped code frame [G] is one token ``c1-c2-...``)."""
+    if isinstance(codes, HierarchicalCodes):
+        _save_npy(out_dir / "codes_top" / f"{utt_id}.npy", codes.top)
+        codes = codes.bottom
     _save_npy(out_dir / "codes" / f"{utt_id}.npy", codes)
     if latents is not None:
         _save_npy(out_dir / "latents" / f"{utt_id}.npy", latents)
@@ -52,7 +61,7 @@ def encode_items(vq: VQSpeech, items: list[InputItem], out_dir: Path, *, latents
                  overwrite: bool = False, progress: bool = True) -> dict:
     """Encode every item; unreadable inputs are listed in ``rejects.tsv`` and skipped."""
     meta_path = out_dir / "codes.json"
-    start_codes_dir(out_dir, latents=latents, overwrite=overwrite)
+    start_codes_dir(out_dir, latents=latents, overwrite=overwrite, top=bool(vq.top_stride))
     units, rejects, speakers, splits = [], [], {}, {}
     for item in tqdm(items, desc="encode", unit="utt", disable=not progress):
         try:
@@ -77,6 +86,9 @@ def encode_items(vq: VQSpeech, items: list[InputItem], out_dir: Path, *, latents
             "checkpoint": str(Path(vq.checkpoint).resolve()),
             "sample_rate": vq.sample_rate, "hop_length": vq.hop_length, "num_utterances": len(units),
             "speakers": speakers, "splits": splits}
+    if vq.top_stride:
+        meta["top"] = {"code_rate_hz": vq.model.code_rate_hz / vq.top_stride, "K": vq.model.top.num_codes,
+                       "stride": vq.top_stride}
     write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
     return {"encoded": len(units), "rejected": len(rejects), "out_dir": str(out_dir)}
 
@@ -130,6 +142,10 @@ def decode_codes(vq: VQSpeech, codes_path: Path, out: Path, *, speaker: str | No
             raise UserError(f"{codes_path}/codes holds no .npy files; run `vqspeech encode` first.")
     else:
         raise UserError(f"{codes_path} is neither a codes .npy file nor a folder written by `vqspeech encode`.")
+    top_stride = (meta.get("top") or {}).get("stride", 0)
+    if meta and top_stride != vq.top_stride:
+        raise UserError(f"The codes in {codes_path} have {'two levels' if top_stride else 'one level'} but this "
+                        f"model has {'two' if vq.top_stride else 'one'}; decode them with the model that made them.")
     if meta.get("hop_length") not in (None, vq.hop_length) or meta.get("K") not in (None, vq.model.quantizer.num_codes):
         raise UserError(f"The codes in {codes_path} were made by a model with another code rate or codebook size; "
                         "decode them with that model.")
@@ -141,18 +157,28 @@ def decode_codes(vq: VQSpeech, codes_path: Path, out: Path, *, speaker: str | No
         speakers.append(name)
     paths = _output_paths(ids, out, overwrite)
     codes = []
+    groups = getattr(vq.model.quantizer, "num_groups", 1)
     for f in files:
-        try:
-            array = np.load(f)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"Cannot read codes file {f} ({exc}).") from None
-        groups = getattr(vq.model.quantizer, "num_groups", 1)
+        array = _load_codes(f)
         if array.ndim != (1 if groups == 1 else 2) or array.size == 0 or (groups > 1 and array.shape[1] != groups):
             shape = "[frames]" if groups == 1 else f"[frames, {groups}]"
             raise UserError(f"Codes file {f} holds shape {array.shape}; this model expects {shape}.")
+        if vq.top_stride:
+            top_file = f.parent.parent / "codes_top" / f.name
+            if not top_file.is_file():
+                raise UserError(f"{top_file} is missing: this hierarchical model decodes from both code levels; "
+                                "give the folder `vqspeech encode` wrote with it.")
+            array = HierarchicalCodes(array, _load_codes(top_file))
         codes.append(array)
     return _generate_to_files(vq, codes, speakers, paths, temperature=temperature, seed=seed,
                               batch_size=batch_size)
+
+
+def _load_codes(path: Path) -> np.ndarray:
+    try:
+        return np.load(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"Cannot read codes file {path} ({exc}).") from None
 
 
 def convert_items(vq: VQSpeech, items: list[InputItem], out: Path, *, speaker: str, temperature: float = 1.0,
