@@ -135,8 +135,13 @@ def test_librispeech_recipe_end_to_end(tmp_path):
     data_dir, exp_dir = tmp_path / "data", tmp_path / "exp"
     args = options(QUICK, librispeech_root=tmp_path / "downloads/LibriSpeech", data_dir=data_dir,
                    exp_dir=exp_dir, sample_rate=8000, targets="1034")
-    result = run_recipe("librispeech", args, tmp_path)
+    # a hierarchical model (VQ-VAE-2) through every stage: two code levels, two priors
+    result = run_recipe("librispeech", [*args, "model.top.stride=4"], tmp_path)
     check_common_outputs(result, data_dir, exp_dir, corpus, "1034")
+    assert {p.stem for p in (exp_dir / "codes/codes_top").glob("*.npy")} == set(corpus["ids"])
+    assert json.loads((exp_dir / "prior_top/train_summary.json").read_text())["step"] == 4
+    samples = exp_dir / "prior_samples/1034"
+    assert sorted(p.name for p in (samples / "codes_top").glob("*.npy")) == ["sample_00.npy", "sample_01.npy"]
 
 
 @pytest.mark.slow

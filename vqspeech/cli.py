@@ -81,7 +81,8 @@ def cmd_prior_sample(args) -> None:
     record = sample_prior(args.prior_dir, args.out, speaker=args.speaker, seconds=args.seconds,
                           num=args.num, candidates=args.candidates, temperature=args.temperature,
                           top_k=args.top_k, seed=args.seed, vqvae=args.vqvae,
-                          decode=not args.codes_only, overwrite=args.overwrite, device=args.device)
+                          decode=not args.codes_only, overwrite=args.overwrite, device=args.device,
+                          top_prior=args.top_prior)
     print(json.dumps(record))
 
 
@@ -287,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top_k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vqvae", default=None, help="the VQ-VAE to decode with (default: the one the codes came from)")
+    p.add_argument("--top_prior", default=None, metavar="TOP_PRIOR_DIR",
+                   help="hierarchical codes: the top-level prior (data.level=top) whose codes condition "
+                        "the bottom prior prior_dir; its codes are drawn first")
     p.add_argument("--codes_only", action="store_true", help="write codes, do not decode")
     p.add_argument("--overwrite", action="store_true")
     device_flag(p)

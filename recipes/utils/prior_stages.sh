@@ -1,20 +1,35 @@
 #!/usr/bin/env bash
 # The prior stages every recipe shares, after encoding (stage 3):
 #   6 train a prior over the codes, 7 sample speech from it for the target speakers.
+# Hierarchical codes (codes.json has a "top" entry) take two priors: $exp_dir/prior_top over the
+# top codes (data.level=top) and $exp_dir/prior over the bottom codes given the top ones; sampling
+# draws from both.
 # Expects: stage, stop_stage, force, exp_dir, prior_arch (transformer | wavenet), prior_steps,
 # prior_minutes (empty = no budget), targets, num_samples, sample_seconds.
 
+# true when the encoded codes have a top level (python3: the venv's, as for every vqspeech call)
+hierarchical_codes() {
+  python3 -c 'import json, sys; sys.exit(0 if "top" in json.load(open(sys.argv[1])) else 1)' \
+    "$exp_dir/codes/codes.json"
+}
+
 if run_stage 6 "train the $prior_arch prior over the codes${prior_minutes:+ ($prior_minutes min)}"; then
-  prior_args=("$exp_dir/prior" prior="$prior_arch" data.codes="$exp_dir/codes" train.max_steps="$prior_steps")
+  prior_args=(prior="$prior_arch" data.codes="$exp_dir/codes" train.max_steps="$prior_steps")
   [ -n "$prior_minutes" ] && prior_args+=(train.max_minutes="$prior_minutes")
-  vqspeech prior train "${prior_args[@]}"
+  if hierarchical_codes; then
+    vqspeech prior train "$exp_dir/prior_top" "${prior_args[@]}" data.level=top
+  fi
+  vqspeech prior train "$exp_dir/prior" "${prior_args[@]}"
   stage_done 6
 fi
 
 if run_stage 7 "sample $num_samples x $sample_seconds s from the prior for: $targets"; then
+  top_args=()
+  hierarchical_codes && top_args=(--top_prior "$exp_dir/prior_top")
   for target in ${targets//,/ }; do
-    vqspeech prior sample "$exp_dir/prior" --speaker "$target" --seconds "$sample_seconds" \
-      --num "$num_samples" --candidates $(( 2 * num_samples )) -o "$exp_dir/prior_samples/$target" --overwrite
+    vqspeech prior sample "$exp_dir/prior" ${top_args[@]+"${top_args[@]}"} --speaker "$target" \
+      --seconds "$sample_seconds" --num "$num_samples" --candidates $(( 2 * num_samples )) \
+      -o "$exp_dir/prior_samples/$target" --overwrite
   done
   stage_done 7
 fi

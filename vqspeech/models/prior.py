@@ -10,6 +10,12 @@ Two interchangeable architectures share the ``CodePrior`` interface:
 
 Both shift their input right by one internally: ``forward(codes)[:, t]`` predicts ``codes[:, t]`` from
 a learned start token, ``codes[:, :t]`` and the speaker. Code ``num_codes`` is the start token.
+
+For hierarchical codes (VQ-VAE-2) either architecture can also be conditioned on the top codes
+(``top_codes`` > 0): :class:`TopConditioning` turns the whole top sequence [B, ceil(T / stride)]
+into one vector per bottom position [B, T, width], added to the input embeddings. The top codes are
+drawn before the bottom ones, so this conditioning looks at every top position (non-causal); the
+bottom codes stay strictly causal. An unconditioned prior (``top_codes`` 0) has no extra modules.
 """
 
 from __future__ import annotations
@@ -25,17 +31,74 @@ from torch.nn import functional as F
 from .wavenet import ResidualLayer
 
 
-class CodePrior(nn.Module, metaclass=abc.ABCMeta):
-    """Base class: codes [B, T] + speakers [B] -> next-code logits [B, T, K] (strictly causal)."""
+class TopConditioning(nn.Module):
+    """Top codes [B, J] -> an input term at the bottom rate [B, T, width]: embedding -> Conv1d(k=3)
+    -> ReLU -> Conv1d(k=3) at the top rate (non-causal, zero-padded at the ends) -> each top
+    position repeated ``stride`` times -> the first T positions. Top code j covers bottom positions
+    j*stride .. (j+1)*stride - 1."""
 
-    def __init__(self, num_speakers: int, num_codes: int):
+    def __init__(self, num_codes: int, stride: int, width: int):
+        super().__init__()
+        if num_codes < 1 or stride < 1:
+            raise ValueError(f"top conditioning needs top_codes >= 1 and top_stride >= 1, not "
+                             f"{num_codes} and {stride}")
+        self.num_codes, self.stride = num_codes, stride
+        self.embedding = nn.Embedding(num_codes, width)
+        self.convs = nn.Sequential(nn.Conv1d(width, width, 3, padding=1), nn.ReLU(),
+                                   nn.Conv1d(width, width, 3, padding=1))
+
+    def forward(self, top: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """top [B, J] long -> [B, T, width] with T = ``length`` (default J * stride, all of it);
+        raises ValueError when J * stride < T."""
+        covered = top.shape[1] * self.stride
+        length = covered if length is None else length
+        if covered < length:
+            raise ValueError(f"{top.shape[1]} top codes cover {covered} positions at stride "
+                             f"{self.stride}, fewer than the {length} to condition")
+        x = self.convs(self.embedding(top).transpose(1, 2))  # [B, width, J]
+        return x.repeat_interleave(self.stride, dim=-1)[:, :, :length].transpose(1, 2)
+
+
+class CodePrior(nn.Module, metaclass=abc.ABCMeta):
+    """Base class: codes [B, T] + speakers [B] (+ top codes [B, ceil(T / stride)] when conditioned)
+    -> next-code logits [B, T, K] (strictly causal in the codes)."""
+
+    def __init__(self, num_speakers: int, num_codes: int, top_codes: int = 0, top_stride: int = 1):
         super().__init__()
         self.num_speakers, self.num_codes = num_speakers, num_codes
+        self.top_codes, self.top_stride = top_codes, top_stride
+        self.top_conditioning: TopConditioning | None = None  # built last by the subclass, if conditioned
+
+    def _build_top_conditioning(self, width: int) -> None:
+        """Called at the end of a subclass's constructor, so that an unconditioned prior draws the
+        same initial weights from the same seed as before conditioning existed."""
+        if self.top_codes:
+            self.top_conditioning = TopConditioning(self.top_codes, self.top_stride, width)
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], num_speakers: int, num_codes: int) -> "CodePrior":
+    def from_config(cls, cfg: Mapping[str, Any], num_speakers: int, num_codes: int, top_codes: int = 0,
+                    top_stride: int = 1) -> "CodePrior":
         """Build from a dict shaped like ``conf/prior/*.yaml`` (the ``arch`` key is ignored here)."""
-        return cls(num_speakers, num_codes, **{k: v for k, v in dict(cfg).items() if k != "arch"})
+        return cls(num_speakers, num_codes, **{k: v for k, v in dict(cfg).items() if k != "arch"},
+                   top_codes=top_codes, top_stride=top_stride)
+
+    @property
+    def conditioned(self) -> bool:
+        """True when the prior models bottom codes given top codes."""
+        return self.top_conditioning is not None
+
+    def top_inputs(self, top: torch.Tensor | None, length: int | None = None) -> torch.Tensor | None:
+        """The conditioning added to the input embeddings: top [B, J] -> [B, length, width] (default
+        length J * stride), or None for an unconditioned prior. Raises ValueError when a conditioned
+        prior gets no top codes, or an unconditioned one gets some."""
+        if self.top_conditioning is None:
+            if top is not None:
+                raise ValueError("this prior is not conditioned on top codes (top_codes=0); do not pass top")
+            return None
+        if top is None:
+            raise ValueError(f"this prior is conditioned on top codes (top_codes={self.top_codes}, "
+                             f"stride {self.top_stride}); pass top=[B, ceil(T / stride)]")
+        return self.top_conditioning(top, length)
 
     @property
     def start_token(self) -> int:
@@ -55,17 +118,30 @@ class CodePrior(nn.Module, metaclass=abc.ABCMeta):
         return prev_codes
 
     @abc.abstractmethod
-    def forward(self, codes: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
-        """codes [B, T], speakers [B] -> logits [B, T, K]; ``logits[:, t]`` sees ``codes[:, :t]``."""
+    def forward(self, codes: torch.Tensor, speakers: torch.Tensor,
+                top: torch.Tensor | None = None) -> torch.Tensor:
+        """codes [B, T], speakers [B], top [B, >= ceil(T / stride)] (conditioned priors only) ->
+        logits [B, T, K]; ``logits[:, t]`` sees ``codes[:, :t]`` (and all of ``top``)."""
 
     @abc.abstractmethod
-    def new_state(self, batch: int, device=None):
-        """A fresh incremental-generation state (caches) for ``batch`` sequences."""
+    def new_state(self, batch: int, device=None, top: torch.Tensor | None = None):
+        """A fresh incremental-generation state (caches) for ``batch`` sequences; a conditioned prior
+        needs the top codes [B, J] of the whole sequence to be generated (up to J * stride steps)."""
 
     @abc.abstractmethod
     def step(self, state, prev_codes: torch.Tensor | None, speakers: torch.Tensor) -> torch.Tensor:
         """Feed ``prev_codes`` [B] (None: the start token), update ``state`` in place, return the
         next code's logits [B, K]."""
+
+
+def top_column(state) -> torch.Tensor | None:
+    """The state's conditioning at its current step: [B, width], or None when unconditioned."""
+    if state.top is None:
+        return None
+    if state.t >= state.top.shape[1]:
+        raise ValueError(f"the top codes given to new_state cover {state.top.shape[1]} steps; "
+                         f"step {state.t} is past them")
+    return state.top[:, state.t]
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,12 +150,14 @@ class CodePrior(nn.Module, metaclass=abc.ABCMeta):
 
 class WaveNetPriorState:
     """Per-layer ring buffers of past residual inputs (layer i: [B, R, (k-1)*d_i + 1]), as in
-    ``vqspeech.generate.IncrementalState``; ``t`` is the number of steps taken."""
+    ``vqspeech.generate.IncrementalState``; ``t`` is the number of steps taken; ``top`` the upsampled
+    top-code conditioning [B, J * stride, R] (None when unconditioned)."""
 
-    def __init__(self, prior: "WaveNetPrior", batch: int, device, dtype):
+    def __init__(self, prior: "WaveNetPrior", batch: int, device, dtype, top: torch.Tensor | None = None):
         self.buffers = [torch.zeros(batch, layer.residual_channels, layer.receptive_field + 1,
                                     device=device, dtype=dtype) for layer in prior.layers]
         self.t = 0
+        self.top = top
 
 
 class WaveNetPrior(CodePrior):
@@ -92,8 +170,9 @@ class WaveNetPrior(CodePrior):
 
     def __init__(self, num_speakers: int, num_codes: int, residual_channels: int = 64,
                  gate_channels: int = 128, skip_channels: int = 64, kernel_size: int = 2,
-                 layers: int = 14, cycles: int = 2, global_channels: int = 32, dropout: float = 0.0):
-        super().__init__(num_speakers, num_codes)
+                 layers: int = 14, cycles: int = 2, global_channels: int = 32, dropout: float = 0.0,
+                 top_codes: int = 0, top_stride: int = 1):
+        super().__init__(num_speakers, num_codes, top_codes, top_stride)
         if layers % cycles:
             raise ValueError(f"prior layers={layers} is not a multiple of cycles={cycles}")
         self.code_embedding = nn.Embedding(num_codes + 1, residual_channels)
@@ -106,15 +185,22 @@ class WaveNetPrior(CodePrior):
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Sequential(nn.ReLU(), nn.Linear(skip_channels, skip_channels), nn.ReLU(),
                                     nn.Linear(skip_channels, num_codes))
+        self._build_top_conditioning(residual_channels)
 
     @property
     def receptive_field(self) -> int:
         """Input positions (the current one included) that one output depends on."""
         return 1 + sum(layer.receptive_field for layer in self.layers)
 
-    def forward(self, codes: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
-        """codes [B, T] long, speakers [B] -> logits [B, T, K]; any T."""
-        x = self.dropout(self.code_embedding(self.shift_right(codes))).transpose(1, 2)  # [B, R, T]
+    def forward(self, codes: torch.Tensor, speakers: torch.Tensor,
+                top: torch.Tensor | None = None) -> torch.Tensor:
+        """codes [B, T] long, speakers [B], top [B, >= ceil(T / stride)] when conditioned -> logits
+        [B, T, K]; any T."""
+        x = self.code_embedding(self.shift_right(codes))  # [B, T, R]
+        cond = self.top_inputs(top, codes.shape[1])
+        if cond is not None:
+            x = x + cond
+        x = self.dropout(x).transpose(1, 2)  # [B, R, T]
         speaker = self.speaker_embedding(speakers)
         skips = 0
         for layer in self.layers:
@@ -127,14 +213,17 @@ class WaveNetPrior(CodePrior):
         """Summed skips [..., S] -> logits [..., K]."""
         return self.output(self.dropout(skips * math.sqrt(1.0 / len(self.layers))))
 
-    def new_state(self, batch: int, device=None) -> WaveNetPriorState:
-        return WaveNetPriorState(self, batch, device, self.code_embedding.weight.dtype)
+    def new_state(self, batch: int, device=None, top: torch.Tensor | None = None) -> WaveNetPriorState:
+        return WaveNetPriorState(self, batch, device, self.code_embedding.weight.dtype, self.top_inputs(top))
 
     def step(self, state: WaveNetPriorState, prev_codes: torch.Tensor | None,
              speakers: torch.Tensor) -> torch.Tensor:
         """Logits [B, K] for the next code; prev_codes [B] (None at the first step), speakers [B].
         Updates ``state`` in place. Costs one column per layer, whatever the receptive field."""
-        x = self.code_embedding(self.step_inputs(prev_codes, speakers))
+        x = self.code_embedding(self.step_inputs(prev_codes, speakers))  # [B, R]
+        cond = top_column(state)
+        if cond is not None:
+            x = x + cond
         speaker = self.speaker_embedding(speakers)
         skips = 0
         for layer, buffer in zip(self.layers, state.buffers):
@@ -174,13 +263,15 @@ class KVCache:
 
 
 class TransformerPriorState:
-    """A key/value cache per layer and the absolute position ``t`` of the next input."""
+    """A key/value cache per layer, the absolute position ``t`` of the next input and the upsampled
+    top-code conditioning ``top`` [B, J * stride, d] (None when unconditioned)."""
 
-    def __init__(self, prior: "TransformerPrior", batch: int, device, dtype):
+    def __init__(self, prior: "TransformerPrior", batch: int, device, dtype, top: torch.Tensor | None = None):
         head_dim = prior.d_model // prior.heads
         self.caches = [KVCache(batch, prior.heads, prior.context, head_dim, device, dtype)
                        for _ in prior.blocks]
         self.t = 0
+        self.top = top
 
 
 class SelfAttention(nn.Module):
@@ -267,8 +358,8 @@ class TransformerPrior(CodePrior):
 
     def __init__(self, num_speakers: int, num_codes: int, d_model: int = 128, layers: int = 4,
                  heads: int = 4, context: int = 256, mlp_ratio: int = 4, dropout: float = 0.0,
-                 rope_base: float = 10000.0):
-        super().__init__(num_speakers, num_codes)
+                 rope_base: float = 10000.0, top_codes: int = 0, top_stride: int = 1):
+        super().__init__(num_speakers, num_codes, top_codes, top_stride)
         self.d_model, self.heads, self.context = d_model, heads, context
         self.code_embedding = nn.Embedding(num_codes + 1, d_model)
         self.speaker_embedding = nn.Embedding(num_speakers, d_model)
@@ -281,6 +372,9 @@ class TransformerPrior(CodePrior):
         for block in self.blocks:  # GPT-2: residual projections scaled by 1/sqrt(2 * layers)
             for proj in (block.attn.proj, block.mlp[2]):
                 nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * layers))
+        self._build_top_conditioning(d_model)
+        if self.top_conditioning is not None:  # its embedding on the scale of the code embedding's
+            self.top_conditioning.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(module: nn.Module):
@@ -295,25 +389,32 @@ class TransformerPrior(CodePrior):
         back ``context - 1`` positions, and stacked windows add up."""
         return len(self.blocks) * (self.context - 1) + 1
 
-    def _embed(self, tokens: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
-        """tokens [B, T], speakers [B] -> [B, T, d]."""
-        return self.dropout(self.code_embedding(tokens) + self.speaker_embedding(speakers)[:, None])
+    def _embed(self, tokens: torch.Tensor, speakers: torch.Tensor,
+               cond: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens [B, T], speakers [B], top-code conditioning [B, T, d] or None -> [B, T, d]."""
+        x = self.code_embedding(tokens) + self.speaker_embedding(speakers)[:, None]
+        return self.dropout(x if cond is None else x + cond)
 
-    def forward(self, codes: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
-        """codes [B, T] long, speakers [B] -> logits [B, T, K]."""
-        x = self._embed(self.shift_right(codes), speakers)
+    def forward(self, codes: torch.Tensor, speakers: torch.Tensor,
+                top: torch.Tensor | None = None) -> torch.Tensor:
+        """codes [B, T] long, speakers [B], top [B, >= ceil(T / stride)] when conditioned -> logits
+        [B, T, K]."""
+        x = self._embed(self.shift_right(codes), speakers, self.top_inputs(top, codes.shape[1]))
         for block in self.blocks:
             x = block(x)
         return self.head(self.ln_f(x))
 
-    def new_state(self, batch: int, device=None) -> TransformerPriorState:
-        return TransformerPriorState(self, batch, device, self.code_embedding.weight.dtype)
+    def new_state(self, batch: int, device=None, top: torch.Tensor | None = None) -> TransformerPriorState:
+        return TransformerPriorState(self, batch, device, self.code_embedding.weight.dtype,
+                                     self.top_inputs(top))
 
     def step(self, state: TransformerPriorState, prev_codes: torch.Tensor | None,
              speakers: torch.Tensor) -> torch.Tensor:
         """Logits [B, K] for the next code; prev_codes [B] (None at the first step), speakers [B].
         Updates ``state`` in place; beyond ``context`` steps the oldest cache entries are dropped."""
-        x = self._embed(self.step_inputs(prev_codes, speakers)[:, None], speakers)
+        cond = top_column(state)
+        x = self._embed(self.step_inputs(prev_codes, speakers)[:, None], speakers,
+                        None if cond is None else cond[:, None])
         for block, cache in zip(self.blocks, state.caches):
             x = block.step(x, cache, state.t)
         state.t += 1
@@ -325,27 +426,35 @@ class TransformerPrior(CodePrior):
 PRIORS = {"wavenet": WaveNetPrior, "transformer": TransformerPrior}
 
 
-def build_prior(cfg: Mapping[str, Any], num_speakers: int, num_codes: int) -> CodePrior:
-    """Build the prior named by ``cfg["arch"]`` from a dict shaped like ``conf/prior/*.yaml``."""
+def build_prior(cfg: Mapping[str, Any], num_speakers: int, num_codes: int, top_codes: int = 0,
+                top_stride: int = 1) -> CodePrior:
+    """Build the prior named by ``cfg["arch"]`` from a dict shaped like ``conf/prior/*.yaml``;
+    ``top_codes`` > 0 conditions it on top codes of that codebook size, ``top_stride`` bottom codes
+    per top code."""
     arch = cfg["arch"]
     if arch not in PRIORS:
         raise ValueError(f"unknown prior arch {arch!r}; expected one of {sorted(PRIORS)}")
-    return PRIORS[arch].from_config(cfg, num_speakers, num_codes)
+    return PRIORS[arch].from_config(cfg, num_speakers, num_codes, top_codes, top_stride)
 
 
 @torch.no_grad()
-def sample_codes(prior: CodePrior, speakers: torch.Tensor, length: int, *, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None,
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ancestral sampling. speakers [B] -> (codes [B, length], log-likelihood [B] in nats).
+def sample_codes(prior: CodePrior, speakers: torch.Tensor, length: int, *, top: torch.Tensor | None = None,
+                 temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ancestral sampling. speakers [B] (and top codes [B, >= ceil(length / stride)] for a
+    conditioned prior) -> (codes [B, length], log-likelihood [B] in nats).
 
-    The log-likelihood is that of the drawn codes under the untempered, unfiltered model.
-    ``temperature`` 0 means argmax; ``top_k`` keeps only the k largest logits. Runs in eval mode.
+    The log-likelihood is that of the drawn codes under the untempered, unfiltered model (given the
+    top codes). ``temperature`` 0 means argmax; ``top_k`` keeps only the k largest logits. Runs in
+    eval mode.
     """
+    batch = speakers.shape[0]
+    if top is not None and top.shape[1] * prior.top_stride < length:
+        raise ValueError(f"{top.shape[1]} top codes at stride {prior.top_stride} cannot condition "
+                         f"{length} codes")
+    state = prior.new_state(batch, speakers.device, top=top)  # the conditioning has no dropout
     was_training = prior.training
     prior.eval()
-    batch = speakers.shape[0]
-    state = prior.new_state(batch, speakers.device)
     codes = torch.empty(batch, length, dtype=torch.long, device=speakers.device)
     log_likelihood = torch.zeros(batch, device=speakers.device)
     prev = None
