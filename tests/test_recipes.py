@@ -17,6 +17,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from corpus_builders import make_fsdd_corpus, make_librispeech_corpus, make_vctk_corpus
@@ -150,9 +151,13 @@ def test_fsdd_recipe_end_to_end(tmp_path):
     data_dir, exp_dir = tmp_path / "data", tmp_path / "exp"
     args = options(QUICK, fsdd_root=tmp_path / "fsdd", data_dir=data_dir, exp_dir=exp_dir,
                    targets="bob")
-    result = run_recipe("fsdd", args, tmp_path)
+    # grouped codebooks through every stage: [T, 2] codes, a prior over code tuples
+    result = run_recipe("fsdd", [*args, "model.quantizer.groups=2"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert stages_done(exp_dir) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert json.loads((exp_dir / "codes/codes.json").read_text())["groups"] == 2
+    sample = exp_dir / "prior_samples/bob/codes/sample_00.npy"
+    assert np.load(sample).shape[1] == 2
     record = json.loads((data_dir / "align/align.json").read_text())["summary"]
     assert record["total"] == len(corpus["ids"]) and record["coverage"] >= 0.8
     recognition = json.loads((exp_dir / "eval_convert/metrics.json").read_text())["summary"]["recognition"]

@@ -46,7 +46,7 @@ LEVELS = ("bottom", "top")
 class CodeUtterance:
     id: str
     codes: np.ndarray
-    """int64 [T]"""
+    """int64 [T] (grouped codebooks: [T, G])"""
     speaker: str
     split: str
     top: np.ndarray | None = None
@@ -113,12 +113,9 @@ def read_codes(codes_dir: str | Path, manifest: str | Path | None = None, level:
     from .eval.frames import read_units
 
     codes_dir = Path(codes_dir)
-    units = read_units(codes_dir, latents=False)
+    units = read_units(codes_dir, latents=False, tuples=False)
     if not units.codes:
         raise UserError(f"{codes_dir} holds no codes/*.npy (only continuous features); a prior needs codes.")
-    if units.meta.get("groups", 1) > 1:
-        raise UserError(f"The codes in {codes_dir} come from {units.meta['groups']} grouped codebooks; "
-                        "the priors model single-codebook codes only (grouped priors are not built yet).")
     meta = units.meta
     top = top_level(meta, codes_dir)
     if level == "top" and top is None:
@@ -145,8 +142,20 @@ def read_codes(codes_dir: str | Path, manifest: str | Path | None = None, level:
     return meta, utts
 
 
+def code_usage(sequences: list[np.ndarray], num_codes: int) -> np.ndarray:
+    """How often each code occurs: [K] counts; grouped codes [T, G] -> [G * K], group g's at g*K."""
+    codes = np.concatenate(sequences)
+    if codes.ndim == 2:
+        codes = codes + np.arange(codes.shape[1]) * num_codes
+    return np.bincount(codes.reshape(-1), minlength=num_codes * (1 if codes.ndim == 1 else codes.shape[1]))
+
+
 def unigram_bits(train: list[np.ndarray], test: list[np.ndarray], num_codes: int) -> float:
-    """Cross-entropy (bits per code) of ``test`` under the add-one unigram of ``train``."""
+    """Cross-entropy (bits per code) of ``test`` under the add-one unigram of ``train``; grouped
+    codes [T, G]: the sum over groups of each group's (bits per code tuple)."""
+    if train[0].ndim == 2:
+        return sum(unigram_bits([c[:, g] for c in train], [c[:, g] for c in test], num_codes)
+                   for g in range(train[0].shape[1]))
     counts = np.bincount(np.concatenate(train), minlength=num_codes).astype(np.float64) + 1.0
     log_p = np.log2(counts / counts.sum())
     everything = np.concatenate(test)
@@ -171,8 +180,7 @@ class PriorTask:
         self.crop = int(config["data"]["crop_frames"])
         lengths = np.array([len(u.codes) for u in train_utts], dtype=np.float64)
         self.weights = lengths / lengths.sum()
-        self.data_usage = np.bincount(np.concatenate([u.codes for u in train_utts]),
-                                      minlength=num_codes)
+        self.data_usage = code_usage([u.codes for u in train_utts], num_codes)
         reference = self.valid_utts or train_utts
         self.unigram = unigram_bits([u.codes for u in train_utts], [u.codes for u in reference],
                                     num_codes)
@@ -189,7 +197,7 @@ class PriorTask:
         while True:
             rng = np.random.default_rng([seed, step, rank])
             picks = rng.choice(len(self.train_utts), size=batch_size, p=self.weights)
-            codes = np.zeros((batch_size, self.crop), dtype=np.int64)
+            codes = np.zeros((batch_size, self.crop, *self.train_utts[0].codes.shape[1:]), dtype=np.int64)
             mask = np.zeros((batch_size, self.crop), dtype=bool)
             speakers = np.zeros(batch_size, dtype=np.int64)
             top = (np.zeros((batch_size, -(-self.crop // stride)), dtype=np.int64)
@@ -211,8 +219,7 @@ class PriorTask:
 
     def loss(self, model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor | int]]:
         codes, speakers, mask, *top = batch  # top: [] or [top codes [B, ceil(crop / stride)]]
-        logits = model(codes, speakers, *top)
-        nll = F.cross_entropy(logits.transpose(1, 2).float(), codes, reduction="none")
+        nll = code_nll(model(codes, speakers, *top), codes)
         loss = (nll * mask).sum() / mask.sum()
         return loss, {"bits": loss.detach() / LN2, "samples": mask.sum()}
 
@@ -236,7 +243,7 @@ class PriorTask:
         gen = torch.Generator(device=device).manual_seed(step)
         top = self._media_top(speakers.tolist()).to(device) if self.model.conditioned else None
         drawn, _ = sample_codes(model, speakers, self.crop, top=top, generator=gen)
-        usage = np.bincount(drawn.cpu().numpy().reshape(-1), minlength=self.num_codes)
+        usage = code_usage(list(drawn.cpu().numpy()), self.num_codes)
         writer.add_histogram("sample/codes", drawn.cpu().reshape(-1), step)
         writer.add_scalar("sample/codes_used", int((usage > 0).sum()), step)
         writer.add_scalar("sample/perplexity", float(perplexity(torch.from_numpy(usage))), step)
@@ -256,17 +263,26 @@ class PriorTask:
 
     def checkpoint_fields(self) -> dict[str, Any]:
         fields = {"speakers": list(self.speakers), "num_codes": self.num_codes,
-                  "data_usage": self.data_usage.tolist(), "level": self.level}
+                  "data_usage": self.data_usage.tolist(), "level": self.level, "groups": self.model.groups}
         if self.model.conditioned:
             fields["top"] = {"num_codes": self.model.top_codes, "stride": self.model.top_stride}
         return fields
+
+
+def code_nll(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood in nats per step [B, T] of codes [B, T] under logits [B, T, K];
+    grouped codes [B, T, G] under logits [B, T, G, K]: summed over the groups."""
+    if codes.dim() == 3:
+        return F.cross_entropy(logits.permute(0, 3, 1, 2).float(), codes, reduction="none").sum(-1)
+    return F.cross_entropy(logits.transpose(1, 2).float(), codes, reduction="none")
 
 
 @torch.no_grad()
 def prior_bits(model, sequences: list[tuple[np.ndarray, int]], crop: int, batch_size: int,
                device: torch.device, tops: list[np.ndarray] | None = None, stride: int = 1
                ) -> tuple[float, int]:
-    """(bits per code, number of codes) of ``(codes [T], speaker id)`` sequences under ``model``.
+    """(bits per code, number of codes) of ``(codes [T], speaker id)`` sequences under ``model``
+    (grouped codes [T, G]: bits per code tuple, number of tuples).
 
     A conditioned model also gets each sequence's top codes ``tops`` (int [ceil(T / stride)]); each
     piece of ``crop`` codes (a multiple of ``stride``) sees the top codes above it."""
@@ -279,7 +295,7 @@ def prior_bits(model, sequences: list[tuple[np.ndarray, int]], crop: int, batch_
     for start in range(0, len(pieces), batch_size):
         chunk = pieces[start: start + batch_size]
         length = max(len(c) for c, _, _ in chunk)
-        codes = torch.zeros(len(chunk), length, dtype=torch.long)
+        codes = torch.zeros(len(chunk), length, *chunk[0][0].shape[1:], dtype=torch.long)
         mask = torch.zeros(len(chunk), length, dtype=torch.bool)
         top = torch.zeros(len(chunk), -(-length // stride), dtype=torch.long)
         for row, (c, _, above) in enumerate(chunk):
@@ -289,8 +305,7 @@ def prior_bits(model, sequences: list[tuple[np.ndarray, int]], crop: int, batch_
         speakers = torch.tensor([s for _, s, _ in chunk])
         codes, mask, speakers = codes.to(device), mask.to(device), speakers.to(device)
         conditioning = () if chunk[0][2] is None else (top.to(device),)
-        logits = model(codes, speakers, *conditioning).float()
-        nll = F.cross_entropy(logits.transpose(1, 2), codes, reduction="none")
+        nll = code_nll(model(codes, speakers, *conditioning), codes)
         total += float((nll * mask).sum())
         count += int(mask.sum())
     model.train(was_training)
@@ -335,13 +350,16 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
 
     last = exp_dir / "checkpoints" / "last.pt"
     resume = load_checkpoint(last) if last.is_file() else None
-    if resume and (resume.get("level", "bottom"), resume.get("top")) != (level, _top_fields(top)):
+    groups = int(meta.get("groups", 1))
+    if resume and ((resume.get("level", "bottom"), resume.get("top"), resume.get("groups", 1))
+                   != (level, _top_fields(top), groups)):
         raise UserError(f"{exp_dir} was trained on other codes (level {resume.get('level', 'bottom')}, "
-                        f"top {resume.get('top')}); use a new folder for data.level={level} on {codes_dir}.")
+                        f"top {resume.get('top')}, groups {resume.get('groups', 1)}); use a new folder "
+                        f"for data.level={level} on {codes_dir}.")
     speakers = resume["speakers"] if resume else sorted({u.speaker for u in train_utts})
     torch.manual_seed(cfg["seed"])
     try:
-        model = build_prior(cfg["prior"], len(speakers), int(meta["K"]),
+        model = build_prior(cfg["prior"], len(speakers), int(meta["K"]), groups=groups,
                             **({"top_codes": top["K"], "top_stride": top["stride"]} if top else {}))
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise UserError(f"The prior config is invalid ({first_line(exc)}); fix the prior.* values.") from None
@@ -378,7 +396,8 @@ def load_prior(path: str | Path, device: str = "auto"):
                         "folder of `vqspeech prior train`.")
     top = ckpt.get("top")
     conditioning = {"top_codes": int(top["num_codes"]), "top_stride": int(top["stride"])} if top else {}
-    model = build_prior(ckpt["config"]["prior"], len(ckpt["speakers"]), int(ckpt["num_codes"]), **conditioning)
+    model = build_prior(ckpt["config"]["prior"], len(ckpt["speakers"]), int(ckpt["num_codes"]),
+                        groups=int(ckpt.get("groups", 1)), **conditioning)
     model.load_state_dict(ckpt["model"])
     torch_device = select_device(device)
     return model.to(torch_device).eval(), ckpt, torch_device
@@ -510,7 +529,7 @@ def sample_prior(prior_dir: str | Path, out_dir: str | Path, *, speaker: str, se
             save_wav(out_dir / f"{names[i]}.wav", wav, vq.sample_rate)
             written.append(str(out_dir / f"{names[i]}.wav"))
 
-    sample_usage = np.bincount(np.concatenate([drawn[i] for i in kept]), minlength=int(ckpt["num_codes"]))
+    sample_usage = code_usage([drawn[i] for i in kept], int(ckpt["num_codes"]))
     data_usage = np.asarray(ckpt.get("data_usage", []), dtype=np.int64)
     record = {
         "speaker": speaker, "seconds": seconds, "codes_per_sample": length, "num": num,

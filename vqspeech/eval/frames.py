@@ -72,9 +72,10 @@ class ProbeData:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def read_units(codes_dir: str | Path, latents: bool = True) -> Units:
+def read_units(codes_dir: str | Path, latents: bool = True, tuples: bool = True) -> Units:
     """Read a codes folder (``latents=False``: leave its latents on disk); a missing or malformed
-    one raises UserError."""
+    one raises UserError. Grouped codes [T, G] become one unit id per distinct tuple [T], unless
+    ``tuples`` is False (then they stay [T, G] and ``num_codes`` is K)."""
     root = Path(codes_dir)
     meta_path = root / "codes.json"
     if not meta_path.is_file():
@@ -89,7 +90,7 @@ def read_units(codes_dir: str | Path, latents: bool = True) -> Units:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{meta_path} has no readable code_rate_hz ({exc}); re-run `vqspeech encode`.") from None
     codes = {p.stem: _load_codes(p) for p in sorted((root / "codes").glob("*.npy"))}
-    grouped = {c.ndim for c in codes.values()} == {2}
+    grouped = tuples and {c.ndim for c in codes.values()} == {2}
     if grouped:  # product codebooks: each distinct code tuple is one unit
         codes = _tuples_to_units(codes)
     latent_files = sorted((root / "latents").glob("*.npy")) if latents or not codes else []

@@ -16,6 +16,12 @@ For hierarchical codes (VQ-VAE-2) either architecture can also be conditioned on
 into one vector per bottom position [B, T, width], added to the input embeddings. The top codes are
 drawn before the bottom ones, so this conditioning looks at every top position (non-causal); the
 bottom codes stay strictly causal. An unconditioned prior (``top_codes`` 0) has no extra modules.
+
+For grouped codes (``groups`` G > 1, a product of G codebooks) a step's code is a tuple [G]: the
+input embedding is the sum of the G codes' embeddings, and the tuple is predicted one group after
+the other, p(c_t) = prod_g p(c_t,g | c_<t, c_t,<g), by adding the embeddings of the step's earlier
+groups to the hidden state before the output head (one head of G x K outputs, group g reads its K).
+Logits are then [B, T, G, K]; sampling draws the G codes of a step in order.
 """
 
 from __future__ import annotations
@@ -61,13 +67,18 @@ class TopConditioning(nn.Module):
 
 class CodePrior(nn.Module, metaclass=abc.ABCMeta):
     """Base class: codes [B, T] + speakers [B] (+ top codes [B, ceil(T / stride)] when conditioned)
-    -> next-code logits [B, T, K] (strictly causal in the codes)."""
+    -> next-code logits [B, T, K] (strictly causal in the codes). Grouped codes: [B, T, G] ->
+    [B, T, G, K], logits[:, t, g] seeing codes[:, :t] and codes[:, t, :g]."""
 
-    def __init__(self, num_speakers: int, num_codes: int, top_codes: int = 0, top_stride: int = 1):
+    def __init__(self, num_speakers: int, num_codes: int, top_codes: int = 0, top_stride: int = 1,
+                 groups: int = 1):
         super().__init__()
-        self.num_speakers, self.num_codes = num_speakers, num_codes
+        if groups < 1:
+            raise ValueError(f"groups must be >= 1, not {groups}")
+        self.num_speakers, self.num_codes, self.groups = num_speakers, num_codes, groups
         self.top_codes, self.top_stride = top_codes, top_stride
         self.top_conditioning: TopConditioning | None = None  # built last by the subclass, if conditioned
+        self.group_embedding: nn.Embedding | None = None     # grouped codes only, built last
 
     def _build_top_conditioning(self, width: int) -> None:
         """Called at the end of a subclass's constructor, so that an unconditioned prior draws the
@@ -75,12 +86,59 @@ class CodePrior(nn.Module, metaclass=abc.ABCMeta):
         if self.top_codes:
             self.top_conditioning = TopConditioning(self.top_codes, self.top_stride, width)
 
+    def _build_group_embedding(self, hidden: int) -> None:
+        """Grouped codes: the embeddings of a step's earlier groups, added to the hidden state
+        [.., hidden] before the head (codes of group g at rows g*K .. g*K + K - 1). Built last."""
+        if self.groups > 1:
+            self.group_embedding = nn.Embedding((self.groups - 1) * self.num_codes, hidden)
+
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], num_speakers: int, num_codes: int, top_codes: int = 0,
-                    top_stride: int = 1) -> "CodePrior":
+                    top_stride: int = 1, groups: int = 1) -> "CodePrior":
         """Build from a dict shaped like ``conf/prior/*.yaml`` (the ``arch`` key is ignored here)."""
         return cls(num_speakers, num_codes, **{k: v for k, v in dict(cfg).items() if k != "arch"},
-                   top_codes=top_codes, top_stride=top_stride)
+                   top_codes=top_codes, top_stride=top_stride, groups=groups)
+
+    # -- grouped codes: input embedding of a tuple, the head one group at a time ------------------
+
+    def embed_codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B, T] (grouped: [B, T, G], each in 0..K with K the start token) -> [B, T, width]."""
+        if self.groups == 1:
+            return self.code_embedding(tokens)
+        offsets = torch.arange(self.groups, device=tokens.device) * (self.num_codes + 1)
+        return self.code_embedding(tokens + offsets).sum(dim=-2)
+
+    @abc.abstractmethod
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states [..., H] -> logits [..., G * K]."""
+
+    def group_logits(self, hidden: torch.Tensor, earlier: torch.Tensor, group: int) -> torch.Tensor:
+        """Logits [..., K] of ``group`` given the hidden state [..., H] and that step's codes of the
+        groups before it, earlier [..., >= group]."""
+        if group:
+            offsets = torch.arange(group, device=earlier.device) * self.num_codes
+            hidden = hidden + self.group_embedding(earlier[..., :group] + offsets).sum(dim=-2)
+        return self._head(hidden)[..., group * self.num_codes: (group + 1) * self.num_codes]
+
+    def codes_logits(self, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: hidden [B, T, H] and the codes they predict -> logits [B, T, K]
+        (grouped: [B, T, G, K])."""
+        if self.groups == 1:
+            return self._head(hidden)
+        return torch.stack([self.group_logits(hidden, codes, g) for g in range(self.groups)], dim=-2)
+
+    @abc.abstractmethod
+    def step_hidden(self, state, prev_codes: torch.Tensor | None, speakers: torch.Tensor) -> torch.Tensor:
+        """Feed ``prev_codes`` [B] (grouped: [B, G]; None: the start token), update ``state`` in
+        place, return the hidden state [B, H] the next code's head reads."""
+
+    def step(self, state, prev_codes: torch.Tensor | None, speakers: torch.Tensor) -> torch.Tensor:
+        """One step of a single-codebook prior: the next code's logits [B, K] (grouped priors go
+        through :meth:`step_hidden` and :meth:`group_logits`, as :func:`sample_codes` does)."""
+        if self.groups > 1:
+            raise ValueError("a grouped prior predicts a step's codes one group at a time; use "
+                             "step_hidden and group_logits (see sample_codes)")
+        return self._head(self.step_hidden(state, prev_codes, speakers))
 
     @property
     def conditioned(self) -> bool:
@@ -108,13 +166,17 @@ class CodePrior(nn.Module, metaclass=abc.ABCMeta):
         return sum(p.numel() for p in self.parameters())
 
     def shift_right(self, codes: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: codes [B, T] -> inputs [B, T] = (start, c_0, ..., c_{T-2})."""
+        """Teacher forcing: codes [B, T] (grouped: [B, T, G]) -> inputs = (start, c_0, ..., c_{T-2})."""
+        if codes.dim() == 3:
+            return F.pad(codes[:, :-1], (0, 0, 1, 0), value=self.start_token)
         return F.pad(codes[:, :-1], (1, 0), value=self.start_token)
 
     def step_inputs(self, prev_codes: torch.Tensor | None, speakers: torch.Tensor) -> torch.Tensor:
-        """The input token of one step [B]: the start token when ``prev_codes`` is None."""
+        """The input token of one step [B] (grouped: [B, G]): the start token when ``prev_codes``
+        is None."""
         if prev_codes is None:
-            return torch.full_like(speakers, self.start_token)
+            shape = speakers.shape if self.groups == 1 else (*speakers.shape, self.groups)
+            return torch.full(shape, self.start_token, dtype=torch.long, device=speakers.device)
         return prev_codes
 
     @abc.abstractmethod
@@ -128,10 +190,6 @@ class CodePrior(nn.Module, metaclass=abc.ABCMeta):
         """A fresh incremental-generation state (caches) for ``batch`` sequences; a conditioned prior
         needs the top codes [B, J] of the whole sequence to be generated (up to J * stride steps)."""
 
-    @abc.abstractmethod
-    def step(self, state, prev_codes: torch.Tensor | None, speakers: torch.Tensor) -> torch.Tensor:
-        """Feed ``prev_codes`` [B] (None: the start token), update ``state`` in place, return the
-        next code's logits [B, K]."""
 
 
 def top_column(state) -> torch.Tensor | None:
@@ -171,11 +229,11 @@ class WaveNetPrior(CodePrior):
     def __init__(self, num_speakers: int, num_codes: int, residual_channels: int = 64,
                  gate_channels: int = 128, skip_channels: int = 64, kernel_size: int = 2,
                  layers: int = 14, cycles: int = 2, global_channels: int = 32, dropout: float = 0.0,
-                 top_codes: int = 0, top_stride: int = 1):
-        super().__init__(num_speakers, num_codes, top_codes, top_stride)
+                 top_codes: int = 0, top_stride: int = 1, groups: int = 1):
+        super().__init__(num_speakers, num_codes, top_codes, top_stride, groups)
         if layers % cycles:
             raise ValueError(f"prior layers={layers} is not a multiple of cycles={cycles}")
-        self.code_embedding = nn.Embedding(num_codes + 1, residual_channels)
+        self.code_embedding = nn.Embedding(groups * (num_codes + 1), residual_channels)
         self.speaker_embedding = nn.Embedding(num_speakers, global_channels)
         per_cycle = layers // cycles
         self.layers = nn.ModuleList(
@@ -184,8 +242,9 @@ class WaveNetPrior(CodePrior):
             for i in range(layers))
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Sequential(nn.ReLU(), nn.Linear(skip_channels, skip_channels), nn.ReLU(),
-                                    nn.Linear(skip_channels, num_codes))
+                                    nn.Linear(skip_channels, groups * num_codes))
         self._build_top_conditioning(residual_channels)
+        self._build_group_embedding(skip_channels)
 
     @property
     def receptive_field(self) -> int:
@@ -196,7 +255,7 @@ class WaveNetPrior(CodePrior):
                 top: torch.Tensor | None = None) -> torch.Tensor:
         """codes [B, T] long, speakers [B], top [B, >= ceil(T / stride)] when conditioned -> logits
         [B, T, K]; any T."""
-        x = self.code_embedding(self.shift_right(codes))  # [B, T, R]
+        x = self.embed_codes(self.shift_right(codes))  # [B, T, R]
         cond = self.top_inputs(top, codes.shape[1])
         if cond is not None:
             x = x + cond
@@ -207,20 +266,21 @@ class WaveNetPrior(CodePrior):
             cond = layer.conditioning(None, speaker).expand(-1, -1, x.shape[-1])  # [B, gate, T], a view
             x, skip = layer(x, cond, hop_length=1)
             skips = skips + skip
-        return self._head(skips.transpose(1, 2))
+        return self.codes_logits(skips.transpose(1, 2), codes)
 
     def _head(self, skips: torch.Tensor) -> torch.Tensor:
-        """Summed skips [..., S] -> logits [..., K]."""
+        """Summed skips [..., S] -> logits [..., G * K]."""
         return self.output(self.dropout(skips * math.sqrt(1.0 / len(self.layers))))
 
     def new_state(self, batch: int, device=None, top: torch.Tensor | None = None) -> WaveNetPriorState:
         return WaveNetPriorState(self, batch, device, self.code_embedding.weight.dtype, self.top_inputs(top))
 
-    def step(self, state: WaveNetPriorState, prev_codes: torch.Tensor | None,
-             speakers: torch.Tensor) -> torch.Tensor:
-        """Logits [B, K] for the next code; prev_codes [B] (None at the first step), speakers [B].
-        Updates ``state`` in place. Costs one column per layer, whatever the receptive field."""
-        x = self.code_embedding(self.step_inputs(prev_codes, speakers))  # [B, R]
+    def step_hidden(self, state: WaveNetPriorState, prev_codes: torch.Tensor | None,
+                    speakers: torch.Tensor) -> torch.Tensor:
+        """The summed skips [B, S] for the next code; prev_codes [B] (grouped [B, G]; None at the
+        first step), speakers [B]. Updates ``state`` in place. Costs one column per layer, whatever
+        the receptive field."""
+        x = self.embed_codes(self.step_inputs(prev_codes, speakers))  # [B, R]
         cond = top_column(state)
         if cond is not None:
             x = x + cond
@@ -234,7 +294,7 @@ class WaveNetPrior(CodePrior):
             x, skip = layer.step(buffer[:, :, taps], x, layer.conditioning(None, speaker)[:, :, 0])
             skips = skips + skip
         state.t += 1
-        return self._head(skips)
+        return skips
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,16 +418,16 @@ class TransformerPrior(CodePrior):
 
     def __init__(self, num_speakers: int, num_codes: int, d_model: int = 128, layers: int = 4,
                  heads: int = 4, context: int = 256, mlp_ratio: int = 4, dropout: float = 0.0,
-                 rope_base: float = 10000.0, top_codes: int = 0, top_stride: int = 1):
-        super().__init__(num_speakers, num_codes, top_codes, top_stride)
+                 rope_base: float = 10000.0, top_codes: int = 0, top_stride: int = 1, groups: int = 1):
+        super().__init__(num_speakers, num_codes, top_codes, top_stride, groups)
         self.d_model, self.heads, self.context = d_model, heads, context
-        self.code_embedding = nn.Embedding(num_codes + 1, d_model)
+        self.code_embedding = nn.Embedding(groups * (num_codes + 1), d_model)
         self.speaker_embedding = nn.Embedding(num_speakers, d_model)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(d_model, heads, context, mlp_ratio, dropout, rope_base)
                                     for _ in range(layers))
         self.ln_f = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, num_codes)
+        self.head = nn.Linear(d_model, groups * num_codes)
         self.apply(self._init_weights)
         for block in self.blocks:  # GPT-2: residual projections scaled by 1/sqrt(2 * layers)
             for proj in (block.attn.proj, block.mlp[2]):
@@ -375,6 +435,9 @@ class TransformerPrior(CodePrior):
         self._build_top_conditioning(d_model)
         if self.top_conditioning is not None:  # its embedding on the scale of the code embedding's
             self.top_conditioning.apply(self._init_weights)
+        self._build_group_embedding(d_model)
+        if self.group_embedding is not None:
+            self.group_embedding.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(module: nn.Module):
@@ -391,8 +454,9 @@ class TransformerPrior(CodePrior):
 
     def _embed(self, tokens: torch.Tensor, speakers: torch.Tensor,
                cond: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens [B, T], speakers [B], top-code conditioning [B, T, d] or None -> [B, T, d]."""
-        x = self.code_embedding(tokens) + self.speaker_embedding(speakers)[:, None]
+        """tokens [B, T] (grouped [B, T, G]), speakers [B], top-code conditioning [B, T, d] or None
+        -> [B, T, d]."""
+        x = self.embed_codes(tokens) + self.speaker_embedding(speakers)[:, None]
         return self.dropout(x if cond is None else x + cond)
 
     def forward(self, codes: torch.Tensor, speakers: torch.Tensor,
@@ -402,23 +466,28 @@ class TransformerPrior(CodePrior):
         x = self._embed(self.shift_right(codes), speakers, self.top_inputs(top, codes.shape[1]))
         for block in self.blocks:
             x = block(x)
-        return self.head(self.ln_f(x))
+        return self.codes_logits(self.ln_f(x), codes)
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final-LayerNorm outputs [..., d] -> logits [..., G * K]."""
+        return self.head(hidden)
 
     def new_state(self, batch: int, device=None, top: torch.Tensor | None = None) -> TransformerPriorState:
         return TransformerPriorState(self, batch, device, self.code_embedding.weight.dtype,
                                      self.top_inputs(top))
 
-    def step(self, state: TransformerPriorState, prev_codes: torch.Tensor | None,
-             speakers: torch.Tensor) -> torch.Tensor:
-        """Logits [B, K] for the next code; prev_codes [B] (None at the first step), speakers [B].
-        Updates ``state`` in place; beyond ``context`` steps the oldest cache entries are dropped."""
+    def step_hidden(self, state: TransformerPriorState, prev_codes: torch.Tensor | None,
+                    speakers: torch.Tensor) -> torch.Tensor:
+        """The final-LayerNorm output [B, d] for the next code; prev_codes [B] (grouped [B, G]; None
+        at the first step), speakers [B]. Updates ``state`` in place; beyond ``context`` steps the
+        oldest cache entries are dropped."""
         cond = top_column(state)
         x = self._embed(self.step_inputs(prev_codes, speakers)[:, None], speakers,
                         None if cond is None else cond[:, None])
         for block, cache in zip(self.blocks, state.caches):
             x = block.step(x, cache, state.t)
         state.t += 1
-        return self.head(self.ln_f(x[:, 0]))
+        return self.ln_f(x[:, 0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,14 +496,27 @@ PRIORS = {"wavenet": WaveNetPrior, "transformer": TransformerPrior}
 
 
 def build_prior(cfg: Mapping[str, Any], num_speakers: int, num_codes: int, top_codes: int = 0,
-                top_stride: int = 1) -> CodePrior:
+                top_stride: int = 1, groups: int = 1) -> CodePrior:
     """Build the prior named by ``cfg["arch"]`` from a dict shaped like ``conf/prior/*.yaml``;
     ``top_codes`` > 0 conditions it on top codes of that codebook size, ``top_stride`` bottom codes
-    per top code."""
+    per top code; ``groups`` > 1 models tuples of that many codes (K each) per step."""
     arch = cfg["arch"]
     if arch not in PRIORS:
         raise ValueError(f"unknown prior arch {arch!r}; expected one of {sorted(PRIORS)}")
-    return PRIORS[arch].from_config(cfg, num_speakers, num_codes, top_codes, top_stride)
+    return PRIORS[arch].from_config(cfg, num_speakers, num_codes, top_codes, top_stride, groups)
+
+
+def draw(logits: torch.Tensor, temperature: float, top_k: int | None,
+         generator: torch.Generator | None) -> torch.Tensor:
+    """One code per row of logits [B, K]: argmax at temperature 0, else a draw from the softmax of
+    logits / temperature restricted to the ``top_k`` largest."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    scaled = logits / temperature
+    if top_k is not None and top_k < scaled.shape[-1]:
+        kth = scaled.topk(top_k, dim=-1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator).squeeze(-1)
 
 
 @torch.no_grad()
@@ -442,7 +524,7 @@ def sample_codes(prior: CodePrior, speakers: torch.Tensor, length: int, *, top: 
                  temperature: float = 1.0, top_k: int | None = None,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Ancestral sampling. speakers [B] (and top codes [B, >= ceil(length / stride)] for a
-    conditioned prior) -> (codes [B, length], log-likelihood [B] in nats).
+    conditioned prior) -> (codes [B, length] (grouped: [B, length, G]), log-likelihood [B] in nats).
 
     The log-likelihood is that of the drawn codes under the untempered, unfiltered model (given the
     top codes). ``temperature`` 0 means argmax; ``top_k`` keeps only the k largest logits. Runs in
@@ -455,20 +537,18 @@ def sample_codes(prior: CodePrior, speakers: torch.Tensor, length: int, *, top: 
     state = prior.new_state(batch, speakers.device, top=top)  # the conditioning has no dropout
     was_training = prior.training
     prior.eval()
-    codes = torch.empty(batch, length, dtype=torch.long, device=speakers.device)
+    codes = torch.empty(batch, length, prior.groups, dtype=torch.long, device=speakers.device)
     log_likelihood = torch.zeros(batch, device=speakers.device)
     prev = None
     for t in range(length):
-        logits = prior.step(state, prev, speakers).float()
-        if temperature <= 0:
-            prev = logits.argmax(dim=-1)
-        else:
-            scaled = logits / temperature
-            if top_k is not None and top_k < scaled.shape[-1]:
-                kth = scaled.topk(top_k, dim=-1).values[:, -1:]
-                scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-            prev = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator).squeeze(-1)
-        log_likelihood += logits.log_softmax(dim=-1).gather(1, prev[:, None]).squeeze(1)
-        codes[:, t] = prev
+        hidden = prior.step_hidden(state, prev, speakers)
+        for g in range(prior.groups):  # a grouped step's codes one after the other
+            logits = prior.group_logits(hidden, codes[:, t], g).float()
+            drawn = draw(logits, temperature, top_k, generator)
+            log_likelihood += logits.log_softmax(dim=-1).gather(1, drawn[:, None]).squeeze(1)
+            codes[:, t, g] = drawn
+        prev = codes[:, t] if prior.groups > 1 else codes[:, t, 0]
+    if prior.groups == 1:
+        codes = codes[..., 0]
     prior.train(was_training)
     return codes, log_likelihood
