@@ -30,4 +30,11 @@ def test_ablation_table_for_two_variants(demo_manifest, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| baseline |" in printed and "| groups-2 |" in printed
     assert (out / "table.md").read_text() in printed
+    # another variant later: its row joins the table, the earlier rows stay (VARIANTS order)
+    again = [a if a != "baseline,groups-2" else "hierarchical" for a in args]
+    assert ablate.main([str(a) for a in again]) == 0
+    rows = json.loads((out / "ablation.json").read_text())
+    assert [r["variant"] for r in rows] == ["baseline", "groups-2", "hierarchical"]
+    assert rows[2]["steps"] == 3 and rows[2]["decode_samples_per_s"] > 0
+    assert (out / "hierarchical" / "codes" / "codes_top").is_dir()
     assert ablate.main(["--manifest", str(demo_manifest), "--out_dir", str(out), "--variants", "nope"]) == 2

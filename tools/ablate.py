@@ -9,8 +9,11 @@ train for ``--minutes`` (resumes a stopped run; a finished one is kept), encode 
 with latents, run the phoneme probe on ``--probe_split`` (the manifest's phone alignments, see
 `vqspeech align --manifest`), score reconstructions and conversions of ``--num_eval`` test
 utterances (`vqspeech eval convert`), and time decoding. Writes ``OUT_DIR/ablation.json`` and
-``OUT_DIR/table.md`` (one row per variant) and prints the table. The numbers are indicative at
-such budgets: one seed, minutes of CPU training.
+``OUT_DIR/table.md`` (one row per variant; rows of variants not run this time are kept from the
+previous ``ablation.json``) and prints the table. To retrain a variant, delete ``OUT_DIR/<variant>``.
+The numbers are indicative at such budgets: one seed, minutes of CPU training; each variant should
+have the machine to itself, since the budget is wall-clock time (the ``steps`` column shows what
+it bought).
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ def decode_speed(exp_dir: Path, codes_dir: Path, seconds: float = 5.0) -> float:
     if vq.top_stride:
         top = np.resize(np.load(codes_dir / "codes_top" / first.name), -(-frames // vq.top_stride))
         codes = HierarchicalCodes(codes, top)
+    head = 4 * (vq.top_stride or 1)  # frames of a short warm-up decode, which builds the C generator
+    vq.decode(HierarchicalCodes(codes.bottom[:head], codes.top[:4]) if vq.top_stride else codes[:head],
+              vq.speakers[0])
     start = time.perf_counter()
     audio = vq.decode(codes, vq.speakers[0])
     return len(audio) / (time.perf_counter() - start)
@@ -104,6 +110,18 @@ def run_variant(name: str, overrides: list[str], args) -> dict:
     }
 
 
+def merge_rows(path: Path, rows: list[dict]) -> list[dict]:
+    """``rows`` plus the rows of an earlier run's ``ablation.json`` for variants not run now, in
+    :data:`VARIANTS` order: rerunning some variants keeps the others in the table."""
+    new = {row["variant"] for row in rows}
+    try:
+        earlier = [r for r in json.loads(path.read_text()) if r.get("variant") in VARIANTS]
+    except (OSError, ValueError, AttributeError, TypeError):
+        earlier = []
+    merged = {r["variant"]: r for r in earlier if r["variant"] not in new} | {r["variant"]: r for r in rows}
+    return [merged[name] for name in VARIANTS if name in merged]
+
+
 def table(rows: list[dict]) -> str:
     head = "| variant | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
     lines = [head, "|---|" + "---|" * len(COLUMNS)]
@@ -137,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out_dir)
+    rows = merge_rows(out / "ablation.json", rows)
     write_text_atomic(out / "ablation.json", json.dumps(rows, indent=2) + "\n")
     text = table(rows)
     write_text_atomic(out / "table.md", text)
