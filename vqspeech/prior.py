@@ -72,14 +72,14 @@ def top_level(meta: dict[str, Any], codes_dir: Path) -> dict[str, Any] | None:
 def read_top_codes(codes_dir: Path, utts: list[CodeUtterance], top: dict[str, Any]) -> None:
     """Fill each utterance's ``top`` from ``codes_top/<id>.npy``; a missing file, a length other
     than ceil(T / stride) or a code outside the top codebook raises UserError."""
-    from .eval.frames import _load_codes
+    from .eval.frames import load_codes
 
     for utt in utts:
         path = codes_dir / "codes_top" / f"{utt.id}.npy"
         if not path.is_file():
             raise UserError(f"{path} is missing: the folder's codes.json names a top level, so every "
                             "utterance needs its top codes; re-run `vqspeech encode`.")
-        codes = _load_codes(path)
+        codes = load_codes(path)
         expected = -(-len(utt.codes) // top["stride"])
         if codes.ndim != 1 or len(codes) != expected or codes.max() >= top["K"]:
             raise UserError(f"{path} holds {codes.shape} codes up to {codes.max()}; expected "

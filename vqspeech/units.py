@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from .audio import load_audio, save_wav
 from .errors import UserError
+from .eval.frames import load_codes
 from .fileio import atomic_path, write_text_atomic
 from .inference import HierarchicalCodes, InputItem, VQSpeech
 
@@ -159,7 +160,7 @@ def decode_codes(vq: VQSpeech, codes_path: Path, out: Path, *, speaker: str | No
     codes = []
     groups = getattr(vq.model.quantizer, "num_groups", 1)
     for f in files:
-        array = _load_codes(f)
+        array = load_codes(f)
         if array.ndim != (1 if groups == 1 else 2) or array.size == 0 or (groups > 1 and array.shape[1] != groups):
             shape = "[frames]" if groups == 1 else f"[frames, {groups}]"
             raise UserError(f"Codes file {f} holds shape {array.shape}; this model expects {shape}.")
@@ -168,17 +169,10 @@ def decode_codes(vq: VQSpeech, codes_path: Path, out: Path, *, speaker: str | No
             if not top_file.is_file():
                 raise UserError(f"{top_file} is missing: this hierarchical model decodes from both code levels; "
                                 "give the folder `vqspeech encode` wrote with it.")
-            array = HierarchicalCodes(array, _load_codes(top_file))
+            array = HierarchicalCodes(array, load_codes(top_file))
         codes.append(array)
     return _generate_to_files(vq, codes, speakers, paths, temperature=temperature, seed=seed,
                               batch_size=batch_size)
-
-
-def _load_codes(path: Path) -> np.ndarray:
-    try:
-        return np.load(path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"Cannot read codes file {path} ({exc}).") from None
 
 
 def convert_items(vq: VQSpeech, items: list[InputItem], out: Path, *, speaker: str, temperature: float = 1.0,

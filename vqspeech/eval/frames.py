@@ -89,7 +89,7 @@ def read_units(codes_dir: str | Path, latents: bool = True, tuples: bool = True)
         rate = float(meta["code_rate_hz"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{meta_path} has no readable code_rate_hz ({exc}); re-run `vqspeech encode`.") from None
-    codes = {p.stem: _load_codes(p) for p in sorted((root / "codes").glob("*.npy"))}
+    codes = {p.stem: load_codes(p) for p in sorted((root / "codes").glob("*.npy"))}
     grouped = tuples and {c.ndim for c in codes.values()} == {2}
     if grouped:  # product codebooks: each distinct code tuple is one unit
         codes = _tuples_to_units(codes)
@@ -114,7 +114,8 @@ def _tuples_to_units(codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {i: inverse.reshape(-1)[a:b] for i, a, b in zip(ids, bounds[:-1], bounds[1:])}
 
 
-def _load_codes(path: Path) -> np.ndarray:
+def load_codes(path: Path) -> np.ndarray:
+    """A codes file -> int64 [T] or [T, G]; unreadable or not codes: UserError."""
     codes = _load_array(path, ndim=(1, 2))
     if codes.size == 0 or not np.issubdtype(codes.dtype, np.integer) or codes.min() < 0:
         raise UserError(f"{path} does not hold codes (non-negative integers, at least one frame); "
