@@ -9,21 +9,17 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import TINY_VQVAE
 from vqspeech.errors import UserError
 from vqspeech.inference import HierarchicalCodes, VQSpeech
 from vqspeech.models.vqvae import VQVAE
 
 pytestmark = pytest.mark.usefixtures("seeded", "one_thread")
 
-TINY = {
-    "sample_rate": 8000, "hop_length": 80, "num_codes": 16, "latent_dim": 8,
-    "encoder": {"frontend": "mel", "n_mels": 20, "n_fft": None, "strides": [5, 4, 4], "channels": 16,
-                "dilations": [1, 2]},
-    "quantizer": {"beta": 0.25, "ema": False, "decay": 0.99, "init_from_data": True,
-                  "dead_code_threshold": 0.0, "usage_decay": 0.9},
+TINY = {  # the variants' tiny model, codebooks initialised from data, a top level and a conv decoder
+    **TINY_VQVAE,
+    "quantizer": {**TINY_VQVAE["quantizer"], "init_from_data": True},
     "top": {"stride": 4, "num_codes": 8, "channels": 16, "dilations": [1, 2]},
-    "decoder": {"residual_channels": 8, "gate_channels": 16, "skip_channels": 8, "kernel_size": 2,
-                "layers": 4, "cycles": 1, "local_channels": 8, "global_channels": 4},
     "conv_decoder": {"channels": 16, "upsample_strides": [5, 4, 4], "upsample_kernel_sizes": None,
                      "resblock_kernel_sizes": [3], "resblock_dilations": [[1, 3]], "global_channels": 4},
 }

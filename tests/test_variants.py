@@ -5,19 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import TINY_VQVAE as TINY
 from vqspeech.models.jitter import TimeJitter
 from vqspeech.models.vqvae import VQVAE
-
-TINY = {
-    "sample_rate": 8000, "hop_length": 80, "num_codes": 16, "latent_dim": 8,
-    "encoder": {"frontend": "mel", "n_mels": 20, "n_fft": None, "strides": [5, 4, 4], "channels": 16,
-                "dilations": [1, 2]},
-    "quantizer": {"beta": 0.25, "ema": False, "decay": 0.99, "init_from_data": False,
-                  "dead_code_threshold": 0.0, "usage_decay": 0.9},
-    "decoder": {"residual_channels": 8, "gate_channels": 16, "skip_channels": 8, "kernel_size": 2,
-                "layers": 4, "cycles": 1, "local_channels": 8, "global_channels": 4},
-}
-
 
 # --- time jitter ---------------------------------------------------------------------------------
 

@@ -145,8 +145,8 @@ class VQSpeech:
         if not self.top_stride and any(hierarchical):
             raise UserError("These codes have two levels but this model has one; decode them with the "
                             "hierarchical model that made them.")
-        levels = [(c.bottom, self.model.quantizer.num_codes) for c in codes] if self.top_stride else \
-            [(c, self.model.quantizer.num_codes) for c in codes]
+        bottom_codes = self.model.quantizer.num_codes
+        levels = [(c.bottom if self.top_stride else c, bottom_codes) for c in codes]
         if self.top_stride:
             levels += [(c.top, self.model.top.num_codes) for c in codes]
             for c in codes:

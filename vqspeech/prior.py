@@ -360,7 +360,7 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     torch.manual_seed(cfg["seed"])
     try:
         model = build_prior(cfg["prior"], len(speakers), int(meta["K"]), groups=groups,
-                            **({"top_codes": top["K"], "top_stride": top["stride"]} if top else {}))
+                            **_conditioning(_top_fields(top)))
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise UserError(f"The prior config is invalid ({first_line(exc)}); fix the prior.* values.") from None
     meta_without_ids = {k: v for k, v in meta.items() if k not in ("speakers", "splits")}
@@ -376,6 +376,11 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
 def _top_fields(top: dict[str, Any] | None) -> dict[str, int] | None:
     """The checkpoint's record of a bottom prior's conditioning (None: unconditioned)."""
     return None if top is None else {"num_codes": top["K"], "stride": top["stride"]}
+
+
+def _conditioning(fields: dict[str, int] | None) -> dict[str, int]:
+    """``build_prior``'s keywords for a checkpoint's ``top`` record (none: unconditioned)."""
+    return {"top_codes": int(fields["num_codes"]), "top_stride": int(fields["stride"])} if fields else {}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -394,10 +399,8 @@ def load_prior(path: str | Path, device: str = "auto"):
     if ckpt.get("kind") != "prior":
         raise UserError(f"{ckpt_path} holds a {ckpt.get('kind')} model, not a prior; give the "
                         "folder of `vqspeech prior train`.")
-    top = ckpt.get("top")
-    conditioning = {"top_codes": int(top["num_codes"]), "top_stride": int(top["stride"])} if top else {}
     model = build_prior(ckpt["config"]["prior"], len(ckpt["speakers"]), int(ckpt["num_codes"]),
-                        groups=int(ckpt.get("groups", 1)), **conditioning)
+                        groups=int(ckpt.get("groups", 1)), **_conditioning(ckpt.get("top")))
     model.load_state_dict(ckpt["model"])
     torch_device = select_device(device)
     return model.to(torch_device).eval(), ckpt, torch_device
