@@ -5,16 +5,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vqspeech.config import compose
+
+
+def tiny_model_config(*overrides: str) -> dict:
+    """``conf/model/tiny.yaml`` with Hydra overrides of its ``model.`` keys, e.g.
+    ``tiny_model_config("num_codes=16")``."""
+    return compose(["model=tiny", "data.manifest=unused", *(f"model.{o}" for o in overrides)])["model"]
+
+
 # A VQ-VAE config a few kilobytes large, for model-level tests of the variants.
-TINY_VQVAE = {
-    "sample_rate": 8000, "hop_length": 80, "num_codes": 16, "latent_dim": 8,
-    "encoder": {"frontend": "mel", "n_mels": 20, "n_fft": None, "strides": [5, 4, 4], "channels": 16,
-                "dilations": [1, 2]},
-    "quantizer": {"beta": 0.25, "ema": False, "decay": 0.99, "init_from_data": False,
-                  "dead_code_threshold": 0.0, "usage_decay": 0.9},
-    "decoder": {"residual_channels": 8, "gate_channels": 16, "skip_channels": 8, "kernel_size": 2,
-                "layers": 4, "cycles": 1, "local_channels": 8, "global_channels": 4},
-}
+TINY_VQVAE = tiny_model_config(
+    "num_codes=16", "latent_dim=8", "encoder.n_mels=20", "encoder.channels=16",
+    "quantizer.init_from_data=false", "quantizer.dead_code_threshold=0.0",
+    "decoder.residual_channels=8", "decoder.gate_channels=16", "decoder.skip_channels=8", "decoder.layers=4",
+    "decoder.cycles=1", "decoder.local_channels=8", "decoder.global_channels=4")
 
 
 def shared_fsdd() -> Path:

@@ -13,13 +13,13 @@ from vqspeech.eval.abx import (_aggregate, abx_error, abx_error_bruteforce, abx_
 LABELS = ("a", "b", "c")
 
 
-def alignments(seed: int, n_utt: int = 24, n_spk: int = 3, phones: int = 10, min_len: int = 0,
+def alignments(seed: int, num_utt: int = 24, num_spk: int = 3, phones: int = 10, min_len: int = 0,
                max_len: int = 5, labels=LABELS):
     """Random frame alignments, "sil" at both ends, phones of min_len..max_len-1 frames (0 = empty),
     no phone repeated back to back (a triphone a+a+b would be indistinguishable from a+b+b)."""
     rng = np.random.default_rng(seed)
     spans, speakers = [], []
-    for u in range(n_utt):
+    for u in range(num_utt):
         t, segs = 0, []
         for k in range(phones):
             choices = [x for x in labels if not segs or x != segs[-1][2]] or labels
@@ -28,7 +28,7 @@ def alignments(seed: int, n_utt: int = 24, n_spk: int = 3, phones: int = 10, min
             segs.append((t, t + n, label))
             t += n
         spans.append(segs)
-        speakers.append(f"spk{u % n_spk}")
+        speakers.append(f"spk{u % num_spk}")
     return spans, speakers
 
 
@@ -58,25 +58,25 @@ def test_vectorised_matches_bruteforce(context, across, cap, kind):
     kw = dict(across=across, max_items_per_cell=cap, max_x_across=1, seed=7,
               distance="euclidean" if kind == "euclidean" else "angular")
     fast, slow = abx_error(features, items, **kw), abx_error_bruteforce(features, items, **kw)
-    assert fast["n_pairs"] > 5 and fast["error"] is not None
+    assert fast["num_pairs"] > 5 and fast["error"] is not None
     assert fast["error"] == pytest.approx(slow["error"], abs=1e-9)
     assert {k: v for k, v in fast.items() if k != "error"} == {k: v for k, v in slow.items() if k != "error"}
     if cap == 2:
-        assert fast["n_items"] < len(items)
+        assert fast["num_items"] < len(items)
 
 
 def test_subsampling_caps_cells_and_depends_on_seed():
-    spans, speakers = alignments(seed=3, n_utt=30)
+    spans, speakers = alignments(seed=3, num_utt=30)
     rng = np.random.default_rng(0)
     features = [rng.normal(size=(segs[-1][1], 4)) for segs in spans]
     items = build_items(spans, speakers, context=False)
-    n_cells = len({(c, s) for c, s in zip(items.category, items.speaker)})
+    num_cells = len({(c, s) for c, s in zip(items.category, items.speaker)})
     runs = [abx_error(features, items, across=False, max_items_per_cell=3, seed=s) for s in range(4)]
-    assert all(r["n_items"] == 3 * n_cells for r in runs)
+    assert all(r["num_items"] == 3 * num_cells for r in runs)
     assert len({r["error"] for r in runs}) > 1
     assert abx_error(features, items, across=False, max_items_per_cell=3, seed=1) == runs[1]
     # across, each A cell takes X from at most max_x_across of the 2 other speakers
-    one, both = (abx_error(features, items, across=True, max_x_across=k)["n_pairs"] for k in (1, 2))
+    one, both = (abx_error(features, items, across=True, max_x_across=k)["num_pairs"] for k in (1, 2))
     assert 2 * one == both > 0
 
 
@@ -162,19 +162,19 @@ def test_aggregation_end_to_end():
     features, spans, speakers = one_frame_corpus({"s1": {"a": [0, 60], "b": [30]},
                                                   "s2": {"a": [0, 10, 20], "b": [90]}})
     result = abx_error(features, build_items(spans, speakers, context=False), across=False)
-    assert result["error"] == pytest.approx(0.5) and result["n_pairs"] == 2 and result["n_triplets"] == 8
+    assert result["error"] == pytest.approx(0.5) and result["num_pairs"] == 2 and result["num_triplets"] == 8
     # across, cells (A speaker, a, b, X speaker): (s1, a, b, s2) 0, (s1, a, b, s3) 1, (s1, b, a, s2) 0,
     # (s2, a, b, s1) 0, (s2, a, b, s3) 1, (s2, b, a, s1) 0; s3 has no "b" so is never A's speaker.
     # (a, b) -> 0.5, (b, a) -> 0: 0.25, where pooling the cells would give 1/3
     features, spans, speakers = one_frame_corpus({"s1": {"a": [0], "b": [30]}, "s2": {"a": [5], "b": [35]},
                                                   "s3": {"a": [25]}})
     result = abx_error(features, build_items(spans, speakers, context=False), across=True)
-    assert result["error"] == pytest.approx(0.25) and result["n_pairs"] == 6
+    assert result["error"] == pytest.approx(0.25) and result["num_pairs"] == 6
 
 
 @pytest.mark.parametrize("context", [False, True], ids=["any", "triphone"])
 def test_separated_categories_score_zero(context):
-    spans, speakers = alignments(seed=4, n_utt=30, min_len=1)
+    spans, speakers = alignments(seed=4, num_utt=30, min_len=1)
     rng = np.random.default_rng(0)
     noisy = frame_features(spans, speakers, lambda label, spk: direction("sil abc".index(label)) +
                            0.01 * rng.normal(size=8))
@@ -183,7 +183,7 @@ def test_separated_categories_score_zero(context):
     for features in (noisy, onehot):
         for across in (False, True):
             result = abx_error(features, items, across=across)
-            assert result["n_pairs"] > 0 and result["error"] == 0.0
+            assert result["num_pairs"] > 0 and result["error"] == 0.0
 
 
 def test_identical_features_score_one_half():
@@ -195,7 +195,7 @@ def test_identical_features_score_one_half():
 
 
 def test_speaker_only_features_do_not_discriminate_phones():
-    spans, speakers = alignments(seed=6, n_utt=60, min_len=1)
+    spans, speakers = alignments(seed=6, num_utt=60, min_len=1)
     rng = np.random.default_rng(0)
     speaker_only = lambda _, spk: 3 * direction(int(spk[-1])) + rng.normal(size=8)  # noqa: E731
     features = frame_features(spans, speakers, speaker_only)
@@ -217,11 +217,11 @@ def test_no_valid_cell_gives_none():
     assert abx_error(features, one_speaker, across=True)["error"] is None
     silent = [[(0, 3, "sil")], [(0, 2, "spn")]]
     scores = abx_scores([np.ones((3, 2)), np.ones((2, 2))], silent, ["s", "t"])
-    assert scores["abx_within"] is None and scores["abx_across_triphone"] is None and scores["n_items"] == 0
+    assert scores["abx_within"] is None and scores["abx_across_triphone"] is None and scores["num_items"] == 0
 
 
 def test_user_errors():
-    spans, speakers = alignments(seed=8, n_utt=4)
+    spans, speakers = alignments(seed=8, num_utt=4)
     features = [np.ones((segs[-1][1], 2)) for segs in spans]
     items = build_items(spans, speakers, context=False)
     with pytest.raises(UserError):

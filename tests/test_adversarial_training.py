@@ -14,7 +14,8 @@ from conftest import FAST_TRAIN, run_cli
 from vqspeech.checkpoint import load_checkpoint
 from vqspeech.config import compose
 from vqspeech.errors import UserError
-from vqspeech.experiment import train_vqvae
+from vqspeech.checkpoint import upgrade_model_config
+from vqspeech.training.vqvae_task import train_vqvae
 from vqspeech.inference import VQSpeech
 from vqspeech.models import VQVAE
 
@@ -112,7 +113,7 @@ def test_decode_convert_evaluate_and_export(conv_exp, demo_manifest, tmp_path, c
         assert np.array_equal(wav, vq.decode(array, speakers[0]))
 
     capsys.readouterr()
-    assert run_cli(["evaluate", conv_exp, "--split", "train", "--max_utterances", "2", "--device", "cpu"]) == 0
+    assert run_cli(["evaluate", "loss", conv_exp, "--split", "train", "--max_utterances", "2", "--device", "cpu"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert metrics["mel_loss"] > 0 and "bits_per_sample" not in metrics
 
@@ -130,7 +131,7 @@ def test_wavenet_remains_the_default():
     torch.manual_seed(0)
     new = VQVAE.from_config(cfg["model"], 3)
     torch.manual_seed(0)
-    old = VQVAE.from_config(legacy, 3)  # a checkpoint config from before the switch
+    old = VQVAE.from_config(upgrade_model_config(legacy), 3)  # a checkpoint config from before the switch
     assert old.decoder_type == new.decoder_type == "wavenet"
     assert set(old.state_dict()) == set(new.state_dict())
     assert all(torch.equal(v, old.state_dict()[k]) for k, v in new.state_dict().items())
@@ -156,7 +157,8 @@ def test_bad_adversarial_values_are_user_errors(tmp_path, demo_manifest, overrid
 
 def test_mel_loss_decreases_on_demo_corpus(tmp_path, demo_manifest):
     from vqspeech.data.manifest import read_manifest
-    from vqspeech.tasks import seed_everything, teacher_forced_metrics
+    from vqspeech.eval.loss import teacher_forced_metrics
+    from vqspeech.training.experiment import seed_everything
 
     exp = tmp_path / "exp"
     args = [*CONV, f"data.manifest={demo_manifest}", "train.max_steps=30", "train.valid_every=10",
@@ -206,7 +208,7 @@ def test_experiment_from_before_the_switch_resumes_as_wavenet(tmp_path, demo_man
 
 DDP_HELPER = '''
 import os, sys, torch
-import vqspeech.experiment as experiment
+import vqspeech.training.experiment as experiment
 from vqspeech.checkpoint import cpu_state_dict
 from vqspeech.cli import main
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli
 from corpus_builders import make_fsdd_corpus
 from helpers import shared_fsdd
-from vqspeech.align import (AlignmentFailed, PocketsphinxAligner, align_corpus, attach_alignments,
+from vqspeech.data.align import (AlignmentFailed, PocketsphinxAligner, align_corpus, attach_alignments,
                             espeak_pronunciation, transcript_words)
 from vqspeech.data import espeak
 from vqspeech.data.alignments import read_alignment
@@ -95,7 +95,7 @@ def test_align_corpus_writes_textgrids_resumes_and_reports(tmp_path, digits_corp
     assert grids[0].is_file()
 
     # another source into the same folder is refused
-    with pytest.raises(UserError, match="--overwrite"):
+    with pytest.raises(UserError, match="`overwrite=True`"):
         align_corpus(digits_corpus["root"], out, "folder", progress=False)
 
 

@@ -20,7 +20,7 @@ from vqspeech.audio import load_audio, resample
 from vqspeech.cli import build_parser
 from vqspeech.data.manifest import Utterance, read_manifest, write_manifest
 from vqspeech.inference import VQSpeech
-from vqspeech.tasks import teacher_forced_metrics
+from vqspeech.eval.loss import teacher_forced_metrics
 
 HOP, SR = 80, 8000  # model=tiny
 
@@ -107,7 +107,7 @@ def test_encode_file(tmp_path, trained_tiny, clips, vq):
     assert read_units(out / "units.txt") == {"a": codes.tolist()}
     check_codes_json(out, trained_tiny)
     audio, sr = load_audio(clips["a"])
-    np.testing.assert_array_equal(vq.encode(audio, sr), codes)
+    np.testing.assert_array_equal(vq.encode(audio, sr).codes, codes)
     # Another sample rate is resampled to the model's: 0.1 s at 16 kHz is 10 frames.
     out16 = tmp_path / "enc16"
     assert run_cli(["encode", trained_tiny, clips["c16k"], out16]) == 0
@@ -298,7 +298,7 @@ def test_convert_speaker_matters_and_seed_reproduces(tmp_path, trained_tiny, cli
 def test_evaluate_prints_metrics(tmp_path, trained_tiny, demo_manifest, vq, capsys):
     capsys.readouterr()
     out = tmp_path / "metrics.json"
-    assert run_cli(["evaluate", trained_tiny, "--split", "test", "--out", out, "--device", "cpu"]) == 0
+    assert run_cli(["evaluate", "loss", trained_tiny, "--split", "test", "--out", out, "--device", "cpu"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert json.loads(out.read_text()) == metrics
     test_utts = read_manifest(demo_manifest, "test")
@@ -310,7 +310,7 @@ def test_evaluate_prints_metrics(tmp_path, trained_tiny, demo_manifest, vq, caps
     assert metrics["bits_per_sample"] == pytest.approx(expected["bits_per_sample"], rel=1e-6)
     assert metrics["codes_used"] == expected["codes_used"]
 
-    assert run_cli(["evaluate", trained_tiny, "--manifest", demo_manifest, "--split", "valid",
+    assert run_cli(["evaluate", "loss", trained_tiny, "--manifest", demo_manifest, "--split", "valid",
                     "--max_utterances", "1"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert metrics["split"] == "valid" and metrics["utterances"] == 1
@@ -319,9 +319,9 @@ def test_evaluate_prints_metrics(tmp_path, trained_tiny, demo_manifest, vq, caps
 def test_evaluate_refuses_to_overwrite_its_output(tmp_path, trained_tiny, capsys):
     out = tmp_path / "metrics.json"
     out.write_text("keep me")
-    message = cli_error(capsys, ["evaluate", trained_tiny, "--out", out, "--max_utterances", "1"], "evaluate")
+    message = cli_error(capsys, ["evaluate", "loss", trained_tiny, "--out", out, "--max_utterances", "1"], "evaluate loss")
     assert "--overwrite" in message and out.read_text() == "keep me"
-    assert run_cli(["evaluate", trained_tiny, "--out", out, "--max_utterances", "1", "--overwrite"]) == 0
+    assert run_cli(["evaluate", "loss", trained_tiny, "--out", out, "--max_utterances", "1", "--overwrite"]) == 0
     assert "bits_per_sample" in json.loads(out.read_text())
 
 
@@ -405,7 +405,7 @@ def test_missing_or_untrained_experiment(tmp_path, clips, capsys):
     missing = tmp_path / "no_such_exp"
     for verb, argv in (("speakers", ["speakers", missing]),
                        ("encode", ["encode", missing, clips["a"], tmp_path / "out"]),
-                       ("evaluate", ["evaluate", missing]),
+                       ("evaluate loss", ["evaluate", "loss", missing]),
                        ("convert", ["convert", missing, clips["a"], "--speaker", "x", "-o", tmp_path / "o.wav"]),
                        ("export", ["export", missing, tmp_path / "e.pt"])):
         assert str(missing) in cli_error(capsys, argv, verb)
@@ -437,7 +437,7 @@ def test_train_without_manifest(tmp_path, capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_cuda_requested_on_a_cpu_machine(tmp_path, trained_tiny, clips, demo_manifest, capsys):
     for verb, argv in (("encode", ["encode", trained_tiny, clips["a"], tmp_path / "out", "--device", "cuda"]),
-                       ("evaluate", ["evaluate", trained_tiny, "--device", "cuda"]),
+                       ("evaluate loss", ["evaluate", "loss", trained_tiny, "--device", "cuda"]),
                        ("convert", ["convert", trained_tiny, clips["a"], "--speaker", "x", "-o", tmp_path / "o.wav",
                                     "--device", "cuda"]),
                        ("train", ["train", tmp_path / "exp", "model=tiny", f"data.manifest={demo_manifest}",

@@ -287,7 +287,7 @@ def test_same_seed_same_corpus(tmp_path):
 def test_transcripts_match_the_audio_for_the_aligner(vctk_092, libri, tmp_path):
     """pocketsphinx finds every transcript's words in order (the phone pass may still fail on a
     few utterances; that is the aligner's business, so only most must align fully)."""
-    align = pytest.importorskip("vqspeech.align")
+    align = pytest.importorskip("vqspeech.data.align")
     from vqspeech.audio import load_audio
 
     aligner = align.PocketsphinxAligner()

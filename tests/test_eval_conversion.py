@@ -306,7 +306,7 @@ def test_evaluate_conversion_refuses_to_overwrite(evaluated, trained_tiny, demo_
 
     out, _ = evaluated
     before = (out / "metrics.json").read_bytes()
-    with pytest.raises(UserError, match=r"metrics\.json.*--overwrite"):
+    with pytest.raises(UserError, match=r"metrics\.json.*`overwrite=True`"):
         evaluate_conversion(trained_tiny, out, manifest=demo_manifest, split="test", num=1, progress=False)
     assert (out / "metrics.json").read_bytes() == before
 
@@ -320,6 +320,6 @@ def test_evaluate_conversion_user_errors(trained_tiny, demo_manifest, tmp_path):
     with pytest.raises(UserError, match="no utterances in split 'dev'"):
         evaluate_conversion(trained_tiny, tmp_path / "b", manifest=demo_manifest, split="dev", num=1,
                             progress=False)
-    with pytest.raises(UserError, match="--num must be positive"):
+    with pytest.raises(UserError, match="`num` must be positive"):
         evaluate_conversion(trained_tiny, tmp_path / "c", manifest=demo_manifest, num=0, progress=False)
     assert not any(tmp_path.iterdir())  # refused before writing anything

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from vqspeech.audio import mu_law_encode
-from vqspeech.fast_generate import FastWaveNet
-from vqspeech.generate import generate
+from vqspeech.inference.fast_generate import FastWaveNet
+from vqspeech.inference.generate import generate
 from vqspeech.models import WaveNetDecoder
 
 HOP = 16

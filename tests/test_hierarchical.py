@@ -11,7 +11,9 @@ import torch
 
 from helpers import TINY_VQVAE
 from vqspeech.errors import UserError
-from vqspeech.inference import HierarchicalCodes, VQSpeech
+from vqspeech.checkpoint import upgrade_model_config
+from vqspeech.data.codes import Encoding
+from vqspeech.inference import VQSpeech
 from vqspeech.models.vqvae import VQVAE
 
 pytestmark = pytest.mark.usefixtures("seeded", "one_thread")
@@ -38,7 +40,7 @@ def test_both_levels_have_the_right_shapes_and_the_loss_reaches_every_part(frame
     out = model(0.1 * torch.randn(2, frames * 80), torch.tensor([0, 1]))
     assert out.vq.codes.shape == (2, frames)
     assert out.top.codes.shape == (2, -(-frames // 4))  # the last top code covers the remainder
-    assert out.logits.shape == (2, 256, frames * 80)
+    assert out.reconstruction.logits.shape == (2, 256, frames * 80)
     out.loss.backward()
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
     assert model.top.quantizer.codebook.grad.abs().sum() > 0  # the top codebook loss is in the total
@@ -47,7 +49,7 @@ def test_both_levels_have_the_right_shapes_and_the_loss_reaches_every_part(frame
 def test_one_level_models_are_unchanged_by_the_switch():
     flat = {k: v for k, v in TINY.items() if k != "top"}
     torch.manual_seed(0)
-    a = VQVAE.from_config(flat, num_speakers=2)
+    a = VQVAE.from_config(upgrade_model_config(flat), num_speakers=2)  # a config from before the switch
     torch.manual_seed(0)
     b = VQVAE.from_config({**flat, "top": {**TINY["top"], "stride": 0}}, num_speakers=2)
     assert a.top is None and b.top is None and a.top_stride == 0
@@ -62,43 +64,44 @@ def test_bottom_codes_and_decoder_depend_on_the_top_codes():
     audio = 0.1 * torch.randn(1, 40 * 80)
     with torch.no_grad():
         q = model.quantize(audio)
-        assert torch.allclose(model.decoder_latents(q.vq.codes, q.top.codes), q.decoder_latents, atol=1e-5)
+        assert torch.allclose(model.embed_codes(q.vq.codes, q.top.codes), q.decoder_input, atol=1e-5)
         other_top = (q.top.codes + 1) % TINY["top"]["num_codes"]
-        assert not torch.allclose(model.decoder_latents(q.vq.codes, other_top), q.decoder_latents)
+        assert not torch.allclose(model.embed_codes(q.vq.codes, other_top), q.decoder_input)
         # the bottom encoder is conditioned on the top: other top vectors change the bottom codes
         model.top.quantizer.codebook.data = 3 * torch.randn_like(model.top.quantizer.codebook)
         assert not torch.equal(model.quantize(audio).vq.codes, q.vq.codes)
     with pytest.raises(ValueError, match="top codes"):
-        model.decoder_latents(q.vq.codes)
+        model.embed_codes(q.vq.codes)
 
 
 @pytest.mark.parametrize("chunk", [8, 13, 40])
 def test_chunked_encoding_equals_one_pass(chunk):
     vq = VQSpeech(trained_once(), ["a", "b"], {}, torch.device("cpu"))
     audio = 0.1 * np.random.default_rng(0).standard_normal(8000 * 2).astype(np.float32)
-    whole, z = vq.encode(audio, 8000, latents=True, chunk_frames=10_000)
-    assert isinstance(whole, HierarchicalCodes) and len(whole) == 200 and len(whole.top) == 50
-    parts, z_parts = vq.encode(audio, 8000, latents=True, chunk_frames=chunk)
-    assert np.array_equal(whole.bottom, parts.bottom) and np.array_equal(whole.top, parts.top)
+    whole = vq.encode(audio, 8000, latents=True, chunk_frames=10_000)
+    assert isinstance(whole, Encoding) and len(whole) == 200 and len(whole.top) == 50
+    parts = vq.encode(audio, 8000, latents=True, chunk_frames=chunk)
+    z, z_parts = whole.latents, parts.latents
+    assert np.array_equal(whole.codes, parts.codes) and np.array_equal(whole.top, parts.top)
     assert np.array_equal(z, z_parts) and z.shape == (200, TINY["latent_dim"])
-    assert len(np.unique(whole.bottom)) > 3 and len(np.unique(whole.top)) > 1
+    assert len(np.unique(whole.codes)) > 3 and len(np.unique(whole.top)) > 1
 
 
 def test_decoding_needs_both_levels_and_batches_do_not_leak_into_each_other():
     vq = VQSpeech(trained_once("conv"), ["a", "b"], {}, torch.device("cpu"))
     rng = np.random.default_rng(0)
     long = vq.encode(0.1 * rng.standard_normal(8000).astype(np.float32), 8000)
-    short = HierarchicalCodes(long.bottom[:30], long.top[:8])  # 30 frames: ceil(30 / 4) = 8 top codes
+    short = Encoding(long.codes[:30], long.top[:8])  # 30 frames: ceil(30 / 4) = 8 top codes
     alone = vq.decode(short, "b")
     together = vq.decode_batch([long, short], ["a", "b"])
     assert together[0].shape == (100 * 80,) and alone.shape == (30 * 80,)
     assert np.array_equal(together[1], alone)  # the long utterance's codes do not reach the short one
     with pytest.raises(UserError, match="two code levels"):
-        vq.decode(long.bottom, "a")
+        vq.decode(long.codes, "a")
     with pytest.raises(UserError, match="top codes do not match"):
-        vq.decode(HierarchicalCodes(long.bottom, long.top[:-2]), "a")
+        vq.decode(Encoding(long.codes, long.top[:-2]), "a")
     with pytest.raises(UserError, match=r"\[0, 8\)"):
-        vq.decode(HierarchicalCodes(long.bottom, long.top + 8), "a")
+        vq.decode(Encoding(long.codes, long.top + 8), "a")
 
 
 @pytest.mark.slow

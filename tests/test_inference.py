@@ -24,8 +24,9 @@ def test_chunked_encoding_equals_one_pass(frontend):
     vq = tiny_model(frontend)
     rng = np.random.default_rng(0)
     audio = (0.1 * rng.standard_normal(8000 * 3)).astype(np.float32)  # 3 s, 300 frames
-    one_codes, one_latents = vq.encode(audio, 8000, latents=True, chunk_frames=10_000)
-    codes, latents = vq.encode(audio, 8000, latents=True, chunk_frames=7)
+    one = vq.encode(audio, 8000, latents=True, chunk_frames=10_000)
+    chunked = vq.encode(audio, 8000, latents=True, chunk_frames=7)
+    one_codes, one_latents, codes, latents = one.codes, one.latents, chunked.codes, chunked.latents
     assert latents.shape == one_latents.shape == (300, 16)
     np.testing.assert_allclose(latents, one_latents, atol=1e-4)
     assert (codes == one_codes).mean() > 0.99  # equal but for near-ties of the nearest code
@@ -37,12 +38,12 @@ def test_chunking_does_not_cross_the_margin_unchecked():
     """A context too small would show: cutting the margin changes the latents near chunk edges."""
     vq = tiny_model("mel")
     audio = (0.1 * np.random.default_rng(1).standard_normal(8000)).astype(np.float32)
-    _, whole = vq.encode(audio, 8000, latents=True, chunk_frames=10_000)
+    whole = vq.encode(audio, 8000, latents=True, chunk_frames=10_000).latents
     encoder = vq.model.encoder
     real = type(encoder).context_frames
     try:
         type(encoder).context_frames = property(lambda self: 0)
-        _, cut = vq.encode(audio, 8000, latents=True, chunk_frames=7)
+        cut = vq.encode(audio, 8000, latents=True, chunk_frames=7).latents
     finally:
         type(encoder).context_frames = real
     assert np.abs(cut - whole).max() > 1e-3

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from helpers import tiny_model_config
 from vqspeech.audio import mu_law_decode, mu_law_encode
-from vqspeech.generate import IncrementalState, generate, incremental_step
+from vqspeech.inference.generate import IncrementalState, generate, incremental_step
 from vqspeech.models import VQVAE, Encoder, VectorQuantizer, WaveNetDecoder
 from vqspeech.models.frontend import ConvFrontend, LogMelFrontend
 
@@ -484,7 +485,7 @@ def test_decoder_docstring_semantics_teacher_forcing():
     """Output t predicts target t; input t is target t-1 (shift right by one from silence)."""
     model = VQVAE.from_config(_tiny_config(), num_speakers=2)
     targets = torch.randint(0, 256, (2, 16))
-    inputs = model.decoder_inputs(targets)
+    inputs = model.decoder.teacher_forcing_inputs(targets)
     assert inputs.shape == targets.shape
     assert inputs[:, 0].tolist() == [128, 128]
     assert torch.equal(inputs[:, 1:], targets[:, :-1])
@@ -496,8 +497,8 @@ def test_decoder_docstring_semantics_teacher_forcing():
     changed = targets.clone()
     changed[:, t] = (changed[:, t] + 50) % 256
     with torch.no_grad():
-        a = dec(model.decoder_inputs(targets), latents, speakers)
-        b = dec(model.decoder_inputs(changed), latents, speakers)
+        a = dec(model.decoder.teacher_forcing_inputs(targets), latents, speakers)
+        b = dec(model.decoder.teacher_forcing_inputs(changed), latents, speakers)
     assert float((a[:, :, : t + 1] - b[:, :, : t + 1]).abs().max()) == 0.0
     assert float((a[:, :, t + 1] - b[:, :, t + 1]).abs().max()) > 1e-5
 
@@ -598,18 +599,11 @@ def test_generate_sampling_is_reproducible_with_generator():
 
 
 def _tiny_config(frontend: str = "mel") -> dict:
-    return {
-        "sample_rate": SR,
-        "hop_length": 8,
-        "num_codes": 16,
-        "latent_dim": 8,
-        "encoder": {"frontend": frontend, "n_mels": 8, "strides": [2, 2, 2], "channels": 16,
-                    "dilations": [1, 2]},
-        "quantizer": {"beta": 0.25, "ema": False, "decay": 0.99, "init_from_data": True,
-                      "dead_code_threshold": 0.05, "usage_decay": 0.9},
-        "decoder": {"residual_channels": 8, "gate_channels": 16, "skip_channels": 8, "kernel_size": 2,
-                    "layers": 4, "cycles": 2, "local_channels": 8, "global_channels": 4},
-    }
+    return tiny_model_config(
+        f"sample_rate={SR}", "hop_length=8", "num_codes=16", "latent_dim=8", f"encoder.frontend={frontend}",
+        "encoder.n_mels=8", "encoder.strides=[2,2,2]", "encoder.channels=16", "decoder.residual_channels=8",
+        "decoder.gate_channels=16", "decoder.skip_channels=8", "decoder.layers=4", "decoder.local_channels=8",
+        "decoder.global_channels=4")
 
 
 @pytest.mark.parametrize("frontend", ["mel", "conv"])
@@ -619,15 +613,15 @@ def test_vqvae_forward_shapes_and_initial_bits(frontend):
     audio = 0.3 * torch.randn(2, 8 * 20 + 5)  # not a multiple of hop: trimmed to 160
     speakers = torch.tensor([0, 2])
     out = model(audio, speakers)
-    assert out.logits.shape == (2, 256, 160)
-    assert out.targets.shape == (2, 160)
-    assert torch.equal(out.targets, mu_law_encode(audio[:, :160]))
+    assert out.reconstruction.logits.shape == (2, 256, 160)
+    assert out.reconstruction.targets.shape == (2, 160)
+    assert torch.equal(out.reconstruction.targets, mu_law_encode(audio[:, :160]))
     assert out.vq.codes.shape == (2, 20)
-    assert 7.0 < float(out.bits_per_sample) < 9.0
+    assert 7.0 < float(out.reconstruction.bits_per_sample) < 9.0
     assert torch.isfinite(out.loss)
     # bits per sample is the mean teacher-forced cross-entropy in bits
-    ce = F.cross_entropy(out.logits.detach(), out.targets)
-    assert float(out.bits_per_sample) == pytest.approx(float(ce) / math.log(2), rel=1e-5)
+    ce = F.cross_entropy(out.reconstruction.logits.detach(), out.reconstruction.targets)
+    assert float(out.reconstruction.bits_per_sample) == pytest.approx(float(ce) / math.log(2), rel=1e-5)
     assert out.loss.item() == pytest.approx(float(ce) + out.vq.loss.item(), rel=1e-5)
     assert torch.equal(model.eval().encode(audio[:, :160]), model.quantize(audio[:, :160]).vq.codes)
 
@@ -657,7 +651,7 @@ def test_vqvae_mask():
         plain = model(audio, speakers)
         ones = model(audio, speakers, mask=torch.ones(2, 80))
         assert float(ones.loss) == pytest.approx(float(plain.loss), rel=1e-6)
-        assert float(ones.bits_per_sample) == pytest.approx(float(plain.bits_per_sample), rel=1e-6)
+        assert float(ones.reconstruction.bits_per_sample) == pytest.approx(float(plain.reconstruction.bits_per_sample), rel=1e-6)
 
         # a padded batch: the second item has 37 real samples; the mean covers real samples only
         mask = torch.ones(2, 80)
@@ -665,10 +659,10 @@ def test_vqvae_mask():
         padded = audio.clone()
         padded[1, 37:] = 0
         out = model(padded, speakers, mask=mask)
-        nll = F.cross_entropy(out.logits, out.targets, reduction="none")
+        nll = F.cross_entropy(out.reconstruction.logits, out.reconstruction.targets, reduction="none")
         expected = float(nll[mask.bool()].mean())
-        assert float(out.bits_per_sample) * math.log(2) == pytest.approx(expected, rel=1e-5)
-        assert float(out.bits_per_sample) * math.log(2) != pytest.approx(float(nll.mean()), rel=1e-4)
+        assert float(out.reconstruction.bits_per_sample) * math.log(2) == pytest.approx(expected, rel=1e-5)
+        assert float(out.reconstruction.bits_per_sample) * math.log(2) != pytest.approx(float(nll.mean()), rel=1e-4)
         # mask values are weights: a float mask of 0/1 and a bool mask give the same loss
         as_bool = model(padded, speakers, mask=mask.bool())
         assert float(as_bool.loss) == pytest.approx(float(out.loss), rel=1e-6)
@@ -679,8 +673,8 @@ def test_vqvae_mask():
 
         # a fully masked batch gives a finite loss (no division by zero)
         empty = model(audio, speakers, mask=torch.zeros(2, 80))
-        assert torch.isfinite(empty.loss) and torch.isfinite(empty.bits_per_sample)
-        assert float(empty.bits_per_sample) == 0.0
+        assert torch.isfinite(empty.loss) and torch.isfinite(empty.reconstruction.bits_per_sample)
+        assert float(empty.reconstruction.bits_per_sample) == 0.0
 
 
 # --------------------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def test_settings_guard(tmp_path):
     out = tmp_path / "out"
     prepare_corpus(corpus, out, "folder", num_workers=0, progress=False)
     with pytest.raises(UserError, match=r"different settings \(sample_rate 16000 -> 8000\); pass "
-                                        r"--overwrite"):
+                                        r"`overwrite=True`"):
         prepare_corpus(corpus, out, "folder", sample_rate=8000, num_workers=0, progress=False)
     assert read_manifest(out)[0].sample_rate == 16000  # untouched
     prepare_corpus(corpus, out, "folder", sample_rate=8000, overwrite=True, num_workers=0,

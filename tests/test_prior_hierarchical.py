@@ -224,9 +224,9 @@ def flat_dir(tmp_path_factory) -> Path:
 def test_conditioned_batches_align_top_and_bottom(hier_dir):
     """Crops start at multiples of the stride, and top column i is the top code above crop
     positions i*s .. (i+1)*s - 1 (checked through the folder's bottom = perm[2 top + phase])."""
-    from vqspeech.prior import PriorTask, read_codes
+    from vqspeech.training.prior_task import PriorTask, read_prior_data
 
-    _, utts = read_codes(hier_dir)
+    _, utts = read_prior_data(hier_dir)
     train = [u for u in utts if u.split == "train"]
     crop = 96  # longer than some utterances (60-120 codes): padding too
     cfg = {"data": {"crop_frames": crop}, "train": {"batch_size": 16}, "seed": 0}
@@ -244,9 +244,9 @@ def test_conditioned_batches_align_top_and_bottom(hier_dir):
 
 
 def test_stride_one_keeps_the_unconditioned_data_order(hier_dir):
-    from vqspeech.prior import PriorTask, read_codes
+    from vqspeech.training.prior_task import PriorTask, read_prior_data
 
-    _, utts = read_codes(hier_dir)
+    _, utts = read_prior_data(hier_dir)
     for u in utts:  # one top code per bottom code
         u.top = u.codes % TOP_CODES
     cfg = {"data": {"crop_frames": 32}, "train": {"batch_size": 8}, "seed": 5}
@@ -362,8 +362,9 @@ def test_sample_draws_top_then_bottom_codes(tmp_path, priors, capsys):
 
 
 def test_sample_decodes_both_levels_together(tmp_path, priors, monkeypatch):
-    """The decoder gets HierarchicalCodes(bottom, top) per kept sample."""
+    """The decoder gets an Encoding(codes, top) per kept sample."""
     from vqspeech import inference
+    from vqspeech.data.codes import Encoding
 
     calls = []
 
@@ -384,8 +385,8 @@ def test_sample_decodes_both_levels_together(tmp_path, priors, monkeypatch):
     (codes, speakers), = calls
     assert speakers == ["s1", "s1"]
     for i, item in enumerate(codes):
-        assert isinstance(item, inference.HierarchicalCodes) and len(item) == 5 and len(item.top) == 3
-        assert np.array_equal(item.bottom, np.load(out / "codes" / f"sample_0{i}.npy"))
+        assert isinstance(item, Encoding) and len(item) == 5 and len(item.top) == 3
+        assert np.array_equal(item.codes, np.load(out / "codes" / f"sample_0{i}.npy"))
         assert np.array_equal(item.top, np.load(out / "codes_top" / f"sample_0{i}.npy"))
     assert (out / "sample_01.wav").is_file()
 

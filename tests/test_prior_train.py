@@ -119,7 +119,7 @@ def test_prior_errors_are_one_sentence(tmp_path, trained_prior, codes_dir, capsy
 def test_best_validation_checkpoint_is_kept_and_used(tmp_path, codes_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from vqspeech.prior import load_prior
+    from vqspeech.inference.prior_sampling import load_prior
 
     exp = tmp_path / "p"
     assert run_cli(["prior", "train", exp, *TINY["wavenet"], *QUICK, f"data.codes={codes_dir}",

@@ -13,8 +13,8 @@ from vqspeech.data.alignments import Segment, write_textgrid
 from vqspeech.data.phones import PhoneFolding
 from vqspeech.eval import classifiers
 from vqspeech.eval.frames import frame_spans, labels_from_spans
-from vqspeech.eval.unit_metrics import (chance_baselines, cluster_purity, contingency, mapping_accuracy, pnmi,
-                                        phone_purity, unit_scores)
+from vqspeech.eval.code_metrics import (chance_baselines, cluster_purity, contingency, mapping_accuracy, pnmi,
+                                        phone_purity, code_scores)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -39,10 +39,10 @@ def test_metrics_of_a_hand_counted_table():
 def test_one_code_per_phone_scores_perfectly_and_independent_codes_score_nothing():
     phones = np.tile(np.arange(4), 50)
     groups = np.repeat(np.arange(4), 50)
-    perfect = unit_scores(phones + 3, phones, groups, 8, 4)
+    perfect = code_scores(phones + 3, phones, groups, 8, 4)
     assert perfect == pytest.approx({"accuracy": 1.0, "pnmi": 1.0, "phone_purity": 1.0, "cluster_purity": 1.0})
     codes = np.repeat(np.arange(5), 40)  # every code sees every phone equally often
-    independent = unit_scores(codes, phones, groups, 5, 4)
+    independent = code_scores(codes, phones, groups, 5, 4)
     assert independent["pnmi"] == pytest.approx(0.0, abs=1e-12)
     assert independent["phone_purity"] == pytest.approx(0.25)
 
@@ -131,7 +131,7 @@ def demo_codes(trained_tiny, demo_manifest, tmp_path_factory):
 
 def test_probe_on_the_demo_corpus_writes_every_metric_and_plot(demo_codes, demo_manifest, tmp_path, capsys):
     out = tmp_path / "probe" / "vqvae.json"
-    assert run_cli(["probe", "--codes", demo_codes, "--manifest", demo_manifest, "--out", out,
+    assert run_cli(["evaluate", "probe", "--codes", demo_codes, "--manifest", demo_manifest, "--out", out,
                     "--name", "vqvae"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     result = json.loads(out.read_text())
@@ -139,8 +139,8 @@ def test_probe_on_the_demo_corpus_writes_every_metric_and_plot(demo_codes, demo_
     for key in ("accuracy", "pnmi", "phone_purity", "cluster_purity", "abx_within", "abx_across",
                 "speaker_id_acc", "speaker_id_acc_input", "linear_probe_accuracy", "abx_within_latents"):
         assert 0.0 <= result[key] <= 1.0, key
-    assert result["n_utterances"] == 24 and result["n_speakers"] > 2
-    assert result["n_frames"] > 1000 and 10 < result["n_phone_classes"] <= 41
+    assert result["num_utterances"] == 24 and result["num_speakers"] > 2
+    assert result["num_frames"] > 1000 and 10 < result["num_phone_classes"] <= 41
     assert result["phone_set"] == "espeak" and result["mapping_protocol"] == "leave-one-speaker-out"
     assert result["baselines"]["majority_phone"]["pnmi"] == pytest.approx(0.0, abs=1e-12)
     assert result["speaker_id_acc_input"] > 3 * result["speaker_id_chance"]  # MFCC statistics tell the voices apart
@@ -148,11 +148,11 @@ def test_probe_on_the_demo_corpus_writes_every_metric_and_plot(demo_codes, demo_
         assert (out.parent / name).read_bytes()[:8] == PNG_MAGIC
     # the same probe without silence frames
     quiet = tmp_path / "no_sil.json"
-    assert run_cli(["probe", "--codes", demo_codes, "--manifest", demo_manifest, "--out", quiet,
+    assert run_cli(["evaluate", "probe", "--codes", demo_codes, "--manifest", demo_manifest, "--out", quiet,
                     "--ignore", "sil", "--no_abx"]) == 0
     quiet_result = json.loads(quiet.read_text())
     assert "sil" not in quiet_result["per_phone_accuracy"] and "abx_within" not in quiet_result
-    assert quiet_result["n_frames"] < result["n_frames"]
+    assert quiet_result["num_frames"] < result["num_frames"]
 
 
 def test_probe_on_continuous_features_alone(demo_codes, demo_manifest, tmp_path):
@@ -175,15 +175,15 @@ def test_probe_on_continuous_features_alone(demo_codes, demo_manifest, tmp_path)
 def test_probe_refuses_to_overwrite_and_explains_mismatched_ids(demo_codes, demo_manifest, tmp_path, capsys):
     out = tmp_path / "m.json"
     out.write_text("keep")
-    assert run_cli(["probe", "--codes", demo_codes, "--manifest", demo_manifest, "--out", out]) == 2
+    assert run_cli(["evaluate", "probe", "--codes", demo_codes, "--manifest", demo_manifest, "--out", out]) == 2
     assert "--overwrite" in capsys.readouterr().err and out.read_text() == "keep"
     aligned = tmp_path / "aligned"
     aligned.mkdir()
     write_textgrid(aligned / "someone_else.TextGrid", {"phones": [Segment(0, 0.1, "AH")]}, 0.1)
-    assert run_cli(["probe", "--codes", demo_codes, "--alignments", aligned, "--out", tmp_path / "x.json"]) == 2
+    assert run_cli(["evaluate", "probe", "--codes", demo_codes, "--alignments", aligned, "--out", tmp_path / "x.json"]) == 2
     err = capsys.readouterr().err
     assert "No utterance has both codes and a phone alignment" in err and len(err.strip().splitlines()) == 1
-    assert run_cli(["probe", "--codes", tmp_path, "--manifest", demo_manifest, "--out", tmp_path / "y.json"]) == 2
+    assert run_cli(["evaluate", "probe", "--codes", tmp_path, "--manifest", demo_manifest, "--out", tmp_path / "y.json"]) == 2
     assert "is not a codes folder" in capsys.readouterr().err
 
 
@@ -201,13 +201,13 @@ def test_mfcc_kmeans_baseline_writes_the_codes_layout(demo_codes, demo_manifest,
     assert run_cli(["baseline", "mfcc-kmeans", demo_manifest, out]) == 2
     assert "--overwrite" in capsys.readouterr().err
     probe = tmp_path / "mfcc.json"
-    assert run_cli(["probe", "--codes", out, "--manifest", demo_manifest, "--out", probe, "--no_abx"]) == 0
+    assert run_cli(["evaluate", "probe", "--codes", out, "--manifest", demo_manifest, "--out", probe, "--no_abx"]) == 0
     assert json.loads(probe.read_text())["codes_used"] > 8
 
 
 def test_probe_on_real_fsdd_beats_chance(fsdd_manifest, tmp_path):
     """Pocketsphinx alignments of real FSDD speech; the MFCC units carry phone information."""
-    from vqspeech.align import align_corpus
+    from vqspeech.data.align import align_corpus
     from vqspeech.eval.baseline import mfcc_kmeans_baseline
     from vqspeech.eval.probe import run_probe
 
@@ -219,7 +219,7 @@ def test_probe_on_real_fsdd_beats_chance(fsdd_manifest, tmp_path):
     chance = result["baselines"]["majority_phone"]["accuracy"]
     assert result["accuracy"] > chance + 0.05
     assert result["pnmi"] > 0.2 > result["baselines"]["random_codes"]["pnmi"]
-    assert result["n_speakers"] == 2  # speakers come from codes.json when the alignments are a folder
+    assert result["num_speakers"] == 2  # speakers come from codes.json when the alignments are a folder
 
 
 def test_probe_reads_a_timit_corpus_by_its_ids(tmp_path):
@@ -237,10 +237,10 @@ def test_probe_reads_a_timit_corpus_by_its_ids(tmp_path):
             speakers[f"{speaker}_{utt}"] = speaker
     (codes_dir / "codes.json").write_text(json.dumps({"code_rate_hz": 100.0, "K": 8, "speakers": speakers}))
     out = tmp_path / "timit.json"
-    assert run_cli(["probe", "--codes", codes_dir, "--corpus", corpus, "--layout", "timit", "--out", out,
+    assert run_cli(["evaluate", "probe", "--codes", codes_dir, "--corpus", corpus, "--layout", "timit", "--out", out,
                     "--no_abx"]) == 0
     result = json.loads(out.read_text())
-    assert result["phone_set"] == "timit61" and result["n_utterances"] == 6 and result["n_speakers"] == 3
+    assert result["phone_set"] == "timit61" and result["num_utterances"] == 6 and result["num_speakers"] == 3
     assert result["per_phone_accuracy"] == {"iy": 1.0, "sh": 1.0, "sil": 1.0}
     assert (result["accuracy"], result["pnmi"], result["codes_used"]) == (1.0, pytest.approx(1.0), 3)
 
@@ -259,21 +259,21 @@ def test_excluded_labels_are_no_abx_items_and_one_group_has_no_held_out_mapping(
 
 def test_probe_user_errors_name_the_problem(demo_codes, demo_manifest, tmp_path, capsys):
     out = tmp_path / "m.json"
-    assert run_cli(["probe", "--codes", demo_codes, "--manifest", demo_manifest, "--out", out,
+    assert run_cli(["evaluate", "probe", "--codes", demo_codes, "--manifest", demo_manifest, "--out", out,
                     "--split", "nosuch"]) == 2
     assert "No aligned utterance is in split 'nosuch' (splits: test, train, valid)" in capsys.readouterr().err
     bare = tmp_path / "bare.jsonl"
     bare.write_text("".join(line.replace('"alignment"', '"unused"') + "\n"
                             for line in demo_manifest.read_text().splitlines()))
-    assert run_cli(["probe", "--codes", demo_codes, "--manifest", bare, "--out", out]) == 2
+    assert run_cli(["evaluate", "probe", "--codes", demo_codes, "--manifest", bare, "--out", out]) == 2
     assert "has a phone alignment; run `vqspeech align" in capsys.readouterr().err
     broken = tmp_path / "broken"
     (broken / "codes").mkdir(parents=True)
     (broken / "codes.json").write_text(json.dumps({"code_rate_hz": 100.0}))
     np.save(broken / "codes" / "x.npy", np.array([3, -1]))
-    assert run_cli(["probe", "--codes", broken, "--manifest", demo_manifest, "--out", out]) == 2
+    assert run_cli(["evaluate", "probe", "--codes", broken, "--manifest", demo_manifest, "--out", out]) == 2
     assert "does not hold codes (non-negative integers" in capsys.readouterr().err
-    assert run_cli(["probe", "--codes", demo_codes, "--manifest", demo_manifest, "--out", out,
+    assert run_cli(["evaluate", "probe", "--codes", demo_codes, "--manifest", demo_manifest, "--out", out,
                     "--abx_max_items", "0"]) == 2
     assert "--abx_max_items, given 0" in capsys.readouterr().err and not out.exists()
 

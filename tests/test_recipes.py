@@ -81,7 +81,7 @@ def check_common_outputs(result, data_dir: Path, exp_dir: Path, corpus: dict, ta
     # stage 8: the probe of the codes and of the MFCC baseline, side by side; conversion metrics
     for system in ("vqvae", "mfcc-kmeans"):
         probe = json.loads((exp_dir / f"probe/{system}.json").read_text())
-        assert probe["system"] == system and 0 <= probe["accuracy"] <= 1 and probe["n_frames"] > 0
+        assert probe["system"] == system and 0 <= probe["accuracy"] <= 1 and probe["num_frames"] > 0
     assert "| phone accuracy" in (exp_dir / "probe/table.md").read_text()
     assert "| phone accuracy" in result.stdout
     converted = json.loads((exp_dir / "eval_convert/metrics.json").read_text())

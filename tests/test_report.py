@@ -17,7 +17,7 @@ import soundfile as sf
 import yaml
 
 from vqspeech.errors import UserError
-from vqspeech.report import write_report
+from vqspeech.eval.report import write_report
 
 EVIL = '<script>alert("x")</script>'
 SPEAKERS = ["george", "jackson"]
@@ -54,7 +54,7 @@ def probe_record(name: str, accuracy: float, with_baselines: bool) -> dict:
         "accuracy": accuracy, "pnmi": 0.31, "phone_purity": 0.42, "cluster_purity": accuracy,
         "abx_within": 0.12, "abx_across": 0.19, "abx_within_triphone": 0.15, "abx_across_triphone": 0.22,
         "linear_probe_accuracy": None, "speaker_id_acc": 0.61, "speaker_id_acc_input": 0.97,
-        "n_phone_classes": 39, "n_frames": 12345, "codes_used": 120, "K": 128,
+        "num_phone_classes": 39, "num_frames": 12345, "codes_used": 120, "K": 128,
         "some_future_metric": 1.5, "nested_future": {"a": 1},
         "plots": {"code_usage": f"{name}_code_usage.png", "code_phone": f"{name}_code_phone.png",
                   "phone_accuracy": f"{name}_phone_accuracy.png"},
@@ -90,7 +90,8 @@ def exp(tmp_path) -> Path:
     (exp / "speakers.txt").write_text("\n".join(SPEAKERS) + "\n")
     write_json(exp / "train_summary.json", {"step": 2234, "minutes": 30.0, "valid_bits_per_sample": 4.88,
                                             "valid_perplexity": 102.7, "valid_codes_used": 128,
-                                            "valid_utterances": 50, "valid_seconds": 24.5, "new_key": 7})
+                                            "valid_utterances": 50, "valid_seconds": 24.5, "new_key": 7,
+                                            "parameters": 123456})
     write_json(exp / "metrics.json", {"split": "test", "manifest": "m.jsonl", "bits_per_sample": 4.62,
                                       "perplexity": 110.6, "codes_used": 128, "utterances": 200, "seconds": 95.1})
     (exp / ".stages").mkdir()
@@ -171,6 +172,8 @@ def test_sections_tables_and_relative_links(exp):
     for section in ("summary", "metrics", "probe", "conversion", "prior", "attribution"):
         assert f'<section id="{section}">' in text
     assert "tiny" in text and "2,234" in text and "4.620" in text   # model name, steps, test bits/sample
+    assert "<tr><th>Parameters</th><td>123,456 (0.12 M)</td></tr>" in text   # from train_summary.json
+    assert "Phone classes" in text and "12,345" in text                      # the probe's count keys
     # One probe table: both systems and both baselines side by side, directions marked.
     for column in ("VQ-VAE codes", "MFCC k-means", "Random codes", "Majority phone"):
         assert column in text
@@ -253,6 +256,7 @@ def test_missing_and_malformed_files_leave_notes(exp):
     text = write_report(exp).read_text()
     assert "No phoneme probe yet" in text and "No prior samples" in text
     assert "does not hold a JSON object" in text
+    assert "<th>Parameters</th>" not in text                 # no count recorded: no row
 
 
 def test_unknown_conversion_summary_keys_get_readable_labels(exp):

@@ -17,10 +17,11 @@ from vqspeech.checkpoint import FORMAT_VERSION, load_checkpoint
 from vqspeech.config import compose, config_dir
 from vqspeech.data.manifest import read_manifest, speakers_of, write_manifest
 from vqspeech.errors import UserError
-from vqspeech.experiment import check_config, train_vqvae
+from vqspeech.eval.loss import teacher_forced_metrics
 from vqspeech.inference import VQSpeech
 from vqspeech.models import VQVAE
-from vqspeech.tasks import seed_everything, teacher_forced_metrics
+from vqspeech.training.experiment import check_config, seed_everything
+from vqspeech.training.vqvae_task import train_vqvae
 
 CPU = torch.device("cpu")
 # Small batches of short crops: enough to exercise every code path, cheap on a CPU.
@@ -239,7 +240,7 @@ DDP_HELPER = textwrap.dedent('''
     """Run `vqspeech train` under torchrun; each rank also records its final model and first batch."""
     import json, os, sys
     import torch
-    import vqspeech.experiment as experiment
+    import vqspeech.training.experiment as experiment
     from vqspeech.checkpoint import cpu_state_dict
     from vqspeech.cli import main
     from vqspeech.data import dataset
@@ -319,11 +320,11 @@ def test_model_config_dry_run(name, extra):
     mask[1, frames * hop // 2:] = 0
     out = model(audio, torch.tensor([0, 2]), mask)
     length = frames * hop
-    assert out.logits.shape == (2, 256, length)
-    assert out.targets.shape == (2, length)
+    assert out.reconstruction.logits.shape == (2, 256, length)
+    assert out.reconstruction.targets.shape == (2, length)
     assert out.vq.codes.shape == (2, frames) and out.vq.quantized.shape == (2, dim, frames)
     assert int(out.vq.codes.min()) >= 0 and int(out.vq.codes.max()) < model_cfg["num_codes"]
-    assert torch.isfinite(out.loss) and 0 < float(out.bits_per_sample) < 16
+    assert torch.isfinite(out.loss) and 0 < float(out.reconstruction.bits_per_sample) < 16
     out.loss.backward()
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert no_grad == []

@@ -42,7 +42,7 @@ def test_vqvae_jitters_the_decoder_conditioning_in_training_only():
     plain.load_state_dict(model.state_dict())  # the jitter adds no parameters
     audio, speakers = 0.1 * torch.randn(2, 1600), torch.tensor([0, 1])
     model.eval(), plain.eval()
-    assert torch.equal(model(audio, speakers).logits, plain(audio, speakers).logits)
+    assert torch.equal(model(audio, speakers).reconstruction.logits, plain(audio, speakers).reconstruction.logits)
     model.train()
     with torch.no_grad():  # codebook = 16 of the latents, so that neighbouring frames differ in code
         latents = model.encoder(audio).permute(0, 2, 1).reshape(-1, TINY["latent_dim"])
@@ -181,7 +181,7 @@ def test_grouped_codebooks_train_encode_decode_and_probe(demo_manifest, tmp_path
                     meta["speakers"][one.stem]]) == 0
     assert (tmp_path / "out.wav").stat().st_size > 44
     probe = tmp_path / "probe.json"
-    assert run_cli(["probe", "--codes", codes_dir, "--manifest", demo_manifest, "--out", probe, "--no_abx"]) == 0
+    assert run_cli(["evaluate", "probe", "--codes", codes_dir, "--manifest", demo_manifest, "--out", probe, "--no_abx"]) == 0
     result = json.loads(probe.read_text())
     tuples = len(np.unique(np.concatenate([np.load(p) for p in (codes_dir / "codes").glob("*.npy")]), axis=0))
     assert result["codes_used"] == tuples and result["K"] == tuples

@@ -8,7 +8,7 @@ For every variant (a set of Hydra overrides on the same model, below) in ``OUT_D
 train for ``--minutes`` (resumes a stopped run; a finished one is kept), encode every utterance
 with latents, run the phoneme probe on ``--probe_split`` (the manifest's phone alignments, see
 `vqspeech align --manifest`), score reconstructions and conversions of ``--num_eval`` test
-utterances (`vqspeech eval convert`), and time decoding. Writes ``OUT_DIR/ablation.json`` and
+utterances (`vqspeech evaluate conversion`), and time decoding. Writes ``OUT_DIR/ablation.json`` and
 ``OUT_DIR/table.md`` (one row per variant; rows of variants not run this time are kept from the
 previous ``ablation.json``) and prints the table. To retrain a variant, delete ``OUT_DIR/<variant>``.
 The numbers are indicative at such budgets: one seed, minutes of CPU training; each variant should
@@ -26,8 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+from vqspeech.data.codes import CodesFolder, Encoding
 from vqspeech.errors import UserError
+from vqspeech.eval.conversion import evaluate_conversion
+from vqspeech.eval.probe import run_probe
 from vqspeech.fileio import write_text_atomic
+from vqspeech.inference import VQSpeech
+from vqspeech.inference.files import collect_inputs, encode_items
+from vqspeech.training.vqvae_task import train_vqvae
 
 VARIANTS: dict[str, list[str]] = {
     "baseline": [],
@@ -57,31 +63,20 @@ COLUMNS = [  # key in the row, header, format
 
 def decode_speed(exp_dir: Path, codes_dir: Path, seconds: float = 5.0) -> float:
     """Samples per second of decoding ``seconds`` of codes (one utterance's, repeated) at batch 1."""
-    from vqspeech.inference import HierarchicalCodes, VQSpeech
-
     vq = VQSpeech.load(exp_dir, "cpu")
-    first = sorted((codes_dir / "codes").glob("*.npy"))[0]
+    folder = CodesFolder.open(codes_dir)
+    first = folder.read(folder.code_ids[0])
     frames = int(seconds * vq.sample_rate / vq.hop_length)
-    codes = np.load(first)
-    codes = np.resize(codes, (frames, *codes.shape[1:]))
-    if vq.top_stride:
-        top = np.resize(np.load(codes_dir / "codes_top" / first.name), -(-frames // vq.top_stride))
-        codes = HierarchicalCodes(codes, top)
+    codes = np.resize(first.codes, (frames, *first.codes.shape[1:]))
+    top = np.resize(first.top, -(-frames // vq.top_stride)) if first.top is not None else None
     head = 4 * (vq.top_stride or 1)  # frames of a short warm-up decode, which builds the C generator
-    vq.decode(HierarchicalCodes(codes.bottom[:head], codes.top[:4]) if vq.top_stride else codes[:head],
-              vq.speakers[0])
+    vq.decode(Encoding(codes[:head], None if top is None else top[:4]), vq.speakers[0])
     start = time.perf_counter()
-    audio = vq.decode(codes, vq.speakers[0])
+    audio = vq.decode(Encoding(codes, top), vq.speakers[0])
     return len(audio) / (time.perf_counter() - start)
 
 
 def run_variant(name: str, overrides: list[str], args) -> dict:
-    from vqspeech.eval.conversion import evaluate_conversion
-    from vqspeech.eval.probe import run_probe
-    from vqspeech.experiment import train_vqvae
-    from vqspeech.inference import VQSpeech, collect_inputs
-    from vqspeech.units import encode_items
-
     exp = Path(args.out_dir) / name
     budget = [f"model={args.model}", f"data.manifest={args.manifest}", f"train.max_steps={args.max_steps}"]
     if args.minutes:

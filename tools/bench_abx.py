@@ -70,7 +70,7 @@ def main() -> None:
             result = abx_error(features, items, across=across)
             rows.append({"protocol": "triphone" if context else "any-context",
                          "condition": "across" if across else "within", "items": len(items),
-                         "cells": result["n_pairs"], "error": result["error"],
+                         "cells": result["num_pairs"], "error": result["error"],
                          "seconds": round(time.perf_counter() - start, 2)})
     n = args.brute_utterances
     small = build_items(spans[:n], speakers[:n], context=False)

@@ -5,8 +5,8 @@
 
 Paths:
   naive      recompute the whole receptive field for every new sample (full forward on a window)
-  reference  incremental generation in plain PyTorch (vqspeech.generate), one call per layer per sample
-  fast       the C kernel (vqspeech.fast_generate), compiled at first use
+  reference  incremental generation in plain PyTorch (vqspeech.inference.generate), one call per layer per sample
+  fast       the C kernel (vqspeech.inference.fast_generate), compiled at first use
 
 Architectures: the two named reference decoders below (fixed dimensions, so results compare
 with other implementations), or any model config in conf/model/ (its decoder).
@@ -23,8 +23,8 @@ import time
 import torch
 
 from vqspeech.config import compose
-from vqspeech.fast_generate import FastWaveNet
-from vqspeech.generate import generate, sample_from_logits
+from vqspeech.inference.fast_generate import FastWaveNet
+from vqspeech.inference.generate import generate, sample_from_logits
 from vqspeech.models import WaveNetDecoder
 
 HOP = 160  # 100 code frames per second at 16 kHz

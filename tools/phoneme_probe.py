@@ -1,6 +1,6 @@
 """The phoneme probe of a model's codes beside an MFCC + k-means baseline, as one table.
 
-    # the table of probe results already written by `vqspeech probe`
+    # the table of probe results already written by `vqspeech evaluate probe`
     python tools/phoneme_probe.py exp/fsdd/probe/vqvae.json exp/fsdd/probe/mfcc-kmeans.json
 
     # everything: the baseline (same K and code rate, k-means fitted on the train split), both
@@ -19,7 +19,10 @@ import json
 import sys
 from pathlib import Path
 
+from vqspeech.data.codes import CodesFolder
 from vqspeech.errors import UserError
+from vqspeech.eval.baseline import mfcc_kmeans_baseline
+from vqspeech.eval.probe import run_probe
 from vqspeech.fileio import write_text_atomic
 
 ROWS = [  # key, label, which way is better
@@ -37,8 +40,8 @@ ROWS = [  # key, label, which way is better
     ("speaker_id_acc", "speaker ID from code histograms", "lower"),
     ("speaker_id_acc_input", "speaker ID from input MFCCs", "reference"),
     ("codes_used", "codes used", ""),
-    ("n_phone_classes", "phone classes", ""),
-    ("n_frames", "frames", ""),
+    ("num_phone_classes", "phone classes", ""),
+    ("num_frames", "frames", ""),
 ]
 
 
@@ -57,8 +60,8 @@ def table(results: list[dict]) -> str:
     columns += ["random codes", "majority phone"]
     first = results[0]
     split = first.get("split") or "all splits, so also utterances the models were trained on"
-    lines = [f"{first.get('n_utterances')} utterances ({split}), {first.get('n_speakers')} speakers, "
-             f"{first.get('phone_set')} phone alignments folded to {first.get('n_phone_classes')} classes.", "",
+    lines = [f"{first.get('num_utterances')} utterances ({split}), {first.get('num_speakers')} speakers, "
+             f"{first.get('phone_set')} phone alignments folded to {first.get('num_phone_classes')} classes.", "",
              "| metric | better | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for key, label, better in ROWS:
         values = [r.get(key) for r in results]
@@ -70,12 +73,8 @@ def table(results: list[dict]) -> str:
 
 
 def run_all(args) -> list[Path]:
-    from vqspeech.eval.baseline import mfcc_kmeans_baseline
-    from vqspeech.eval.frames import read_units
-    from vqspeech.eval.probe import run_probe
-
     out = Path(args.out_dir)
-    like = read_units(args.codes)
+    like = CodesFolder.open(args.codes).info
     baseline_dir = out / "mfcc-kmeans-codes"
     mfcc_kmeans_baseline(args.manifest, baseline_dir, num_codes=like.num_codes, code_rate_hz=like.code_rate_hz,
                          seed=args.seed, overwrite=args.overwrite)
@@ -90,7 +89,7 @@ def run_all(args) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", nargs="*", help="probe JSON files written by `vqspeech probe`")
+    parser.add_argument("results", nargs="*", help="probe JSON files written by `vqspeech evaluate probe`")
     parser.add_argument("--codes", help="run everything on this codes folder (with --manifest, --out_dir)")
     parser.add_argument("--manifest")
     parser.add_argument("--split", default=None)
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 results.append(json.loads(path.read_text()))
             except (OSError, ValueError) as exc:
-                raise UserError(f"Cannot read probe results {path} ({exc}); run `vqspeech probe` first.") from None
+                raise UserError(f"Cannot read probe results {path} ({exc}); run `vqspeech evaluate probe` first.") from None
     except UserError as exc:
         print(f"phoneme_probe: error: {exc}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .data.codes import Encoding  # noqa: E402
 from .inference import VQSpeech  # noqa: E402
 
-__all__ = ["VQSpeech", "__version__"]
+__all__ = ["Encoding", "VQSpeech", "__version__"]

@@ -2,19 +2,24 @@
 
 Layout of a checkpoint dict::
 
-    format_version  int
-    kind            "vqvae" (later: "prior")
+    format_version  int (FORMAT_VERSION); older checkpoints are upgraded when loaded
+    kind            "vqvae" | "prior"
     step            int
     config          the resolved config (plain dict)
     speakers        list[str]; speaker id i is speakers[i]
     model           state_dict on CPU, without DDP's "module." prefix
-    optimizer, scheduler, rng, elapsed_seconds     (absent in an export)
+    optimizer, scheduler, rng, elapsed_seconds     resume only (absent in an export)
+    best_value, best_step                           the best validation so far (None: not kept)
+    discriminator, d_optimizer                      resume only: a conv decoder's GAN training
+    kind "prior" adds: num_codes, groups, level ("bottom" | "top"), data_usage (code counts [K]
+    or [G * K]), and for a bottom prior conditioned on top codes, top ({num_codes, stride})
 
 Every checkpoint loads with ``torch.load(path, weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,49 @@ import torch
 from .errors import UserError, first_line
 from .fileio import atomic_path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: every key a model reads is in the checkpoint (quantizer.type added). 1: configs written
+before jitter, quantizer.kmeans_iters, quantizer.groups, decoder_type and top existed lack them,
+and priors before hierarchical and grouped codes lack level and groups."""
+
+LEGACY_MODEL_KEYS: dict[tuple[str, ...], Any] = {
+    ("jitter",): 0.0,
+    ("quantizer", "type"): "vq",
+    ("quantizer", "kmeans_iters"): 0,
+    ("quantizer", "groups"): 1,
+    ("decoder_type",): "wavenet",
+    ("top",): {"stride": 0},
+}
+"""Keys added to the VQ-VAE's model config over time, with the value that reproduces how a model
+whose config lacks them was trained."""
+
+LEGACY_PRIOR_FIELDS: dict[str, Any] = {"level": "bottom", "groups": 1}
+"""Prior checkpoint fields added over time, likewise."""
+
+
+def upgrade_model_config(model: dict[str, Any]) -> dict[str, Any]:
+    """A VQ-VAE model config of any version, with every key of :data:`LEGACY_MODEL_KEYS` it lacks
+    filled in (a copy; the current version's configs come back equal)."""
+    model = copy.deepcopy(model)
+    for keys, value in LEGACY_MODEL_KEYS.items():
+        *parents, last = keys
+        node = model
+        for key in parents:
+            node = node.setdefault(key, {})
+        node.setdefault(last, copy.deepcopy(value))
+    return model
+
+
+def _upgrade(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Bring a checkpoint of an older format version to :data:`FORMAT_VERSION`."""
+    if ckpt["format_version"] < 2:
+        if ckpt.get("kind") == "vqvae" and isinstance(ckpt.get("config", {}).get("model"), dict):
+            ckpt["config"]["model"] = upgrade_model_config(ckpt["config"]["model"])
+        if ckpt.get("kind") == "prior":
+            for key, value in LEGACY_PRIOR_FIELDS.items():
+                ckpt.setdefault(key, value)
+    ckpt["format_version"] = FORMAT_VERSION
+    return ckpt
 
 
 def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -65,11 +112,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if version > FORMAT_VERSION:
         raise UserError(f"Checkpoint {path} has format version {version}, newer than this vqspeech "
                         f"understands ({FORMAT_VERSION}); upgrade vqspeech.")
-    return ckpt
+    return _upgrade(ckpt)
+
+
+RESUME_ONLY = ("optimizer", "scheduler", "rng", "elapsed_seconds", "best_value", "best_step",
+               "discriminator", "d_optimizer")
+"""What only resuming needs: an export leaves it out."""
 
 
 def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Write a shareable copy of a checkpoint without optimizer, scheduler and RNG state."""
+    """Write a shareable copy of a checkpoint without the :data:`RESUME_ONLY` state."""
     ckpt = load_checkpoint(src)
-    keep = ("kind", "step", "config", "speakers", "model")
-    save_checkpoint(dst, {k: ckpt[k] for k in keep if k in ckpt})
+    save_checkpoint(dst, {k: v for k, v in ckpt.items() if k not in (*RESUME_ONLY, "format_version")})

@@ -1,10 +1,15 @@
-"""The `vqspeech` command: each verb parses its own flags and calls the library. Thin by design."""
+"""The `vqspeech` command: each verb parses its own flags and calls the library. Thin by design.
+
+Each verb imports the library it calls when it runs (the imports inside the ``cmd_*`` functions),
+so that ``vqspeech --help`` and a mistyped verb answer at once instead of loading torch first.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -45,7 +50,7 @@ def cmd_demo_data(args) -> None:
 
 
 def cmd_align(args) -> None:
-    from .align import align_corpus
+    from .data.align import align_corpus
 
     options = _layout_options(args)
     summary = align_corpus(args.source, args.out_dir, args.layout, manifest=args.manifest,
@@ -60,7 +65,7 @@ def cmd_align(args) -> None:
 # --- training ---------------------------------------------------------------------------------
 
 def cmd_train(args) -> None:
-    from .experiment import train_vqvae
+    from .training.vqvae_task import train_vqvae
 
     metrics = train_vqvae(args.exp_dir, args.overrides)
     if metrics and int(os.environ.get("RANK", "0")) == 0:
@@ -68,7 +73,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_prior_train(args) -> None:
-    from .prior import train_prior
+    from .training.prior_task import train_prior
 
     metrics = train_prior(args.exp_dir, args.overrides)
     if metrics and int(os.environ.get("RANK", "0")) == 0:
@@ -76,43 +81,27 @@ def cmd_prior_train(args) -> None:
 
 
 def cmd_prior_sample(args) -> None:
-    from .prior import sample_prior
+    from .inference.prior_sampling import sample_prior
 
     record = sample_prior(args.prior_dir, args.out, speaker=args.speaker, seconds=args.seconds,
                           num=args.num, candidates=args.candidates, temperature=args.temperature,
                           top_k=args.top_k, seed=args.seed, vqvae=args.vqvae,
-                          decode=not args.codes_only, overwrite=args.overwrite, device=args.device,
+                          codes_only=args.codes_only, overwrite=args.overwrite, device=args.device,
                           top_prior=args.top_prior)
     print(json.dumps(record))
 
 
-def cmd_evaluate(args) -> None:
-    from .data.manifest import read_manifest
-    from .inference import VQSpeech
-    from .tasks import teacher_forced_metrics
+def cmd_evaluate_loss(args) -> None:
+    from .eval.loss import evaluate_loss
 
-    out = Path(args.out) if args.out else None
-    if out is not None and out.exists() and not args.overwrite:
-        raise UserError(f"{out} exists; pass --overwrite to replace it.")
-    vq = VQSpeech.load(args.exp_dir, args.device)
-    manifest = args.manifest or vq.config["data"]["manifest"]
-    utts = [u for u in read_manifest(manifest, args.split) if u.speaker in vq.speakers]
-    if not utts:
-        raise UserError(f"Manifest {manifest} has no {args.split} utterances of speakers this model knows.")
-    if args.max_utterances is not None:
-        if args.max_utterances <= 0:
-            raise UserError(f"--max_utterances must be positive, not {args.max_utterances}.")
-        utts = utts[: args.max_utterances]
-    metrics = teacher_forced_metrics(vq.model, utts, vq.speaker_ids, vq.device)
-    metrics = {"split": args.split, "manifest": str(manifest), **metrics}
-    if out is not None:
-        write_text_atomic(out, json.dumps(metrics, indent=2) + "\n")
-    print(json.dumps(metrics))
+    print(json.dumps(evaluate_loss(args.exp_dir, manifest=args.manifest, split=args.split,
+                                   max_utterances=args.max_utterances, out=args.out, overwrite=args.overwrite,
+                                   device=args.device)))
 
 
 def cmd_export(args) -> None:
     from .checkpoint import export_checkpoint
-    from .inference import resolve_checkpoint
+    from .inference.vqspeech import resolve_checkpoint
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -124,8 +113,8 @@ def cmd_export(args) -> None:
 # --- inference --------------------------------------------------------------------------------
 
 def cmd_encode(args) -> None:
-    from .inference import VQSpeech, collect_inputs
-    from .units import encode_items
+    from .inference import VQSpeech
+    from .inference.files import collect_inputs, encode_items
 
     items = collect_inputs(args.input, args.split, args.limit)
     vq = VQSpeech.load(args.exp_dir, args.device)
@@ -135,7 +124,7 @@ def cmd_encode(args) -> None:
 
 def cmd_decode(args) -> None:
     from .inference import VQSpeech
-    from .units import decode_codes
+    from .inference.files import decode_codes
 
     vq = VQSpeech.load(args.exp_dir, args.device)
     written = decode_codes(vq, Path(args.codes), Path(args.out), speaker=args.speaker,
@@ -145,8 +134,8 @@ def cmd_decode(args) -> None:
 
 
 def cmd_convert(args) -> None:
-    from .inference import VQSpeech, collect_inputs
-    from .units import convert_items
+    from .inference import VQSpeech
+    from .inference.files import collect_inputs, convert_items
 
     items = collect_inputs(args.input, args.split, args.limit)
     vq = VQSpeech.load(args.exp_dir, args.device)
@@ -163,12 +152,12 @@ def cmd_speakers(args) -> None:
 
 # --- evaluation -------------------------------------------------------------------------------
 
-PROBE_SUMMARY = ("system", "n_frames", "n_phone_classes", "codes_used", "accuracy", "pnmi", "phone_purity",
+PROBE_SUMMARY = ("system", "num_frames", "num_phone_classes", "codes_used", "accuracy", "pnmi", "phone_purity",
                  "cluster_purity", "abx_within", "abx_across", "linear_probe_accuracy", "speaker_id_acc",
                  "speaker_id_acc_input")
 
 
-def cmd_probe(args) -> None:
+def cmd_evaluate_probe(args) -> None:
     from .eval.probe import run_probe
 
     result = run_probe(args.codes, args.out, manifest=args.manifest, corpus=args.corpus, layout=args.layout,
@@ -182,12 +171,12 @@ def cmd_probe(args) -> None:
 
 
 def cmd_baseline(args) -> None:
+    from .data.codes import CodesFolder
     from .eval.baseline import mfcc_kmeans_baseline
-    from .eval.frames import read_units
 
     num_codes, rate = args.num_codes, args.code_rate
     if args.like:
-        like = read_units(args.like)
+        like = CodesFolder.open(args.like).info
         num_codes, rate = num_codes or like.num_codes, rate or like.code_rate_hz
     summary = mfcc_kmeans_baseline(args.manifest, args.out_dir, num_codes=num_codes or 128,
                                    code_rate_hz=rate or 100.0, fit_split=args.fit_split, split=args.split,
@@ -195,7 +184,7 @@ def cmd_baseline(args) -> None:
     print(json.dumps(summary))
 
 
-def cmd_eval_convert(args) -> None:
+def cmd_evaluate_conversion(args) -> None:
     from .eval.conversion import evaluate_conversion, format_summary
 
     out = Path(args.out) if args.out else Path(args.exp_dir) / "eval_convert"
@@ -208,7 +197,7 @@ def cmd_eval_convert(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .report import write_report
+    from .eval.report import write_report
 
     print(f"wrote {write_report(args.exp_dir, args.out, overwrite=args.overwrite)}")
 
@@ -296,16 +285,6 @@ def build_parser() -> argparse.ArgumentParser:
     device_flag(p)
     p.set_defaults(func=cmd_prior_sample)
 
-    p = verbs.add_parser("evaluate", help="teacher-forced bits per sample and code usage on a split")
-    p.add_argument("exp_dir")
-    p.add_argument("--manifest", default=None, help="default: the manifest the model was trained on")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--max_utterances", type=int, default=None)
-    p.add_argument("--out", default=None, help="also write the metrics to this JSON file")
-    p.add_argument("--overwrite", action="store_true")
-    device_flag(p)
-    p.set_defaults(func=cmd_evaluate)
-
     p = verbs.add_parser("export", help="write a checkpoint without optimizer state, for sharing")
     p.add_argument("exp_dir")
     p.add_argument("out")
@@ -341,7 +320,51 @@ def build_parser() -> argparse.ArgumentParser:
         device_flag(p)
         p.set_defaults(func=func)
 
-    p = verbs.add_parser("probe", help="phoneme probe of a codes folder against phone alignments -> metrics JSON + plots")
+    p = verbs.add_parser("baseline", help="reference codes for the probe: `baseline mfcc-kmeans`")
+    baseline_verbs = p.add_subparsers(dest="baseline_verb", required=True, metavar="SYSTEM")
+    p = baseline_verbs.add_parser("mfcc-kmeans", help="MFCC + deltas clustered by k-means -> a codes folder")
+    p.add_argument("manifest")
+    p.add_argument("out_dir")
+    p.add_argument("--like", default=None, help="take K and the code rate from this codes folder (the model's)")
+    p.add_argument("--num_codes", type=int, default=None, help="K (default: --like's, else 128)")
+    p.add_argument("--code_rate", type=float, default=None, help="codes per second (default: --like's, else 100)")
+    p.add_argument("--fit_split", default="train", help="the split k-means is fitted on")
+    p.add_argument("--split", default=None, help="only encode this split (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_baseline)
+
+    p = verbs.add_parser("evaluate", help="evaluation: `evaluate loss`, `evaluate conversion`, `evaluate probe`")
+    evaluations = p.add_subparsers(dest="evaluation", required=True, metavar="WHAT")
+    p = evaluations.add_parser("loss", help="whole-utterance reconstruction loss (teacher-forced bits per sample, "
+                               "or a conv decoder's mel loss) and code usage on a split")
+    p.add_argument("exp_dir")
+    p.add_argument("--manifest", default=None, help="default: the manifest the model was trained on")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--max_utterances", type=int, default=None)
+    p.add_argument("--out", default=None, help="also write the metrics to this JSON file")
+    p.add_argument("--overwrite", action="store_true")
+    device_flag(p)
+    p.set_defaults(func=cmd_evaluate_loss)
+
+    p = evaluations.add_parser("conversion", help="speaker similarity, recognition error and MCD of "
+                               "reconstructions and conversions")
+    p.add_argument("exp_dir")
+    p.add_argument("--out", default=None, help="output folder (default: EXP_DIR/eval_convert)")
+    p.add_argument("--manifest", default=None, help="default: the manifest the model was trained on")
+    p.add_argument("--split", default="test")
+    p.add_argument("--num", type=int, default=20, help="utterances to reconstruct and convert")
+    p.add_argument("--targets", default=None, help="comma-separated target speakers (default: a rotation)")
+    p.add_argument("--num_reference", type=int, default=10, help="train utterances per speaker centroid")
+    p.add_argument("--digits", choices=["auto", "yes", "no"], default="auto",
+                   help="recognise with a digit vocabulary (auto: when every text is one digit word)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    device_flag(p)
+    p.set_defaults(func=cmd_evaluate_conversion)
+
+    p = evaluations.add_parser("probe", help="phoneme probe of a codes folder against phone alignments "
+                               "-> metrics JSON + plots")
     p.add_argument("--codes", required=True, help="a folder written by `vqspeech encode` or `vqspeech baseline`")
     source = p.add_argument_group("phone alignments (give one)")
     source.add_argument("--manifest", default=None, help="a manifest whose utterances carry `alignment`")
@@ -360,39 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--abx_max_items", type=int, default=None, help="ABX items per cell (default: the module's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_probe)
-
-    p = verbs.add_parser("baseline", help="reference units for the probe: `baseline mfcc-kmeans`")
-    baseline_verbs = p.add_subparsers(dest="baseline_verb", required=True, metavar="SYSTEM")
-    p = baseline_verbs.add_parser("mfcc-kmeans", help="MFCC + deltas clustered by k-means -> a codes folder")
-    p.add_argument("manifest")
-    p.add_argument("out_dir")
-    p.add_argument("--like", default=None, help="take K and the code rate from this codes folder (the model's)")
-    p.add_argument("--num_codes", type=int, default=None, help="K (default: --like's, else 128)")
-    p.add_argument("--code_rate", type=float, default=None, help="codes per second (default: --like's, else 100)")
-    p.add_argument("--fit_split", default="train", help="the split k-means is fitted on")
-    p.add_argument("--split", default=None, help="only encode this split (default: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_baseline)
-
-    p = verbs.add_parser("eval", help="model evaluation: `eval convert`")
-    eval_verbs = p.add_subparsers(dest="eval_verb", required=True, metavar="WHAT")
-    p = eval_verbs.add_parser("convert", help="speaker similarity, recognition error and MCD of "
-                              "reconstructions and conversions")
-    p.add_argument("exp_dir")
-    p.add_argument("--out", default=None, help="output folder (default: EXP_DIR/eval_convert)")
-    p.add_argument("--manifest", default=None, help="default: the manifest the model was trained on")
-    p.add_argument("--split", default="test")
-    p.add_argument("--num", type=int, default=20, help="utterances to reconstruct and convert")
-    p.add_argument("--targets", default=None, help="comma-separated target speakers (default: a rotation)")
-    p.add_argument("--num_reference", type=int, default=10, help="train utterances per speaker centroid")
-    p.add_argument("--digits", choices=["auto", "yes", "no"], default="auto",
-                   help="recognise with a digit vocabulary (auto: when every text is one digit word)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true")
-    device_flag(p)
-    p.set_defaults(func=cmd_eval_convert)
+    p.set_defaults(func=cmd_evaluate_probe)
 
     p = verbs.add_parser("report", help="one HTML page with the metrics, plots and audio of an experiment")
     p.add_argument("exp_dir")
@@ -406,15 +397,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    """The ``--name`` option strings of ``parser`` and of all its sub-commands."""
+    flags = set()
+    for action in parser._actions:
+        flags.update(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags |= _flags(sub)
+    return flags
+
+
+def as_flags(message: str, flags: set[str]) -> str:
+    """A library message for the command line: a backquoted parameter that is also a flag
+    (```overwrite=True```, ```num```) becomes that flag (``--overwrite``, ``--num``)."""
+    def replace(match: re.Match) -> str:
+        flag = "--" + match.group(1)
+        return flag if flag in flags else match.group(0)
+    return re.sub(r"`(\w+)(?:=True)?`", replace, message)
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """The verb as typed, with its action for the grouped verbs: ``evaluate probe``, ``prior train``."""
+    action = getattr(args, "evaluation", None) or getattr(args, "prior_verb", None)
+    return f"{args.verb} {action}" if action else args.verb
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         args.func(args)
     except UserError as exc:
-        print(f"vqspeech {args.verb}: error: {exc}", file=sys.stderr)
+        print(f"vqspeech {command_name(args)}: error: {as_flags(str(exc), _flags(parser))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"vqspeech {args.verb}: interrupted", file=sys.stderr)
+        print(f"vqspeech {command_name(args)}: interrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -13,10 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from .checkpoint import upgrade_model_config
 from .errors import UserError, first_line
 from .fileio import write_text_atomic
+from .models.vqvae import config_in_use
 
 
 def config_dir() -> Path:
@@ -39,11 +45,6 @@ def merge_overrides(old: list[str], new: list[str]) -> list[str]:
 
 def compose(overrides: list[str], config_name: str = "config") -> dict[str, Any]:
     """Compose ``conf/<config_name>.yaml`` with overrides into a plain, resolved dict."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     for override in overrides:
         if "=" not in override:
             raise UserError(f"Override {override!r} is not of the form key=value (e.g. train.max_steps=100).")
@@ -76,11 +77,20 @@ def load_yaml(path: Path) -> Any:
         raise UserError(f"Cannot read {path} ({exc}); fix or remove it.") from None
 
 
+def _model_section(cfg: dict[str, Any], model_key: str) -> Any:
+    """What must not change on resume: the VQ-VAE config as it builds the model (after the
+    checkpoint format's upgrade of an older folder's config), or the ``model_key`` section."""
+    section = cfg.get(model_key)
+    if model_key == "model" and isinstance(section, dict):
+        return config_in_use(upgrade_model_config(section))
+    return section
+
+
 def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "config",
                       model_key: str = "model") -> tuple[dict, list[str]]:
     """The config for training in ``exp_dir``: saved overrides (when resuming) + new ones.
 
-    Refuses a ``model_key`` section that differs from the one the folder was trained with."""
+    Refuses a ``model_key`` section that builds another model than the folder was trained with."""
     saved = exp_dir / "overrides.yaml"
     old = load_yaml(saved) if saved.is_file() else []
     merged = merge_overrides(old or [], overrides)
@@ -88,7 +98,7 @@ def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "c
     previous = exp_dir / "config.yaml"
     if previous.is_file():
         before = load_yaml(previous)
-        if before.get(model_key) != cfg.get(model_key):
+        if _model_section(before, model_key) != _model_section(cfg, model_key):
             raise UserError(f"The model config differs from the one {exp_dir} was trained with; "
                             "use a new experiment folder to train another model.")
     return cfg, merged

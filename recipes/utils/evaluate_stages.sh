@@ -10,15 +10,15 @@
 tools_dir="$here/../../tools"
 
 if run_stage 8 "evaluate: bits/sample, phoneme probe vs MFCC k-means, conversion metrics"; then
-  vqspeech evaluate "$exp_dir" --split test --out "$exp_dir/metrics.json" --overwrite
-  vqspeech probe --codes "$exp_dir/codes" --manifest "$manifest" ${probe_split:+--split "$probe_split"} --name vqvae \
+  vqspeech evaluate loss "$exp_dir" --split test --out "$exp_dir/metrics.json" --overwrite
+  vqspeech evaluate probe --codes "$exp_dir/codes" --manifest "$manifest" ${probe_split:+--split "$probe_split"} --name vqvae \
     --out "$exp_dir/probe/vqvae.json" --overwrite
   vqspeech baseline mfcc-kmeans "$manifest" "$exp_dir/baseline/mfcc-kmeans" --like "$exp_dir/codes" --overwrite
-  vqspeech probe --codes "$exp_dir/baseline/mfcc-kmeans" --manifest "$manifest" ${probe_split:+--split "$probe_split"} \
+  vqspeech evaluate probe --codes "$exp_dir/baseline/mfcc-kmeans" --manifest "$manifest" ${probe_split:+--split "$probe_split"} \
     --name mfcc-kmeans --out "$exp_dir/probe/mfcc-kmeans.json" --overwrite
   python3 "$tools_dir/phoneme_probe.py" "$exp_dir/probe/vqvae.json" "$exp_dir/probe/mfcc-kmeans.json" \
     --out "$exp_dir/probe/table.md"
-  vqspeech eval convert "$exp_dir" --num "$num_eval" --overwrite
+  vqspeech evaluate conversion "$exp_dir" --num "$num_eval" --overwrite
   stage_done 8
 fi
 

@@ -9,8 +9,8 @@
 
 # true when the encoded codes have a top level (python3: the venv's, as for every vqspeech call)
 hierarchical_codes() {
-  python3 -c 'import json, sys; sys.exit(0 if "top" in json.load(open(sys.argv[1])) else 1)' \
-    "$exp_dir/codes/codes.json"
+  python3 -c 'import sys; from vqspeech.data.codes import CodesFolder
+sys.exit(0 if CodesFolder.open(sys.argv[1]).info.top else 1)' "$exp_dir/codes"
 }
 
 if run_stage 6 "train the $prior_arch prior over the codes${prior_minutes:+ ($prior_minutes min)}"; then

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from praatio import textgrid
+
 from ..errors import UserError, first_line
 from ..fileio import atomic_path
 
@@ -76,8 +78,6 @@ def read_textgrid(path: str | os.PathLike, tier: str = "phones") -> list[Segment
     case-insensitively, else as a Montreal Forced Aligner tier ``"<speaker> - <tier>"``; "phones"
     also matches "phone" and "words" "word". Labels are stripped of surrounding white space.
     """
-    from praatio import textgrid
-
     path = Path(path)
     _check_file(path)
     try:
@@ -134,8 +134,6 @@ def write_textgrid(path: str | os.PathLike, tiers: dict[str, Sequence[Segment]],
     are dropped; the gaps between segments are written as blank intervals. The file is replaced
     atomically. Segments may also be plain ``(start, end, label)`` tuples.
     """
-    from praatio import textgrid
-
     grid = textgrid.Textgrid(minTimestamp=0.0, maxTimestamp=duration)
     for name, segments in tiers.items():
         entries = [(start, min(end, duration), label)

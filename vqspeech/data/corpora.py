@@ -48,18 +48,33 @@ Reject = tuple[str, str]
 
 @dataclass
 class SourceUtterance:
-    """One utterance found on disk, before conversion."""
+    """An utterance found on disk before it is prepared: a corpus file, an input of the inference
+    verbs, or an alignment of the probe. Corpus readers fill ``path`` and ``speaker`` always."""
 
     id: str
     """Unique, safe as a file name: characters ``[A-Za-z0-9_.-]`` only."""
-    path: str
-    """The source audio file."""
-    speaker: str
+    path: str | None
+    """The sound file (None: an alignment whose audio is not known)."""
+    speaker: str | None = None
     text: str | None = None
     alignment: str | None = None
     """Path to a TextGrid (or similar) when the corpus ships one."""
     split: str | None = None
-    """A split the corpus itself fixes (fsdd: indices 0-4 are "test"), else None."""
+    """A split the corpus itself fixes (fsdd: indices 0-4 are "test"), or the manifest's."""
+
+
+@dataclass(frozen=True)
+class CorpusLicence:
+    """What to credit for a corpus and under which terms (shown by `vqspeech report`)."""
+
+    name: str
+    credit: str
+    """Authors or source."""
+    licence: str
+    url: str
+    """Where the corpus is published ("" when unknown)."""
+    terms: str
+    """What the terms mean for sharing audio derived from it."""
 
 
 Reader = Callable[..., tuple[list[SourceUtterance], list[Reject]]]
@@ -70,21 +85,33 @@ LAYOUTS: dict[str, Reader] = {}
 _EXPECTED: dict[str, str] = {}
 """Layout name -> a description of the files it looks for (used in error messages)."""
 
+LICENCES: dict[str, CorpusLicence] = {}
+"""Layout name -> the corpus's credit and licence, for the layouts that declare one."""
 
-def register_layout(name: str, *, expected: str = "") -> Callable[[Reader], Reader]:
+
+def register_layout(name: str, *, expected: str = "",
+                    licence: CorpusLicence | None = None) -> Callable[[Reader], Reader]:
     """Decorator adding a reader to :data:`LAYOUTS` under ``name``.
 
     A reader takes the corpus root (an existing folder, as a Path) and its options as keyword-only
     arguments, and returns (utterances, rejects). ``expected`` describes the files it looks for,
-    e.g. ``"{digit}_{speaker}_{n}.wav"``; it is quoted when a corpus holds none.
+    e.g. ``"{digit}_{speaker}_{n}.wav"``; it is quoted when a corpus holds none. ``licence``, what
+    to credit for the corpus, goes to :data:`LICENCES`.
     """
 
     def decorate(reader: Reader) -> Reader:
         LAYOUTS[name] = reader
         _EXPECTED[name] = expected or "audio files"
+        if licence is not None:
+            LICENCES[name] = licence
         return reader
 
     return decorate
+
+
+def corpus_licence(layout: str) -> CorpusLicence | None:
+    """The credit and licence of the corpus read with ``layout``; None for an unknown layout."""
+    return LICENCES.get(layout)
 
 
 def find_utterances(corpus_dir: str | os.PathLike, layout: str,
@@ -149,7 +176,14 @@ def is_audio_file(path: str | os.PathLike) -> bool:
 
 
 @register_layout("vctk", expected="wav48/<spk>/<spk>_<nnn>.wav (VCTK 0.80) or "
-                                  "wav48_silence_trimmed/<spk>/<spk>_<nnn>_mic1.flac (VCTK 0.92)")
+                                  "wav48_silence_trimmed/<spk>/<spk>_<nnn>_mic1.flac (VCTK 0.92)",
+                 licence=CorpusLicence(
+                     name="CSTR VCTK Corpus, version 0.92",
+                     credit="J. Yamagishi, C. Veaux and K. MacDonald, Centre for Speech Technology Research "
+                            "(CSTR), University of Edinburgh",
+                     licence="CC BY 4.0 (Creative Commons Attribution 4.0); the older 0.80 release: ODC-By 1.0",
+                     url="https://doi.org/10.7488/ds/2645",
+                     terms="Attribution required when sharing the audio or audio derived from it."))
 def _read_vctk(root: Path, *, mic: str = "mic1") -> tuple[list[SourceUtterance], list[Reject]]:
     """VCTK 0.80 (``wav48``) or 0.92 (``wav48_silence_trimmed``, one of two microphones)."""
     if mic not in ("mic1", "mic2"):
@@ -187,7 +221,14 @@ def _has_vctk_audio(folder: Path) -> bool:
 
 
 @register_layout("librispeech", expected="<spk>/<chapter>/<spk>-<chapter>-<utt>.flac in a subset "
-                                         "folder (or LibriSpeech/<subset>/)")
+                                         "folder (or LibriSpeech/<subset>/)",
+                 licence=CorpusLicence(
+                     name="LibriSpeech ASR corpus",
+                     credit="V. Panayotov, G. Chen, D. Povey and S. Khudanpur, \u201cLibrispeech: an ASR corpus "
+                            "based on public domain audio books\u201d, ICASSP 2015 (recordings from LibriVox)",
+                     licence="CC BY 4.0 (Creative Commons Attribution 4.0)",
+                     url="https://www.openslr.org/12",
+                     terms="Attribution required when sharing the audio or audio derived from it."))
 def _read_librispeech(root: Path, *,
                       subset: str | None = None) -> tuple[list[SourceUtterance], list[Reject]]:
     """LibriSpeech: flac files with one ``<spk>-<chapter>.trans.txt`` per chapter folder."""
@@ -210,7 +251,15 @@ def _read_librispeech(root: Path, *,
 
 
 @register_layout("libritts", expected="<spk>/<chapter>/<spk>_<chapter>_<n>_<m>.wav in a subset "
-                                      "folder (or LibriTTS/<subset>/)")
+                                      "folder (or LibriTTS/<subset>/)",
+                 licence=CorpusLicence(
+                     name="LibriTTS corpus",
+                     credit="H. Zen, V. Dang, R. Clark, Y. Zhang, R. J. Weiss, Y. Jia, Z. Chen and Y. Wu, "
+                            "\u201cLibriTTS: a corpus derived from LibriSpeech for text-to-speech\u201d, "
+                            "Interspeech 2019",
+                     licence="CC BY 4.0 (Creative Commons Attribution 4.0)",
+                     url="https://www.openslr.org/60",
+                     terms="Attribution required when sharing the audio or audio derived from it."))
 def _read_libritts(root: Path, *,
                    subset: str | None = None) -> tuple[list[SourceUtterance], list[Reject]]:
     """LibriTTS (and LibriTTS-R): 24 kHz wavs with ``<id>.normalized.txt`` transcripts."""
@@ -228,7 +277,14 @@ def _read_libritts(root: Path, *,
     return utts, rejects
 
 
-@register_layout("fsdd", expected="{digit}_{speaker}_{n}.wav in the folder or its recordings/")
+@register_layout("fsdd", expected="{digit}_{speaker}_{n}.wav in the folder or its recordings/",
+                 licence=CorpusLicence(
+                     name="Free Spoken Digit Dataset (FSDD)",
+                     credit="Z. Jackson, C. Souza, J. Flaks, Y. Pan, H. Nicolas and A. Thite",
+                     licence="CC BY-SA 4.0 (Creative Commons Attribution-ShareAlike 4.0)",
+                     url="https://github.com/Jakobovski/free-spoken-digit-dataset",
+                     terms="Share-alike: audio derived from it (reconstructions, conversions, samples) may be "
+                           "shared under CC BY-SA 4.0 with this attribution."))
 def _read_fsdd(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
     """Free Spoken Digit Dataset: the transcript is the digit's word; indices 0-4 are "test"."""
     folder = root / "recordings" if (root / "recordings").is_dir() else root
@@ -248,7 +304,16 @@ def _read_fsdd(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
 
 
 @register_layout("timit", expected="TRAIN|TEST/DR<n>/<speaker>/SA1.WAV with .PHN/.WRD/.TXT "
-                                   "(LDC TIMIT) or dr<n>-<speaker>/sa1.wav (TIMIT sample)")
+                                   "(LDC TIMIT) or dr<n>-<speaker>/sa1.wav (TIMIT sample)",
+                 licence=CorpusLicence(
+                     name="TIMIT Acoustic-Phonetic Continuous Speech Corpus (LDC93S1)",
+                     credit="J. S. Garofolo, L. F. Lamel, W. M. Fisher, J. G. Fiscus, D. S. Pallett, "
+                            "N. L. Dahlgren and V. Zue, Linguistic Data Consortium, 1993",
+                     licence="LDC User Agreement (licensed to LDC members and licensees; not an open licence)",
+                     url="https://catalog.ldc.upenn.edu/LDC93S1",
+                     terms="The audio must not be redistributed: do not publish this page with its audio "
+                           "(originals, reconstructions, conversions or samples) outside the licensee's "
+                           "organisation."))
 def _read_timit(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
     """TIMIT: the LDC distribution (``DR1/FCJF0/SA1.WAV``) or the sample (``dr1-fcjf0/sa1.wav``).
 
@@ -317,7 +382,13 @@ def _timit_sibling(stem: Path, suffix: str) -> Path:
 
 
 @register_layout("folder", expected="audio files (" + ", ".join(AUDIO_EXTENSIONS)
-                 + ") in speaker folders")
+                 + ") in speaker folders",
+                 licence=CorpusLicence(
+                     name="Your own data (a folder of audio files)",
+                     credit="unknown: add the recordings' authors here before sharing",
+                     licence="unknown: whatever terms apply to your recordings",
+                     url="",
+                     terms="Check that you may share the recordings before publishing this page with its audio."))
 def _read_folder(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
     """Any audio files below ``root``; the speaker is the parent folder's name.
 
@@ -331,7 +402,14 @@ def _read_folder(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
     return utts, []
 
 
-@register_layout("demo", expected="manifest.jsonl (written by the demo corpus maker)")
+@register_layout("demo", expected="manifest.jsonl (written by the demo corpus maker)",
+                 licence=CorpusLicence(
+                     name="vqspeech demo corpus (synthetic speech)",
+                     credit="synthesised by `vqspeech demo-data` with the espeak-ng speech engine",
+                     licence="espeak-ng engine: GPL-3.0-or-later; the synthetic audio itself is produced by "
+                             "this toolkit",
+                     url="https://github.com/espeak-ng/espeak-ng",
+                     terms="No third-party recordings are involved."))
 def _read_demo(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
     """The embedded synthetic corpus: its ``manifest.jsonl`` lists the utterances."""
     manifest = root / "manifest.jsonl"

@@ -256,10 +256,10 @@ def make_demo_corpus(out_dir: str | os.PathLike, *, num_sentences: int = DEFAULT
         if stored is not None and stored != settings:
             raise UserError(f"{out_dir} holds a demo corpus made with other settings "
                             f"({_settings_difference(stored, settings)}); rebuild it with "
-                            "--overwrite (overwrite=True) or choose another folder.")
+                            "`overwrite=True` or choose another folder.")
         raise UserError(f"{out_dir} holds an incomplete demo corpus or other files named like its "
-                        f"parts ({', '.join(present)}); rebuild it with --overwrite "
-                        "(overwrite=True) or choose another folder.")
+                        f"parts ({', '.join(present)}); rebuild it with "
+                        "`overwrite=True` or choose another folder.")
     for name in present:
         path = out_dir / name
         if path.is_dir() and not path.is_symlink():

@@ -35,6 +35,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import espeakng_loader
 import numpy as np
 
 from ..errors import UserError
@@ -126,8 +127,6 @@ def library_version() -> str:
 
 def data_path() -> Path:
     """The espeak-ng-data folder shipped with ``espeakng-loader``."""
-    import espeakng_loader
-
     return Path(espeakng_loader.get_data_path())
 
 
@@ -294,11 +293,6 @@ def _engine() -> ctypes.CDLL:
     global _LIB
     if _LIB is not None:
         return _LIB
-    try:
-        import espeakng_loader
-    except ImportError:
-        raise UserError("The espeak-ng binding needs the `espeakng-loader` package; "
-                        "install it with `pip install espeakng-loader`.") from None
     lib = ctypes.CDLL(espeakng_loader.get_library_path())
     lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     lib.espeak_Initialize.restype = ctypes.c_int

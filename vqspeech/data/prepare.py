@@ -360,11 +360,11 @@ def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool) -> None:
     if not overwrite:
         if previous is None:
             raise UserError(f"{manifest} exists but has no readable prepare.json beside it; pass "
-                            "--overwrite to replace it, or choose another output folder.")
+                            "`overwrite=True` to replace it, or choose another output folder.")
         changed = ", ".join(f"{k} {previous.get(k)!r} -> {settings[k]!r}"
                             for k in settings if previous.get(k) != settings[k])
         raise UserError(f"{manifest} was prepared with different settings ({changed}); pass "
-                        "--overwrite to rebuild it, or choose another output folder.")
+                        "`overwrite=True` to rebuild it, or choose another output folder.")
     for name in ("manifest.jsonl", "prepare.json", "speakers.tsv"):
         (out_dir / name).unlink(missing_ok=True)
     sources = ("layout", "corpus_dir", "layout_options")

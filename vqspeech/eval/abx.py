@@ -147,7 +147,7 @@ def _check(features, items: ItemSet, distance: str, max_items_per_cell: int, max
     if distance not in DISTANCES:
         raise UserError(f"ABX distance must be one of {DISTANCES}, not {distance!r}.")
     if max_items_per_cell < 1 or max_x_across < 1:
-        raise UserError(f"ABX needs at least 1 item per cell (--abx_max_items, given {max_items_per_cell}) "
+        raise UserError(f"ABX needs at least 1 item per cell (`max_items_per_cell`, given {max_items_per_cell}) "
                         f"and at least 1 X speaker (given {max_x_across}).")
     if any(np.ndim(f) != 2 for f in features) or len({np.shape(f)[1] for f in features}) > 1:
         raise UserError("ABX features must be 2-D [frames, dim] arrays of one common dim.")
@@ -206,8 +206,8 @@ def abx_error(features: list[np.ndarray], items: ItemSet, *, across: bool, dista
     """ABX error rate, vectorised; see the module docstring for the protocol.
 
     features: per utterance [T_u, D]; items: from ``build_items``. Returns {"error": float or None
-    when no cell can be scored, "n_pairs": scored (a, b, condition) cells, "n_category_pairs",
-    "n_triplets", "n_items": items after subsampling}.
+    when no cell can be scored, "num_pairs": scored (a, b, condition) cells, "num_category_pairs",
+    "num_triplets", "num_items": items after subsampling}.
     """
     _check(features, items, distance, max_items_per_cell, max_x_across)
     keep, xspk = _sample(items, max_items_per_cell, max_x_across, seed, across)
@@ -226,9 +226,9 @@ def abx_error(features: list[np.ndarray], items: ItemSet, *, across: bool, dista
             key = (c_cat[A], c_ctx[A], c_spk[A])
             xs = [cell_of[key[0], key[1], s] for s in xspk.get(key, ())] if across else [A] * int(size[A] > 1)
             triples += [(A, B, X) for B in cells if B != A for X in xs]
-    out = {"n_pairs": len(triples), "n_items": len(keep)}
+    out = {"num_pairs": len(triples), "num_items": len(keep)}
     if not triples:
-        return {"error": None, "n_category_pairs": 0, "n_triplets": 0, **out}
+        return {"error": None, "num_category_pairs": 0, "num_triplets": 0, **out}
     tA, tB, tX = np.array(triples).T
     # item distances of each needed unordered cell pair (P <= Q) once, flat row-major blocks
     # [size P, size Q] from off[q]; within one cell only the upper triangle is computed, then mirrored
@@ -251,7 +251,7 @@ def abx_error(features: list[np.ndarray], items: ItemSet, *, across: bool, dista
     # triplet comparisons per scored cell, in chunks of cells sorted by their largest cell
     order = np.argsort(np.maximum(size[tX], np.maximum(size[tA], size[tB])), kind="stable")
     errors, m = np.empty(len(triples)), size.max()
-    n_trip = size[tX] * (size[tA] - (tX == tA)) * size[tB]
+    num_trip = size[tX] * (size[tA] - (tX == tA)) * size[tB]
     step = max(1, chunk_elements // m ** 3)
     for i in range(0, len(order), step):
         t = order[i:i + step]
@@ -260,10 +260,10 @@ def abx_error(features: list[np.ndarray], items: ItemSet, *, across: bool, dista
         dxb = _block(D, off, nr, nc, qb[t], tX[t] > tB[t], mc)
         a, b = dxa[:, :, :, None], dxb[:, :, None, :]  # NaN pads and the X = A diagonal count as neither
         score = ((a > b) + 0.5 * (a == b)).sum((1, 2, 3))
-        errors[t] = score / n_trip[t]
+        errors[t] = score / num_trip[t]
     keys = list(zip(c_spk[tA], c_cat[tA], c_cat[tB], c_ctx[tA], c_spk[tX]))
-    return {"error": _aggregate(keys, errors), "n_category_pairs": len(set(zip(c_cat[tA], c_cat[tB]))),
-            "n_triplets": int(n_trip.sum()), **out}
+    return {"error": _aggregate(keys, errors), "num_category_pairs": len(set(zip(c_cat[tA], c_cat[tB]))),
+            "num_triplets": int(num_trip.sum()), **out}
 
 
 def _block(D, off, nr, nc, q, flip, mc) -> np.ndarray:
@@ -366,7 +366,7 @@ def abx_error_bruteforce(features: list[np.ndarray], items: ItemSet, *, across: 
         fx, fy = (features[items.utt[k]][items.start[k]:items.end[k]].astype(np.float64) for k in (x, y))
         return dtw_reference(frame_distances(fx, fy, distance))
 
-    keys, errors, n_trip = [], [], 0
+    keys, errors, num_trip = [], [], 0
     for (a, c, s), A in cells.items():
         for (b, c2, s2), B in cells.items():
             if b == a or c2 != c or s2 != s:
@@ -376,23 +376,23 @@ def abx_error_bruteforce(features: list[np.ndarray], items: ItemSet, *, across: 
                 errs = [1.0 if d(y, x) > d(z, x) else 0.5 if d(y, x) == d(z, x) else 0.0 for x, y, z in trip]
                 keys.append((s, a, b, c, sx))
                 errors.append(sum(errs) / len(errs))
-                n_trip += len(trip)
-    return {"error": _aggregate(keys, errors), "n_pairs": len(keys), "n_triplets": n_trip,
-            "n_category_pairs": len({k[1:3] for k in keys}), "n_items": len(keep)}
+                num_trip += len(trip)
+    return {"error": _aggregate(keys, errors), "num_pairs": len(keys), "num_triplets": num_trip,
+            "num_category_pairs": len({k[1:3] for k in keys}), "num_items": len(keep)}
 
 
 def abx_scores(features: list[np.ndarray], spans: list[list[tuple[int, int, str]]], speakers: list[str],
                *, ignore: tuple[str, ...] = ("sil", "spn"), **kw) -> dict:
     """ABX within/across speakers, any-context (un-suffixed keys) and triphone ("_triphone").
 
-    kw go to ``abx_error``. Also returns "n_items[_triphone]" (all items) and "n_pairs_<key>".
+    kw go to ``abx_error``. Also returns "num_items[_triphone]" (all items) and "num_pairs_<key>".
     """
     out = {}
     for suffix, context in (("", False), ("_triphone", True)):
         items = build_items(spans, speakers, context=context, ignore=ignore)
-        out[f"n_items{suffix}"] = len(items)
+        out[f"num_items{suffix}"] = len(items)
         for mode in ("within", "across"):
             res = abx_error(features, items, across=mode == "across", **kw)
             out[f"abx_{mode}{suffix}"] = res["error"]
-            out[f"n_pairs_{mode}{suffix}"] = res["n_pairs"]
+            out[f"num_pairs_{mode}{suffix}"] = res["num_pairs"]
     return out

@@ -8,7 +8,6 @@ code rate as the model it is compared with) is fitted on the ``fit_split`` utter
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,10 @@ from sklearn.cluster import MiniBatchKMeans
 from tqdm import tqdm
 
 from ..audio import load_audio
+from ..data.codes import CodesInfo, CodesWriter, Encoding, refuse_existing_codes
 from ..data.manifest import read_manifest
 from ..errors import UserError
-from ..fileio import atomic_path, write_text_atomic
-from ..units import save_units, start_codes_dir
+from ..fileio import atomic_path
 from .features import mfcc_with_deltas
 
 
@@ -29,10 +28,9 @@ def mfcc_kmeans_baseline(manifest: str | Path, out_dir: str | Path, *, num_codes
                          progress: bool = True) -> dict:
     """Fit k-means on MFCC frames of ``fit_split`` and write codes for ``split`` (None = all)."""
     out = Path(out_dir)
-    if not overwrite and ((out / "codes.json").exists() or any((out / "codes").glob("*.npy"))):
-        raise UserError(f"{out} already holds codes; pass --overwrite to replace them.")
+    refuse_existing_codes(out, overwrite)
     if num_codes < 2:
-        raise UserError(f"--num_codes must be at least 2, not {num_codes}.")
+        raise UserError(f"`num_codes` must be at least 2, not {num_codes}.")
     utts = read_manifest(manifest)
     targets = [u for u in utts if split is None or u.split == split]
     fit = [u for u in utts if u.split == fit_split]
@@ -64,21 +62,19 @@ def mfcc_kmeans_baseline(manifest: str | Path, out_dir: str | Path, *, num_codes
     kmeans = MiniBatchKMeans(n_clusters=num_codes, batch_size=4096, n_init=3, random_state=seed)
     kmeans.fit((fit_frames - mean) / std)
 
-    start_codes_dir(out, latents=True, overwrite=overwrite)
-    units, speakers, splits = [], {}, {}
+    writer = CodesWriter(out, latents=True, overwrite=overwrite)
+    speakers, splits = {}, {}
     for u in targets:
         if u.id not in features:
             continue
         normalised = ((features[u.id] - mean) / std).astype(np.float32)
-        units.append(save_units(out, u.id, kmeans.predict(normalised).astype(np.int16), normalised))
+        writer.add(u.id, Encoding(kmeans.predict(normalised).astype(np.int16), latents=normalised))
         speakers[u.id], splits[u.id] = u.speaker, u.split
     with atomic_path(out / "kmeans.npz") as tmp:
         np.savez(tmp, centroids=kmeans.cluster_centers_, mean=mean, std=std)
-    write_text_atomic(out / "units.txt", "".join(units))
-    meta = {"system": "mfcc-kmeans", "features": "13 MFCC + deltas + delta-deltas, standardised",
-            "code_rate_hz": code_rate_hz, "frame_offset_s": 0.5 / code_rate_hz, "K": num_codes,
-            "sample_rate": sample_rate, "hop_length": hop, "num_utterances": len(units),
-            "fit_split": fit_split, "fit_frames": len(fit_frames), "manifest": str(Path(manifest).resolve()),
-            "speakers": speakers, "splits": splits}
-    write_text_atomic(out / "codes.json", json.dumps(meta, indent=2) + "\n")
-    return {"encoded": len(units), "fit_frames": len(fit_frames), "K": num_codes, "out_dir": str(out)}
+    info = writer.finish(CodesInfo.for_rate(
+        code_rate_hz, num_codes, sample_rate=sample_rate, hop_length=hop, speakers=speakers, splits=splits,
+        extra={"system": "mfcc-kmeans", "features": "13 MFCC + deltas + delta-deltas, standardised",
+               "fit_split": fit_split, "fit_frames": len(fit_frames),
+               "manifest": str(Path(manifest).resolve())}))
+    return {"encoded": info.num_utterances, "fit_frames": len(fit_frames), "K": num_codes, "out_dir": str(out)}

@@ -1,4 +1,4 @@
-"""Reconstruction and voice-conversion metrics of a trained VQ-VAE (`vqspeech eval convert`).
+"""Reconstruction and voice-conversion metrics of a trained VQ-VAE (`vqspeech evaluate conversion`).
 
     metrics = evaluate_conversion("exp/fsdd", "exp/fsdd/eval_convert")
     print(format_summary(metrics))
@@ -48,6 +48,7 @@ from ..data.manifest import Utterance, read_manifest
 from ..errors import UserError
 from ..fileio import atomic_path, write_text_atomic
 from ..inference import VQSpeech
+from ..plots import save_spectrograms
 from . import mcd as mcd_lib
 from .recognition import Recognizer, is_digit_transcript, normalize_words, word_errors
 from .speaker_similarity import SpeakerEmbedder, cosine_similarity
@@ -80,10 +81,10 @@ def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: s
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir} is a file; give a folder for the evaluation outputs.")
     if metrics_path.exists() and not overwrite:
-        raise UserError(f"{metrics_path} already exists; pass --overwrite to replace it.")
-    for name, value in (("--num", num), ("--num_reference", num_reference), ("--batch_size", batch_size)):
+        raise UserError(f"{metrics_path} already exists; pass `overwrite=True` to replace it.")
+    for name, value in (("num", num), ("num_reference", num_reference), ("batch_size", batch_size)):
         if value <= 0:
-            raise UserError(f"{name} must be positive, not {value}.")
+            raise UserError(f"`{name}` must be positive, not {value}.")
 
     t = time.perf_counter()
     vq = VQSpeech.load(exp_dir, device=device)
@@ -158,8 +159,6 @@ def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: s
 
     # ---- files
     t = time.perf_counter()
-    from ..plots import save_spectrograms  # matplotlib: imported only when needed
-
     sr = vq.sample_rate
     for u in tqdm(items, desc="write", unit="utt", disable=not progress):
         signals = {"original": originals[u.id], **outputs[u.id]}

@@ -1,11 +1,9 @@
-"""Units meet alignments: which phone lies under each code frame.
+"""Codes meet alignments: which phone lies under each code frame.
 
-Units come in the ``vqspeech encode`` layout: ``codes/<id>.npy`` (int [T]; grouped codebooks
-[T, G], each distinct tuple then counts as one unit) and/or
-``latents/<id>.npy`` (float [T, D]; continuous features alone, e.g. another model's, are probed
-too), and ``codes.json`` with ``code_rate_hz`` and ``frame_offset_s`` (the time of frame 0's
-centre; half a frame when absent). Frame t is centred at
-``frame_offset_s + t / code_rate_hz`` and takes the phone whose segment holds that instant.
+The probe reads a codes folder (:mod:`vqspeech.data.codes`): codes (grouped codebooks [T, G]:
+each distinct tuple counts as one unit) and/or latents (continuous features alone, e.g. another
+model's, are probed too). Frame t is centred at ``frame_offset_s + t / code_rate_hz`` and takes
+the phone whose segment holds that instant.
 
 Phone segments are folded onto the 41 classes (vqspeech.data.phones). Time no segment covers is
 silence (aligners leave silences unlabelled); segments the folding excludes (TIMIT's glottal
@@ -14,41 +12,20 @@ stop ``q``) give frames labelled ``""``, which every metric leaves out.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..data.alignments import Segment, read_alignment
+from ..data.codes import CodesFolder
+from ..data.corpora import SourceUtterance, find_utterances
+from ..data.manifest import read_manifest
 from ..data.phones import PhoneFolding, guess_phone_set
 from ..errors import UserError
 
 Span = tuple[int, int, str]
 """(first frame, end frame exclusive, phone class)."""
-
-
-@dataclass
-class Units:
-    """What ``vqspeech encode`` (or ``vqspeech baseline``) wrote to a codes folder."""
-
-    codes: dict[str, np.ndarray]
-    """Empty when the folder holds continuous features only."""
-    latents: dict[str, np.ndarray]
-    """Empty when the folder has no ``latents/``."""
-    code_rate_hz: float
-    frame_offset_s: float
-    num_codes: int
-    meta: dict
-
-
-@dataclass
-class AlignedUtterance:
-    id: str
-    speaker: str
-    alignment: str
-    audio: str | None = None
-    split: str | None = None
 
 
 @dataclass
@@ -72,41 +49,26 @@ class ProbeData:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def read_units(codes_dir: str | Path, latents: bool = True, tuples: bool = True) -> Units:
-    """Read a codes folder (``latents=False``: leave its latents on disk); a missing or malformed
-    one raises UserError. Grouped codes [T, G] become one unit id per distinct tuple [T], unless
-    ``tuples`` is False (then they stay [T, G] and ``num_codes`` is K)."""
-    root = Path(codes_dir)
-    meta_path = root / "codes.json"
-    if not meta_path.is_file():
-        raise UserError(f"{root} is not a codes folder: it holds no codes.json; make one with "
-                        "`vqspeech encode` or `vqspeech baseline`.")
-    if not ((root / "codes").is_dir() or (root / "latents").is_dir()):
-        raise UserError(f"{root} is not a codes folder: it has neither codes/ nor latents/; make one "
-                        "with `vqspeech encode` or `vqspeech baseline`.")
-    try:
-        meta = json.loads(meta_path.read_text())
-        rate = float(meta["code_rate_hz"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{meta_path} has no readable code_rate_hz ({exc}); re-run `vqspeech encode`.") from None
-    codes = {p.stem: load_codes(p) for p in sorted((root / "codes").glob("*.npy"))}
-    grouped = tuples and {c.ndim for c in codes.values()} == {2}
+def read_probe_codes(folder: CodesFolder) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
+    """(codes by id, latents by id, K) of a codes folder, as the probe counts them: grouped codes
+    [T, G] become one id per distinct tuple [T] (K: the distinct tuples). Either dict is empty
+    when the folder has no such files; latents are read for the utterances with codes."""
+    codes = {i: folder.codes(i) for i in folder.code_ids}
+    grouped = {c.ndim for c in codes.values()} == {2}
     if grouped:  # product codebooks: each distinct code tuple is one unit
-        codes = _tuples_to_units(codes)
-    latent_files = sorted((root / "latents").glob("*.npy")) if latents or not codes else []
-    latents = {p.stem: _load_array(p, ndim=2).astype(np.float32) for p in latent_files
-               if not codes or p.stem in codes}
-    if not codes and not latents:
-        raise UserError(f"{root} holds no codes/*.npy or latents/*.npy files; run `vqspeech encode` first.")
+        codes = _tuple_ids(codes)
+    with_latents = set(folder.latent_ids)
+    latents = {i: folder.latents(i) for i in folder.ids if i in with_latents}
     if grouped:
         num_codes = max(int(c.max()) for c in codes.values()) + 1  # the distinct tuples
+    elif codes:
+        num_codes = folder.info.num_codes or max(int(c.max()) for c in codes.values()) + 1
     else:
-        num_codes = int(meta.get("K") or max(int(c.max()) for c in codes.values()) + 1) if codes else 0
-    offset = meta.get("frame_offset_s")
-    return Units(codes, latents, rate, 0.5 / rate if offset is None else float(offset), num_codes, meta)
+        num_codes = 0
+    return codes, latents, num_codes
 
 
-def _tuples_to_units(codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _tuple_ids(codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Grouped codes [T, G] per utterance -> one id per distinct tuple [T] (ids shared by all)."""
     ids = list(codes)
     _, inverse = np.unique(np.concatenate([codes[i] for i in ids]), axis=0, return_inverse=True)
@@ -114,30 +76,9 @@ def _tuples_to_units(codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {i: inverse.reshape(-1)[a:b] for i, a, b in zip(ids, bounds[:-1], bounds[1:])}
 
 
-def load_codes(path: Path) -> np.ndarray:
-    """A codes file -> int64 [T] or [T, G]; unreadable or not codes: UserError."""
-    codes = _load_array(path, ndim=(1, 2))
-    if codes.size == 0 or not np.issubdtype(codes.dtype, np.integer) or codes.min() < 0:
-        raise UserError(f"{path} does not hold codes (non-negative integers, at least one frame); "
-                        "re-run `vqspeech encode`.")
-    return codes.astype(np.int64)
-
-
-def _load_array(path: Path, ndim: int | tuple[int, ...]) -> np.ndarray:
-    try:
-        array = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"Cannot read {path} ({exc}); re-run `vqspeech encode`.") from None
-    allowed = ndim if isinstance(ndim, tuple) else (ndim,)
-    if array.ndim not in allowed:
-        raise UserError(f"{path} holds shape {array.shape}; expected a "
-                        f"{' or '.join(f'{n}-D' for n in allowed)} array.")
-    return array
-
-
 def aligned_utterances(*, manifest: str | Path | None = None, corpus: str | Path | None = None,
                        layout: str | None = None, alignments: str | Path | None = None,
-                       **layout_options) -> dict[str, AlignedUtterance]:
+                       **layout_options) -> dict[str, SourceUtterance]:
     """Utterances with a phone alignment, by id, from exactly one source.
 
     ``manifest``: its utterances' ``alignment`` fields; ``corpus`` + ``layout``: the alignments a
@@ -146,27 +87,22 @@ def aligned_utterances(*, manifest: str | Path | None = None, corpus: str | Path
     """
     given = [s for s in (manifest, corpus, alignments) if s is not None]
     if len(given) != 1:
-        raise UserError("Give exactly one source of phone alignments: --manifest, --corpus (with "
-                        "--layout) or --alignments.")
+        raise UserError("Give exactly one source of phone alignments: `manifest`, `corpus` (with "
+                        "`layout`) or `alignments`.")
     if manifest is not None:
-        from ..data.manifest import read_manifest
-
-        found = {u.id: AlignedUtterance(u.id, u.speaker, u.alignment, u.audio, u.split)
+        found = {u.id: SourceUtterance(u.id, u.audio, u.speaker, u.text, u.alignment, u.split)
                  for u in read_manifest(manifest) if u.alignment}
         if not found:
             raise UserError(f"No utterance of {manifest} has a phone alignment; run `vqspeech align "
                             f"CORPUS OUT_DIR --layout L --manifest {manifest}` first.")
     elif corpus is not None:
-        from ..data.corpora import find_utterances
-
         if layout is None:
-            raise UserError("--corpus needs --layout (e.g. timit, demo).")
+            raise UserError("`corpus` needs `layout` (e.g. timit, demo).")
         utts, _ = find_utterances(corpus, layout, **layout_options)
-        found = {u.id: AlignedUtterance(u.id, u.speaker, u.alignment, u.path, u.split)
-                 for u in utts if u.alignment}
+        found = {u.id: u for u in utts if u.alignment}
         if not found:
             raise UserError(f"The {layout} corpus at {corpus} ships no phone alignments; align it with "
-                            "`vqspeech align` and pass --alignments.")
+                            "`vqspeech align` and pass `alignments`.")
     else:
         folder = Path(alignments)
         if not folder.is_dir():
@@ -174,7 +110,7 @@ def aligned_utterances(*, manifest: str | Path | None = None, corpus: str | Path
         files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in (".textgrid", ".phn", ".lab")]
         if not files:
             raise UserError(f"Alignment folder {folder} holds no .TextGrid, .phn or .lab files.")
-        found = {p.stem: AlignedUtterance(p.stem, "", str(p)) for p in files}
+        found = {p.stem: SourceUtterance(p.stem, None, None, alignment=str(p)) for p in files}
     return found
 
 
@@ -217,45 +153,46 @@ def labels_from_spans(spans: list[Span], num_frames: int) -> np.ndarray:
     return labels
 
 
-def load_probe_data(units: Units, utterances: dict[str, AlignedUtterance], *,
-                    phone_set: str | None = None, folding_table: str | Path | None = None,
-                    speakers: dict[str, str] | None = None) -> ProbeData:
-    """Pair every utterance that has units and an alignment; label each frame with its phone."""
-    frames = units.codes or units.latents
+def load_probe_data(folder: CodesFolder, utterances: dict[str, SourceUtterance], *,
+                    phone_set: str | None = None, folding_table: str | Path | None = None) -> ProbeData:
+    """Pair every utterance that has units and an alignment; label each frame with its phone.
+    Speakers come from the alignments' source, else from the codes folder."""
+    codes, latents, num_codes = read_probe_codes(folder)
+    frames = codes or latents
     ids = sorted(set(frames) & set(utterances))
     if not ids:
         example = next(iter(frames))
         raise UserError(f"No utterance has both codes and a phone alignment (codes for e.g. '{example}', "
                         f"{len(utterances)} alignment(s)); check that both come from the same corpus ids.")
-    speakers = {**units.meta.get("speakers", {}), **(speakers or {})}
-    segments = {i: read_alignment(utterances[i].alignment) for i in ids}
+    info = folder.info
+    segments = {i: read_alignment(str(utterances[i].alignment)) for i in ids}
     if phone_set is None:
         phone_set = guess_phone_set({s.label for segs in segments.values() for s in segs})
     folding = PhoneFolding.load(phone_set, folding_table)
 
-    data = ProbeData([], [], [] if units.codes else None, [] if units.latents else None, [], [], [],
-                     units.num_codes, units.code_rate_hz, phone_set,
+    data = ProbeData([], [], [] if codes else None, [] if latents else None, [], [], [],
+                     num_codes, info.code_rate_hz, phone_set,
                      skipped={"no_alignment_or_other_split": len(set(frames) - set(utterances)),
                               "no_speaker": 0})
     for i in ids:
-        speaker = utterances[i].speaker or speakers.get(i)
+        speaker = utterances[i].speaker or info.speakers.get(i)
         if not speaker:
             data.skipped["no_speaker"] += 1
             continue
         num_frames = len(frames[i])
-        spans = frame_spans(segments[i], folding, num_frames, units.code_rate_hz, units.frame_offset_s)
+        spans = frame_spans(segments[i], folding, num_frames, info.code_rate_hz, info.frame_offset_s)
         data.ids.append(i)
         data.speakers.append(speaker)
         if data.codes is not None:
-            data.codes.append(units.codes[i])
+            data.codes.append(codes[i])
         data.labels.append(labels_from_spans(spans, num_frames))
         data.spans.append(spans)
-        data.audio.append(utterances[i].audio)
+        data.audio.append(utterances[i].path)
         if data.latents is not None:
-            if i not in units.latents:
+            if i not in latents:
                 raise UserError(f"Codes folder has latents for some utterances but not for '{i}'; "
                                 "re-run `vqspeech encode --latents`.")
-            data.latents.append(units.latents[i])
+            data.latents.append(latents[i])
     if not data.ids:
         raise UserError("No aligned utterance has a known speaker; give a manifest or codes written "
                         "by `vqspeech encode` from a manifest.")

@@ -1,7 +1,7 @@
 """The phoneme probe: every unit metric of a codes folder against phone alignments, in one JSON.
 
 ``run_probe`` reads units (vqspeech.eval.frames), labels their frames with phones and reports:
-the held-out code -> phone mapping accuracy, PNMI and purities (vqspeech.eval.unit_metrics) with
+the held-out code -> phone mapping accuracy, PNMI and purities (vqspeech.eval.code_metrics) with
 the chance baselines computed the same way, ABX within and across speakers on one-hot codes and on
 the latents (vqspeech.eval.abx), a linear phone probe on the latents and speaker identification
 from code histograms beside the same from the input's MFCC statistics
@@ -26,9 +26,11 @@ from ..fileio import write_text_atomic
 from . import classifiers
 from .abx import abx_scores
 from .features import mfcc
-from .frames import ProbeData, aligned_utterances, load_probe_data, read_units
-from .unit_metrics import (chance_baselines, contingency, per_phone_accuracy, unit_scores,
-                           unit_scores_and_predictions)
+from ..data.codes import CodesFolder
+from ..plots import save_code_phone_heatmap, save_code_usage, save_phone_accuracy
+from .frames import ProbeData, aligned_utterances, load_probe_data
+from .code_metrics import (chance_baselines, contingency, per_phone_accuracy, code_scores,
+                           code_scores_and_predictions)
 
 UTTERANCE_FOLDS = 5
 """With a single speaker the mapping is learned leave-one-fold-out over utterances instead."""
@@ -43,28 +45,30 @@ def run_probe(codes_dir: str | Path, out: str | Path, *, manifest=None, corpus=N
     """Probe the units in ``codes_dir``; write the metrics to ``out`` (.json) and plots beside it."""
     out = Path(out)
     if out.suffix != ".json":
-        raise UserError(f"--out {out} should name a .json file.")
+        raise UserError(f"`out` {out} should name a .json file.")
     if out.exists() and not overwrite:
-        raise UserError(f"{out} exists; pass --overwrite to replace it.")
+        raise UserError(f"{out} exists; pass `overwrite=True` to replace it.")
+    if abx_max_items is not None and abx_max_items < 1:
+        raise UserError(f"ABX needs at least 1 item per cell (`abx_max_items`, given {abx_max_items}).")
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    units = read_units(codes_dir)
+    folder = CodesFolder.open(codes_dir)
     utterances = aligned_utterances(manifest=manifest, corpus=corpus, layout=layout, alignments=alignments,
                                     **layout_options)
     if split is not None:
-        splits = units.meta.get("splits", {})
+        splits = folder.info.splits
         split_of = {i: u.split or splits.get(i) for i, u in utterances.items()}
         utterances = {i: u for i, u in utterances.items() if split_of[i] == split}
         if not utterances:
             known = sorted({s for s in split_of.values() if s}) or ["none recorded"]
             raise UserError(f"No aligned utterance is in split '{split}' (splits: {', '.join(known)}); "
-                            "choose one of those or leave out --split.")
-    data = load_probe_data(units, utterances, phone_set=phone_set, folding_table=folding_table)
+                            "choose one of those or leave out `split`.")
+    data = load_probe_data(folder, utterances, phone_set=phone_set, folding_table=folding_table)
     timings["load"] = time.perf_counter() - clock
 
     table = frame_table(data, ignore)
     result = {"system": name or Path(codes_dir).name, "codes_dir": str(Path(codes_dir).resolve()),
-              "split": split, "phone_set": data.phone_set, "groups": units.meta.get("groups", 1), **probe_metrics(
+              "split": split, "phone_set": data.phone_set, "groups": folder.info.groups, **probe_metrics(
                   data, table, ignore=ignore, abx=abx, abx_max_items=abx_max_items,
                   input_features=input_features, seed=seed, progress=progress, timings=timings)}
     result["skipped_utterances"] = data.skipped
@@ -117,14 +121,14 @@ def probe_metrics(data: ProbeData, table: tuple, *, ignore=(), abx=True, abx_max
     phones, keep, phone_names, codes = table
     groups, protocol = _groups(data, keep)
     P = len(phone_names)
-    result = {"n_utterances": len(data.ids), "n_speakers": len(set(data.speakers)), "n_frames": int(len(phones)),
-              "n_phone_classes": P, "code_rate_hz": data.code_rate_hz, "mapping_protocol": protocol,
+    result = {"num_utterances": len(data.ids), "num_speakers": len(set(data.speakers)), "num_frames": int(len(phones)),
+              "num_phone_classes": P, "code_rate_hz": data.code_rate_hz, "mapping_protocol": protocol,
               "ignored_labels": list(ignore)}
     if codes is not None:
         K = data.num_codes
         if codes.max() >= K:
             raise UserError(f"Codes go up to {codes.max()} but codes.json says K={K}; re-run `vqspeech encode`.")
-        scores, predictions = unit_scores_and_predictions(codes, phones, groups, K, P)
+        scores, predictions = code_scores_and_predictions(codes, phones, groups, K, P)
         result.update({"K": K, "codes_used": int(np.sum(np.bincount(codes, minlength=K) > 0)), **scores,
                        "baselines": chance_baselines(phones, groups, K, P, seed)})
         per_phone = (np.full(P, np.nan) if result["accuracy"] is None
@@ -133,8 +137,8 @@ def probe_metrics(data: ProbeData, table: tuple, *, ignore=(), abx=True, abx_max
                                         for p, a in zip(phone_names, per_phone)}
     else:  # continuous features only: the discrete metrics are not defined
         result.update(dict.fromkeys(("K", "codes_used", "accuracy", "pnmi", "phone_purity", "cluster_purity")))
-        result["baselines"] = {"majority_phone": unit_scores(np.zeros_like(phones), phones, groups, 1, P)}
-    timings["unit_metrics"] = time.perf_counter() - clock
+        result["baselines"] = {"majority_phone": code_scores(np.zeros_like(phones), phones, groups, 1, P)}
+    timings["code_metrics"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     latent_frames = None
@@ -185,8 +189,6 @@ def write_plots(data: ProbeData, table: tuple, result: dict, out: Path) -> dict[
     """code usage, code-by-phone heat map and per-phone accuracy PNGs named ``<stem>_*.png``.
 
     Codes only: continuous features get no plots."""
-    from ..plots import save_code_phone_heatmap, save_code_usage, save_phone_accuracy
-
     phones, _, names, codes = table
     if codes is None:
         return {}

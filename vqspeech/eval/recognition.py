@@ -35,8 +35,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from pocketsphinx import Decoder
 
-from ..align import ALIGN_RATE, decode_pcm, is_word, pcm16, transcript_words, word_name
+from ..data.align import ALIGN_RATE, decode_pcm, espeak_pronunciation, is_word, pcm16, transcript_words, word_name
 from ..audio import normalize_level, resample
 from ..errors import UserError, first_line
 
@@ -134,11 +135,6 @@ class Recognizer:
             raise ValueError("give either digits or sentences, not both")
         self.digits, self.single_word = digits, single_word
         self.pad_seconds, self.dither, self.seed = pad_seconds, dither, seed
-        try:
-            from pocketsphinx import Decoder
-        except ImportError as exc:
-            raise UserError(f"Recognition needs pocketsphinx ({exc}); install it with "
-                            "`pip install pocketsphinx`.") from None
         if digits:
             self.decoder = Decoder(samprate=RATE, lm=None, loglevel="FATAL")
             self.decoder.add_jsgf_string("digits", _digit_grammar(single_word))
@@ -154,8 +150,6 @@ class Recognizer:
             self.decoder = Decoder(samprate=RATE, loglevel="FATAL")
 
     def _add_missing_words(self, words: set[str]) -> None:
-        from ..align import espeak_pronunciation
-
         for word in sorted(words):
             if self.decoder.lookup_word(word) is None:
                 phones = espeak_pronunciation(word)

@@ -28,13 +28,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
+from .gan_losses import MultiScaleMelLoss
+
 LRELU_SLOPE = 0.1
+
+
+@dataclass
+class WaveformOutput:
+    """What the conv decoder's training objective returns for audio [B, T]."""
+
+    waveform: torch.Tensor       # [B, T] the decoded audio, with its graph (the GAN terms need it)
+    target: torch.Tensor         # [B, T] the input audio
+    mask: torch.Tensor | None    # [B, T] 1 = real sample, when the batch was padded
+    loss: torch.Tensor           # multi-scale log-mel L1 (masked, unweighted), with its graph
 
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -95,6 +108,7 @@ class ConvDecoder(nn.Module):
         num_speakers: size of the speaker embedding table.
         latent_dim: D, the code-vector dimension (the quantizer's ``dim``).
         hop_length: samples per frame; must equal ``prod(upsample_strides)``.
+        sample_rate: of the audio; sets the mel filters of the reconstruction loss.
         channels: width after the input convolution; each upsampling stage halves it.
         upsample_strides: the transposed convolutions' strides, e.g. (5, 4, 4) for hop 80.
         upsample_kernel_sizes: their kernel sizes (default ``2 * stride`` for even strides, as in
@@ -105,7 +119,8 @@ class ConvDecoder(nn.Module):
         input_kernel_size, output_kernel_size: kernels of the first and last convolutions.
     """
 
-    def __init__(self, num_speakers: int, latent_dim: int = 64, hop_length: int = 80, channels: int = 128,
+    def __init__(self, num_speakers: int, latent_dim: int = 64, hop_length: int = 80, sample_rate: int = 8000,
+                 channels: int = 128,
                  upsample_strides: Sequence[int] = (5, 4, 4), upsample_kernel_sizes: Sequence[int] | None = None,
                  resblock_kernel_sizes: Sequence[int] = (3, 7, 11),
                  resblock_dilations: Sequence[Sequence[int]] = ((1, 3, 5), (1, 3, 5), (1, 3, 5)),
@@ -129,7 +144,7 @@ class ConvDecoder(nn.Module):
         for k in (input_kernel_size, output_kernel_size):
             if k % 2 == 0:
                 raise ValueError(f"input/output kernel sizes must be odd, got {k}")
-        self.hop_length = hop_length
+        self.hop_length, self.sample_rate = hop_length, sample_rate
         self.upsample_strides = strides
 
         self.input = weight_norm(nn.Conv1d(latent_dim, channels, input_kernel_size,
@@ -147,6 +162,8 @@ class ConvDecoder(nn.Module):
             self.mrfs.append(nn.ModuleList(ResBlock(width, k, d)
                                            for k, d in zip(resblock_kernel_sizes, resblock_dilations)))
         self.output = nn.Conv1d(width, 1, output_kernel_size, padding=same_padding(output_kernel_size))
+        # the objective's filterbanks are non-persistent buffers: the state dict holds no extra keys
+        self.mel_loss = MultiScaleMelLoss(sample_rate)
 
     @property
     def last_layer(self) -> nn.Parameter:
@@ -160,3 +177,11 @@ class ConvDecoder(nn.Module):
             x = upsample(F.leaky_relu(x, LRELU_SLOPE))
             x = sum(block(x) for block in mrf) / len(mrf)
         return torch.tanh(self.output(F.leaky_relu(x, LRELU_SLOPE))).squeeze(1)
+
+    def reconstruct(self, audio: torch.Tensor, latents: torch.Tensor, speakers: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> WaveformOutput:
+        """The training objective: audio [B, T] with T == F * hop_length, latents [B, D, F],
+        speakers [B], optional mask [B, T] -> the decoded audio and its multi-scale mel loss (the
+        adversarial terms are added by the training task)."""
+        waveform = self(latents, speakers)
+        return WaveformOutput(waveform, audio, mask, self.mel_loss(waveform, audio, mask))

@@ -81,8 +81,9 @@ class CodePrior(nn.Module, metaclass=abc.ABCMeta):
         self.group_embedding: nn.Embedding | None = None     # grouped codes only, built last
 
     def _build_top_conditioning(self, width: int) -> None:
-        """Called at the end of a subclass's constructor, so that an unconditioned prior draws the
-        same initial weights from the same seed as before conditioning existed."""
+        """Called at the end of a subclass's constructor: the optional modules draw their random
+        initial weights last, so a prior's other weights depend only on the seed, whatever options
+        it has."""
         if self.top_codes:
             self.top_conditioning = TopConditioning(self.top_codes, self.top_stride, width)
 

@@ -1,10 +1,13 @@
 """Vector quantisation with a straight-through gradient (van den Oord et al., 2017).
 
-Options on one module: codebook + commitment loss, or EMA codebook updates (VQ-VAE-2);
-initialisation from encoder outputs (sampled, or refined by k-means); dead codes re-seeded from
-encoder outputs. Under
-torch.distributed the codebook statistics are all-reduced and random choices are made on rank 0
-and broadcast, so every process keeps the same codebook.
+Options on one module (:class:`VectorQuantizer`): codebook + commitment loss, or EMA codebook
+updates (VQ-VAE-2); initialisation from encoder outputs (sampled, or refined by k-means); dead
+codes re-seeded from encoder outputs. :class:`ProductQuantizer` composes G of them over slices of
+the latent. Under torch.distributed the codebook statistics are all-reduced and random choices are
+made on rank 0 and broadcast, so every process keeps the same codebook.
+
+``model.quantizer.type`` names the quantizer in :data:`QUANTIZERS`; ``model.quantizer.groups`` > 1
+makes a product of that many.
 """
 
 from __future__ import annotations
@@ -19,13 +22,17 @@ from torch.nn import functional as F
 
 @dataclass
 class QuantizerOutput:
+    """What a quantizer returns for latents z [B, D, T]. Grouped codebooks (G groups of K codes):
+    ``codes`` [B, T, G], ``usage`` [G * K] (group g's counts at g*K), ``perplexity`` that of the
+    code tuples; the losses are means over all D channels."""
+
     quantized: torch.Tensor        # [B, D, T] codebook vectors, straight-through to z
-    codes: torch.Tensor            # [B, T] long
+    codes: torch.Tensor            # [B, T] long (grouped: [B, T, G])
     loss: torch.Tensor             # codebook + beta * commitment (EMA: beta * commitment)
     codebook_loss: torch.Tensor    # ||sg(z) - e||^2 (zero with EMA updates)
     commitment_loss: torch.Tensor  # ||z - sg(e)||^2
-    perplexity: torch.Tensor       # exp(entropy of this batch's code distribution)
-    usage: torch.Tensor            # [K] counts in this batch
+    perplexity: torch.Tensor       # exp(entropy of this batch's code (tuple) distribution)
+    usage: torch.Tensor            # [K] counts in this batch (grouped: [G * K])
     dead_codes: int                # codes whose running usage fell below the threshold (training)
     reseeded: int                  # dead codes re-seeded in this call
 
@@ -79,6 +86,7 @@ class VectorQuantizer(nn.Module):
         if kmeans_iters < 0:
             raise ValueError(f"kmeans_iters must be >= 0, not {kmeans_iters}")
         self.num_codes, self.dim, self.beta = num_codes, dim, beta
+        self.num_groups = 1
         self.kmeans_iters = kmeans_iters
         self.ema, self.decay, self.eps = ema, decay, eps
         self.dead_code_threshold, self.usage_decay = dead_code_threshold, usage_decay
@@ -205,12 +213,13 @@ class ProductQuantizer(nn.Module):
     batch; ``usage`` concatenates the G groups' counts [G * K].
     """
 
-    def __init__(self, num_codes: int = 128, dim: int = 64, groups: int = 2, **options):
+    def __init__(self, num_codes: int = 128, dim: int = 64, groups: int = 2,
+                 part: type[VectorQuantizer] = VectorQuantizer, **options):
         super().__init__()
         if groups < 2 or dim % groups:
             raise ValueError(f"product quantization needs groups >= 2 dividing latent_dim={dim}, not {groups}")
         self.num_codes, self.dim, self.num_groups = num_codes, dim, groups
-        self.quantizers = nn.ModuleList(VectorQuantizer(num_codes, dim // groups, **options) for _ in range(groups))
+        self.quantizers = nn.ModuleList(part(num_codes, dim // groups, **options) for _ in range(groups))
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         outs = [q(part) for q, part in zip(self.quantizers, z.chunk(self.num_groups, dim=1))]
@@ -234,8 +243,15 @@ class ProductQuantizer(nn.Module):
         return torch.cat([q.lookup(codes[..., g]) for g, q in enumerate(self.quantizers)], dim=1)
 
 
-def build_quantizer(num_codes: int, dim: int, groups: int = 1, **options) -> nn.Module:
-    """A VectorQuantizer, or with ``groups`` > 1 a ProductQuantizer of that many codebooks."""
+QUANTIZERS: dict[str, type[VectorQuantizer]] = {"vq": VectorQuantizer}
+"""``model.quantizer.type`` -> quantizer class, built as ``cls(num_codes, dim, **options)``."""
+
+
+def build_quantizer(num_codes: int, dim: int, type: str = "vq", groups: int = 1, **options) -> nn.Module:
+    """The quantizer named ``type`` in :data:`QUANTIZERS`, or with ``groups`` > 1 a product of that
+    many (:class:`ProductQuantizer`; it composes :class:`VectorQuantizer`)."""
+    if type not in QUANTIZERS:
+        raise ValueError(f"unknown quantizer type {type!r}; expected one of {sorted(QUANTIZERS)}")
     if groups == 1:
-        return VectorQuantizer(num_codes, dim, **options)
-    return ProductQuantizer(num_codes, dim, groups, **options)
+        return QUANTIZERS[type](num_codes, dim, **options)
+    return ProductQuantizer(num_codes, dim, groups, part=QUANTIZERS[type], **options)

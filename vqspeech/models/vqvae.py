@@ -1,9 +1,10 @@
 """The VQ-VAE: encoder -> vector quantizer -> speaker-conditioned decoder.
 
-``model.decoder_type`` picks the decoder: ``wavenet`` (autoregressive, teacher-forced
-cross-entropy over mu-law classes; the default, and what a config without the key means) or
-``conv`` (:class:`ConvDecoder`, non-autoregressive, trained on a multi-scale log-mel L1 loss plus
-the adversarial terms the training task adds; see ``tasks.py``).
+``model.decoder_type`` names the decoder in :data:`DECODERS`: ``wavenet`` (autoregressive,
+trained by teacher-forced cross-entropy over mu-law classes) or ``conv`` (:class:`ConvDecoder`,
+non-autoregressive, trained on a multi-scale log-mel L1 loss plus the adversarial terms the
+training task adds). Each decoder's ``reconstruct`` is its training objective and says by its
+output type what it returns.
 
 ``model.top.stride`` > 0 adds a top level of codes at 1/stride of the code rate (VQ-VAE-2; see
 ``hierarchy.py``): the bottom quantizer's input is conditioned on the top codes and the decoder
@@ -12,101 +13,105 @@ reads both levels.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from ..audio import mu_law_encode
-from .conv_decoder import ConvDecoder
+from .conv_decoder import ConvDecoder, WaveformOutput
 from .encoder import Encoder
-from .gan_losses import MultiScaleMelLoss
 from .hierarchy import TopLevel
 from .jitter import TimeJitter
 from .quantizer import QuantizerOutput, build_quantizer
-from .wavenet import WaveNetDecoder
+from .wavenet import TeacherForcedOutput, WaveNetDecoder
+
+DECODERS: dict[str, type[WaveNetDecoder] | type[ConvDecoder]] = {"wavenet": WaveNetDecoder, "conv": ConvDecoder}
+"""``model.decoder_type`` -> decoder class, built as ``cls(num_speakers, latent_dim=D,
+hop_length=hop, sample_rate=sr, **options)`` with the options of its config block
+(:data:`DECODER_OPTIONS`)."""
+
+DECODER_OPTIONS = {"wavenet": "decoder", "conv": "conv_decoder"}
+"""``model.decoder_type`` -> the block of the model config that holds that decoder's options."""
 
 
-DECODER_TYPES = ("wavenet", "conv")
-
-
-@dataclass
-class VQVAEOutput:
-    logits: torch.Tensor | None    # [B, classes, T] (wavenet; None for conv)
-    targets: torch.Tensor | None   # [B, T] mu-law classes (wavenet; None for conv)
-    vq: QuantizerOutput
-    bits_per_sample: torch.Tensor | None  # wavenet: mean teacher-forced cross-entropy in bits (unmasked samples)
-    loss: torch.Tensor         # wavenet: cross-entropy (nats) + quantizer loss; conv: mel_weight * mel_loss + quantizer loss
-    waveform: torch.Tensor | None = None  # conv: the generated audio [B, T] (with its graph)
-    target_audio: torch.Tensor | None = None  # conv: the input audio cut to whole frames [B, T]
-    mel_loss: torch.Tensor | None = None  # conv: unweighted multi-scale log-mel L1 (masked), with its graph
-    mask: torch.Tensor | None = None     # conv: the mask cut to whole frames, when one was given
-    top: QuantizerOutput | None = None   # hierarchical: the top level (codes [B, ceil(F / stride)])
+def config_in_use(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a model config that :meth:`VQVAE.from_config` reads: the chosen decoder's block
+    only, and no top-level options when there is no top level. Two configs build the same model
+    exactly when these are equal."""
+    unused = [block for name, block in DECODER_OPTIONS.items() if name != config.get("decoder_type")]
+    used = {k: v for k, v in config.items() if k not in unused}
+    if isinstance(used.get("top"), dict) and not used["top"].get("stride"):
+        used["top"] = {"stride": 0}
+    return used
 
 
 @dataclass
 class Quantized:
-    """Both code levels of a batch. A one-level model has ``top`` None and decodes ``vq.quantized``."""
+    """Both code levels of a batch. A one-level model has ``top`` None."""
 
     vq: QuantizerOutput              # the (bottom) codes [B, F] (grouped: [B, F, G])
     latents: torch.Tensor            # the (bottom) quantizer's input z [B, D, F]
-    decoder_latents: torch.Tensor    # what the decoder reads [B, D, F] (straight-through)
+    decoder_input: torch.Tensor      # what the decoder reads [B, D, F] (straight-through)
     top: QuantizerOutput | None = None  # hierarchical: codes [B, ceil(F / stride)]
 
     @property
     def loss(self) -> torch.Tensor:
+        """The quantizer losses of both levels."""
+        return self.vq.loss if self.top is None else self.vq.loss + self.top.loss
+
+
+@dataclass
+class VQVAEOutput:
+    """One training forward pass: ``loss`` = the decoder's reconstruction loss + the quantizer
+    losses, the codes of both levels, and what the decoder's objective returned
+    (:class:`TeacherForcedOutput` for ``wavenet``, :class:`WaveformOutput` for ``conv``)."""
+
+    loss: torch.Tensor
+    vq: QuantizerOutput
+    top: QuantizerOutput | None
+    reconstruction: TeacherForcedOutput | WaveformOutput
+
+    @property
+    def quantizer_loss(self) -> torch.Tensor:
         return self.vq.loss if self.top is None else self.vq.loss + self.top.loss
 
 
 class VQVAE(nn.Module):
-    """audio [B, T] in [-1, 1] + speaker ids [B] -> next-sample logits (wavenet) or a waveform (conv).
+    """audio [B, T] in [-1, 1] + speaker ids [B] -> codes and the decoder's reconstruction.
 
     ``jitter``: time-jitter probability applied to the quantized latents in training (0 = off).
     """
 
     def __init__(self, encoder: Encoder, quantizer: nn.Module, decoder: WaveNetDecoder | ConvDecoder,
-                 sample_rate: int, jitter: float = 0.0, mel_weight: float = 1.0, top: TopLevel | None = None):
+                 sample_rate: int, jitter: float = 0.0, top: TopLevel | None = None):
         super().__init__()
         self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
         self.top = top
         self.jitter = TimeJitter(jitter)
         self.sample_rate = sample_rate
         self.hop_length = encoder.hop_length
-        self.decoder_type = "conv" if isinstance(decoder, ConvDecoder) else "wavenet"
-        # conv only: weight of the mel loss in ``loss`` (the trainer sets train.adversarial.mel_weight);
-        # the filterbanks are non-persistent buffers, so the state dict holds no extra keys
-        self.mel_weight = mel_weight
-        self.mel_loss = MultiScaleMelLoss(sample_rate) if self.decoder_type == "conv" else None
+        self.decoder_type = next(name for name, cls in DECODERS.items() if isinstance(decoder, cls))
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], num_speakers: int) -> "VQVAE":
+    def from_config(cls, config: dict[str, Any], num_speakers: int) -> VQVAE:
         """Build from a plain dict shaped like ``conf/model/*.yaml``."""
-        hop, dim = config["hop_length"], config["latent_dim"]
-        decoder_type = config.get("decoder_type", "wavenet")  # configs from before the switch: wavenet
-        if decoder_type not in DECODER_TYPES:
-            raise ValueError(f"decoder_type {decoder_type!r} is not one of {', '.join(DECODER_TYPES)}")
-        # built in this order (encoder, quantizer, decoder) so a seed gives the same weights as before
-        encoder = Encoder(config["sample_rate"], hop, latent_dim=dim, **config["encoder"])
+        hop, dim, rate = config["hop_length"], config["latent_dim"], config["sample_rate"]
+        decoder_type = config["decoder_type"]
+        if decoder_type not in DECODERS:
+            raise ValueError(f"decoder_type {decoder_type!r} is not one of {', '.join(DECODERS)}")
+        # built in this order (encoder, quantizer, decoder, top level): a seed fixes the weights
+        encoder = Encoder(rate, hop, latent_dim=dim, **config["encoder"])
         quantizer = build_quantizer(config["num_codes"], dim, **config["quantizer"])
-        if decoder_type == "wavenet":
-            decoder = WaveNetDecoder(num_speakers, latent_dim=dim, hop_length=hop, **config["decoder"])
-        else:
-            decoder = ConvDecoder(num_speakers, latent_dim=dim, hop_length=hop, **config["conv_decoder"])
-        top_cfg = dict(config.get("top") or {})  # configs from before the switch: one level
+        decoder = DECODERS[decoder_type](num_speakers, latent_dim=dim, hop_length=hop, sample_rate=rate,
+                                         **config[DECODER_OPTIONS[decoder_type]])
+        top_cfg = dict(config["top"])
         top = None
-        if top_cfg.get("stride", 0):
-            top = TopLevel(dim, top_cfg.pop("stride"), quantizer={**config["quantizer"], "groups": 1}, **top_cfg)
-        return cls(
-            encoder=encoder,
-            quantizer=quantizer,
-            decoder=decoder,
-            sample_rate=config["sample_rate"],
-            jitter=config.get("jitter", 0.0),
-            top=top,
-        )
+        if top_cfg.pop("stride"):
+            top = TopLevel(dim, config["top"]["stride"], quantizer={**config["quantizer"], "groups": 1},
+                           **top_cfg)
+        return cls(encoder=encoder, quantizer=quantizer, decoder=decoder, sample_rate=rate,
+                   jitter=config["jitter"], top=top)
 
     @property
     def code_rate_hz(self) -> float:
@@ -144,7 +149,7 @@ class VQVAE(nn.Module):
         the bottom level of a hierarchical model)."""
         return self.quantize(audio).vq.codes
 
-    def decoder_latents(self, codes: torch.Tensor, top_codes: torch.Tensor | None = None) -> torch.Tensor:
+    def embed_codes(self, codes: torch.Tensor, top_codes: torch.Tensor | None = None) -> torch.Tensor:
         """Codes [B, F] (grouped: [B, F, G]) and, for a hierarchical model, top codes
         [B, ceil(F / stride)] -> the decoder's input [B, D, F]."""
         quantized = self.quantizer.lookup(codes)
@@ -155,31 +160,14 @@ class VQVAE(nn.Module):
         upsampled = self.top.upsample(self.top.quantizer.lookup(top_codes), quantized.shape[-1])
         return self.top.decoder_input(quantized, upsampled)
 
-    def decoder_inputs(self, targets: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: targets [B, T] -> inputs shifted right by one, starting from silence."""
-        silence = self.decoder.classes // 2
-        return F.pad(targets[:, :-1], (1, 0), value=silence)
-
     def forward(self, audio: torch.Tensor, speakers: torch.Tensor,
                 mask: torch.Tensor | None = None) -> VQVAEOutput:
-        """audio [B, T], speakers [B], optional mask [B, T] (1 = real sample, 0 = padding)."""
+        """audio [B, T], speakers [B], optional mask [B, T] (1 = real sample, 0 = padding); audio
+        and mask are cut to whole code frames."""
         length = audio.shape[-1] // self.hop_length * self.hop_length
         audio = audio[:, :length]
-        q = self.quantize(audio)
-        latents = self.jitter(q.decoder_latents)
-        if self.decoder_type == "conv":
-            waveform = self.decoder(latents, speakers)
-            if mask is not None:
-                mask = mask[:, :length]
-            mel = self.mel_loss(waveform, audio, mask)
-            return VQVAEOutput(None, None, q.vq, None, self.mel_weight * mel + q.loss, waveform=waveform,
-                               target_audio=audio, mel_loss=mel, mask=mask, top=q.top)
-        targets = mu_law_encode(audio, self.decoder.classes)
-        logits = self.decoder(self.decoder_inputs(targets), latents, speakers)
-        nll = F.cross_entropy(logits.float(), targets, reduction="none")
         if mask is not None:
-            mask = mask[:, :length].to(nll.dtype)
-            nll = (nll * mask).sum() / mask.sum().clamp_min(1.0)
-        else:
-            nll = nll.mean()
-        return VQVAEOutput(logits, targets, q.vq, nll.detach() / math.log(2), nll + q.loss, top=q.top)
+            mask = mask[:, :length]
+        q = self.quantize(audio)
+        reconstruction = self.decoder.reconstruct(audio, self.jitter(q.decoder_input), speakers, mask)
+        return VQVAEOutput(reconstruction.loss + q.loss, q.vq, q.top, reconstruction)

@@ -9,10 +9,23 @@ parts), ``skip_channels``. Local conditioning arrives at frame rate and is upsam
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ..audio import mu_law_encode
+
+
+@dataclass
+class TeacherForcedOutput:
+    """What the WaveNet decoder's training objective returns for audio [B, T]."""
+
+    logits: torch.Tensor           # [B, classes, T]
+    targets: torch.Tensor          # [B, T] mu-law classes of the audio
+    loss: torch.Tensor             # cross-entropy in nats, the mean over unmasked samples
+    bits_per_sample: torch.Tensor  # the same in bits, detached
 
 
 class ResidualLayer(nn.Module):
@@ -70,16 +83,17 @@ class WaveNetDecoder(nn.Module):
 
     ``forward`` takes the *input* sequence: position t holds the sample before the one predicted
     at t (teacher forcing shifts the target right by one). Output t depends only on inputs <= t.
+    ``sample_rate`` is that of the audio it models (recorded, not used by the network).
     """
 
     def __init__(self, num_speakers: int, latent_dim: int = 64, hop_length: int = 160,
-                 classes: int = 256, residual_channels: int = 64, gate_channels: int = 128,
-                 skip_channels: int = 64, kernel_size: int = 2, layers: int = 20, cycles: int = 2,
-                 local_channels: int = 64, global_channels: int = 64, cond_kernel_size: int = 3):
+                 sample_rate: int = 16000, classes: int = 256, residual_channels: int = 64,
+                 gate_channels: int = 128, skip_channels: int = 64, kernel_size: int = 2, layers: int = 20,
+                 cycles: int = 2, local_channels: int = 64, global_channels: int = 64, cond_kernel_size: int = 3):
         super().__init__()
         if layers % cycles:
             raise ValueError(f"wavenet layers={layers} is not a multiple of cycles={cycles}")
-        self.classes, self.hop_length = classes, hop_length
+        self.classes, self.hop_length, self.sample_rate = classes, hop_length, sample_rate
         self.input_embedding = nn.Embedding(classes, residual_channels)
         self.speaker_embedding = nn.Embedding(num_speakers, global_channels)
         # a small non-causal net over the code vectors at frame rate, before upsampling
@@ -117,6 +131,24 @@ class WaveNetDecoder(nn.Module):
             x, skip = layer(x, layer.conditioning(local, speaker), self.hop_length)
             skips = skips + skip
         return self.output(skips * math.sqrt(1.0 / len(self.layers)))
+
+    def teacher_forcing_inputs(self, targets: torch.Tensor) -> torch.Tensor:
+        """targets [B, T] -> the inputs that predict them: shifted right by one, from silence."""
+        return F.pad(targets[:, :-1], (1, 0), value=self.classes // 2)
+
+    def reconstruct(self, audio: torch.Tensor, latents: torch.Tensor, speakers: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> TeacherForcedOutput:
+        """The training objective: audio [B, T] with T == F * hop_length, latents [B, D, F],
+        speakers [B], optional mask [B, T] (1 = real sample) -> teacher-forced cross-entropy."""
+        targets = mu_law_encode(audio, self.classes)
+        logits = self(self.teacher_forcing_inputs(targets), latents, speakers)
+        nll = F.cross_entropy(logits.float(), targets, reduction="none")
+        if mask is not None:
+            weights = mask.to(nll.dtype)
+            nll = (nll * weights).sum() / weights.sum().clamp_min(1.0)
+        else:
+            nll = nll.mean()
+        return TeacherForcedOutput(logits, targets, nll, nll.detach() / math.log(2))
 
     def output_step(self, skips: torch.Tensor) -> torch.Tensor:
         """The output head for one time step: summed skips [B, S] -> logits [B, classes]."""

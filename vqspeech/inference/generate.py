@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from .audio import mu_law_decode
-from .models.wavenet import WaveNetDecoder
+from ..audio import mu_law_decode
+from ..models.wavenet import WaveNetDecoder
 
 
 class IncrementalState:

@@ -1,4 +1,4 @@
-"""How well discrete units match phones, from the code-by-phone frame counts.
+"""How well discrete codes match phones, from the code-by-phone frame counts.
 
 - ``mapping_accuracy``: the VQ-VAE paper's probe (each code -> its most frequent phone), made
   speaker-independent: the mapping is learned on the other speakers' frames and scored on the
@@ -70,15 +70,15 @@ def per_phone_accuracy(phones: np.ndarray, predictions: np.ndarray, num_phones: 
         return np.where(frames > 0, right / np.maximum(frames, 1), np.nan)
 
 
-def unit_scores(codes: np.ndarray, phones: np.ndarray, groups: np.ndarray, num_codes: int,
+def code_scores(codes: np.ndarray, phones: np.ndarray, groups: np.ndarray, num_codes: int,
                 num_phones: int) -> dict:
     """accuracy (held-out mapping), pnmi, phone_purity, cluster_purity for one labelling."""
-    return unit_scores_and_predictions(codes, phones, groups, num_codes, num_phones)[0]
+    return code_scores_and_predictions(codes, phones, groups, num_codes, num_phones)[0]
 
 
-def unit_scores_and_predictions(codes: np.ndarray, phones: np.ndarray, groups: np.ndarray, num_codes: int,
+def code_scores_and_predictions(codes: np.ndarray, phones: np.ndarray, groups: np.ndarray, num_codes: int,
                                 num_phones: int) -> tuple[dict, np.ndarray]:
-    """:func:`unit_scores` and the held-out mapping's prediction for every frame [N]."""
+    """:func:`code_scores` and the held-out mapping's prediction for every frame [N]."""
     counts = contingency(codes, phones, num_codes, num_phones)
     accuracy, predictions = mapping_accuracy(codes, phones, groups, num_codes, num_phones)
     return {"accuracy": accuracy, "pnmi": pnmi(counts), "phone_purity": phone_purity(counts),
@@ -89,5 +89,5 @@ def chance_baselines(phones: np.ndarray, groups: np.ndarray, num_codes: int, num
                      seed: int = 0) -> dict:
     """The same scores for uniformly random codes (same K) and for a single code (majority phone)."""
     random_codes = np.random.default_rng(seed).integers(0, num_codes, len(phones))
-    return {"random_codes": unit_scores(random_codes, phones, groups, num_codes, num_phones),
-            "majority_phone": unit_scores(np.zeros_like(phones), phones, groups, 1, num_phones)}
+    return {"random_codes": code_scores(random_codes, phones, groups, num_codes, num_phones),
+            "majority_phone": code_scores(np.zeros_like(phones), phones, groups, 1, num_phones)}

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .audio import mu_law_decode
-from .errors import UserError
-from .models.wavenet import WaveNetDecoder
+from ..audio import mu_law_decode
+from ..errors import UserError
+from ..models.wavenet import WaveNetDecoder
 
 _SOURCE = Path(__file__).with_name("csrc") / "wavenet_step.c"
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c99"]

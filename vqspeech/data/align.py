@@ -27,13 +27,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from pocketsphinx import Decoder
 from tqdm import tqdm
 
-from .audio import load_audio, resample
-from .data.alignments import Segment, write_textgrid
-from .data.manifest import read_manifest, write_manifest
-from .errors import UserError, first_line
-from .fileio import write_text_atomic
+from ..audio import load_audio, resample
+from ..errors import UserError, first_line
+from ..fileio import write_text_atomic
+from . import espeak
+from .alignments import Segment, write_textgrid
+from .corpora import SourceUtterance, find_utterances
+from .manifest import read_manifest, write_manifest
+from .phones import PhoneFolding
 
 ALIGN_RATE = 16000
 """pocketsphinx's acoustic model rate; audio is resampled to it."""
@@ -177,8 +181,6 @@ class PocketsphinxAligner:
 
     def _decoder(self, beams: str):
         if beams not in self._decoders:
-            from pocketsphinx import Decoder
-
             options = WIDE_BEAMS if beams == "wide" else {}
             decoder = Decoder(samprate=ALIGN_RATE, lm=None, loglevel="FATAL", **options)
             for word, phones in self._added.items():
@@ -206,9 +208,6 @@ def espeak_pronunciation(word: str) -> str | None:
     espeak reads any spelling (names, numbers such as ``42``); its phonemes are folded onto the
     ARPAbet classes with the ``espeak`` table of :mod:`vqspeech.data.phones`.
     """
-    from .data import espeak
-    from .data.phones import PhoneFolding
-
     folding = PhoneFolding.load("espeak")
     try:
         result = espeak.synthesize(word, voice="en-us")
@@ -248,8 +247,8 @@ def _phone_frames(alignment, words: list[str]) -> list[tuple[str, int, int]]:
 def pcm16(audio: np.ndarray, pad_seconds: float, dither: float, seed: int = 0) -> bytes:
     """16 kHz float audio -> 16-bit PCM bytes for pocketsphinx, padded with ``pad_seconds`` of
     silence on each side and given fixed-seed Gaussian dither (exact digital silence breaks it)."""
-    n_pad = int(round(pad_seconds * ALIGN_RATE))
-    padded = np.pad(np.asarray(audio, dtype=np.float64), (n_pad, n_pad))
+    pad_samples = int(round(pad_seconds * ALIGN_RATE))
+    padded = np.pad(np.asarray(audio, dtype=np.float64), (pad_samples, pad_samples))
     padded += dither * np.random.default_rng(seed).standard_normal(len(padded))
     return (np.clip(padded, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
 
@@ -276,30 +275,24 @@ def _shift(segments: list[Segment], pad: float, duration: float) -> list[Segment
 # Corpus level
 
 
-@dataclass
-class _Item:
-    id: str
-    audio: str
-    text: str | None
-    out: str
-
-
 _WORKER: PocketsphinxAligner | None = None
 
 
-def _align_item(item: _Item) -> tuple[str, str | None, int]:
-    """Align one utterance and write its TextGrid; returns (id, failure reason or None, attempt)."""
+def _align_item(job: tuple[SourceUtterance, str]) -> tuple[str, str | None, int]:
+    """Align one utterance and write its TextGrid (the job's path); returns (id, failure reason or
+    None, attempt)."""
+    item, out = job
     global _WORKER
     if _WORKER is None:
         _WORKER = PocketsphinxAligner()
     if not item.text:
         return item.id, "no transcript", -1
     try:
-        audio, sample_rate = load_audio(item.audio)
+        audio, sample_rate = load_audio(str(item.path))
         if audio.size == 0:
             return item.id, "empty audio", -1
         words, phones, attempt = _WORKER.align(audio, sample_rate, item.text)
-        write_textgrid(item.out, {"words": words, "phones": phones}, len(audio) / sample_rate)
+        write_textgrid(out, {"words": words, "phones": phones}, len(audio) / sample_rate)
         return item.id, None, attempt
     except (AlignmentFailed, UserError) as exc:
         return item.id, str(exc), -1
@@ -320,13 +313,14 @@ def align_corpus(source: str | os.PathLike, out_dir: str | os.PathLike, layout: 
     Raises UserError for a missing source, an unknown layout, or an ``out_dir`` aligned from a
     different source (unless ``overwrite``).
     """
-    items, settings = _items(Path(source).expanduser(), Path(out_dir), layout, layout_options)
+    items, settings = _items(Path(source).expanduser(), layout, layout_options)
     if limit is not None:
         items = items[:limit]
     out_dir = Path(out_dir)
     _check_previous(out_dir, settings, overwrite)
 
-    todo = [it for it in items if overwrite or not Path(it.out).is_file()]
+    jobs = [(it, str(out_dir / f"{it.id}.TextGrid")) for it in items]
+    todo = [job for job in jobs if overwrite or not Path(job[1]).is_file()]
     reused = len(items) - len(todo)
     failures: dict[str, str] = {}
     attempts: dict[str, int] = {}
@@ -350,9 +344,9 @@ def align_corpus(source: str | os.PathLike, out_dir: str | os.PathLike, layout: 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     by_id = {it.id: it for it in items}
-    rows = ["id\tfile\treason"] + [f"{i}\t{by_id[i].audio}\t{r}" for i, r in sorted(failures.items())]
+    rows = ["id\tfile\treason"] + [f"{i}\t{by_id[i].path}\t{r}" for i, r in sorted(failures.items())]
     write_text_atomic(out_dir / "failed.tsv", "\n".join(rows) + "\n")
-    aligned = sum(Path(it.out).is_file() for it in items)
+    aligned = sum(Path(out).is_file() for _, out in jobs)
     processed = len(todo) - len(failures)
     summary = AlignSummary(
         total=len(items), aligned=aligned, failed=len(failures), reused=reused,
@@ -384,19 +378,16 @@ def attach_alignments(manifest: str | os.PathLike, align_dir: str | os.PathLike)
     return sum(1 for u in utts if u.alignment)
 
 
-def _items(source: Path, out_dir: Path, layout: str | None,
-           layout_options: dict) -> tuple[list[_Item], dict]:
+def _items(source: Path, layout: str | None, layout_options: dict) -> tuple[list[SourceUtterance], dict]:
     """The utterances to align, and the settings that identify this source."""
     if layout is None:
         utts = read_manifest(source)
         settings = {"source": str(source.resolve()), "layout": None}
-        return [_Item(u.id, u.audio, u.text, str(out_dir / f"{u.id}.TextGrid")) for u in utts], settings
-    from .data.corpora import find_utterances
-
+        return [SourceUtterance(u.id, u.audio, u.speaker, u.text) for u in utts], settings
     utts, _ = find_utterances(source, layout, **layout_options)
     settings = {"source": str(source.resolve()), "layout": layout,
                 "layout_options": dict(sorted(layout_options.items()))}
-    return [_Item(u.id, u.path, u.text, str(out_dir / f"{u.id}.TextGrid")) for u in utts], settings
+    return utts, settings
 
 
 def _check_previous(out_dir: Path, settings: dict, overwrite: bool) -> None:
@@ -411,4 +402,4 @@ def _check_previous(out_dir: Path, settings: dict, overwrite: bool) -> None:
     if old != settings:
         raise UserError(f"{out_dir} holds alignments of {previous.get('source')} "
                         f"(layout {previous.get('layout')}); choose another output folder or "
-                        "pass --overwrite to replace them.")
+                        "pass `overwrite=True` to replace them.")

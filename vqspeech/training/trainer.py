@@ -1,39 +1,70 @@
 """One trainer for every model: the loop, schedule, DDP, bf16 autocast, checkpoints and logging.
 
-What is specific to a model lives in a :class:`Task` (see ``tasks.py``): how to build batches,
-compute the loss, validate and draw media for TensorBoard. The trainer owns everything else.
+What is specific to a model lives in a :class:`Task` (``vqvae_task.py``, ``prior_task.py``): how
+to build batches, compute the loss, validate and draw media for TensorBoard. The trainer owns
+everything else.
 """
 
 from __future__ import annotations
 
+import abc
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from .checkpoint import cpu_state_dict, save_checkpoint
-from .device import DistInfo, autocast
-from .errors import UserError
-from .fileio import atomic_path
+from ..checkpoint import cpu_state_dict, save_checkpoint
+from ..device import DistInfo, autocast
+from ..errors import UserError
+from ..fileio import atomic_path
 
 
-class Task(Protocol):
-    kind: str                       # stored in checkpoints; resume refuses another kind
+class Task(abc.ABC):
+    """What the trainer needs to know about one kind of model."""
+
+    kind: str
+    """Stored in checkpoints; resuming refuses a checkpoint of another kind."""
     model: torch.nn.Module
-    progress_keys: tuple[str, ...]  # scalars shown on the progress bar
-    best_metric: str | None         # validation metric (lower is better) kept as best.pt; None: none
+    progress_keys: tuple[str, ...] = ()
+    """Scalars of :meth:`loss` shown on the progress bar."""
+    best_metric: str | None = None
+    """A validation metric (lower is better) whose best checkpoint is kept as ``best.pt``."""
+    step: int = 0
+    """Optimizer steps taken so far; the trainer sets it before each :meth:`loss`."""
 
-    def batches(self, start_step: int, rank: int, device: torch.device) -> Iterator[Any]: ...
-    def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
-    def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]: ...
-    def log_media(self, model: torch.nn.Module, writer, step: int, device: torch.device) -> None: ...
-    def checkpoint_fields(self) -> dict[str, Any]: ...
+    @abc.abstractmethod
+    def batches(self, start_step: int, rank: int, device: torch.device) -> Iterator[Any]:
+        """Training batches from step ``start_step`` on, a pure function of (seed, step, rank)."""
+
+    @abc.abstractmethod
+    def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor | int]]:
+        """(loss to minimise, detached scalars to log; ``samples`` counts the batch's samples)."""
+
+    @abc.abstractmethod
+    def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        """Validation metrics (the model is in eval mode)."""
+
+    @abc.abstractmethod
+    def log_media(self, model: torch.nn.Module, writer: SummaryWriter, step: int, device: torch.device) -> None:
+        """Write audio, figures or histograms to TensorBoard."""
+
+    @abc.abstractmethod
+    def checkpoint_fields(self) -> dict[str, Any]:
+        """What the task adds to every checkpoint (speakers, ...)."""
+
+    def to_device(self, device: torch.device) -> None:
+        """Move what the task trains besides ``model`` (a discriminator) to ``device``."""
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Resume that state from a checkpoint; ValueError when it is missing."""
 
 
 def lr_lambda(warmup_steps: int, max_steps: int, schedule: str, min_ratio: float):
@@ -52,24 +83,26 @@ def lr_lambda(warmup_steps: int, max_steps: int, schedule: str, min_ratio: float
 
 
 class Trainer:
-    """Runs (or resumes) training of ``task.model`` in ``exp_dir`` according to ``cfg`` (train.*)."""
+    """Runs (or resumes) training of ``task.model`` in ``exp_dir``. ``config`` is the experiment's
+    whole config (saved in every checkpoint); its ``train`` section drives the loop."""
 
-    def __init__(self, exp_dir: str | Path, task: Task, cfg: dict[str, Any], config: dict[str, Any],
-                 device: torch.device, dist_info: DistInfo = DistInfo(), resume: dict[str, Any] | None = None):
-        self.exp_dir, self.task, self.cfg, self.config = Path(exp_dir), task, cfg, config
-        self.device, self.dist = device, dist_info
+    def __init__(self, exp_dir: str | Path, task: Task, config: dict[str, Any], device: torch.device,
+                 dist_info: DistInfo | None = None, resume: dict[str, Any] | None = None):
+        self.exp_dir, self.task, self.config = Path(exp_dir), task, config
+        self.settings = config["train"]  # the loop's settings
+        self.device, self.dist = device, dist_info or DistInfo()
         self.ckpt_dir = self.exp_dir / "checkpoints"
         self.model = task.model.to(device)
-        if hasattr(task, "to_device"):  # models the task trains besides task.model (a discriminator)
-            task.to_device(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]),
-                                          weight_decay=cfg.get("weight_decay", 0.0))
+        task.to_device(device)
+        settings = self.settings
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings["lr"],
+                                          betas=tuple(settings["betas"]), weight_decay=settings["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(cfg["warmup_steps"], cfg["max_steps"], cfg["schedule"],
-                                      cfg["lr_min_ratio"]))
+            self.optimizer, lr_lambda(settings["warmup_steps"], settings["max_steps"], settings["schedule"],
+                                      settings["lr_min_ratio"]))
         self.step, self.elapsed = 0, 0.0
         self.best: tuple[float, int] | None = None  # (value of task.best_metric, step)
-        self.amp = cfg["amp"] and device.type == "cuda"
+        self.amp = settings["amp"] and device.type == "cuda"
         if resume is not None:
             self._resume(resume)
         self.ddp_model = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda"
@@ -89,8 +122,7 @@ class Trainer:
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
-            if hasattr(self.task, "restore"):  # the task's own state (discriminator and its optimizer)
-                self.task.restore(ckpt)
+            self.task.restore(ckpt)
         except (RuntimeError, ValueError) as exc:
             raise UserError(f"{last} does not match the configured model ({str(exc).splitlines()[0][:100]}); "
                             "use a new experiment folder.") from None
@@ -102,11 +134,11 @@ class Trainer:
         if torch.cuda.is_available() and ckpt["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
         # optimizer settings come from the config, so overrides given on resume take effect
-        self.scheduler.base_lrs = [self.cfg["lr"] for _ in self.optimizer.param_groups]
+        self.scheduler.base_lrs = [self.settings["lr"] for _ in self.optimizer.param_groups]
         factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
         for group in self.optimizer.param_groups:
-            group.update(lr=self.cfg["lr"] * factor, initial_lr=self.cfg["lr"], betas=tuple(self.cfg["betas"]),
-                         weight_decay=self.cfg.get("weight_decay", 0.0))
+            group.update(lr=self.settings["lr"] * factor, initial_lr=self.settings["lr"], betas=tuple(self.settings["betas"]),
+                         weight_decay=self.settings["weight_decay"])
 
     def save(self, name: str = "last.pt", also_last: bool = False) -> None:
         """Write a checkpoint (rank 0 only); ``also_last`` copies it to last.pt as well."""
@@ -128,8 +160,8 @@ class Trainer:
     # --- loop ------------------------------------------------------------------------------
     def _should_stop(self, started: float, diverged: bool) -> bool:
         """Budget reached? Every rank stops at the same step, and every rank raises on divergence."""
-        budget = self.cfg.get("max_minutes")
-        stop = self.step >= self.cfg["max_steps"] or (
+        budget = self.settings.get("max_minutes")
+        stop = self.step >= self.settings["max_steps"] or (
             budget is not None and self.elapsed + time.time() - started >= 60 * budget)
         if self.dist.enabled:
             flags = torch.tensor([float(stop), float(diverged)],
@@ -145,29 +177,28 @@ class Trainer:
         """Train until max_steps or the wall-clock budget; returns the last validation metrics."""
         writer = None
         if self.dist.is_main:
-            from torch.utils.tensorboard import SummaryWriter
             writer = SummaryWriter(str(self.exp_dir / "tb"), purge_step=self.step or None)
         started, metrics = time.time(), {}
         batches = self.task.batches(self.step, self.dist.rank, self.device)
-        bar = tqdm(total=self.cfg["max_steps"], initial=self.step, disable=not self.dist.is_main,
+        bar = tqdm(total=self.settings["max_steps"], initial=self.step, disable=not self.dist.is_main,
                    desc=f"train {self.task.kind}", dynamic_ncols=True, mininterval=1.0)
         window_start, window_samples, diverged, validated_at = time.time(), 0.0, False, None
         while not self._should_stop(started, diverged):
             batch = next(batches)
             self.model.train()
-            self.task.step = self.step  # tasks whose loss depends on the step (the GAN warm-up)
+            self.task.step = self.step
             with autocast(self.device, self.amp):
                 loss, scalars = self.task.loss(self.ddp_model, batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"])
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings["grad_clip"])
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
             window_samples = window_samples + scalars.pop("samples", 0) * self.dist.world_size
             loss = loss.detach()
             diverged = not math.isfinite(float(loss))
-            if self.step % self.cfg["log_every"] == 0 and writer is not None:
+            if self.step % self.settings["log_every"] == 0 and writer is not None:
                 now = time.time()
                 rate = float(window_samples) / max(now - window_start, 1e-9)
                 window_start, window_samples = now, 0.0
@@ -181,11 +212,11 @@ class Trainer:
                                                              if k in self.task.progress_keys},
                                 sps=f"{rate:,.0f}", refresh=False)
             bar.update(1)
-            if self.step % self.cfg["valid_every"] == 0:
+            if self.step % self.settings["valid_every"] == 0:
                 metrics, validated_at = self._validate(writer), self.step
-            if self.cfg["media_every"] and self.step % self.cfg["media_every"] == 0 and writer is not None:
+            if self.settings["media_every"] and self.step % self.settings["media_every"] == 0 and writer is not None:
                 self.task.log_media(self.model, writer, self.step, self.device)
-            if self.step % self.cfg["checkpoint_every"] == 0:
+            if self.step % self.settings["checkpoint_every"] == 0:
                 self.elapsed += time.time() - started
                 started = time.time()
                 self.save(f"step-{self.step}.pt", also_last=True)
@@ -207,8 +238,8 @@ class Trainer:
             for key, value in metrics.items():
                 writer.add_scalar(f"valid/{key}", value, self.step)
             writer.flush()
-        key = getattr(self.task, "best_metric", None)
-        if key in metrics and (self.best is None or metrics[key] < self.best[0]):
+        key = self.task.best_metric
+        if key is not None and key in metrics and (self.best is None or metrics[key] < self.best[0]):
             self.best = (float(metrics[key]), self.step)
             self.save("best.pt")
         return metrics

@@ -2,42 +2,27 @@
 
     from vqspeech import VQSpeech
     vq = VQSpeech.load("exp/demo")                  # experiment folder or checkpoint file
-    codes = vq.encode(audio, sample_rate)           # np.int16 [F]
-    wav = vq.decode(codes, speaker="us_f3")         # np.float32 [F * hop] at vq.sample_rate
+    encoding = vq.encode(audio, sample_rate)        # Encoding: codes np.int16 [F] (+ top, latents)
+    wav = vq.decode(encoding, speaker="us_f3")      # np.float32 [F * hop] at vq.sample_rate
     wav = vq.convert(audio, sample_rate, speaker="gb_m1")
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .audio import resample
-from .checkpoint import load_checkpoint
-from .data.corpora import AUDIO_EXTENSIONS, is_audio_file, sanitize_id
-from .data.manifest import read_manifest
-from .device import select_device
-from .errors import UserError
+from ..audio import resample
+from ..checkpoint import load_checkpoint
+from ..data.codes import Encoding
+from ..device import select_device
+from ..errors import UserError
+from ..models.vqvae import VQVAE
 from .fast_generate import FastWaveNet
 from .generate import generate
-from .models import VQVAE
-
-
-@dataclass
-class HierarchicalCodes:
-    """The two code levels of one utterance from a hierarchical model (``model.top.stride`` > 0,
-    VQ-VAE-2): ``bottom`` [F] (or [F, G]) at the code rate and ``top`` [ceil(F / stride)] at the
-    top rate; top code j covers bottom frames j*stride .. (j+1)*stride - 1. ``len`` is F."""
-
-    bottom: np.ndarray
-    top: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.bottom)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -107,10 +92,11 @@ class VQSpeech:
         return self.model.top_stride
 
     @torch.no_grad()
-    def encode(self, audio: np.ndarray, sample_rate: int, latents: bool = False, chunk_frames: int = 2048):
-        """audio [T] -> codes np.int16 [F] (grouped codebooks: [F, G]; a hierarchical model:
-        :class:`HierarchicalCodes`), and latents np.float32 [F, D] (the bottom quantizer's input)
-        when ``latents``.
+    def encode(self, audio: np.ndarray, sample_rate: int, latents: bool = False,
+               chunk_frames: int = 2048) -> Encoding:
+        """audio [T] -> :class:`Encoding`: codes np.int16 [F] (grouped codebooks: [F, G]), the top
+        codes np.int16 [ceil(F / stride)] of a hierarchical model (else None), and with ``latents``
+        the bottom quantizer's input np.float32 [F, D] (else None).
 
         Long audio is encoded ``chunk_frames`` frames at a time, each chunk with the model's
         context on both sides, so the result equals one pass and memory stays bounded.
@@ -131,53 +117,54 @@ class VQSpeech:
                 tops.append(q.top.codes[0, (first - lo) // s: -(-(last - lo) // s)].cpu().numpy().astype(np.int16))
             if latents:
                 zs.append(q.latents[0, :, first - lo: last - lo].t().cpu().numpy().astype(np.float32))
-        codes = np.concatenate(codes)
-        if tops:
-            codes = HierarchicalCodes(codes, np.concatenate(tops))
-        return (codes, np.concatenate(zs)) if latents else codes
+        return Encoding(np.concatenate(codes), np.concatenate(tops) if tops else None,
+                        np.concatenate(zs) if latents else None)
 
-    def _check_codes(self, codes: list) -> None:
-        """UserError unless ``codes`` fit this model: ranges, levels, top lengths."""
-        hierarchical = [isinstance(c, HierarchicalCodes) for c in codes]
-        if self.top_stride and not all(hierarchical):
+    def _check_codes(self, encodings: list[Encoding]) -> None:
+        """UserError unless the codes fit this model: ranges, levels, top lengths."""
+        has_top = [e.top is not None for e in encodings]
+        if self.top_stride and not all(has_top):
             raise UserError("This model decodes two code levels (VQ-VAE-2); give the folder `vqspeech encode` "
                             "wrote (codes/ and codes_top/), not bottom codes alone.")
-        if not self.top_stride and any(hierarchical):
+        if not self.top_stride and any(has_top):
             raise UserError("These codes have two levels but this model has one; decode them with the "
                             "hierarchical model that made them.")
-        bottom_codes = self.model.quantizer.num_codes
-        levels = [(c.bottom if self.top_stride else c, bottom_codes) for c in codes]
-        if self.top_stride:
-            levels += [(c.top, self.model.top.num_codes) for c in codes]
-            for c in codes:
-                if len(c.top) != self.model.top.top_frames(len(c.bottom)):
-                    raise UserError(f"{len(c.top)} top codes do not match {len(c.bottom)} bottom codes "
-                                    f"(this model needs ceil({len(c.bottom)} / {self.top_stride}) = "
-                                    f"{self.model.top.top_frames(len(c.bottom))}); were they made by another model?")
+        levels = [(e.codes, self.model.quantizer.num_codes) for e in encodings]
+        if self.model.top is not None:
+            levels += [(e.top, self.model.top.num_codes) for e in encodings]
+            for e in encodings:
+                expected = self.model.top.top_frames(len(e.codes))
+                if e.top is not None and len(e.top) != expected:
+                    raise UserError(f"{len(e.top)} top codes do not match {len(e.codes)} bottom codes "
+                                    f"(this model needs ceil({len(e.codes)} / {self.top_stride}) = "
+                                    f"{expected}); were they made by another model?")
         for array, num_codes in levels:
             array = np.asarray(array)
             if array.size and (array.max() >= num_codes or array.min() < 0):
                 raise UserError(f"Codes must lie in [0, {num_codes}); were they made by another model?")
 
     @torch.no_grad()
-    def decode_batch(self, codes: list, speakers: list[str], temperature: float = 1.0,
+    def decode_batch(self, codes: list[Encoding | np.ndarray], speakers: list[str], temperature: float = 1.0,
                      seed: int = 0, progress: bool = False) -> list[np.ndarray]:
         """Generate several utterances together; returns waveforms [F_i * hop] at sample_rate.
 
-        ``codes``: arrays [F_i] (grouped codebooks: [F_i, G]), or :class:`HierarchicalCodes` for a
-        hierarchical model. A conv decoder (``model.decoder_type=conv``) is deterministic:
-        ``temperature`` and ``seed`` are ignored, and utterances of equal length are decoded in one
-        batch each, so a result does not depend on the other utterances of the call.
+        ``codes``: an :class:`Encoding` per utterance (a bare array [F_i] or [F_i, G] stands for
+        the codes of a one-level model). A conv decoder (``model.decoder_type=conv``) is
+        deterministic: ``temperature`` and ``seed`` are ignored, and utterances of equal length are
+        decoded in one batch each, so a result does not depend on the other utterances of the call.
         """
-        self._check_codes(codes)
-        lengths = [len(c) for c in codes]
-        latents = None  # [N, D, F_max], zeros past each end, as in training's padded crops
-        for i, c in enumerate(codes):  # one at a time: a top level's context never sees another's padding
-            bottom, top = (c.bottom, c.top) if isinstance(c, HierarchicalCodes) else (c, None)
-            z = self.model.decoder_latents(self._batch_of_one(bottom),
-                                           None if top is None else self._batch_of_one(top))[0]
-            if latents is None:
-                latents = z.new_zeros(len(codes), z.shape[0], max(lengths))
+        encodings = [c if isinstance(c, Encoding) else Encoding(np.asarray(c)) for c in codes]
+        if not encodings:
+            return []
+        self._check_codes(encodings)
+        lengths = [len(e) for e in encodings]
+        # [N, D, F_max], zeros past each end as in training's padded crops; one utterance at a
+        # time, so a top level's context never sees another utterance's padding
+        embedded = [self.model.embed_codes(self._batch_of_one(e.codes),
+                                           None if e.top is None else self._batch_of_one(e.top))[0]
+                    for e in encodings]
+        latents = embedded[0].new_zeros(len(encodings), embedded[0].shape[0], max(lengths))
+        for i, z in enumerate(embedded):
             latents[i, :, : lengths[i]] = z
         ids = torch.tensor([self.speaker_id(s) for s in speakers], device=self.device)
         if self.model.decoder_type == "conv":
@@ -218,54 +205,12 @@ class VQSpeech:
                 self._fast = False
         return self._fast or None
 
-    def decode(self, codes: np.ndarray, speaker: str, temperature: float = 1.0, seed: int = 0,
+    def decode(self, codes: Encoding | np.ndarray, speaker: str, temperature: float = 1.0, seed: int = 0,
                progress: bool = False) -> np.ndarray:
+        """One utterance's codes (see :meth:`decode_batch`) -> waveform [F * hop] at sample_rate."""
         return self.decode_batch([codes], [speaker], temperature, seed, progress)[0]
 
     def convert(self, audio: np.ndarray, sample_rate: int, speaker: str, temperature: float = 1.0,
                 seed: int = 0, progress: bool = False) -> np.ndarray:
         """Re-synthesise ``audio`` in ``speaker``'s voice (same codes, another speaker embedding)."""
         return self.decode(self.encode(audio, sample_rate), speaker, temperature, seed, progress)
-
-
-@dataclass
-class InputItem:
-    id: str
-    audio: str
-    speaker: str | None = None
-    split: str | None = None
-    """The manifest split (train/valid/test) when the input is a manifest."""
-
-
-def collect_inputs(path: str | Path, split: str | None = None, limit: int | None = None) -> list[InputItem]:
-    """A sound file, a folder (searched recursively) or a manifest (.jsonl) -> items with unique ids.
-
-    ``split`` keeps one split of a manifest; ``limit`` keeps the first N items.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"Input {path} does not exist; give a sound file, a folder or a manifest.jsonl.")
-    if path.is_file() and path.suffix == ".jsonl":
-        items = [InputItem(u.id, u.audio, u.speaker, u.split) for u in read_manifest(path, split)]
-        if not items:
-            raise UserError(f"Manifest {path} has no utterances{f' in split {split}' if split else ''}.")
-    elif split is not None:
-        raise UserError(f"--split applies to a manifest input, and {path} is not a .jsonl manifest.")
-    elif path.is_file():
-        items = [InputItem(sanitize_id(path.stem), str(path))]
-    else:
-        files = sorted(p for p in path.rglob("*") if p.is_file() and is_audio_file(p))
-        if not files:
-            raise UserError(f"Folder {path} holds no sound files ({', '.join(AUDIO_EXTENSIONS)}).")
-        items = [InputItem(sanitize_id(str(f.relative_to(path).with_suffix(""))), str(f)) for f in files]
-    seen: dict[str, str] = {}
-    for item in items:
-        if item.id in seen:
-            raise UserError(f"Inputs {seen[item.id]} and {item.audio} both get the id {item.id!r}; "
-                            "rename one of them.")
-        seen[item.id] = item.audio
-    if limit is not None:
-        if limit <= 0:
-            raise UserError(f"--limit must be positive, not {limit}.")
-        items = items[:limit]
-    return items

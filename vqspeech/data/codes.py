@@ -1,0 +1,347 @@
+"""The codes folder: the interface between `encode` and every verb that reads codes.
+
+This module is its only writer and reader. `encode`, `baseline mfcc-kmeans` and `prior sample`
+write one; `decode`, the priors, the probe and the tools read one. Layout::
+
+    codes/<id>.npy       int16 [F] (grouped codebooks: [F, G])
+    codes_top/<id>.npy   int16 [ceil(F / stride)]   hierarchical models only
+    latents/<id>.npy     float32 [F, D]             optional: the bottom quantizer's input, or a
+                                                    baseline's features; alone, a folder of
+                                                    continuous features
+    units.txt            one line per utterance: ``<id> c1 c2 ...`` (a grouped frame is ``c1-c2``)
+    rejects.tsv          ``file<TAB>reason`` of inputs that could not be encoded (encode only)
+    codes.json           :class:`CodesInfo`
+
+Frame t is centred at ``frame_offset_s + t / code_rate_hz`` seconds; top code j covers frames
+``j * stride .. (j + 1) * stride - 1``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..fileio import atomic_path, write_text_atomic
+
+INFO_FILE = "codes.json"
+LEVELS = ("bottom", "top")
+
+
+@dataclass
+class Encoding:
+    """One utterance's codes at every level of the model that made them (what
+    :meth:`vqspeech.VQSpeech.encode` returns and a codes folder holds), with its speaker and split
+    when they are known."""
+
+    codes: np.ndarray
+    """int [F] (grouped codebooks: [F, G])."""
+    top: np.ndarray | None = None
+    """int [ceil(F / stride)]: the top codes of a hierarchical model (VQ-VAE-2), else None."""
+    latents: np.ndarray | None = None
+    """float32 [F, D]: the bottom quantizer's input, when asked for."""
+    speaker: str | None = None
+    split: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+@dataclass
+class TopLevelInfo:
+    """``codes.json``'s ``top``: the top codes of a hierarchical model."""
+
+    code_rate_hz: float
+    num_codes: int
+    """K of the top codebook (``"K"`` in the file)."""
+    stride: int
+    """Bottom codes per top code."""
+
+
+@dataclass
+class CodesInfo:
+    """The fields of ``codes.json``. In the file ``num_codes`` is ``"K"``; unknown keys (a
+    baseline's ``system``, ``features``, ...) are kept in ``extra`` and written back as they were."""
+
+    code_rate_hz: float
+    frame_offset_s: float
+    """Time of frame 0's centre (half a frame)."""
+    num_codes: int | None
+    """K; None only for a folder of continuous features."""
+    groups: int = 1
+    checkpoint: str | None = None
+    """The VQ-VAE that wrote the codes (absolute path)."""
+    sample_rate: int | None = None
+    hop_length: int | None = None
+    num_utterances: int | None = None
+    speakers: dict[str, str] = field(default_factory=dict)
+    """id -> speaker, when the input was a manifest."""
+    splits: dict[str, str] = field(default_factory=dict)
+    """id -> train | valid | test, when the input was a manifest."""
+    top: TopLevelInfo | None = None
+    level: str | None = None
+    """In a prior's copy: the level it models (``bottom`` or ``top``)."""
+    stride: int | None = None
+    """Level ``top``: bottom codes per code."""
+    bottom: dict[str, Any] | None = None
+    """Level ``top``: the bottom level's ``code_rate_hz``, ``K`` and ``hop_length``."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _KEYS = ("code_rate_hz", "frame_offset_s", "K", "groups", "checkpoint", "sample_rate", "hop_length",
+             "num_utterances", "speakers", "splits", "top", "level", "stride", "bottom")
+
+    @classmethod
+    def for_rate(cls, code_rate_hz: float, num_codes: int | None, **fields: Any) -> CodesInfo:
+        """The info of codes at ``code_rate_hz``, each frame centred on its samples."""
+        return cls(code_rate_hz, 0.5 / code_rate_hz, num_codes, **fields)
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = dict(self.extra)
+        record.update(code_rate_hz=self.code_rate_hz, frame_offset_s=self.frame_offset_s, K=self.num_codes,
+                      groups=self.groups)
+        optional = {"checkpoint": self.checkpoint, "sample_rate": self.sample_rate,
+                    "hop_length": self.hop_length, "num_utterances": self.num_utterances,
+                    "speakers": self.speakers or None, "splits": self.splits or None,
+                    "top": None if self.top is None else {"code_rate_hz": self.top.code_rate_hz,
+                                                          "K": self.top.num_codes, "stride": self.top.stride},
+                    "level": self.level, "stride": self.stride, "bottom": self.bottom}
+        record.update({k: v for k, v in optional.items() if v is not None})
+        return record
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any], path: Path) -> CodesInfo:
+        """Parse a ``codes.json`` record read from ``path`` (named in errors)."""
+        try:
+            rate = float(record["code_rate_hz"])
+            if not rate > 0:
+                raise ValueError(f"code_rate_hz {rate} is not positive")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{path} has no readable code_rate_hz ({exc}); re-run `vqspeech encode`.") from None
+        offset = record.get("frame_offset_s")
+        num_codes = record.get("K")
+        return cls(
+            code_rate_hz=rate, frame_offset_s=0.5 / rate if offset is None else float(offset),
+            num_codes=None if num_codes is None else int(num_codes), groups=int(record.get("groups", 1)),
+            checkpoint=record.get("checkpoint"), sample_rate=record.get("sample_rate"),
+            hop_length=record.get("hop_length"), num_utterances=record.get("num_utterances"),
+            speakers=dict(record.get("speakers") or {}), splits=dict(record.get("splits") or {}),
+            top=_top_info(record.get("top"), path), level=record.get("level"), stride=record.get("stride"),
+            bottom=record.get("bottom"), extra={k: v for k, v in record.items() if k not in cls._KEYS})
+
+    @classmethod
+    def load(cls, path: str | Path) -> CodesInfo:
+        path = Path(path)
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"Cannot read {path} ({exc}); re-run `vqspeech encode`.") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path} does not hold a JSON object; re-run `vqspeech encode`.")
+        return cls.from_json(record, path)
+
+    def to_text(self) -> str:
+        return json.dumps(self.to_json(), indent=2) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        write_text_atomic(path, self.to_text())
+
+    def without_ids(self) -> CodesInfo:
+        """The same info without the per-utterance speakers and splits (a prior's copy)."""
+        return CodesInfo(**{**self.__dict__, "speakers": {}, "splits": {}})
+
+    def top_level(self) -> CodesInfo:
+        """The info of the top codes as a level of their own: their rate, K and frame offset,
+        ``level`` top, the ``stride`` to the bottom codes and the bottom level's rate and K."""
+        if self.top is None:
+            raise ValueError("these codes have one level")
+        top = self.top
+        return CodesInfo.for_rate(
+            top.code_rate_hz, top.num_codes, checkpoint=self.checkpoint, sample_rate=self.sample_rate,
+            hop_length=None if self.hop_length is None else self.hop_length * top.stride,
+            num_utterances=self.num_utterances, speakers=self.speakers, splits=self.splits, level="top",
+            stride=top.stride, extra=self.extra,
+            bottom={k: v for k, v in (("code_rate_hz", self.code_rate_hz), ("K", self.num_codes),
+                                      ("hop_length", self.hop_length)) if v is not None})
+
+
+def _top_info(record: Any, path: Path) -> TopLevelInfo | None:
+    if record is None:
+        return None
+    try:
+        top = TopLevelInfo(float(record["code_rate_hz"]), int(record["K"]), int(record["stride"]))
+    except (KeyError, TypeError, ValueError):
+        top = None
+    if top is None or top.num_codes < 1 or top.stride < 1 or not top.code_rate_hz > 0:
+        raise UserError(f"{path} has a malformed \"top\" entry ({record!r}); expected code_rate_hz, K and "
+                        "stride: re-run `vqspeech encode`.")
+    return top
+
+
+def read_codes_file(path: str | Path) -> np.ndarray:
+    """One codes file -> int64 [F] or [F, G]; unreadable or not codes: UserError."""
+    codes = _load_array(Path(path), ndim=(1, 2))
+    if codes.size == 0 or not np.issubdtype(codes.dtype, np.integer) or codes.min() < 0:
+        raise UserError(f"{path} does not hold codes (non-negative integers, at least one frame); "
+                        "re-run `vqspeech encode`.")
+    return codes.astype(np.int64)
+
+
+def _load_array(path: Path, ndim: tuple[int, ...]) -> np.ndarray:
+    try:
+        array = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"Cannot read {path} ({exc}); re-run `vqspeech encode`.") from None
+    if array.ndim not in ndim:
+        raise UserError(f"{path} holds shape {array.shape}; expected a "
+                        f"{' or '.join(f'{n}-D' for n in ndim)} array.")
+    return array
+
+
+class CodesFolder:
+    """A codes folder on disk, read one utterance at a time. :meth:`open` checks the folder."""
+
+    def __init__(self, root: Path, info: CodesInfo):
+        self.root, self.info = root, info
+        self.code_ids = sorted(p.stem for p in (root / "codes").glob("*.npy"))
+        self.latent_ids = sorted(p.stem for p in (root / "latents").glob("*.npy"))
+
+    @classmethod
+    def open(cls, root: str | Path) -> CodesFolder:
+        """A folder written by ``encode``, ``baseline`` or ``prior sample``; UserError when it is not
+        one or holds no code or latents files."""
+        root = Path(root)
+        if not (root / INFO_FILE).is_file():
+            raise UserError(f"{root} is not a codes folder: it holds no codes.json; make one with "
+                            "`vqspeech encode` or `vqspeech baseline`.")
+        if not ((root / "codes").is_dir() or (root / "latents").is_dir()):
+            raise UserError(f"{root} is not a codes folder: it has neither codes/ nor latents/; make one "
+                            "with `vqspeech encode` or `vqspeech baseline`.")
+        folder = cls(root, CodesInfo.load(root / INFO_FILE))
+        if not folder.code_ids and not folder.latent_ids:
+            raise UserError(f"{root} holds no codes/*.npy or latents/*.npy files; run `vqspeech encode` first.")
+        return folder
+
+    @property
+    def ids(self) -> list[str]:
+        """The utterances, sorted: those with codes (a folder of continuous features: with latents)."""
+        return self.code_ids or self.latent_ids
+
+    def codes(self, utt_id: str) -> np.ndarray:
+        """int64 [F] (grouped codebooks: [F, G])."""
+        return read_codes_file(self.root / "codes" / f"{utt_id}.npy")
+
+    def top_codes(self, utt_id: str, frames: int) -> np.ndarray:
+        """int64 [ceil(frames / stride)]: the top codes above ``frames`` bottom codes; UserError when
+        they are missing or do not fit ``codes.json``'s ``top``."""
+        top = self.info.top
+        if top is None:
+            raise UserError(f"The codes in {self.root} have a single level (codes.json has no \"top\" entry).")
+        path = self.root / "codes_top" / f"{utt_id}.npy"
+        if not path.is_file():
+            raise UserError(f"{path} is missing: the folder's codes.json names a top level, so every "
+                            "utterance needs its top codes; re-run `vqspeech encode`.")
+        codes = read_codes_file(path)
+        expected = -(-frames // top.stride)
+        if codes.ndim != 1 or len(codes) != expected or codes.max() >= top.num_codes:
+            raise UserError(f"{path} holds {codes.shape} codes up to {codes.max()}; expected {expected} codes "
+                            f"below {top.num_codes} above {frames} bottom codes at stride {top.stride}: "
+                            "re-run `vqspeech encode`.")
+        return codes
+
+    def latents(self, utt_id: str) -> np.ndarray:
+        """float32 [F, D]."""
+        return _load_array(self.root / "latents" / f"{utt_id}.npy", ndim=(2,)).astype(np.float32)
+
+    def read(self, utt_id: str, *, latents: bool = False) -> Encoding:
+        """The utterance's codes, its top codes when the folder has a top level, (``latents``) its
+        latents, and its speaker and split when codes.json records them."""
+        codes = self.codes(utt_id)
+        top = self.top_codes(utt_id, len(codes)) if self.info.top is not None else None
+        return Encoding(codes, top, self.latents(utt_id) if latents else None,
+                        self.info.speakers.get(utt_id), self.info.splits.get(utt_id))
+
+
+class CodesWriter:
+    """Writes a codes folder: :meth:`add` each utterance, then :meth:`finish` with its info.
+
+    Refuses a folder that already holds codes unless ``overwrite``; then every code, top-code and
+    latents file of the previous run is removed first (and codes.json before them), so that an
+    interrupted overwrite never leaves a codes.json describing files that are not there.
+    """
+
+    def __init__(self, root: str | Path, *, latents: bool = False, top: bool = False, overwrite: bool = False):
+        self.root, self.latents, self.top = Path(root), latents, top
+        refuse_existing_codes(self.root, overwrite)
+        (self.root / INFO_FILE).unlink(missing_ok=True)
+        for stale in _code_files(self.root):
+            stale.unlink()
+        (self.root / "codes").mkdir(parents=True, exist_ok=True)
+        if latents:
+            (self.root / "latents").mkdir(exist_ok=True)
+        if top:
+            (self.root / "codes_top").mkdir(exist_ok=True)
+        self.lines: list[str] = []
+
+    def add(self, utt_id: str, encoding: Encoding) -> None:
+        """Write ``codes/<id>.npy`` (int16), and ``codes_top/`` and ``latents/`` when the folder has them."""
+        if (encoding.top is not None) != self.top or (self.latents and encoding.latents is None):
+            raise ValueError(f"{utt_id}: the encoding's levels do not match the folder's")
+        _save_npy(self.root / "codes" / f"{utt_id}.npy", encoding.codes.astype(np.int16))
+        if encoding.top is not None:
+            _save_npy(self.root / "codes_top" / f"{utt_id}.npy", encoding.top.astype(np.int16))
+        if self.latents and encoding.latents is not None:
+            _save_npy(self.root / "latents" / f"{utt_id}.npy", encoding.latents.astype(np.float32))
+        codes = encoding.codes
+        tokens = codes.tolist() if codes.ndim == 1 else ["-".join(map(str, row)) for row in codes.tolist()]
+        self.lines.append(f"{utt_id} {' '.join(map(str, tokens))}\n")
+
+    def finish(self, info: CodesInfo, rejects: Iterable[tuple[str, str]] | None = None) -> CodesInfo:
+        """Write ``units.txt``, ``rejects.tsv`` (when ``rejects`` is given) and, last, ``codes.json``
+        with ``num_utterances`` set. Returns the info written."""
+        write_text_atomic(self.root / "units.txt", "".join(self.lines))
+        if rejects is not None:
+            write_text_atomic(self.root / "rejects.tsv",
+                              "file\treason\n" + "".join(f"{f}\t{r}\n" for f, r in rejects))
+        info.num_utterances = len(self.lines)
+        info.save(self.root / INFO_FILE)
+        return info
+
+
+def refuse_existing_codes(root: Path, overwrite: bool) -> None:
+    """UserError when ``root`` already holds codes and not ``overwrite`` (check before long work)."""
+    if ((root / INFO_FILE).exists() or _code_files(root)) and not overwrite:
+        raise UserError(f"{root} already holds codes; pass `overwrite=True` to replace them.")
+
+
+def _code_files(root: Path) -> list[Path]:
+    return [p for sub in ("codes", "latents", "codes_top") for p in (root / sub).glob("*.npy")]
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
+
+
+def code_usage(sequences: list[np.ndarray], num_codes: int) -> np.ndarray:
+    """How often each code occurs: [K] counts; grouped codes [T, G] -> [G * K], group g's at g*K."""
+    codes = np.concatenate(sequences)
+    if codes.ndim == 2:
+        codes = codes + np.arange(codes.shape[1]) * num_codes
+    return np.bincount(codes.reshape(-1), minlength=num_codes * (1 if codes.ndim == 1 else codes.shape[1]))
+
+
+def unigram_bits(train: list[np.ndarray], test: list[np.ndarray], num_codes: int) -> float:
+    """Cross-entropy (bits per code) of ``test`` under the add-one unigram of ``train``; grouped
+    codes [T, G]: the sum over groups of each group's (bits per code tuple)."""
+    if train[0].ndim == 2:
+        return sum(unigram_bits([c[:, g] for c in train], [c[:, g] for c in test], num_codes)
+                   for g in range(train[0].shape[1]))
+    counts = np.bincount(np.concatenate(train), minlength=num_codes).astype(np.float64) + 1.0
+    log_p = np.log2(counts / counts.sum())
+    everything = np.concatenate(test)
+    return float(-log_p[everything].mean())

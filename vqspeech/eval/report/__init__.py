@@ -1,0 +1,126 @@
+"""`vqspeech report EXP_DIR`: one self-contained HTML page about an experiment, like a paper's demo page.
+
+The page (default ``EXP_DIR/report.html``) shows the experiment summary, the metric tables, the
+plots, audio players and the data sources' attributions. It links the experiment's files by
+relative paths (nothing is copied), needs no network (inline CSS, no external resources) and
+carries one small inline script that checks every ``<img>`` and ``<audio>`` once the page has
+loaded: it shows a banner when some fail and records the verdict in ``<body data-media-*>``.
+
+Every section reads its own files; a missing or unreadable file leaves a short note saying which
+recipe stage or command writes it, never an exception. Only a missing experiment folder (or one
+without ``config.yaml``) is an error.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+
+import yaml
+
+from ... import __version__
+from ...data.corpora import corpus_licence
+from ...errors import UserError, first_line
+from ...fileio import write_text_atomic
+
+from .page import Page, SectionError, corpus_layout, esc, media_check_script, note, stylesheet
+from .sections import SECTIONS
+
+__all__ = ["GENERATOR", "render_report", "write_report"]
+
+GENERATOR = "vqspeech report"
+"""The page's <meta name="generator">: marks a file the report may replace without --overwrite."""
+
+
+def load_config(exp_dir: Path) -> dict:
+    """The experiment's ``config.yaml``; UserError when ``exp_dir`` is not an experiment folder."""
+    if not exp_dir.is_dir():
+        raise UserError(f"Experiment folder {exp_dir} does not exist; pass the EXP_DIR that `vqspeech train` wrote.")
+    path = exp_dir / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{exp_dir} has no config.yaml, so it is not an experiment folder; pass the EXP_DIR "
+                        "that `vqspeech train` wrote.")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"Cannot read {path} ({first_line(exc)}); fix or remove it.") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path} does not hold a configuration mapping; fix or remove it.")
+    return config
+
+
+def render_report(exp_dir: str | os.PathLike, out: str | os.PathLike) -> str:
+    """The HTML text of the report for ``exp_dir``, with links relative to ``out``'s folder."""
+    exp_dir = Path(exp_dir)
+    page = Page(exp_dir=exp_dir.absolute(), out_dir=Path(out).absolute().parent, config=load_config(exp_dir))
+    body = []
+    for anchor, title, render in SECTIONS:
+        try:
+            content = render(page)
+        except SectionError as exc:
+            content = note(f"Section skipped: {exc}.")
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError) as exc:
+            # Files with an unexpected shape: show what went wrong, keep the rest of the page.
+            content = note(f"Section skipped: its files have an unexpected shape ({type(exc).__name__}: "
+                           f"{first_line(exc)}).")
+        body.append(f'<section id="{anchor}"><h2>{esc(title)}</h2>{content}</section>')
+    name = exp_dir.absolute().name
+    layout, _ = corpus_layout(page.manifest)
+    licence = corpus_licence(layout or "")
+    corpus = licence.name if licence else ""
+    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    nav = " ".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in SECTIONS)
+    decoder = ("an adversarially trained convolutional decoder"
+               if isinstance(page.config.get("model"), dict) and page.config["model"].get("decoder_type") == "conv"
+               else "a speaker-conditioned WaveNet decoder")
+    subtitle = f"Discrete speech units learned with a VQ-VAE and {decoder}"
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="generator" content="{GENERATOR}">'
+        f"<title>{esc(name)}: vqspeech report</title><style>{stylesheet()}</style></head>\n"
+        '<body data-media-checked="false">'
+        '<div id="media-banner" role="alert"></div>'
+        f"<header><h1>{esc(name)}</h1><p>{esc(subtitle)}</p>"
+        + (f"<p>Data: {esc(corpus)}</p>" if corpus else "")
+        + (note(f"Licence: {licence.terms}") if licence and layout == "timit" else "")
+        + f'<p class="small">Experiment folder {esc(page.exp_dir)}; report written {esc(now)} by '
+        f"<code>vqspeech report</code> (vqspeech {esc(__version__)}).</p></header>"
+        f"<nav>{nav}</nav>\n" + "\n".join(body)
+        + '<footer>Audio and images are linked relative to this page; keep the page in its folder (next to '
+        "the experiment's files) for them to play. A red banner at the top lists any that fail to load."
+        f"</footer><script>{media_check_script()}</script></body></html>\n"
+    )
+
+
+def write_report(exp_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
+                 overwrite: bool = False) -> Path:
+    """Write the HTML report of ``exp_dir`` to ``out`` (default ``EXP_DIR/report.html``); returns its path.
+
+    A report written earlier is replaced (it is derived from the folder's files); any other existing
+    file only with ``overwrite``. ``out`` may be an existing folder, which then receives ``report.html``.
+    """
+    exp_dir = Path(exp_dir)
+    out_path = exp_dir / "report.html" if out is None else Path(out)
+    if out_path.is_dir():
+        out_path = out_path / "report.html"
+    if out_path.is_file() and not overwrite and not _is_report(out_path):
+        raise UserError(f"{out_path} exists and is not a vqspeech report; pass `overwrite=True` to replace it "
+                        "or choose another `out`.")
+    text = render_report(exp_dir, out_path)
+    try:
+        write_text_atomic(out_path, text)
+    except OSError as exc:
+        raise UserError(f"Cannot write the report to {out_path} ({first_line(exc)}); choose another `out`.") from None
+    return out_path
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    # the generator tag, or the title every report has carried (pages written before the tag)
+    return f'<meta name="generator" content="{GENERATOR}">' in head or ": vqspeech report</title>" in head

@@ -1,0 +1,237 @@
+"""`vqspeech prior sample`: new speech from a prior over the codes.
+
+Code sequences for a speaker are drawn by ancestral sampling (:func:`draw_candidates`), ranked by
+their likelihood under the prior, which keeps the best of more candidates (rejection in the spirit
+of VQ-VAE-2), and decoded to audio with the VQ-VAE the codes came from. A bottom prior conditioned
+on top codes (hierarchical codes) draws with its top prior first; candidates are then ranked by
+the sum of both likelihoods.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..audio import save_wav
+from ..checkpoint import load_checkpoint
+from ..data.codes import CodesInfo, CodesWriter, Encoding, code_usage
+from ..device import select_device
+from ..errors import UserError
+from ..fileio import write_text_atomic
+from ..models.prior import CodePrior, build_prior, sample_codes
+from ..models.quantizer import perplexity
+from .vqspeech import VQSpeech, resolve_checkpoint
+
+LN2 = math.log(2.0)
+
+
+def load_prior(path: str | Path, device: str = "auto") -> tuple[CodePrior, dict[str, Any], torch.device]:
+    """(model on device in eval mode, checkpoint dict, device) from a prior folder (its
+    ``best.pt``, the lowest validation bits per code, else ``last.pt``) or a checkpoint file.
+    A bottom prior whose checkpoint records ``top`` is rebuilt conditioned on top codes."""
+    best = Path(path) / "checkpoints" / "best.pt"
+    ckpt_path = best if best.is_file() else resolve_checkpoint(path)
+    ckpt = load_checkpoint(ckpt_path)
+    if ckpt.get("kind") != "prior":
+        raise UserError(f"{ckpt_path} holds a {ckpt.get('kind')} model, not a prior; give the "
+                        "folder of `vqspeech prior train`.")
+    top = ckpt.get("top")  # present for a bottom prior conditioned on top codes
+    model = build_prior(ckpt["config"]["prior"], len(ckpt["speakers"]), int(ckpt["num_codes"]),
+                        groups=int(ckpt["groups"]), top_codes=int(top["num_codes"]) if top else 0,
+                        top_stride=int(top["stride"]) if top else 1)
+    model.load_state_dict(ckpt["model"])
+    torch_device = select_device(device)
+    return model.to(torch_device).eval(), ckpt, torch_device
+
+
+def load_top_prior(top_prior: str | Path | None, prior_dir: str | Path, ckpt: dict[str, Any],
+                   device: str) -> CodePrior | None:
+    """The top prior that a bottom prior with checkpoint ``ckpt`` needs, or None for a prior that
+    is not conditioned; any mismatch raises UserError."""
+    conditioning = ckpt.get("top")
+    if conditioning is None:
+        if top_prior is not None:
+            raise UserError(f"`top_prior` is only for a bottom prior conditioned on top codes, and "
+                            f"{prior_dir} is not one; leave `top_prior` out.")
+        return None
+    if top_prior is None:
+        raise UserError(f"{prior_dir} models bottom codes given top codes; pass `top_prior`, the "
+                        "prior trained with data.level=top on the same codes.")
+    model, top_ckpt, _ = load_prior(top_prior, device)
+    if top_ckpt["level"] != "top":
+        raise UserError(f"The top prior {top_prior} is not a top-level prior; give the folder trained "
+                        "with data.level=top on the same codes.")
+    if int(top_ckpt["num_codes"]) != int(conditioning["num_codes"]):
+        raise UserError(f"The top prior {top_prior} models {top_ckpt['num_codes']} top codes, but "
+                        f"{prior_dir} is conditioned on {conditioning['num_codes']}; give the top "
+                        "prior of the same codes.")
+    if list(top_ckpt["speakers"]) != list(ckpt["speakers"]):
+        raise UserError(f"{prior_dir} and the top prior {top_prior} were trained for different speaker "
+                        "lists; train both on the same codes folder.")
+    top_info = Path(top_prior) / "codes.json"
+    stride = CodesInfo.load(top_info).stride if top_info.is_file() else None
+    if stride is not None and int(stride) != int(conditioning["stride"]):
+        raise UserError(f"The top prior {top_prior} models top codes at stride {stride}, but {prior_dir} "
+                        f"is conditioned on stride {conditioning['stride']}; give the top prior of the "
+                        "same codes.")
+    return model
+
+
+@dataclass
+class Candidates:
+    """Drawn code sequences with their scores under the prior(s)."""
+
+    codes: list[np.ndarray] = field(default_factory=list)
+    """int [L] (grouped: [L, G]) each."""
+    tops: list[np.ndarray] = field(default_factory=list)
+    """int [ceil(L / stride)] each, when a top prior drew top codes first; else empty."""
+    bits: list[float] = field(default_factory=list)
+    """The ranking score: (top + bottom) bits per (bottom) code."""
+    top_bits: list[float] = field(default_factory=list)
+    """Top prior: bits per top code."""
+    bottom_bits: list[float] = field(default_factory=list)
+    """Bits per code of the codes (given the top codes)."""
+
+    def best(self, num: int) -> list[int]:
+        """The indices of the ``num`` most likely, the most likely first."""
+        return np.argsort(self.bits, kind="stable")[:num].tolist()
+
+
+@torch.no_grad()
+def draw_candidates(model: CodePrior, top_model: CodePrior | None, speaker_id: int, length: int, count: int,
+                    *, temperature: float, top_k: int | None, generator: torch.Generator,
+                    batch: int = 8) -> Candidates:
+    """``count`` sequences of ``length`` codes for one speaker; with ``top_model`` each one's top
+    codes are drawn first (same temperature and top_k) and its codes given them."""
+    device = generator.device
+    stride = model.top_stride if model.conditioned else 1
+    top_length = -(-length // stride)
+    out = Candidates()
+    for start in range(0, count, batch):
+        n = min(batch, count - start)
+        speakers = torch.full((n,), speaker_id, dtype=torch.long, device=device)
+        top, top_loglik = None, torch.zeros(n, device=device)
+        if top_model is not None:
+            top, top_loglik = sample_codes(top_model, speakers, top_length, temperature=temperature,
+                                           top_k=top_k, generator=generator)
+            out.tops += list(top.cpu().numpy())
+            out.top_bits += (-top_loglik.cpu().numpy() / top_length / LN2).tolist()
+        codes, loglik = sample_codes(model, speakers, length, top=top, temperature=temperature, top_k=top_k,
+                                     generator=generator)
+        out.codes += list(codes.cpu().numpy())
+        out.bottom_bits += (-loglik.cpu().numpy() / length / LN2).tolist()
+        out.bits += (-(loglik + top_loglik).cpu().numpy() / length / LN2).tolist()
+    return out
+
+
+def sample_prior(prior_dir: str | Path, out_dir: str | Path, *, speaker: str, seconds: float,
+                 num: int = 4, candidates: int | None = None, temperature: float = 1.0,
+                 top_k: int | None = None, seed: int = 0, vqvae: str | Path | None = None,
+                 codes_only: bool = False, overwrite: bool = False, device: str = "auto",
+                 top_prior: str | Path | None = None) -> dict:
+    """Draw ``num`` code sequences of ``seconds`` for ``speaker`` and decode them to wavs.
+
+    With ``candidates`` > ``num``, that many are drawn and the ``num`` with the highest likelihood
+    per code under the prior are kept. Writes a codes folder (``OUT/codes/sample_<i>.npy``,
+    ``sample_00`` the most likely, ``codes.json``, ...), ``OUT/sample_<i>.wav``, ``OUT/scores.tsv``
+    (every candidate: bits per code under the prior, kept or not) and ``OUT/samples.json``
+    (settings, code usage of the samples against the training data's).
+
+    A bottom prior conditioned on top codes needs ``top_prior`` (trained with ``data.level=top``);
+    the top codes go to ``OUT/codes_top/`` and both levels to the decoder. A top-level prior can be
+    sampled alone with ``codes_only``.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / "samples.json").exists() and not overwrite:
+        raise UserError(f"{out_dir} already holds samples; pass `overwrite=True` to replace them.")
+    candidates = num if candidates is None else candidates
+    for name, value in (("num", num), ("candidates", candidates)):
+        if value < 1:
+            raise UserError(f"`{name}` must be at least 1, not {value}.")
+    if candidates < num:
+        raise UserError(f"`candidates` ({candidates}) must be at least `num` ({num}).")
+    if not seconds > 0:
+        raise UserError(f"`seconds` must be positive, not {seconds}.")
+    if temperature < 0:
+        raise UserError(f"`temperature` must be >= 0, not {temperature}.")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"`top_k` must be at least 1, not {top_k}.")
+
+    model, ckpt, torch_device = load_prior(prior_dir, device)
+    top_model = load_top_prior(top_prior, prior_dir, ckpt, device)
+    if not codes_only and ckpt["level"] == "top":
+        raise UserError(f"{prior_dir} models top codes only, which cannot be decoded without bottom "
+                        f"codes; pass `codes_only=True`, or sample a bottom prior with `top_prior` {prior_dir}.")
+    speakers = ckpt["speakers"]
+    if speaker not in speakers:
+        raise UserError(f"Speaker '{speaker}' is unknown to this prior; choose one of: "
+                        f"{', '.join(speakers[:30])}{' ...' if len(speakers) > 30 else ''}.")
+    info_path = Path(prior_dir) / "codes.json"
+    info = (CodesInfo.load(info_path).without_ids() if info_path.is_file()
+            else CodesInfo.for_rate(100.0, int(ckpt["num_codes"]), groups=int(ckpt["groups"])))
+    length = max(1, int(round(seconds * info.code_rate_hz)))
+
+    generator = torch.Generator(device=torch_device).manual_seed(seed)
+    drawn = draw_candidates(model, top_model, speakers.index(speaker), length, candidates,
+                            temperature=temperature, top_k=top_k, generator=generator)
+    kept = drawn.best(num)
+    names = {i: f"sample_{rank:02d}" for rank, i in enumerate(kept)}  # sample_00 is the best
+    samples = {names[i]: Encoding(drawn.codes[i], drawn.tops[i] if drawn.tops else None, speaker=speaker)
+               for i in kept}
+
+    writer = CodesWriter(out_dir, top=bool(drawn.tops), overwrite=True)  # samples.json was checked above
+    for name, encoding in samples.items():
+        writer.add(name, encoding)
+    info.speakers = {name: speaker for name in samples}
+    writer.finish(info)
+    write_text_atomic(out_dir / "scores.tsv", scores_table(drawn, names))
+
+    written = []
+    if not codes_only:
+        source = vqvae or info.checkpoint
+        if not source or not Path(source).exists():
+            raise UserError(f"The VQ-VAE these codes came from ({source}) is not there; pass "
+                            "`vqvae` (the VQ-VAE's experiment folder).")
+        vq = VQSpeech.load(source, device)
+        wavs = vq.decode_batch(list(samples.values()), [speaker] * len(samples), seed=seed, progress=True)
+        for name, wav in zip(samples, wavs):
+            save_wav(out_dir / f"{name}.wav", wav, vq.sample_rate)
+            written.append(str(out_dir / f"{name}.wav"))
+
+    sample_usage = code_usage([drawn.codes[i] for i in kept], int(ckpt["num_codes"]))
+    data_usage = np.asarray(ckpt.get("data_usage", []), dtype=np.int64)
+    record = {
+        "speaker": speaker, "seconds": seconds, "codes_per_sample": length, "num": num,
+        "candidates": candidates, "temperature": temperature, "top_k": top_k, "seed": seed,
+        "kept_bits_per_code": [round(drawn.bits[i], 4) for i in kept],
+        "all_bits_per_code_mean": float(np.mean(drawn.bits)),
+        "samples_codes_used": int((sample_usage > 0).sum()),
+        "samples_perplexity": float(perplexity(torch.from_numpy(sample_usage))),
+        "data_codes_used": int((data_usage > 0).sum()) if data_usage.size else None,
+        "data_perplexity": float(perplexity(torch.from_numpy(data_usage))) if data_usage.size else None,
+        "wavs": written,
+    }
+    if ckpt["level"] == "top":
+        record["level"] = "top"
+    if top_model is not None:
+        record.update(top_prior=str(top_prior), stride=model.top_stride, top_codes_per_sample=len(drawn.tops[0]),
+                      kept_top_bits_per_top_code=[round(drawn.top_bits[i], 4) for i in kept])
+    write_text_atomic(out_dir / "samples.json", json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def scores_table(drawn: Candidates, names: dict[int, str]) -> str:
+    """``scores.tsv``: candidate, bits per code (the ranking score), kept name or '-'; with a top
+    prior also each level's own bits (top: per top code, bottom: per bottom code given the top)."""
+    header = "candidate\tbits_per_code\tkept"
+    rows = [f"{i}\t{bits:.4f}\t{names.get(i, '-')}" for i, bits in enumerate(drawn.bits)]
+    if drawn.top_bits:
+        header += "\ttop_bits_per_top_code\tbottom_bits_per_code"
+        rows = [f"{row}\t{drawn.top_bits[i]:.4f}\t{drawn.bottom_bits[i]:.4f}" for i, row in enumerate(rows)]
+    return "\n".join([header, *rows]) + "\n"

@@ -1,0 +1,288 @@
+"""`vqspeech prior train`: an autoregressive prior over the codes `encode` wrote.
+
+Training reads a codes folder (:mod:`vqspeech.data.codes`; speakers and train/valid splits from
+its ``codes.json`` or a manifest) and fits one of the :mod:`vqspeech.models.prior` architectures
+with the shared :class:`~vqspeech.training.trainer.Trainer` (resume, DDP, TensorBoard, progress
+bar). Validation reports bits per code next to the unigram entropy of the codes: a prior that does
+not beat the unigram has learned nothing about sequence.
+
+Hierarchical codes (VQ-VAE-2: ``codes_top/`` and a ``top`` entry in ``codes.json``) take two
+priors: ``data.level=top`` models the top codes alone, ``data.level=bottom`` (the default) the
+bottom codes given the top ones. Sampling lives in :mod:`vqspeech.inference.prior_sampling`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.tensorboard import SummaryWriter
+
+from ..checkpoint import load_checkpoint
+from ..config import experiment_config
+from ..data.codes import LEVELS, CodesFolder, CodesInfo, Encoding, code_usage, unigram_bits
+from ..data.manifest import read_manifest
+from ..device import init_distributed, select_device
+from ..errors import UserError, first_line
+from ..models.prior import CodePrior, build_prior, sample_codes
+from ..models.quantizer import perplexity
+from .experiment import check_config, fit_and_summarise, write_experiment_files
+from .trainer import Task
+
+LN2 = math.log(2.0)
+
+
+def read_prior_data(codes_dir: str | Path, manifest: str | Path | None = None, level: str = "bottom"
+                    ) -> tuple[CodesInfo, list[Encoding]]:
+    """The info and every utterance (codes, speaker and split) of a codes folder, for a prior.
+
+    Speakers and splits come from ``codes.json`` (written when a manifest was encoded) or, when
+    given, from ``manifest``. ``level`` "bottom": the codes, each with its top codes when the
+    folder is hierarchical; "top": the top codes in place of the codes, and the info of that level.
+    Raises UserError when the folder or that information is missing.
+    """
+    codes_dir = Path(codes_dir)
+    folder = CodesFolder.open(codes_dir)
+    if not folder.code_ids:
+        raise UserError(f"{codes_dir} holds no codes/*.npy (only continuous features); a prior needs codes.")
+    info = folder.info
+    if level == "top" and info.top is None:
+        raise UserError(f"The codes in {codes_dir} have a single level (codes.json has no \"top\" "
+                        "entry), so there is no top level to model; use data.level=bottom.")
+    speakers, splits = info.speakers, info.splits
+    if manifest is not None:
+        utts = read_manifest(manifest)
+        speakers = {u.id: u.speaker for u in utts}
+        splits = {u.id: u.split for u in utts}
+    if not speakers or not splits:
+        raise UserError(f"The codes in {codes_dir} carry no speakers or splits (they were not "
+                        "encoded from a manifest); re-run encode on the manifest or pass "
+                        "data.manifest=MANIFEST.")
+    ids = [i for i in folder.code_ids if i in speakers and i in splits]
+    if not ids:
+        raise UserError(f"No code files of {codes_dir}/codes match the speakers and splits known "
+                        "for them; check that the codes and the manifest belong together.")
+    encodings = []
+    for i in ids:
+        encoding = folder.read(i)
+        encoding.speaker, encoding.split = speakers[i], splits[i]
+        encodings.append(encoding)
+    if level == "top":
+        return info.top_level(), [Encoding(e.top, speaker=e.speaker, split=e.split) for e in encodings
+                                  if e.top is not None]
+    return info, encodings
+
+
+class PriorTask(Task):
+    """What the trainer needs to know about a code prior: batches, loss, validation, media.
+    ``train_utts`` and ``valid_utts``: encodings with their speakers (and, for a prior conditioned
+    on top codes, their top codes)."""
+
+    kind = "prior"
+    progress_keys = ("bits",)
+    best_metric = "bits_per_code"  # small corpora overfit: checkpoints/best.pt is what sampling uses
+
+    def __init__(self, model: CodePrior, config: dict[str, Any], speakers: list[str], num_codes: int,
+                 train_utts: list[Encoding], valid_utts: list[Encoding], level: str = "bottom"):
+        self.model, self.config, self.speakers, self.num_codes = model, config, speakers, num_codes
+        self.level = level
+        self.stride = model.top_stride if model.conditioned else 1  # bottom codes per top code
+        self.speaker_ids = {s: i for i, s in enumerate(speakers)}
+        self.train_utts = train_utts
+        self.valid_utts = [u for u in valid_utts if u.speaker in self.speaker_ids]
+        self.crop = int(config["data"]["crop_frames"])
+        lengths = np.array([len(u.codes) for u in train_utts], dtype=np.float64)
+        self.weights = lengths / lengths.sum()
+        self.data_usage = code_usage([u.codes for u in train_utts], num_codes)
+        reference = self.valid_utts or train_utts
+        self.unigram = unigram_bits([u.codes for u in train_utts], [u.codes for u in reference],
+                                    num_codes)
+
+    def batches(self, start_step: int, rank: int, device: torch.device) -> Iterator[Any]:
+        """Random crops of ``crop_frames`` codes; utterances drawn in proportion to length. A pure
+        function of (seed, step, rank), so a resumed run continues the same data order.
+
+        Yields (codes [B, crop], speakers [B], mask [B, crop]), plus top [B, ceil(crop / stride)]
+        for a conditioned prior: crops then start at multiples of the stride, so that top code
+        ``offset // stride`` is the first one above the crop (padding: zeros, masked out)."""
+        batch_size, seed, stride = self.config["train"]["batch_size"], self.config["seed"], self.stride
+        step = start_step
+        while True:
+            rng = np.random.default_rng([seed, step, rank])
+            picks = rng.choice(len(self.train_utts), size=batch_size, p=self.weights)
+            codes = np.zeros((batch_size, self.crop, *self.train_utts[0].codes.shape[1:]), dtype=np.int64)
+            mask = np.zeros((batch_size, self.crop), dtype=bool)
+            speakers = np.zeros(batch_size, dtype=np.int64)
+            top = (np.zeros((batch_size, -(-self.crop // stride)), dtype=np.int64)
+                   if self.model.conditioned else None)
+            for row, index in enumerate(picks):
+                utt = self.train_utts[index]
+                # stride 1: the same draws as an unconditioned prior's (offsets 0 .. T - crop)
+                offset = stride * int(rng.integers(0, max(1, (len(utt.codes) - self.crop) // stride + 1)))
+                piece = utt.codes[offset: offset + self.crop]
+                codes[row, : len(piece)], mask[row, : len(piece)] = piece, True
+                speakers[row] = self.speaker_ids[utt.speaker]
+                if top is not None:
+                    above = utt.top[offset // stride: offset // stride + top.shape[1]]
+                    top[row, : len(above)] = above
+            step += 1
+            batch = (torch.from_numpy(codes).to(device), torch.from_numpy(speakers).to(device),
+                     torch.from_numpy(mask).to(device))
+            yield batch if top is None else (*batch, torch.from_numpy(top).to(device))
+
+    def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor | int]]:
+        codes, speakers, mask, *top = batch  # top: [] or [top codes [B, ceil(crop / stride)]]
+        nll = code_nll(model(codes, speakers, *top), codes)
+        loss = (nll * mask).sum() / mask.sum()
+        return loss, {"bits": loss.detach() / LN2, "samples": mask.sum()}
+
+    @torch.no_grad()
+    def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        """Teacher-forced bits per code on the validation utterances (each cut into pieces of
+        ``crop_frames``, every piece starting from the start token), and the unigram's."""
+        limit = self.config["train"]["valid_max_utterances"]
+        utts = (self.valid_utts or self.train_utts)[:limit]
+        tops = [u.top for u in utts] if self.model.conditioned else None
+        bits, count = prior_bits(model, [(u.codes, self.speaker_ids[u.speaker]) for u in utts],
+                                 self.crop, self.config["train"]["batch_size"], device, tops=tops,
+                                 stride=self.stride)
+        return {"bits_per_code": bits, "unigram_bits_per_code": self.unigram, "codes": count}
+
+    @torch.no_grad()
+    def log_media(self, model: torch.nn.Module, writer: SummaryWriter, step: int, device: torch.device) -> None:
+        """Usage of codes drawn from the prior (one crop per speaker, up to 8) against the data's."""
+        model.eval()
+        speakers = torch.arange(min(8, len(self.speakers)), device=device)
+        gen = torch.Generator(device=device).manual_seed(step)
+        top = self._media_top(speakers.tolist()).to(device) if self.model.conditioned else None
+        drawn, _ = sample_codes(model, speakers, self.crop, top=top, generator=gen)
+        usage = code_usage(list(drawn.cpu().numpy()), self.num_codes)
+        writer.add_histogram("sample/codes", drawn.cpu().reshape(-1), step)
+        writer.add_scalar("sample/codes_used", int((usage > 0).sum()), step)
+        writer.add_scalar("sample/perplexity", float(perplexity(torch.from_numpy(usage))), step)
+        model.train()
+
+    def _media_top(self, speakers: list[int]) -> torch.Tensor:
+        """Top codes [len(speakers), ceil(crop / stride)] to condition media samples on: the start
+        of each speaker's first training utterance (zero-padded)."""
+        first = {}
+        for utt in self.train_utts:
+            first.setdefault(self.speaker_ids[utt.speaker], utt)
+        top = torch.zeros(len(speakers), -(-self.crop // self.stride), dtype=torch.long)
+        for row, spk in enumerate(speakers):
+            above = first.get(spk, self.train_utts[0]).top[: top.shape[1]]
+            top[row, : len(above)] = torch.from_numpy(above)
+        return top
+
+    def checkpoint_fields(self) -> dict[str, Any]:
+        fields = {"speakers": list(self.speakers), "num_codes": self.num_codes,
+                  "data_usage": self.data_usage.tolist(), "level": self.level, "groups": self.model.groups}
+        if self.model.conditioned:
+            fields["top"] = {"num_codes": self.model.top_codes, "stride": self.model.top_stride}
+        return fields
+
+
+def code_nll(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood in nats per step [B, T] of codes [B, T] under logits [B, T, K];
+    grouped codes [B, T, G] under logits [B, T, G, K]: summed over the groups."""
+    if codes.dim() == 3:
+        return F.cross_entropy(logits.permute(0, 3, 1, 2).float(), codes, reduction="none").sum(-1)
+    return F.cross_entropy(logits.transpose(1, 2).float(), codes, reduction="none")
+
+
+@torch.no_grad()
+def prior_bits(model, sequences: list[tuple[np.ndarray, int]], crop: int, batch_size: int,
+               device: torch.device, tops: list[np.ndarray] | None = None, stride: int = 1
+               ) -> tuple[float, int]:
+    """(bits per code, number of codes) of ``(codes [T], speaker id)`` sequences under ``model``
+    (grouped codes [T, G]: bits per code tuple, number of tuples).
+
+    A conditioned model also gets each sequence's top codes ``tops`` (int [ceil(T / stride)]); each
+    piece of ``crop`` codes (a multiple of ``stride``) sees the top codes above it."""
+    was_training = model.training
+    model.eval()
+    tops = tops if tops is not None else [None] * len(sequences)
+    pieces = [(codes[i: i + crop], spk, None if top is None else top[i // stride: (i + crop) // stride])
+              for (codes, spk), top in zip(sequences, tops) for i in range(0, len(codes), crop)]
+    total, count = 0.0, 0
+    for start in range(0, len(pieces), batch_size):
+        chunk = pieces[start: start + batch_size]
+        length = max(len(c) for c, _, _ in chunk)
+        codes = torch.zeros(len(chunk), length, *chunk[0][0].shape[1:], dtype=torch.long)
+        mask = torch.zeros(len(chunk), length, dtype=torch.bool)
+        top = torch.zeros(len(chunk), -(-length // stride), dtype=torch.long)
+        for row, (c, _, above) in enumerate(chunk):
+            codes[row, : len(c)], mask[row, : len(c)] = torch.from_numpy(c), True
+            if above is not None:
+                top[row, : len(above)] = torch.from_numpy(above)
+        speakers = torch.tensor([s for _, s, _ in chunk])
+        codes, mask, speakers = codes.to(device), mask.to(device), speakers.to(device)
+        conditioning = () if chunk[0][2] is None else (top.to(device),)
+        nll = code_nll(model(codes, speakers, *conditioning), codes)
+        total += float((nll * mask).sum())
+        count += int(mask.sum())
+    model.train(was_training)
+    return total / LN2 / max(count, 1), count
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+PRIOR_RULES = {
+    "data.crop_frames": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 1,
+                         "an integer > 1"),
+    "data.level": (lambda v: v in LEVELS, " or ".join(LEVELS)),
+}
+
+
+def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
+    """Train (or resume) a code prior in ``exp_dir``; returns the final validation metrics."""
+    exp_dir = Path(exp_dir)
+    cfg, merged = experiment_config(exp_dir, overrides, config_name="prior_train", model_key="prior")
+    check_config(cfg, sections=("seed", "train"), extra=PRIOR_RULES)
+    dist_info = init_distributed(cfg["device"])
+    device = select_device(cfg["device"], dist_info.local_rank)
+
+    codes_dir = Path(cfg["data"]["codes"]).expanduser().resolve()
+    cfg["data"]["codes"] = str(codes_dir)
+    level = cfg["data"]["level"]
+    info, utts = read_prior_data(codes_dir, cfg["data"]["manifest"], level)
+    top = info.top if level == "bottom" else None  # a bottom prior is conditioned on the top codes
+    crop = cfg["data"]["crop_frames"]
+    if top is not None and crop % top.stride:
+        fixed = -(-crop // top.stride) * top.stride
+        raise UserError(f"data.crop_frames={crop} is not a multiple of the top codes' stride "
+                        f"{top.stride}; set data.crop_frames={fixed} (or another multiple).")
+    train_utts = [u for u in utts if u.split == "train"]
+    if not train_utts:
+        raise UserError(f"The codes in {codes_dir} have no utterances in the train split.")
+    valid_utts = [u for u in utts if u.split == "valid"]
+    if info.num_codes is None:
+        raise UserError(f"{codes_dir / 'codes.json'} does not say K; re-run `vqspeech encode`.")
+
+    conditioning = None if top is None else {"num_codes": top.num_codes, "stride": top.stride}
+    last = exp_dir / "checkpoints" / "last.pt"
+    resume = load_checkpoint(last) if last.is_file() else None
+    if resume and (resume["level"], resume.get("top"), resume["groups"]) != (level, conditioning, info.groups):
+        raise UserError(f"{exp_dir} was trained on other codes (level {resume['level']}, top {resume.get('top')}, "
+                        f"groups {resume['groups']}); use a new folder for data.level={level} on {codes_dir}.")
+    speakers = resume["speakers"] if resume else sorted({str(u.speaker) for u in train_utts})
+    torch.manual_seed(cfg["seed"])
+    try:
+        model = build_prior(cfg["prior"], len(speakers), info.num_codes, groups=info.groups,
+                            top_codes=top.num_codes if top else 0, top_stride=top.stride if top else 1)
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise UserError(f"The prior config is invalid ({first_line(exc)}); fix the prior.* values.") from None
+    record = info.without_ids()
+    if top is not None:
+        record.level = "bottom"
+    write_experiment_files(exp_dir, cfg, merged, dist_info, {"codes.json": record.to_text()})
+    task = PriorTask(model, cfg, speakers, info.num_codes, train_utts, valid_utts, level=level)
+    return fit_and_summarise(exp_dir, task, cfg, device, dist_info, resume,
+                             extra={"arch": cfg["prior"]["arch"], "parameters": model.num_parameters()})

@@ -1,0 +1,258 @@
+"""`vqspeech train`: the VQ-VAE's training task (batches, loss, validation, media) and the
+function that binds the composed config to data, model, task and trainer.
+
+With ``model.decoder_type=conv`` the task also owns the waveform discriminator and its optimizer
+(``train.adversarial``) and runs the adversarial step inside :meth:`VQVAETask.loss`; see there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.tensorboard import SummaryWriter
+
+from ..audio import load_audio
+from ..checkpoint import load_checkpoint
+from ..config import experiment_config, merge_overrides
+from ..data.dataset import crop_length, crop_loader
+from ..data.manifest import Utterance, read_manifest, speakers_of
+from ..device import init_distributed, select_device
+from ..errors import UserError, first_line
+from ..eval.loss import teacher_forced_metrics
+from ..inference.generate import generate
+from ..models.conv_decoder import WaveformOutput
+from ..models.discriminators import CombinedDiscriminator
+from ..models.gan_losses import (adaptive_weight, discriminator_active, discriminator_loss,
+                                 feature_matching_loss, generator_adversarial_loss)
+from ..models.vqvae import VQVAE, VQVAEOutput
+from ..plots import spectrogram_figure
+from .experiment import (ADVERSARIAL_RULES, check_config, fit_and_summarise, seed_everything,
+                         write_experiment_files)
+from .trainer import Task
+
+
+class VQVAETask(Task):
+    kind = "vqvae"
+    progress_keys = ("bits", "mel", "lambda", "ppl", "used", "top_used")
+
+    def __init__(self, model: VQVAE, config: dict[str, Any], speakers: list[str],
+                 train_utts: list[Utterance], valid_utts: list[Utterance]):
+        self.model, self.config, self.speakers = model, config, speakers
+        self.speaker_ids = {s: i for i, s in enumerate(speakers)}
+        self.train_utts = train_utts
+        self.valid_utts = [u for u in valid_utts if u.speaker in self.speaker_ids]
+        train = config["train"]
+        self.crop_samples = crop_length(train["crop_seconds"], model.sample_rate, model.hop_length)
+        self.discriminator: CombinedDiscriminator | None = None
+        self.d_optimizer: torch.optim.Optimizer | None = None
+        if model.decoder_type == "conv":
+            adv = self.adversarial = train["adversarial"]
+            self.mel_weight = float(adv["mel_weight"])
+            self.discriminator = CombinedDiscriminator(use_mpd=adv["mpd"], use_msd=adv["msd"])
+            self.d_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=adv["d_lr"],
+                                                 betas=tuple(adv["d_betas"]),
+                                                 weight_decay=adv["d_weight_decay"])
+
+    def to_device(self, device: torch.device) -> None:
+        """Move the discriminator (if any) to the training device, before its state is restored."""
+        if self.discriminator is not None:
+            self.discriminator.to(device)
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Resume the discriminator and its optimizer; their settings come from the config."""
+        if self.discriminator is None:
+            return
+        if "discriminator" not in ckpt or "d_optimizer" not in ckpt:
+            raise ValueError("no discriminator state")
+        self.discriminator.load_state_dict(ckpt["discriminator"])
+        self.d_optimizer.load_state_dict(ckpt["d_optimizer"])
+        adv = self.adversarial
+        for group in self.d_optimizer.param_groups:
+            group.update(lr=adv["d_lr"], betas=tuple(adv["d_betas"]), weight_decay=adv["d_weight_decay"])
+
+    def batches(self, start_step: int, rank: int, device: torch.device) -> Iterator[Any]:
+        train = self.config["train"]
+        loader = crop_loader(self.train_utts, self.speaker_ids, batch_size=train["batch_size"],
+                             crop_samples=self.crop_samples, seed=self.config["seed"],
+                             start_step=start_step, rank=rank, num_workers=train["num_workers"])
+        for audio, speakers, mask in loader:
+            yield audio.to(device), speakers.to(device), mask.to(device)
+
+    def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor | int]]:
+        """Loss and detached scalars (tensors: the trainer reads them only when it logs)."""
+        audio, speakers, mask = batch
+        out: VQVAEOutput = model(audio, speakers, mask)
+        vq, rec = out.vq, out.reconstruction
+        loss, scalars = out.loss, {}
+        if isinstance(rec, WaveformOutput):
+            scalars["mel"] = rec.loss.detach()
+            loss = self._adversarial(model, out, rec, scalars)
+        else:
+            scalars["bits"] = rec.bits_per_sample
+        if out.top is not None:
+            scalars.update({"top_ppl": out.top.perplexity, "top_used": (out.top.usage > 0).sum(),
+                            "top_commitment": out.top.commitment_loss.detach()})
+        return loss, {
+            **scalars,
+            "commitment": vq.commitment_loss.detach(),
+            "codebook": vq.codebook_loss.detach(),
+            "ppl": vq.perplexity,
+            "used": (vq.usage > 0).sum(),
+            "dead": vq.dead_codes,
+            "reseeded": vq.reseeded,
+            "samples": mask.sum(),
+        }
+
+    def _adversarial(self, model: torch.nn.Module, out: VQVAEOutput, rec: WaveformOutput,
+                     scalars: dict) -> torch.Tensor:
+        """Conv decoder: the discriminator step, then the generator's loss (the trainer steps it).
+
+        Before ``adversarial.warmup_steps`` generator updates: ``mel_weight`` * mel + VQ loss only,
+        the discriminator idle. After: (1) one discriminator step (LSGAN) on the real crops and the
+        detached fakes;
+        (2) the generator loss ``rec + lambda * adv_weight * (adv + fm_weight * fm)`` against the
+        updated discriminator, ``lambda`` VQ-GAN's adaptive weight at the decoder's last layer (1
+        when ``adaptive_weight`` is false). Under DDP the discriminator's gradients and lambda are
+        averaged over the ranks, so every rank takes the same steps.
+        """
+        adv = self.adversarial
+        loss = self.mel_weight * rec.loss + out.quantizer_loss
+        if not discriminator_active(self.step, adv["warmup_steps"]):
+            return loss
+        disc, real, fake = self.discriminator, rec.target, rec.waveform
+        if rec.mask is not None:  # padding is silence in both, so the discriminator cannot tell by it
+            fake = fake * rec.mask.to(fake.dtype)
+        disc.train()
+        d_loss = discriminator_loss(disc(real)[0], disc(fake.detach())[0])
+        self.d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        if dist.is_available() and dist.is_initialized():
+            world = dist.get_world_size()
+            for p in disc.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= world
+        self.d_optimizer.step()
+
+        disc.requires_grad_(False)  # the generator's backward needs no discriminator gradients
+        try:
+            with torch.no_grad():
+                _, real_features = disc(real)
+            fake_logits, fake_features = disc(fake)
+        finally:
+            disc.requires_grad_(True)
+        g_adv = generator_adversarial_loss(fake_logits)
+        fm = feature_matching_loss(real_features, fake_features)
+        gan = g_adv + adv["fm_weight"] * fm
+        weighted_mel = self.mel_weight * rec.loss
+        if adv["adaptive_weight"]:
+            decoder = getattr(model, "module", model).decoder
+            weight = adaptive_weight(weighted_mel, gan, decoder.last_layer, max_weight=adv["max_weight"])
+            if dist.is_available() and dist.is_initialized():
+                dist.all_reduce(weight)
+                weight = weight / dist.get_world_size()
+        else:
+            weight = torch.ones((), device=weighted_mel.device)
+        scalars.update({"d_loss": d_loss.detach(), "lambda": weight, "adversarial": g_adv.detach(),
+                        "feature_matching": fm.detach()})
+        return loss + weight * adv["adv_weight"] * gan
+
+    def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        limit = self.config["train"]["valid_max_utterances"]
+        return teacher_forced_metrics(model, self.valid_utts[:limit], self.speaker_ids, device)
+
+    def log_media(self, model: torch.nn.Module, writer: SummaryWriter, step: int, device: torch.device) -> None:
+        """Original, reconstruction and a conversion of one validation utterance, with spectrograms."""
+        utts = self.valid_utts or self.train_utts
+        utt = utts[0]
+        seconds = self.config["train"]["media_seconds"]
+        sr, hop = self.model.sample_rate, self.model.hop_length
+        audio, _ = load_audio(utt.audio, sr)
+        audio = audio[: int(seconds * sr) // hop * hop]
+        if len(audio) < hop:
+            return
+        model.eval()
+        x = torch.from_numpy(audio)[None].to(device)
+        with torch.no_grad():
+            latents = self.model.quantize(x).decoder_input.expand(2, -1, -1)
+            own = self.speaker_ids[utt.speaker]
+            other = (own + 1) % len(self.speakers)
+            speakers = torch.tensor([own, other], device=device)
+            if self.model.decoder_type == "conv":
+                outs = self.model.decoder(latents, speakers)
+            else:
+                gen = torch.Generator(device=device).manual_seed(step)
+                outs = generate(self.model.decoder, latents, speakers, generator=gen)
+        waves = outs.cpu().numpy()
+        writer.add_audio("audio/original", audio, step, sample_rate=sr)
+        writer.add_audio("audio/reconstruction", waves[0], step, sample_rate=sr)
+        writer.add_audio(f"audio/converted_to_{self.speakers[other]}", waves[1], step, sample_rate=sr)
+        writer.add_figure("spectrogram", spectrogram_figure(
+            {"original": audio, "reconstruction": waves[0],
+             f"converted to {self.speakers[other]}": waves[1]}, sr), step)
+
+    def checkpoint_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"speakers": list(self.speakers)}
+        if self.discriminator is not None and self.d_optimizer is not None:  # resume only
+            fields["discriminator"] = {k: v.detach().cpu().clone()
+                                       for k, v in self.discriminator.state_dict().items()}
+            fields["d_optimizer"] = self.d_optimizer.state_dict()
+        return fields
+
+
+def build_model(model_cfg: dict[str, Any], num_speakers: int) -> VQVAE:
+    """VQVAE.from_config, with a bad model value reported as one sentence."""
+    try:
+        return VQVAE.from_config(model_cfg, num_speakers)
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise UserError(f"The model config is invalid ({first_line(exc)}); fix the model.* values.") from None
+
+
+def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
+    """Train (or resume) a VQ-VAE in ``exp_dir``; returns the final validation metrics."""
+    exp_dir = Path(exp_dir)
+    cfg, merged = experiment_config(exp_dir, overrides)
+    check_config(cfg)
+    if cfg["model"]["decoder_type"] == "conv":
+        check_config(cfg, sections=(), extra=ADVERSARIAL_RULES)
+        if not (cfg["train"]["adversarial"]["mpd"] or cfg["train"]["adversarial"]["msd"]):
+            raise UserError("Config values train.adversarial.mpd and train.adversarial.msd are both false; "
+                            "enable at least one discriminator.")
+    dist_info = init_distributed(cfg["device"])
+    device = select_device(cfg["device"], dist_info.local_rank)
+    model_cfg = cfg["model"]
+
+    manifest = Path(cfg["data"]["manifest"]).expanduser().resolve()
+    # stored absolute, so resuming or evaluating from another folder finds it
+    cfg["data"]["manifest"] = str(manifest)
+    merged = merge_overrides(merged, [f"data.manifest={manifest}"])
+    utts = read_manifest(manifest)
+    rates = sorted({u.sample_rate for u in utts})
+    if rates != [model_cfg["sample_rate"]]:
+        raise UserError(f"Manifest {manifest} holds audio at {', '.join(map(str, rates))} Hz but the model "
+                        f"runs at {model_cfg['sample_rate']} Hz; re-run `vqspeech prepare --sample_rate "
+                        f"{model_cfg['sample_rate']}` or set model.sample_rate.")
+    train_utts = [u for u in utts if u.split == "train"]
+    if not train_utts:
+        raise UserError(f"Manifest {manifest} has no utterances in the train split.")
+    valid_utts = [u for u in utts if u.split == "valid"]
+
+    last = exp_dir / "checkpoints" / "last.pt"
+    resume = load_checkpoint(last) if last.is_file() else None
+    speakers = resume["speakers"] if resume else speakers_of(train_utts)
+    unknown = sorted({u.speaker for u in train_utts} - set(speakers))
+    if unknown:
+        raise UserError(f"The manifest has training speakers ({', '.join(unknown[:5])}) that {exp_dir} was not "
+                        "started with; train a new experiment for a changed speaker set.")
+
+    seed_everything(cfg["seed"])
+    model = build_model(model_cfg, len(speakers))
+    write_experiment_files(exp_dir, cfg, merged, dist_info,
+                           {"speakers.txt": "".join(f"{s}\n" for s in speakers)})
+    task = VQVAETask(model, cfg, speakers, train_utts, valid_utts)
+    return fit_and_summarise(exp_dir, task, cfg, device, dist_info, resume,
+                             extra={"parameters": sum(p.numel() for p in model.parameters())})
