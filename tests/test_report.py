@@ -116,7 +116,7 @@ def exp(tmp_path) -> Path:
                       "transcripts": {k: "zero" if i == 0 else "<i>oh</i>" for k in KINDS},
                       "word_errors": {k: i for k in KINDS}, "mcd": {"reconstruction": 6.1, "conversion": 9.9},
                       "future_item_score": 0.25})
-    write_json(exp / "eval_convert" / "metrics.json", {   # as `vqspeech eval convert` writes it
+    write_json(exp / "eval_convert" / "metrics.json", {   # as `vqspeech evaluate conversion` writes it
         "summary": {
             "model": "/x/last.pt", "exp_dir": "/x", "manifest": "/x/m.jsonl", "split": "test", "sample_rate": 8000,
             "seed": 0, "num_items": 2, "num_requested": 20, "skipped": [], "speakers": ["george"],
@@ -260,7 +260,7 @@ def test_missing_and_malformed_files_leave_notes(exp):
 
 
 def test_unknown_conversion_summary_keys_get_readable_labels(exp):
-    """A key a newer `eval convert` adds still shows, with a label made from its name."""
+    """A key a newer `evaluate conversion` adds still shows, with a label made from its name."""
     path = exp / "eval_convert" / "metrics.json"
     metrics = json.loads(path.read_text())
     metrics["summary"]["new_one"] = 2

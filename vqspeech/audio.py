@@ -30,8 +30,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
     try:
         audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for corrupt/non-audio files
-        raise UserError(f"Cannot read audio file {path} ({first_line(exc)}); "
-                        "convert it to WAV or FLAC and try again.") from None
+        raise UserError(
+            f"Cannot read audio file {path} ({first_line(exc)}); convert it to WAV or FLAC and try again."
+        ) from None
     audio = audio.mean(axis=1)
     if sample_rate is not None and sr != sample_rate:
         audio = resample(audio, sr, sample_rate)
@@ -80,4 +81,3 @@ def mu_law_decode(classes_idx: torch.Tensor, classes: int = MU_LAW_CLASSES) -> t
     mu = classes - 1
     compressed = classes_idx.float() / mu * 2.0 - 1.0
     return torch.sign(compressed) * torch.expm1(compressed.abs() * np.log1p(mu)) / mu
-

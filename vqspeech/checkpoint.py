@@ -104,19 +104,30 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"Checkpoint {path} cannot be read ({first_line(exc)[:120]}); "
-                        "it is corrupt or not a vqspeech checkpoint.") from None
+        raise UserError(
+            f"Checkpoint {path} cannot be read ({first_line(exc)[:120]}); it is corrupt or not a vqspeech checkpoint."
+        ) from None
     version = ckpt.get("format_version") if isinstance(ckpt, dict) else None
     if version is None:
         raise UserError(f"{path} is not a vqspeech checkpoint (no format_version).")
     if version > FORMAT_VERSION:
-        raise UserError(f"Checkpoint {path} has format version {version}, newer than this vqspeech "
-                        f"understands ({FORMAT_VERSION}); upgrade vqspeech.")
+        raise UserError(
+            f"Checkpoint {path} has format version {version}, newer than this vqspeech "
+            f"understands ({FORMAT_VERSION}); upgrade vqspeech."
+        )
     return _upgrade(ckpt)
 
 
-RESUME_ONLY = ("optimizer", "scheduler", "rng", "elapsed_seconds", "best_value", "best_step",
-               "discriminator", "d_optimizer")
+RESUME_ONLY = (
+    "optimizer",
+    "scheduler",
+    "rng",
+    "elapsed_seconds",
+    "best_value",
+    "best_step",
+    "discriminator",
+    "d_optimizer",
+)
 """What only resuming needs: an export leaves it out."""
 
 

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
-from .fileio import write_text_atomic
 
 
 def _split_list(text: str | None) -> list[str] | None:
@@ -28,24 +27,34 @@ def _layout_options(args) -> dict:
 
 # --- corpus -----------------------------------------------------------------------------------
 
+
 def cmd_prepare(args) -> None:
     from .data.prepare import prepare_corpus
 
     options = _layout_options(args)
-    summary = prepare_corpus(args.corpus_dir, args.out_dir, args.layout, sample_rate=args.sample_rate,
-                             split_by=args.split_by, valid_fraction=args.valid_fraction,
-                             test_fraction=args.test_fraction,
-                             heldout_speakers=_split_list(args.heldout_speakers),
-                             min_duration=args.min_duration, max_duration=args.max_duration, seed=args.seed,
-                             num_workers=args.num_workers, overwrite=args.overwrite, **options)
+    summary = prepare_corpus(
+        args.corpus_dir,
+        args.out_dir,
+        args.layout,
+        sample_rate=args.sample_rate,
+        split_by=args.split_by,
+        valid_fraction=args.valid_fraction,
+        test_fraction=args.test_fraction,
+        heldout_speakers=_split_list(args.heldout_speakers),
+        min_duration=args.min_duration,
+        max_duration=args.max_duration,
+        seed=args.seed,
+        num_workers=args.num_workers,
+        overwrite=args.overwrite,
+        **options,
+    )
     print(json.dumps(summary.__dict__))
 
 
 def cmd_demo_data(args) -> None:
     from .data.demo import make_demo_corpus
 
-    out = make_demo_corpus(args.out_dir, num_sentences=args.num_sentences, seed=args.seed,
-                           overwrite=args.overwrite)
+    out = make_demo_corpus(args.out_dir, num_sentences=args.num_sentences, seed=args.seed, overwrite=args.overwrite)
     print(f"demo corpus ready in {out}")
 
 
@@ -53,16 +62,33 @@ def cmd_align(args) -> None:
     from .data.align import align_corpus
 
     options = _layout_options(args)
-    summary = align_corpus(args.source, args.out_dir, args.layout, manifest=args.manifest,
-                           num_workers=args.num_workers, limit=args.limit,
-                           overwrite=args.overwrite, **options)
-    print(json.dumps({"total": summary.total, "aligned": summary.aligned,
-                      "coverage": summary.coverage, "seconds_per_file": summary.seconds_per_file,
-                      "failed": summary.failed, "reused": summary.reused,
-                      "out_dir": summary.out_dir}))
+    summary = align_corpus(
+        args.source,
+        args.out_dir,
+        args.layout,
+        manifest=args.manifest,
+        num_workers=args.num_workers,
+        limit=args.limit,
+        overwrite=args.overwrite,
+        **options,
+    )
+    print(
+        json.dumps(
+            {
+                "total": summary.total,
+                "aligned": summary.aligned,
+                "coverage": summary.coverage,
+                "seconds_per_file": summary.seconds_per_file,
+                "failed": summary.failed,
+                "reused": summary.reused,
+                "out_dir": summary.out_dir,
+            }
+        )
+    )
 
 
 # --- training ---------------------------------------------------------------------------------
+
 
 def cmd_train(args) -> None:
     from .training.vqvae_task import train_vqvae
@@ -83,20 +109,41 @@ def cmd_prior_train(args) -> None:
 def cmd_prior_sample(args) -> None:
     from .inference.prior_sampling import sample_prior
 
-    record = sample_prior(args.prior_dir, args.out, speaker=args.speaker, seconds=args.seconds,
-                          num=args.num, candidates=args.candidates, temperature=args.temperature,
-                          top_k=args.top_k, seed=args.seed, vqvae=args.vqvae,
-                          codes_only=args.codes_only, overwrite=args.overwrite, device=args.device,
-                          top_prior=args.top_prior)
+    record = sample_prior(
+        args.prior_dir,
+        args.out,
+        speaker=args.speaker,
+        seconds=args.seconds,
+        num=args.num,
+        candidates=args.candidates,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+        vqvae=args.vqvae,
+        codes_only=args.codes_only,
+        overwrite=args.overwrite,
+        device=args.device,
+        top_prior=args.top_prior,
+    )
     print(json.dumps(record))
 
 
 def cmd_evaluate_loss(args) -> None:
     from .eval.loss import evaluate_loss
 
-    print(json.dumps(evaluate_loss(args.exp_dir, manifest=args.manifest, split=args.split,
-                                   max_utterances=args.max_utterances, out=args.out, overwrite=args.overwrite,
-                                   device=args.device)))
+    print(
+        json.dumps(
+            evaluate_loss(
+                args.exp_dir,
+                manifest=args.manifest,
+                split=args.split,
+                max_utterances=args.max_utterances,
+                out=args.out,
+                overwrite=args.overwrite,
+                device=args.device,
+            )
+        )
+    )
 
 
 def cmd_export(args) -> None:
@@ -111,6 +158,7 @@ def cmd_export(args) -> None:
 
 
 # --- inference --------------------------------------------------------------------------------
+
 
 def cmd_encode(args) -> None:
     from .inference import VQSpeech
@@ -127,9 +175,16 @@ def cmd_decode(args) -> None:
     from .inference.files import decode_codes
 
     vq = VQSpeech.load(args.exp_dir, args.device)
-    written = decode_codes(vq, Path(args.codes), Path(args.out), speaker=args.speaker,
-                           temperature=args.temperature, seed=args.seed, batch_size=args.batch_size,
-                           overwrite=args.overwrite)
+    written = decode_codes(
+        vq,
+        Path(args.codes),
+        Path(args.out),
+        speaker=args.speaker,
+        temperature=args.temperature,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+    )
     print(json.dumps({"written": [str(p) for p in written]}))
 
 
@@ -139,8 +194,16 @@ def cmd_convert(args) -> None:
 
     items = collect_inputs(args.input, args.split, args.limit)
     vq = VQSpeech.load(args.exp_dir, args.device)
-    written = convert_items(vq, items, Path(args.out), speaker=args.speaker, temperature=args.temperature,
-                            seed=args.seed, batch_size=args.batch_size, overwrite=args.overwrite)
+    written = convert_items(
+        vq,
+        items,
+        Path(args.out),
+        speaker=args.speaker,
+        temperature=args.temperature,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+    )
     print(json.dumps({"written": [str(p) for p in written]}))
 
 
@@ -152,19 +215,44 @@ def cmd_speakers(args) -> None:
 
 # --- evaluation -------------------------------------------------------------------------------
 
-PROBE_SUMMARY = ("system", "num_frames", "num_phone_classes", "codes_used", "accuracy", "pnmi", "phone_purity",
-                 "cluster_purity", "abx_within", "abx_across", "linear_probe_accuracy", "speaker_id_acc",
-                 "speaker_id_acc_input")
+PROBE_SUMMARY = (
+    "system",
+    "num_frames",
+    "num_phone_classes",
+    "codes_used",
+    "accuracy",
+    "pnmi",
+    "phone_purity",
+    "cluster_purity",
+    "abx_within",
+    "abx_across",
+    "linear_probe_accuracy",
+    "speaker_id_acc",
+    "speaker_id_acc_input",
+)
 
 
 def cmd_evaluate_probe(args) -> None:
     from .eval.probe import run_probe
 
-    result = run_probe(args.codes, args.out, manifest=args.manifest, corpus=args.corpus, layout=args.layout,
-                       alignments=args.alignments, split=args.split, phone_set=args.phone_set,
-                       folding_table=args.folding, ignore=tuple(_split_list(args.ignore) or ()),
-                       name=args.name, abx=not args.no_abx, abx_max_items=args.abx_max_items,
-                       seed=args.seed, overwrite=args.overwrite, **_layout_options(args))
+    result = run_probe(
+        args.codes,
+        args.out,
+        manifest=args.manifest,
+        corpus=args.corpus,
+        layout=args.layout,
+        alignments=args.alignments,
+        split=args.split,
+        phone_set=args.phone_set,
+        folding_table=args.folding,
+        ignore=tuple(_split_list(args.ignore) or ()),
+        name=args.name,
+        abx=not args.no_abx,
+        abx_max_items=args.abx_max_items,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        **_layout_options(args),
+    )
     summary = {k: result.get(k) for k in PROBE_SUMMARY}
     summary["chance_accuracy"] = result["baselines"]["majority_phone"]["accuracy"]
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}))
@@ -178,9 +266,16 @@ def cmd_baseline(args) -> None:
     if args.like:
         like = CodesFolder.open(args.like).info
         num_codes, rate = num_codes or like.num_codes, rate or like.code_rate_hz
-    summary = mfcc_kmeans_baseline(args.manifest, args.out_dir, num_codes=num_codes or 128,
-                                   code_rate_hz=rate or 100.0, fit_split=args.fit_split, split=args.split,
-                                   seed=args.seed, overwrite=args.overwrite)
+    summary = mfcc_kmeans_baseline(
+        args.manifest,
+        args.out_dir,
+        num_codes=num_codes or 128,
+        code_rate_hz=rate or 100.0,
+        fit_split=args.fit_split,
+        split=args.split,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
     print(json.dumps(summary))
 
 
@@ -189,9 +284,19 @@ def cmd_evaluate_conversion(args) -> None:
 
     out = Path(args.out) if args.out else Path(args.exp_dir) / "eval_convert"
     digits = {"auto": None, "yes": True, "no": False}[args.digits]
-    result = evaluate_conversion(args.exp_dir, out, manifest=args.manifest, split=args.split, num=args.num,
-                                 targets=_split_list(args.targets), num_reference=args.num_reference,
-                                 digits=digits, seed=args.seed, device=args.device, overwrite=args.overwrite)
+    result = evaluate_conversion(
+        args.exp_dir,
+        out,
+        manifest=args.manifest,
+        split=args.split,
+        num=args.num,
+        targets=_split_list(args.targets),
+        num_reference=args.num_reference,
+        digits=digits,
+        seed=args.seed,
+        device=args.device,
+        overwrite=args.overwrite,
+    )
     print(format_summary(result))
     print(f"wrote {out / 'metrics.json'}")
 
@@ -203,6 +308,7 @@ def cmd_report(args) -> None:
 
 
 # --- parser -----------------------------------------------------------------------------------
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vqspeech", description=__doc__)
@@ -246,8 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default=None, help="corpus layout; leave out when SOURCE is a manifest")
     p.add_argument("--mic", default=None, help="VCTK 0.92 microphone: mic1 (default) or mic2")
     p.add_argument("--subset", default=None, help="LibriSpeech/LibriTTS subset, e.g. train-clean-100")
-    p.add_argument("--manifest", default=None,
-                   help="point this manifest's utterances at their alignments (rewritten in place)")
+    p.add_argument(
+        "--manifest", default=None, help="point this manifest's utterances at their alignments (rewritten in place)"
+    )
     p.add_argument("--num_workers", type=int, default=None, help="processes (default: one per CPU)")
     p.add_argument("--limit", type=int, default=None, help="only the first N utterances")
     p.add_argument("--overwrite", action="store_true", help="realign files already aligned")
@@ -260,8 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("prior", help="a prior over codes: `prior train`, `prior sample`")
     prior_verbs = p.add_subparsers(dest="prior_verb", required=True, metavar="ACTION")
-    p = prior_verbs.add_parser("train", help="train (or resume) a prior in EXP_DIR on encoded codes; "
-                               "trailing key=value overrides (data.codes=DIR, prior=transformer|wavenet)")
+    p = prior_verbs.add_parser(
+        "train",
+        help="train (or resume) a prior in EXP_DIR on encoded codes; "
+        "trailing key=value overrides (data.codes=DIR, prior=transformer|wavenet)",
+    )
     p.add_argument("exp_dir")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=cmd_prior_train)
@@ -271,15 +381,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speaker", required=True)
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--num", type=int, default=4, help="samples to keep")
-    p.add_argument("--candidates", type=int, default=None,
-                   help="draw this many and keep the --num most likely under the prior (default: --num)")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        help="draw this many and keep the --num most likely under the prior (default: --num)",
+    )
     p.add_argument("--temperature", type=float, default=1.0, help="0 = argmax")
     p.add_argument("--top_k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vqvae", default=None, help="the VQ-VAE to decode with (default: the one the codes came from)")
-    p.add_argument("--top_prior", default=None, metavar="TOP_PRIOR_DIR",
-                   help="hierarchical codes: the top-level prior (data.level=top) whose codes condition "
-                        "the bottom prior prior_dir; its codes are drawn first")
+    p.add_argument(
+        "--top_prior",
+        default=None,
+        metavar="TOP_PRIOR_DIR",
+        help="hierarchical codes: the top-level prior (data.level=top) whose codes condition "
+        "the bottom prior prior_dir; its codes are drawn first",
+    )
     p.add_argument("--codes_only", action="store_true", help="write codes, do not decode")
     p.add_argument("--overwrite", action="store_true")
     device_flag(p)
@@ -301,8 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     device_flag(p)
     p.set_defaults(func=cmd_encode)
 
-    for name, func, what in (("decode", cmd_decode, "codes (a .npy file or an encode folder) -> wav"),
-                             ("convert", cmd_convert, "audio (file, folder or manifest) -> wav in another voice")):
+    for name, func, what in (
+        ("decode", cmd_decode, "codes (a .npy file or an encode folder) -> wav"),
+        ("convert", cmd_convert, "audio (file, folder or manifest) -> wav in another voice"),
+    ):
         p = verbs.add_parser(name, help=what)
         p.add_argument("exp_dir")
         if name == "decode":
@@ -336,8 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("evaluate", help="evaluation: `evaluate loss`, `evaluate conversion`, `evaluate probe`")
     evaluations = p.add_subparsers(dest="evaluation", required=True, metavar="WHAT")
-    p = evaluations.add_parser("loss", help="whole-utterance reconstruction loss (teacher-forced bits per sample, "
-                               "or a conv decoder's mel loss) and code usage on a split")
+    p = evaluations.add_parser(
+        "loss",
+        help="whole-utterance reconstruction loss (teacher-forced bits per sample, "
+        "or a conv decoder's mel loss) and code usage on a split",
+    )
     p.add_argument("exp_dir")
     p.add_argument("--manifest", default=None, help="default: the manifest the model was trained on")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
@@ -347,8 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     device_flag(p)
     p.set_defaults(func=cmd_evaluate_loss)
 
-    p = evaluations.add_parser("conversion", help="speaker similarity, recognition error and MCD of "
-                               "reconstructions and conversions")
+    p = evaluations.add_parser(
+        "conversion", help="speaker similarity, recognition error and MCD of reconstructions and conversions"
+    )
     p.add_argument("exp_dir")
     p.add_argument("--out", default=None, help="output folder (default: EXP_DIR/eval_convert)")
     p.add_argument("--manifest", default=None, help="default: the manifest the model was trained on")
@@ -356,15 +480,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=20, help="utterances to reconstruct and convert")
     p.add_argument("--targets", default=None, help="comma-separated target speakers (default: a rotation)")
     p.add_argument("--num_reference", type=int, default=10, help="train utterances per speaker centroid")
-    p.add_argument("--digits", choices=["auto", "yes", "no"], default="auto",
-                   help="recognise with a digit vocabulary (auto: when every text is one digit word)")
+    p.add_argument(
+        "--digits",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="recognise with a digit vocabulary (auto: when every text is one digit word)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     device_flag(p)
     p.set_defaults(func=cmd_evaluate_conversion)
 
-    p = evaluations.add_parser("probe", help="phoneme probe of a codes folder against phone alignments "
-                               "-> metrics JSON + plots")
+    p = evaluations.add_parser(
+        "probe", help="phoneme probe of a codes folder against phone alignments -> metrics JSON + plots"
+    )
     p.add_argument("--codes", required=True, help="a folder written by `vqspeech encode` or `vqspeech baseline`")
     source = p.add_argument_group("phone alignments (give one)")
     source.add_argument("--manifest", default=None, help="a manifest whose utterances carry `alignment`")
@@ -399,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _flags(parser: argparse.ArgumentParser) -> set[str]:
     """The ``--name`` option strings of ``parser`` and of all its sub-commands."""
-    flags = set()
+    flags: set[str] = set()
     for action in parser._actions:
         flags.update(o for o in action.option_strings if o.startswith("--"))
         if isinstance(action, argparse._SubParsersAction):
@@ -411,9 +540,11 @@ def _flags(parser: argparse.ArgumentParser) -> set[str]:
 def as_flags(message: str, flags: set[str]) -> str:
     """A library message for the command line: a backquoted parameter that is also a flag
     (```overwrite=True```, ```num```) becomes that flag (``--overwrite``, ``--num``)."""
+
     def replace(match: re.Match) -> str:
         flag = "--" + match.group(1)
         return flag if flag in flags else match.group(0)
+
     return re.sub(r"`(\w+)(?:=True)?`", replace, message)
 
 

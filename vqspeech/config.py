@@ -51,7 +51,7 @@ def compose(overrides: list[str], config_name: str = "config") -> dict[str, Any]
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = hydra_compose(config_name, overrides=list(overrides))
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         if key:
@@ -64,6 +64,9 @@ def compose(overrides: list[str], config_name: str = "config") -> dict[str, Any]
             options = sorted(p.stem for p in (config_dir() / group.group(1)).glob("*.yaml"))
             message += f"; available {group.group(1)} configs: {', '.join(options)}"
         raise UserError(f"Invalid override: {message}.") from None
+    if not isinstance(container, dict):  # a composed config is a mapping
+        raise UserError(f"conf/{config_name}.yaml does not compose to a mapping of settings.")
+    return {str(key): value for key, value in container.items()}  # top-level keys are names (str already)
 
 
 def save_yaml(path: Path, data: Any) -> None:
@@ -86,8 +89,9 @@ def _model_section(cfg: dict[str, Any], model_key: str) -> Any:
     return section
 
 
-def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "config",
-                      model_key: str = "model") -> tuple[dict, list[str]]:
+def experiment_config(
+    exp_dir: Path, overrides: list[str], config_name: str = "config", model_key: str = "model"
+) -> tuple[dict, list[str]]:
     """The config for training in ``exp_dir``: saved overrides (when resuming) + new ones.
 
     Refuses a ``model_key`` section that builds another model than the folder was trained with."""
@@ -99,6 +103,8 @@ def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "c
     if previous.is_file():
         before = load_yaml(previous)
         if _model_section(before, model_key) != _model_section(cfg, model_key):
-            raise UserError(f"The model config differs from the one {exp_dir} was trained with; "
-                            "use a new experiment folder to train another model.")
+            raise UserError(
+                f"The model config differs from the one {exp_dir} was trained with; "
+                "use a new experiment folder to train another model."
+            )
     return cfg, merged

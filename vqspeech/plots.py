@@ -23,10 +23,17 @@ def log_mel(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 def spectrogram_figure(signals: dict[str, np.ndarray], sample_rate: int):
     """One log-mel panel per named signal, stacked vertically on a shared colour scale."""
     fig, axes = plt.subplots(len(signals), 1, figsize=(8, 2.2 * len(signals)), squeeze=False)
-    for ax, (name, audio) in zip(axes[:, 0], signals.items()):
+    for ax, (name, audio) in zip(axes[:, 0], signals.items(), strict=True):
         spec = log_mel(audio, sample_rate)
-        ax.imshow(spec, origin="lower", aspect="auto", vmin=-11, vmax=2, cmap="magma",
-                  extent=(0, len(audio) / sample_rate, 0, spec.shape[0]))
+        ax.imshow(
+            spec,
+            origin="lower",
+            aspect="auto",
+            vmin=-11,
+            vmax=2,
+            cmap="magma",
+            extent=(0, len(audio) / sample_rate, 0, spec.shape[0]),
+        )
         ax.set_title(name)
         ax.set_ylabel("mel bin")
     axes[-1, 0].set_xlabel("time (s)")
@@ -77,8 +84,9 @@ def save_code_phone_heatmap(path, counts: np.ndarray, phones: list[str], title: 
     _save(fig, path)
 
 
-def save_phone_accuracy(path, accuracy: np.ndarray, frames: np.ndarray, phones: list[str],
-                        title: str = "per-phone accuracy") -> None:
+def save_phone_accuracy(
+    path, accuracy: np.ndarray, frames: np.ndarray, phones: list[str], title: str = "per-phone accuracy"
+) -> None:
     """Bars of held-out mapping accuracy per phone [P], with each phone's share of frames."""
     order = np.argsort(-frames)
     fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(phones) + 2), 3.5))

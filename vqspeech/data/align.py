@@ -8,7 +8,8 @@ with the transcript as the alignment text (word level), the second in sub-word a
 (phone level; 10 ms frames, 30 ms minimum phone). pocketsphinx sometimes raises, or returns a path
 without the transcript's words, so each utterance is tried with padding, wider beams and a
 louder dither (:data:`ATTEMPTS`), and a result counts only if the transcript's words come out in
-order; when the phone pass cannot finish, each word's phones are aligned inside its word span. Words missing from the dictionary get a pronunciation from espeak-ng, folded onto ARPAbet.
+order; when the phone pass cannot finish, each word's phones are aligned inside its word span.
+Words missing from the dictionary get a pronunciation from espeak-ng, folded onto ARPAbet.
 
 ``align_corpus`` writes into ``OUT_DIR``: ``<id>.TextGrid`` per aligned utterance (tiers ``words``
 and ``phones``; phone labels are pocketsphinx's ARPAbet plus ``sil``), ``failed.tsv``
@@ -22,6 +23,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,8 +53,13 @@ LSB = 1.0 / 32768.0
 WIDE_BEAMS = {"beam": 1e-80, "wbeam": 1e-60, "pbeam": 1e-80}
 
 ATTEMPTS: tuple[tuple[float, str, float], ...] = (
-    (0.0, "default", LSB), (0.1, "default", LSB), (0.1, "default", 1e-3), (0.3, "wide", 1e-3),
-    (0.1, "wide", 3e-3), (0.0, "wide", LSB))
+    (0.0, "default", LSB),
+    (0.1, "default", LSB),
+    (0.1, "default", 1e-3),
+    (0.3, "wide", 1e-3),
+    (0.1, "wide", 3e-3),
+    (0.0, "wide", LSB),
+)
 """(seconds of zero padding on both sides, beam setting, dither) tried in order until one aligns.
 
 The dither is the standard deviation of fixed-seed noise added before decoding: exact digital
@@ -95,11 +102,10 @@ class PocketsphinxAligner:
     """Phone-level forced alignment of one utterance at a time (one instance per process)."""
 
     def __init__(self):
-        self._decoders: dict[str, object] = {}
+        self._decoders: dict[str, Decoder] = {}
         self._added: dict[str, str | None] = {}
 
-    def align(self, audio: np.ndarray, sample_rate: int, text: str
-              ) -> tuple[list[Segment], list[Segment], int]:
+    def align(self, audio: np.ndarray, sample_rate: int, text: str) -> tuple[list[Segment], list[Segment], int]:
         """Align ``audio`` [T] (any rate; resampled to 16 kHz) to ``text``.
 
         Returns (words, phones, attempt index); times in seconds within the unpadded audio. Raises
@@ -124,8 +130,9 @@ class PocketsphinxAligner:
             return word_segs, phone_segs, attempt
         raise AlignmentFailed(f"{len(ATTEMPTS)} attempts failed (last: {last})")
 
-    def _align_once(self, audio: np.ndarray, words: list[str], pad: float, beams: str,
-                    dither: float) -> tuple[list[Segment], list[Segment]]:
+    def _align_once(
+        self, audio: np.ndarray, words: list[str], pad: float, beams: str, dither: float
+    ) -> tuple[list[Segment], list[Segment]]:
         """One attempt: word pass, then phone pass (word by word if the whole-utterance one fails)."""
         decoder = self._decoder(beams)
         pcm = pcm16(audio, pad, dither)
@@ -135,8 +142,7 @@ class PocketsphinxAligner:
             segments = decoder.seg()
         except RuntimeError as exc:
             raise AlignmentFailed(f"pocketsphinx: {first_line(exc)}") from None
-        word_frames = [(word_name(s.word), s.start_frame, s.end_frame + 1) for s in segments or []
-                       if is_word(s.word)]
+        word_frames = [(word_name(s.word), s.start_frame, s.end_frame + 1) for s in segments or [] if is_word(s.word)]
         found = [name for name, _, _ in word_frames]
         if found != words:
             raise AlignmentFailed(f"words came out as '{' '.join(found)}'")
@@ -149,12 +155,12 @@ class PocketsphinxAligner:
             # phones of each word inside that word's span from the word pass instead.
             phone_frames = self._phones_word_by_word(decoder, pcm, word_frames)
         word_segs = [Segment(a * FRAME_SECONDS, b * FRAME_SECONDS, name) for name, a, b in word_frames]
-        phone_segs = [Segment(a * FRAME_SECONDS, b * FRAME_SECONDS, label)
-                      for label, a, b in phone_frames]
+        phone_segs = [Segment(a * FRAME_SECONDS, b * FRAME_SECONDS, label) for label, a, b in phone_frames]
         return word_segs, phone_segs
 
-    def _phones_word_by_word(self, decoder, pcm: bytes,
-                             word_frames: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    def _phones_word_by_word(
+        self, decoder, pcm: bytes, word_frames: list[tuple[str, int, int]]
+    ) -> list[tuple[str, int, int]]:
         """Phones of each word aligned within its own span; the time between words is silence."""
         bytes_per_frame = 2 * int(ALIGN_RATE * FRAME_SECONDS)
         total = len(pcm) // bytes_per_frame
@@ -164,22 +170,23 @@ class PocketsphinxAligner:
                 phones.append(("sil", cursor, start))
             try:
                 decoder.set_align_text(name)
-                chunk = pcm[start * bytes_per_frame: end * bytes_per_frame]
+                chunk = pcm[start * bytes_per_frame : end * bytes_per_frame]
                 decode_pcm(decoder, chunk)
                 decoder.set_alignment()
                 decode_pcm(decoder, chunk)
                 inner = _phone_frames(decoder.get_alignment(), [name])
             except RuntimeError as exc:
                 raise AlignmentFailed(f"pocketsphinx (phones of '{name}'): {first_line(exc)}") from None
-            inner = [(label, a + start, min(b + start, end)) for label, a, b in inner
-                     if label != "sil" and a + start < end]
+            inner = [
+                (label, a + start, min(b + start, end)) for label, a, b in inner if label != "sil" and a + start < end
+            ]
             phones.extend(inner)
             cursor = inner[-1][2] if inner else start
         if cursor < total:
             phones.append(("sil", cursor, total))
         return phones
 
-    def _decoder(self, beams: str):
+    def _decoder(self, beams: str) -> Decoder:
         if beams not in self._decoders:
             options = WIDE_BEAMS if beams == "wide" else {}
             decoder = Decoder(samprate=ALIGN_RATE, lm=None, loglevel="FATAL", **options)
@@ -213,8 +220,8 @@ def espeak_pronunciation(word: str) -> str | None:
         result = espeak.synthesize(word, voice="en-us")
     except UserError:
         return None
-    phones = [folding.fold(label) for _, _, label in result.phones]
-    phones = [p.upper() for p in phones if p and p not in ("sil", "spn")]
+    folded = [folding.fold(label) for _, _, label in result.phones]
+    phones = [p.upper() for p in folded if p and p not in ("sil", "spn")]
     return " ".join(phones) or None
 
 
@@ -300,10 +307,18 @@ def _align_item(job: tuple[SourceUtterance, str]) -> tuple[str, str | None, int]
         return item.id, f"alignment failed ({type(exc).__name__}: {first_line(exc)})", -1
 
 
-def align_corpus(source: str | os.PathLike, out_dir: str | os.PathLike, layout: str | None = None,
-                 *, manifest: str | os.PathLike | None = None, num_workers: int | None = None,
-                 limit: int | None = None, overwrite: bool = False, progress: bool = True,
-                 **layout_options) -> AlignSummary:
+def align_corpus(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    layout: str | None = None,
+    *,
+    manifest: str | os.PathLike | None = None,
+    num_workers: int | None = None,
+    limit: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **layout_options,
+) -> AlignSummary:
     """Force-align every utterance with a transcript and write ``OUT_DIR/<id>.TextGrid``.
 
     ``source`` is a corpus folder read with ``layout`` (and its options, e.g. ``mic``), or a
@@ -326,6 +341,7 @@ def align_corpus(source: str | os.PathLike, out_dir: str | os.PathLike, layout: 
     attempts: dict[str, int] = {}
     start = time.perf_counter()
     workers = max(1, min((os.cpu_count() or 1) if num_workers is None else num_workers, len(todo)))
+    results: Iterator[tuple[str, str | None, int]]
     with tqdm(total=len(todo), desc="align", unit="file", disable=not progress) as bar:
         if workers == 1:
             results = map(_align_item, todo)
@@ -349,10 +365,14 @@ def align_corpus(source: str | os.PathLike, out_dir: str | os.PathLike, layout: 
     aligned = sum(Path(out).is_file() for _, out in jobs)
     processed = len(todo) - len(failures)
     summary = AlignSummary(
-        total=len(items), aligned=aligned, failed=len(failures), reused=reused,
+        total=len(items),
+        aligned=aligned,
+        failed=len(failures),
+        reused=reused,
         coverage=round(aligned / len(items), 4) if items else 0.0,
         seconds_per_file=round(elapsed / processed, 4) if processed else 0.0,
-        out_dir=str(out_dir))
+        out_dir=str(out_dir),
+    )
     record = dict(settings, summary=asdict(summary), attempts=attempts, workers=workers)
     write_text_atomic(out_dir / "align.json", json.dumps(record, indent=2) + "\n")
     if manifest is not None:
@@ -378,15 +398,18 @@ def attach_alignments(manifest: str | os.PathLike, align_dir: str | os.PathLike)
     return sum(1 for u in utts if u.alignment)
 
 
-def _items(source: Path, layout: str | None, layout_options: dict) -> tuple[list[SourceUtterance], dict]:
+def _items(source: Path, layout: str | None, layout_options: dict) -> tuple[list[SourceUtterance], dict[str, object]]:
     """The utterances to align, and the settings that identify this source."""
+    settings: dict[str, object]
     if layout is None:
-        utts = read_manifest(source)
         settings = {"source": str(source.resolve()), "layout": None}
-        return [SourceUtterance(u.id, u.audio, u.speaker, u.text) for u in utts], settings
+        return [SourceUtterance(u.id, u.audio, u.speaker, u.text) for u in read_manifest(source)], settings
     utts, _ = find_utterances(source, layout, **layout_options)
-    settings = {"source": str(source.resolve()), "layout": layout,
-                "layout_options": dict(sorted(layout_options.items()))}
+    settings = {
+        "source": str(source.resolve()),
+        "layout": layout,
+        "layout_options": dict(sorted(layout_options.items())),
+    }
     return utts, settings
 
 
@@ -400,6 +423,8 @@ def _check_previous(out_dir: Path, settings: dict, overwrite: bool) -> None:
         return
     old = {k: previous.get(k) for k in settings}
     if old != settings:
-        raise UserError(f"{out_dir} holds alignments of {previous.get('source')} "
-                        f"(layout {previous.get('layout')}); choose another output folder or "
-                        "pass `overwrite=True` to replace them.")
+        raise UserError(
+            f"{out_dir} holds alignments of {previous.get('source')} "
+            f"(layout {previous.get('layout')}); choose another output folder or "
+            "pass `overwrite=True` to replace them."
+        )

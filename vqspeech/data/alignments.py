@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from praatio import textgrid
 
@@ -28,8 +28,7 @@ TIMIT_SAMPLE_RATE = 16000
 HTS_TIME_UNIT = 1e-7
 """Seconds per HTS label time unit (100 ns)."""
 
-TIER_SYNONYMS = {"phones": ("phone",), "phone": ("phones",), "words": ("word",),
-                 "word": ("words",)}
+TIER_SYNONYMS = {"phones": ("phone",), "phone": ("phones",), "words": ("word",), "word": ("words",)}
 """Other tier names accepted for a requested tier name (compared case-insensitively)."""
 
 # HTS full-context label "p1^p2-p3+p4=p5@...": the current phone p3 sits between "-" and "+".
@@ -47,8 +46,9 @@ class Segment:
     label: str
 
 
-def read_alignment(path: str | os.PathLike, tier: str = "phones",
-                   sample_rate: int = TIMIT_SAMPLE_RATE) -> list[Segment]:
+def read_alignment(
+    path: str | os.PathLike, tier: str = "phones", sample_rate: int = TIMIT_SAMPLE_RATE
+) -> list[Segment]:
     """Read tier ``tier`` ("phones" or "words") of the alignment file at ``path``.
 
     The reader follows the suffix (any case): ``.TextGrid``, ``.phn``/``.wrd`` (TIMIT; the other
@@ -63,11 +63,14 @@ def read_alignment(path: str | os.PathLike, tier: str = "phones",
         return read_timit(_timit_sibling(path, tier), sample_rate)
     if suffix == ".lab":
         if _tier_kind(tier) != "phones":
-            raise UserError(f"{path} is a .lab file with one phone tier, not a '{tier}' tier; "
-                            "ask for tier='phones' or use a TextGrid that has words.")
+            raise UserError(
+                f"{path} is a .lab file with one phone tier, not a '{tier}' tier; "
+                "ask for tier='phones' or use a TextGrid that has words."
+            )
         return read_lab(path)
-    raise UserError(f"Alignment file {path} has an unknown type '{path.suffix}'; use a .TextGrid, "
-                    "TIMIT .phn/.wrd or .lab file.")
+    raise UserError(
+        f"Alignment file {path} has an unknown type '{path.suffix}'; use a .TextGrid, TIMIT .phn/.wrd or .lab file."
+    )
 
 
 def read_textgrid(path: str | os.PathLike, tier: str = "phones") -> list[Segment]:
@@ -81,18 +84,21 @@ def read_textgrid(path: str | os.PathLike, tier: str = "phones") -> list[Segment
     path = Path(path)
     _check_file(path)
     try:
-        grid = textgrid.openTextgrid(str(path), includeEmptyIntervals=False,
-                                     reportingMode="silence", duplicateNamesMode="rename")
+        grid = textgrid.openTextgrid(
+            str(path), includeEmptyIntervals=False, reportingMode="silence", duplicateNamesMode="rename"
+        )
     except Exception as exc:  # praatio raises several types for malformed files
-        raise UserError(f"Cannot read TextGrid {path} ({first_line(exc)}); check that it is a "
-                        "Praat TextGrid in long or short text format.") from None
+        raise UserError(
+            f"Cannot read TextGrid {path} ({first_line(exc)}); check that it is a "
+            "Praat TextGrid in long or short text format."
+        ) from None
     name = _match_tier(path, tier, list(grid.tierNames))
     found = grid.getTier(name)
     if not isinstance(found, textgrid.IntervalTier):
-        raise UserError(f"Tier '{name}' of {path} is a point tier; alignments need an interval "
-                        "tier, so pick another tier.")
-    return [Segment(float(start), float(end), label.strip())
-            for start, end, label in found.entries if label.strip()]
+        raise UserError(
+            f"Tier '{name}' of {path} is a point tier; alignments need an interval tier, so pick another tier."
+        )
+    return [Segment(float(start), float(end), label.strip()) for start, end, label in found.entries if label.strip()]
 
 
 def read_timit(path: str | os.PathLike, sample_rate: int = TIMIT_SAMPLE_RATE) -> list[Segment]:
@@ -126,8 +132,9 @@ def read_lab(path: str | os.PathLike) -> list[Segment]:
     return _read_hts(path, lines)
 
 
-def write_textgrid(path: str | os.PathLike, tiers: dict[str, Sequence[Segment]],
-                   duration: float) -> None:
+def write_textgrid(
+    path: str | os.PathLike, tiers: dict[str, Sequence[Segment | tuple[float, float, str]]], duration: float
+) -> None:
     """Save interval tiers (in the given order) covering [0, ``duration``] s as a long TextGrid.
 
     Segment ends are clipped to ``duration``; segments that end up empty, or have blank labels,
@@ -136,9 +143,11 @@ def write_textgrid(path: str | os.PathLike, tiers: dict[str, Sequence[Segment]],
     """
     grid = textgrid.Textgrid(minTimestamp=0.0, maxTimestamp=duration)
     for name, segments in tiers.items():
-        entries = [(start, min(end, duration), label)
-                   for start, end, label in map(_as_tuple, segments)
-                   if min(end, duration) > start and label.strip()]
+        entries = [
+            (start, min(end, duration), label)
+            for start, end, label in map(_as_tuple, segments)
+            if min(end, duration) > start and label.strip()
+        ]
         grid.addTier(textgrid.IntervalTier(name, entries, 0.0, duration))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +159,7 @@ def write_textgrid(path: str | os.PathLike, tiers: dict[str, Sequence[Segment]],
 # Helpers
 
 
-def _as_tuple(segment: Segment | tuple) -> tuple[float, float, str]:
+def _as_tuple(segment: Segment | tuple[float, float, str]) -> tuple[float, float, str]:
     if isinstance(segment, Segment):
         return segment.start, segment.end, segment.label
     start, end, label = segment
@@ -158,7 +167,7 @@ def _as_tuple(segment: Segment | tuple) -> tuple[float, float, str]:
 
 
 def _tier_kind(tier: str) -> str:
-    """"phones" or "words" for the usual names of those tiers, else the name itself."""
+    """ "phones" or "words" for the usual names of those tiers, else the name itself."""
     low = tier.strip().lower()
     return {"phone": "phones", "words": "words", "word": "words"}.get(low, low)
 
@@ -167,8 +176,10 @@ def _timit_sibling(path: Path, tier: str) -> Path:
     """The TIMIT file holding ``tier``: ``path`` itself or its .PHN/.WRD sibling."""
     kind = _tier_kind(tier)
     if kind not in ("phones", "words"):
-        raise UserError(f"TIMIT alignments have tiers 'phones' (.phn) and 'words' (.wrd), not "
-                        f"'{tier}'; ask for one of those for {path}.")
+        raise UserError(
+            f"TIMIT alignments have tiers 'phones' (.phn) and 'words' (.wrd), not "
+            f"'{tier}'; ask for one of those for {path}."
+        )
     wanted = ".phn" if kind == "phones" else ".wrd"
     if path.suffix.lower() == wanted:
         return path
@@ -176,8 +187,10 @@ def _timit_sibling(path: Path, tier: str) -> Path:
     for candidate in (path.with_suffix(same_case), path.with_suffix(same_case.swapcase())):
         if candidate.is_file():
             return candidate
-    raise UserError(f"The {kind} of {path} would be in {path.with_suffix(same_case)}, which does "
-                    "not exist; add that file or ask for the other tier.")
+    raise UserError(
+        f"The {kind} of {path} would be in {path.with_suffix(same_case)}, which does "
+        "not exist; add that file or ask for the other tier."
+    )
 
 
 def _match_tier(path: Path, tier: str, names: list[str]) -> str:
@@ -185,18 +198,21 @@ def _match_tier(path: Path, tier: str, names: list[str]) -> str:
     if tier in names:
         return tier
     wanted = {tier.lower(), *TIER_SYNONYMS.get(tier.lower(), ())}
-    rules = (lambda name: name.lower() in wanted,
-             lambda name: name.lower().rpartition(" - ")[2] in wanted and " - " in name)
+    rules = (
+        lambda name: name.lower() in wanted,
+        lambda name: name.lower().rpartition(" - ")[2] in wanted and " - " in name,
+    )
     for rule in rules:
         matches = [name for name in names if rule(name)]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise UserError(f"TextGrid {path} has several tiers that could be '{tier}' "
-                            f"({', '.join(matches)}); pass the exact tier name.")
+            raise UserError(
+                f"TextGrid {path} has several tiers that could be '{tier}' "
+                f"({', '.join(matches)}); pass the exact tier name."
+            )
     listed = ", ".join(f"'{name}'" for name in names) or "none"
-    raise UserError(f"TextGrid {path} has no tier '{tier}' (its tiers: {listed}); pass one of "
-                    "those names as the tier.")
+    raise UserError(f"TextGrid {path} has no tier '{tier}' (its tiers: {listed}); pass one of those names as the tier.")
 
 
 def _check_file(path: Path) -> None:
@@ -210,8 +226,7 @@ def _data_lines(path: Path) -> Iterable[tuple[int, list[str]]]:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        raise UserError(f"Cannot read alignment file {path} ({first_line(exc)}); check its "
-                        "permissions.") from None
+        raise UserError(f"Cannot read alignment file {path} ({first_line(exc)}); check its permissions.") from None
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if fields:
@@ -219,7 +234,7 @@ def _data_lines(path: Path) -> Iterable[tuple[int, list[str]]]:
 
 
 def _read_festvox(path: Path, lines: list[tuple[int, list[str]]]) -> list[Segment]:
-    body = lines[next(i for i, (_, fields) in enumerate(lines) if fields == ["#"]) + 1:]
+    body = lines[next(i for i, (_, fields) in enumerate(lines) if fields == ["#"]) + 1 :]
     segments, start = [], 0.0
     for number, fields in body:
         if len(fields) < 2:
@@ -237,8 +252,9 @@ def _read_hts(path: Path, lines: list[tuple[int, list[str]]]) -> list[Segment]:
     segments = []
     for number, fields in lines:
         if len(fields) < 3:
-            raise _line_error(path, number, "needs 'start end label' (HTS) or the file a '#' line "
-                                            "before its labels (festvox)")
+            raise _line_error(
+                path, number, "needs 'start end label' (HTS) or the file a '#' line before its labels (festvox)"
+            )
         start, end = (_parse_int(path, number, f) for f in fields[:2])
         _check_order(path, number, start, end)
         match = _FULL_CONTEXT.match(fields[2])
@@ -266,8 +282,11 @@ def _parse_float(path: Path, number: int, text: str) -> float:
 
 def _check_order(path: Path, number: int, start: float, end: float) -> None:
     if start < 0 or end < start:
-        raise _line_error(path, number, f"ends ({end}) before it starts ({start})"
-                          if end < start else f"starts at a negative time ({start})")
+        raise _line_error(
+            path,
+            number,
+            f"ends ({end}) before it starts ({start})" if end < start else f"starts at a negative time ({start})",
+        )
 
 
 def _line_error(path: Path, number: int, problem: str) -> UserError:

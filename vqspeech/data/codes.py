@@ -92,8 +92,22 @@ class CodesInfo:
     """Level ``top``: the bottom level's ``code_rate_hz``, ``K`` and ``hop_length``."""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    _KEYS = ("code_rate_hz", "frame_offset_s", "K", "groups", "checkpoint", "sample_rate", "hop_length",
-             "num_utterances", "speakers", "splits", "top", "level", "stride", "bottom")
+    _KEYS = (
+        "code_rate_hz",
+        "frame_offset_s",
+        "K",
+        "groups",
+        "checkpoint",
+        "sample_rate",
+        "hop_length",
+        "num_utterances",
+        "speakers",
+        "splits",
+        "top",
+        "level",
+        "stride",
+        "bottom",
+    )
 
     @classmethod
     def for_rate(cls, code_rate_hz: float, num_codes: int | None, **fields: Any) -> CodesInfo:
@@ -102,14 +116,23 @@ class CodesInfo:
 
     def to_json(self) -> dict[str, Any]:
         record: dict[str, Any] = dict(self.extra)
-        record.update(code_rate_hz=self.code_rate_hz, frame_offset_s=self.frame_offset_s, K=self.num_codes,
-                      groups=self.groups)
-        optional = {"checkpoint": self.checkpoint, "sample_rate": self.sample_rate,
-                    "hop_length": self.hop_length, "num_utterances": self.num_utterances,
-                    "speakers": self.speakers or None, "splits": self.splits or None,
-                    "top": None if self.top is None else {"code_rate_hz": self.top.code_rate_hz,
-                                                          "K": self.top.num_codes, "stride": self.top.stride},
-                    "level": self.level, "stride": self.stride, "bottom": self.bottom}
+        record.update(
+            code_rate_hz=self.code_rate_hz, frame_offset_s=self.frame_offset_s, K=self.num_codes, groups=self.groups
+        )
+        optional = {
+            "checkpoint": self.checkpoint,
+            "sample_rate": self.sample_rate,
+            "hop_length": self.hop_length,
+            "num_utterances": self.num_utterances,
+            "speakers": self.speakers or None,
+            "splits": self.splits or None,
+            "top": None
+            if self.top is None
+            else {"code_rate_hz": self.top.code_rate_hz, "K": self.top.num_codes, "stride": self.top.stride},
+            "level": self.level,
+            "stride": self.stride,
+            "bottom": self.bottom,
+        }
         record.update({k: v for k, v in optional.items() if v is not None})
         return record
 
@@ -125,13 +148,22 @@ class CodesInfo:
         offset = record.get("frame_offset_s")
         num_codes = record.get("K")
         return cls(
-            code_rate_hz=rate, frame_offset_s=0.5 / rate if offset is None else float(offset),
-            num_codes=None if num_codes is None else int(num_codes), groups=int(record.get("groups", 1)),
-            checkpoint=record.get("checkpoint"), sample_rate=record.get("sample_rate"),
-            hop_length=record.get("hop_length"), num_utterances=record.get("num_utterances"),
-            speakers=dict(record.get("speakers") or {}), splits=dict(record.get("splits") or {}),
-            top=_top_info(record.get("top"), path), level=record.get("level"), stride=record.get("stride"),
-            bottom=record.get("bottom"), extra={k: v for k, v in record.items() if k not in cls._KEYS})
+            code_rate_hz=rate,
+            frame_offset_s=0.5 / rate if offset is None else float(offset),
+            num_codes=None if num_codes is None else int(num_codes),
+            groups=int(record.get("groups", 1)),
+            checkpoint=record.get("checkpoint"),
+            sample_rate=record.get("sample_rate"),
+            hop_length=record.get("hop_length"),
+            num_utterances=record.get("num_utterances"),
+            speakers=dict(record.get("speakers") or {}),
+            splits=dict(record.get("splits") or {}),
+            top=_top_info(record.get("top"), path),
+            level=record.get("level"),
+            stride=record.get("stride"),
+            bottom=record.get("bottom"),
+            extra={k: v for k, v in record.items() if k not in cls._KEYS},
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> CodesInfo:
@@ -161,12 +193,27 @@ class CodesInfo:
             raise ValueError("these codes have one level")
         top = self.top
         return CodesInfo.for_rate(
-            top.code_rate_hz, top.num_codes, checkpoint=self.checkpoint, sample_rate=self.sample_rate,
+            top.code_rate_hz,
+            top.num_codes,
+            checkpoint=self.checkpoint,
+            sample_rate=self.sample_rate,
             hop_length=None if self.hop_length is None else self.hop_length * top.stride,
-            num_utterances=self.num_utterances, speakers=self.speakers, splits=self.splits, level="top",
-            stride=top.stride, extra=self.extra,
-            bottom={k: v for k, v in (("code_rate_hz", self.code_rate_hz), ("K", self.num_codes),
-                                      ("hop_length", self.hop_length)) if v is not None})
+            num_utterances=self.num_utterances,
+            speakers=self.speakers,
+            splits=self.splits,
+            level="top",
+            stride=top.stride,
+            extra=self.extra,
+            bottom={
+                k: v
+                for k, v in (
+                    ("code_rate_hz", self.code_rate_hz),
+                    ("K", self.num_codes),
+                    ("hop_length", self.hop_length),
+                )
+                if v is not None
+            },
+        )
 
 
 def _top_info(record: Any, path: Path) -> TopLevelInfo | None:
@@ -177,8 +224,10 @@ def _top_info(record: Any, path: Path) -> TopLevelInfo | None:
     except (KeyError, TypeError, ValueError):
         top = None
     if top is None or top.num_codes < 1 or top.stride < 1 or not top.code_rate_hz > 0:
-        raise UserError(f"{path} has a malformed \"top\" entry ({record!r}); expected code_rate_hz, K and "
-                        "stride: re-run `vqspeech encode`.")
+        raise UserError(
+            f'{path} has a malformed "top" entry ({record!r}); expected code_rate_hz, K and '
+            "stride: re-run `vqspeech encode`."
+        )
     return top
 
 
@@ -186,8 +235,9 @@ def read_codes_file(path: str | Path) -> np.ndarray:
     """One codes file -> int64 [F] or [F, G]; unreadable or not codes: UserError."""
     codes = _load_array(Path(path), ndim=(1, 2))
     if codes.size == 0 or not np.issubdtype(codes.dtype, np.integer) or codes.min() < 0:
-        raise UserError(f"{path} does not hold codes (non-negative integers, at least one frame); "
-                        "re-run `vqspeech encode`.")
+        raise UserError(
+            f"{path} does not hold codes (non-negative integers, at least one frame); re-run `vqspeech encode`."
+        )
     return codes.astype(np.int64)
 
 
@@ -197,8 +247,7 @@ def _load_array(path: Path, ndim: tuple[int, ...]) -> np.ndarray:
     except (OSError, ValueError) as exc:
         raise UserError(f"Cannot read {path} ({exc}); re-run `vqspeech encode`.") from None
     if array.ndim not in ndim:
-        raise UserError(f"{path} holds shape {array.shape}; expected a "
-                        f"{' or '.join(f'{n}-D' for n in ndim)} array.")
+        raise UserError(f"{path} holds shape {array.shape}; expected a {' or '.join(f'{n}-D' for n in ndim)} array.")
     return array
 
 
@@ -216,11 +265,15 @@ class CodesFolder:
         one or holds no code or latents files."""
         root = Path(root)
         if not (root / INFO_FILE).is_file():
-            raise UserError(f"{root} is not a codes folder: it holds no codes.json; make one with "
-                            "`vqspeech encode` or `vqspeech baseline`.")
+            raise UserError(
+                f"{root} is not a codes folder: it holds no codes.json; make one with "
+                "`vqspeech encode` or `vqspeech baseline`."
+            )
         if not ((root / "codes").is_dir() or (root / "latents").is_dir()):
-            raise UserError(f"{root} is not a codes folder: it has neither codes/ nor latents/; make one "
-                            "with `vqspeech encode` or `vqspeech baseline`.")
+            raise UserError(
+                f"{root} is not a codes folder: it has neither codes/ nor latents/; make one "
+                "with `vqspeech encode` or `vqspeech baseline`."
+            )
         folder = cls(root, CodesInfo.load(root / INFO_FILE))
         if not folder.code_ids and not folder.latent_ids:
             raise UserError(f"{root} holds no codes/*.npy or latents/*.npy files; run `vqspeech encode` first.")
@@ -240,17 +293,21 @@ class CodesFolder:
         they are missing or do not fit ``codes.json``'s ``top``."""
         top = self.info.top
         if top is None:
-            raise UserError(f"The codes in {self.root} have a single level (codes.json has no \"top\" entry).")
+            raise UserError(f'The codes in {self.root} have a single level (codes.json has no "top" entry).')
         path = self.root / "codes_top" / f"{utt_id}.npy"
         if not path.is_file():
-            raise UserError(f"{path} is missing: the folder's codes.json names a top level, so every "
-                            "utterance needs its top codes; re-run `vqspeech encode`.")
+            raise UserError(
+                f"{path} is missing: the folder's codes.json names a top level, so every "
+                "utterance needs its top codes; re-run `vqspeech encode`."
+            )
         codes = read_codes_file(path)
         expected = -(-frames // top.stride)
         if codes.ndim != 1 or len(codes) != expected or codes.max() >= top.num_codes:
-            raise UserError(f"{path} holds {codes.shape} codes up to {codes.max()}; expected {expected} codes "
-                            f"below {top.num_codes} above {frames} bottom codes at stride {top.stride}: "
-                            "re-run `vqspeech encode`.")
+            raise UserError(
+                f"{path} holds {codes.shape} codes up to {codes.max()}; expected {expected} codes "
+                f"below {top.num_codes} above {frames} bottom codes at stride {top.stride}: "
+                "re-run `vqspeech encode`."
+            )
         return codes
 
     def latents(self, utt_id: str) -> np.ndarray:
@@ -262,8 +319,13 @@ class CodesFolder:
         latents, and its speaker and split when codes.json records them."""
         codes = self.codes(utt_id)
         top = self.top_codes(utt_id, len(codes)) if self.info.top is not None else None
-        return Encoding(codes, top, self.latents(utt_id) if latents else None,
-                        self.info.speakers.get(utt_id), self.info.splits.get(utt_id))
+        return Encoding(
+            codes,
+            top,
+            self.latents(utt_id) if latents else None,
+            self.info.speakers.get(utt_id),
+            self.info.splits.get(utt_id),
+        )
 
 
 class CodesWriter:
@@ -305,8 +367,7 @@ class CodesWriter:
         with ``num_utterances`` set. Returns the info written."""
         write_text_atomic(self.root / "units.txt", "".join(self.lines))
         if rejects is not None:
-            write_text_atomic(self.root / "rejects.tsv",
-                              "file\treason\n" + "".join(f"{f}\t{r}\n" for f, r in rejects))
+            write_text_atomic(self.root / "rejects.tsv", "file\treason\n" + "".join(f"{f}\t{r}\n" for f, r in rejects))
         info.num_utterances = len(self.lines)
         info.save(self.root / INFO_FILE)
         return info
@@ -339,8 +400,9 @@ def unigram_bits(train: list[np.ndarray], test: list[np.ndarray], num_codes: int
     """Cross-entropy (bits per code) of ``test`` under the add-one unigram of ``train``; grouped
     codes [T, G]: the sum over groups of each group's (bits per code tuple)."""
     if train[0].ndim == 2:
-        return sum(unigram_bits([c[:, g] for c in train], [c[:, g] for c in test], num_codes)
-                   for g in range(train[0].shape[1]))
+        return sum(
+            unigram_bits([c[:, g] for c in train], [c[:, g] for c in test], num_codes) for g in range(train[0].shape[1])
+        )
     counts = np.bincount(np.concatenate(train), minlength=num_codes).astype(np.float64) + 1.0
     log_p = np.log2(counts / counts.sum())
     everything = np.concatenate(test)

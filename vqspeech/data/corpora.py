@@ -27,9 +27,9 @@ from __future__ import annotations
 import inspect
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ..errors import UserError
 from .manifest import read_manifest
@@ -89,8 +89,9 @@ LICENCES: dict[str, CorpusLicence] = {}
 """Layout name -> the corpus's credit and licence, for the layouts that declare one."""
 
 
-def register_layout(name: str, *, expected: str = "",
-                    licence: CorpusLicence | None = None) -> Callable[[Reader], Reader]:
+def register_layout(
+    name: str, *, expected: str = "", licence: CorpusLicence | None = None
+) -> Callable[[Reader], Reader]:
     """Decorator adding a reader to :data:`LAYOUTS` under ``name``.
 
     A reader takes the corpus root (an existing folder, as a Path) and its options as keyword-only
@@ -114,8 +115,9 @@ def corpus_licence(layout: str) -> CorpusLicence | None:
     return LICENCES.get(layout)
 
 
-def find_utterances(corpus_dir: str | os.PathLike, layout: str,
-                    **options) -> tuple[list[SourceUtterance], list[Reject]]:
+def find_utterances(
+    corpus_dir: str | os.PathLike, layout: str, **options
+) -> tuple[list[SourceUtterance], list[Reject]]:
     """Find the utterances of the corpus at ``corpus_dir`` read with the reader ``layout``.
 
     Returns (utterances sorted by id, rejects as (file, reason) sorted by file). Utterances whose id
@@ -123,39 +125,53 @@ def find_utterances(corpus_dir: str | os.PathLike, layout: str,
     unknown layout or option, a missing corpus folder, or a corpus in which nothing usable is found.
     """
     if layout not in LAYOUTS:
-        raise UserError(f"Unknown corpus layout '{layout}'; choose one of: "
-                        f"{', '.join(sorted(LAYOUTS))}.")
+        raise UserError(f"Unknown corpus layout '{layout}'; choose one of: {', '.join(sorted(LAYOUTS))}.")
     reader = LAYOUTS[layout]
     _check_options(layout, options)
     root = Path(corpus_dir).expanduser()
     if not root.is_dir():
-        raise UserError(f"Corpus folder {root} does not exist; check the path "
-                        "(it should be the folder that holds the corpus files).")
+        raise UserError(
+            f"Corpus folder {root} does not exist; check the path "
+            "(it should be the folder that holds the corpus files)."
+        )
     found, rejects = reader(root, **options)
 
     utts: list[SourceUtterance] = []
     seen: dict[str, str] = {}
     for utt in sorted(found, key=lambda u: (u.id, u.path)):
+        path = source_path(utt)
         if not _SAFE_ID.match(utt.id):
-            rejects.append((utt.path, f"id '{utt.id}' is not safe as a file name"))
+            rejects.append((path, f"id '{utt.id}' is not safe as a file name"))
         elif utt.id in seen:
-            rejects.append((utt.path, f"duplicate id '{utt.id}' (also used by {seen[utt.id]})"))
+            rejects.append((path, f"duplicate id '{utt.id}' (also used by {seen[utt.id]})"))
         else:
-            seen[utt.id] = utt.path
+            seen[utt.id] = path
             utts.append(utt)
     rejects.sort()
     if not utts:
         skipped = f" ({len(rejects)} audio file(s) did not match)" if rejects else ""
-        raise UserError(f"No usable utterances for layout '{layout}' in {root}{skipped}; "
-                        f"expected {_EXPECTED[layout]}.")
+        raise UserError(f"No usable utterances for layout '{layout}' in {root}{skipped}; expected {_EXPECTED[layout]}.")
     return utts, rejects
+
+
+def source_path(utt: SourceUtterance) -> str:
+    """The sound file of an utterance a corpus reader found. Readers always fill it: None is a bug."""
+    if utt.path is None:
+        raise ValueError(f"Corpus utterance '{utt.id}' has no path; a corpus reader must fill path and speaker.")
+    return utt.path
+
+
+def source_speaker(utt: SourceUtterance) -> str:
+    """The speaker of an utterance a corpus reader found. Readers always fill it: None is a bug."""
+    if utt.speaker is None:
+        raise ValueError(f"Corpus utterance '{utt.id}' has no speaker; a corpus reader must fill path and speaker.")
+    return utt.speaker
 
 
 def layout_options(layout: str) -> dict[str, object]:
     """The options a layout accepts, with their defaults (e.g. ``{"mic": "mic1"}`` for vctk)."""
     if layout not in LAYOUTS:
-        raise UserError(f"Unknown corpus layout '{layout}'; choose one of: "
-                        f"{', '.join(sorted(LAYOUTS))}.")
+        raise UserError(f"Unknown corpus layout '{layout}'; choose one of: {', '.join(sorted(LAYOUTS))}.")
     params = inspect.signature(LAYOUTS[layout]).parameters.values()
     return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
@@ -175,15 +191,18 @@ def is_audio_file(path: str | os.PathLike) -> bool:
 # Readers
 
 
-@register_layout("vctk", expected="wav48/<spk>/<spk>_<nnn>.wav (VCTK 0.80) or "
-                                  "wav48_silence_trimmed/<spk>/<spk>_<nnn>_mic1.flac (VCTK 0.92)",
-                 licence=CorpusLicence(
-                     name="CSTR VCTK Corpus, version 0.92",
-                     credit="J. Yamagishi, C. Veaux and K. MacDonald, Centre for Speech Technology Research "
-                            "(CSTR), University of Edinburgh",
-                     licence="CC BY 4.0 (Creative Commons Attribution 4.0); the older 0.80 release: ODC-By 1.0",
-                     url="https://doi.org/10.7488/ds/2645",
-                     terms="Attribution required when sharing the audio or audio derived from it."))
+@register_layout(
+    "vctk",
+    expected="wav48/<spk>/<spk>_<nnn>.wav (VCTK 0.80) or wav48_silence_trimmed/<spk>/<spk>_<nnn>_mic1.flac (VCTK 0.92)",
+    licence=CorpusLicence(
+        name="CSTR VCTK Corpus, version 0.92",
+        credit="J. Yamagishi, C. Veaux and K. MacDonald, Centre for Speech Technology Research "
+        "(CSTR), University of Edinburgh",
+        licence="CC BY 4.0 (Creative Commons Attribution 4.0); the older 0.80 release: ODC-By 1.0",
+        url="https://doi.org/10.7488/ds/2645",
+        terms="Attribution required when sharing the audio or audio derived from it.",
+    ),
+)
 def _read_vctk(root: Path, *, mic: str = "mic1") -> tuple[list[SourceUtterance], list[Reject]]:
     """VCTK 0.80 (``wav48``) or 0.92 (``wav48_silence_trimmed``, one of two microphones)."""
     if mic not in ("mic1", "mic2"):
@@ -220,22 +239,24 @@ def _has_vctk_audio(folder: Path) -> bool:
     return (folder / "wav48_silence_trimmed").is_dir() or (folder / "wav48").is_dir()
 
 
-@register_layout("librispeech", expected="<spk>/<chapter>/<spk>-<chapter>-<utt>.flac in a subset "
-                                         "folder (or LibriSpeech/<subset>/)",
-                 licence=CorpusLicence(
-                     name="LibriSpeech ASR corpus",
-                     credit="V. Panayotov, G. Chen, D. Povey and S. Khudanpur, \u201cLibrispeech: an ASR corpus "
-                            "based on public domain audio books\u201d, ICASSP 2015 (recordings from LibriVox)",
-                     licence="CC BY 4.0 (Creative Commons Attribution 4.0)",
-                     url="https://www.openslr.org/12",
-                     terms="Attribution required when sharing the audio or audio derived from it."))
-def _read_librispeech(root: Path, *,
-                      subset: str | None = None) -> tuple[list[SourceUtterance], list[Reject]]:
+@register_layout(
+    "librispeech",
+    expected="<spk>/<chapter>/<spk>-<chapter>-<utt>.flac in a subset folder (or LibriSpeech/<subset>/)",
+    licence=CorpusLicence(
+        name="LibriSpeech ASR corpus",
+        credit="V. Panayotov, G. Chen, D. Povey and S. Khudanpur, \u201cLibrispeech: an ASR corpus "
+        "based on public domain audio books\u201d, ICASSP 2015 (recordings from LibriVox)",
+        licence="CC BY 4.0 (Creative Commons Attribution 4.0)",
+        url="https://www.openslr.org/12",
+        terms="Attribution required when sharing the audio or audio derived from it.",
+    ),
+)
+def _read_librispeech(root: Path, *, subset: str | None = None) -> tuple[list[SourceUtterance], list[Reject]]:
     """LibriSpeech: flac files with one ``<spk>-<chapter>.trans.txt`` per chapter folder."""
     pattern = re.compile(r"^(?P<spk>\d+)-(?P<chapter>\d+)-(?P<utt>\d+)\.flac$")
     utts, rejects = [], []
     for subset_dir in _libri_subsets(root, "LibriSpeech", subset):
-        transcripts: dict[Path, dict[str, str]] = {}
+        transcripts: dict[Path, dict[str, str | None]] = {}
         for path in _walk_audio(subset_dir):
             m = pattern.match(path.name)
             if not m:
@@ -245,23 +266,26 @@ def _read_librispeech(root: Path, *,
                 trans = path.parent / f"{m['spk']}-{m['chapter']}.trans.txt"
                 transcripts[path.parent] = _read_trans(trans)
             utt_id = path.name[: -len(".flac")]
-            utts.append(SourceUtterance(id=utt_id, path=str(path), speaker=m["spk"],
-                                        text=transcripts[path.parent].get(utt_id)))
+            utts.append(
+                SourceUtterance(id=utt_id, path=str(path), speaker=m["spk"], text=transcripts[path.parent].get(utt_id))
+            )
     return utts, rejects
 
 
-@register_layout("libritts", expected="<spk>/<chapter>/<spk>_<chapter>_<n>_<m>.wav in a subset "
-                                      "folder (or LibriTTS/<subset>/)",
-                 licence=CorpusLicence(
-                     name="LibriTTS corpus",
-                     credit="H. Zen, V. Dang, R. Clark, Y. Zhang, R. J. Weiss, Y. Jia, Z. Chen and Y. Wu, "
-                            "\u201cLibriTTS: a corpus derived from LibriSpeech for text-to-speech\u201d, "
-                            "Interspeech 2019",
-                     licence="CC BY 4.0 (Creative Commons Attribution 4.0)",
-                     url="https://www.openslr.org/60",
-                     terms="Attribution required when sharing the audio or audio derived from it."))
-def _read_libritts(root: Path, *,
-                   subset: str | None = None) -> tuple[list[SourceUtterance], list[Reject]]:
+@register_layout(
+    "libritts",
+    expected="<spk>/<chapter>/<spk>_<chapter>_<n>_<m>.wav in a subset folder (or LibriTTS/<subset>/)",
+    licence=CorpusLicence(
+        name="LibriTTS corpus",
+        credit="H. Zen, V. Dang, R. Clark, Y. Zhang, R. J. Weiss, Y. Jia, Z. Chen and Y. Wu, "
+        "\u201cLibriTTS: a corpus derived from LibriSpeech for text-to-speech\u201d, "
+        "Interspeech 2019",
+        licence="CC BY 4.0 (Creative Commons Attribution 4.0)",
+        url="https://www.openslr.org/60",
+        terms="Attribution required when sharing the audio or audio derived from it.",
+    ),
+)
+def _read_libritts(root: Path, *, subset: str | None = None) -> tuple[list[SourceUtterance], list[Reject]]:
     """LibriTTS (and LibriTTS-R): 24 kHz wavs with ``<id>.normalized.txt`` transcripts."""
     pattern = re.compile(r"^(?P<spk>\d+)_(?P<chapter>\d+)_(?P<n>\d+)_(?P<m>\d+)\.wav$")
     utts, rejects = [], []
@@ -277,14 +301,18 @@ def _read_libritts(root: Path, *,
     return utts, rejects
 
 
-@register_layout("fsdd", expected="{digit}_{speaker}_{n}.wav in the folder or its recordings/",
-                 licence=CorpusLicence(
-                     name="Free Spoken Digit Dataset (FSDD)",
-                     credit="Z. Jackson, C. Souza, J. Flaks, Y. Pan, H. Nicolas and A. Thite",
-                     licence="CC BY-SA 4.0 (Creative Commons Attribution-ShareAlike 4.0)",
-                     url="https://github.com/Jakobovski/free-spoken-digit-dataset",
-                     terms="Share-alike: audio derived from it (reconstructions, conversions, samples) may be "
-                           "shared under CC BY-SA 4.0 with this attribution."))
+@register_layout(
+    "fsdd",
+    expected="{digit}_{speaker}_{n}.wav in the folder or its recordings/",
+    licence=CorpusLicence(
+        name="Free Spoken Digit Dataset (FSDD)",
+        credit="Z. Jackson, C. Souza, J. Flaks, Y. Pan, H. Nicolas and A. Thite",
+        licence="CC BY-SA 4.0 (Creative Commons Attribution-ShareAlike 4.0)",
+        url="https://github.com/Jakobovski/free-spoken-digit-dataset",
+        terms="Share-alike: audio derived from it (reconstructions, conversions, samples) may be "
+        "shared under CC BY-SA 4.0 with this attribution.",
+    ),
+)
 def _read_fsdd(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
     """Free Spoken Digit Dataset: the transcript is the digit's word; indices 0-4 are "test"."""
     folder = root / "recordings" if (root / "recordings").is_dir() else root
@@ -298,22 +326,33 @@ def _read_fsdd(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
             rejects.append((str(path), "name does not match {digit}_{speaker}_{n}.wav"))
             continue
         digit, spk, n = int(m["digit"]), m["spk"], int(m["n"])
-        utts.append(SourceUtterance(id=f"{spk}_{digit}_{n}", path=str(path), speaker=spk,
-                                    text=DIGIT_WORDS[digit], split="test" if n < 5 else None))
+        utts.append(
+            SourceUtterance(
+                id=f"{spk}_{digit}_{n}",
+                path=str(path),
+                speaker=spk,
+                text=DIGIT_WORDS[digit],
+                split="test" if n < 5 else None,
+            )
+        )
     return utts, rejects
 
 
-@register_layout("timit", expected="TRAIN|TEST/DR<n>/<speaker>/SA1.WAV with .PHN/.WRD/.TXT "
-                                   "(LDC TIMIT) or dr<n>-<speaker>/sa1.wav (TIMIT sample)",
-                 licence=CorpusLicence(
-                     name="TIMIT Acoustic-Phonetic Continuous Speech Corpus (LDC93S1)",
-                     credit="J. S. Garofolo, L. F. Lamel, W. M. Fisher, J. G. Fiscus, D. S. Pallett, "
-                            "N. L. Dahlgren and V. Zue, Linguistic Data Consortium, 1993",
-                     licence="LDC User Agreement (licensed to LDC members and licensees; not an open licence)",
-                     url="https://catalog.ldc.upenn.edu/LDC93S1",
-                     terms="The audio must not be redistributed: do not publish this page with its audio "
-                           "(originals, reconstructions, conversions or samples) outside the licensee's "
-                           "organisation."))
+@register_layout(
+    "timit",
+    expected="TRAIN|TEST/DR<n>/<speaker>/SA1.WAV with .PHN/.WRD/.TXT "
+    "(LDC TIMIT) or dr<n>-<speaker>/sa1.wav (TIMIT sample)",
+    licence=CorpusLicence(
+        name="TIMIT Acoustic-Phonetic Continuous Speech Corpus (LDC93S1)",
+        credit="J. S. Garofolo, L. F. Lamel, W. M. Fisher, J. G. Fiscus, D. S. Pallett, "
+        "N. L. Dahlgren and V. Zue, Linguistic Data Consortium, 1993",
+        licence="LDC User Agreement (licensed to LDC members and licensees; not an open licence)",
+        url="https://catalog.ldc.upenn.edu/LDC93S1",
+        terms="The audio must not be redistributed: do not publish this page with its audio "
+        "(originals, reconstructions, conversions or samples) outside the licensee's "
+        "organisation.",
+    ),
+)
 def _read_timit(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
     """TIMIT: the LDC distribution (``DR1/FCJF0/SA1.WAV``) or the sample (``dr1-fcjf0/sa1.wav``).
 
@@ -335,8 +374,7 @@ def _read_timit(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
             continue
         folders = _timit_speaker(path)
         if folders is None:
-            rejects.append((str(path), "folder is not DR<n>/<speaker> (LDC TIMIT) or "
-                                       "dr<n>-<speaker> (TIMIT sample)"))
+            rejects.append((str(path), "folder is not DR<n>/<speaker> (LDC TIMIT) or dr<n>-<speaker> (TIMIT sample)"))
             continue
         (dialect, speaker), split_folder = folders
         stem = path.parent / utt["utt"]
@@ -344,11 +382,16 @@ def _read_timit(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
         if text is not None:
             text = _TIMIT_TEXT_TIMES.sub("", text) or None
         alignment = _timit_sibling(stem, ".phn")
-        utts.append(SourceUtterance(
-            id=f"{dialect}-{speaker}_{utt['utt']}".lower(), path=str(path),
-            speaker=f"{dialect}-{speaker}".lower(), text=text,
-            alignment=str(alignment) if alignment.is_file() else None,
-            split="test" if split_folder.lower() == "test" else None))
+        utts.append(
+            SourceUtterance(
+                id=f"{dialect}-{speaker}_{utt['utt']}".lower(),
+                path=str(path),
+                speaker=f"{dialect}-{speaker}".lower(),
+                text=text,
+                alignment=str(alignment) if alignment.is_file() else None,
+                split="test" if split_folder.lower() == "test" else None,
+            )
+        )
     return utts, rejects
 
 
@@ -374,21 +417,23 @@ def _timit_speaker(path: Path) -> tuple[tuple[str, str], str] | None:
 def _timit_sibling(stem: Path, suffix: str) -> Path:
     """``stem`` + ``suffix`` in the stem's case (``SA1.PHN``, ``sa1.phn``), else the other case."""
     same_case = suffix.upper() if stem.name.isupper() else suffix.lower()
-    for candidate in (stem.with_name(stem.name + same_case),
-                      stem.with_name(stem.name + same_case.swapcase())):
+    for candidate in (stem.with_name(stem.name + same_case), stem.with_name(stem.name + same_case.swapcase())):
         if candidate.is_file():
             return candidate
     return stem.with_name(stem.name + same_case)
 
 
-@register_layout("folder", expected="audio files (" + ", ".join(AUDIO_EXTENSIONS)
-                 + ") in speaker folders",
-                 licence=CorpusLicence(
-                     name="Your own data (a folder of audio files)",
-                     credit="unknown: add the recordings' authors here before sharing",
-                     licence="unknown: whatever terms apply to your recordings",
-                     url="",
-                     terms="Check that you may share the recordings before publishing this page with its audio."))
+@register_layout(
+    "folder",
+    expected="audio files (" + ", ".join(AUDIO_EXTENSIONS) + ") in speaker folders",
+    licence=CorpusLicence(
+        name="Your own data (a folder of audio files)",
+        credit="unknown: add the recordings' authors here before sharing",
+        licence="unknown: whatever terms apply to your recordings",
+        url="",
+        terms="Check that you may share the recordings before publishing this page with its audio.",
+    ),
+)
 def _read_folder(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
     """Any audio files below ``root``; the speaker is the parent folder's name.
 
@@ -397,27 +442,37 @@ def _read_folder(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
     utts = []
     for path in _walk_audio(root):
         speaker = path.parent.name
-        utts.append(SourceUtterance(id=sanitize_id(f"{speaker}_{path.stem}"), path=str(path),
-                                    speaker=speaker, text=_read_text(path.with_suffix(".txt"))))
+        utts.append(
+            SourceUtterance(
+                id=sanitize_id(f"{speaker}_{path.stem}"),
+                path=str(path),
+                speaker=speaker,
+                text=_read_text(path.with_suffix(".txt")),
+            )
+        )
     return utts, []
 
 
-@register_layout("demo", expected="manifest.jsonl (written by the demo corpus maker)",
-                 licence=CorpusLicence(
-                     name="vqspeech demo corpus (synthetic speech)",
-                     credit="synthesised by `vqspeech demo-data` with the espeak-ng speech engine",
-                     licence="espeak-ng engine: GPL-3.0-or-later; the synthetic audio itself is produced by "
-                             "this toolkit",
-                     url="https://github.com/espeak-ng/espeak-ng",
-                     terms="No third-party recordings are involved."))
+@register_layout(
+    "demo",
+    expected="manifest.jsonl (written by the demo corpus maker)",
+    licence=CorpusLicence(
+        name="vqspeech demo corpus (synthetic speech)",
+        credit="synthesised by `vqspeech demo-data` with the espeak-ng speech engine",
+        licence="espeak-ng engine: GPL-3.0-or-later; the synthetic audio itself is produced by this toolkit",
+        url="https://github.com/espeak-ng/espeak-ng",
+        terms="No third-party recordings are involved.",
+    ),
+)
 def _read_demo(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
     """The embedded synthetic corpus: its ``manifest.jsonl`` lists the utterances."""
     manifest = root / "manifest.jsonl"
     if not manifest.is_file():
         return [], []
-    utts = [SourceUtterance(id=u.id, path=u.audio, speaker=u.speaker, text=u.text,
-                            alignment=u.alignment)
-            for u in read_manifest(manifest)]
+    utts = [
+        SourceUtterance(id=u.id, path=u.audio, speaker=u.speaker, text=u.text, alignment=u.alignment)
+        for u in read_manifest(manifest)
+    ]
     return utts, []
 
 
@@ -430,8 +485,7 @@ def _check_options(layout: str, options: dict) -> None:
     unknown = sorted(set(options) - set(known))
     if unknown:
         accepted = ", ".join(known) if known else "none"
-        raise UserError(f"Layout '{layout}' has no option {', '.join(unknown)}; "
-                        f"its options are: {accepted}.")
+        raise UserError(f"Layout '{layout}' has no option {', '.join(unknown)}; its options are: {accepted}.")
 
 
 def _walk_audio(root: Path) -> Iterator[Path]:
@@ -464,19 +518,21 @@ def _libri_subsets(root: Path, corpus_name: str, subset: str | None) -> list[Pat
     ``root`` may be a subset folder (``train-clean-100``), the corpus folder holding subsets
     (``LibriSpeech``), or a folder containing ``LibriSpeech/<subset>/``. ``subset`` keeps one.
     """
+
     def is_subset(folder: Path) -> bool:
         return any(p.is_dir() and p.name.isdigit() for p in folder.iterdir())
 
     if is_subset(root):
         return [root] if subset in (None, root.name) else []
     base = root / corpus_name if (root / corpus_name).is_dir() else root
-    subsets = [p for p in sorted(base.iterdir())
-               if p.is_dir() and not p.name.startswith(".") and is_subset(p)]
+    subsets = [p for p in sorted(base.iterdir()) if p.is_dir() and not p.name.startswith(".") and is_subset(p)]
     if subset is not None:
         subsets = [p for p in subsets if p.name == subset]
         if not subsets:
-            raise UserError(f"{corpus_name} subset '{subset}' is not in {base}; "
-                            "check the subset name or leave it out to read every subset.")
+            raise UserError(
+                f"{corpus_name} subset '{subset}' is not in {base}; "
+                "check the subset name or leave it out to read every subset."
+            )
     return subsets
 
 

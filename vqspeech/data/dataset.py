@@ -43,11 +43,13 @@ class CropDataset(Dataset):
     def __getitem__(self, request: CropRequest):
         utt = self.utts[request.utterance]
         try:
-            audio, _ = sf.read(utt.audio, start=request.offset, frames=self.crop_samples, dtype="float32",
-                               always_2d=True)
+            audio, _ = sf.read(
+                utt.audio, start=request.offset, frames=self.crop_samples, dtype="float32", always_2d=True
+            )
         except Exception as exc:
-            raise UserError(f"Cannot read {utt.audio} listed in the manifest ({exc}); "
-                            "re-run `vqspeech prepare`.") from None
+            raise UserError(
+                f"Cannot read {utt.audio} listed in the manifest ({exc}); re-run `vqspeech prepare`."
+            ) from None
         audio = audio[:, 0]
         mask = np.zeros(self.crop_samples, dtype=np.float32)
         mask[: len(audio)] = 1.0
@@ -62,8 +64,9 @@ class StepBatchSampler(Sampler):
     likely), crop offsets uniformly.
     """
 
-    def __init__(self, utts: list[Utterance], batch_size: int, crop_samples: int, seed: int,
-                 start_step: int = 0, rank: int = 0):
+    def __init__(
+        self, utts: list[Utterance], batch_size: int, crop_samples: int, seed: int, start_step: int = 0, rank: int = 0
+    ):
         lengths = np.array([u.num_samples for u in utts], dtype=np.float64)
         self.lengths = lengths.astype(np.int64)
         self.weights = lengths / lengths.sum()
@@ -75,7 +78,7 @@ class StepBatchSampler(Sampler):
         picks = rng.choice(len(self.weights), size=self.batch_size, p=self.weights)
         slack = np.maximum(self.lengths[picks] - self.crop_samples, 0)
         offsets = (rng.random(self.batch_size) * (slack + 1)).astype(np.int64)
-        return [CropRequest(int(i), int(o)) for i, o in zip(picks, offsets)]
+        return [CropRequest(int(i), int(o)) for i, o in zip(picks, offsets, strict=True)]
 
     def __iter__(self):
         step = self.start_step
@@ -84,13 +87,25 @@ class StepBatchSampler(Sampler):
             step += 1
 
 
-def crop_loader(utts: list[Utterance], speaker_ids: dict[str, int], *, batch_size: int,
-                crop_samples: int, seed: int, start_step: int, rank: int = 0,
-                num_workers: int = 0) -> DataLoader:
+def crop_loader(
+    utts: list[Utterance],
+    speaker_ids: dict[str, int],
+    *,
+    batch_size: int,
+    crop_samples: int,
+    seed: int,
+    start_step: int,
+    rank: int = 0,
+    num_workers: int = 0,
+) -> DataLoader:
     """An endless DataLoader of (audio [B, L], speakers [B], mask [B, L]) starting at ``start_step``."""
     sampler = StepBatchSampler(utts, batch_size, crop_samples, seed, start_step, rank)
     # an own generator: the loader's worker seed must not consume the global RNG, or a resumed
     # run's random stream would differ from an uninterrupted one
-    return DataLoader(CropDataset(utts, speaker_ids, crop_samples), batch_sampler=sampler,
-                      num_workers=num_workers, persistent_workers=num_workers > 0,
-                      generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        CropDataset(utts, speaker_ids, crop_samples),
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )

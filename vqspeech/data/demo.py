@@ -25,6 +25,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -72,70 +73,296 @@ SPEAKERS: tuple[DemoSpeaker, ...] = (
 # A small sentence grammar. The vocabulary is chosen to cover every English phoneme several times
 # (th/dh in "thin"/"weather", zh in "treasure"/"vision", ng, ch, j, oy, aw, uh, er, y, w...).
 
-_NAMES = ("Anna", "Thomas", "Joseph", "Judy", "Charles", "Sarah", "Victor", "Rachel", "George",
-          "Martha", "Oliver", "Zoe", "Peter", "Lucy", "Hugo", "Nora", "Walter", "Yvonne", "Kevin",
-          "Bella", "Mike", "Ruth", "Simon", "Olga", "Frank", "Ivy", "Dorothy", "Sam")
-_ADJECTIVES = ("small", "large", "bright", "quiet", "noisy", "heavy", "purple", "yellow", "golden",
-               "broken", "shiny", "careful", "gentle", "smooth", "rough", "thick", "thin", "cheap",
-               "strange", "young", "ancient", "joyful", "cloudy", "wooden", "curious", "usual",
-               "pleasant", "loud", "soft", "warm", "frozen", "lazy", "clever", "brave", "foolish",
-               "wet", "dusty", "modern", "orange", "tiny", "enormous", "green", "beige", "sharp")
-_NOUNS = (("dog", "dogs"), ("cat", "cats"), ("house", "houses"), ("mouse", "mice"),
-          ("book", "books"), ("boy", "boys"), ("girl", "girls"), ("child", "children"),
-          ("judge", "judges"), ("church", "churches"), ("ship", "ships"), ("fish", "fish"),
-          ("cheese", "cheeses"), ("garage", "garages"), ("treasure", "treasures"),
-          ("bird", "birds"), ("nurse", "nurses"), ("coin", "coins"), ("toy", "toys"),
-          ("cloud", "clouds"), ("king", "kings"), ("song", "songs"), ("thief", "thieves"),
-          ("teacher", "teachers"), ("farmer", "farmers"), ("engine", "engines"),
-          ("window", "windows"), ("bottle", "bottles"), ("letter", "letters"),
-          ("basket", "baskets"), ("village", "villages"), ("mountain", "mountains"),
-          ("river", "rivers"), ("orange", "oranges"), ("umbrella", "umbrellas"),
-          ("jacket", "jackets"), ("pencil", "pencils"), ("doctor", "doctors"),
-          ("garden", "gardens"), ("kitchen", "kitchens"), ("sailor", "sailors"),
-          ("picture", "pictures"), ("machine", "machines"), ("puzzle", "puzzles"),
-          ("wolf", "wolves"), ("goose", "geese"), ("voice", "voices"), ("shoe", "shoes"),
-          ("chair", "chairs"), ("beach", "beaches"), ("bridge", "bridges"),
-          ("vision", "visions"), ("measure", "measures"), ("fox", "foxes"), ("key", "keys"))
-_PLACES = ("the market", "the station", "the forest", "the harbour", "the museum", "the zoo",
-           "the kitchen", "the garden", "the village", "the church", "the shore", "the theatre",
-           "the bathroom", "the north", "the valley", "the school", "the office", "the jungle")
-_PREPOSITIONS = ("near", "behind", "under", "beside", "inside", "outside", "above", "beyond",
-                 "through", "towards", "across", "along", "without", "with")
-_TRANSITIVE = (("find", "found"), ("bring", "brought"), ("catch", "caught"), ("choose", "chose"),
-               ("push", "pushed"), ("wash", "washed"), ("throw", "threw"), ("touch", "touched"),
-               ("measure", "measured"), ("judge", "judged"), ("enjoy", "enjoyed"),
-               ("borrow", "borrowed"), ("paint", "painted"), ("watch", "watched"),
-               ("follow", "followed"), ("carry", "carried"), ("build", "built"),
-               ("hide", "hid"), ("sell", "sold"), ("buy", "bought"), ("fix", "fixed"),
-               ("move", "moved"), ("visit", "visited"), ("hear", "heard"), ("see", "saw"),
-               ("take", "took"), ("keep", "kept"), ("open", "opened"), ("share", "shared"),
-               ("teach", "taught"), ("love", "loved"), ("thank", "thanked"))
-_INTRANSITIVE = (("sing", "sang"), ("laugh", "laughed"), ("sleep", "slept"), ("run", "ran"),
-                 ("swim", "swam"), ("wait", "waited"), ("shout", "shouted"), ("jump", "jumped"),
-                 ("smile", "smiled"), ("work", "worked"), ("travel", "travelled"),
-                 ("whisper", "whispered"), ("vanish", "vanished"), ("breathe", "breathed"),
-                 ("yawn", "yawned"), ("grow", "grew"), ("fall", "fell"), ("shine", "shone"))
-_ADVERBS = ("quickly", "slowly", "quietly", "loudly", "happily", "badly", "gently", "rarely",
-            "often", "early", "late", "together", "again", "carefully", "easily", "warmly")
-_TIMES = ("today", "yesterday", "tomorrow", "at noon", "last Thursday", "every morning",
-          "in the evening", "on Sunday", "this autumn", "before dinner", "after lunch",
-          "in June", "at midnight", "next year", "every day")
-_NUMBERS = ("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "twelve",
-            "twenty", "a hundred", "several", "many", "a few", "both")
+_NAMES = (
+    "Anna",
+    "Thomas",
+    "Joseph",
+    "Judy",
+    "Charles",
+    "Sarah",
+    "Victor",
+    "Rachel",
+    "George",
+    "Martha",
+    "Oliver",
+    "Zoe",
+    "Peter",
+    "Lucy",
+    "Hugo",
+    "Nora",
+    "Walter",
+    "Yvonne",
+    "Kevin",
+    "Bella",
+    "Mike",
+    "Ruth",
+    "Simon",
+    "Olga",
+    "Frank",
+    "Ivy",
+    "Dorothy",
+    "Sam",
+)
+_ADJECTIVES = (
+    "small",
+    "large",
+    "bright",
+    "quiet",
+    "noisy",
+    "heavy",
+    "purple",
+    "yellow",
+    "golden",
+    "broken",
+    "shiny",
+    "careful",
+    "gentle",
+    "smooth",
+    "rough",
+    "thick",
+    "thin",
+    "cheap",
+    "strange",
+    "young",
+    "ancient",
+    "joyful",
+    "cloudy",
+    "wooden",
+    "curious",
+    "usual",
+    "pleasant",
+    "loud",
+    "soft",
+    "warm",
+    "frozen",
+    "lazy",
+    "clever",
+    "brave",
+    "foolish",
+    "wet",
+    "dusty",
+    "modern",
+    "orange",
+    "tiny",
+    "enormous",
+    "green",
+    "beige",
+    "sharp",
+)
+_NOUNS = (
+    ("dog", "dogs"),
+    ("cat", "cats"),
+    ("house", "houses"),
+    ("mouse", "mice"),
+    ("book", "books"),
+    ("boy", "boys"),
+    ("girl", "girls"),
+    ("child", "children"),
+    ("judge", "judges"),
+    ("church", "churches"),
+    ("ship", "ships"),
+    ("fish", "fish"),
+    ("cheese", "cheeses"),
+    ("garage", "garages"),
+    ("treasure", "treasures"),
+    ("bird", "birds"),
+    ("nurse", "nurses"),
+    ("coin", "coins"),
+    ("toy", "toys"),
+    ("cloud", "clouds"),
+    ("king", "kings"),
+    ("song", "songs"),
+    ("thief", "thieves"),
+    ("teacher", "teachers"),
+    ("farmer", "farmers"),
+    ("engine", "engines"),
+    ("window", "windows"),
+    ("bottle", "bottles"),
+    ("letter", "letters"),
+    ("basket", "baskets"),
+    ("village", "villages"),
+    ("mountain", "mountains"),
+    ("river", "rivers"),
+    ("orange", "oranges"),
+    ("umbrella", "umbrellas"),
+    ("jacket", "jackets"),
+    ("pencil", "pencils"),
+    ("doctor", "doctors"),
+    ("garden", "gardens"),
+    ("kitchen", "kitchens"),
+    ("sailor", "sailors"),
+    ("picture", "pictures"),
+    ("machine", "machines"),
+    ("puzzle", "puzzles"),
+    ("wolf", "wolves"),
+    ("goose", "geese"),
+    ("voice", "voices"),
+    ("shoe", "shoes"),
+    ("chair", "chairs"),
+    ("beach", "beaches"),
+    ("bridge", "bridges"),
+    ("vision", "visions"),
+    ("measure", "measures"),
+    ("fox", "foxes"),
+    ("key", "keys"),
+)
+_PLACES = (
+    "the market",
+    "the station",
+    "the forest",
+    "the harbour",
+    "the museum",
+    "the zoo",
+    "the kitchen",
+    "the garden",
+    "the village",
+    "the church",
+    "the shore",
+    "the theatre",
+    "the bathroom",
+    "the north",
+    "the valley",
+    "the school",
+    "the office",
+    "the jungle",
+)
+_PREPOSITIONS = (
+    "near",
+    "behind",
+    "under",
+    "beside",
+    "inside",
+    "outside",
+    "above",
+    "beyond",
+    "through",
+    "towards",
+    "across",
+    "along",
+    "without",
+    "with",
+)
+_TRANSITIVE = (
+    ("find", "found"),
+    ("bring", "brought"),
+    ("catch", "caught"),
+    ("choose", "chose"),
+    ("push", "pushed"),
+    ("wash", "washed"),
+    ("throw", "threw"),
+    ("touch", "touched"),
+    ("measure", "measured"),
+    ("judge", "judged"),
+    ("enjoy", "enjoyed"),
+    ("borrow", "borrowed"),
+    ("paint", "painted"),
+    ("watch", "watched"),
+    ("follow", "followed"),
+    ("carry", "carried"),
+    ("build", "built"),
+    ("hide", "hid"),
+    ("sell", "sold"),
+    ("buy", "bought"),
+    ("fix", "fixed"),
+    ("move", "moved"),
+    ("visit", "visited"),
+    ("hear", "heard"),
+    ("see", "saw"),
+    ("take", "took"),
+    ("keep", "kept"),
+    ("open", "opened"),
+    ("share", "shared"),
+    ("teach", "taught"),
+    ("love", "loved"),
+    ("thank", "thanked"),
+)
+_INTRANSITIVE = (
+    ("sing", "sang"),
+    ("laugh", "laughed"),
+    ("sleep", "slept"),
+    ("run", "ran"),
+    ("swim", "swam"),
+    ("wait", "waited"),
+    ("shout", "shouted"),
+    ("jump", "jumped"),
+    ("smile", "smiled"),
+    ("work", "worked"),
+    ("travel", "travelled"),
+    ("whisper", "whispered"),
+    ("vanish", "vanished"),
+    ("breathe", "breathed"),
+    ("yawn", "yawned"),
+    ("grow", "grew"),
+    ("fall", "fell"),
+    ("shine", "shone"),
+)
+_ADVERBS = (
+    "quickly",
+    "slowly",
+    "quietly",
+    "loudly",
+    "happily",
+    "badly",
+    "gently",
+    "rarely",
+    "often",
+    "early",
+    "late",
+    "together",
+    "again",
+    "carefully",
+    "easily",
+    "warmly",
+)
+_TIMES = (
+    "today",
+    "yesterday",
+    "tomorrow",
+    "at noon",
+    "last Thursday",
+    "every morning",
+    "in the evening",
+    "on Sunday",
+    "this autumn",
+    "before dinner",
+    "after lunch",
+    "in June",
+    "at midnight",
+    "next year",
+    "every day",
+)
+_NUMBERS = (
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "twelve",
+    "twenty",
+    "a hundred",
+    "several",
+    "many",
+    "a few",
+    "both",
+)
 _PRONOUNS = ("we", "they", "I", "you", "she", "he")
 _MODALS = ("will", "should", "might", "could", "would", "must", "cannot")
-_RELATIVES = ("mother", "father", "brother", "sister", "uncle", "aunt", "cousin", "neighbour",
-              "grandmother", "friend")
+_RELATIVES = ("mother", "father", "brother", "sister", "uncle", "aunt", "cousin", "neighbour", "grandmother", "friend")
 _DETERMINERS = ("the", "this", "that", "my", "her", "his", "our", "their", "your", "a")
 _THINK = ("thinks", "says", "knows", "believes", "hopes", "heard")
 
+T = TypeVar("T")
 
-def _pick(rng: np.random.Generator, options: tuple) -> object:
+
+def _pick(rng: np.random.Generator, options: tuple[T, ...]) -> T:
     return options[int(rng.integers(len(options)))]
 
 
-def _noun_phrase(rng: np.random.Generator, adjective_prob: float = 0.5,
-                 determiner: str | None = None) -> str:
+def _noun_phrase(rng: np.random.Generator, adjective_prob: float = 0.5, determiner: str | None = None) -> str:
     """``[det] [adjective] noun`` with ``a``/``an`` chosen by the next word's first letter."""
     noun = _pick(rng, _NOUNS)[0]
     words = [_pick(rng, _ADJECTIVES)] if rng.random() < adjective_prob else []
@@ -156,39 +383,44 @@ def _sentence(rng: np.random.Generator) -> str:
     optional_time = f" {_pick(rng, _TIMES)}" if rng.random() < 0.4 else ""
     template = int(rng.integers(12))
     if template == 0:
-        text = (f"{_noun_phrase(rng, 0.7, 'the')} {_pick(rng, _TRANSITIVE)[1]} "
-                f"{_noun_phrase(rng)} {_place_phrase(rng)}.")
+        text = f"{_noun_phrase(rng, 0.7, 'the')} {_pick(rng, _TRANSITIVE)[1]} {_noun_phrase(rng)} {_place_phrase(rng)}."
     elif template == 1:
         text = f"{name} {_pick(rng, _TRANSITIVE)[1]} {_noun_phrase(rng, 0.8)} {_pick(rng, _TIMES)}."
     elif template == 2:
         text = f"Did {name} {_pick(rng, _TRANSITIVE)[0]} {_noun_phrase(rng)} {_place_phrase(rng)}?"
     elif template == 3:
-        text = (f"Why did {_noun_phrase(rng, 0.5, 'the')} {_pick(rng, _INTRANSITIVE)[0]} "
-                f"so {_pick(rng, _ADVERBS)}?")
+        text = f"Why did {_noun_phrase(rng, 0.5, 'the')} {_pick(rng, _INTRANSITIVE)[0]} so {_pick(rng, _ADVERBS)}?"
     elif template == 4:
-        text = (f"{name} and {other} {_pick(rng, _TRANSITIVE)[1]} {_pick(rng, _NUMBERS)} "
-                f"{_pick(rng, _ADJECTIVES)} {_pick(rng, _NOUNS)[1]}{optional_time}.")
+        text = (
+            f"{name} and {other} {_pick(rng, _TRANSITIVE)[1]} {_pick(rng, _NUMBERS)} "
+            f"{_pick(rng, _ADJECTIVES)} {_pick(rng, _NOUNS)[1]}{optional_time}."
+        )
     elif template == 5:
-        text = (f"{_noun_phrase(rng, 0.0, 'the')} {_pick(rng, _PREPOSITIONS)} the "
-                f"{_pick(rng, _NOUNS)[0]} was {_pick(rng, _ADJECTIVES)}, but "
-                f"{_noun_phrase(rng, 0.0, 'the')} was {_pick(rng, _ADJECTIVES)}.")
+        text = (
+            f"{_noun_phrase(rng, 0.0, 'the')} {_pick(rng, _PREPOSITIONS)} the "
+            f"{_pick(rng, _NOUNS)[0]} was {_pick(rng, _ADJECTIVES)}, but "
+            f"{_noun_phrase(rng, 0.0, 'the')} was {_pick(rng, _ADJECTIVES)}."
+        )
     elif template == 6:
-        text = (f"Please {_pick(rng, _TRANSITIVE)[0]} {_noun_phrase(rng, 0.8, 'the')}"
-                f"{optional_time}.")
+        text = f"Please {_pick(rng, _TRANSITIVE)[0]} {_noun_phrase(rng, 0.8, 'the')}{optional_time}."
     elif template == 7:
-        text = (f"{_pick(rng, _PRONOUNS)} {_pick(rng, _MODALS)} {_pick(rng, _TRANSITIVE)[0]} "
-                f"{_noun_phrase(rng)} {_place_phrase(rng)}{optional_time}.")
+        text = (
+            f"{_pick(rng, _PRONOUNS)} {_pick(rng, _MODALS)} {_pick(rng, _TRANSITIVE)[0]} "
+            f"{_noun_phrase(rng)} {_place_phrase(rng)}{optional_time}."
+        )
     elif template == 8:
         text = f"There are {_pick(rng, _NUMBERS)} {_pick(rng, _NOUNS)[1]} {_place_phrase(rng)}."
     elif template == 9:
-        text = (f"My {_pick(rng, _RELATIVES)} {_pick(rng, _INTRANSITIVE)[1]} "
-                f"{_pick(rng, _ADVERBS)} {_place_phrase(rng)}.")
+        text = (
+            f"My {_pick(rng, _RELATIVES)} {_pick(rng, _INTRANSITIVE)[1]} {_pick(rng, _ADVERBS)} {_place_phrase(rng)}."
+        )
     elif template == 10:
-        text = (f"How many {_pick(rng, _NOUNS)[1]} did {name} {_pick(rng, _TRANSITIVE)[0]}"
-                f"{optional_time}?")
+        text = f"How many {_pick(rng, _NOUNS)[1]} did {name} {_pick(rng, _TRANSITIVE)[0]}{optional_time}?"
     else:
-        text = (f"{name} {_pick(rng, _THINK)} that {_noun_phrase(rng, 0.3, 'the')} is "
-                f"{_pick(rng, _ADJECTIVES)}{optional_time}.")
+        text = (
+            f"{name} {_pick(rng, _THINK)} that {_noun_phrase(rng, 0.3, 'the')} is "
+            f"{_pick(rng, _ADJECTIVES)}{optional_time}."
+        )
     return text[0].upper() + text[1:]
 
 
@@ -203,8 +435,7 @@ def make_sentences(num_sentences: int, seed: int = 0) -> list[str]:
     while len(sentences) < num_sentences:
         attempts += 1
         if attempts > 100 * num_sentences + 1000:
-            raise UserError(f"The demo grammar cannot make {num_sentences} distinct sentences; "
-                            "ask for fewer.")
+            raise UserError(f"The demo grammar cannot make {num_sentences} distinct sentences; ask for fewer.")
         text = _sentence(rng)
         if MIN_WORDS <= len(text.split()) <= MAX_WORDS and text not in seen:
             seen.add(text)
@@ -216,8 +447,7 @@ def make_sentences(num_sentences: int, seed: int = 0) -> list[str]:
 # The corpus
 
 
-_OWN_ENTRIES = ("demo.json", "manifest.jsonl", "speakers.tsv", "README.md", "wavs", "alignments",
-                "text")
+_OWN_ENTRIES = ("demo.json", "manifest.jsonl", "speakers.tsv", "README.md", "wavs", "alignments", "text")
 
 
 def demo_settings(num_sentences: int = DEFAULT_NUM_SENTENCES, seed: int = 0) -> dict:
@@ -234,8 +464,14 @@ def demo_settings(num_sentences: int = DEFAULT_NUM_SENTENCES, seed: int = 0) -> 
     }
 
 
-def make_demo_corpus(out_dir: str | os.PathLike, *, num_sentences: int = DEFAULT_NUM_SENTENCES,
-                     seed: int = 0, overwrite: bool = False, progress: bool = True) -> Path:
+def make_demo_corpus(
+    out_dir: str | os.PathLike,
+    *,
+    num_sentences: int = DEFAULT_NUM_SENTENCES,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
     """Synthesise the demo corpus into ``out_dir`` and return the folder.
 
     A folder already holding a complete corpus made with the same settings is returned as it is.
@@ -254,12 +490,16 @@ def make_demo_corpus(out_dir: str | os.PathLike, *, num_sentences: int = DEFAULT
     if present and not overwrite:
         stored = _read_settings(out_dir)
         if stored is not None and stored != settings:
-            raise UserError(f"{out_dir} holds a demo corpus made with other settings "
-                            f"({_settings_difference(stored, settings)}); rebuild it with "
-                            "`overwrite=True` or choose another folder.")
-        raise UserError(f"{out_dir} holds an incomplete demo corpus or other files named like its "
-                        f"parts ({', '.join(present)}); rebuild it with "
-                        "`overwrite=True` or choose another folder.")
+            raise UserError(
+                f"{out_dir} holds a demo corpus made with other settings "
+                f"({_settings_difference(stored, settings)}); rebuild it with "
+                "`overwrite=True` or choose another folder."
+            )
+        raise UserError(
+            f"{out_dir} holds an incomplete demo corpus or other files named like its "
+            f"parts ({', '.join(present)}); rebuild it with "
+            "`overwrite=True` or choose another folder."
+        )
     for name in present:
         path = out_dir / name
         if path.is_dir() and not path.is_symlink():
@@ -273,24 +513,36 @@ def make_demo_corpus(out_dir: str | os.PathLike, *, num_sentences: int = DEFAULT
     prosody_rng = np.random.default_rng([seed, 2])
     width = max(4, len(str(num_sentences)))
     utts: list[Utterance] = []
-    for index, text in enumerate(tqdm(sentences, desc="demo corpus", unit="utt",
-                                      disable=not progress)):
+    for index, text in enumerate(tqdm(sentences, desc="demo corpus", unit="utt", disable=not progress)):
         speaker = SPEAKERS[index % len(SPEAKERS)]
         rate = int(round(speaker.rate * prosody_rng.uniform(1 - RATE_JITTER, 1 + RATE_JITTER)))
-        pitch = int(np.clip(speaker.pitch + prosody_rng.integers(-PITCH_JITTER, PITCH_JITTER + 1),
-                            0, 100))
-        result = espeak.synthesize(text, voice=speaker.voice, rate=rate, pitch=pitch,
-                                   pitch_range=speaker.pitch_range,
-                                   seed=int(prosody_rng.integers(2 ** 31)))
+        pitch = int(np.clip(speaker.pitch + prosody_rng.integers(-PITCH_JITTER, PITCH_JITTER + 1), 0, 100))
+        result = espeak.synthesize(
+            text,
+            voice=speaker.voice,
+            rate=rate,
+            pitch=pitch,
+            pitch_range=speaker.pitch_range,
+            seed=int(prosody_rng.integers(2**31)),
+        )
         utt_id = f"{speaker.name}_{index + 1:0{width}d}"
         wav_path = out_dir / "wavs" / speaker.name / f"{utt_id}.wav"
         grid_path = out_dir / "alignments" / f"{utt_id}.TextGrid"
         save_wav(wav_path, result.audio, result.sample_rate)
         write_textgrid(grid_path, result)
         write_text_atomic(out_dir / "text" / f"{utt_id}.txt", text + "\n")
-        utts.append(Utterance(id=utt_id, audio=str(wav_path), speaker=speaker.name,
-                              duration=round(result.duration, 6), sample_rate=result.sample_rate,
-                              split="train", text=text, alignment=str(grid_path)))
+        utts.append(
+            Utterance(
+                id=utt_id,
+                audio=str(wav_path),
+                speaker=speaker.name,
+                duration=round(result.duration, 6),
+                sample_rate=result.sample_rate,
+                split="train",
+                text=text,
+                alignment=str(grid_path),
+            )
+        )
     rows = ["speaker\tvoice\tpitch\trate\tpitch_range"]
     rows += [f"{s.name}\t{s.voice}\t{s.pitch}\t{s.rate}\t{s.pitch_range}" for s in SPEAKERS]
     write_text_atomic(out_dir / "speakers.tsv", "\n".join(rows) + "\n")
@@ -311,15 +563,14 @@ def is_complete_demo_corpus(out_dir: str | os.PathLike, settings: dict | None = 
         utts = read_manifest(out_dir / "manifest.jsonl")
     except UserError:
         return False
-    return (len(utts) == stored.get("num_sentences")
-            and all(Path(u.audio).is_file() and u.alignment and Path(u.alignment).is_file()
-                    for u in utts))
+    return len(utts) == stored.get("num_sentences") and all(
+        Path(u.audio).is_file() and u.alignment and Path(u.alignment).is_file() for u in utts
+    )
 
 
 def write_textgrid(path: str | os.PathLike, result: espeak.SynthResult) -> None:
     """Save ``words`` and ``phones`` interval tiers covering the whole audio (gaps left blank)."""
-    alignments.write_textgrid(path, {"words": result.words, "phones": result.phones},
-                              result.duration)
+    alignments.write_textgrid(path, {"words": result.words, "phones": result.phones}, result.duration)
 
 
 def _read_settings(out_dir: Path) -> dict | None:
@@ -337,12 +588,12 @@ def _settings_difference(stored: dict, wanted: dict) -> str:
     return ", ".join(parts)
 
 
-
-
 def _readme(settings: dict, utts: list[Utterance]) -> str:
     minutes = sum(u.duration for u in utts) / 60.0
-    speaker_rows = "\n".join(f"| {s['name']} | `{s['voice']}` | {s['pitch']} | {s['rate']} | "
-                             f"{s['pitch_range']} |" for s in settings["speakers"])
+    speaker_rows = "\n".join(
+        f"| {s['name']} | `{s['voice']}` | {s['pitch']} | {s['rate']} | {s['pitch_range']} |"
+        for s in settings["speakers"]
+    )
     lines = [
         "# vqspeech demo corpus",
         "",
@@ -351,8 +602,7 @@ def _readme(settings: dict, utts: list[Utterance]) -> str:
         "the `espeakng-loader` wheel). It lets every vqspeech stage run without downloading a "
         "corpus; it is not natural speech.",
         "",
-        f"- {len(utts)} utterances, {len(settings['speakers'])} speakers, {minutes:.1f} minutes of "
-        "audio.",
+        f"- {len(utts)} utterances, {len(settings['speakers'])} speakers, {minutes:.1f} minutes of audio.",
         f"- Sentences: {settings['num_sentences']} distinct sentences of {MIN_WORDS}-{MAX_WORDS} "
         f"words from a small built-in grammar, seed {settings['seed']}; the speakers take turns.",
         "- Prosody: each speaker's base rate (words per minute) is scaled per utterance by a "

@@ -89,8 +89,7 @@ class _Event(ctypes.Structure):
     ]
 
 
-_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
-                                  ctypes.POINTER(_Event))
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 
 @dataclass
@@ -148,8 +147,15 @@ def check_voice(voice: str) -> None:
         _select_voice(_engine(), voice.partition("+")[0])
 
 
-def synthesize(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50,
-               pitch_range: int = 50, volume: int = 100, seed: int | None = None) -> SynthResult:
+def synthesize(
+    text: str,
+    voice: str = "en-us",
+    rate: int = 175,
+    pitch: int = 50,
+    pitch_range: int = 50,
+    volume: int = 100,
+    seed: int | None = None,
+) -> SynthResult:
     """Speak ``text`` with espeak-ng; return audio at 22,050 Hz with word and phone intervals.
 
     ``voice`` is ``language[+variant]`` (``en-us``, ``en`` for British, ``en-us+f3``...); ``rate``
@@ -160,9 +166,12 @@ def synthesize(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50
     """
     if not text or not text.strip():
         raise UserError("Cannot synthesise empty text; give at least one word.")
-    for name, value, (low, high) in (("rate", rate, RATE_RANGE), ("pitch", pitch, PITCH_RANGE),
-                                     ("pitch_range", pitch_range, PITCH_RANGE),
-                                     ("volume", volume, (0, 200))):
+    for name, value, (low, high) in (
+        ("rate", rate, RATE_RANGE),
+        ("pitch", pitch, PITCH_RANGE),
+        ("pitch_range", pitch_range, PITCH_RANGE),
+        ("volume", volume, (0, 200)),
+    ):
         if not low <= int(value) <= high:
             raise UserError(f"espeak {name} {value} is out of range; use {low} to {high}.")
     _check_variant(voice)
@@ -170,16 +179,21 @@ def synthesize(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50
     with _LOCK:
         lib = _engine()
         _select_voice(lib, voice)
-        for param, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch),
-                             (_PARAM_RANGE, pitch_range), (_PARAM_VOLUME, volume)):
+        for param, value in (
+            (_PARAM_RATE, rate),
+            (_PARAM_PITCH, pitch),
+            (_PARAM_RANGE, pitch_range),
+            (_PARAM_VOLUME, volume),
+        ):
             lib.espeak_SetParameter(param, int(value), 0)
         if seed is not None:
             _LIBC.srand(int(seed) & 0xFFFFFFFF)
             lib.espeak_ng_SetRandSeed(int(seed))
         _STATE.chunks, _STATE.events = [], []
         try:
-            status = lib.espeak_Synth(encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0,
-                                      _CHARS_UTF8 | _ENDPAUSE, None, None)
+            status = lib.espeak_Synth(
+                encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None
+            )
             if status != 0:
                 raise RuntimeError(f"espeak_Synth failed with status {status} for text {text!r}")
             chunks, events = _STATE.chunks, _STATE.events
@@ -191,17 +205,20 @@ def synthesize(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50
     return SynthResult(audio=audio, sample_rate=SAMPLE_RATE, words=words, phones=phones)
 
 
-def _intervals(text: str, events: list[tuple[int, int, int, int, str]], num_samples: int
-               ) -> tuple[list[tuple[float, float, str]], list[tuple[float, float, str]]]:
+def _intervals(
+    text: str, events: list[tuple[int, int, int, int, str]], num_samples: int
+) -> tuple[list[tuple[float, float, str]], list[tuple[float, float, str]]]:
     """Turn raw (type, sample, text_position, length, label) events into phone and word tiers."""
     sr = float(SAMPLE_RATE)
     # Phones: each lasts until the next one starts; the last until the end of the audio.
-    phone_events = [(min(max(sample, 0), num_samples), label)
-                    for kind, sample, _, _, label in events if kind == EVENT_PHONEME]
+    phone_events = [
+        (min(max(sample, 0), num_samples), label) for kind, sample, _, _, label in events if kind == EVENT_PHONEME
+    ]
     starts = [start for start, _ in phone_events]
     ends = starts[1:] + [num_samples]
-    phones = [(start / sr, end / sr, label)
-              for (start, label), end in zip(phone_events, ends) if end > start]
+    phones = [
+        (start / sr, end / sr, label) for (start, label), end in zip(phone_events, ends, strict=True) if end > start
+    ]
 
     # Words: the phonemes that follow a word event (until the next word event) belong to it.
     # espeak's word length stops at an apostrophe ("Don't" -> 3), it splits numbers into several
@@ -226,7 +243,7 @@ def _intervals(text: str, events: list[tuple[int, int, int, int, str]], num_samp
     last_end = 0
     for i, group in enumerate(groups):
         next_token = groups[i + 1]["token"] if i + 1 < len(groups) else len(text)
-        tokens = (t.strip(_PUNCTUATION) for t in text[group["token"]:next_token].split())
+        tokens = (t.strip(_PUNCTUATION) for t in text[group["token"] : next_token].split())
         word = " ".join(t for t in tokens if t)
         if not word:
             continue
@@ -279,8 +296,7 @@ def _on_synth(wav, num_samples, events) -> int:
         if event.type in (EVENT_PHONEME, EVENT_WORD):
             is_phoneme = event.type == EVENT_PHONEME
             label = event.id.string.decode("utf-8", "replace") if is_phoneme else ""
-            _STATE.events.append((event.type, event.sample, event.text_position, event.length,
-                                  label))
+            _STATE.events.append((event.type, event.sample, event.text_position, event.length, label))
         i += 1
     return 0
 
@@ -302,16 +318,24 @@ def _engine() -> ctypes.CDLL:
     lib.espeak_SetVoiceByName.restype = ctypes.c_int
     lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.espeak_SetParameter.restype = ctypes.c_int
-    lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                 ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+    lib.espeak_Synth.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
     lib.espeak_Synth.restype = ctypes.c_int
     lib.espeak_Info.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
     lib.espeak_Info.restype = ctypes.c_char_p
     lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
     lib.espeak_ng_SetRandSeed.restype = None
-    rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0,
-                                 os.fsencode(espeakng_loader.get_data_path()),
-                                 _INITIALIZE_PHONEME_EVENTS)
+    rate = lib.espeak_Initialize(
+        _AUDIO_OUTPUT_SYNCHRONOUS, 0, os.fsencode(espeakng_loader.get_data_path()), _INITIALIZE_PHONEME_EVENTS
+    )
     if rate != SAMPLE_RATE:
         raise RuntimeError(f"libespeak-ng initialisation returned {rate}, not {SAMPLE_RATE} Hz")
     lib.espeak_SetSynthCallback(_CALLBACK)
@@ -323,15 +347,19 @@ def _check_variant(voice: str) -> None:
     """UserError when the ``+variant`` part of ``voice`` is not an installed variant."""
     variant = voice.partition("+")[2]
     if variant and variant not in voice_variants():
-        raise UserError(f"espeak-ng has no voice variant {variant!r} (in {voice!r}); "
-                        f"choose one of {', '.join(voice_variants()[:12])}, ...")
+        raise UserError(
+            f"espeak-ng has no voice variant {variant!r} (in {voice!r}); "
+            f"choose one of {', '.join(voice_variants()[:12])}, ..."
+        )
 
 
 def _select_voice(lib: ctypes.CDLL, voice: str) -> None:
     """Select ``voice`` by name (call with _LOCK held); UserError when espeak does not know it."""
     if lib.espeak_SetVoiceByName(voice.encode("utf-8")) != 0:
-        raise UserError(f"espeak-ng has no voice {voice!r}; use a language code such as "
-                        "'en-us' or 'en' (British), optionally with a variant like '+f3'.")
+        raise UserError(
+            f"espeak-ng has no voice {voice!r}; use a language code such as "
+            "'en-us' or 'en' (British), optionally with a variant like '+f3'."
+        )
 
 
 def _reset_lock_after_fork() -> None:

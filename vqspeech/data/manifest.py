@@ -58,8 +58,9 @@ def read_manifest(path: str | os.PathLike, split: str | None = None) -> list[Utt
                     raise ValueError(f"missing field(s) {', '.join(missing)}")
                 utt = Utterance(**{k: v for k, v in row.items() if k in _KNOWN})
             except (ValueError, TypeError) as exc:
-                raise UserError(f"Manifest {path} line {lineno} is malformed ({exc}); "
-                                "rebuild it with `vqspeech prepare`.") from None
+                raise UserError(
+                    f"Manifest {path} line {lineno} is malformed ({exc}); rebuild it with `vqspeech prepare`."
+                ) from None
             utt.audio = str(root / utt.audio)
             if utt.alignment:
                 utt.alignment = str(root / utt.alignment)

@@ -22,18 +22,57 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Iterable, Mapping
 
 from ..errors import UserError
 from .alignments import Segment
 
 PHONE_CLASSES: tuple[str, ...] = (
-    "aa", "ae", "ah", "ao", "aw", "ay", "b", "ch", "d", "dh", "eh", "er", "ey", "f", "g", "hh",
-    "ih", "iy", "jh", "k", "l", "m", "n", "ng", "ow", "oy", "p", "r", "s", "sh", "t", "th", "uh",
-    "uw", "v", "w", "y", "z", "zh", "sil", "spn")
+    "aa",
+    "ae",
+    "ah",
+    "ao",
+    "aw",
+    "ay",
+    "b",
+    "ch",
+    "d",
+    "dh",
+    "eh",
+    "er",
+    "ey",
+    "f",
+    "g",
+    "hh",
+    "ih",
+    "iy",
+    "jh",
+    "k",
+    "l",
+    "m",
+    "n",
+    "ng",
+    "ow",
+    "oy",
+    "p",
+    "r",
+    "s",
+    "sh",
+    "t",
+    "th",
+    "uh",
+    "uw",
+    "v",
+    "w",
+    "y",
+    "z",
+    "zh",
+    "sil",
+    "spn",
+)
 """The 41 probe classes: the 39 CMUdict ARPAbet phones (alphabetical), then sil and spn."""
 
 FOLDING_FILE = Path(__file__).with_name("phone_folding.tsv")
@@ -75,8 +114,10 @@ class PhoneFolding:
         path = Path(path).expanduser() if path is not None else FOLDING_FILE
         tables, classes = _read_table(path)
         if phone_set not in tables:
-            raise UserError(f"Phone set '{phone_set}' is not in {path}; choose one of: "
-                            f"{', '.join(tables) or 'none (the file has no rows)'}.")
+            raise UserError(
+                f"Phone set '{phone_set}' is not in {path}; choose one of: "
+                f"{', '.join(tables) or 'none (the file has no rows)'}."
+            )
         return cls(phone_set, tables[phone_set], classes, path)
 
     def fold(self, label: str) -> str | None:
@@ -91,14 +132,15 @@ class PhoneFolding:
                 target = self.table[key]
                 return None if target == EXCLUDED else target
         key = _lookup_keys(self.phone_set, label.strip())[-1]
-        raise UserError(f"Phone '{label}' is not in the '{self.phone_set}' folding of "
-                        f"{self.path}; add a line '{self.phone_set}<TAB>{key}<TAB><class>' to it "
-                        "(or pass your own table).")
+        raise UserError(
+            f"Phone '{label}' is not in the '{self.phone_set}' folding of "
+            f"{self.path}; add a line '{self.phone_set}<TAB>{key}<TAB><class>' to it "
+            "(or pass your own table)."
+        )
 
     def knows(self, label: str) -> bool:
         """True when :meth:`fold` has an answer for ``label`` (a class or excluded)."""
-        return not label.strip() or any(key in self.table
-                                        for key in _lookup_keys(self.phone_set, label.strip()))
+        return not label.strip() or any(key in self.table for key in _lookup_keys(self.phone_set, label.strip()))
 
     def fold_segments(self, segments: Iterable[Segment]) -> list[Segment]:
         """Relabel ``segments`` with their classes, drop excluded ones, merge touching repeats.
@@ -164,14 +206,14 @@ def _read_table(path: Path) -> tuple[dict[str, Mapping[str, str]], tuple[str, ..
 
 
 @functools.lru_cache(maxsize=16)
-def _parse_table(path: Path, mtime_ns: int, size: int
-                 ) -> tuple[dict[str, Mapping[str, str]], tuple[str, ...]]:
+def _parse_table(path: Path, mtime_ns: int, size: int) -> tuple[dict[str, Mapping[str, str]], tuple[str, ...]]:
     """:func:`_read_table` for one version of the file (cached: aligners load it per word)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"Cannot read phone folding table {path} ({exc.__class__.__name__}); "
-                        "save it as UTF-8 text.") from None
+        raise UserError(
+            f"Cannot read phone folding table {path} ({exc.__class__.__name__}); save it as UTF-8 text."
+        ) from None
     rows: list[tuple[int, str, str, str]] = []
     header_seen = False
     for number, line in enumerate(lines, start=1):
@@ -179,15 +221,20 @@ def _parse_table(path: Path, mtime_ns: int, size: int
             continue
         fields = [field.strip() for field in line.split("\t")]
         if len(fields) != 3 or not all(fields):
-            raise UserError(f"Line {number} of phone folding table {path} does not have three "
-                            "tab-separated fields; write it as 'set<TAB>label<TAB>class'.")
+            raise UserError(
+                f"Line {number} of phone folding table {path} does not have three "
+                "tab-separated fields; write it as 'set<TAB>label<TAB>class'."
+            )
         if not header_seen:
             if tuple(f.lower() for f in fields) != HEADER:
-                raise UserError(f"Phone folding table {path} does not start with the header "
-                                "'set<TAB>label<TAB>class'; add it above the first row.")
+                raise UserError(
+                    f"Phone folding table {path} does not start with the header "
+                    "'set<TAB>label<TAB>class'; add it above the first row."
+                )
             header_seen = True
             continue
-        rows.append((number, *fields))
+        set_name, label, target = fields
+        rows.append((number, set_name, label, target))
 
     classes = tuple(label for _, name, label, _ in rows if name == CLASSES_SET) or PHONE_CLASSES
     tables: dict[str, dict[str, str]] = {}
@@ -196,14 +243,18 @@ def _parse_table(path: Path, mtime_ns: int, size: int
         if name == CLASSES_SET:
             continue
         if target != EXCLUDED and target not in classes:
-            raise UserError(f"Line {number} of phone folding table {path} maps '{label}' to "
-                            f"'{target}', which is not a class; use one of "
-                            f"{' '.join(classes)} or '-' to exclude it.")
+            raise UserError(
+                f"Line {number} of phone folding table {path} maps '{label}' to "
+                f"'{target}', which is not a class; use one of "
+                f"{' '.join(classes)} or '-' to exclude it."
+            )
         key = _table_key(name, label)
         if (name, key) in first_line:
-            raise UserError(f"Line {number} of phone folding table {path} repeats label "
-                            f"'{label}' of set '{name}' (first on line "
-                            f"{first_line[name, key]}); keep one of the two lines.")
+            raise UserError(
+                f"Line {number} of phone folding table {path} repeats label "
+                f"'{label}' of set '{name}' (first on line "
+                f"{first_line[name, key]}); keep one of the two lines."
+            )
         first_line[name, key] = number
         tables.setdefault(name, {})[key] = target
     return {name: MappingProxyType(table) for name, table in tables.items()}, classes

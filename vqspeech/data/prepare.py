@@ -22,10 +22,10 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ..audio import load_audio, normalize_level, resample, save_wav
 from ..errors import UserError
 from ..fileio import write_text_atomic
-from .corpora import SourceUtterance, find_utterances
+from .corpora import SourceUtterance, find_utterances, source_path, source_speaker
 from .manifest import SPLITS, Utterance, write_manifest
 
 SILENCE_RMS = 1e-5
@@ -56,13 +56,24 @@ class PrepareSummary:
     """Number of utterances per split (train/valid/test)."""
 
 
-def prepare_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, layout: str, *,
-                   sample_rate: int = 16000, split_by: str = "utterance",
-                   valid_fraction: float = 0.05, test_fraction: float = 0.05,
-                   heldout_speakers: Sequence[str] | None = None,
-                   min_duration: float = 0.1, max_duration: float | None = None, seed: int = 0,
-                   num_workers: int | None = None, overwrite: bool = False, progress: bool = True,
-                   **layout_options) -> PrepareSummary:
+def prepare_corpus(
+    corpus_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    layout: str,
+    *,
+    sample_rate: int = 16000,
+    split_by: str = "utterance",
+    valid_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    heldout_speakers: Sequence[str] | None = None,
+    min_duration: float = 0.1,
+    max_duration: float | None = None,
+    seed: int = 0,
+    num_workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **layout_options,
+) -> PrepareSummary:
     """Read the corpus at ``corpus_dir`` with reader ``layout`` and build ``out_dir``.
 
     ``split_by="utterance"`` places each utterance by a hash of (seed, id), about
@@ -79,11 +90,14 @@ def prepare_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, la
     out_dir = Path(out_dir).expanduser()
     if isinstance(heldout_speakers, str):
         heldout_speakers = [heldout_speakers]
-    _check_arguments(sample_rate, split_by, valid_fraction, test_fraction, heldout_speakers,
-                     min_duration, max_duration, num_workers)
+    _check_arguments(
+        sample_rate, split_by, valid_fraction, test_fraction, heldout_speakers, min_duration, max_duration, num_workers
+    )
     if corpus_dir.is_dir() and out_dir.resolve() == corpus_dir.resolve():
-        raise UserError(f"Output folder {out_dir} is the corpus folder; choose a separate "
-                        "output folder so the corpus files stay untouched.")
+        raise UserError(
+            f"Output folder {out_dir} is the corpus folder; choose a separate "
+            "output folder so the corpus files stay untouched."
+        )
 
     settings = {
         "layout": layout,
@@ -106,46 +120,78 @@ def prepare_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, la
     _check_previous_run(out_dir, settings, overwrite)
 
     wav_dir = out_dir / "wavs"
-    tasks = [(u.path, str(wav_dir / f"{u.id}.wav"), int(sample_rate), float(min_duration),
-              None if max_duration is None else float(max_duration)) for u in sources]
+    tasks = [
+        (
+            source_path(u),
+            str(wav_dir / f"{u.id}.wav"),
+            int(sample_rate),
+            float(min_duration),
+            None if max_duration is None else float(max_duration),
+        )
+        for u in sources
+    ]
     results = _run(tasks, num_workers, progress, desc=f"prepare {layout}")
 
     usable: list[tuple[SourceUtterance, int]] = []
-    for utt, (frames, reason) in zip(sources, results):
+    for utt, (frames, reason) in zip(sources, results, strict=True):
         if reason is None:
             usable.append((utt, frames))
         else:
-            rejects.append((utt.path, reason))
+            rejects.append((source_path(utt), reason))
     rejects.sort()
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_tsv(out_dir / "rejects.tsv", ("file", "reason"), rejects)
     if not usable:
-        raise UserError(f"None of the {len(sources)} audio file(s) found in {corpus_dir} could be "
-                        f"used; see the reasons in {out_dir / 'rejects.tsv'}.")
+        raise UserError(
+            f"None of the {len(sources)} audio file(s) found in {corpus_dir} could be "
+            f"used; see the reasons in {out_dir / 'rejects.tsv'}."
+        )
 
-    splits = assign_splits([u for u, _ in usable], split_by=split_by,
-                           valid_fraction=valid_fraction, test_fraction=test_fraction,
-                           heldout_speakers=heldout_speakers, seed=seed)
-    utts = [Utterance(id=u.id, audio=str(wav_dir / f"{u.id}.wav"), speaker=u.speaker,
-                      duration=frames / sample_rate, sample_rate=int(sample_rate),
-                      split=splits[u.id], text=u.text, alignment=u.alignment)
-            for u, frames in usable]
+    splits = assign_splits(
+        [u for u, _ in usable],
+        split_by=split_by,
+        valid_fraction=valid_fraction,
+        test_fraction=test_fraction,
+        heldout_speakers=heldout_speakers,
+        seed=seed,
+    )
+    utts = [
+        Utterance(
+            id=u.id,
+            audio=str(wav_dir / f"{u.id}.wav"),
+            speaker=source_speaker(u),
+            duration=frames / sample_rate,
+            sample_rate=int(sample_rate),
+            split=splits[u.id],
+            text=u.text,
+            alignment=u.alignment,
+        )
+        for u, frames in usable
+    ]
     manifest = out_dir / "manifest.jsonl"
     write_manifest(manifest, utts)
-    _write_tsv(out_dir / "speakers.tsv", ("speaker", "num_utterances", "seconds", "splits"),
-               _speaker_rows(utts))
+    _write_tsv(out_dir / "speakers.tsv", ("speaker", "num_utterances", "seconds", "splits"), _speaker_rows(utts))
     write_text_atomic(out_dir / "prepare.json", json.dumps(settings, indent=2) + "\n")
 
     return PrepareSummary(
-        num_utterances=len(utts), num_rejected=len(rejects),
+        num_utterances=len(utts),
+        num_rejected=len(rejects),
         num_speakers=len({u.speaker for u in utts}),
-        hours=sum(u.duration for u in utts) / 3600.0, manifest=str(manifest),
-        splits={s: sum(u.split == s for u in utts) for s in SPLITS})
+        hours=sum(u.duration for u in utts) / 3600.0,
+        manifest=str(manifest),
+        splits={s: sum(u.split == s for u in utts) for s in SPLITS},
+    )
 
 
-def assign_splits(utts: Sequence[SourceUtterance], *, split_by: str = "utterance",
-                  valid_fraction: float = 0.05, test_fraction: float = 0.05,
-                  heldout_speakers: Sequence[str] | None = None, seed: int = 0) -> dict[str, str]:
+def assign_splits(
+    utts: Sequence[SourceUtterance],
+    *,
+    split_by: str = "utterance",
+    valid_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    heldout_speakers: Sequence[str] | None = None,
+    seed: int = 0,
+) -> dict[str, str]:
     """Map each utterance id to "train", "valid" or "test", reproducibly.
 
     By utterance, a corpus-fixed split (``SourceUtterance.split``) is kept, and the other
@@ -158,25 +204,28 @@ def assign_splits(utts: Sequence[SourceUtterance], *, split_by: str = "utterance
     if split_by == "utterance":
         fixed = {u.split for u in utts if u.split}
         free = [u.id for u in utts if not u.split]
-        chosen = _hash_split(free, seed,
-                             test_fraction=0.0 if "test" in fixed else test_fraction,
-                             valid_fraction=0.0 if "valid" in fixed else valid_fraction)
+        chosen = _hash_split(
+            free,
+            seed,
+            test_fraction=0.0 if "test" in fixed else test_fraction,
+            valid_fraction=0.0 if "valid" in fixed else valid_fraction,
+        )
         return {u.id: u.split or chosen[u.id] for u in utts}
     if split_by != "speaker":
         raise UserError(f"split_by='{split_by}' is not valid; use one of: {', '.join(SPLIT_MODES)}.")
-    speakers = sorted({u.speaker for u in utts})
+    speakers = sorted({source_speaker(u) for u in utts})
     if heldout_speakers:
         heldout = set(heldout_speakers)
         rest = [s for s in speakers if s not in heldout]
         if not rest:
-            raise UserError("heldout_speakers lists every speaker of the corpus; leave at least "
-                            "one speaker for training.")
+            raise UserError(
+                "heldout_speakers lists every speaker of the corpus; leave at least one speaker for training."
+            )
         by_speaker = {s: "test" for s in heldout}
         by_speaker.update(_hash_split(rest, seed, test_fraction=0.0, valid_fraction=valid_fraction))
     else:
-        by_speaker = _hash_split(speakers, seed, test_fraction=test_fraction,
-                                 valid_fraction=valid_fraction)
-    return {u.id: by_speaker[u.speaker] for u in utts}
+        by_speaker = _hash_split(speakers, seed, test_fraction=test_fraction, valid_fraction=valid_fraction)
+    return {u.id: by_speaker[source_speaker(u)] for u in utts}
 
 
 def read_rejects(out_dir: str | os.PathLike) -> list[tuple[str, str]]:
@@ -245,8 +294,7 @@ def _cached_frames(cache: str, source: str, sample_rate: int) -> int | None:
     return int(info.frames)
 
 
-def _duration_problem(frames: int, sample_rate: int, min_duration: float,
-                      max_duration: float | None) -> str | None:
+def _duration_problem(frames: int, sample_rate: int, min_duration: float, max_duration: float | None) -> str | None:
     seconds = frames / sample_rate
     if frames == 0:
         return "empty after resampling (0 samples)"
@@ -257,8 +305,7 @@ def _duration_problem(frames: int, sample_rate: int, min_duration: float,
     return None
 
 
-def _run(tasks: list, num_workers: int | None, progress: bool,
-         desc: str) -> list[tuple[int, str | None]]:
+def _run(tasks: list, num_workers: int | None, progress: bool, desc: str) -> list[tuple[int, str | None]]:
     """Run :func:`_convert` over ``tasks`` (in order) with a progress bar, in parallel if asked."""
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
     workers = min(workers, len(tasks))
@@ -284,12 +331,11 @@ def _run(tasks: list, num_workers: int | None, progress: bool,
 
 def _unit_hash(seed: int, key: str) -> float:
     """A number in [0, 1) fixed by (seed, key)."""
-    digest = hashlib.sha1(f"{seed}:{key}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+    digest = hashlib.sha1(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def _hash_split(keys: Iterable[str], seed: int, *, test_fraction: float,
-                valid_fraction: float) -> dict[str, str]:
+def _hash_split(keys: Iterable[str], seed: int, *, test_fraction: float, valid_fraction: float) -> dict[str, str]:
     """Place each key by its hash: [0, test) -> test, [test, test+valid) -> valid, else train.
 
     Then make sure train is not empty, and that each split with a non-zero fraction holds at least
@@ -299,14 +345,13 @@ def _hash_split(keys: Iterable[str], seed: int, *, test_fraction: float,
     score = {k: _unit_hash(seed, k) for k in keys}
     placed = {}
     for key, x in score.items():
-        placed[key] = ("test" if x < test_fraction else
-                       "valid" if x < test_fraction + valid_fraction else "train")
+        placed[key] = "test" if x < test_fraction else "valid" if x < test_fraction + valid_fraction else "train"
     if score and "train" not in placed.values():
-        placed[max(score, key=score.get)] = "train"
+        placed[max(score, key=score.__getitem__)] = "train"
     for name, fraction in (("test", test_fraction), ("valid", valid_fraction)):
         train = [k for k in placed if placed[k] == "train"]
         if fraction > 0 and name not in placed.values() and len(train) > 1:
-            placed[min(train, key=score.get)] = name
+            placed[min(train, key=score.__getitem__)] = name
     return placed
 
 
@@ -314,36 +359,41 @@ def _hash_split(keys: Iterable[str], seed: int, *, test_fraction: float,
 # Checks and files
 
 
-def _check_arguments(sample_rate, split_by, valid_fraction, test_fraction, heldout_speakers,
-                     min_duration, max_duration, num_workers) -> None:
+def _check_arguments(
+    sample_rate, split_by, valid_fraction, test_fraction, heldout_speakers, min_duration, max_duration, num_workers
+) -> None:
     if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise UserError(f"sample_rate={sample_rate!r} is not valid; give a positive whole number "
-                        "of hertz such as 16000.")
+        raise UserError(
+            f"sample_rate={sample_rate!r} is not valid; give a positive whole number of hertz such as 16000."
+        )
     if split_by not in SPLIT_MODES:
         raise UserError(f"split_by='{split_by}' is not valid; use one of: {', '.join(SPLIT_MODES)}.")
-    if not (0 <= valid_fraction < 1 and 0 <= test_fraction < 1
-            and valid_fraction + test_fraction < 1):
-        raise UserError(f"valid_fraction={valid_fraction} and test_fraction={test_fraction} must "
-                        "each be in [0, 1) and sum to less than 1.")
+    if not (0 <= valid_fraction < 1 and 0 <= test_fraction < 1 and valid_fraction + test_fraction < 1):
+        raise UserError(
+            f"valid_fraction={valid_fraction} and test_fraction={test_fraction} must "
+            "each be in [0, 1) and sum to less than 1."
+        )
     if heldout_speakers is not None and split_by != "speaker":
-        raise UserError("heldout_speakers only applies with split_by='speaker'; "
-                        "add split_by='speaker' or drop heldout_speakers.")
+        raise UserError(
+            "heldout_speakers only applies with split_by='speaker'; add split_by='speaker' or drop heldout_speakers."
+        )
     if min_duration < 0 or (max_duration is not None and max_duration <= min_duration):
-        raise UserError(f"min_duration={min_duration} and max_duration={max_duration} are not "
-                        "valid; use 0 <= min_duration < max_duration (seconds).")
+        raise UserError(
+            f"min_duration={min_duration} and max_duration={max_duration} are not "
+            "valid; use 0 <= min_duration < max_duration (seconds)."
+        )
     if num_workers is not None and num_workers < 0:
-        raise UserError(f"num_workers={num_workers} is not valid; use 0 or more "
-                        "(0 or 1 converts in this process).")
+        raise UserError(f"num_workers={num_workers} is not valid; use 0 or more (0 or 1 converts in this process).")
 
 
-def _check_speakers(heldout_speakers: Sequence[str], sources: Sequence[SourceUtterance],
-                    corpus_dir: Path) -> None:
-    known = {u.speaker for u in sources}
+def _check_speakers(heldout_speakers: Sequence[str], sources: Sequence[SourceUtterance], corpus_dir: Path) -> None:
+    known = {source_speaker(u) for u in sources}
     unknown = sorted(set(heldout_speakers) - known)
     if unknown:
         examples = ", ".join(sorted(known)[:10]) + (", ..." if len(known) > 10 else "")
-        raise UserError(f"Held-out speaker(s) {', '.join(unknown)} are not in {corpus_dir}; "
-                        f"its speakers include: {examples}.")
+        raise UserError(
+            f"Held-out speaker(s) {', '.join(unknown)} are not in {corpus_dir}; its speakers include: {examples}."
+        )
 
 
 def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool) -> None:
@@ -359,12 +409,17 @@ def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool) -> None:
         return
     if not overwrite:
         if previous is None:
-            raise UserError(f"{manifest} exists but has no readable prepare.json beside it; pass "
-                            "`overwrite=True` to replace it, or choose another output folder.")
-        changed = ", ".join(f"{k} {previous.get(k)!r} -> {settings[k]!r}"
-                            for k in settings if previous.get(k) != settings[k])
-        raise UserError(f"{manifest} was prepared with different settings ({changed}); pass "
-                        "`overwrite=True` to rebuild it, or choose another output folder.")
+            raise UserError(
+                f"{manifest} exists but has no readable prepare.json beside it; pass "
+                "`overwrite=True` to replace it, or choose another output folder."
+            )
+        changed = ", ".join(
+            f"{k} {previous.get(k)!r} -> {settings[k]!r}" for k in settings if previous.get(k) != settings[k]
+        )
+        raise UserError(
+            f"{manifest} was prepared with different settings ({changed}); pass "
+            "`overwrite=True` to rebuild it, or choose another output folder."
+        )
     for name in ("manifest.jsonl", "prepare.json", "speakers.tsv"):
         (out_dir / name).unlink(missing_ok=True)
     sources = ("layout", "corpus_dir", "layout_options")
@@ -373,8 +428,9 @@ def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool) -> None:
         shutil.rmtree(out_dir / "wavs", ignore_errors=True)
 
 
-def _outside(out_dir: Path, corpus_dir: Path, sources: list[SourceUtterance],
-             rejects: list[tuple[str, str]]) -> tuple[list[SourceUtterance], list[tuple[str, str]]]:
+def _outside(
+    out_dir: Path, corpus_dir: Path, sources: list[SourceUtterance], rejects: list[tuple[str, str]]
+) -> tuple[list[SourceUtterance], list[tuple[str, str]]]:
     """Drop files inside ``out_dir`` (our own output when it lies within the corpus folder)."""
     out = out_dir.resolve()
     if not out.is_relative_to(corpus_dir.resolve()):
@@ -383,8 +439,7 @@ def _outside(out_dir: Path, corpus_dir: Path, sources: list[SourceUtterance],
     def inside(path: str) -> bool:
         return Path(path).resolve().is_relative_to(out)
 
-    return ([u for u in sources if not inside(u.path)],
-            [r for r in rejects if not inside(r[0])])
+    return ([u for u in sources if not inside(source_path(u))], [r for r in rejects if not inside(r[0])])
 
 
 def _speaker_rows(utts: Sequence[Utterance]) -> list[tuple]:
@@ -396,8 +451,10 @@ def _speaker_rows(utts: Sequence[Utterance]) -> list[tuple]:
         count[u.speaker] = count.get(u.speaker, 0) + 1
         seconds[u.speaker] = seconds.get(u.speaker, 0.0) + u.duration
         splits.setdefault(u.speaker, set()).add(u.split)
-    return [(spk, count[spk], f"{seconds[spk]:.2f}",
-             ",".join(s for s in SPLITS if s in splits[spk])) for spk in sorted(count)]
+    return [
+        (spk, count[spk], f"{seconds[spk]:.2f}", ",".join(s for s in SPLITS if s in splits[spk]))
+        for spk in sorted(count)
+    ]
 
 
 def _write_tsv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
@@ -405,5 +462,3 @@ def _write_tsv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> N
     for row in rows:
         lines.append("\t".join(" ".join(str(value).split()) for value in row))
     write_text_atomic(path, "\n".join(lines) + "\n")
-
-

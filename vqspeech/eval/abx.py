@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,8 +73,13 @@ class ItemSet:
         return len(self.utt)
 
 
-def build_items(spans: list[list[tuple[int, int, str]]], speakers: list[str], *, context: bool,
-                ignore: tuple[str, ...] = ("sil", "spn")) -> ItemSet:
+def build_items(
+    spans: list[list[tuple[int, int, str]]],
+    speakers: list[str],
+    *,
+    context: bool,
+    ignore: tuple[str, ...] = ("sil", "spn"),
+) -> ItemSet:
     """Items of the any-context (context=False) or triphone (context=True) protocol.
 
     spans: per utterance, time-ordered (start_frame, end_frame exclusive, label); speakers: per
@@ -83,8 +89,9 @@ def build_items(spans: list[list[tuple[int, int, str]]], speakers: list[str], *,
     """
     if len(spans) != len(speakers):
         raise UserError(f"ABX needs one speaker per utterance, got {len(speakers)} for {len(spans)}.")
-    rows, names = [], ({}, {}, {})
-    for u, (segs, spk) in enumerate(zip(spans, speakers)):
+    rows: list[tuple[int, ...]] = []
+    names: tuple[dict[str, int], dict[str, int], dict[str, int]] = ({}, {}, {})  # label, context, speaker -> index
+    for u, (segs, spk) in enumerate(zip(spans, speakers, strict=True)):
         for k, (s, e, _) in enumerate(segs):
             if not 0 <= s <= e or (k and s < segs[k - 1][1]):
                 raise UserError(f"Utterance {u} has a bad or overlapping phone span ({s}, {e}).")
@@ -95,7 +102,8 @@ def build_items(spans: list[list[tuple[int, int, str]]], speakers: list[str], *,
                 continue
             key = f"{segs[k - 1][2]}+{segs[k + 1][2]}" if context else ""
             s, e = (segs[k - 1][0], segs[k + 1][1]) if context else (s, e)
-            rows.append((u, s, e) + tuple(n.setdefault(v, len(n)) for n, v in zip(names, (label, key, spk))))
+            indices = tuple(n.setdefault(v, len(n)) for n, v in zip(names, (label, key, spk), strict=True))
+            rows.append((u, s, e) + indices)
     arr = np.array(rows, dtype=np.int64).reshape(-1, 6)
     return ItemSet(*arr.T, *(tuple(n) for n in names))
 
@@ -128,16 +136,17 @@ def dtw_batch(dist: np.ndarray, len_a: np.ndarray, len_b: np.ndarray) -> np.ndar
         i = np.arange(lo, hi)
         c, c1, c2 = cost[k % 3], cost[(k - 1) % 3], cost[(k - 2) % 3]
         n, n1, n2 = steps[k % 3], steps[(k - 1) % 3], steps[(k - 2) % 3]
-        c[:, 1:lo + 1] = np.inf
+        c[:, 1 : lo + 1] = np.inf
         if k == 0:
             c[:, 1], n[:, 1] = dist[:, 0, 0], 1
         else:
-            cd, cl, cu = c2[:, lo:hi], c1[:, lo + 1:hi + 1], c1[:, lo:hi]  # (i-1, j-1), (i, j-1), (i-1, j)
+            cd, cl, cu = c2[:, lo:hi], c1[:, lo + 1 : hi + 1], c1[:, lo:hi]  # (i-1, j-1), (i, j-1), (i-1, j)
             best = np.minimum(np.minimum(cd, cl), cu)
             # libri-light's backtracking prefers the diagonal, then (i, j-1), then (i-1, j)
-            n[:, lo + 1:hi + 1] = 1 + np.where(cd == best, n2[:, lo:hi],
-                                               np.where(cl == best, n1[:, lo + 1:hi + 1], n1[:, lo:hi]))
-            np.add(dist[:, i, k - i], best, out=c[:, lo + 1:hi + 1])
+            n[:, lo + 1 : hi + 1] = 1 + np.where(
+                cd == best, n2[:, lo:hi], np.where(cl == best, n1[:, lo + 1 : hi + 1], n1[:, lo:hi])
+            )
+            np.add(dist[:, i, k - i], best, out=c[:, lo + 1 : hi + 1])
         done = np.flatnonzero(last == k)
         out[done] = c[done, len_a[done]] / n[done, len_a[done]]
     return out
@@ -147,8 +156,10 @@ def _check(features, items: ItemSet, distance: str, max_items_per_cell: int, max
     if distance not in DISTANCES:
         raise UserError(f"ABX distance must be one of {DISTANCES}, not {distance!r}.")
     if max_items_per_cell < 1 or max_x_across < 1:
-        raise UserError(f"ABX needs at least 1 item per cell (`max_items_per_cell`, given {max_items_per_cell}) "
-                        f"and at least 1 X speaker (given {max_x_across}).")
+        raise UserError(
+            f"ABX needs at least 1 item per cell (`max_items_per_cell`, given {max_items_per_cell}) "
+            f"and at least 1 X speaker (given {max_x_across})."
+        )
     if any(np.ndim(f) != 2 for f in features) or len({np.shape(f)[1] for f in features}) > 1:
         raise UserError("ABX features must be 2-D [frames, dim] arrays of one common dim.")
     if not all(np.isfinite(f).all() for f in features):
@@ -188,21 +199,29 @@ def _runs(*keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[len(keys[0]) > 0, np.any(np.diff(np.stack(keys)) != 0, 0)])
 
 
-def _aggregate(cells: list[tuple], errors: list[float]) -> float | None:
+def _aggregate(cells: list[tuple], errors: Iterable[float]) -> float | None:
     """Libri-light's nested mean; cells are (speaker, a, b, condition...)."""
     if not cells:
         return None
     by_sab, by_ab = defaultdict(list), defaultdict(list)
-    for key, e in zip(cells, errors):
+    for key, e in zip(cells, errors, strict=True):
         by_sab[key[:3]].append(e)
     for (_, a, b), es in by_sab.items():
         by_ab[a, b].append(np.mean(es))
     return float(np.mean([np.mean(v) for v in by_ab.values()]))
 
 
-def abx_error(features: list[np.ndarray], items: ItemSet, *, across: bool, distance: str = "angular",
-              max_items_per_cell: int = 10, max_x_across: int = 5, seed: int = 0,
-              chunk_elements: int = 1 << 22) -> dict:
+def abx_error(
+    features: list[np.ndarray],
+    items: ItemSet,
+    *,
+    across: bool,
+    distance: str = "angular",
+    max_items_per_cell: int = 10,
+    max_x_across: int = 5,
+    seed: int = 0,
+    chunk_elements: int = 1 << 22,
+) -> dict:
     """ABX error rate, vectorised; see the module docstring for the protocol.
 
     features: per utterance [T_u, D]; items: from ``build_items``. Returns {"error": float or None
@@ -244,26 +263,37 @@ def abx_error(features: list[np.ndarray], items: ItemSet, *, across: bool, dista
     same = (pairs // C == pairs % C)[pq]
     todo = ~same | (pr < pc)
     D = np.full(off[-1], np.nan)
-    D[todo] = _item_distances(features, items, keep, start[pairs[pq[todo]] // C] + pr[todo],
-                              start[pairs[pq[todo]] % C] + pc[todo], distance, chunk_elements)
+    D[todo] = _item_distances(
+        features,
+        items,
+        keep,
+        start[pairs[pq[todo]] // C] + pr[todo],
+        start[pairs[pq[todo]] % C] + pc[todo],
+        distance,
+        chunk_elements,
+    )
     mirror = same & (pr > pc)
     D[mirror] = D[off[pq[mirror]] + pc[mirror] * nc[pq[mirror]] + pr[mirror]]
     # triplet comparisons per scored cell, in chunks of cells sorted by their largest cell
     order = np.argsort(np.maximum(size[tX], np.maximum(size[tA], size[tB])), kind="stable")
     errors, m = np.empty(len(triples)), size.max()
     num_trip = size[tX] * (size[tA] - (tX == tA)) * size[tB]
-    step = max(1, chunk_elements // m ** 3)
+    step = max(1, chunk_elements // m**3)
     for i in range(0, len(order), step):
-        t = order[i:i + step]
+        t = order[i : i + step]
         mc = max(size[tX[t]].max(), size[tA[t]].max(), size[tB[t]].max())
         dxa = _block(D, off, nr, nc, qa[t], tX[t] > tA[t], mc)
         dxb = _block(D, off, nr, nc, qb[t], tX[t] > tB[t], mc)
         a, b = dxa[:, :, :, None], dxb[:, :, None, :]  # NaN pads and the X = A diagonal count as neither
         score = ((a > b) + 0.5 * (a == b)).sum((1, 2, 3))
         errors[t] = score / num_trip[t]
-    keys = list(zip(c_spk[tA], c_cat[tA], c_cat[tB], c_ctx[tA], c_spk[tX]))
-    return {"error": _aggregate(keys, errors), "num_category_pairs": len(set(zip(c_cat[tA], c_cat[tB]))),
-            "num_triplets": int(num_trip.sum()), **out}
+    keys = list(zip(c_spk[tA], c_cat[tA], c_cat[tB], c_ctx[tA], c_spk[tX], strict=True))
+    return {
+        "error": _aggregate(keys, errors),
+        "num_category_pairs": len(set(zip(c_cat[tA], c_cat[tB], strict=True))),
+        "num_triplets": int(num_trip.sum()),
+        **out,
+    }
 
 
 def _block(D, off, nr, nc, q, flip, mc) -> np.ndarray:
@@ -294,10 +324,10 @@ def _item_distances(features, items, keep, rows, cols, distance, chunk_elements)
 
     while i < len(order):
         n = fits(order[min(i + fits(order[i]), len(order)) - 1])  # sized by its longest pair
-        t = order[i:i + n]
+        t = order[i : i + n]
         ia = offset[rows[t], None] + np.minimum(np.arange(la[t].max()), la[t, None] - 1)
         ib = offset[cols[t], None] + np.minimum(np.arange(lb[t].max()), lb[t, None] - 1)
-        if table is None:
+        if frames is not None:  # no table of distinct vectors
             dist = frame_distances(frames[ia].astype(np.float64), frames[ib].astype(np.float64), distance)
         else:
             dist = table[codes[ia][:, :, None], codes[ib][:, None, :]]
@@ -316,9 +346,9 @@ def _distinct_table(feats: list[np.ndarray], distance: str, limit: int = 2048):
         return None, None
     starts = np.cumsum([0] + [len(f) for f in feats])
     u = np.searchsorted(starts, first, side="right") - 1
-    distinct = np.stack([feats[k][j] for k, j in zip(u, first - starts[u])]).astype(np.float64)
+    distinct = np.stack([feats[k][j] for k, j in zip(u, first - starts[u], strict=True)]).astype(np.float64)
     # a projection key is not a proof: any two distinct vectors sharing one fall back to the general path
-    if not all(np.array_equal(f, distinct[codes[a:b]]) for f, a, b in zip(feats, starts[:-1], starts[1:])):
+    if not all(np.array_equal(f, distinct[codes[a:b]]) for f, a, b in zip(feats, starts[:-1], starts[1:], strict=True)):
         return None, None
     return frame_distances(distinct, distinct, distance), codes
 
@@ -348,9 +378,16 @@ def dtw_reference(dist: np.ndarray) -> float:
     return cost[N - 1, M - 1] / (length + i + j)
 
 
-def abx_error_bruteforce(features: list[np.ndarray], items: ItemSet, *, across: bool,
-                         distance: str = "angular", max_items_per_cell: int = 10, max_x_across: int = 5,
-                         seed: int = 0) -> dict:
+def abx_error_bruteforce(
+    features: list[np.ndarray],
+    items: ItemSet,
+    *,
+    across: bool,
+    distance: str = "angular",
+    max_items_per_cell: int = 10,
+    max_x_across: int = 5,
+    seed: int = 0,
+) -> dict:
     """The same metric by explicit triplet loops and per-pair DTW: slow, a reference for tests."""
     _check(features, items, distance, max_items_per_cell, max_x_across)
     keep, xspk = _sample(items, max_items_per_cell, max_x_across, seed, across)
@@ -363,7 +400,7 @@ def abx_error_bruteforce(features: list[np.ndarray], items: ItemSet, *, across: 
     def d(x: int, y: int) -> float:
         if rank[x] > rank[y]:
             return d(y, x)
-        fx, fy = (features[items.utt[k]][items.start[k]:items.end[k]].astype(np.float64) for k in (x, y))
+        fx, fy = (features[items.utt[k]][items.start[k] : items.end[k]].astype(np.float64) for k in (x, y))
         return dtw_reference(frame_distances(fx, fy, distance))
 
     keys, errors, num_trip = [], [], 0
@@ -371,18 +408,29 @@ def abx_error_bruteforce(features: list[np.ndarray], items: ItemSet, *, across: 
         for (b, c2, s2), B in cells.items():
             if b == a or c2 != c or s2 != s:
                 continue
-            for sx in (xspk.get((a, c, s), []) if across else [s] * (len(A) > 1)):
+            for sx in xspk.get((a, c, s), []) if across else [s] * (len(A) > 1):
                 trip = [(x, y, z) for x in cells[a, c, sx] for y in A if y != x for z in B]
                 errs = [1.0 if d(y, x) > d(z, x) else 0.5 if d(y, x) == d(z, x) else 0.0 for x, y, z in trip]
                 keys.append((s, a, b, c, sx))
                 errors.append(sum(errs) / len(errs))
                 num_trip += len(trip)
-    return {"error": _aggregate(keys, errors), "num_pairs": len(keys), "num_triplets": num_trip,
-            "num_category_pairs": len({k[1:3] for k in keys}), "num_items": len(keep)}
+    return {
+        "error": _aggregate(keys, errors),
+        "num_pairs": len(keys),
+        "num_triplets": num_trip,
+        "num_category_pairs": len({k[1:3] for k in keys}),
+        "num_items": len(keep),
+    }
 
 
-def abx_scores(features: list[np.ndarray], spans: list[list[tuple[int, int, str]]], speakers: list[str],
-               *, ignore: tuple[str, ...] = ("sil", "spn"), **kw) -> dict:
+def abx_scores(
+    features: list[np.ndarray],
+    spans: list[list[tuple[int, int, str]]],
+    speakers: list[str],
+    *,
+    ignore: tuple[str, ...] = ("sil", "spn"),
+    **kw,
+) -> dict:
     """ABX within/across speakers, any-context (un-suffixed keys) and triphone ("_triphone").
 
     kw go to ``abx_error``. Also returns "num_items[_triphone]" (all items) and "num_pairs_<key>".

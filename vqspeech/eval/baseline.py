@@ -22,10 +22,19 @@ from ..fileio import atomic_path
 from .features import mfcc_with_deltas
 
 
-def mfcc_kmeans_baseline(manifest: str | Path, out_dir: str | Path, *, num_codes: int = 128,
-                         code_rate_hz: float = 100.0, fit_split: str = "train", split: str | None = None,
-                         max_fit_frames: int = 200_000, seed: int = 0, overwrite: bool = False,
-                         progress: bool = True) -> dict:
+def mfcc_kmeans_baseline(
+    manifest: str | Path,
+    out_dir: str | Path,
+    *,
+    num_codes: int = 128,
+    code_rate_hz: float = 100.0,
+    fit_split: str = "train",
+    split: str | None = None,
+    max_fit_frames: int = 200_000,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
     """Fit k-means on MFCC frames of ``fit_split`` and write codes for ``split`` (None = all)."""
     out = Path(out_dir)
     refuse_existing_codes(out, overwrite)
@@ -43,13 +52,19 @@ def mfcc_kmeans_baseline(manifest: str | Path, out_dir: str | Path, *, num_codes
     sample_rate = rates.pop()
     hop = sample_rate / code_rate_hz
     if hop != int(hop) or hop < 1:
-        raise UserError(f"A code rate of {code_rate_hz} Hz is not a whole number of samples at "
-                        f"{sample_rate} Hz; choose a rate that divides it.")
+        raise UserError(
+            f"A code rate of {code_rate_hz} Hz is not a whole number of samples at "
+            f"{sample_rate} Hz; choose a rate that divides it."
+        )
     hop = int(hop)
 
     features: dict[str, np.ndarray] = {}
-    for u in tqdm(utts if split is None else fit + [u for u in targets if u.split != fit_split],
-                  desc="mfcc", unit="utt", disable=not progress):
+    for u in tqdm(
+        utts if split is None else fit + [u for u in targets if u.split != fit_split],
+        desc="mfcc",
+        unit="utt",
+        disable=not progress,
+    ):
         audio, _ = load_audio(u.audio, sample_rate)
         if len(audio) >= hop:
             features[u.id] = mfcc_with_deltas(audio, sample_rate, hop)
@@ -72,9 +87,21 @@ def mfcc_kmeans_baseline(manifest: str | Path, out_dir: str | Path, *, num_codes
         speakers[u.id], splits[u.id] = u.speaker, u.split
     with atomic_path(out / "kmeans.npz") as tmp:
         np.savez(tmp, centroids=kmeans.cluster_centers_, mean=mean, std=std)
-    info = writer.finish(CodesInfo.for_rate(
-        code_rate_hz, num_codes, sample_rate=sample_rate, hop_length=hop, speakers=speakers, splits=splits,
-        extra={"system": "mfcc-kmeans", "features": "13 MFCC + deltas + delta-deltas, standardised",
-               "fit_split": fit_split, "fit_frames": len(fit_frames),
-               "manifest": str(Path(manifest).resolve())}))
+    info = writer.finish(
+        CodesInfo.for_rate(
+            code_rate_hz,
+            num_codes,
+            sample_rate=sample_rate,
+            hop_length=hop,
+            speakers=speakers,
+            splits=splits,
+            extra={
+                "system": "mfcc-kmeans",
+                "features": "13 MFCC + deltas + delta-deltas, standardised",
+                "fit_split": fit_split,
+                "fit_frames": len(fit_frames),
+                "manifest": str(Path(manifest).resolve()),
+            },
+        )
+    )
     return {"encoded": info.num_utterances, "fit_frames": len(fit_frames), "K": num_codes, "out_dir": str(out)}

@@ -29,9 +29,16 @@ def _fit(model, x: np.ndarray, y: np.ndarray):
         return model.fit(x, y)
 
 
-def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *,
-                          max_train_frames: int = 20000, max_test_frames: int = 20000,
-                          max_iter: int = 200, seed: int = 0) -> float | None:
+def linear_probe_accuracy(
+    features: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    *,
+    max_train_frames: int = 20000,
+    max_test_frames: int = 20000,
+    max_iter: int = 200,
+    seed: int = 0,
+) -> float | None:
     """Frame accuracy of a logistic regression features [N, D] -> labels [N], pooled over folds.
 
     Folds leave out whole groups (speakers; at most 5 folds). Each fold trains on at most
@@ -55,8 +62,9 @@ def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, groups: np.n
     return right / total
 
 
-def speaker_id_accuracy(features: np.ndarray, speakers: np.ndarray, *, max_iter: int = 500,
-                        seed: int = 0) -> float | None:
+def speaker_id_accuracy(
+    features: np.ndarray, speakers: np.ndarray, *, max_iter: int = 500, seed: int = 0
+) -> float | None:
     """Cross-validated speaker-ID accuracy from per-utterance vectors features [U, F].
 
     Stratified folds over utterances (at most 5; as many as the rarest speaker allows). None when

@@ -41,8 +41,9 @@ def cluster_purity(counts: np.ndarray) -> float:
     return float(counts.max(0).sum() / counts.sum())
 
 
-def mapping_accuracy(codes: np.ndarray, phones: np.ndarray, groups: np.ndarray, num_codes: int,
-                     num_phones: int) -> tuple[float | None, np.ndarray]:
+def mapping_accuracy(
+    codes: np.ndarray, phones: np.ndarray, groups: np.ndarray, num_codes: int, num_phones: int
+) -> tuple[float | None, np.ndarray]:
     """Leave-one-group-out code -> phone mapping; returns (pooled accuracy, predictions [N]).
 
     codes, phones, groups: int [N] per frame. For each group g the mapping is the most frequent
@@ -70,24 +71,29 @@ def per_phone_accuracy(phones: np.ndarray, predictions: np.ndarray, num_phones: 
         return np.where(frames > 0, right / np.maximum(frames, 1), np.nan)
 
 
-def code_scores(codes: np.ndarray, phones: np.ndarray, groups: np.ndarray, num_codes: int,
-                num_phones: int) -> dict:
+def code_scores(codes: np.ndarray, phones: np.ndarray, groups: np.ndarray, num_codes: int, num_phones: int) -> dict:
     """accuracy (held-out mapping), pnmi, phone_purity, cluster_purity for one labelling."""
     return code_scores_and_predictions(codes, phones, groups, num_codes, num_phones)[0]
 
 
-def code_scores_and_predictions(codes: np.ndarray, phones: np.ndarray, groups: np.ndarray, num_codes: int,
-                                num_phones: int) -> tuple[dict, np.ndarray]:
+def code_scores_and_predictions(
+    codes: np.ndarray, phones: np.ndarray, groups: np.ndarray, num_codes: int, num_phones: int
+) -> tuple[dict, np.ndarray]:
     """:func:`code_scores` and the held-out mapping's prediction for every frame [N]."""
     counts = contingency(codes, phones, num_codes, num_phones)
     accuracy, predictions = mapping_accuracy(codes, phones, groups, num_codes, num_phones)
-    return {"accuracy": accuracy, "pnmi": pnmi(counts), "phone_purity": phone_purity(counts),
-            "cluster_purity": cluster_purity(counts)}, predictions
+    return {
+        "accuracy": accuracy,
+        "pnmi": pnmi(counts),
+        "phone_purity": phone_purity(counts),
+        "cluster_purity": cluster_purity(counts),
+    }, predictions
 
 
-def chance_baselines(phones: np.ndarray, groups: np.ndarray, num_codes: int, num_phones: int,
-                     seed: int = 0) -> dict:
+def chance_baselines(phones: np.ndarray, groups: np.ndarray, num_codes: int, num_phones: int, seed: int = 0) -> dict:
     """The same scores for uniformly random codes (same K) and for a single code (majority phone)."""
     random_codes = np.random.default_rng(seed).integers(0, num_codes, len(phones))
-    return {"random_codes": code_scores(random_codes, phones, groups, num_codes, num_phones),
-            "majority_phone": code_scores(np.zeros_like(phones), phones, groups, 1, num_phones)}
+    return {
+        "random_codes": code_scores(random_codes, phones, groups, num_codes, num_phones),
+        "majority_phone": code_scores(np.zeros_like(phones), phones, groups, 1, num_phones),
+    }

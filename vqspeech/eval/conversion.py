@@ -54,17 +54,33 @@ from .recognition import Recognizer, is_digit_transcript, normalize_words, word_
 from .speaker_similarity import SpeakerEmbedder, cosine_similarity
 
 KINDS = ("original", "reconstruction", "conversion")
-SUBDIRS = {"original": ("original", ".wav"), "reconstruction": ("reconstruction", ".wav"),
-           "conversion": ("conversion", ".wav"), "spectrogram": ("spectrograms", ".png")}
-MCD_CONVERSION_NOTE = ("MCD of conversions against the source recording measures how far the "
-                       "conversion moved from it, not its quality.")
+SUBDIRS = {
+    "original": ("original", ".wav"),
+    "reconstruction": ("reconstruction", ".wav"),
+    "conversion": ("conversion", ".wav"),
+    "spectrogram": ("spectrograms", ".png"),
+}
+MCD_CONVERSION_NOTE = (
+    "MCD of conversions against the source recording measures how far the conversion moved from it, not its quality."
+)
 
 
-def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: str | Path | None = None,
-                        split: str = "test", num: int = 20, targets: list[str] | None = None,
-                        num_reference: int = 10, digits: bool | None = None, seed: int = 0,
-                        device: str = "auto", batch_size: int = 8, overwrite: bool = False,
-                        progress: bool = True) -> dict:
+def evaluate_conversion(
+    exp_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    manifest: str | Path | None = None,
+    split: str = "test",
+    num: int = 20,
+    targets: list[str] | None = None,
+    num_reference: int = 10,
+    digits: bool | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    batch_size: int = 8,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
     """Write the signals and ``metrics.json`` into ``out_dir``; return the metrics dict.
 
     ``exp_dir``: an experiment folder or checkpoint. ``manifest`` defaults to the model config's
@@ -107,7 +123,7 @@ def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: s
     single_digit = bool(digits) and bool(texts) and all(is_digit_transcript(x) for x in texts.values())
     # closed-domain LM: train transcripts, minus any sentence an evaluated utterance says
     evaluated_sentences = {tuple(normalize_words(x)) for x in texts.values()}
-    train_texts = [u.text for u in all_utts if u.split == "train" and normalize_words(u.text)]
+    train_texts = [u.text for u in all_utts if u.split == "train" and u.text and normalize_words(u.text)]
     lm_texts = [] if digits else [x for x in train_texts if tuple(normalize_words(x)) not in evaluated_sentences]
     lm_dropped = 0 if digits else len(train_texts) - len(lm_texts)
     recognizer = Recognizer(digits=digits, single_word=single_digit, sentences=lm_texts or None) if texts else None
@@ -136,23 +152,22 @@ def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: s
         originals[u.id] = audio
         kept.append(u)
     if not kept:
-        raise UserError(f"None of the {len(items)} selected utterances could be encoded "
-                        f"(first problem: {skipped[0]['reason']}).")
+        raise UserError(
+            f"None of the {len(items)} selected utterances could be encoded (first problem: {skipped[0]['reason']})."
+        )
     items = kept
     timing["encode"] = time.perf_counter() - t
 
     # ---- reconstructions and conversions, decoded together in batches of similar length
     t = time.perf_counter()
-    jobs = [(u.id, "reconstruction", u.speaker) for u in items] + \
-           [(u.id, "conversion", target_of[u.id]) for u in items]
+    jobs = [(u.id, "reconstruction", u.speaker) for u in items] + [(u.id, "conversion", target_of[u.id]) for u in items]
     jobs.sort(key=lambda job: -len(codes[job[0]]))
     outputs: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
     with tqdm(total=len(jobs), desc="decode", unit="utt", disable=not progress) as bar:
         for batch_index, first in enumerate(range(0, len(jobs), batch_size)):
-            batch = jobs[first: first + batch_size]
-            audios = vq.decode_batch([codes[i] for i, _, _ in batch], [s for _, _, s in batch],
-                                     seed=seed + batch_index)
-            for (uid, kind, _), audio in zip(batch, audios):
+            batch = jobs[first : first + batch_size]
+            audios = vq.decode_batch([codes[i] for i, _, _ in batch], [s for _, _, s in batch], seed=seed + batch_index)
+            for (uid, kind, _), audio in zip(batch, audios, strict=True):
                 outputs[uid][kind] = audio
             bar.update(len(batch))
     timing["decode"] = time.perf_counter() - t
@@ -166,9 +181,15 @@ def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: s
             save_wav(out_dir / _relpath(kind, u.id), signals[kind], sr)
         target = target_of[u.id]
         with atomic_path(out_dir / _relpath("spectrogram", u.id)) as tmp:
-            save_spectrograms(tmp, {f"original ({u.speaker})": signals["original"],
-                                    f"reconstruction ({u.speaker})": signals["reconstruction"],
-                                    f"conversion ({u.speaker} -> {target})": signals["conversion"]}, sr)
+            save_spectrograms(
+                tmp,
+                {
+                    f"original ({u.speaker})": signals["original"],
+                    f"reconstruction ({u.speaker})": signals["reconstruction"],
+                    f"conversion ({u.speaker} -> {target})": signals["conversion"],
+                },
+                sr,
+            )
     timing["write"] = time.perf_counter() - t
 
     records = {u.id: _item_record(u, target_of[u.id]) for u in items}
@@ -180,14 +201,14 @@ def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: s
     references = _reference_utterances(all_utts, needed, evaluated, num_reference, seed)
     centroids, reference_counts = {}, {}
     for speaker in tqdm(needed, desc="speaker centroids", unit="spk", disable=not progress):
-        signals = []
+        reference_signals = []
         for ref in references.get(speaker, []):
             try:
-                signals.append((load_audio(ref.audio, sr)[0], sr))
+                reference_signals.append((load_audio(ref.audio, sr)[0], sr))
             except UserError:
                 continue
-        reference_counts[speaker] = len(signals)
-        centroids.update(embedder.centroids({speaker: signals}))
+        reference_counts[speaker] = len(reference_signals)
+        centroids.update(embedder.centroids({speaker: reference_signals}))
     for u in tqdm(items, desc="speaker similarity", unit="utt", disable=not progress):
         record, target = records[u.id], target_of[u.id]
         signals = {"original": originals[u.id], **outputs[u.id]}
@@ -195,7 +216,8 @@ def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: s
             embedding = embedder.embed(signals[kind], sr)
             record["speaker_similarity"][kind] = {
                 "source": _cos(embedding, centroids.get(u.speaker)),
-                "target": _cos(embedding, centroids.get(target))}
+                "target": _cos(embedding, centroids.get(target)),
+            }
         conv = record["speaker_similarity"]["conversion"]
         if conv["source"] is not None and conv["target"] is not None and target != u.speaker:
             record["conversion_closer_to_target"] = conv["target"] > conv["source"]
@@ -218,10 +240,10 @@ def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: s
     # ---- MCD
     t = time.perf_counter()
     for u in tqdm(items, desc="mcd", unit="utt", disable=not progress):
-        reference = mcd_lib.mel_cepstrum(originals[u.id], sr)
+        reference_cepstra = mcd_lib.mel_cepstrum(originals[u.id], sr)
         for kind in ("reconstruction", "conversion"):
-            value = mcd_lib.mcd_from_cepstra(reference, mcd_lib.mel_cepstrum(outputs[u.id][kind], sr))
-            records[u.id]["mcd"][kind] = _finite(value)
+            distortion = mcd_lib.mcd_from_cepstra(reference_cepstra, mcd_lib.mel_cepstrum(outputs[u.id][kind], sr))
+            records[u.id]["mcd"][kind] = _finite(distortion)
     timing["mcd"] = time.perf_counter() - t
 
     item_list = [records[u.id] for u in items]
@@ -238,21 +260,34 @@ def evaluate_conversion(exp_dir: str | Path, out_dir: str | Path, *, manifest: s
         "skipped": skipped,
         "speakers": sorted({u.speaker for u in items}),
         "targets": sorted(set(target_of[u.id] for u in items)),
-        "reference": {"split": "train", "num_per_speaker": reference_counts,
-                      "speakers_without_reference": [s for s in needed if s not in centroids]},
-        "speaker_similarity": {kind: {side: _mean(r["speaker_similarity"][kind][side] for r in item_list)
-                                      for side in ("source", "target")} for kind in KINDS},
+        "reference": {
+            "split": "train",
+            "num_per_speaker": reference_counts,
+            "speakers_without_reference": [s for s in needed if s not in centroids],
+        },
+        "speaker_similarity": {
+            kind: {side: _mean(r["speaker_similarity"][kind][side] for r in item_list) for side in ("source", "target")}
+            for kind in KINDS
+        },
         "conversion_speaker_accuracy": _mean(r["conversion_closer_to_target"] for r in item_list),
         "num_conversions_scored": sum(r["conversion_closer_to_target"] is not None for r in item_list),
-        "recognition": {**_recognition_summary(item_list, bool(digits), single_digit,
-                                               "digit grammar" if digits else
-                                               "bigram of the train transcripts" if lm_texts else "en-us general"),
-                        "lm_sentences": len(lm_texts), "lm_sentences_dropped_as_evaluated": lm_dropped},
-        "mcd": {"reconstruction": _mean(r["mcd"]["reconstruction"] for r in item_list),
-                "conversion": _mean(r["mcd"]["conversion"] for r in item_list),
-                "conversion_note": MCD_CONVERSION_NOTE,
-                "definition": "mel-cepstral distortion (c1..c24 of the log-mel spectrum, DTW-aligned); "
-                              "comparable within vqspeech only"},
+        "recognition": {
+            **_recognition_summary(
+                item_list,
+                bool(digits),
+                single_digit,
+                "digit grammar" if digits else "bigram of the train transcripts" if lm_texts else "en-us general",
+            ),
+            "lm_sentences": len(lm_texts),
+            "lm_sentences_dropped_as_evaluated": lm_dropped,
+        },
+        "mcd": {
+            "reconstruction": _mean(r["mcd"]["reconstruction"] for r in item_list),
+            "conversion": _mean(r["mcd"]["conversion"] for r in item_list),
+            "conversion_note": MCD_CONVERSION_NOTE,
+            "definition": "mel-cepstral distortion (c1..c24 of the log-mel spectrum, DTW-aligned); "
+            "comparable within vqspeech only",
+        },
         "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
     }
     metrics = {"summary": summary, "items": item_list}
@@ -265,15 +300,21 @@ def format_summary(metrics: dict) -> str:
     s = metrics["summary"]
     sim, rec, mcd = s["speaker_similarity"], s["recognition"], s["mcd"]
     unit = rec["unit"]
-    lines = [f"{s['num_items']} utterances of split {s['split']} ({', '.join(s['speakers'])}), "
-             f"{len(s['skipped'])} skipped"]
+    lines = [
+        f"{s['num_items']} utterances of split {s['split']} ({', '.join(s['speakers'])}), {len(s['skipped'])} skipped"
+    ]
     for kind in KINDS:
-        lines.append(f"  {kind:<15} similarity to source {_fmt(sim[kind]['source'])}, "
-                     f"to target {_fmt(sim[kind]['target'])}; {unit} error rate {_fmt(rec['error_rate'][kind])}")
-    lines.append(f"  conversion speaker accuracy {_fmt(s['conversion_speaker_accuracy'])} "
-                 f"({s['num_conversions_scored']} scored)")
-    lines.append(f"  MCD reconstruction {_fmt(mcd['reconstruction'], 2)} dB "
-                 f"(conversion vs source {_fmt(mcd['conversion'], 2)} dB, not a quality measure)")
+        lines.append(
+            f"  {kind:<15} similarity to source {_fmt(sim[kind]['source'])}, "
+            f"to target {_fmt(sim[kind]['target'])}; {unit} error rate {_fmt(rec['error_rate'][kind])}"
+        )
+    lines.append(
+        f"  conversion speaker accuracy {_fmt(s['conversion_speaker_accuracy'])} ({s['num_conversions_scored']} scored)"
+    )
+    lines.append(
+        f"  MCD reconstruction {_fmt(mcd['reconstruction'], 2)} dB "
+        f"(conversion vs source {_fmt(mcd['conversion'], 2)} dB, not a quality measure)"
+    )
     lines.append("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timing_seconds"].items()))
     return "\n".join(lines)
 
@@ -286,20 +327,24 @@ def _order_key(seed: int, uid: str) -> str:
     return hashlib.sha1(f"{seed}:{uid}".encode()).hexdigest()
 
 
-def _select(utts: list[Utterance], split: str, num: int, known: list[str], seed: int,
-            manifest: Path) -> list[Utterance]:
+def _select(
+    utts: list[Utterance], split: str, num: int, known: list[str], seed: int, manifest: Path
+) -> list[Utterance]:
     in_split = [u for u in utts if u.split == split]
     if not in_split:
         splits = sorted({u.split for u in utts})
-        raise UserError(f"Manifest {manifest} has no utterances in split {split!r} "
-                        f"(it has: {', '.join(splits) or 'none'}).")
+        raise UserError(
+            f"Manifest {manifest} has no utterances in split {split!r} (it has: {', '.join(splits) or 'none'})."
+        )
     by_speaker: dict[str, list[Utterance]] = defaultdict(list)
     for u in in_split:
         if u.speaker in known:
             by_speaker[u.speaker].append(u)
     if not by_speaker:
-        raise UserError(f"None of the {len(in_split)} utterances in split {split!r} of {manifest} is by a "
-                        f"speaker this model knows ({', '.join(known[:10])}); was it trained on another corpus?")
+        raise UserError(
+            f"None of the {len(in_split)} utterances in split {split!r} of {manifest} is by a "
+            f"speaker this model knows ({', '.join(known[:10])}); was it trained on another corpus?"
+        )
     queues = [sorted(by_speaker[s], key=lambda u: _order_key(seed, u.id)) for s in sorted(by_speaker)]
     picked: list[Utterance] = []
     for rank in range(max(len(q) for q in queues)):
@@ -318,8 +363,10 @@ def _assign_targets(items: list[Utterance], targets: list[str] | None, vq: VQSpe
         for name in targets:
             vq.speaker_id(name)  # UserError naming the unknown speaker
     elif len(vq.speakers) < 2:
-        raise UserError(f"The model knows only one speaker ({vq.speakers[0]}), so there is nobody to "
-                        "convert to; pass a target speaker to convert to that one.")
+        raise UserError(
+            f"The model knows only one speaker ({vq.speakers[0]}), so there is nobody to "
+            "convert to; pass a target speaker to convert to that one."
+        )
     counts: dict[str, int] = defaultdict(int)
     out = {}
     for u in items:
@@ -330,8 +377,9 @@ def _assign_targets(items: list[Utterance], targets: list[str] | None, vq: VQSpe
     return out
 
 
-def _reference_utterances(utts: list[Utterance], speakers: list[str], exclude: set[str], num: int,
-                          seed: int) -> dict[str, list[Utterance]]:
+def _reference_utterances(
+    utts: list[Utterance], speakers: list[str], exclude: set[str], num: int, seed: int
+) -> dict[str, list[Utterance]]:
     pool: dict[str, list[Utterance]] = defaultdict(list)
     for u in utts:
         if u.split == "train" and u.speaker in speakers and u.id not in exclude:
@@ -346,10 +394,17 @@ def _relpath(kind: str, uid: str) -> str:
 
 def _item_record(u: Utterance, target: str) -> dict:
     return {
-        "id": u.id, "source_speaker": u.speaker, "target_speaker": target, "text": u.text,
+        "id": u.id,
+        "source_speaker": u.speaker,
+        "target_speaker": target,
+        "text": u.text,
         **{kind: _relpath(kind, u.id) for kind in (*KINDS, "spectrogram")},
-        "speaker_similarity": {}, "conversion_closer_to_target": None,
-        "reference_words": None, "transcripts": {}, "word_errors": {}, "mcd": {},
+        "speaker_similarity": {},
+        "conversion_closer_to_target": None,
+        "reference_words": None,
+        "transcripts": {},
+        "word_errors": {},
+        "mcd": {},
     }
 
 
@@ -357,9 +412,16 @@ def _recognition_summary(items: list[dict], digits: bool, single_digit: bool, la
     scored = [r for r in items if r["reference_words"]]
     total = sum(r["reference_words"] for r in scored)
     rates = {kind: (sum(r["word_errors"][kind] for r in scored) / total if total else None) for kind in KINDS}
-    return {"unit": "digit" if digits else "word", "digits": digits, "single_digit_grammar": single_digit,
-            "engine": "pocketsphinx en-us", "language_model": language_model, "num_scored": len(scored), "reference_words": total,
-            "error_rate": rates}
+    return {
+        "unit": "digit" if digits else "word",
+        "digits": digits,
+        "single_digit_grammar": single_digit,
+        "engine": "pocketsphinx en-us",
+        "language_model": language_model,
+        "num_scored": len(scored),
+        "reference_words": total,
+        "error_rate": rates,
+    }
 
 
 def _cos(embedding: np.ndarray, centroid: np.ndarray | None) -> float | None:

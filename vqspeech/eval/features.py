@@ -17,8 +17,7 @@ from ..models.frontend import LogMelFrontend
 WINDOW_SECONDS = 0.025
 
 
-def mfcc(audio: np.ndarray, sample_rate: int, hop_length: int, n_mfcc: int = 13,
-         n_mels: int = 40) -> np.ndarray:
+def mfcc(audio: np.ndarray, sample_rate: int, hop_length: int, n_mfcc: int = 13, n_mels: int = 40) -> np.ndarray:
     """audio [T] -> MFCCs [T // hop, n_mfcc] (DCT-II of the log-mel spectrum, c0 included)."""
     window = max(2 * hop_length, round(WINDOW_SECONDS * sample_rate))
     frontend = LogMelFrontend(sample_rate, hop_length, n_mels=n_mels, win_length=window)
@@ -31,8 +30,7 @@ def deltas(features: np.ndarray, width: int = 2) -> np.ndarray:
     """Regression deltas over +-``width`` frames (edges repeated): [T, D] -> [T, D]."""
     padded = np.pad(features, ((width, width), (0, 0)), mode="edge")
     n = len(features)
-    num = sum(w * (padded[width + w: width + w + n] - padded[width - w: width - w + n])
-              for w in range(1, width + 1))
+    num = sum(w * (padded[width + w : width + w + n] - padded[width - w : width - w + n]) for w in range(1, width + 1))
     return (num / (2 * sum(w * w for w in range(1, width + 1)))).astype(np.float32)
 
 

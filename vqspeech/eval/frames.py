@@ -73,12 +73,17 @@ def _tuple_ids(codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     ids = list(codes)
     _, inverse = np.unique(np.concatenate([codes[i] for i in ids]), axis=0, return_inverse=True)
     bounds = np.cumsum([0] + [len(codes[i]) for i in ids])
-    return {i: inverse.reshape(-1)[a:b] for i, a, b in zip(ids, bounds[:-1], bounds[1:])}
+    return {i: inverse.reshape(-1)[a:b] for i, a, b in zip(ids, bounds[:-1], bounds[1:], strict=True)}
 
 
-def aligned_utterances(*, manifest: str | Path | None = None, corpus: str | Path | None = None,
-                       layout: str | None = None, alignments: str | Path | None = None,
-                       **layout_options) -> dict[str, SourceUtterance]:
+def aligned_utterances(
+    *,
+    manifest: str | Path | None = None,
+    corpus: str | Path | None = None,
+    layout: str | None = None,
+    alignments: str | Path | None = None,
+    **layout_options,
+) -> dict[str, SourceUtterance]:
     """Utterances with a phone alignment, by id, from exactly one source.
 
     ``manifest``: its utterances' ``alignment`` fields; ``corpus`` + ``layout``: the alignments a
@@ -87,23 +92,32 @@ def aligned_utterances(*, manifest: str | Path | None = None, corpus: str | Path
     """
     given = [s for s in (manifest, corpus, alignments) if s is not None]
     if len(given) != 1:
-        raise UserError("Give exactly one source of phone alignments: `manifest`, `corpus` (with "
-                        "`layout`) or `alignments`.")
+        raise UserError(
+            "Give exactly one source of phone alignments: `manifest`, `corpus` (with `layout`) or `alignments`."
+        )
     if manifest is not None:
-        found = {u.id: SourceUtterance(u.id, u.audio, u.speaker, u.text, u.alignment, u.split)
-                 for u in read_manifest(manifest) if u.alignment}
+        found = {
+            u.id: SourceUtterance(u.id, u.audio, u.speaker, u.text, u.alignment, u.split)
+            for u in read_manifest(manifest)
+            if u.alignment
+        }
         if not found:
-            raise UserError(f"No utterance of {manifest} has a phone alignment; run `vqspeech align "
-                            f"CORPUS OUT_DIR --layout L --manifest {manifest}` first.")
+            raise UserError(
+                f"No utterance of {manifest} has a phone alignment; run `vqspeech align "
+                f"CORPUS OUT_DIR --layout L --manifest {manifest}` first."
+            )
     elif corpus is not None:
         if layout is None:
             raise UserError("`corpus` needs `layout` (e.g. timit, demo).")
         utts, _ = find_utterances(corpus, layout, **layout_options)
         found = {u.id: u for u in utts if u.alignment}
         if not found:
-            raise UserError(f"The {layout} corpus at {corpus} ships no phone alignments; align it with "
-                            "`vqspeech align` and pass `alignments`.")
+            raise UserError(
+                f"The {layout} corpus at {corpus} ships no phone alignments; align it with "
+                "`vqspeech align` and pass `alignments`."
+            )
     else:
+        assert alignments is not None  # the one source given
         folder = Path(alignments)
         if not folder.is_dir():
             raise UserError(f"Alignment folder {folder} does not exist; run `vqspeech align` first.")
@@ -114,14 +128,16 @@ def aligned_utterances(*, manifest: str | Path | None = None, corpus: str | Path
     return found
 
 
-def frame_spans(segments: list[Segment], folding: PhoneFolding, num_frames: int, code_rate_hz: float,
-                frame_offset_s: float) -> list[Span]:
+def frame_spans(
+    segments: list[Segment], folding: PhoneFolding, num_frames: int, code_rate_hz: float, frame_offset_s: float
+) -> list[Span]:
     """Folded phone segments -> frame spans covering [0, num_frames), gaps filled with "sil".
 
     Frame t belongs to the segment holding its centre ``offset + t / rate``. Excluded segments
     become "" spans; consecutive spans of one class merge (``b`` after ``bcl``), also across a gap
     too short to hold a frame centre.
     """
+
     def first_frame(time: float) -> int:  # the first frame whose centre is at or after `time`
         return int(np.clip(np.ceil((time - frame_offset_s) * code_rate_hz - 1e-6), 0, num_frames))
 
@@ -153,8 +169,13 @@ def labels_from_spans(spans: list[Span], num_frames: int) -> np.ndarray:
     return labels
 
 
-def load_probe_data(folder: CodesFolder, utterances: dict[str, SourceUtterance], *,
-                    phone_set: str | None = None, folding_table: str | Path | None = None) -> ProbeData:
+def load_probe_data(
+    folder: CodesFolder,
+    utterances: dict[str, SourceUtterance],
+    *,
+    phone_set: str | None = None,
+    folding_table: str | Path | None = None,
+) -> ProbeData:
     """Pair every utterance that has units and an alignment; label each frame with its phone.
     Speakers come from the alignments' source, else from the codes folder."""
     codes, latents, num_codes = read_probe_codes(folder)
@@ -162,18 +183,29 @@ def load_probe_data(folder: CodesFolder, utterances: dict[str, SourceUtterance],
     ids = sorted(set(frames) & set(utterances))
     if not ids:
         example = next(iter(frames))
-        raise UserError(f"No utterance has both codes and a phone alignment (codes for e.g. '{example}', "
-                        f"{len(utterances)} alignment(s)); check that both come from the same corpus ids.")
+        raise UserError(
+            f"No utterance has both codes and a phone alignment (codes for e.g. '{example}', "
+            f"{len(utterances)} alignment(s)); check that both come from the same corpus ids."
+        )
     info = folder.info
     segments = {i: read_alignment(str(utterances[i].alignment)) for i in ids}
     if phone_set is None:
         phone_set = guess_phone_set({s.label for segs in segments.values() for s in segs})
     folding = PhoneFolding.load(phone_set, folding_table)
 
-    data = ProbeData([], [], [] if codes else None, [] if latents else None, [], [], [],
-                     num_codes, info.code_rate_hz, phone_set,
-                     skipped={"no_alignment_or_other_split": len(set(frames) - set(utterances)),
-                              "no_speaker": 0})
+    data = ProbeData(
+        [],
+        [],
+        [] if codes else None,
+        [] if latents else None,
+        [],
+        [],
+        [],
+        num_codes,
+        info.code_rate_hz,
+        phone_set,
+        skipped={"no_alignment_or_other_split": len(set(frames) - set(utterances)), "no_speaker": 0},
+    )
     for i in ids:
         speaker = utterances[i].speaker or info.speakers.get(i)
         if not speaker:
@@ -190,10 +222,14 @@ def load_probe_data(folder: CodesFolder, utterances: dict[str, SourceUtterance],
         data.audio.append(utterances[i].path)
         if data.latents is not None:
             if i not in latents:
-                raise UserError(f"Codes folder has latents for some utterances but not for '{i}'; "
-                                "re-run `vqspeech encode --latents`.")
+                raise UserError(
+                    f"Codes folder has latents for some utterances but not for '{i}'; "
+                    "re-run `vqspeech encode --latents`."
+                )
             data.latents.append(latents[i])
     if not data.ids:
-        raise UserError("No aligned utterance has a known speaker; give a manifest or codes written "
-                        "by `vqspeech encode` from a manifest.")
+        raise UserError(
+            "No aligned utterance has a known speaker; give a manifest or codes written "
+            "by `vqspeech encode` from a manifest."
+        )
     return data

@@ -19,8 +19,9 @@ from ..models.vqvae import VQVAE
 
 
 @torch.no_grad()
-def teacher_forced_metrics(model: VQVAE, utts: list[Utterance], speaker_ids: dict[str, int],
-                           device: torch.device) -> dict[str, float]:
+def teacher_forced_metrics(
+    model: VQVAE, utts: list[Utterance], speaker_ids: dict[str, int], device: torch.device
+) -> dict[str, float]:
     """Whole-utterance reconstruction and code usage: the teacher-forced cross-entropy
     (``bits_per_sample``) for a WaveNet decoder, the unweighted multi-scale log-mel L1 of the
     decoded audio (``mel_loss``, a sample-weighted mean over utterances) for a conv decoder."""
@@ -33,8 +34,7 @@ def teacher_forced_metrics(model: VQVAE, utts: list[Utterance], speaker_ids: dic
         audio = audio[: len(audio) // model.hop_length * model.hop_length]
         if len(audio) == 0:
             continue
-        out = model(torch.from_numpy(audio)[None].to(device),
-                    torch.tensor([speaker_ids[utt.speaker]], device=device))
+        out = model(torch.from_numpy(audio)[None].to(device), torch.tensor([speaker_ids[utt.speaker]], device=device))
         rec = out.reconstruction
         total += float(rec.loss if isinstance(rec, WaveformOutput) else rec.bits_per_sample) * len(audio)
         total_samples += len(audio)
@@ -47,16 +47,30 @@ def teacher_forced_metrics(model: VQVAE, utts: list[Utterance], speaker_ids: dic
     if total_samples == 0 or usage is None:
         return {}
     key = "mel_loss" if model.decoder_type == "conv" else "bits_per_sample"
-    return {key: total / total_samples, "perplexity": float(perplexity(usage)),
-            "codes_used": int((usage > 0).sum()), "utterances": len(utts),
-            "seconds": total_samples / model.sample_rate,
-            **({} if top_usage is None else {"top_perplexity": float(perplexity(top_usage)),
-                                             "top_codes_used": int((top_usage > 0).sum())})}
+    return {
+        key: total / total_samples,
+        "perplexity": float(perplexity(usage)),
+        "codes_used": int((usage > 0).sum()),
+        "utterances": len(utts),
+        "seconds": total_samples / model.sample_rate,
+        **(
+            {}
+            if top_usage is None
+            else {"top_perplexity": float(perplexity(top_usage)), "top_codes_used": int((top_usage > 0).sum())}
+        ),
+    }
 
 
-def evaluate_loss(exp_dir: str | Path, *, manifest: str | Path | None = None, split: str = "test",
-                  max_utterances: int | None = None, out: str | Path | None = None, overwrite: bool = False,
-                  device: str = "auto") -> dict:
+def evaluate_loss(
+    exp_dir: str | Path,
+    *,
+    manifest: str | Path | None = None,
+    split: str = "test",
+    max_utterances: int | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    device: str = "auto",
+) -> dict:
     """:func:`teacher_forced_metrics` of a trained VQ-VAE on one split of ``manifest`` (default: the
     one it was trained on), over the utterances of speakers it knows; written to ``out`` (JSON)
     when given. Returns ``{"split", "manifest", **metrics}``."""
@@ -70,8 +84,11 @@ def evaluate_loss(exp_dir: str | Path, *, manifest: str | Path | None = None, sp
     utts = [u for u in read_manifest(manifest, split) if u.speaker in vq.speakers]
     if not utts:
         raise UserError(f"Manifest {manifest} has no {split} utterances of speakers this model knows.")
-    metrics = {"split": split, "manifest": str(manifest),
-               **teacher_forced_metrics(vq.model, utts[:max_utterances], vq.speaker_ids, vq.device)}
+    metrics = {
+        "split": split,
+        "manifest": str(manifest),
+        **teacher_forced_metrics(vq.model, utts[:max_utterances], vq.speaker_ids, vq.device),
+    }
     if out_path is not None:
         write_text_atomic(out_path, json.dumps(metrics, indent=2) + "\n")
     return metrics

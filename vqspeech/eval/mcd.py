@@ -40,8 +40,7 @@ MCD_SCALE = 10.0 / math.log(10.0) * math.sqrt(2.0)
 """(10 / ln 10) * sqrt(2): per-frame MCD = MCD_SCALE * ||c_ref - c_test||."""
 
 
-def mel_cepstrum(audio: np.ndarray, sample_rate: int, n_coeffs: int = N_COEFFS, n_mels: int = N_MELS
-                 ) -> np.ndarray:
+def mel_cepstrum(audio: np.ndarray, sample_rate: int, n_coeffs: int = N_COEFFS, n_mels: int = N_MELS) -> np.ndarray:
     """audio [T] -> mel cepstra [frames, n_coeffs] (coefficients 1..n_coeffs, c0 excluded), 10 ms hop."""
     if n_coeffs >= n_mels:
         raise ValueError(f"n_coeffs={n_coeffs} must be below n_mels={n_mels}")
@@ -97,19 +96,26 @@ def mcd_from_cepstra(reference: np.ndarray, test: np.ndarray, dtw: bool = True) 
     if not dtw:
         n = min(len(reference), len(test))
         return float(MCD_SCALE * np.linalg.norm(reference[:n] - test[:n], axis=1).mean())
-    sq = (np.square(reference).sum(1)[:, None] + np.square(test).sum(1)[None] - 2.0 * reference @ test.T)
+    sq = np.square(reference).sum(1)[:, None] + np.square(test).sum(1)[None] - 2.0 * reference @ test.T
     distance = np.sqrt(np.maximum(sq, 0.0))
     rows, cols = dtw_path(distance)
     return float(MCD_SCALE * np.linalg.norm(reference[rows] - test[cols], axis=1).mean())
 
 
-def mel_cepstral_distortion(reference: np.ndarray, test: np.ndarray, sample_rate: int,
-                            test_sample_rate: int | None = None, *, dtw: bool = True,
-                            n_coeffs: int = N_COEFFS) -> float:
+def mel_cepstral_distortion(
+    reference: np.ndarray,
+    test: np.ndarray,
+    sample_rate: int,
+    test_sample_rate: int | None = None,
+    *,
+    dtw: bool = True,
+    n_coeffs: int = N_COEFFS,
+) -> float:
     """MCD of ``test`` against ``reference`` (both [T], float); ``test`` is resampled to the
     reference's rate when ``test_sample_rate`` differs. NaN when either is shorter than 10 ms."""
     test = np.asarray(test, dtype=np.float32)
     if test_sample_rate is not None and test_sample_rate != sample_rate:
         test = resample(test, test_sample_rate, sample_rate)
-    return mcd_from_cepstra(mel_cepstrum(reference, sample_rate, n_coeffs),
-                            mel_cepstrum(test, sample_rate, n_coeffs), dtw=dtw)
+    return mcd_from_cepstra(
+        mel_cepstrum(reference, sample_rate, n_coeffs), mel_cepstrum(test, sample_rate, n_coeffs), dtw=dtw
+    )

@@ -20,28 +20,43 @@ import numpy as np
 from tqdm import tqdm
 
 from ..audio import load_audio
+from ..data.codes import CodesFolder
 from ..data.phones import PHONE_CLASSES
 from ..errors import UserError
 from ..fileio import write_text_atomic
+from ..plots import save_code_phone_heatmap, save_code_usage, save_phone_accuracy
 from . import classifiers
 from .abx import abx_scores
+from .code_metrics import chance_baselines, code_scores, code_scores_and_predictions, contingency, per_phone_accuracy
 from .features import mfcc
-from ..data.codes import CodesFolder
-from ..plots import save_code_phone_heatmap, save_code_usage, save_phone_accuracy
 from .frames import ProbeData, aligned_utterances, load_probe_data
-from .code_metrics import (chance_baselines, contingency, per_phone_accuracy, code_scores,
-                           code_scores_and_predictions)
 
 UTTERANCE_FOLDS = 5
 """With a single speaker the mapping is learned leave-one-fold-out over utterances instead."""
 
 
-def run_probe(codes_dir: str | Path, out: str | Path, *, manifest=None, corpus=None, layout=None,
-              alignments=None, split: str | None = None, phone_set: str | None = None,
-              folding_table=None, ignore: tuple[str, ...] = (), name: str | None = None,
-              abx: bool = True, abx_max_items: int | None = None, input_features: bool = True,
-              plots: bool = True, seed: int = 0, overwrite: bool = False, progress: bool = True,
-              **layout_options) -> dict:
+def run_probe(
+    codes_dir: str | Path,
+    out: str | Path,
+    *,
+    manifest=None,
+    corpus=None,
+    layout=None,
+    alignments=None,
+    split: str | None = None,
+    phone_set: str | None = None,
+    folding_table=None,
+    ignore: tuple[str, ...] = (),
+    name: str | None = None,
+    abx: bool = True,
+    abx_max_items: int | None = None,
+    input_features: bool = True,
+    plots: bool = True,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+    **layout_options,
+) -> dict:
     """Probe the units in ``codes_dir``; write the metrics to ``out`` (.json) and plots beside it."""
     out = Path(out)
     if out.suffix != ".json":
@@ -53,24 +68,41 @@ def run_probe(codes_dir: str | Path, out: str | Path, *, manifest=None, corpus=N
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     folder = CodesFolder.open(codes_dir)
-    utterances = aligned_utterances(manifest=manifest, corpus=corpus, layout=layout, alignments=alignments,
-                                    **layout_options)
+    utterances = aligned_utterances(
+        manifest=manifest, corpus=corpus, layout=layout, alignments=alignments, **layout_options
+    )
     if split is not None:
         splits = folder.info.splits
         split_of = {i: u.split or splits.get(i) for i, u in utterances.items()}
         utterances = {i: u for i, u in utterances.items() if split_of[i] == split}
         if not utterances:
             known = sorted({s for s in split_of.values() if s}) or ["none recorded"]
-            raise UserError(f"No aligned utterance is in split '{split}' (splits: {', '.join(known)}); "
-                            "choose one of those or leave out `split`.")
+            raise UserError(
+                f"No aligned utterance is in split '{split}' (splits: {', '.join(known)}); "
+                "choose one of those or leave out `split`."
+            )
     data = load_probe_data(folder, utterances, phone_set=phone_set, folding_table=folding_table)
     timings["load"] = time.perf_counter() - clock
 
     table = frame_table(data, ignore)
-    result = {"system": name or Path(codes_dir).name, "codes_dir": str(Path(codes_dir).resolve()),
-              "split": split, "phone_set": data.phone_set, "groups": folder.info.groups, **probe_metrics(
-                  data, table, ignore=ignore, abx=abx, abx_max_items=abx_max_items,
-                  input_features=input_features, seed=seed, progress=progress, timings=timings)}
+    result = {
+        "system": name or Path(codes_dir).name,
+        "codes_dir": str(Path(codes_dir).resolve()),
+        "split": split,
+        "phone_set": data.phone_set,
+        "groups": folder.info.groups,
+        **probe_metrics(
+            data,
+            table,
+            ignore=ignore,
+            abx=abx,
+            abx_max_items=abx_max_items,
+            input_features=input_features,
+            seed=seed,
+            progress=progress,
+            timings=timings,
+        ),
+    }
     result["skipped_utterances"] = data.skipped
     if plots:
         result["plots"] = write_plots(data, table, result, out)
@@ -88,12 +120,12 @@ def _phone_order(labels: set[str]) -> list[str]:
 def frame_table(data: ProbeData, ignore: tuple[str, ...] = ()):
     """Flatten to frames: (phone index [N], keep mask per utterance, phone names, codes [N] or None)."""
     keep = [(lab != "") & ~np.isin(lab, list(ignore)) for lab in data.labels]
-    phones = _phone_order({p for lab, k in zip(data.labels, keep) for p in set(lab[k])})
+    phones = _phone_order({p for lab, k in zip(data.labels, keep, strict=True) for p in set(lab[k])})
     if not phones:
         raise UserError("No frame has a phone label once excluded and ignored labels are removed.")
     index = {p: i for i, p in enumerate(phones)}
-    labels = np.array([index[p] for lab, k in zip(data.labels, keep) for p in lab[k]], dtype=np.int64)
-    codes = None if data.codes is None else np.concatenate([c[k] for c, k in zip(data.codes, keep)])
+    labels = np.array([index[p] for lab, k in zip(data.labels, keep, strict=True) for p in lab[k]], dtype=np.int64)
+    codes = None if data.codes is None else np.concatenate([c[k] for c, k in zip(data.codes, keep, strict=True)])
     return labels, keep, phones, codes
 
 
@@ -108,11 +140,21 @@ def _groups(data: ProbeData, keep: list[np.ndarray]) -> tuple[np.ndarray, str]:
         protocol = f"leave-one-fold-out over utterances ({folds} folds; one speaker)"
     else:
         per_utt, protocol = [0], "none (one utterance: nothing to hold out)"
-    return np.concatenate([np.full(int(k.sum()), g) for g, k in zip(per_utt, keep)]), protocol
+    return np.concatenate([np.full(int(k.sum()), g) for g, k in zip(per_utt, keep, strict=True)]), protocol
 
 
-def probe_metrics(data: ProbeData, table: tuple, *, ignore=(), abx=True, abx_max_items=None,
-                  input_features=True, seed=0, progress=True, timings: dict | None = None) -> dict:
+def probe_metrics(
+    data: ProbeData,
+    table: tuple,
+    *,
+    ignore=(),
+    abx=True,
+    abx_max_items=None,
+    input_features=True,
+    seed=0,
+    progress=True,
+    timings: dict | None = None,
+) -> dict:
     """Every metric of ``data`` as one flat dict (see the module docstring); None where not defined.
 
     ``table``: :func:`frame_table` of ``data`` with the same ``ignore``."""
@@ -121,20 +163,32 @@ def probe_metrics(data: ProbeData, table: tuple, *, ignore=(), abx=True, abx_max
     phones, keep, phone_names, codes = table
     groups, protocol = _groups(data, keep)
     P = len(phone_names)
-    result = {"num_utterances": len(data.ids), "num_speakers": len(set(data.speakers)), "num_frames": int(len(phones)),
-              "num_phone_classes": P, "code_rate_hz": data.code_rate_hz, "mapping_protocol": protocol,
-              "ignored_labels": list(ignore)}
+    result = {
+        "num_utterances": len(data.ids),
+        "num_speakers": len(set(data.speakers)),
+        "num_frames": int(len(phones)),
+        "num_phone_classes": P,
+        "code_rate_hz": data.code_rate_hz,
+        "mapping_protocol": protocol,
+        "ignored_labels": list(ignore),
+    }
     if codes is not None:
         K = data.num_codes
         if codes.max() >= K:
             raise UserError(f"Codes go up to {codes.max()} but codes.json says K={K}; re-run `vqspeech encode`.")
         scores, predictions = code_scores_and_predictions(codes, phones, groups, K, P)
-        result.update({"K": K, "codes_used": int(np.sum(np.bincount(codes, minlength=K) > 0)), **scores,
-                       "baselines": chance_baselines(phones, groups, K, P, seed)})
-        per_phone = (np.full(P, np.nan) if result["accuracy"] is None
-                     else per_phone_accuracy(phones, predictions, P))
-        result["per_phone_accuracy"] = {p: (None if np.isnan(a) else round(float(a), 4))
-                                        for p, a in zip(phone_names, per_phone)}
+        result.update(
+            {
+                "K": K,
+                "codes_used": int(np.sum(np.bincount(codes, minlength=K) > 0)),
+                **scores,
+                "baselines": chance_baselines(phones, groups, K, P, seed),
+            }
+        )
+        per_phone = np.full(P, np.nan) if result["accuracy"] is None else per_phone_accuracy(phones, predictions, P)
+        result["per_phone_accuracy"] = {
+            p: (None if np.isnan(a) else round(float(a), 4)) for p, a in zip(phone_names, per_phone, strict=True)
+        }
     else:  # continuous features only: the discrete metrics are not defined
         result.update(dict.fromkeys(("K", "codes_used", "accuracy", "pnmi", "phone_purity", "cluster_purity")))
         result["baselines"] = {"majority_phone": code_scores(np.zeros_like(phones), phones, groups, 1, P)}
@@ -143,34 +197,42 @@ def probe_metrics(data: ProbeData, table: tuple, *, ignore=(), abx=True, abx_max
     clock = time.perf_counter()
     latent_frames = None
     if data.latents is not None:
-        latent_frames = np.concatenate([z[k] for z, k in zip(data.latents, keep)])
-    result["linear_probe_accuracy"] = None if latent_frames is None else classifiers.linear_probe_accuracy(
-        latent_frames, phones, groups, seed=seed)
+        latent_frames = np.concatenate([z[k] for z, k in zip(data.latents, keep, strict=True)])
+    result["linear_probe_accuracy"] = (
+        None if latent_frames is None else classifiers.linear_probe_accuracy(latent_frames, phones, groups, seed=seed)
+    )
     timings["linear_probe"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     speakers = np.array(data.speakers)
-    per_utterance = (classifiers.code_histograms(data.codes, data.num_codes) if data.codes is not None
-                     else classifiers.feature_statistics(data.latents))
+    per_utterance = (
+        classifiers.code_histograms(data.codes, data.num_codes)
+        if data.codes is not None
+        else classifiers.feature_statistics(_latents(data))
+    )
     result["speaker_id_acc"] = classifiers.speaker_id_accuracy(per_utterance, speakers, seed=seed)
-    result["speaker_id_features"] = ("code histograms" if data.codes is not None
-                                     else "mean and std of the features")
+    result["speaker_id_features"] = "code histograms" if data.codes is not None else "mean and std of the features"
     result["speaker_id_acc_input"] = None
-    if input_features and all(data.audio):
+    audio_files = [path for path in data.audio if path]
+    if input_features and len(audio_files) == len(data.audio):  # every utterance's audio is known
         mfccs = []
-        for path in tqdm(data.audio, desc="input mfcc", unit="utt", disable=not progress):
+        for path in tqdm(audio_files, desc="input mfcc", unit="utt", disable=not progress):
             audio, sr = load_audio(path)
             mfccs.append(mfcc(audio, sr, max(1, sr // 100)))
         result["speaker_id_acc_input"] = classifiers.speaker_id_accuracy(
-            classifiers.feature_statistics(mfccs), speakers, seed=seed)
+            classifiers.feature_statistics(mfccs), speakers, seed=seed
+        )
     _, per_speaker = np.unique(speakers, return_counts=True)
     result["speaker_id_chance"] = float(per_speaker.max() / per_speaker.sum())
     timings["speaker_id"] = time.perf_counter() - clock
 
     if abx:
         clock = time.perf_counter()
-        options = {"seed": seed, "ignore": ("sil", "spn", *ignore),
-                   **({"max_items_per_cell": abx_max_items} if abx_max_items is not None else {})}
+        options = {
+            "seed": seed,
+            "ignore": ("sil", "spn", *ignore),
+            **({"max_items_per_cell": abx_max_items} if abx_max_items is not None else {}),
+        }
         if data.codes is not None:
             one_hot = [np.eye(data.num_codes, dtype=np.float32)[c] for c in data.codes]
             result.update(abx_scores(one_hot, data.spans, data.speakers, **options))
@@ -179,10 +241,17 @@ def probe_metrics(data: ProbeData, table: tuple, *, ignore=(), abx=True, abx_max
                 latent_scores = abx_scores(data.latents, data.spans, data.speakers, **options)
                 result.update({f"{k}_latents": v for k, v in latent_scores.items() if k.startswith("abx_")})
         else:
-            result.update(abx_scores(data.latents, data.spans, data.speakers, **options))
+            result.update(abx_scores(_latents(data), data.spans, data.speakers, **options))
             result["abx_features"] = "continuous features, angular distance, DTW"
         timings["abx"] = time.perf_counter() - clock
     return result
+
+
+def _latents(data: ProbeData) -> list[np.ndarray]:
+    """The continuous features of units without codes (load_probe_data gives codes, latents or both)."""
+    if data.latents is None:
+        raise ValueError("ProbeData has neither codes nor latents.")
+    return data.latents
 
 
 def write_plots(data: ProbeData, table: tuple, result: dict, out: Path) -> dict[str, str]:
@@ -193,16 +262,30 @@ def write_plots(data: ProbeData, table: tuple, result: dict, out: Path) -> dict[
     if codes is None:
         return {}
     system = result["system"]
-    files = {"code_usage": f"{out.stem}_code_usage.png", "code_phone": f"{out.stem}_code_phone.png",
-             "phone_accuracy": f"{out.stem}_phone_accuracy.png"}
+    files = {
+        "code_usage": f"{out.stem}_code_usage.png",
+        "code_phone": f"{out.stem}_code_phone.png",
+        "phone_accuracy": f"{out.stem}_phone_accuracy.png",
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_code_usage(out.parent / files["code_usage"], np.bincount(codes, minlength=data.num_codes),
-                    f"{system}: code usage")
-    save_code_phone_heatmap(out.parent / files["code_phone"], contingency(codes, phones, data.num_codes, len(names)),
-                            names, f"{system}: p(phone | code)")
-    accuracy = np.array([np.nan if result["per_phone_accuracy"][p] is None else result["per_phone_accuracy"][p]
-                         for p in names])
-    save_phone_accuracy(out.parent / files["phone_accuracy"], accuracy, np.bincount(phones, minlength=len(names)),
-                        names, f"{system}: held-out mapping accuracy "
-                        + ("n/a" if result["accuracy"] is None else f"{result['accuracy']:.3f}"))
+    save_code_usage(
+        out.parent / files["code_usage"], np.bincount(codes, minlength=data.num_codes), f"{system}: code usage"
+    )
+    save_code_phone_heatmap(
+        out.parent / files["code_phone"],
+        contingency(codes, phones, data.num_codes, len(names)),
+        names,
+        f"{system}: p(phone | code)",
+    )
+    accuracy = np.array(
+        [np.nan if result["per_phone_accuracy"][p] is None else result["per_phone_accuracy"][p] for p in names]
+    )
+    save_phone_accuracy(
+        out.parent / files["phone_accuracy"],
+        accuracy,
+        np.bincount(phones, minlength=len(names)),
+        names,
+        f"{system}: held-out mapping accuracy "
+        + ("n/a" if result["accuracy"] is None else f"{result['accuracy']:.3f}"),
+    )
     return files

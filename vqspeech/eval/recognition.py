@@ -9,7 +9,7 @@
 Audio is resampled to 16 kHz (pocketsphinx does not work at 8 kHz), scaled to -20 dBFS RMS, padded
 with 0.3 s of silence on each side and given fixed-seed dither of 3e-3 standard deviation (about
 -50 dBFS, 30 dB below the speech). The dither matters twice: exact digital silence makes
-pocketsphinx's features degenerate (see :mod:`vqspeech.align`), and for band-limited audio
+pocketsphinx's features degenerate (see :mod:`vqspeech.data.align`), and for band-limited audio
 (8 kHz corpora upsampled to 16 kHz, with nothing above 4 kHz) a noise floor in the empty band
 brings it closer to what the acoustic model was trained on. Measured on 150 random FSDD
 recordings with the single-digit grammar: 69 % correct without padding and with 1-LSB dither,
@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 from pocketsphinx import Decoder
 
-from ..data.align import ALIGN_RATE, decode_pcm, espeak_pronunciation, is_word, pcm16, transcript_words, word_name
 from ..audio import normalize_level, resample
+from ..data.align import ALIGN_RATE, decode_pcm, espeak_pronunciation, is_word, pcm16, transcript_words, word_name
 from ..errors import UserError, first_line
 
 RATE = ALIGN_RATE
@@ -67,7 +67,7 @@ def normalize_words(text: str | None, digits: bool = False) -> list[str]:
     words = transcript_words(text)
     if not digits:
         return words
-    out = []
+    out: list[str] = []
     for word in words:
         if word.isdigit():
             out.extend(DIGIT_WORDS[int(c)] for c in word)
@@ -87,7 +87,7 @@ def bigram_arpa(sentences: Sequence[Sequence[str]], discount: float = 0.5) -> st
     for words in sentences:
         tokens = ["<s>", *words, "</s>"]
         unigrams.update(tokens[1:])
-        bigrams.update(zip(tokens[:-1], tokens[1:]))
+        bigrams.update(zip(tokens[:-1], tokens[1:], strict=True))
     if not bigrams:
         raise UserError("No transcript has any word; a language model needs some text.")
     total = sum(unigrams.values())
@@ -127,8 +127,16 @@ class Recognizer:
     digit per utterance (much more accurate when that is true, as in FSDD). ``sentences`` (texts)
     replaces the general language model by a bigram model of those texts."""
 
-    def __init__(self, digits: bool = False, single_word: bool = False, *, sentences: Sequence[str] | None = None,
-                 pad_seconds: float = PAD_SECONDS, dither: float = DITHER, seed: int = 0):
+    def __init__(
+        self,
+        digits: bool = False,
+        single_word: bool = False,
+        *,
+        sentences: Sequence[str] | None = None,
+        pad_seconds: float = PAD_SECONDS,
+        dither: float = DITHER,
+        seed: int = 0,
+    ):
         if single_word and not digits:
             raise ValueError("single_word applies to the digits vocabulary only")
         if digits and sentences is not None:
@@ -190,6 +198,6 @@ def word_error_rate(references: Sequence[Sequence[str]], hypotheses: Sequence[Se
     """Corpus WER: total edits / total reference words (may exceed 1). NaN with no reference words."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-    errors = sum(edit_distance(r, h) for r, h in zip(references, hypotheses))
+    errors = sum(edit_distance(r, h) for r, h in zip(references, hypotheses, strict=True))
     total = sum(len(r) for r in references)
     return errors / total if total else float("nan")

@@ -34,17 +34,18 @@ _TARGET_DBFS = -30.0
 
 
 def _import_resemblyzer():
-    """Import resemblyzer lazily (librosa and numba take seconds to import), quietly."""
+    """Import resemblyzer, an optional extra, lazily (librosa and numba take seconds to import), quietly."""
     try:
         with warnings.catch_warnings():
             # webrtcvad imports pkg_resources, which warns about its own deprecation
             warnings.filterwarnings("ignore", message=r".*pkg_resources", category=UserWarning)
             warnings.filterwarnings("ignore", category=DeprecationWarning)
-            import resemblyzer
-            from resemblyzer import audio as resemblyzer_audio
+            import resemblyzer  # noqa: PLC0415
+            from resemblyzer import audio as resemblyzer_audio  # noqa: PLC0415
     except ImportError as exc:
-        raise UserError(f"Speaker similarity needs resemblyzer ({exc}); install it with "
-                        '`pip install resemblyzer "setuptools<81"`.') from None
+        raise UserError(
+            f'Speaker similarity needs resemblyzer ({exc}); install it with `pip install resemblyzer "setuptools<81"`.'
+        ) from None
     return resemblyzer, resemblyzer_audio
 
 

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from ..audio import mu_law_decode
 from ..errors import UserError
-from ..models.wavenet import WaveNetDecoder
+from ..models.wavenet import WaveNetDecoder, residual_layers
 
 _SOURCE = Path(__file__).with_name("csrc") / "wavenet_step.c"
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c99"]
@@ -58,19 +59,22 @@ def load_kernel() -> ctypes.CDLL:
         source = _SOURCE.read_bytes()
         compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
         if compiler is None:
-            raise UserError("Fast generation needs a C compiler (cc or gcc) on PATH; install one, "
-                            "or use the reference generator.")
+            raise UserError(
+                "Fast generation needs a C compiler (cc or gcc) on PATH; install one, or use the reference generator."
+            )
         # -march=native: the build is only valid on this kind of CPU, so the CPU is part of the key
         digest = hashlib.sha1(source + " ".join([compiler, *_FLAGS, _cpu_identity()]).encode()).hexdigest()[:16]
         target = _cache_dir() / f"wavenet_step_{digest}.so"
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{os.getpid()}.so")
-            result = subprocess.run([compiler, *_FLAGS, "-o", str(tmp), str(_SOURCE), "-lm"],
-                                    capture_output=True, text=True)
+            result = subprocess.run(
+                [compiler, *_FLAGS, "-o", str(tmp), str(_SOURCE), "-lm"], capture_output=True, text=True
+            )
             if result.returncode != 0:
-                raise UserError(f"Compiling {_SOURCE.name} failed ({result.stderr.strip()[:200]}); "
-                                "use the reference generator.")
+                raise UserError(
+                    f"Compiling {_SOURCE.name} failed ({result.stderr.strip()[:200]}); use the reference generator."
+                )
             os.replace(tmp, target)
         library = ctypes.CDLL(str(target))
         library.wavenet_generate.restype = ctypes.c_int
@@ -82,6 +86,13 @@ def _f32(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().float().cpu().numpy(), dtype=np.float32)
 
 
+def _bias(conv: torch.nn.Conv1d) -> torch.Tensor:
+    """A convolution's bias [C_out]; the kernel adds one to every convolution."""
+    if conv.bias is None:
+        raise ValueError("the fast generator needs a bias in every convolution")
+    return conv.bias
+
+
 class FastWaveNet:
     """A WaveNetDecoder's weights packed for the C kernel. CPU only.
 
@@ -90,10 +101,11 @@ class FastWaveNet:
     """
 
     def __init__(self, decoder: WaveNetDecoder, threads: int | None = None, chunk_frames: int = 256):
-        kernels = {layer.kernel_size for layer in decoder.layers}
+        layers = residual_layers(decoder.layers)
+        kernels = {layer.kernel_size for layer in layers}
         if len(kernels) != 1:
             raise ValueError("the fast generator needs one kernel size for every layer")
-        first = decoder.layers[0]
+        first = layers[0]
         self.decoder, self.threads, self.chunk_frames = decoder, threads, chunk_frames
         self.K = kernels.pop()
         self.L = len(decoder.layers)
@@ -101,23 +113,29 @@ class FastWaveNet:
         self.G = first.dilated.out_channels
         self.S = first.out_proj.out_channels - self.R
         self.C = decoder.classes
-        self.dilations = np.array([layer.dilation for layer in decoder.layers], dtype=np.int32)
+        self.dilations = np.array([layer.dilation for layer in layers], dtype=np.int32)
         # [G, R, K] -> [G, K*R] with tap-major columns, as the kernel gathers its window
-        self.W_dil = np.stack([_f32(layer.dilated.weight.permute(0, 2, 1).reshape(self.G, -1))
-                               for layer in decoder.layers])
-        self.b_dil = np.stack([_f32(layer.dilated.bias) for layer in decoder.layers])
-        self.W_out = np.stack([_f32(layer.out_proj.weight[:, :, 0]) for layer in decoder.layers])
-        self.b_out = np.stack([_f32(layer.out_proj.bias) for layer in decoder.layers])
-        head1, head2 = decoder.output[1], decoder.output[3]
-        self.W_h1, self.b_h1 = _f32(head1.weight[:, :, 0]), _f32(head1.bias)
-        self.W_h2, self.b_h2 = _f32(head2.weight[:, :, 0]), _f32(head2.bias)
+        self.W_dil = np.stack([_f32(layer.dilated.weight.permute(0, 2, 1).reshape(self.G, -1)) for layer in layers])
+        self.b_dil = np.stack([_f32(_bias(layer.dilated)) for layer in layers])
+        self.W_out = np.stack([_f32(layer.out_proj.weight[:, :, 0]) for layer in layers])
+        self.b_out = np.stack([_f32(_bias(layer.out_proj)) for layer in layers])
+        head1, head2 = decoder.output_convs
+        self.W_h1, self.b_h1 = _f32(head1.weight[:, :, 0]), _f32(_bias(head1))
+        self.W_h2, self.b_h2 = _f32(head2.weight[:, :, 0]), _f32(_bias(head2))
         self.emb = _f32(decoder.input_embedding.weight)
         self.kernel = load_kernel()
 
     @torch.no_grad()
-    def generate_classes(self, latents: torch.Tensor, speakers: torch.Tensor, *, temperature: float = 1.0,
-                         generator: torch.Generator | None = None, return_logits: bool = False,
-                         progress: bool = False):
+    def generate_classes(
+        self,
+        latents: torch.Tensor,
+        speakers: torch.Tensor,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        return_logits: bool = False,
+        progress: bool = False,
+    ):
         """latents [B, D, F], speakers [B] -> mu-law classes [B, F * hop] (and logits [B, T, C]).
 
         Streams over chunks of ``chunk_frames`` frames: the per-layer conditioning, the uniforms
@@ -131,40 +149,62 @@ class FastWaveNet:
         logits = np.empty((frames * hop, batch, self.C), dtype=np.float32) if return_logits else None
         # streams are independent: split the batch over threads (ctypes releases the GIL)
         workers = max(1, min(batch, self.threads or torch.get_num_threads()))
-        groups = [_StreamGroup(self, int(g[0]), int(g[-1]) + 1)
-                  for g in np.array_split(np.arange(batch), workers) if len(g)]
-        bar = tqdm(total=frames * hop * batch, disable=not progress, unit="sample", unit_scale=True,
-                   desc="generate", mininterval=1.0)
+        groups = [
+            _StreamGroup(self, int(g[0]), int(g[-1]) + 1) for g in np.array_split(np.arange(batch), workers) if len(g)
+        ]
+        bar = tqdm(
+            total=frames * hop * batch,
+            disable=not progress,
+            unit="sample",
+            unit_scale=True,
+            desc="generate",
+            mininterval=1.0,
+        )
         reach = _conditioning_reach(decoder)
+        layers = residual_layers(decoder.layers)
+
+        def run(group: _StreamGroup, conds: np.ndarray, uniforms: np.ndarray, samples: slice) -> None:
+            """One chunk of the streams of ``group``: conds [frames, B, L, G], uniforms [frames * hop, B]."""
+            sl = slice(group.start, group.stop)
+            group.run(
+                np.ascontiguousarray(conds[:, sl]),
+                uniforms[:, sl],
+                temperature,
+                out[samples, sl],
+                None if logits is None else logits[samples, sl],
+            )
+            bar.update(hop * len(conds) * (group.stop - group.start))
+
         with ThreadPoolExecutor(len(groups)) as pool:
             for first in range(0, frames, self.chunk_frames):
                 last = min(frames, first + self.chunk_frames)
                 # the conditioning net sees `reach` frames on each side: compute with that margin
                 lo, hi = max(0, first - reach), min(frames, last + reach)
-                local = decoder.local_conditioning(latents[:, :, lo:hi])[:, :, first - lo: last - lo]
-                conds = torch.stack([layer.conditioning(local, speaker) for layer in decoder.layers], dim=1)
-                conds = conds.permute(3, 0, 1, 2).numpy()                       # [frames, B, L, G]
+                local = decoder.local_conditioning(latents[:, :, lo:hi])[:, :, first - lo : last - lo]
+                per_layer = torch.stack([layer.conditioning(local, speaker) for layer in layers], dim=1)
+                conds = per_layer.permute(3, 0, 1, 2).numpy()  # [frames, B, L, G]
                 uniforms = torch.rand((last - first) * hop, batch, generator=generator).numpy()
                 samples = slice(first * hop, last * hop)
-
-                def run(group: _StreamGroup) -> None:
-                    sl = slice(group.start, group.stop)
-                    group.run(np.ascontiguousarray(conds[:, sl]), uniforms[:, sl], temperature,
-                              out[samples, sl], None if logits is None else logits[samples, sl])
-                    bar.update(hop * (last - first) * (group.stop - group.start))
-
-                list(pool.map(run, groups))
+                list(pool.map(partial(run, conds=conds, uniforms=uniforms, samples=samples), groups))
         bar.close()
         classes = torch.from_numpy(out.T.astype(np.int64))
-        if return_logits:
+        if logits is not None:  # return_logits
             return classes, torch.from_numpy(logits.transpose(1, 0, 2).copy())
         return classes
 
-    def generate(self, latents: torch.Tensor, speakers: torch.Tensor, *, temperature: float = 1.0,
-                 generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+    def generate(
+        self,
+        latents: torch.Tensor,
+        speakers: torch.Tensor,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
         """latents [B, D, F], speakers [B] -> waveform [B, F * hop] in [-1, 1]."""
-        classes = self.generate_classes(latents, speakers, temperature=temperature, generator=generator,
-                                        progress=progress)
+        classes = self.generate_classes(
+            latents, speakers, temperature=temperature, generator=generator, progress=progress
+        )
         return mu_law_decode(classes, self.C)
 
 
@@ -185,8 +225,9 @@ class _StreamGroup:
         self.current = np.full(batch, fast.C // 2, dtype=np.int32)
         self.t = 0
 
-    def run(self, conds: np.ndarray, uniforms: np.ndarray, temperature: float, out: np.ndarray,
-            logits: np.ndarray | None) -> None:
+    def run(
+        self, conds: np.ndarray, uniforms: np.ndarray, temperature: float, out: np.ndarray, logits: np.ndarray | None
+    ) -> None:
         """Generate len(conds) frames: conds [F, b, L, G], uniforms [F*hop, b] -> out [F*hop, b]."""
         fast, hop, batch = self.fast, self.fast.decoder.hop_length, self.stop - self.start
         step_out = np.empty((hop, batch), dtype=np.int32)
@@ -199,12 +240,34 @@ class _StreamGroup:
             rows = slice(f * hop, (f + 1) * hop)
             frame_uniforms = np.ascontiguousarray(uniforms[rows], dtype=np.float32)
             status = fast.kernel.wavenet_generate(
-                batch, fast.L, fast.R, fast.G, fast.S, fast.C, fast.K, p(fast.dilations, _int_p),
-                p(self.buffers), p(self.offsets, _long_p), ctypes.c_long(self.t),
-                p(fast.W_dil), p(fast.b_dil), p(fast.W_out), p(fast.b_out),
-                p(fast.W_h1), p(fast.b_h1), p(fast.W_h2), p(fast.b_h2), p(fast.emb), p(conds[f]),
-                hop, p(frame_uniforms), ctypes.c_float(temperature), p(self.current, _int_p),
-                p(step_out, _int_p), p(step_logits) if step_logits is not None else None)
+                batch,
+                fast.L,
+                fast.R,
+                fast.G,
+                fast.S,
+                fast.C,
+                fast.K,
+                p(fast.dilations, _int_p),
+                p(self.buffers),
+                p(self.offsets, _long_p),
+                ctypes.c_long(self.t),
+                p(fast.W_dil),
+                p(fast.b_dil),
+                p(fast.W_out),
+                p(fast.b_out),
+                p(fast.W_h1),
+                p(fast.b_h1),
+                p(fast.W_h2),
+                p(fast.b_h2),
+                p(fast.emb),
+                p(conds[f]),
+                hop,
+                p(frame_uniforms),
+                ctypes.c_float(temperature),
+                p(self.current, _int_p),
+                p(step_out, _int_p),
+                p(step_logits) if step_logits is not None else None,
+            )
             if status != 0:
                 raise ValueError("decoder too wide for the fast generator's scratch space")
             out[rows] = step_out

@@ -26,8 +26,9 @@ def collect_inputs(path: str | Path, split: str | None = None, limit: int | None
     if not path.exists():
         raise UserError(f"Input {path} does not exist; give a sound file, a folder or a manifest.jsonl.")
     if path.is_file() and path.suffix == ".jsonl":
-        items = [SourceUtterance(u.id, u.audio, u.speaker, u.text, u.alignment, u.split)
-                 for u in read_manifest(path, split)]
+        items = [
+            SourceUtterance(u.id, u.audio, u.speaker, u.text, u.alignment, u.split) for u in read_manifest(path, split)
+        ]
         if not items:
             raise UserError(f"Manifest {path} has no utterances{f' in split {split}' if split else ''}.")
     elif split is not None:
@@ -42,8 +43,7 @@ def collect_inputs(path: str | Path, split: str | None = None, limit: int | None
     seen: dict[str, str | None] = {}
     for item in items:
         if item.id in seen:
-            raise UserError(f"Inputs {seen[item.id]} and {item.path} both get the id {item.id!r}; "
-                            "rename one of them.")
+            raise UserError(f"Inputs {seen[item.id]} and {item.path} both get the id {item.id!r}; rename one of them.")
         seen[item.id] = item.path
     if limit is not None:
         if limit <= 0:
@@ -52,8 +52,15 @@ def collect_inputs(path: str | Path, split: str | None = None, limit: int | None
     return items
 
 
-def encode_items(vq: VQSpeech, items: list[SourceUtterance], out_dir: Path, *, latents: bool = False,
-                 overwrite: bool = False, progress: bool = True) -> dict:
+def encode_items(
+    vq: VQSpeech,
+    items: list[SourceUtterance],
+    out_dir: Path,
+    *,
+    latents: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
     """Encode every item into the codes folder ``out_dir``; unreadable inputs are listed in
     ``rejects.tsv`` and skipped."""
     writer = CodesWriter(out_dir, latents=latents, top=bool(vq.top_stride), overwrite=overwrite)
@@ -71,13 +78,21 @@ def encode_items(vq: VQSpeech, items: list[SourceUtterance], out_dir: Path, *, l
         if item.split is not None:
             splits[item.id] = item.split
     if not writer.lines:
-        raise UserError(f"None of the {len(items)} inputs could be encoded; see the first problem: "
-                        f"{rejects[0][1] if rejects else 'no input'}")
+        raise UserError(
+            f"None of the {len(items)} inputs could be encoded; see the first problem: "
+            f"{rejects[0][1] if rejects else 'no input'}"
+        )
     model = vq.model
     info = CodesInfo.for_rate(
-        model.code_rate_hz, model.quantizer.num_codes, groups=model.quantizer.num_groups,
-        checkpoint=str(Path(str(vq.checkpoint)).resolve()), sample_rate=vq.sample_rate, hop_length=vq.hop_length,
-        speakers=speakers, splits=splits)
+        model.code_rate_hz,
+        model.quantizer.num_codes,
+        groups=model.quantizer.num_groups,
+        checkpoint=str(Path(str(vq.checkpoint)).resolve()),
+        sample_rate=vq.sample_rate,
+        hop_length=vq.hop_length,
+        speakers=speakers,
+        splits=splits,
+    )
     if model.top is not None:
         info.top = TopLevelInfo(model.code_rate_hz / model.top.stride, model.top.num_codes, model.top.stride)
     info = writer.finish(info, rejects)
@@ -94,41 +109,70 @@ def _output_paths(ids: list[str], out: Path, overwrite: bool) -> list[Path]:
         paths = [out / f"{i}.wav" for i in ids]
     existing = [p for p in paths if p.exists()]
     if existing and not overwrite:
-        raise UserError(f"{existing[0]} already exists ({len(existing)} output(s) would be replaced); "
-                        "pass `overwrite=True` or choose another output.")
+        raise UserError(
+            f"{existing[0]} already exists ({len(existing)} output(s) would be replaced); "
+            "pass `overwrite=True` or choose another output."
+        )
     return paths
 
 
-def _generate_to_files(vq: VQSpeech, encodings: list[Encoding], speakers: list[str], paths: list[Path], *,
-                       temperature: float, seed: int, batch_size: int) -> list[Path]:
+def _generate_to_files(
+    vq: VQSpeech,
+    encodings: list[Encoding],
+    speakers: list[str],
+    paths: list[Path],
+    *,
+    temperature: float,
+    seed: int,
+    batch_size: int,
+) -> list[Path]:
     for name in set(speakers):
         vq.speaker_id(name)  # fail before any work on an unknown speaker
     if batch_size <= 0:
         raise UserError(f"`batch_size` must be positive, not {batch_size}.")
     order = np.argsort([-len(e) for e in encodings])  # similar lengths share a batch
     for start in range(0, len(order), batch_size):
-        chunk = order[start: start + batch_size]
-        audios = vq.decode_batch([encodings[i] for i in chunk], [speakers[i] for i in chunk],
-                                 temperature=temperature, seed=seed + start, progress=True)
-        for i, audio in zip(chunk, audios):
+        chunk = order[start : start + batch_size]
+        audios = vq.decode_batch(
+            [encodings[i] for i in chunk],
+            [speakers[i] for i in chunk],
+            temperature=temperature,
+            seed=seed + start,
+            progress=True,
+        )
+        for i, audio in zip(chunk, audios, strict=True):
             save_wav(paths[i], audio, vq.sample_rate)
     return paths
 
 
-def decode_codes(vq: VQSpeech, codes_path: Path, out: Path, *, speaker: str | None, temperature: float = 1.0,
-                 seed: int = 0, batch_size: int = 8, overwrite: bool = False) -> list[Path]:
+def decode_codes(
+    vq: VQSpeech,
+    codes_path: Path,
+    out: Path,
+    *,
+    speaker: str | None,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 8,
+    overwrite: bool = False,
+) -> list[Path]:
     """A codes folder, one of its ``codes/<id>.npy`` files, or a loose codes .npy file -> wav files.
 
     Speakers come from the folder's ``codes.json`` unless ``speaker`` is given."""
     groups = vq.model.quantizer.num_groups
-    in_folder = codes_path.is_file() and codes_path.parent.name == "codes" and \
-        (codes_path.parent.parent / "codes.json").is_file()
+    in_folder = (
+        codes_path.is_file()
+        and codes_path.parent.name == "codes"
+        and (codes_path.parent.parent / "codes.json").is_file()
+    )
     if codes_path.is_file() and not in_folder:
         ids, encodings = [codes_path.stem], [Encoding(read_codes_file(codes_path))]
         _check_shape(codes_path, encodings[0].codes, groups)
         if vq.top_stride:
-            raise UserError(f"{codes_path} holds one code level, but this hierarchical model decodes from "
-                            "both; give the folder `vqspeech encode` wrote with it.")
+            raise UserError(
+                f"{codes_path} holds one code level, but this hierarchical model decodes from "
+                "both; give the folder `vqspeech encode` wrote with it."
+            )
     elif in_folder or (codes_path / "codes").is_dir():
         folder = CodesFolder.open(codes_path.parent.parent if in_folder else codes_path)
         _check_folder(folder, vq)
@@ -142,14 +186,13 @@ def decode_codes(vq: VQSpeech, codes_path: Path, out: Path, *, speaker: str | No
     else:
         raise UserError(f"{codes_path} is neither a codes .npy file nor a folder written by `vqspeech encode`.")
     speakers = []
-    for i, encoding in zip(ids, encodings):
+    for i, encoding in zip(ids, encodings, strict=True):
         name = speaker or encoding.speaker
         if name is None:
             raise UserError(f"No speaker is known for {i}; pass `speaker` (one of: {', '.join(vq.speakers[:10])}).")
         speakers.append(name)
     paths = _output_paths(ids, out, overwrite)
-    return _generate_to_files(vq, encodings, speakers, paths, temperature=temperature, seed=seed,
-                              batch_size=batch_size)
+    return _generate_to_files(vq, encodings, speakers, paths, temperature=temperature, seed=seed, batch_size=batch_size)
 
 
 def _check_folder(folder: CodesFolder, vq: VQSpeech) -> None:
@@ -157,12 +200,16 @@ def _check_folder(folder: CodesFolder, vq: VQSpeech) -> None:
     info = folder.info
     top_stride = info.top.stride if info.top is not None else 0
     if top_stride != vq.top_stride:
-        raise UserError(f"The codes in {folder.root} have {'two levels' if top_stride else 'one level'} but "
-                        f"this model has {'two' if vq.top_stride else 'one'}; decode them with the model "
-                        "that made them.")
+        raise UserError(
+            f"The codes in {folder.root} have {'two levels' if top_stride else 'one level'} but "
+            f"this model has {'two' if vq.top_stride else 'one'}; decode them with the model "
+            "that made them."
+        )
     if info.hop_length not in (None, vq.hop_length) or info.num_codes not in (None, vq.model.quantizer.num_codes):
-        raise UserError(f"The codes in {folder.root} were made by a model with another code rate or codebook "
-                        "size; decode them with that model.")
+        raise UserError(
+            f"The codes in {folder.root} were made by a model with another code rate or codebook "
+            "size; decode them with that model."
+        )
 
 
 def _check_shape(path: Path, codes: np.ndarray, groups: int) -> None:
@@ -171,8 +218,17 @@ def _check_shape(path: Path, codes: np.ndarray, groups: int) -> None:
         raise UserError(f"Codes file {path} holds shape {codes.shape}; this model expects {shape}.")
 
 
-def convert_items(vq: VQSpeech, items: list[SourceUtterance], out: Path, *, speaker: str, temperature: float = 1.0,
-                  seed: int = 0, batch_size: int = 8, overwrite: bool = False) -> list[Path]:
+def convert_items(
+    vq: VQSpeech,
+    items: list[SourceUtterance],
+    out: Path,
+    *,
+    speaker: str,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 8,
+    overwrite: bool = False,
+) -> list[Path]:
     """Voice conversion: encode each input, decode its codes with ``speaker``'s embedding."""
     vq.speaker_id(speaker)
     paths = _output_paths([i.id for i in items], out, overwrite)
@@ -180,5 +236,6 @@ def convert_items(vq: VQSpeech, items: list[SourceUtterance], out: Path, *, spea
     for item in items:
         audio, sr = load_audio(str(item.path))
         encodings.append(vq.encode(audio, sr))
-    return _generate_to_files(vq, encodings, [speaker] * len(items), paths, temperature=temperature,
-                              seed=seed, batch_size=batch_size)
+    return _generate_to_files(
+        vq, encodings, [speaker] * len(items), paths, temperature=temperature, seed=seed, batch_size=batch_size
+    )

@@ -39,47 +39,66 @@ def load_prior(path: str | Path, device: str = "auto") -> tuple[CodePrior, dict[
     ckpt_path = best if best.is_file() else resolve_checkpoint(path)
     ckpt = load_checkpoint(ckpt_path)
     if ckpt.get("kind") != "prior":
-        raise UserError(f"{ckpt_path} holds a {ckpt.get('kind')} model, not a prior; give the "
-                        "folder of `vqspeech prior train`.")
+        raise UserError(
+            f"{ckpt_path} holds a {ckpt.get('kind')} model, not a prior; give the folder of `vqspeech prior train`."
+        )
     top = ckpt.get("top")  # present for a bottom prior conditioned on top codes
-    model = build_prior(ckpt["config"]["prior"], len(ckpt["speakers"]), int(ckpt["num_codes"]),
-                        groups=int(ckpt["groups"]), top_codes=int(top["num_codes"]) if top else 0,
-                        top_stride=int(top["stride"]) if top else 1)
+    model = build_prior(
+        ckpt["config"]["prior"],
+        len(ckpt["speakers"]),
+        int(ckpt["num_codes"]),
+        groups=int(ckpt["groups"]),
+        top_codes=int(top["num_codes"]) if top else 0,
+        top_stride=int(top["stride"]) if top else 1,
+    )
     model.load_state_dict(ckpt["model"])
     torch_device = select_device(device)
     return model.to(torch_device).eval(), ckpt, torch_device
 
 
-def load_top_prior(top_prior: str | Path | None, prior_dir: str | Path, ckpt: dict[str, Any],
-                   device: str) -> CodePrior | None:
+def load_top_prior(
+    top_prior: str | Path | None, prior_dir: str | Path, ckpt: dict[str, Any], device: str
+) -> CodePrior | None:
     """The top prior that a bottom prior with checkpoint ``ckpt`` needs, or None for a prior that
     is not conditioned; any mismatch raises UserError."""
     conditioning = ckpt.get("top")
     if conditioning is None:
         if top_prior is not None:
-            raise UserError(f"`top_prior` is only for a bottom prior conditioned on top codes, and "
-                            f"{prior_dir} is not one; leave `top_prior` out.")
+            raise UserError(
+                f"`top_prior` is only for a bottom prior conditioned on top codes, and "
+                f"{prior_dir} is not one; leave `top_prior` out."
+            )
         return None
     if top_prior is None:
-        raise UserError(f"{prior_dir} models bottom codes given top codes; pass `top_prior`, the "
-                        "prior trained with data.level=top on the same codes.")
+        raise UserError(
+            f"{prior_dir} models bottom codes given top codes; pass `top_prior`, the "
+            "prior trained with data.level=top on the same codes."
+        )
     model, top_ckpt, _ = load_prior(top_prior, device)
     if top_ckpt["level"] != "top":
-        raise UserError(f"The top prior {top_prior} is not a top-level prior; give the folder trained "
-                        "with data.level=top on the same codes.")
+        raise UserError(
+            f"The top prior {top_prior} is not a top-level prior; give the folder trained "
+            "with data.level=top on the same codes."
+        )
     if int(top_ckpt["num_codes"]) != int(conditioning["num_codes"]):
-        raise UserError(f"The top prior {top_prior} models {top_ckpt['num_codes']} top codes, but "
-                        f"{prior_dir} is conditioned on {conditioning['num_codes']}; give the top "
-                        "prior of the same codes.")
+        raise UserError(
+            f"The top prior {top_prior} models {top_ckpt['num_codes']} top codes, but "
+            f"{prior_dir} is conditioned on {conditioning['num_codes']}; give the top "
+            "prior of the same codes."
+        )
     if list(top_ckpt["speakers"]) != list(ckpt["speakers"]):
-        raise UserError(f"{prior_dir} and the top prior {top_prior} were trained for different speaker "
-                        "lists; train both on the same codes folder.")
+        raise UserError(
+            f"{prior_dir} and the top prior {top_prior} were trained for different speaker "
+            "lists; train both on the same codes folder."
+        )
     top_info = Path(top_prior) / "codes.json"
     stride = CodesInfo.load(top_info).stride if top_info.is_file() else None
     if stride is not None and int(stride) != int(conditioning["stride"]):
-        raise UserError(f"The top prior {top_prior} models top codes at stride {stride}, but {prior_dir} "
-                        f"is conditioned on stride {conditioning['stride']}; give the top prior of the "
-                        "same codes.")
+        raise UserError(
+            f"The top prior {top_prior} models top codes at stride {stride}, but {prior_dir} "
+            f"is conditioned on stride {conditioning['stride']}; give the top prior of the "
+            "same codes."
+        )
     return model
 
 
@@ -104,9 +123,18 @@ class Candidates:
 
 
 @torch.no_grad()
-def draw_candidates(model: CodePrior, top_model: CodePrior | None, speaker_id: int, length: int, count: int,
-                    *, temperature: float, top_k: int | None, generator: torch.Generator,
-                    batch: int = 8) -> Candidates:
+def draw_candidates(
+    model: CodePrior,
+    top_model: CodePrior | None,
+    speaker_id: int,
+    length: int,
+    count: int,
+    *,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator,
+    batch: int = 8,
+) -> Candidates:
     """``count`` sequences of ``length`` codes for one speaker; with ``top_model`` each one's top
     codes are drawn first (same temperature and top_k) and its codes given them."""
     device = generator.device
@@ -118,23 +146,37 @@ def draw_candidates(model: CodePrior, top_model: CodePrior | None, speaker_id: i
         speakers = torch.full((n,), speaker_id, dtype=torch.long, device=device)
         top, top_loglik = None, torch.zeros(n, device=device)
         if top_model is not None:
-            top, top_loglik = sample_codes(top_model, speakers, top_length, temperature=temperature,
-                                           top_k=top_k, generator=generator)
+            top, top_loglik = sample_codes(
+                top_model, speakers, top_length, temperature=temperature, top_k=top_k, generator=generator
+            )
             out.tops += list(top.cpu().numpy())
             out.top_bits += (-top_loglik.cpu().numpy() / top_length / LN2).tolist()
-        codes, loglik = sample_codes(model, speakers, length, top=top, temperature=temperature, top_k=top_k,
-                                     generator=generator)
+        codes, loglik = sample_codes(
+            model, speakers, length, top=top, temperature=temperature, top_k=top_k, generator=generator
+        )
         out.codes += list(codes.cpu().numpy())
         out.bottom_bits += (-loglik.cpu().numpy() / length / LN2).tolist()
         out.bits += (-(loglik + top_loglik).cpu().numpy() / length / LN2).tolist()
     return out
 
 
-def sample_prior(prior_dir: str | Path, out_dir: str | Path, *, speaker: str, seconds: float,
-                 num: int = 4, candidates: int | None = None, temperature: float = 1.0,
-                 top_k: int | None = None, seed: int = 0, vqvae: str | Path | None = None,
-                 codes_only: bool = False, overwrite: bool = False, device: str = "auto",
-                 top_prior: str | Path | None = None) -> dict:
+def sample_prior(
+    prior_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    speaker: str,
+    seconds: float,
+    num: int = 4,
+    candidates: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    vqvae: str | Path | None = None,
+    codes_only: bool = False,
+    overwrite: bool = False,
+    device: str = "auto",
+    top_prior: str | Path | None = None,
+) -> dict:
     """Draw ``num`` code sequences of ``seconds`` for ``speaker`` and decode them to wavs.
 
     With ``candidates`` > ``num``, that many are drawn and the ``num`` with the highest likelihood
@@ -166,24 +208,38 @@ def sample_prior(prior_dir: str | Path, out_dir: str | Path, *, speaker: str, se
     model, ckpt, torch_device = load_prior(prior_dir, device)
     top_model = load_top_prior(top_prior, prior_dir, ckpt, device)
     if not codes_only and ckpt["level"] == "top":
-        raise UserError(f"{prior_dir} models top codes only, which cannot be decoded without bottom "
-                        f"codes; pass `codes_only=True`, or sample a bottom prior with `top_prior` {prior_dir}.")
+        raise UserError(
+            f"{prior_dir} models top codes only, which cannot be decoded without bottom "
+            f"codes; pass `codes_only=True`, or sample a bottom prior with `top_prior` {prior_dir}."
+        )
     speakers = ckpt["speakers"]
     if speaker not in speakers:
-        raise UserError(f"Speaker '{speaker}' is unknown to this prior; choose one of: "
-                        f"{', '.join(speakers[:30])}{' ...' if len(speakers) > 30 else ''}.")
+        raise UserError(
+            f"Speaker '{speaker}' is unknown to this prior; choose one of: "
+            f"{', '.join(speakers[:30])}{' ...' if len(speakers) > 30 else ''}."
+        )
     info_path = Path(prior_dir) / "codes.json"
-    info = (CodesInfo.load(info_path).without_ids() if info_path.is_file()
-            else CodesInfo.for_rate(100.0, int(ckpt["num_codes"]), groups=int(ckpt["groups"])))
+    info = (
+        CodesInfo.load(info_path).without_ids()
+        if info_path.is_file()
+        else CodesInfo.for_rate(100.0, int(ckpt["num_codes"]), groups=int(ckpt["groups"]))
+    )
     length = max(1, int(round(seconds * info.code_rate_hz)))
 
     generator = torch.Generator(device=torch_device).manual_seed(seed)
-    drawn = draw_candidates(model, top_model, speakers.index(speaker), length, candidates,
-                            temperature=temperature, top_k=top_k, generator=generator)
+    drawn = draw_candidates(
+        model,
+        top_model,
+        speakers.index(speaker),
+        length,
+        candidates,
+        temperature=temperature,
+        top_k=top_k,
+        generator=generator,
+    )
     kept = drawn.best(num)
     names = {i: f"sample_{rank:02d}" for rank, i in enumerate(kept)}  # sample_00 is the best
-    samples = {names[i]: Encoding(drawn.codes[i], drawn.tops[i] if drawn.tops else None, speaker=speaker)
-               for i in kept}
+    samples = {names[i]: Encoding(drawn.codes[i], drawn.tops[i] if drawn.tops else None, speaker=speaker) for i in kept}
 
     writer = CodesWriter(out_dir, top=bool(drawn.tops), overwrite=True)  # samples.json was checked above
     for name, encoding in samples.items():
@@ -196,19 +252,27 @@ def sample_prior(prior_dir: str | Path, out_dir: str | Path, *, speaker: str, se
     if not codes_only:
         source = vqvae or info.checkpoint
         if not source or not Path(source).exists():
-            raise UserError(f"The VQ-VAE these codes came from ({source}) is not there; pass "
-                            "`vqvae` (the VQ-VAE's experiment folder).")
+            raise UserError(
+                f"The VQ-VAE these codes came from ({source}) is not there; pass "
+                "`vqvae` (the VQ-VAE's experiment folder)."
+            )
         vq = VQSpeech.load(source, device)
         wavs = vq.decode_batch(list(samples.values()), [speaker] * len(samples), seed=seed, progress=True)
-        for name, wav in zip(samples, wavs):
+        for name, wav in zip(samples, wavs, strict=True):
             save_wav(out_dir / f"{name}.wav", wav, vq.sample_rate)
             written.append(str(out_dir / f"{name}.wav"))
 
     sample_usage = code_usage([drawn.codes[i] for i in kept], int(ckpt["num_codes"]))
     data_usage = np.asarray(ckpt.get("data_usage", []), dtype=np.int64)
     record = {
-        "speaker": speaker, "seconds": seconds, "codes_per_sample": length, "num": num,
-        "candidates": candidates, "temperature": temperature, "top_k": top_k, "seed": seed,
+        "speaker": speaker,
+        "seconds": seconds,
+        "codes_per_sample": length,
+        "num": num,
+        "candidates": candidates,
+        "temperature": temperature,
+        "top_k": top_k,
+        "seed": seed,
         "kept_bits_per_code": [round(drawn.bits[i], 4) for i in kept],
         "all_bits_per_code_mean": float(np.mean(drawn.bits)),
         "samples_codes_used": int((sample_usage > 0).sum()),
@@ -220,8 +284,12 @@ def sample_prior(prior_dir: str | Path, out_dir: str | Path, *, speaker: str, se
     if ckpt["level"] == "top":
         record["level"] = "top"
     if top_model is not None:
-        record.update(top_prior=str(top_prior), stride=model.top_stride, top_codes_per_sample=len(drawn.tops[0]),
-                      kept_top_bits_per_top_code=[round(drawn.top_bits[i], 4) for i in kept])
+        record.update(
+            top_prior=str(top_prior),
+            stride=model.top_stride,
+            top_codes_per_sample=len(drawn.tops[0]),
+            kept_top_bits_per_top_code=[round(drawn.top_bits[i], 4) for i in kept],
+        )
     write_text_atomic(out_dir / "samples.json", json.dumps(record, indent=2) + "\n")
     return record
 

@@ -1,16 +1,17 @@
 """Load a trained VQ-VAE and use it: encode audio to codes, decode codes, convert voices.
 
-    from vqspeech import VQSpeech
-    vq = VQSpeech.load("exp/demo")                  # experiment folder or checkpoint file
-    encoding = vq.encode(audio, sample_rate)        # Encoding: codes np.int16 [F] (+ top, latents)
-    wav = vq.decode(encoding, speaker="us_f3")      # np.float32 [F * hop] at vq.sample_rate
-    wav = vq.convert(audio, sample_rate, speaker="gb_m1")
+from vqspeech import VQSpeech
+vq = VQSpeech.load("exp/demo")                  # experiment folder or checkpoint file
+encoding = vq.encode(audio, sample_rate)        # Encoding: codes np.int16 [F] (+ top, latents)
+wav = vq.decode(encoding, speaker="us_f3")      # np.float32 [F * hop] at vq.sample_rate
+wav = vq.convert(audio, sample_rate, speaker="gb_m1")
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,7 +21,9 @@ from ..checkpoint import load_checkpoint
 from ..data.codes import Encoding
 from ..device import select_device
 from ..errors import UserError
+from ..models.conv_decoder import ConvDecoder
 from ..models.vqvae import VQVAE
+from ..models.wavenet import WaveNetDecoder
 from .fast_generate import FastWaveNet
 from .generate import generate
 
@@ -41,14 +44,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
 class VQSpeech:
     """A trained VQ-VAE ready for inference on one device."""
 
-    def __init__(self, model: VQVAE, speakers: list[str], config: dict, device: torch.device,
-                 checkpoint: Path | None = None):
+    def __init__(
+        self, model: VQVAE, speakers: list[str], config: dict, device: torch.device, checkpoint: Path | None = None
+    ):
         self.model = model.to(device).eval()
         self.speakers, self.config, self.device, self.checkpoint = speakers, config, device, checkpoint
-        self._fast = None  # the C generator, built at the first CPU decode
+        self._fast: FastWaveNet | Literal[False] | None = None  # the C generator, built at the first CPU decode
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> "VQSpeech":
+    def load(cls, path: str | Path, device: str = "auto") -> VQSpeech:
         ckpt_path = resolve_checkpoint(path)
         ckpt = load_checkpoint(ckpt_path)
         if ckpt.get("kind") != "vqvae":
@@ -82,8 +86,10 @@ class VQSpeech:
         audio = resample(np.asarray(audio, dtype=np.float32), sample_rate, self.sample_rate)
         frames = len(audio) // self.hop_length
         if frames == 0:
-            raise UserError(f"Audio of {len(audio)} samples is shorter than one code frame "
-                            f"({self.hop_length} samples at {self.sample_rate} Hz).")
+            raise UserError(
+                f"Audio of {len(audio)} samples is shorter than one code frame "
+                f"({self.hop_length} samples at {self.sample_rate} Hz)."
+            )
         return torch.from_numpy(audio[: frames * self.hop_length]).to(self.device)[None]
 
     @property
@@ -92,8 +98,7 @@ class VQSpeech:
         return self.model.top_stride
 
     @torch.no_grad()
-    def encode(self, audio: np.ndarray, sample_rate: int, latents: bool = False,
-               chunk_frames: int = 2048) -> Encoding:
+    def encode(self, audio: np.ndarray, sample_rate: int, latents: bool = False, chunk_frames: int = 2048) -> Encoding:
         """audio [T] -> :class:`Encoding`: codes np.int16 [F] (grouped codebooks: [F, G]), the top
         codes np.int16 [ceil(F / stride)] of a hierarchical model (else None), and with ``latents``
         the bottom quantizer's input np.float32 [F, D] (else None).
@@ -110,42 +115,55 @@ class VQSpeech:
         for first in range(0, frames, chunk_frames):
             last = min(frames, first + chunk_frames)
             lo, hi = max(0, first - margin), min(frames, last + margin)
-            q = self.model.quantize(x[:, lo * hop: hi * hop])
-            codes.append(q.vq.codes[0, first - lo: last - lo].cpu().numpy().astype(np.int16))
+            q = self.model.quantize(x[:, lo * hop : hi * hop])
+            codes.append(q.vq.codes[0, first - lo : last - lo].cpu().numpy().astype(np.int16))
             if q.top is not None:
                 s = self.top_stride
-                tops.append(q.top.codes[0, (first - lo) // s: -(-(last - lo) // s)].cpu().numpy().astype(np.int16))
+                tops.append(q.top.codes[0, (first - lo) // s : -(-(last - lo) // s)].cpu().numpy().astype(np.int16))
             if latents:
-                zs.append(q.latents[0, :, first - lo: last - lo].t().cpu().numpy().astype(np.float32))
-        return Encoding(np.concatenate(codes), np.concatenate(tops) if tops else None,
-                        np.concatenate(zs) if latents else None)
+                zs.append(q.latents[0, :, first - lo : last - lo].t().cpu().numpy().astype(np.float32))
+        return Encoding(
+            np.concatenate(codes), np.concatenate(tops) if tops else None, np.concatenate(zs) if latents else None
+        )
 
     def _check_codes(self, encodings: list[Encoding]) -> None:
         """UserError unless the codes fit this model: ranges, levels, top lengths."""
         has_top = [e.top is not None for e in encodings]
         if self.top_stride and not all(has_top):
-            raise UserError("This model decodes two code levels (VQ-VAE-2); give the folder `vqspeech encode` "
-                            "wrote (codes/ and codes_top/), not bottom codes alone.")
+            raise UserError(
+                "This model decodes two code levels (VQ-VAE-2); give the folder `vqspeech encode` "
+                "wrote (codes/ and codes_top/), not bottom codes alone."
+            )
         if not self.top_stride and any(has_top):
-            raise UserError("These codes have two levels but this model has one; decode them with the "
-                            "hierarchical model that made them.")
+            raise UserError(
+                "These codes have two levels but this model has one; decode them with the "
+                "hierarchical model that made them."
+            )
         levels = [(e.codes, self.model.quantizer.num_codes) for e in encodings]
         if self.model.top is not None:
-            levels += [(e.top, self.model.top.num_codes) for e in encodings]
+            levels += [(e.top, self.model.top.num_codes) for e in encodings if e.top is not None]  # all have one
             for e in encodings:
                 expected = self.model.top.top_frames(len(e.codes))
                 if e.top is not None and len(e.top) != expected:
-                    raise UserError(f"{len(e.top)} top codes do not match {len(e.codes)} bottom codes "
-                                    f"(this model needs ceil({len(e.codes)} / {self.top_stride}) = "
-                                    f"{expected}); were they made by another model?")
+                    raise UserError(
+                        f"{len(e.top)} top codes do not match {len(e.codes)} bottom codes "
+                        f"(this model needs ceil({len(e.codes)} / {self.top_stride}) = "
+                        f"{expected}); were they made by another model?"
+                    )
         for array, num_codes in levels:
             array = np.asarray(array)
             if array.size and (array.max() >= num_codes or array.min() < 0):
                 raise UserError(f"Codes must lie in [0, {num_codes}); were they made by another model?")
 
     @torch.no_grad()
-    def decode_batch(self, codes: list[Encoding | np.ndarray], speakers: list[str], temperature: float = 1.0,
-                     seed: int = 0, progress: bool = False) -> list[np.ndarray]:
+    def decode_batch(
+        self,
+        codes: list[Encoding | np.ndarray],
+        speakers: list[str],
+        temperature: float = 1.0,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> list[np.ndarray]:
         """Generate several utterances together; returns waveforms [F_i * hop] at sample_rate.
 
         ``codes``: an :class:`Encoding` per utterance (a bare array [F_i] or [F_i, G] stands for
@@ -160,57 +178,75 @@ class VQSpeech:
         lengths = [len(e) for e in encodings]
         # [N, D, F_max], zeros past each end as in training's padded crops; one utterance at a
         # time, so a top level's context never sees another utterance's padding
-        embedded = [self.model.embed_codes(self._batch_of_one(e.codes),
-                                           None if e.top is None else self._batch_of_one(e.top))[0]
-                    for e in encodings]
+        embedded = [
+            self.model.embed_codes(self._batch_of_one(e.codes), None if e.top is None else self._batch_of_one(e.top))[0]
+            for e in encodings
+        ]
         latents = embedded[0].new_zeros(len(encodings), embedded[0].shape[0], max(lengths))
         for i, z in enumerate(embedded):
             latents[i, :, : lengths[i]] = z
         ids = torch.tensor([self.speaker_id(s) for s in speakers], device=self.device)
-        if self.model.decoder_type == "conv":
+        decoder = self.model.decoder
+        if isinstance(decoder, ConvDecoder):  # model.decoder_type conv
             return self._decode_conv(latents, ids, lengths)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        fast = self._fast_generator()
+        fast = self._fast_generator(decoder)
         if fast is not None:
-            audio = fast.generate(latents, ids, temperature=temperature, generator=generator,
-                                  progress=progress).numpy()
+            audio = fast.generate(latents, ids, temperature=temperature, generator=generator, progress=progress).numpy()
         else:
-            audio = generate(self.model.decoder, latents, ids, temperature=temperature,
-                             generator=generator, progress=progress).cpu().numpy()
-        return [a[: n * self.hop_length] for a, n in zip(audio, lengths)]
+            audio = (
+                generate(decoder, latents, ids, temperature=temperature, generator=generator, progress=progress)
+                .cpu()
+                .numpy()
+            )
+        return [a[: n * self.hop_length] for a, n in zip(audio, lengths, strict=True)]
 
     def _batch_of_one(self, codes: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(codes, dtype=np.int64), device=self.device)[None]
 
     def _decode_conv(self, latents: torch.Tensor, ids: torch.Tensor, lengths: list[int]) -> list[np.ndarray]:
         """The conv decoder on latents [N, D, F]: one batch per distinct length, no padding."""
-        out: list[np.ndarray | None] = [None] * len(lengths)
+        out: dict[int, np.ndarray] = {}  # row -> waveform
         for n in sorted(set(lengths)):
             rows = [i for i, length in enumerate(lengths) if length == n]
             index = torch.tensor(rows, device=self.device)
             audio = self.model.decoder(latents[index, :, :n], ids[index]).float().cpu().numpy()
-            for row, wav in zip(rows, audio):
+            for row, wav in zip(rows, audio, strict=True):
                 out[row] = wav
-        return out
+        return [out[row] for row in range(len(lengths))]
 
-    def _fast_generator(self) -> FastWaveNet | None:
-        """The C generator on CPU (None on GPU, or where no C compiler works: then the reference)."""
+    def _fast_generator(self, decoder: WaveNetDecoder) -> FastWaveNet | None:
+        """The C generator for ``decoder`` (this model's) on CPU (None on GPU, or where no C
+        compiler works: then the reference)."""
         if self.device.type != "cpu":
             return None
         if self._fast is None:
             try:
-                self._fast = FastWaveNet(self.model.decoder)
+                self._fast = FastWaveNet(decoder)
             except UserError as exc:
-                warnings.warn(f"{exc} Falling back to the slower reference generator.")
+                warnings.warn(f"{exc} Falling back to the slower reference generator.", stacklevel=1)
                 self._fast = False
         return self._fast or None
 
-    def decode(self, codes: Encoding | np.ndarray, speaker: str, temperature: float = 1.0, seed: int = 0,
-               progress: bool = False) -> np.ndarray:
+    def decode(
+        self,
+        codes: Encoding | np.ndarray,
+        speaker: str,
+        temperature: float = 1.0,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> np.ndarray:
         """One utterance's codes (see :meth:`decode_batch`) -> waveform [F * hop] at sample_rate."""
         return self.decode_batch([codes], [speaker], temperature, seed, progress)[0]
 
-    def convert(self, audio: np.ndarray, sample_rate: int, speaker: str, temperature: float = 1.0,
-                seed: int = 0, progress: bool = False) -> np.ndarray:
+    def convert(
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        speaker: str,
+        temperature: float = 1.0,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> np.ndarray:
         """Re-synthesise ``audio`` in ``speaker``'s voice (same codes, another speaker embedding)."""
         return self.decode(self.encode(audio, sample_rate), speaker, temperature, seed, progress)

@@ -6,5 +6,16 @@ from .quantizer import QuantizerOutput, VectorQuantizer
 from .vqvae import VQVAE, VQVAEOutput
 from .wavenet import WaveNetDecoder
 
-__all__ = ["CodePrior", "Encoder", "QuantizerOutput", "TransformerPrior", "VectorQuantizer", "VQVAE", "VQVAEOutput",
-           "WaveNetDecoder", "WaveNetPrior", "build_prior", "sample_codes"]
+__all__ = [
+    "CodePrior",
+    "Encoder",
+    "QuantizerOutput",
+    "TransformerPrior",
+    "VectorQuantizer",
+    "VQVAE",
+    "VQVAEOutput",
+    "WaveNetDecoder",
+    "WaveNetPrior",
+    "build_prior",
+    "sample_codes",
+]

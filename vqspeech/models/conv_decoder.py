@@ -44,10 +44,10 @@ LRELU_SLOPE = 0.1
 class WaveformOutput:
     """What the conv decoder's training objective returns for audio [B, T]."""
 
-    waveform: torch.Tensor       # [B, T] the decoded audio, with its graph (the GAN terms need it)
-    target: torch.Tensor         # [B, T] the input audio
-    mask: torch.Tensor | None    # [B, T] 1 = real sample, when the batch was padded
-    loss: torch.Tensor           # multi-scale log-mel L1 (masked, unweighted), with its graph
+    waveform: torch.Tensor  # [B, T] the decoded audio, with its graph (the GAN terms need it)
+    target: torch.Tensor  # [B, T] the input audio
+    mask: torch.Tensor | None  # [B, T] 1 = real sample, when the batch was padded
+    loss: torch.Tensor  # multi-scale log-mel L1 (masked, unweighted), with its graph
 
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -67,8 +67,10 @@ def transposed_padding(kernel_size: int, stride: int) -> tuple[int, int]:
     padding = (kernel_size - stride + 1) // 2
     output_padding = 2 * padding - (kernel_size - stride)
     if output_padding >= stride:  # only stride 1 with an even kernel
-        raise ValueError(f"upsampling kernel {kernel_size} with stride {stride} cannot keep the exact length; "
-                         "use an odd kernel for stride 1")
+        raise ValueError(
+            f"upsampling kernel {kernel_size} with stride {stride} cannot keep the exact length; "
+            "use an odd kernel for stride 1"
+        )
     return padding, output_padding
 
 
@@ -85,13 +87,15 @@ class ResBlock(nn.Module):
             raise ValueError(f"residual block kernel sizes must be odd, got {kernel_size}")
         self.dilated = nn.ModuleList(
             weight_norm(nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=same_padding(kernel_size, d)))
-            for d in dilations)
+            for d in dilations
+        )
         self.pointwise = nn.ModuleList(
             weight_norm(nn.Conv1d(channels, channels, kernel_size, padding=same_padding(kernel_size)))
-            for _ in dilations)
+            for _ in dilations
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for dilated, conv in zip(self.dilated, self.pointwise):
+        for dilated, conv in zip(self.dilated, self.pointwise, strict=True):
             h = dilated(F.leaky_relu(x, LRELU_SLOPE))
             x = x + conv(F.leaky_relu(h, LRELU_SLOPE))
         return x
@@ -119,17 +123,27 @@ class ConvDecoder(nn.Module):
         input_kernel_size, output_kernel_size: kernels of the first and last convolutions.
     """
 
-    def __init__(self, num_speakers: int, latent_dim: int = 64, hop_length: int = 80, sample_rate: int = 8000,
-                 channels: int = 128,
-                 upsample_strides: Sequence[int] = (5, 4, 4), upsample_kernel_sizes: Sequence[int] | None = None,
-                 resblock_kernel_sizes: Sequence[int] = (3, 7, 11),
-                 resblock_dilations: Sequence[Sequence[int]] = ((1, 3, 5), (1, 3, 5), (1, 3, 5)),
-                 global_channels: int = 64, input_kernel_size: int = 7, output_kernel_size: int = 7):
+    def __init__(
+        self,
+        num_speakers: int,
+        latent_dim: int = 64,
+        hop_length: int = 80,
+        sample_rate: int = 8000,
+        channels: int = 128,
+        upsample_strides: Sequence[int] = (5, 4, 4),
+        upsample_kernel_sizes: Sequence[int] | None = None,
+        resblock_kernel_sizes: Sequence[int] = (3, 7, 11),
+        resblock_dilations: Sequence[Sequence[int]] = ((1, 3, 5), (1, 3, 5), (1, 3, 5)),
+        global_channels: int = 64,
+        input_kernel_size: int = 7,
+        output_kernel_size: int = 7,
+    ):
         super().__init__()
         strides = [int(s) for s in upsample_strides]
         if not strides or math.prod(strides) != hop_length:
-            raise ValueError(f"conv decoder upsample_strides {strides} multiply to {math.prod(strides)}, "
-                             f"not hop_length={hop_length}")
+            raise ValueError(
+                f"conv decoder upsample_strides {strides} multiply to {math.prod(strides)}, not hop_length={hop_length}"
+            )
         if upsample_kernel_sizes is None:
             kernels = [2 * s + s % 2 for s in strides]  # the smallest k >= 2u with k - u even
         else:
@@ -137,8 +151,10 @@ class ConvDecoder(nn.Module):
         if len(kernels) != len(strides):
             raise ValueError(f"{len(kernels)} upsample_kernel_sizes for {len(strides)} upsample_strides")
         if len(resblock_kernel_sizes) != len(resblock_dilations) or not resblock_kernel_sizes:
-            raise ValueError(f"resblock_kernel_sizes {list(resblock_kernel_sizes)} and resblock_dilations "
-                             f"{[list(d) for d in resblock_dilations]} must be non-empty and of equal length")
+            raise ValueError(
+                f"resblock_kernel_sizes {list(resblock_kernel_sizes)} and resblock_dilations "
+                f"{[list(d) for d in resblock_dilations]} must be non-empty and of equal length"
+            )
         if channels % 2 ** len(strides):
             raise ValueError(f"conv decoder channels={channels} cannot be halved {len(strides)} times")
         for k in (input_kernel_size, output_kernel_size):
@@ -147,20 +163,29 @@ class ConvDecoder(nn.Module):
         self.hop_length, self.sample_rate = hop_length, sample_rate
         self.upsample_strides = strides
 
-        self.input = weight_norm(nn.Conv1d(latent_dim, channels, input_kernel_size,
-                                           padding=same_padding(input_kernel_size)))
+        self.input = weight_norm(
+            nn.Conv1d(latent_dim, channels, input_kernel_size, padding=same_padding(input_kernel_size))
+        )
         self.speaker_embedding = nn.Embedding(num_speakers, global_channels)
         self.speaker_proj = nn.Linear(global_channels, channels)
         self.upsamples = nn.ModuleList()
         self.mrfs = nn.ModuleList()
         width = channels
-        for stride, kernel in zip(strides, kernels):
+        for stride, kernel in zip(strides, kernels, strict=True):
             padding, output_padding = transposed_padding(kernel, stride)
-            self.upsamples.append(weight_norm(nn.ConvTranspose1d(width, width // 2, kernel, stride, padding=padding,
-                                                                 output_padding=output_padding)))
+            self.upsamples.append(
+                weight_norm(
+                    nn.ConvTranspose1d(
+                        width, width // 2, kernel, stride, padding=padding, output_padding=output_padding
+                    )
+                )
+            )
             width //= 2
-            self.mrfs.append(nn.ModuleList(ResBlock(width, k, d)
-                                           for k, d in zip(resblock_kernel_sizes, resblock_dilations)))
+            self.mrfs.append(
+                nn.ModuleList(
+                    ResBlock(width, k, d) for k, d in zip(resblock_kernel_sizes, resblock_dilations, strict=True)
+                )
+            )
         self.output = nn.Conv1d(width, 1, output_kernel_size, padding=same_padding(output_kernel_size))
         # the objective's filterbanks are non-persistent buffers: the state dict holds no extra keys
         self.mel_loss = MultiScaleMelLoss(sample_rate)
@@ -168,18 +193,24 @@ class ConvDecoder(nn.Module):
     @property
     def last_layer(self) -> nn.Parameter:
         """The output convolution's weight [1, C, k]: where the adaptive GAN weight is measured."""
-        return self.output.weight
+        weight = self.output.weight
+        if not isinstance(weight, nn.Parameter):  # e.g. under a weight-norm parametrization
+            raise TypeError("the output convolution's weight is not a leaf parameter")
+        return weight
 
     def forward(self, latents: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
         """latents [B, D, F], speakers [B] long -> waveform [B, F * hop_length] in [-1, 1]."""
         x = self.input(latents) + self.speaker_proj(self.speaker_embedding(speakers))[:, :, None]
-        for upsample, mrf in zip(self.upsamples, self.mrfs):
+        for upsample, mrf in zip(self.upsamples, self.mrfs, strict=True):
+            if not isinstance(mrf, nn.ModuleList):
+                raise TypeError("ConvDecoder.mrfs holds a module that is not a ModuleList of ResBlocks")
             x = upsample(F.leaky_relu(x, LRELU_SLOPE))
             x = sum(block(x) for block in mrf) / len(mrf)
         return torch.tanh(self.output(F.leaky_relu(x, LRELU_SLOPE))).squeeze(1)
 
-    def reconstruct(self, audio: torch.Tensor, latents: torch.Tensor, speakers: torch.Tensor,
-                    mask: torch.Tensor | None = None) -> WaveformOutput:
+    def reconstruct(
+        self, audio: torch.Tensor, latents: torch.Tensor, speakers: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> WaveformOutput:
         """The training objective: audio [B, T] with T == F * hop_length, latents [B, D, F],
         speakers [B], optional mask [B, T] -> the decoded audio and its multi-scale mel loss (the
         adversarial terms are added by the training task)."""

@@ -48,15 +48,15 @@ class PeriodDiscriminator(nn.Module):
     ``len(channels) + 2`` feature maps, each [B, C, H, period].
     """
 
-    def __init__(self, period: int, channels: Sequence[int] = (16, 32, 64, 128), kernel_size: int = 5,
-                 stride: int = 3):
+    def __init__(self, period: int, channels: Sequence[int] = (16, 32, 64, 128), kernel_size: int = 5, stride: int = 3):
         super().__init__()
         self.period = period
         pad = (kernel_size // 2, 0)
         widths = [1, *channels]
         self.convs = nn.ModuleList(
             weight_norm(nn.Conv2d(c_in, c_out, (kernel_size, 1), (stride, 1), padding=pad))
-            for c_in, c_out in zip(widths[:-1], widths[1:]))
+            for c_in, c_out in zip(widths[:-1], widths[1:], strict=True)
+        )
         self.convs.append(weight_norm(nn.Conv2d(widths[-1], widths[-1], (kernel_size, 1), padding=pad)))
         self.output = weight_norm(nn.Conv2d(widths[-1], 1, (3, 1), padding=(1, 0)))
 
@@ -71,8 +71,7 @@ class PeriodDiscriminator(nn.Module):
         return _conv_stack(self.convs, self.output, x)
 
 
-def _conv_stack(convs: nn.ModuleList, output: nn.Module, x: torch.Tensor
-                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def _conv_stack(convs: nn.ModuleList, output: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Leaky-ReLU convolutions then the output convolution: (logits [B, N], every layer's output)."""
     features = []
     for conv in convs:
@@ -91,16 +90,22 @@ class ScaleDiscriminator(nn.Module):
     convolution: ``len(channels) + 2`` feature maps, each [B, C, T'].
     """
 
-    def __init__(self, channels: Sequence[int] = (16, 32, 64, 128, 128, 128),
-                 strides: Sequence[int] = (2, 2, 4, 4, 1), groups: Sequence[int] = (4, 8, 16, 16, 16),
-                 use_spectral_norm: bool = False):
+    def __init__(
+        self,
+        channels: Sequence[int] = (16, 32, 64, 128, 128, 128),
+        strides: Sequence[int] = (2, 2, 4, 4, 1),
+        groups: Sequence[int] = (4, 8, 16, 16, 16),
+        use_spectral_norm: bool = False,
+    ):
         super().__init__()
         if not len(channels) - 1 == len(strides) == len(groups):
-            raise ValueError(f"scale discriminator: {len(channels)} channels need {len(channels) - 1} strides "
-                             f"and groups, got {len(strides)} and {len(groups)}")
+            raise ValueError(
+                f"scale discriminator: {len(channels)} channels need {len(channels) - 1} strides "
+                f"and groups, got {len(strides)} and {len(groups)}"
+            )
         norm = spectral_norm if use_spectral_norm else weight_norm
         self.convs = nn.ModuleList([norm(nn.Conv1d(1, channels[0], 15, padding=7))])
-        for c_in, c_out, stride, group in zip(channels[:-1], channels[1:], strides, groups):
+        for c_in, c_out, stride, group in zip(channels[:-1], channels[1:], strides, groups, strict=True):
             self.convs.append(norm(nn.Conv1d(c_in, c_out, 41, stride, groups=group, padding=20)))
         self.convs.append(norm(nn.Conv1d(channels[-1], channels[-1], 5, padding=2)))
         self.output = norm(nn.Conv1d(channels[-1], 1, 3, padding=1))
@@ -116,8 +121,13 @@ class MultiPeriodDiscriminator(nn.Module):
     waveform [B, T] -> (logits: len(periods) x [B, N_p], features: len(periods) x (len(channels)+2) maps).
     """
 
-    def __init__(self, periods: Sequence[int] = (2, 3, 5, 7, 11), channels: Sequence[int] = (16, 32, 64, 128),
-                 kernel_size: int = 5, stride: int = 3):
+    def __init__(
+        self,
+        periods: Sequence[int] = (2, 3, 5, 7, 11),
+        channels: Sequence[int] = (16, 32, 64, 128),
+        kernel_size: int = 5,
+        stride: int = 3,
+    ):
         super().__init__()
         self.discriminators = nn.ModuleList(PeriodDiscriminator(p, channels, kernel_size, stride) for p in periods)
 
@@ -132,11 +142,17 @@ class MultiScaleDiscriminator(nn.Module):
     waveform [B, T] -> (logits: scales x [B, N_s], features: scales x (len(channels)+2) maps).
     """
 
-    def __init__(self, scales: int = 3, channels: Sequence[int] = (16, 32, 64, 128, 128, 128),
-                 strides: Sequence[int] = (2, 2, 4, 4, 1), groups: Sequence[int] = (4, 8, 16, 16, 16)):
+    def __init__(
+        self,
+        scales: int = 3,
+        channels: Sequence[int] = (16, 32, 64, 128, 128, 128),
+        strides: Sequence[int] = (2, 2, 4, 4, 1),
+        groups: Sequence[int] = (4, 8, 16, 16, 16),
+    ):
         super().__init__()
         self.discriminators = nn.ModuleList(
-            ScaleDiscriminator(channels, strides, groups, use_spectral_norm=(i == 0)) for i in range(scales))
+            ScaleDiscriminator(channels, strides, groups, use_spectral_norm=(i == 0)) for i in range(scales)
+        )
         self.pool = nn.AvgPool1d(4, 2, padding=1, count_include_pad=False)
 
     def forward(self, audio: torch.Tensor) -> tuple[Logits, Features]:
@@ -158,10 +174,17 @@ class CombinedDiscriminator(nn.Module):
     ``msd_channels``, ``msd_strides``, ``msd_groups``.
     """
 
-    def __init__(self, use_mpd: bool = True, use_msd: bool = True, periods: Sequence[int] = (2, 3, 5, 7, 11),
-                 mpd_channels: Sequence[int] = (16, 32, 64, 128), scales: int = 3,
-                 msd_channels: Sequence[int] = (16, 32, 64, 128, 128, 128),
-                 msd_strides: Sequence[int] = (2, 2, 4, 4, 1), msd_groups: Sequence[int] = (4, 8, 16, 16, 16)):
+    def __init__(
+        self,
+        use_mpd: bool = True,
+        use_msd: bool = True,
+        periods: Sequence[int] = (2, 3, 5, 7, 11),
+        mpd_channels: Sequence[int] = (16, 32, 64, 128),
+        scales: int = 3,
+        msd_channels: Sequence[int] = (16, 32, 64, 128, 128, 128),
+        msd_strides: Sequence[int] = (2, 2, 4, 4, 1),
+        msd_groups: Sequence[int] = (4, 8, 16, 16, 16),
+    ):
         super().__init__()
         if not (use_mpd or use_msd):
             raise ValueError("CombinedDiscriminator needs use_mpd or use_msd (or both)")

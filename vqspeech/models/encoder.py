@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -13,12 +15,24 @@ class ResidualDilatedBlock(nn.Module):
 
     def __init__(self, channels: int, dilation: int, kernel_size: int = 3):
         super().__init__()
-        self.conv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation,
-                              padding=dilation * (kernel_size - 1) // 2)
+        self.conv = nn.Conv1d(
+            channels, channels, kernel_size, dilation=dilation, padding=dilation * (kernel_size - 1) // 2
+        )
         self.proj = nn.Conv1d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.proj(torch.relu(self.conv(torch.relu(x))))
+
+
+def blocks_context(blocks: nn.Sequential) -> int:
+    """Frames on each side that a stack of :class:`ResidualDilatedBlock` reaches: the sum of
+    dilation * (kernel_size - 1) // 2 over the blocks."""
+    reach = 0
+    for block in blocks:
+        if not isinstance(block, ResidualDilatedBlock):
+            raise TypeError(f"expected a stack of ResidualDilatedBlock, found {type(block).__name__}")
+        reach += block.conv.dilation[0] * (block.conv.kernel_size[0] - 1) // 2
+    return reach
 
 
 class Encoder(nn.Module):
@@ -28,12 +42,23 @@ class Encoder(nn.Module):
     the waveform, as in the VQ-VAE paper), then a residual stack of dilated convolutions.
     """
 
-    def __init__(self, sample_rate: int, hop_length: int, frontend: str = "mel", n_mels: int = 80,
-                 n_fft: int | None = None, strides: list[int] | None = None, channels: int = 128, latent_dim: int = 64,
-                 dilations: list[int] = (1, 2, 4, 1, 2, 4), kernel_size: int = 3):
+    def __init__(
+        self,
+        sample_rate: int,
+        hop_length: int,
+        frontend: str = "mel",
+        n_mels: int = 80,
+        n_fft: int | None = None,
+        strides: list[int] | None = None,
+        channels: int = 128,
+        latent_dim: int = 64,
+        dilations: Sequence[int] = (1, 2, 4, 1, 2, 4),
+        kernel_size: int = 3,
+    ):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"encoder kernel_size={kernel_size} must be odd (centred, length-preserving)")
+        self.frontend: LogMelFrontend | ConvFrontend
         if frontend == "mel":
             self.frontend = LogMelFrontend(sample_rate, hop_length, n_mels, n_fft)
         elif frontend == "conv":
@@ -49,8 +74,7 @@ class Encoder(nn.Module):
     def context_frames(self) -> int:
         """Frames on each side that can change a latent frame: chunks overlapping by this much
         encode exactly like one pass."""
-        blocks = sum(b.conv.dilation[0] * (b.conv.kernel_size[0] - 1) // 2 for b in self.blocks)
-        return self.frontend.context_frames + 1 + blocks
+        return self.frontend.context_frames + 1 + blocks_context(self.blocks)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         x = self.input_proj(self.frontend(audio))

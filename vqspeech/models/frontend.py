@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
-                   fmax: float | None = None) -> torch.Tensor:
+def mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> torch.Tensor:
     """Slaney-style triangular mel filters (HTK mel scale), shape [n_mels, n_fft // 2 + 1]."""
     fmax = fmax or sample_rate / 2
 
@@ -30,7 +31,7 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
     rising = (freqs[None] - lower) / (centre - lower)
     falling = (upper - freqs[None]) / (upper - centre)
     filters = np.maximum(0.0, np.minimum(rising, falling))
-    filters *= (2.0 / (upper - lower))  # equal area per filter
+    filters *= 2.0 / (upper - lower)  # equal area per filter
     return torch.tensor(filters, dtype=torch.float32)
 
 
@@ -48,8 +49,17 @@ class LogMelFrontend(nn.Module):
     least 512) so that narrow low-frequency mel filters still cover FFT bins.
     """
 
-    def __init__(self, sample_rate: int, hop_length: int, n_mels: int = 80, n_fft: int | None = None,
-                 win_length: int | None = None):
+    window: torch.Tensor  # [win_length] non-persistent buffer
+    filters: torch.Tensor  # [n_mels, n_fft // 2 + 1] non-persistent buffer
+
+    def __init__(
+        self,
+        sample_rate: int,
+        hop_length: int,
+        n_mels: int = 80,
+        n_fft: int | None = None,
+        win_length: int | None = None,
+    ):
         super().__init__()
         self.hop_length = hop_length
         self.win_length = win_length or 2 * hop_length
@@ -73,8 +83,19 @@ class LogMelFrontend(nn.Module):
         audio = audio[..., : frames * self.hop_length].float()
         mode = "reflect" if audio.shape[-1] > max(left, right) else "constant"
         audio = nn.functional.pad(audio.unsqueeze(1), (left, right), mode=mode).squeeze(1)
-        spec = torch.stft(audio, self.n_fft, self.hop_length, win_length=self.win_length, window=self.window,
-                          center=False, return_complex=True).abs().pow(2)
+        spec = (
+            torch.stft(
+                audio,
+                self.n_fft,
+                self.hop_length,
+                win_length=self.win_length,
+                window=self.window,
+                center=False,
+                return_complex=True,
+            )
+            .abs()
+            .pow(2)
+        )
         mel = torch.matmul(self.filters, spec)[..., :frames]
         return torch.log(mel.clamp_min(1e-5))
 
@@ -85,14 +106,14 @@ class ConvFrontend(nn.Module):
     def __init__(self, hop_length: int, strides: list[int], channels: int = 128):
         super().__init__()
         if math.prod(strides) != hop_length:
-            raise ValueError(f"encoder strides {strides} multiply to {math.prod(strides)}, "
-                             f"not hop_length={hop_length}")
+            raise ValueError(f"encoder strides {strides} multiply to {math.prod(strides)}, not hop_length={hop_length}")
         self.hop_length = hop_length
         self.out_channels = channels
         self.strides = list(strides)
         # kernel 2*stride with `stride` samples of padding in all keeps exactly T/stride frames
         self.convs = nn.ModuleList(
-            nn.Conv1d(1 if i == 0 else channels, channels, 2 * s, s) for i, s in enumerate(strides))
+            nn.Conv1d(1 if i == 0 else channels, channels, 2 * s, s) for i, s in enumerate(strides)
+        )
 
     @property
     def context_frames(self) -> int:
@@ -107,6 +128,6 @@ class ConvFrontend(nn.Module):
         """audio [B, T] -> features [B, channels, T // hop]."""
         frames = _frames(audio, self.hop_length)
         x = audio[..., : frames * self.hop_length].unsqueeze(1)
-        for stride, conv in zip(self.strides, self.convs):
+        for stride, conv in zip(self.strides, self.convs, strict=True):
             x = torch.relu(conv(nn.functional.pad(x, (stride // 2, stride - stride // 2))))
         return x

@@ -17,7 +17,7 @@ discriminator on only after a warm-up (:func:`discriminator_active`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -38,10 +38,17 @@ class MultiScaleMelLoss(nn.Module):
     Frames are centred (``center=True``, reflect padding), frame j at sample j * hop.
     """
 
-    def __init__(self, sample_rate: int = 8000, fft_sizes: Sequence[int] = (128, 256, 512),
-                 hop_lengths: Sequence[int] | None = None, win_lengths: Sequence[int] | None = None,
-                 n_mels: Sequence[int] = (20, 40, 80), fmin: float = 0.0, fmax: float | None = None,
-                 eps: float = 1e-5):
+    def __init__(
+        self,
+        sample_rate: int = 8000,
+        fft_sizes: Sequence[int] = (128, 256, 512),
+        hop_lengths: Sequence[int] | None = None,
+        win_lengths: Sequence[int] | None = None,
+        n_mels: Sequence[int] = (20, 40, 80),
+        fmin: float = 0.0,
+        fmax: float | None = None,
+        eps: float = 1e-5,
+    ):
         super().__init__()
         self.fft_sizes = [int(n) for n in fft_sizes]
         self.hop_lengths = [n // 4 for n in self.fft_sizes] if hop_lengths is None else [int(h) for h in hop_lengths]
@@ -49,22 +56,28 @@ class MultiScaleMelLoss(nn.Module):
         self.n_mels = [int(m) for m in n_mels]
         if not len(self.fft_sizes) == len(self.hop_lengths) == len(self.win_lengths) == len(self.n_mels) > 0:
             raise ValueError("fft_sizes, hop_lengths, win_lengths and n_mels need one entry per scale")
-        for n_fft, win in zip(self.fft_sizes, self.win_lengths):
+        for n_fft, win in zip(self.fft_sizes, self.win_lengths, strict=True):
             if win > n_fft:
                 raise ValueError(f"window of {win} samples is longer than its FFT ({n_fft} points)")
         self.eps = eps
-        for i, (n_fft, win, mels) in enumerate(zip(self.fft_sizes, self.win_lengths, self.n_mels)):
+        for i, (n_fft, win, mels) in enumerate(zip(self.fft_sizes, self.win_lengths, self.n_mels, strict=True)):
             self.register_buffer(f"window_{i}", torch.hann_window(win), persistent=False)
-            self.register_buffer(f"filters_{i}", mel_filterbank(sample_rate, n_fft, mels, fmin, fmax),
-                                 persistent=False)
+            self.register_buffer(f"filters_{i}", mel_filterbank(sample_rate, n_fft, mels, fmin, fmax), persistent=False)
 
     def log_mel(self, audio: torch.Tensor, scale: int) -> torch.Tensor:
         """audio [B, T] -> log-mel [B, n_mels[scale], 1 + T // hop_lengths[scale]]."""
         n_fft, hop = self.fft_sizes[scale], self.hop_lengths[scale]
         pad = n_fft // 2
         x = F.pad(audio.float().unsqueeze(1), (pad, pad), mode="reflect" if audio.shape[-1] > pad else "constant")
-        spec = torch.stft(x.squeeze(1), n_fft, hop, win_length=self.win_lengths[scale],
-                          window=getattr(self, f"window_{scale}"), center=False, return_complex=True)
+        spec = torch.stft(
+            x.squeeze(1),
+            n_fft,
+            hop,
+            win_length=self.win_lengths[scale],
+            window=getattr(self, f"window_{scale}"),
+            center=False,
+            return_complex=True,
+        )
         # sqrt(|X|^2 + 1e-9) as in HiFi-GAN: a finite gradient where the magnitude is zero
         magnitude = torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + 1e-9)
         mel = torch.matmul(getattr(self, f"filters_{scale}"), magnitude)
@@ -89,6 +102,14 @@ class MultiScaleMelLoss(nn.Module):
         return torch.stack(losses).mean()
 
 
+def _total(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``sum(terms)`` (0 + t_1 + t_2 + ...), which must have at least one term."""
+    total = sum(terms)
+    if not isinstance(total, torch.Tensor):
+        raise ValueError("a loss over no sub-discriminators (empty logits or features)")
+    return total
+
+
 def discriminator_loss(real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor]) -> torch.Tensor:
     """LSGAN discriminator loss: sum_k E[(1 - D_k(x))^2] + E[D_k(G(z))^2] over sub-discriminators k.
 
@@ -96,29 +117,40 @@ def discriminator_loss(real_logits: Sequence[torch.Tensor], fake_logits: Sequenc
     """
     if len(real_logits) != len(fake_logits):
         raise ValueError(f"{len(real_logits)} real and {len(fake_logits)} fake logits tensors")
-    return sum(torch.mean((1.0 - r) ** 2) + torch.mean(f ** 2) for r, f in zip(real_logits, fake_logits))
+    return _total(torch.mean((1.0 - r) ** 2) + torch.mean(f**2) for r, f in zip(real_logits, fake_logits, strict=True))
 
 
 def generator_adversarial_loss(fake_logits: Sequence[torch.Tensor]) -> torch.Tensor:
     """LSGAN generator loss: sum_k E[(1 - D_k(G(z)))^2]."""
-    return sum(torch.mean((1.0 - f) ** 2) for f in fake_logits)
+    return _total(torch.mean((1.0 - f) ** 2) for f in fake_logits)
 
 
-def feature_matching_loss(real_features: Sequence[Sequence[torch.Tensor]],
-                          fake_features: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+def feature_matching_loss(
+    real_features: Sequence[Sequence[torch.Tensor]], fake_features: Sequence[Sequence[torch.Tensor]]
+) -> torch.Tensor:
     """sum_k sum_l E|D_k^l(x) - D_k^l(G(z))| over sub-discriminators k and their layers l.
 
     The real features are detached: this term trains the generator only. (HiFi-GAN's
     ``feature_loss`` returns twice this, its lambda_fm = 2 folded in.)
     """
-    if len(real_features) != len(fake_features) or any(len(r) != len(f) for r, f in zip(real_features, fake_features)):
+    if len(real_features) != len(fake_features) or any(
+        len(r) != len(f) for r, f in zip(real_features, fake_features, strict=True)
+    ):
         raise ValueError("real and fake feature maps do not have the same structure")
-    return sum(torch.mean((r.detach() - f).abs()) for rs, fs in zip(real_features, fake_features)
-               for r, f in zip(rs, fs))
+    return _total(
+        torch.mean((r.detach() - f).abs())
+        for rs, fs in zip(real_features, fake_features, strict=True)
+        for r, f in zip(rs, fs, strict=True)
+    )
 
 
-def adaptive_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: torch.Tensor,
-                    delta: float = 1e-4, max_weight: float = 1e4) -> torch.Tensor:
+def adaptive_weight(
+    rec_loss: torch.Tensor,
+    gan_loss: torch.Tensor,
+    last_layer: torch.Tensor,
+    delta: float = 1e-4,
+    max_weight: float = 1e4,
+) -> torch.Tensor:
     """VQ-GAN's adaptive weight of the adversarial term (Esser et al., 2021, Sec. 3.1):
 
         lambda = ||grad_{G_L} L_rec|| / (||grad_{G_L} L_GAN|| + delta),  clamped to [0, max_weight],
@@ -134,8 +166,8 @@ def adaptive_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: 
     """
     if not (rec_loss.requires_grad and gan_loss.requires_grad):
         return torch.zeros((), device=rec_loss.device)
-    rec_grad, = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)
-    gan_grad, = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)
+    (rec_grad,) = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)
+    (gan_grad,) = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)
     weight = torch.linalg.vector_norm(rec_grad) / (torch.linalg.vector_norm(gan_grad) + delta)
     return weight.clamp(0.0, max_weight).detach()
 

@@ -11,13 +11,14 @@ padded by repeating its last frame).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .encoder import ResidualDilatedBlock
+from .encoder import ResidualDilatedBlock, blocks_context
 from .quantizer import QuantizerOutput, build_quantizer
 
 
@@ -25,9 +26,16 @@ class TopLevel(nn.Module):
     """Encoder, quantizer and upsampler of the top codes, plus the two 1x1 convolutions that join
     the levels. ``quantizer`` takes the options of ``conf/model/*.yaml``'s ``quantizer`` block."""
 
-    def __init__(self, latent_dim: int, stride: int, num_codes: int = 128, channels: int = 128,
-                 dilations: list[int] = (1, 2, 4), kernel_size: int = 3,
-                 quantizer: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        latent_dim: int,
+        stride: int,
+        num_codes: int = 128,
+        channels: int = 128,
+        dilations: Sequence[int] = (1, 2, 4),
+        kernel_size: int = 3,
+        quantizer: dict[str, Any] | None = None,
+    ):
         super().__init__()
         if stride < 2:
             raise ValueError(f"the top level's stride must be >= 2, not {stride}")
@@ -50,7 +58,7 @@ class TopLevel(nn.Module):
     def context_frames(self) -> int:
         """Bottom frames on each side of a frame that can change its bottom code or decoder input
         (through the top level), not counting the encoder's own context."""
-        blocks = sum(b.conv.dilation[0] * (b.conv.kernel_size[0] - 1) // 2 for b in self.down_blocks)
+        blocks = blocks_context(self.down_blocks)
         # the frame's top code j sees top codes j +- (1 + blocks) through the upsampler, each of
         # which sees its own s frames and `blocks` top codes either side through the downsampler
         return self.stride * (2 * blocks + 3)

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .wavenet import ResidualLayer
+from .wavenet import ResidualLayer, residual_layers
 
 
 class TopConditioning(nn.Module):
@@ -46,12 +47,12 @@ class TopConditioning(nn.Module):
     def __init__(self, num_codes: int, stride: int, width: int):
         super().__init__()
         if num_codes < 1 or stride < 1:
-            raise ValueError(f"top conditioning needs top_codes >= 1 and top_stride >= 1, not "
-                             f"{num_codes} and {stride}")
+            raise ValueError(f"top conditioning needs top_codes >= 1 and top_stride >= 1, not {num_codes} and {stride}")
         self.num_codes, self.stride = num_codes, stride
         self.embedding = nn.Embedding(num_codes, width)
-        self.convs = nn.Sequential(nn.Conv1d(width, width, 3, padding=1), nn.ReLU(),
-                                   nn.Conv1d(width, width, 3, padding=1))
+        self.convs = nn.Sequential(
+            nn.Conv1d(width, width, 3, padding=1), nn.ReLU(), nn.Conv1d(width, width, 3, padding=1)
+        )
 
     def forward(self, top: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """top [B, J] long -> [B, T, width] with T = ``length`` (default J * stride, all of it);
@@ -59,8 +60,10 @@ class TopConditioning(nn.Module):
         covered = top.shape[1] * self.stride
         length = covered if length is None else length
         if covered < length:
-            raise ValueError(f"{top.shape[1]} top codes cover {covered} positions at stride "
-                             f"{self.stride}, fewer than the {length} to condition")
+            raise ValueError(
+                f"{top.shape[1]} top codes cover {covered} positions at stride "
+                f"{self.stride}, fewer than the {length} to condition"
+            )
         x = self.convs(self.embedding(top).transpose(1, 2))  # [B, width, J]
         return x.repeat_interleave(self.stride, dim=-1)[:, :, :length].transpose(1, 2)
 
@@ -70,15 +73,16 @@ class CodePrior(nn.Module, metaclass=abc.ABCMeta):
     -> next-code logits [B, T, K] (strictly causal in the codes). Grouped codes: [B, T, G] ->
     [B, T, G, K], logits[:, t, g] seeing codes[:, :t] and codes[:, t, :g]."""
 
-    def __init__(self, num_speakers: int, num_codes: int, top_codes: int = 0, top_stride: int = 1,
-                 groups: int = 1):
+    code_embedding: nn.Embedding  # (K + 1) codes per group (the start token last), built by the subclass
+
+    def __init__(self, num_speakers: int, num_codes: int, top_codes: int = 0, top_stride: int = 1, groups: int = 1):
         super().__init__()
         if groups < 1:
             raise ValueError(f"groups must be >= 1, not {groups}")
         self.num_speakers, self.num_codes, self.groups = num_speakers, num_codes, groups
         self.top_codes, self.top_stride = top_codes, top_stride
         self.top_conditioning: TopConditioning | None = None  # built last by the subclass, if conditioned
-        self.group_embedding: nn.Embedding | None = None     # grouped codes only, built last
+        self.group_embedding: nn.Embedding | None = None  # grouped codes only, built last
 
     def _build_top_conditioning(self, width: int) -> None:
         """Called at the end of a subclass's constructor: the optional modules draw their random
@@ -94,11 +98,24 @@ class CodePrior(nn.Module, metaclass=abc.ABCMeta):
             self.group_embedding = nn.Embedding((self.groups - 1) * self.num_codes, hidden)
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], num_speakers: int, num_codes: int, top_codes: int = 0,
-                    top_stride: int = 1, groups: int = 1) -> "CodePrior":
+    def from_config(
+        cls,
+        cfg: Mapping[str, Any],
+        num_speakers: int,
+        num_codes: int,
+        top_codes: int = 0,
+        top_stride: int = 1,
+        groups: int = 1,
+    ) -> CodePrior:
         """Build from a dict shaped like ``conf/prior/*.yaml`` (the ``arch`` key is ignored here)."""
-        return cls(num_speakers, num_codes, **{k: v for k, v in dict(cfg).items() if k != "arch"},
-                   top_codes=top_codes, top_stride=top_stride, groups=groups)
+        return cls(
+            num_speakers,
+            num_codes,
+            **{k: v for k, v in dict(cfg).items() if k != "arch"},
+            top_codes=top_codes,
+            top_stride=top_stride,
+            groups=groups,
+        )
 
     # -- grouped codes: input embedding of a tuple, the head one group at a time ------------------
 
@@ -117,9 +134,11 @@ class CodePrior(nn.Module, metaclass=abc.ABCMeta):
         """Logits [..., K] of ``group`` given the hidden state [..., H] and that step's codes of the
         groups before it, earlier [..., >= group]."""
         if group:
+            if self.group_embedding is None:
+                raise ValueError(f"a prior with groups={self.groups} has no group {group}")
             offsets = torch.arange(group, device=earlier.device) * self.num_codes
             hidden = hidden + self.group_embedding(earlier[..., :group] + offsets).sum(dim=-2)
-        return self._head(hidden)[..., group * self.num_codes: (group + 1) * self.num_codes]
+        return self._head(hidden)[..., group * self.num_codes : (group + 1) * self.num_codes]
 
     def codes_logits(self, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: hidden [B, T, H] and the codes they predict -> logits [B, T, K]
@@ -137,8 +156,10 @@ class CodePrior(nn.Module, metaclass=abc.ABCMeta):
         """One step of a single-codebook prior: the next code's logits [B, K] (grouped priors go
         through :meth:`step_hidden` and :meth:`group_logits`, as :func:`sample_codes` does)."""
         if self.groups > 1:
-            raise ValueError("a grouped prior predicts a step's codes one group at a time; use "
-                             "step_hidden and group_logits (see sample_codes)")
+            raise ValueError(
+                "a grouped prior predicts a step's codes one group at a time; use "
+                "step_hidden and group_logits (see sample_codes)"
+            )
         return self._head(self.step_hidden(state, prev_codes, speakers))
 
     @property
@@ -155,8 +176,10 @@ class CodePrior(nn.Module, metaclass=abc.ABCMeta):
                 raise ValueError("this prior is not conditioned on top codes (top_codes=0); do not pass top")
             return None
         if top is None:
-            raise ValueError(f"this prior is conditioned on top codes (top_codes={self.top_codes}, "
-                             f"stride {self.top_stride}); pass top=[B, ceil(T / stride)]")
+            raise ValueError(
+                f"this prior is conditioned on top codes (top_codes={self.top_codes}, "
+                f"stride {self.top_stride}); pass top=[B, ceil(T / stride)]"
+            )
         return self.top_conditioning(top, length)
 
     @property
@@ -181,8 +204,7 @@ class CodePrior(nn.Module, metaclass=abc.ABCMeta):
         return prev_codes
 
     @abc.abstractmethod
-    def forward(self, codes: torch.Tensor, speakers: torch.Tensor,
-                top: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, codes: torch.Tensor, speakers: torch.Tensor, top: torch.Tensor | None = None) -> torch.Tensor:
         """codes [B, T], speakers [B], top [B, >= ceil(T / stride)] (conditioned priors only) ->
         logits [B, T, K]; ``logits[:, t]`` sees ``codes[:, :t]`` (and all of ``top``)."""
 
@@ -192,14 +214,14 @@ class CodePrior(nn.Module, metaclass=abc.ABCMeta):
         needs the top codes [B, J] of the whole sequence to be generated (up to J * stride steps)."""
 
 
-
 def top_column(state) -> torch.Tensor | None:
     """The state's conditioning at its current step: [B, width], or None when unconditioned."""
     if state.top is None:
         return None
     if state.t >= state.top.shape[1]:
-        raise ValueError(f"the top codes given to new_state cover {state.top.shape[1]} steps; "
-                         f"step {state.t} is past them")
+        raise ValueError(
+            f"the top codes given to new_state cover {state.top.shape[1]} steps; step {state.t} is past them"
+        )
     return state.top[:, state.t]
 
 
@@ -209,12 +231,14 @@ def top_column(state) -> torch.Tensor | None:
 
 class WaveNetPriorState:
     """Per-layer ring buffers of past residual inputs (layer i: [B, R, (k-1)*d_i + 1]), as in
-    ``vqspeech.generate.IncrementalState``; ``t`` is the number of steps taken; ``top`` the upsampled
+    ``vqspeech.inference.generate.IncrementalState``; ``t`` is the number of steps taken; ``top`` the upsampled
     top-code conditioning [B, J * stride, R] (None when unconditioned)."""
 
-    def __init__(self, prior: "WaveNetPrior", batch: int, device, dtype, top: torch.Tensor | None = None):
-        self.buffers = [torch.zeros(batch, layer.residual_channels, layer.receptive_field + 1,
-                                    device=device, dtype=dtype) for layer in prior.layers]
+    def __init__(self, prior: WaveNetPrior, batch: int, device, dtype, top: torch.Tensor | None = None):
+        self.buffers = [
+            torch.zeros(batch, layer.residual_channels, layer.receptive_field + 1, device=device, dtype=dtype)
+            for layer in residual_layers(prior.layers)
+        ]
         self.t = 0
         self.top = top
 
@@ -227,10 +251,22 @@ class WaveNetPrior(CodePrior):
     default, as in the decoder.
     """
 
-    def __init__(self, num_speakers: int, num_codes: int, residual_channels: int = 64,
-                 gate_channels: int = 128, skip_channels: int = 64, kernel_size: int = 2,
-                 layers: int = 14, cycles: int = 2, global_channels: int = 32, dropout: float = 0.0,
-                 top_codes: int = 0, top_stride: int = 1, groups: int = 1):
+    def __init__(
+        self,
+        num_speakers: int,
+        num_codes: int,
+        residual_channels: int = 64,
+        gate_channels: int = 128,
+        skip_channels: int = 64,
+        kernel_size: int = 2,
+        layers: int = 14,
+        cycles: int = 2,
+        global_channels: int = 32,
+        dropout: float = 0.0,
+        top_codes: int = 0,
+        top_stride: int = 1,
+        groups: int = 1,
+    ):
         super().__init__(num_speakers, num_codes, top_codes, top_stride, groups)
         if layers % cycles:
             raise ValueError(f"prior layers={layers} is not a multiple of cycles={cycles}")
@@ -238,22 +274,30 @@ class WaveNetPrior(CodePrior):
         self.speaker_embedding = nn.Embedding(num_speakers, global_channels)
         per_cycle = layers // cycles
         self.layers = nn.ModuleList(
-            ResidualLayer(residual_channels, gate_channels, skip_channels, kernel_size, 2 ** (i % per_cycle),
-                          local_channels=0, global_channels=global_channels)
-            for i in range(layers))
+            ResidualLayer(
+                residual_channels,
+                gate_channels,
+                skip_channels,
+                kernel_size,
+                2 ** (i % per_cycle),
+                local_channels=0,
+                global_channels=global_channels,
+            )
+            for i in range(layers)
+        )
         self.dropout = nn.Dropout(dropout)
-        self.output = nn.Sequential(nn.ReLU(), nn.Linear(skip_channels, skip_channels), nn.ReLU(),
-                                    nn.Linear(skip_channels, groups * num_codes))
+        self.output = nn.Sequential(
+            nn.ReLU(), nn.Linear(skip_channels, skip_channels), nn.ReLU(), nn.Linear(skip_channels, groups * num_codes)
+        )
         self._build_top_conditioning(residual_channels)
         self._build_group_embedding(skip_channels)
 
     @property
     def receptive_field(self) -> int:
         """Input positions (the current one included) that one output depends on."""
-        return 1 + sum(layer.receptive_field for layer in self.layers)
+        return 1 + sum(layer.receptive_field for layer in residual_layers(self.layers))
 
-    def forward(self, codes: torch.Tensor, speakers: torch.Tensor,
-                top: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, codes: torch.Tensor, speakers: torch.Tensor, top: torch.Tensor | None = None) -> torch.Tensor:
         """codes [B, T] long, speakers [B], top [B, >= ceil(T / stride)] when conditioned -> logits
         [B, T, K]; any T."""
         x = self.embed_codes(self.shift_right(codes))  # [B, T, R]
@@ -262,12 +306,12 @@ class WaveNetPrior(CodePrior):
             x = x + cond
         x = self.dropout(x).transpose(1, 2)  # [B, R, T]
         speaker = self.speaker_embedding(speakers)
-        skips = 0
-        for layer in self.layers:
+        skips: torch.Tensor | int = 0
+        for layer in residual_layers(self.layers):
             cond = layer.conditioning(None, speaker).expand(-1, -1, x.shape[-1])  # [B, gate, T], a view
             x, skip = layer(x, cond, hop_length=1)
             skips = skips + skip
-        return self.codes_logits(skips.transpose(1, 2), codes)
+        return self.codes_logits(_layer_sum(skips).transpose(1, 2), codes)
 
     def _head(self, skips: torch.Tensor) -> torch.Tensor:
         """Summed skips [..., S] -> logits [..., G * K]."""
@@ -276,8 +320,9 @@ class WaveNetPrior(CodePrior):
     def new_state(self, batch: int, device=None, top: torch.Tensor | None = None) -> WaveNetPriorState:
         return WaveNetPriorState(self, batch, device, self.code_embedding.weight.dtype, self.top_inputs(top))
 
-    def step_hidden(self, state: WaveNetPriorState, prev_codes: torch.Tensor | None,
-                    speakers: torch.Tensor) -> torch.Tensor:
+    def step_hidden(
+        self, state: WaveNetPriorState, prev_codes: torch.Tensor | None, speakers: torch.Tensor
+    ) -> torch.Tensor:
         """The summed skips [B, S] for the next code; prev_codes [B] (grouped [B, G]; None at the
         first step), speakers [B]. Updates ``state`` in place. Costs one column per layer, whatever
         the receptive field."""
@@ -286,16 +331,22 @@ class WaveNetPrior(CodePrior):
         if cond is not None:
             x = x + cond
         speaker = self.speaker_embedding(speakers)
-        skips = 0
-        for layer, buffer in zip(self.layers, state.buffers):
+        skips: torch.Tensor | int = 0
+        for layer, buffer in zip(residual_layers(self.layers), state.buffers, strict=True):
             size = buffer.shape[-1]
             buffer[:, :, state.t % size] = x
-            taps = [(state.t - (layer.kernel_size - 1 - j) * layer.dilation) % size
-                    for j in range(layer.kernel_size)]
+            taps = [(state.t - (layer.kernel_size - 1 - j) * layer.dilation) % size for j in range(layer.kernel_size)]
             x, skip = layer.step(buffer[:, :, taps], x, layer.conditioning(None, speaker)[:, :, 0])
             skips = skips + skip
         state.t += 1
-        return skips
+        return _layer_sum(skips)
+
+
+def _layer_sum(skips: torch.Tensor | int) -> torch.Tensor:
+    """The skip sum of a stack of layers (0 + skip_1 + ...); the int 0 would mean no layers."""
+    if not isinstance(skips, torch.Tensor):
+        raise ValueError("a WaveNet prior needs at least one layer")
+    return skips
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,16 +378,17 @@ class TransformerPriorState:
     """A key/value cache per layer, the absolute position ``t`` of the next input and the upsampled
     top-code conditioning ``top`` [B, J * stride, d] (None when unconditioned)."""
 
-    def __init__(self, prior: "TransformerPrior", batch: int, device, dtype, top: torch.Tensor | None = None):
+    def __init__(self, prior: TransformerPrior, batch: int, device, dtype, top: torch.Tensor | None = None):
         head_dim = prior.d_model // prior.heads
-        self.caches = [KVCache(batch, prior.heads, prior.context, head_dim, device, dtype)
-                       for _ in prior.blocks]
+        self.caches = [KVCache(batch, prior.heads, prior.context, head_dim, device, dtype) for _ in prior.blocks]
         self.t = 0
         self.top = top
 
 
 class SelfAttention(nn.Module):
     """Causal multi-head self-attention with RoPE and a sliding window of ``context`` positions."""
+
+    inv_freq: torch.Tensor  # [hd/2] non-persistent buffer: the rotary frequencies
 
     def __init__(self, d_model: int, heads: int, context: int, dropout: float, rope_base: float):
         super().__init__()
@@ -347,8 +399,9 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(d_model, d_model)
         self.resid_dropout = nn.Dropout(dropout)
         head_dim = d_model // heads
-        self.register_buffer("inv_freq", rope_base ** (-torch.arange(0, head_dim, 2).float() / head_dim),
-                             persistent=False)
+        self.register_buffer(
+            "inv_freq", rope_base ** (-torch.arange(0, head_dim, 2).float() / head_dim), persistent=False
+        )
 
     def _split(self, x: torch.Tensor, positions: torch.Tensor):
         """x [B, T, d] -> q, k, v [B, H, T, hd] with q and k rotated."""
@@ -390,14 +443,17 @@ class SelfAttention(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
-    def __init__(self, d_model: int, heads: int, context: int, mlp_ratio: int, dropout: float,
-                 rope_base: float):
+    def __init__(self, d_model: int, heads: int, context: int, mlp_ratio: int, dropout: float, rope_base: float):
         super().__init__()
         self.ln1 = nn.LayerNorm(d_model)
         self.attn = SelfAttention(d_model, heads, context, dropout, rope_base)
         self.ln2 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(),
-                                 nn.Linear(mlp_ratio * d_model, d_model), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, mlp_ratio * d_model),
+            nn.GELU(),
+            nn.Linear(mlp_ratio * d_model, d_model),
+            nn.Dropout(dropout),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))
@@ -417,21 +473,37 @@ class TransformerPrior(CodePrior):
     inputs use the same banded window as ``step``, so forward and incremental steps agree at any length.
     """
 
-    def __init__(self, num_speakers: int, num_codes: int, d_model: int = 128, layers: int = 4,
-                 heads: int = 4, context: int = 256, mlp_ratio: int = 4, dropout: float = 0.0,
-                 rope_base: float = 10000.0, top_codes: int = 0, top_stride: int = 1, groups: int = 1):
+    def __init__(
+        self,
+        num_speakers: int,
+        num_codes: int,
+        d_model: int = 128,
+        layers: int = 4,
+        heads: int = 4,
+        context: int = 256,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+        rope_base: float = 10000.0,
+        top_codes: int = 0,
+        top_stride: int = 1,
+        groups: int = 1,
+    ):
         super().__init__(num_speakers, num_codes, top_codes, top_stride, groups)
         self.d_model, self.heads, self.context = d_model, heads, context
         self.code_embedding = nn.Embedding(groups * (num_codes + 1), d_model)
         self.speaker_embedding = nn.Embedding(num_speakers, d_model)
         self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(d_model, heads, context, mlp_ratio, dropout, rope_base)
-                                    for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            Block(d_model, heads, context, mlp_ratio, dropout, rope_base) for _ in range(layers)
+        )
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, groups * num_codes)
         self.apply(self._init_weights)
-        for block in self.blocks:  # GPT-2: residual projections scaled by 1/sqrt(2 * layers)
-            for proj in (block.attn.proj, block.mlp[2]):
+        for block in self._typed_blocks():  # GPT-2: residual projections scaled by 1/sqrt(2 * layers)
+            mlp_out = block.mlp[2]
+            if not isinstance(mlp_out, nn.Linear):
+                raise TypeError("Block.mlp[2] is not the MLP's output projection")
+            for proj in (block.attn.proj, mlp_out):
                 nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * layers))
         self._build_top_conditioning(d_model)
         if self.top_conditioning is not None:  # its embedding on the scale of the code embedding's
@@ -447,21 +519,26 @@ class TransformerPrior(CodePrior):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    def _typed_blocks(self) -> list[Block]:
+        """``blocks`` with their type (a ModuleList yields plain Modules)."""
+        blocks = [block for block in self.blocks if isinstance(block, Block)]
+        if len(blocks) != len(self.blocks):
+            raise TypeError("TransformerPrior.blocks holds a module that is not a Block")
+        return blocks
+
     @property
     def receptive_field(self) -> int:
         """Input positions (the current one included) that one output depends on: each layer looks
         back ``context - 1`` positions, and stacked windows add up."""
         return len(self.blocks) * (self.context - 1) + 1
 
-    def _embed(self, tokens: torch.Tensor, speakers: torch.Tensor,
-               cond: torch.Tensor | None = None) -> torch.Tensor:
+    def _embed(self, tokens: torch.Tensor, speakers: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """tokens [B, T] (grouped [B, T, G]), speakers [B], top-code conditioning [B, T, d] or None
         -> [B, T, d]."""
         x = self.embed_codes(tokens) + self.speaker_embedding(speakers)[:, None]
         return self.dropout(x if cond is None else x + cond)
 
-    def forward(self, codes: torch.Tensor, speakers: torch.Tensor,
-                top: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, codes: torch.Tensor, speakers: torch.Tensor, top: torch.Tensor | None = None) -> torch.Tensor:
         """codes [B, T] long, speakers [B], top [B, >= ceil(T / stride)] when conditioned -> logits
         [B, T, K]."""
         x = self._embed(self.shift_right(codes), speakers, self.top_inputs(top, codes.shape[1]))
@@ -474,18 +551,19 @@ class TransformerPrior(CodePrior):
         return self.head(hidden)
 
     def new_state(self, batch: int, device=None, top: torch.Tensor | None = None) -> TransformerPriorState:
-        return TransformerPriorState(self, batch, device, self.code_embedding.weight.dtype,
-                                     self.top_inputs(top))
+        return TransformerPriorState(self, batch, device, self.code_embedding.weight.dtype, self.top_inputs(top))
 
-    def step_hidden(self, state: TransformerPriorState, prev_codes: torch.Tensor | None,
-                    speakers: torch.Tensor) -> torch.Tensor:
+    def step_hidden(
+        self, state: TransformerPriorState, prev_codes: torch.Tensor | None, speakers: torch.Tensor
+    ) -> torch.Tensor:
         """The final-LayerNorm output [B, d] for the next code; prev_codes [B] (grouped [B, G]; None
         at the first step), speakers [B]. Updates ``state`` in place; beyond ``context`` steps the
         oldest cache entries are dropped."""
         cond = top_column(state)
-        x = self._embed(self.step_inputs(prev_codes, speakers)[:, None], speakers,
-                        None if cond is None else cond[:, None])
-        for block, cache in zip(self.blocks, state.caches):
+        x = self._embed(
+            self.step_inputs(prev_codes, speakers)[:, None], speakers, None if cond is None else cond[:, None]
+        )
+        for block, cache in zip(self._typed_blocks(), state.caches, strict=True):
             x = block.step(x, cache, state.t)
         state.t += 1
         return self.ln_f(x[:, 0])
@@ -493,11 +571,12 @@ class TransformerPrior(CodePrior):
 
 # --------------------------------------------------------------------------------------------
 
-PRIORS = {"wavenet": WaveNetPrior, "transformer": TransformerPrior}
+PRIORS: dict[str, type[CodePrior]] = {"wavenet": WaveNetPrior, "transformer": TransformerPrior}
 
 
-def build_prior(cfg: Mapping[str, Any], num_speakers: int, num_codes: int, top_codes: int = 0,
-                top_stride: int = 1, groups: int = 1) -> CodePrior:
+def build_prior(
+    cfg: Mapping[str, Any], num_speakers: int, num_codes: int, top_codes: int = 0, top_stride: int = 1, groups: int = 1
+) -> CodePrior:
     """Build the prior named by ``cfg["arch"]`` from a dict shaped like ``conf/prior/*.yaml``;
     ``top_codes`` > 0 conditions it on top codes of that codebook size, ``top_stride`` bottom codes
     per top code; ``groups`` > 1 models tuples of that many codes (K each) per step."""
@@ -507,8 +586,9 @@ def build_prior(cfg: Mapping[str, Any], num_speakers: int, num_codes: int, top_c
     return PRIORS[arch].from_config(cfg, num_speakers, num_codes, top_codes, top_stride, groups)
 
 
-def draw(logits: torch.Tensor, temperature: float, top_k: int | None,
-         generator: torch.Generator | None) -> torch.Tensor:
+def draw(
+    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
+) -> torch.Tensor:
     """One code per row of logits [B, K]: argmax at temperature 0, else a draw from the softmax of
     logits / temperature restricted to the ``top_k`` largest."""
     if temperature <= 0:
@@ -521,9 +601,16 @@ def draw(logits: torch.Tensor, temperature: float, top_k: int | None,
 
 
 @torch.no_grad()
-def sample_codes(prior: CodePrior, speakers: torch.Tensor, length: int, *, top: torch.Tensor | None = None,
-                 temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_codes(
+    prior: CodePrior,
+    speakers: torch.Tensor,
+    length: int,
+    *,
+    top: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Ancestral sampling. speakers [B] (and top codes [B, >= ceil(length / stride)] for a
     conditioned prior) -> (codes [B, length] (grouped: [B, length, G]), log-likelihood [B] in nats).
 
@@ -533,8 +620,7 @@ def sample_codes(prior: CodePrior, speakers: torch.Tensor, length: int, *, top: 
     """
     batch = speakers.shape[0]
     if top is not None and top.shape[1] * prior.top_stride < length:
-        raise ValueError(f"{top.shape[1]} top codes at stride {prior.top_stride} cannot condition "
-                         f"{length} codes")
+        raise ValueError(f"{top.shape[1]} top codes at stride {prior.top_stride} cannot condition {length} codes")
     state = prior.new_state(batch, speakers.device, top=top)  # the conditioning has no dropout
     was_training = prior.training
     prior.eval()

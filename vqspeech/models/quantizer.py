@@ -26,15 +26,15 @@ class QuantizerOutput:
     ``codes`` [B, T, G], ``usage`` [G * K] (group g's counts at g*K), ``perplexity`` that of the
     code tuples; the losses are means over all D channels."""
 
-    quantized: torch.Tensor        # [B, D, T] codebook vectors, straight-through to z
-    codes: torch.Tensor            # [B, T] long (grouped: [B, T, G])
-    loss: torch.Tensor             # codebook + beta * commitment (EMA: beta * commitment)
-    codebook_loss: torch.Tensor    # ||sg(z) - e||^2 (zero with EMA updates)
+    quantized: torch.Tensor  # [B, D, T] codebook vectors, straight-through to z
+    codes: torch.Tensor  # [B, T] long (grouped: [B, T, G])
+    loss: torch.Tensor  # codebook + beta * commitment (EMA: beta * commitment)
+    codebook_loss: torch.Tensor  # ||sg(z) - e||^2 (zero with EMA updates)
     commitment_loss: torch.Tensor  # ||z - sg(e)||^2
-    perplexity: torch.Tensor       # exp(entropy of this batch's code (tuple) distribution)
-    usage: torch.Tensor            # [K] counts in this batch (grouped: [G * K])
-    dead_codes: int                # codes whose running usage fell below the threshold (training)
-    reseeded: int                  # dead codes re-seeded in this call
+    perplexity: torch.Tensor  # exp(entropy of this batch's code (tuple) distribution)
+    usage: torch.Tensor  # [K] counts in this batch (grouped: [G * K])
+    dead_codes: int  # codes whose running usage fell below the threshold (training)
+    reseeded: int  # dead codes re-seeded in this call
 
 
 def perplexity(counts: torch.Tensor) -> torch.Tensor:
@@ -79,9 +79,25 @@ class VectorQuantizer(nn.Module):
         usage_decay: decay of the running usage estimate.
     """
 
-    def __init__(self, num_codes: int = 128, dim: int = 64, beta: float = 0.25, ema: bool = False,
-                 decay: float = 0.99, eps: float = 1e-5, init_from_data: bool = True,
-                 dead_code_threshold: float = 0.05, usage_decay: float = 0.99, kmeans_iters: int = 0):
+    codebook: torch.Tensor  # [K, D]: an nn.Parameter, or with ``ema`` a buffer
+    ema_count: torch.Tensor  # [K] buffer (``ema`` only)
+    ema_sum: torch.Tensor  # [K, D] buffer (``ema`` only)
+    usage_ema: torch.Tensor  # [K] buffer: running usage
+    initialized: torch.Tensor  # bool buffer
+
+    def __init__(
+        self,
+        num_codes: int = 128,
+        dim: int = 64,
+        beta: float = 0.25,
+        ema: bool = False,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        init_from_data: bool = True,
+        dead_code_threshold: float = 0.05,
+        usage_decay: float = 0.99,
+        kmeans_iters: int = 0,
+    ):
         super().__init__()
         if kmeans_iters < 0:
             raise ValueError(f"kmeans_iters must be >= 0, not {kmeans_iters}")
@@ -90,7 +106,7 @@ class VectorQuantizer(nn.Module):
         self.kmeans_iters = kmeans_iters
         self.ema, self.decay, self.eps = ema, decay, eps
         self.dead_code_threshold, self.usage_decay = dead_code_threshold, usage_decay
-        codebook = torch.randn(num_codes, dim) / dim ** 0.5
+        codebook = torch.randn(num_codes, dim) / dim**0.5
         if ema:
             self.register_buffer("codebook", codebook)
             self.register_buffer("ema_count", torch.ones(num_codes))
@@ -213,8 +229,14 @@ class ProductQuantizer(nn.Module):
     batch; ``usage`` concatenates the G groups' counts [G * K].
     """
 
-    def __init__(self, num_codes: int = 128, dim: int = 64, groups: int = 2,
-                 part: type[VectorQuantizer] = VectorQuantizer, **options):
+    def __init__(
+        self,
+        num_codes: int = 128,
+        dim: int = 64,
+        groups: int = 2,
+        part: type[VectorQuantizer] = VectorQuantizer,
+        **options,
+    ):
         super().__init__()
         if groups < 2 or dim % groups:
             raise ValueError(f"product quantization needs groups >= 2 dividing latent_dim={dim}, not {groups}")
@@ -222,7 +244,7 @@ class ProductQuantizer(nn.Module):
         self.quantizers = nn.ModuleList(part(num_codes, dim // groups, **options) for _ in range(groups))
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
-        outs = [q(part) for q, part in zip(self.quantizers, z.chunk(self.num_groups, dim=1))]
+        outs = [q(part) for q, part in zip(self.quantizers, z.chunk(self.num_groups, dim=1), strict=True)]
         codes = torch.stack([o.codes for o in outs], dim=-1)  # [B, T, G]
         _, tuple_counts = torch.unique(codes.reshape(-1, self.num_groups), dim=0, return_counts=True)
         mean = lambda name: torch.stack([getattr(o, name) for o in outs]).mean()  # noqa: E731
@@ -238,16 +260,27 @@ class ProductQuantizer(nn.Module):
             reseeded=sum(o.reseeded for o in outs),
         )
 
+    def _parts(self) -> list[VectorQuantizer]:
+        """The G quantizers, one per slice, with their type (a ModuleList yields plain Modules)."""
+        parts = [q for q in self.quantizers if isinstance(q, VectorQuantizer)]
+        if len(parts) != len(self.quantizers):
+            raise TypeError("ProductQuantizer.quantizers holds a module that is not a VectorQuantizer")
+        return parts
+
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, T, G] -> vectors [B, D, T]."""
-        return torch.cat([q.lookup(codes[..., g]) for g, q in enumerate(self.quantizers)], dim=1)
+        return torch.cat([q.lookup(codes[..., g]) for g, q in enumerate(self._parts())], dim=1)
 
 
 QUANTIZERS: dict[str, type[VectorQuantizer]] = {"vq": VectorQuantizer}
 """``model.quantizer.type`` -> quantizer class, built as ``cls(num_codes, dim, **options)``."""
 
+Quantizer = VectorQuantizer | ProductQuantizer
+"""What :func:`build_quantizer` returns: both map z [B, D, T] to a :class:`QuantizerOutput` and have
+``lookup``, ``num_codes``, ``dim`` and ``num_groups``."""
 
-def build_quantizer(num_codes: int, dim: int, type: str = "vq", groups: int = 1, **options) -> nn.Module:
+
+def build_quantizer(num_codes: int, dim: int, type: str = "vq", groups: int = 1, **options) -> Quantizer:
     """The quantizer named ``type`` in :data:`QUANTIZERS`, or with ``groups`` > 1 a product of that
     many (:class:`ProductQuantizer`; it composes :class:`VectorQuantizer`)."""
     if type not in QUANTIZERS:

@@ -23,7 +23,7 @@ from .conv_decoder import ConvDecoder, WaveformOutput
 from .encoder import Encoder
 from .hierarchy import TopLevel
 from .jitter import TimeJitter
-from .quantizer import QuantizerOutput, build_quantizer
+from .quantizer import Quantizer, QuantizerOutput, build_quantizer
 from .wavenet import TeacherForcedOutput, WaveNetDecoder
 
 DECODERS: dict[str, type[WaveNetDecoder] | type[ConvDecoder]] = {"wavenet": WaveNetDecoder, "conv": ConvDecoder}
@@ -50,9 +50,9 @@ def config_in_use(config: dict[str, Any]) -> dict[str, Any]:
 class Quantized:
     """Both code levels of a batch. A one-level model has ``top`` None."""
 
-    vq: QuantizerOutput              # the (bottom) codes [B, F] (grouped: [B, F, G])
-    latents: torch.Tensor            # the (bottom) quantizer's input z [B, D, F]
-    decoder_input: torch.Tensor      # what the decoder reads [B, D, F] (straight-through)
+    vq: QuantizerOutput  # the (bottom) codes [B, F] (grouped: [B, F, G])
+    latents: torch.Tensor  # the (bottom) quantizer's input z [B, D, F]
+    decoder_input: torch.Tensor  # what the decoder reads [B, D, F] (straight-through)
     top: QuantizerOutput | None = None  # hierarchical: codes [B, ceil(F / stride)]
 
     @property
@@ -83,8 +83,15 @@ class VQVAE(nn.Module):
     ``jitter``: time-jitter probability applied to the quantized latents in training (0 = off).
     """
 
-    def __init__(self, encoder: Encoder, quantizer: nn.Module, decoder: WaveNetDecoder | ConvDecoder,
-                 sample_rate: int, jitter: float = 0.0, top: TopLevel | None = None):
+    def __init__(
+        self,
+        encoder: Encoder,
+        quantizer: Quantizer,
+        decoder: WaveNetDecoder | ConvDecoder,
+        sample_rate: int,
+        jitter: float = 0.0,
+        top: TopLevel | None = None,
+    ):
         super().__init__()
         self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
         self.top = top
@@ -103,15 +110,16 @@ class VQVAE(nn.Module):
         # built in this order (encoder, quantizer, decoder, top level): a seed fixes the weights
         encoder = Encoder(rate, hop, latent_dim=dim, **config["encoder"])
         quantizer = build_quantizer(config["num_codes"], dim, **config["quantizer"])
-        decoder = DECODERS[decoder_type](num_speakers, latent_dim=dim, hop_length=hop, sample_rate=rate,
-                                         **config[DECODER_OPTIONS[decoder_type]])
+        decoder = DECODERS[decoder_type](
+            num_speakers, latent_dim=dim, hop_length=hop, sample_rate=rate, **config[DECODER_OPTIONS[decoder_type]]
+        )
         top_cfg = dict(config["top"])
         top = None
         if top_cfg.pop("stride"):
-            top = TopLevel(dim, config["top"]["stride"], quantizer={**config["quantizer"], "groups": 1},
-                           **top_cfg)
-        return cls(encoder=encoder, quantizer=quantizer, decoder=decoder, sample_rate=rate,
-                   jitter=config["jitter"], top=top)
+            top = TopLevel(dim, config["top"]["stride"], quantizer={**config["quantizer"], "groups": 1}, **top_cfg)
+        return cls(
+            encoder=encoder, quantizer=quantizer, decoder=decoder, sample_rate=rate, jitter=config["jitter"], top=top
+        )
 
     @property
     def code_rate_hz(self) -> float:
@@ -160,8 +168,7 @@ class VQVAE(nn.Module):
         upsampled = self.top.upsample(self.top.quantizer.lookup(top_codes), quantized.shape[-1])
         return self.top.decoder_input(quantized, upsampled)
 
-    def forward(self, audio: torch.Tensor, speakers: torch.Tensor,
-                mask: torch.Tensor | None = None) -> VQVAEOutput:
+    def forward(self, audio: torch.Tensor, speakers: torch.Tensor, mask: torch.Tensor | None = None) -> VQVAEOutput:
         """audio [B, T], speakers [B], optional mask [B, T] (1 = real sample, 0 = padding); audio
         and mask are cut to whole code frames."""
         length = audio.shape[-1] // self.hop_length * self.hop_length

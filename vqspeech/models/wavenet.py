@@ -22,9 +22,9 @@ from ..audio import mu_law_encode
 class TeacherForcedOutput:
     """What the WaveNet decoder's training objective returns for audio [B, T]."""
 
-    logits: torch.Tensor           # [B, classes, T]
-    targets: torch.Tensor          # [B, T] mu-law classes of the audio
-    loss: torch.Tensor             # cross-entropy in nats, the mean over unmasked samples
+    logits: torch.Tensor  # [B, classes, T]
+    targets: torch.Tensor  # [B, T] mu-law classes of the audio
+    loss: torch.Tensor  # cross-entropy in nats, the mean over unmasked samples
     bits_per_sample: torch.Tensor  # the same in bits, detached
 
 
@@ -34,8 +34,16 @@ class ResidualLayer(nn.Module):
     ``local_channels=0`` means no local conditioning (only the global term; used by the code prior).
     """
 
-    def __init__(self, residual_channels: int, gate_channels: int, skip_channels: int,
-                 kernel_size: int, dilation: int, local_channels: int, global_channels: int):
+    def __init__(
+        self,
+        residual_channels: int,
+        gate_channels: int,
+        skip_channels: int,
+        kernel_size: int,
+        dilation: int,
+        local_channels: int,
+        global_channels: int,
+    ):
         super().__init__()
         self.kernel_size, self.dilation = kernel_size, dilation
         self.residual_channels = residual_channels
@@ -55,7 +63,7 @@ class ResidualLayer(nn.Module):
             return self.global_proj(speaker)[:, :, None]
         return self.local_proj(local) + self.global_proj(speaker)[:, :, None]
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, hop_length: int):
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, hop_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, R, T], cond [B, gate, F] with T == F * hop_length."""
         batch, _, length = x.shape
         h = self.dilated(F.pad(x, (self.receptive_field, 0)))
@@ -63,19 +71,30 @@ class ResidualLayer(nn.Module):
         h = (h.view(batch, -1, cond.shape[-1], hop_length) + cond[..., None]).view(batch, -1, length)
         return self._gate_and_project(x, h)
 
-    def step(self, window: torch.Tensor, x: torch.Tensor, cond: torch.Tensor):
+    def step(self, window: torch.Tensor, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One time step. window [B, R, k]: this layer's inputs at t-(k-1)d, ..., t-d, t (x is the
         last column); cond [B, gate] -> (x' [B, R], skip [B, S])."""
-        h = torch.einsum("brk,grk->bg", window, self.dilated.weight) + self.dilated.bias + cond
+        bias = self.dilated.bias
+        if bias is None:
+            raise RuntimeError("the dilated convolution has no bias")
+        h = torch.einsum("brk,grk->bg", window, self.dilated.weight) + bias + cond
         return self._gate_and_project(x, h)
 
-    def _gate_and_project(self, x: torch.Tensor, h: torch.Tensor):
+    def _gate_and_project(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gated unit and the 1x1 residual/skip projection; channels on dim 1 ([B, C, T] or [B, C])."""
         a, b = h.chunk(2, dim=1)
         z = torch.tanh(a) * torch.sigmoid(b)
         out = self.out_proj(z) if z.dim() == 3 else F.linear(z, self.out_proj.weight[:, :, 0], self.out_proj.bias)
         residual, skip = out.split([self.residual_channels, out.shape[1] - self.residual_channels], dim=1)
         return (x + residual) * math.sqrt(0.5), skip
+
+
+def residual_layers(layers: nn.ModuleList) -> list[ResidualLayer]:
+    """The items of a ModuleList of :class:`ResidualLayer` (typed: a ModuleList yields plain Modules)."""
+    typed = [layer for layer in layers if isinstance(layer, ResidualLayer)]
+    if len(typed) != len(layers):
+        raise TypeError("expected a ModuleList of ResidualLayer")
+    return typed
 
 
 class WaveNetDecoder(nn.Module):
@@ -86,10 +105,23 @@ class WaveNetDecoder(nn.Module):
     ``sample_rate`` is that of the audio it models (recorded, not used by the network).
     """
 
-    def __init__(self, num_speakers: int, latent_dim: int = 64, hop_length: int = 160,
-                 sample_rate: int = 16000, classes: int = 256, residual_channels: int = 64,
-                 gate_channels: int = 128, skip_channels: int = 64, kernel_size: int = 2, layers: int = 20,
-                 cycles: int = 2, local_channels: int = 64, global_channels: int = 64, cond_kernel_size: int = 3):
+    def __init__(
+        self,
+        num_speakers: int,
+        latent_dim: int = 64,
+        hop_length: int = 160,
+        sample_rate: int = 16000,
+        classes: int = 256,
+        residual_channels: int = 64,
+        gate_channels: int = 128,
+        skip_channels: int = 64,
+        kernel_size: int = 2,
+        layers: int = 20,
+        cycles: int = 2,
+        local_channels: int = 64,
+        global_channels: int = 64,
+        cond_kernel_size: int = 3,
+    ):
         super().__init__()
         if layers % cycles:
             raise ValueError(f"wavenet layers={layers} is not a multiple of cycles={cycles}")
@@ -104,15 +136,24 @@ class WaveNetDecoder(nn.Module):
         )
         per_cycle = layers // cycles
         self.layers = nn.ModuleList(
-            ResidualLayer(residual_channels, gate_channels, skip_channels, kernel_size, 2 ** (i % per_cycle),
-                          local_channels, global_channels)
-            for i in range(layers))
-        self.output = nn.Sequential(nn.ReLU(), nn.Conv1d(skip_channels, skip_channels, 1), nn.ReLU(),
-                                    nn.Conv1d(skip_channels, classes, 1))  # 1x1 convs: per-sample MLP
+            ResidualLayer(
+                residual_channels,
+                gate_channels,
+                skip_channels,
+                kernel_size,
+                2 ** (i % per_cycle),
+                local_channels,
+                global_channels,
+            )
+            for i in range(layers)
+        )
+        self.output = nn.Sequential(
+            nn.ReLU(), nn.Conv1d(skip_channels, skip_channels, 1), nn.ReLU(), nn.Conv1d(skip_channels, classes, 1)
+        )  # 1x1 convs: per-sample MLP
 
     @property
     def receptive_field(self) -> int:
-        return 1 + sum(layer.receptive_field for layer in self.layers)
+        return 1 + sum(layer.receptive_field for layer in residual_layers(self.layers))
 
     def local_conditioning(self, latents: torch.Tensor) -> torch.Tensor:
         """Code vectors [B, D, F] -> local conditioning [B, local_channels, F] (frame rate)."""
@@ -121,13 +162,15 @@ class WaveNetDecoder(nn.Module):
     def forward(self, inputs: torch.Tensor, latents: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
         """inputs [B, T] long, latents [B, D, F] with T == F * hop_length, speakers [B] -> [B, C, T]."""
         if inputs.shape[-1] != latents.shape[-1] * self.hop_length:
-            raise ValueError(f"decoder input has {inputs.shape[-1]} samples but {latents.shape[-1]} frames "
-                             f"x hop {self.hop_length} were given")
+            raise ValueError(
+                f"decoder input has {inputs.shape[-1]} samples but {latents.shape[-1]} frames "
+                f"x hop {self.hop_length} were given"
+            )
         local = self.local_conditioning(latents)
         speaker = self.speaker_embedding(speakers)
         x = self.input_embedding(inputs).transpose(1, 2)
         skips = 0
-        for layer in self.layers:
+        for layer in residual_layers(self.layers):
             x, skip = layer(x, layer.conditioning(local, speaker), self.hop_length)
             skips = skips + skip
         return self.output(skips * math.sqrt(1.0 / len(self.layers)))
@@ -136,8 +179,9 @@ class WaveNetDecoder(nn.Module):
         """targets [B, T] -> the inputs that predict them: shifted right by one, from silence."""
         return F.pad(targets[:, :-1], (1, 0), value=self.classes // 2)
 
-    def reconstruct(self, audio: torch.Tensor, latents: torch.Tensor, speakers: torch.Tensor,
-                    mask: torch.Tensor | None = None) -> TeacherForcedOutput:
+    def reconstruct(
+        self, audio: torch.Tensor, latents: torch.Tensor, speakers: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> TeacherForcedOutput:
         """The training objective: audio [B, T] with T == F * hop_length, latents [B, D, F],
         speakers [B], optional mask [B, T] (1 = real sample) -> teacher-forced cross-entropy."""
         targets = mu_law_encode(audio, self.classes)
@@ -150,9 +194,17 @@ class WaveNetDecoder(nn.Module):
             nll = nll.mean()
         return TeacherForcedOutput(logits, targets, nll, nll.detach() / math.log(2))
 
+    @property
+    def output_convs(self) -> tuple[nn.Conv1d, nn.Conv1d]:
+        """The output head's two 1x1 convolutions (``output[1]`` and ``output[3]``)."""
+        first, second = self.output[1], self.output[3]
+        if not (isinstance(first, nn.Conv1d) and isinstance(second, nn.Conv1d)):
+            raise TypeError("the output head is not ReLU, Conv1d, ReLU, Conv1d")
+        return first, second
+
     def output_step(self, skips: torch.Tensor) -> torch.Tensor:
         """The output head for one time step: summed skips [B, S] -> logits [B, classes]."""
         h = torch.relu(skips * math.sqrt(1.0 / len(self.layers)))
-        first, second = self.output[1], self.output[3]
+        first, second = self.output_convs
         h = torch.relu(F.linear(h, first.weight[:, :, 0], first.bias))
         return F.linear(h, second.weight[:, :, 0], second.bias)

@@ -41,8 +41,10 @@ _RULES = {
     "train.batch_size": (lambda v: _is_int(v) and v > 0, "a positive integer"),
     "train.crop_seconds": (lambda v: _is_number(v) and v > 0, "a positive number"),
     "train.lr": (lambda v: _is_number(v) and v > 0, "a positive number"),
-    "train.betas": (lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v),
-                    "two numbers in [0, 1)"),
+    "train.betas": (
+        lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v),
+        "two numbers in [0, 1)",
+    ),
     "train.weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "train.schedule": (lambda v: v in ("constant", "cosine"), "constant or cosine"),
     "train.amp": (lambda v: isinstance(v, bool), "true or false"),
@@ -80,14 +82,17 @@ ADVERSARIAL_RULES = {
     "train.adversarial.mpd": (lambda v: isinstance(v, bool), "true or false"),
     "train.adversarial.msd": (lambda v: isinstance(v, bool), "true or false"),
     "train.adversarial.d_lr": (lambda v: _is_number(v) and v > 0, "a positive number"),
-    "train.adversarial.d_betas": (lambda v: isinstance(v, list) and len(v) == 2
-                                  and all(_is_number(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "train.adversarial.d_betas": (
+        lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v),
+        "two numbers in [0, 1)",
+    ),
     "train.adversarial.d_weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
 }
 
 
-def check_config(cfg: dict[str, Any], sections: tuple[str, ...] = ("seed", "train", "model"),
-                 extra: dict | None = None) -> None:
+def check_config(
+    cfg: dict[str, Any], sections: tuple[str, ...] = ("seed", "train", "model"), extra: dict | None = None
+) -> None:
     """Reject values that would fail later with an obscure error, before anything is written.
 
     Checks the rules of :data:`_RULES` whose key starts with one of ``sections``, plus ``extra``.
@@ -107,8 +112,9 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
-def write_experiment_files(exp_dir: Path, cfg: dict, merged: list[str], dist_info: DistInfo,
-                           files: dict[str, str]) -> None:
+def write_experiment_files(
+    exp_dir: Path, cfg: dict, merged: list[str], dist_info: DistInfo, files: dict[str, str]
+) -> None:
     """Rank 0 writes ``config.yaml``, ``overrides.yaml`` and ``files`` (name -> text) into
     ``exp_dir``; every rank waits for it."""
     if dist_info.is_main:
@@ -121,19 +127,29 @@ def write_experiment_files(exp_dir: Path, cfg: dict, merged: list[str], dist_inf
         dist.barrier()
 
 
-def fit_and_summarise(exp_dir: Path, task: Task, cfg: dict, device: torch.device, dist_info: DistInfo,
-                      resume: dict | None, extra: dict | None = None) -> dict[str, float]:
+def fit_and_summarise(
+    exp_dir: Path,
+    task: Task,
+    cfg: dict,
+    device: torch.device,
+    dist_info: DistInfo,
+    resume: dict | None,
+    extra: dict | None = None,
+) -> dict[str, float]:
     """Train ``task`` to the end of its budget, write ``train_summary.json`` (step, minutes,
     ``extra``, final validation metrics, the best checkpoint's when the task keeps one) and leave
     the process group. Returns the final validation metrics."""
     trainer = Trainer(exp_dir, task, cfg, device, dist_info, resume=resume)
     metrics = trainer.fit()
     if dist_info.is_main:
-        summary = {"step": trainer.step, "minutes": trainer.elapsed / 60, **(extra or {}),
-                   **{f"valid_{k}": v for k, v in metrics.items()}}
+        summary = {
+            "step": trainer.step,
+            "minutes": trainer.elapsed / 60,
+            **(extra or {}),
+            **{f"valid_{k}": v for k, v in metrics.items()},
+        }
         if trainer.best is not None:
-            summary.update({f"best_valid_{task.best_metric}": trainer.best[0],
-                            "best_step": trainer.best[1]})
+            summary.update({f"best_valid_{task.best_metric}": trainer.best[0], "best_step": trainer.best[1]})
         write_text_atomic(exp_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     if dist_info.enabled:
         dist.barrier()

@@ -37,8 +37,9 @@ from .trainer import Task
 LN2 = math.log(2.0)
 
 
-def read_prior_data(codes_dir: str | Path, manifest: str | Path | None = None, level: str = "bottom"
-                    ) -> tuple[CodesInfo, list[Encoding]]:
+def read_prior_data(
+    codes_dir: str | Path, manifest: str | Path | None = None, level: str = "bottom"
+) -> tuple[CodesInfo, list[Encoding]]:
     """The info and every utterance (codes, speaker and split) of a codes folder, for a prior.
 
     Speakers and splits come from ``codes.json`` (written when a manifest was encoded) or, when
@@ -52,29 +53,36 @@ def read_prior_data(codes_dir: str | Path, manifest: str | Path | None = None, l
         raise UserError(f"{codes_dir} holds no codes/*.npy (only continuous features); a prior needs codes.")
     info = folder.info
     if level == "top" and info.top is None:
-        raise UserError(f"The codes in {codes_dir} have a single level (codes.json has no \"top\" "
-                        "entry), so there is no top level to model; use data.level=bottom.")
+        raise UserError(
+            f'The codes in {codes_dir} have a single level (codes.json has no "top" '
+            "entry), so there is no top level to model; use data.level=bottom."
+        )
     speakers, splits = info.speakers, info.splits
     if manifest is not None:
         utts = read_manifest(manifest)
         speakers = {u.id: u.speaker for u in utts}
         splits = {u.id: u.split for u in utts}
     if not speakers or not splits:
-        raise UserError(f"The codes in {codes_dir} carry no speakers or splits (they were not "
-                        "encoded from a manifest); re-run encode on the manifest or pass "
-                        "data.manifest=MANIFEST.")
+        raise UserError(
+            f"The codes in {codes_dir} carry no speakers or splits (they were not "
+            "encoded from a manifest); re-run encode on the manifest or pass "
+            "data.manifest=MANIFEST."
+        )
     ids = [i for i in folder.code_ids if i in speakers and i in splits]
     if not ids:
-        raise UserError(f"No code files of {codes_dir}/codes match the speakers and splits known "
-                        "for them; check that the codes and the manifest belong together.")
+        raise UserError(
+            f"No code files of {codes_dir}/codes match the speakers and splits known "
+            "for them; check that the codes and the manifest belong together."
+        )
     encodings = []
     for i in ids:
         encoding = folder.read(i)
         encoding.speaker, encoding.split = speakers[i], splits[i]
         encodings.append(encoding)
     if level == "top":
-        return info.top_level(), [Encoding(e.top, speaker=e.speaker, split=e.split) for e in encodings
-                                  if e.top is not None]
+        return info.top_level(), [
+            Encoding(e.top, speaker=e.speaker, split=e.split) for e in encodings if e.top is not None
+        ]
     return info, encodings
 
 
@@ -86,9 +94,18 @@ class PriorTask(Task):
     kind = "prior"
     progress_keys = ("bits",)
     best_metric = "bits_per_code"  # small corpora overfit: checkpoints/best.pt is what sampling uses
+    model: CodePrior
 
-    def __init__(self, model: CodePrior, config: dict[str, Any], speakers: list[str], num_codes: int,
-                 train_utts: list[Encoding], valid_utts: list[Encoding], level: str = "bottom"):
+    def __init__(
+        self,
+        model: CodePrior,
+        config: dict[str, Any],
+        speakers: list[str],
+        num_codes: int,
+        train_utts: list[Encoding],
+        valid_utts: list[Encoding],
+        level: str = "bottom",
+    ):
         self.model, self.config, self.speakers, self.num_codes = model, config, speakers, num_codes
         self.level = level
         self.stride = model.top_stride if model.conditioned else 1  # bottom codes per top code
@@ -100,8 +117,12 @@ class PriorTask(Task):
         self.weights = lengths / lengths.sum()
         self.data_usage = code_usage([u.codes for u in train_utts], num_codes)
         reference = self.valid_utts or train_utts
-        self.unigram = unigram_bits([u.codes for u in train_utts], [u.codes for u in reference],
-                                    num_codes)
+        self.unigram = unigram_bits([u.codes for u in train_utts], [u.codes for u in reference], num_codes)
+
+    def _speaker_id(self, utt: Encoding) -> int:
+        if utt.speaker is None:
+            raise ValueError("a prior's training and validation codes need their speakers")
+        return self.speaker_ids[utt.speaker]
 
     def batches(self, start_step: int, rank: int, device: torch.device) -> Iterator[Any]:
         """Random crops of ``crop_frames`` codes; utterances drawn in proportion to length. A pure
@@ -118,21 +139,23 @@ class PriorTask(Task):
             codes = np.zeros((batch_size, self.crop, *self.train_utts[0].codes.shape[1:]), dtype=np.int64)
             mask = np.zeros((batch_size, self.crop), dtype=bool)
             speakers = np.zeros(batch_size, dtype=np.int64)
-            top = (np.zeros((batch_size, -(-self.crop // stride)), dtype=np.int64)
-                   if self.model.conditioned else None)
+            top = np.zeros((batch_size, -(-self.crop // stride)), dtype=np.int64) if self.model.conditioned else None
             for row, index in enumerate(picks):
                 utt = self.train_utts[index]
                 # stride 1: the same draws as an unconditioned prior's (offsets 0 .. T - crop)
                 offset = stride * int(rng.integers(0, max(1, (len(utt.codes) - self.crop) // stride + 1)))
-                piece = utt.codes[offset: offset + self.crop]
+                piece = utt.codes[offset : offset + self.crop]
                 codes[row, : len(piece)], mask[row, : len(piece)] = piece, True
                 speakers[row] = self.speaker_ids[utt.speaker]
                 if top is not None:
-                    above = utt.top[offset // stride: offset // stride + top.shape[1]]
+                    above = utt.top[offset // stride : offset // stride + top.shape[1]]
                     top[row, : len(above)] = above
             step += 1
-            batch = (torch.from_numpy(codes).to(device), torch.from_numpy(speakers).to(device),
-                     torch.from_numpy(mask).to(device))
+            batch = (
+                torch.from_numpy(codes).to(device),
+                torch.from_numpy(speakers).to(device),
+                torch.from_numpy(mask).to(device),
+            )
             yield batch if top is None else (*batch, torch.from_numpy(top).to(device))
 
     def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor | int]]:
@@ -148,14 +171,22 @@ class PriorTask(Task):
         limit = self.config["train"]["valid_max_utterances"]
         utts = (self.valid_utts or self.train_utts)[:limit]
         tops = [u.top for u in utts] if self.model.conditioned else None
-        bits, count = prior_bits(model, [(u.codes, self.speaker_ids[u.speaker]) for u in utts],
-                                 self.crop, self.config["train"]["batch_size"], device, tops=tops,
-                                 stride=self.stride)
+        bits, count = prior_bits(
+            model,
+            [(u.codes, self._speaker_id(u)) for u in utts],
+            self.crop,
+            self.config["train"]["batch_size"],
+            device,
+            tops=tops,
+            stride=self.stride,
+        )
         return {"bits_per_code": bits, "unigram_bits_per_code": self.unigram, "codes": count}
 
     @torch.no_grad()
     def log_media(self, model: torch.nn.Module, writer: SummaryWriter, step: int, device: torch.device) -> None:
         """Usage of codes drawn from the prior (one crop per speaker, up to 8) against the data's."""
+        if not isinstance(model, CodePrior):
+            raise TypeError(f"PriorTask samples from a CodePrior, not a {type(model).__name__}")
         model.eval()
         speakers = torch.arange(min(8, len(self.speakers)), device=device)
         gen = torch.Generator(device=device).manual_seed(step)
@@ -170,18 +201,26 @@ class PriorTask(Task):
     def _media_top(self, speakers: list[int]) -> torch.Tensor:
         """Top codes [len(speakers), ceil(crop / stride)] to condition media samples on: the start
         of each speaker's first training utterance (zero-padded)."""
-        first = {}
+        first: dict[int, Encoding] = {}
         for utt in self.train_utts:
-            first.setdefault(self.speaker_ids[utt.speaker], utt)
+            first.setdefault(self._speaker_id(utt), utt)
         top = torch.zeros(len(speakers), -(-self.crop // self.stride), dtype=torch.long)
         for row, spk in enumerate(speakers):
-            above = first.get(spk, self.train_utts[0]).top[: top.shape[1]]
+            utt_top = first.get(spk, self.train_utts[0]).top
+            if utt_top is None:
+                raise ValueError("a prior conditioned on top codes needs the top codes of its training utterances")
+            above = utt_top[: top.shape[1]]
             top[row, : len(above)] = torch.from_numpy(above)
         return top
 
     def checkpoint_fields(self) -> dict[str, Any]:
-        fields = {"speakers": list(self.speakers), "num_codes": self.num_codes,
-                  "data_usage": self.data_usage.tolist(), "level": self.level, "groups": self.model.groups}
+        fields = {
+            "speakers": list(self.speakers),
+            "num_codes": self.num_codes,
+            "data_usage": self.data_usage.tolist(),
+            "level": self.level,
+            "groups": self.model.groups,
+        }
         if self.model.conditioned:
             fields["top"] = {"num_codes": self.model.top_codes, "stride": self.model.top_stride}
         return fields
@@ -196,9 +235,15 @@ def code_nll(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def prior_bits(model, sequences: list[tuple[np.ndarray, int]], crop: int, batch_size: int,
-               device: torch.device, tops: list[np.ndarray] | None = None, stride: int = 1
-               ) -> tuple[float, int]:
+def prior_bits(
+    model,
+    sequences: list[tuple[np.ndarray, int]],
+    crop: int,
+    batch_size: int,
+    device: torch.device,
+    tops: list[np.ndarray | None] | None = None,
+    stride: int = 1,
+) -> tuple[float, int]:
     """(bits per code, number of codes) of ``(codes [T], speaker id)`` sequences under ``model``
     (grouped codes [T, G]: bits per code tuple, number of tuples).
 
@@ -207,11 +252,14 @@ def prior_bits(model, sequences: list[tuple[np.ndarray, int]], crop: int, batch_
     was_training = model.training
     model.eval()
     tops = tops if tops is not None else [None] * len(sequences)
-    pieces = [(codes[i: i + crop], spk, None if top is None else top[i // stride: (i + crop) // stride])
-              for (codes, spk), top in zip(sequences, tops) for i in range(0, len(codes), crop)]
+    pieces = [
+        (codes[i : i + crop], spk, None if top is None else top[i // stride : (i + crop) // stride])
+        for (codes, spk), top in zip(sequences, tops, strict=True)
+        for i in range(0, len(codes), crop)
+    ]
     total, count = 0.0, 0
     for start in range(0, len(pieces), batch_size):
-        chunk = pieces[start: start + batch_size]
+        chunk = pieces[start : start + batch_size]
         length = max(len(c) for c, _, _ in chunk)
         codes = torch.zeros(len(chunk), length, *chunk[0][0].shape[1:], dtype=torch.long)
         mask = torch.zeros(len(chunk), length, dtype=torch.bool)
@@ -235,8 +283,7 @@ def prior_bits(model, sequences: list[tuple[np.ndarray, int]], crop: int, batch_
 
 
 PRIOR_RULES = {
-    "data.crop_frames": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 1,
-                         "an integer > 1"),
+    "data.crop_frames": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 1, "an integer > 1"),
     "data.level": (lambda v: v in LEVELS, " or ".join(LEVELS)),
 }
 
@@ -257,8 +304,10 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     crop = cfg["data"]["crop_frames"]
     if top is not None and crop % top.stride:
         fixed = -(-crop // top.stride) * top.stride
-        raise UserError(f"data.crop_frames={crop} is not a multiple of the top codes' stride "
-                        f"{top.stride}; set data.crop_frames={fixed} (or another multiple).")
+        raise UserError(
+            f"data.crop_frames={crop} is not a multiple of the top codes' stride "
+            f"{top.stride}; set data.crop_frames={fixed} (or another multiple)."
+        )
     train_utts = [u for u in utts if u.split == "train"]
     if not train_utts:
         raise UserError(f"The codes in {codes_dir} have no utterances in the train split.")
@@ -270,13 +319,21 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     last = exp_dir / "checkpoints" / "last.pt"
     resume = load_checkpoint(last) if last.is_file() else None
     if resume and (resume["level"], resume.get("top"), resume["groups"]) != (level, conditioning, info.groups):
-        raise UserError(f"{exp_dir} was trained on other codes (level {resume['level']}, top {resume.get('top')}, "
-                        f"groups {resume['groups']}); use a new folder for data.level={level} on {codes_dir}.")
+        raise UserError(
+            f"{exp_dir} was trained on other codes (level {resume['level']}, top {resume.get('top')}, "
+            f"groups {resume['groups']}); use a new folder for data.level={level} on {codes_dir}."
+        )
     speakers = resume["speakers"] if resume else sorted({str(u.speaker) for u in train_utts})
     torch.manual_seed(cfg["seed"])
     try:
-        model = build_prior(cfg["prior"], len(speakers), info.num_codes, groups=info.groups,
-                            top_codes=top.num_codes if top else 0, top_stride=top.stride if top else 1)
+        model = build_prior(
+            cfg["prior"],
+            len(speakers),
+            info.num_codes,
+            groups=info.groups,
+            top_codes=top.num_codes if top else 0,
+            top_stride=top.stride if top else 1,
+        )
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise UserError(f"The prior config is invalid ({first_line(exc)}); fix the prior.* values.") from None
     record = info.without_ids()
@@ -284,5 +341,12 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
         record.level = "bottom"
     write_experiment_files(exp_dir, cfg, merged, dist_info, {"codes.json": record.to_text()})
     task = PriorTask(model, cfg, speakers, info.num_codes, train_utts, valid_utts, level=level)
-    return fit_and_summarise(exp_dir, task, cfg, device, dist_info, resume,
-                             extra={"arch": cfg["prior"]["arch"], "parameters": model.num_parameters()})
+    return fit_and_summarise(
+        exp_dir,
+        task,
+        cfg,
+        device,
+        dist_info,
+        resume,
+        extra={"arch": cfg["prior"]["arch"], "parameters": model.num_parameters()},
+    )

@@ -61,10 +61,14 @@ class Task(abc.ABC):
         """What the task adds to every checkpoint (speakers, ...)."""
 
     def to_device(self, device: torch.device) -> None:
-        """Move what the task trains besides ``model`` (a discriminator) to ``device``."""
+        """Move what the task trains besides ``model`` (a discriminator) to ``device``. An optional
+        hook: a task with such state overrides it; by default there is nothing to move."""
+        return None
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        """Resume that state from a checkpoint; ValueError when it is missing."""
+        """Resume that state from a checkpoint; ValueError when it is missing. An optional hook: a
+        task with such state overrides it; by default there is nothing to restore."""
+        return None
 
 
 def lr_lambda(warmup_steps: int, max_steps: int, schedule: str, min_ratio: float):
@@ -79,6 +83,7 @@ def lr_lambda(warmup_steps: int, max_steps: int, schedule: str, min_ratio: float
             return 1.0
         progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
     return factor
 
 
@@ -86,8 +91,15 @@ class Trainer:
     """Runs (or resumes) training of ``task.model`` in ``exp_dir``. ``config`` is the experiment's
     whole config (saved in every checkpoint); its ``train`` section drives the loop."""
 
-    def __init__(self, exp_dir: str | Path, task: Task, config: dict[str, Any], device: torch.device,
-                 dist_info: DistInfo | None = None, resume: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        exp_dir: str | Path,
+        task: Task,
+        config: dict[str, Any],
+        device: torch.device,
+        dist_info: DistInfo | None = None,
+        resume: dict[str, Any] | None = None,
+    ):
         self.exp_dir, self.task, self.config = Path(exp_dir), task, config
         self.settings = config["train"]  # the loop's settings
         self.device, self.dist = device, dist_info or DistInfo()
@@ -95,37 +107,49 @@ class Trainer:
         self.model = task.model.to(device)
         task.to_device(device)
         settings = self.settings
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings["lr"],
-                                          betas=tuple(settings["betas"]), weight_decay=settings["weight_decay"])
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(),
+            lr=settings["lr"],
+            betas=tuple(settings["betas"]),
+            weight_decay=settings["weight_decay"],
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(settings["warmup_steps"], settings["max_steps"], settings["schedule"],
-                                      settings["lr_min_ratio"]))
+            self.optimizer,
+            lr_lambda(settings["warmup_steps"], settings["max_steps"], settings["schedule"], settings["lr_min_ratio"]),
+        )
         self.step, self.elapsed = 0, 0.0
         self.best: tuple[float, int] | None = None  # (value of task.best_metric, step)
         self.amp = settings["amp"] and device.type == "cuda"
         if resume is not None:
             self._resume(resume)
-        self.ddp_model = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda"
-                                                  else None) if dist_info.enabled else self.model)
+        self.ddp_model = (
+            DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+            if self.dist.enabled
+            else self.model
+        )
 
     # --- state -----------------------------------------------------------------------------
     def _resume(self, ckpt: dict[str, Any]) -> None:
         """Restore from ``checkpoints/last.pt`` as loaded by the caller."""
         last = self.ckpt_dir / "last.pt"
         if ckpt.get("kind") != self.task.kind:
-            raise UserError(f"{last} holds a {ckpt.get('kind')} model, not a {self.task.kind}; "
-                            "use another experiment folder.")
+            raise UserError(
+                f"{last} holds a {ckpt.get('kind')} model, not a {self.task.kind}; use another experiment folder."
+            )
         missing = [k for k in ("optimizer", "scheduler", "rng", "elapsed_seconds") if k not in ckpt]
         if missing:
-            raise UserError(f"{last} has no training state ({', '.join(missing)}): it is an export; "
-                            "training cannot resume from it.")
+            raise UserError(
+                f"{last} has no training state ({', '.join(missing)}): it is an export; training cannot resume from it."
+            )
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.task.restore(ckpt)
         except (RuntimeError, ValueError) as exc:
-            raise UserError(f"{last} does not match the configured model ({str(exc).splitlines()[0][:100]}); "
-                            "use a new experiment folder.") from None
+            raise UserError(
+                f"{last} does not match the configured model ({str(exc).splitlines()[0][:100]}); "
+                "use a new experiment folder."
+            ) from None
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.step, self.elapsed = ckpt["step"], ckpt["elapsed_seconds"]
         if ckpt.get("best_step") is not None:
@@ -137,22 +161,36 @@ class Trainer:
         self.scheduler.base_lrs = [self.settings["lr"] for _ in self.optimizer.param_groups]
         factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
         for group in self.optimizer.param_groups:
-            group.update(lr=self.settings["lr"] * factor, initial_lr=self.settings["lr"], betas=tuple(self.settings["betas"]),
-                         weight_decay=self.settings["weight_decay"])
+            group.update(
+                lr=self.settings["lr"] * factor,
+                initial_lr=self.settings["lr"],
+                betas=tuple(self.settings["betas"]),
+                weight_decay=self.settings["weight_decay"],
+            )
 
     def save(self, name: str = "last.pt", also_last: bool = False) -> None:
         """Write a checkpoint (rank 0 only); ``also_last`` copies it to last.pt as well."""
         if not self.dist.is_main:
             return
-        rng = {"torch": torch.get_rng_state()}
+        rng: dict[str, torch.Tensor | list[torch.Tensor]] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        save_checkpoint(self.ckpt_dir / name, {
-            "kind": self.task.kind, "step": self.step, "elapsed_seconds": self.elapsed,
-            "config": self.config, "model": cpu_state_dict(self.model),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "rng": rng, "best_value": self.best[0] if self.best else None,
-            "best_step": self.best[1] if self.best else None, **self.task.checkpoint_fields()})
+        save_checkpoint(
+            self.ckpt_dir / name,
+            {
+                "kind": self.task.kind,
+                "step": self.step,
+                "elapsed_seconds": self.elapsed,
+                "config": self.config,
+                "model": cpu_state_dict(self.model),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng,
+                "best_value": self.best[0] if self.best else None,
+                "best_step": self.best[1] if self.best else None,
+                **self.task.checkpoint_fields(),
+            },
+        )
         if also_last and name != "last.pt":
             with atomic_path(self.ckpt_dir / "last.pt") as tmp:
                 shutil.copyfile(self.ckpt_dir / name, tmp)
@@ -162,15 +200,18 @@ class Trainer:
         """Budget reached? Every rank stops at the same step, and every rank raises on divergence."""
         budget = self.settings.get("max_minutes")
         stop = self.step >= self.settings["max_steps"] or (
-            budget is not None and self.elapsed + time.time() - started >= 60 * budget)
+            budget is not None and self.elapsed + time.time() - started >= 60 * budget
+        )
         if self.dist.enabled:
-            flags = torch.tensor([float(stop), float(diverged)],
-                                 device=self.device if self.device.type == "cuda" else "cpu")
+            flags = torch.tensor(
+                [float(stop), float(diverged)], device=self.device if self.device.type == "cuda" else "cpu"
+            )
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
             stop, diverged = bool(flags[0]), bool(flags[1])
         if diverged:
-            raise UserError(f"Training diverged at step {self.step} (the loss is not finite); "
-                            "lower train.lr or train.grad_clip.")
+            raise UserError(
+                f"Training diverged at step {self.step} (the loss is not finite); lower train.lr or train.grad_clip."
+            )
         return stop
 
     def fit(self) -> dict[str, float]:
@@ -180,9 +221,16 @@ class Trainer:
             writer = SummaryWriter(str(self.exp_dir / "tb"), purge_step=self.step or None)
         started, metrics = time.time(), {}
         batches = self.task.batches(self.step, self.dist.rank, self.device)
-        bar = tqdm(total=self.settings["max_steps"], initial=self.step, disable=not self.dist.is_main,
-                   desc=f"train {self.task.kind}", dynamic_ncols=True, mininterval=1.0)
-        window_start, window_samples, diverged, validated_at = time.time(), 0.0, False, None
+        bar = tqdm(
+            total=self.settings["max_steps"],
+            initial=self.step,
+            disable=not self.dist.is_main,
+            desc=f"train {self.task.kind}",
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
+        window_samples: torch.Tensor | float = 0.0  # samples since the last log (a task may count in a tensor)
+        window_start, diverged, validated_at = time.time(), False, None
         while not self._should_stop(started, diverged):
             batch = next(batches)
             self.model.train()
@@ -202,15 +250,19 @@ class Trainer:
                 now = time.time()
                 rate = float(window_samples) / max(now - window_start, 1e-9)
                 window_start, window_samples = now, 0.0
-                scalars = {k: float(v) for k, v in scalars.items()}
-                for key, value in scalars.items():
+                values = {k: float(v) for k, v in scalars.items()}
+                for key, value in values.items():
                     writer.add_scalar(f"train/{key}", value, self.step)
                 writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
                 writer.add_scalar("train/grad_norm", float(grad_norm), self.step)
                 writer.add_scalar("speed/samples_per_s", rate, self.step)
-                bar.set_postfix(loss=f"{float(loss):.3f}", **{k: f"{v:.3g}" for k, v in scalars.items()
-                                                             if k in self.task.progress_keys},
-                                sps=f"{rate:,.0f}", refresh=False)
+                bar.set_postfix(
+                    ordered_dict=None,
+                    refresh=False,
+                    loss=f"{float(loss):.3f}",
+                    **{k: f"{v:.3g}" for k, v in values.items() if k in self.task.progress_keys},
+                    sps=f"{rate:,.0f}",
+                )
             bar.update(1)
             if self.step % self.settings["valid_every"] == 0:
                 metrics, validated_at = self._validate(writer), self.step
@@ -238,8 +290,8 @@ class Trainer:
             for key, value in metrics.items():
                 writer.add_scalar(f"valid/{key}", value, self.step)
             writer.flush()
-        key = self.task.best_metric
-        if key is not None and key in metrics and (self.best is None or metrics[key] < self.best[0]):
-            self.best = (float(metrics[key]), self.step)
+        best_key = self.task.best_metric
+        if best_key is not None and best_key in metrics and (self.best is None or metrics[best_key] < self.best[0]):
+            self.best = (float(metrics[best_key]), self.step)
             self.save("best.pt")
         return metrics

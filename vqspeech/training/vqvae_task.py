@@ -24,23 +24,34 @@ from ..device import init_distributed, select_device
 from ..errors import UserError, first_line
 from ..eval.loss import teacher_forced_metrics
 from ..inference.generate import generate
-from ..models.conv_decoder import WaveformOutput
+from ..models.conv_decoder import ConvDecoder, WaveformOutput
 from ..models.discriminators import CombinedDiscriminator
-from ..models.gan_losses import (adaptive_weight, discriminator_active, discriminator_loss,
-                                 feature_matching_loss, generator_adversarial_loss)
+from ..models.gan_losses import (
+    adaptive_weight,
+    discriminator_active,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+)
 from ..models.vqvae import VQVAE, VQVAEOutput
 from ..plots import spectrogram_figure
-from .experiment import (ADVERSARIAL_RULES, check_config, fit_and_summarise, seed_everything,
-                         write_experiment_files)
+from .experiment import ADVERSARIAL_RULES, check_config, fit_and_summarise, seed_everything, write_experiment_files
 from .trainer import Task
 
 
 class VQVAETask(Task):
     kind = "vqvae"
     progress_keys = ("bits", "mel", "lambda", "ppl", "used", "top_used")
+    model: VQVAE
 
-    def __init__(self, model: VQVAE, config: dict[str, Any], speakers: list[str],
-                 train_utts: list[Utterance], valid_utts: list[Utterance]):
+    def __init__(
+        self,
+        model: VQVAE,
+        config: dict[str, Any],
+        speakers: list[str],
+        train_utts: list[Utterance],
+        valid_utts: list[Utterance],
+    ):
         self.model, self.config, self.speakers = model, config, speakers
         self.speaker_ids = {s: i for i, s in enumerate(speakers)}
         self.train_utts = train_utts
@@ -53,14 +64,23 @@ class VQVAETask(Task):
             adv = self.adversarial = train["adversarial"]
             self.mel_weight = float(adv["mel_weight"])
             self.discriminator = CombinedDiscriminator(use_mpd=adv["mpd"], use_msd=adv["msd"])
-            self.d_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=adv["d_lr"],
-                                                 betas=tuple(adv["d_betas"]),
-                                                 weight_decay=adv["d_weight_decay"])
+            self.d_optimizer = torch.optim.AdamW(
+                self.discriminator.parameters(),
+                lr=adv["d_lr"],
+                betas=tuple(adv["d_betas"]),
+                weight_decay=adv["d_weight_decay"],
+            )
 
     def to_device(self, device: torch.device) -> None:
         """Move the discriminator (if any) to the training device, before its state is restored."""
         if self.discriminator is not None:
             self.discriminator.to(device)
+
+    def _adversary(self) -> tuple[CombinedDiscriminator, torch.optim.Optimizer]:
+        """The discriminator and its optimizer (a conv decoder's task has both)."""
+        if self.discriminator is None or self.d_optimizer is None:
+            raise RuntimeError("this task has no discriminator (model.decoder_type is not conv)")
+        return self.discriminator, self.d_optimizer
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Resume the discriminator and its optimizer; their settings come from the config."""
@@ -68,17 +88,25 @@ class VQVAETask(Task):
             return
         if "discriminator" not in ckpt or "d_optimizer" not in ckpt:
             raise ValueError("no discriminator state")
-        self.discriminator.load_state_dict(ckpt["discriminator"])
-        self.d_optimizer.load_state_dict(ckpt["d_optimizer"])
+        disc, d_optimizer = self._adversary()
+        disc.load_state_dict(ckpt["discriminator"])
+        d_optimizer.load_state_dict(ckpt["d_optimizer"])
         adv = self.adversarial
-        for group in self.d_optimizer.param_groups:
+        for group in d_optimizer.param_groups:
             group.update(lr=adv["d_lr"], betas=tuple(adv["d_betas"]), weight_decay=adv["d_weight_decay"])
 
     def batches(self, start_step: int, rank: int, device: torch.device) -> Iterator[Any]:
         train = self.config["train"]
-        loader = crop_loader(self.train_utts, self.speaker_ids, batch_size=train["batch_size"],
-                             crop_samples=self.crop_samples, seed=self.config["seed"],
-                             start_step=start_step, rank=rank, num_workers=train["num_workers"])
+        loader = crop_loader(
+            self.train_utts,
+            self.speaker_ids,
+            batch_size=train["batch_size"],
+            crop_samples=self.crop_samples,
+            seed=self.config["seed"],
+            start_step=start_step,
+            rank=rank,
+            num_workers=train["num_workers"],
+        )
         for audio, speakers, mask in loader:
             yield audio.to(device), speakers.to(device), mask.to(device)
 
@@ -94,8 +122,13 @@ class VQVAETask(Task):
         else:
             scalars["bits"] = rec.bits_per_sample
         if out.top is not None:
-            scalars.update({"top_ppl": out.top.perplexity, "top_used": (out.top.usage > 0).sum(),
-                            "top_commitment": out.top.commitment_loss.detach()})
+            scalars.update(
+                {
+                    "top_ppl": out.top.perplexity,
+                    "top_used": (out.top.usage > 0).sum(),
+                    "top_commitment": out.top.commitment_loss.detach(),
+                }
+            )
         return loss, {
             **scalars,
             "commitment": vq.commitment_loss.detach(),
@@ -107,8 +140,9 @@ class VQVAETask(Task):
             "samples": mask.sum(),
         }
 
-    def _adversarial(self, model: torch.nn.Module, out: VQVAEOutput, rec: WaveformOutput,
-                     scalars: dict) -> torch.Tensor:
+    def _adversarial(
+        self, model: torch.nn.Module, out: VQVAEOutput, rec: WaveformOutput, scalars: dict
+    ) -> torch.Tensor:
         """Conv decoder: the discriminator step, then the generator's loss (the trainer steps it).
 
         Before ``adversarial.warmup_steps`` generator updates: ``mel_weight`` * mel + VQ loss only,
@@ -123,12 +157,13 @@ class VQVAETask(Task):
         loss = self.mel_weight * rec.loss + out.quantizer_loss
         if not discriminator_active(self.step, adv["warmup_steps"]):
             return loss
-        disc, real, fake = self.discriminator, rec.target, rec.waveform
+        disc, d_optimizer = self._adversary()
+        real, fake = rec.target, rec.waveform
         if rec.mask is not None:  # padding is silence in both, so the discriminator cannot tell by it
             fake = fake * rec.mask.to(fake.dtype)
         disc.train()
         d_loss = discriminator_loss(disc(real)[0], disc(fake.detach())[0])
-        self.d_optimizer.zero_grad(set_to_none=True)
+        d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         if dist.is_available() and dist.is_initialized():
             world = dist.get_world_size()
@@ -136,7 +171,7 @@ class VQVAETask(Task):
                 if p.grad is not None:
                     dist.all_reduce(p.grad)
                     p.grad /= world
-        self.d_optimizer.step()
+        d_optimizer.step()
 
         disc.requires_grad_(False)  # the generator's backward needs no discriminator gradients
         try:
@@ -151,17 +186,27 @@ class VQVAETask(Task):
         weighted_mel = self.mel_weight * rec.loss
         if adv["adaptive_weight"]:
             decoder = getattr(model, "module", model).decoder
+            if not isinstance(decoder, ConvDecoder):
+                raise TypeError("the adversarial step needs a conv decoder")
             weight = adaptive_weight(weighted_mel, gan, decoder.last_layer, max_weight=adv["max_weight"])
             if dist.is_available() and dist.is_initialized():
                 dist.all_reduce(weight)
                 weight = weight / dist.get_world_size()
         else:
             weight = torch.ones((), device=weighted_mel.device)
-        scalars.update({"d_loss": d_loss.detach(), "lambda": weight, "adversarial": g_adv.detach(),
-                        "feature_matching": fm.detach()})
+        scalars.update(
+            {
+                "d_loss": d_loss.detach(),
+                "lambda": weight,
+                "adversarial": g_adv.detach(),
+                "feature_matching": fm.detach(),
+            }
+        )
         return loss + weight * adv["adv_weight"] * gan
 
     def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        if not isinstance(model, VQVAE):
+            raise TypeError(f"VQVAETask validates a VQVAE, not a {type(model).__name__}")
         limit = self.config["train"]["valid_max_utterances"]
         return teacher_forced_metrics(model, self.valid_utts[:limit], self.speaker_ids, device)
 
@@ -182,24 +227,28 @@ class VQVAETask(Task):
             own = self.speaker_ids[utt.speaker]
             other = (own + 1) % len(self.speakers)
             speakers = torch.tensor([own, other], device=device)
-            if self.model.decoder_type == "conv":
-                outs = self.model.decoder(latents, speakers)
+            decoder = self.model.decoder
+            if isinstance(decoder, ConvDecoder):  # model.decoder_type conv
+                outs = decoder(latents, speakers)
             else:
                 gen = torch.Generator(device=device).manual_seed(step)
-                outs = generate(self.model.decoder, latents, speakers, generator=gen)
+                outs = generate(decoder, latents, speakers, generator=gen)
         waves = outs.cpu().numpy()
         writer.add_audio("audio/original", audio, step, sample_rate=sr)
         writer.add_audio("audio/reconstruction", waves[0], step, sample_rate=sr)
         writer.add_audio(f"audio/converted_to_{self.speakers[other]}", waves[1], step, sample_rate=sr)
-        writer.add_figure("spectrogram", spectrogram_figure(
-            {"original": audio, "reconstruction": waves[0],
-             f"converted to {self.speakers[other]}": waves[1]}, sr), step)
+        writer.add_figure(
+            "spectrogram",
+            spectrogram_figure(
+                {"original": audio, "reconstruction": waves[0], f"converted to {self.speakers[other]}": waves[1]}, sr
+            ),
+            step,
+        )
 
     def checkpoint_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"speakers": list(self.speakers)}
         if self.discriminator is not None and self.d_optimizer is not None:  # resume only
-            fields["discriminator"] = {k: v.detach().cpu().clone()
-                                       for k, v in self.discriminator.state_dict().items()}
+            fields["discriminator"] = {k: v.detach().cpu().clone() for k, v in self.discriminator.state_dict().items()}
             fields["d_optimizer"] = self.d_optimizer.state_dict()
         return fields
 
@@ -220,8 +269,10 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     if cfg["model"]["decoder_type"] == "conv":
         check_config(cfg, sections=(), extra=ADVERSARIAL_RULES)
         if not (cfg["train"]["adversarial"]["mpd"] or cfg["train"]["adversarial"]["msd"]):
-            raise UserError("Config values train.adversarial.mpd and train.adversarial.msd are both false; "
-                            "enable at least one discriminator.")
+            raise UserError(
+                "Config values train.adversarial.mpd and train.adversarial.msd are both false; "
+                "enable at least one discriminator."
+            )
     dist_info = init_distributed(cfg["device"])
     device = select_device(cfg["device"], dist_info.local_rank)
     model_cfg = cfg["model"]
@@ -233,9 +284,11 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     utts = read_manifest(manifest)
     rates = sorted({u.sample_rate for u in utts})
     if rates != [model_cfg["sample_rate"]]:
-        raise UserError(f"Manifest {manifest} holds audio at {', '.join(map(str, rates))} Hz but the model "
-                        f"runs at {model_cfg['sample_rate']} Hz; re-run `vqspeech prepare --sample_rate "
-                        f"{model_cfg['sample_rate']}` or set model.sample_rate.")
+        raise UserError(
+            f"Manifest {manifest} holds audio at {', '.join(map(str, rates))} Hz but the model "
+            f"runs at {model_cfg['sample_rate']} Hz; re-run `vqspeech prepare --sample_rate "
+            f"{model_cfg['sample_rate']}` or set model.sample_rate."
+        )
     train_utts = [u for u in utts if u.split == "train"]
     if not train_utts:
         raise UserError(f"Manifest {manifest} has no utterances in the train split.")
@@ -246,13 +299,15 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     speakers = resume["speakers"] if resume else speakers_of(train_utts)
     unknown = sorted({u.speaker for u in train_utts} - set(speakers))
     if unknown:
-        raise UserError(f"The manifest has training speakers ({', '.join(unknown[:5])}) that {exp_dir} was not "
-                        "started with; train a new experiment for a changed speaker set.")
+        raise UserError(
+            f"The manifest has training speakers ({', '.join(unknown[:5])}) that {exp_dir} was not "
+            "started with; train a new experiment for a changed speaker set."
+        )
 
     seed_everything(cfg["seed"])
     model = build_model(model_cfg, len(speakers))
-    write_experiment_files(exp_dir, cfg, merged, dist_info,
-                           {"speakers.txt": "".join(f"{s}\n" for s in speakers)})
+    write_experiment_files(exp_dir, cfg, merged, dist_info, {"speakers.txt": "".join(f"{s}\n" for s in speakers)})
     task = VQVAETask(model, cfg, speakers, train_utts, valid_utts)
-    return fit_and_summarise(exp_dir, task, cfg, device, dist_info, resume,
-                             extra={"parameters": sum(p.numel() for p in model.parameters())})
+    return fit_and_summarise(
+        exp_dir, task, cfg, device, dist_info, resume, extra={"parameters": sum(p.numel() for p in model.parameters())}
+    )

@@ -23,7 +23,6 @@ from ... import __version__
 from ...data.corpora import corpus_licence
 from ...errors import UserError, first_line
 from ...fileio import write_text_atomic
-
 from .page import Page, SectionError, corpus_layout, esc, media_check_script, note, stylesheet
 from .sections import SECTIONS
 
@@ -39,8 +38,10 @@ def load_config(exp_dir: Path) -> dict:
         raise UserError(f"Experiment folder {exp_dir} does not exist; pass the EXP_DIR that `vqspeech train` wrote.")
     path = exp_dir / "config.yaml"
     if not path.is_file():
-        raise UserError(f"{exp_dir} has no config.yaml, so it is not an experiment folder; pass the EXP_DIR "
-                        "that `vqspeech train` wrote.")
+        raise UserError(
+            f"{exp_dir} has no config.yaml, so it is not an experiment folder; pass the EXP_DIR "
+            "that `vqspeech train` wrote."
+        )
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -62,8 +63,9 @@ def render_report(exp_dir: str | os.PathLike, out: str | os.PathLike) -> str:
             content = note(f"Section skipped: {exc}.")
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError) as exc:
             # Files with an unexpected shape: show what went wrong, keep the rest of the page.
-            content = note(f"Section skipped: its files have an unexpected shape ({type(exc).__name__}: "
-                           f"{first_line(exc)}).")
+            content = note(
+                f"Section skipped: its files have an unexpected shape ({type(exc).__name__}: {first_line(exc)})."
+            )
         body.append(f'<section id="{anchor}"><h2>{esc(title)}</h2>{content}</section>')
     name = exp_dir.absolute().name
     layout, _ = corpus_layout(page.manifest)
@@ -71,12 +73,14 @@ def render_report(exp_dir: str | os.PathLike, out: str | os.PathLike) -> str:
     corpus = licence.name if licence else ""
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     nav = " ".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in SECTIONS)
-    decoder = ("an adversarially trained convolutional decoder"
-               if isinstance(page.config.get("model"), dict) and page.config["model"].get("decoder_type") == "conv"
-               else "a speaker-conditioned WaveNet decoder")
+    decoder = (
+        "an adversarially trained convolutional decoder"
+        if isinstance(page.config.get("model"), dict) and page.config["model"].get("decoder_type") == "conv"
+        else "a speaker-conditioned WaveNet decoder"
+    )
     subtitle = f"Discrete speech units learned with a VQ-VAE and {decoder}"
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta name="generator" content="{GENERATOR}">'
         f"<title>{esc(name)}: vqspeech report</title><style>{stylesheet()}</style></head>\n"
@@ -87,15 +91,15 @@ def render_report(exp_dir: str | os.PathLike, out: str | os.PathLike) -> str:
         + (note(f"Licence: {licence.terms}") if licence and layout == "timit" else "")
         + f'<p class="small">Experiment folder {esc(page.exp_dir)}; report written {esc(now)} by '
         f"<code>vqspeech report</code> (vqspeech {esc(__version__)}).</p></header>"
-        f"<nav>{nav}</nav>\n" + "\n".join(body)
-        + '<footer>Audio and images are linked relative to this page; keep the page in its folder (next to '
+        f"<nav>{nav}</nav>\n"
+        + "\n".join(body)
+        + "<footer>Audio and images are linked relative to this page; keep the page in its folder (next to "
         "the experiment's files) for them to play. A red banner at the top lists any that fail to load."
         f"</footer><script>{media_check_script()}</script></body></html>\n"
     )
 
 
-def write_report(exp_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                 overwrite: bool = False) -> Path:
+def write_report(exp_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, overwrite: bool = False) -> Path:
     """Write the HTML report of ``exp_dir`` to ``out`` (default ``EXP_DIR/report.html``); returns its path.
 
     A report written earlier is replaced (it is derived from the folder's files); any other existing
@@ -106,8 +110,10 @@ def write_report(exp_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     if out_path.is_dir():
         out_path = out_path / "report.html"
     if out_path.is_file() and not overwrite and not _is_report(out_path):
-        raise UserError(f"{out_path} exists and is not a vqspeech report; pass `overwrite=True` to replace it "
-                        "or choose another `out`.")
+        raise UserError(
+            f"{out_path} exists and is not a vqspeech report; pass `overwrite=True` to replace it "
+            "or choose another `out`."
+        )
     text = render_report(exp_dir, out_path)
     try:
         write_text_atomic(out_path, text)

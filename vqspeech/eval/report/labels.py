@@ -8,12 +8,12 @@ PRODUCERS = {
     "train_summary": "recipe stage 2 (`vqspeech train EXP_DIR ...`)",
     "metrics": "recipe stage 8 (`vqspeech evaluate loss EXP_DIR --split test --out EXP_DIR/metrics.json`)",
     "probe": "recipe stage 8 (`vqspeech evaluate probe --codes EXP_DIR/codes --manifest M --name vqvae "
-             "--out EXP_DIR/probe/vqvae.json`; the baseline: `vqspeech baseline mfcc-kmeans`, then "
-             "`vqspeech evaluate probe ... --name mfcc-kmeans`)",
+    "--out EXP_DIR/probe/vqvae.json`; the baseline: `vqspeech baseline mfcc-kmeans`, then "
+    "`vqspeech evaluate probe ... --name mfcc-kmeans`)",
     "eval_convert": "recipe stage 8 (`vqspeech evaluate conversion EXP_DIR`)",
     "convert": "recipe stage 4 (`vqspeech convert EXP_DIR MANIFEST --speaker S -o EXP_DIR/convert/S`)",
     "prior_samples": "recipe stages 6-7 (`vqspeech prior train`, then "
-                     "`vqspeech prior sample EXP_DIR/prior --speaker S -o EXP_DIR/prior_samples/S`)",
+    "`vqspeech prior sample EXP_DIR/prior --speaker S -o EXP_DIR/prior_samples/S`)",
     "prepare": "recipe stage 1 (`vqspeech prepare CORPUS OUT --layout NAME`)",
 }
 
@@ -68,8 +68,7 @@ PROBE_ROWS = {
 }
 PROBE_SYSTEMS = {"vqvae": "VQ-VAE codes", "mfcc-kmeans": "MFCC k-means"}
 PROBE_BASELINES = {"random_codes": "Random codes", "majority_phone": "Majority phone"}
-PLOT_LABELS = {"code_usage": "code usage", "code_phone": "codes vs phones",
-               "phone_accuracy": "accuracy per phone"}
+PLOT_LABELS = {"code_usage": "code usage", "code_phone": "codes vs phones", "phone_accuracy": "accuracy per phone"}
 CONVERT_LABELS = {
     "conversion_speaker_accuracy": ("Conversions closer to the target speaker than to the source", "up"),
     "num_conversions_scored": ("Conversions scored", ""),
@@ -86,11 +85,23 @@ ARROWS = {"up": ("\u2191", "higher is better"), "down": ("\u2193", "lower is bet
 
 # Methods and tools the page credits: (name, authors and licence, what it is used for, where).
 TOOLS = [
-    ("VQ-VAE", "A. van den Oord, O. Vinyals and K. Kavukcuoglu, \u201cNeural Discrete Representation "
-     "Learning\u201d, NeurIPS 2017", "the method this toolkit implements", "https://arxiv.org/abs/1711.00937"),
-    ("pocketsphinx", "CMU Sphinx (D. Huggins-Daines et al.), BSD-style licence, with its US English models",
-     "phone alignments for the probe; speech recognition for the word error rates",
-     "https://github.com/cmusphinx/pocketsphinx"),
-    ("Resemblyzer", "Resemble AI (C. Jemine), Apache-2.0, a GE2E speaker encoder (Wan et al., 2018)",
-     "speaker embeddings for the speaker similarity of conversions", "https://github.com/resemble-ai/Resemblyzer"),
+    (
+        "VQ-VAE",
+        "A. van den Oord, O. Vinyals and K. Kavukcuoglu, \u201cNeural Discrete Representation "
+        "Learning\u201d, NeurIPS 2017",
+        "the method this toolkit implements",
+        "https://arxiv.org/abs/1711.00937",
+    ),
+    (
+        "pocketsphinx",
+        "CMU Sphinx (D. Huggins-Daines et al.), BSD-style licence, with its US English models",
+        "phone alignments for the probe; speech recognition for the word error rates",
+        "https://github.com/cmusphinx/pocketsphinx",
+    ),
+    (
+        "Resemblyzer",
+        "Resemble AI (C. Jemine), Apache-2.0, a GE2E speaker encoder (Wan et al., 2018)",
+        "speaker embeddings for the speaker similarity of conversions",
+        "https://github.com/resemble-ai/Resemblyzer",
+    ),
 ]

@@ -13,11 +13,10 @@ import re
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote
 
 from ...errors import first_line
-
 from .labels import ARROWS
 
 
@@ -68,7 +67,7 @@ def read_json_dict(path: Path, name: str | None = None) -> dict:
     return data
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -223,4 +222,3 @@ def corpus_layout(manifest: Path | None) -> tuple[str | None, dict]:
         return None, {}
     layout = prepare.get("layout")
     return (str(layout) if layout else None), prepare
-

@@ -13,7 +13,6 @@ import yaml
 
 from ...config import compose, config_dir
 from ...data.corpora import corpus_licence
-
 from .labels import (
     CONVERT_LABELS,
     METRIC_LABELS,
@@ -65,7 +64,7 @@ def model_name(exp_dir: Path, model_cfg: dict) -> str:
     for candidate in candidates:
         try:
             composed = compose([f"model={candidate}", "data.manifest=x"])["model"]
-        except Exception:  # noqa: BLE001 - naming the config is a nicety
+        except Exception:  # any failure: naming the config is a nicety
             continue
         if composed == model_cfg:
             if candidate != "base":
@@ -83,6 +82,12 @@ def read_parameters(exp_dir: Path) -> int | None:
     return int(params) if is_number(params) else None
 
 
+def _dict_at(record: dict, key: str) -> dict:
+    """``record[key]`` when it is a dict (a JSON object), else an empty dict."""
+    value = record.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def read_speakers(exp_dir: Path) -> list[str]:
     try:
         return [s for s in (exp_dir / "speakers.txt").read_text().split("\n") if s.strip()]
@@ -92,7 +97,7 @@ def read_speakers(exp_dir: Path) -> list[str]:
 
 def section_summary(page: Page) -> str:
     cfg = page.config
-    model_cfg = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    model_cfg = _dict_at(cfg, "model")
     speakers = read_speakers(page.exp_dir)
     rows: list[tuple[str, str]] = []
     rows.append(("Model config", model_name(page.exp_dir, model_cfg) if model_cfg else "(no model section)"))
@@ -106,28 +111,43 @@ def section_summary(page: Page) -> str:
         rows.append(("Code rate", f"{sr / hop:g} codes per second (hop {hop} samples)"))
     if "num_codes" in model_cfg:
         rows.append(("Codebook", f"K = {model_cfg['num_codes']}, dimension {model_cfg.get('latent_dim', '?')}"))
-    top = model_cfg.get("top") if isinstance(model_cfg.get("top"), dict) else {}
+    top = _dict_at(model_cfg, "top")
     if is_number(top.get("stride")) and top["stride"] > 0:
         rate = f", {sr / hop / top['stride']:g} codes per second" if is_number(sr) and is_number(hop) and hop else ""
-        rows.append(("Top level (VQ-VAE-2)", f"K = {top.get('num_codes', '?')}, one code every {top['stride']} "
-                                             f"codes{rate}"))
-    enc = model_cfg.get("encoder") if isinstance(model_cfg.get("encoder"), dict) else {}
+        rows.append(
+            ("Top level (VQ-VAE-2)", f"K = {top.get('num_codes', '?')}, one code every {top['stride']} codes{rate}")
+        )
+    enc = _dict_at(model_cfg, "encoder")
     if enc:
-        rows.append(("Encoder", f"{enc.get('frontend', '?')} front end, {enc.get('channels', '?')} channels, "
-                                f"dilations {enc.get('dilations', '?')}"))
-    dec = model_cfg.get("decoder") if isinstance(model_cfg.get("decoder"), dict) else {}
-    conv = model_cfg.get("conv_decoder") if isinstance(model_cfg.get("conv_decoder"), dict) else {}
+        rows.append(
+            (
+                "Encoder",
+                f"{enc.get('frontend', '?')} front end, {enc.get('channels', '?')} channels, "
+                f"dilations {enc.get('dilations', '?')}",
+            )
+        )
+    dec = _dict_at(model_cfg, "decoder")
+    conv = _dict_at(model_cfg, "conv_decoder")
     if model_cfg.get("decoder_type") == "conv":
-        rows.append(("Convolutional decoder (adversarial)",
-                     f"{conv.get('channels', '?')} channels, upsampling strides {conv.get('upsample_strides', '?')}"))
+        rows.append(
+            (
+                "Convolutional decoder (adversarial)",
+                f"{conv.get('channels', '?')} channels, upsampling strides {conv.get('upsample_strides', '?')}",
+            )
+        )
     elif dec:
-        rows.append(("WaveNet decoder", f"{dec.get('layers', '?')} layers in {dec.get('cycles', '?')} cycles, "
-                                        f"residual/gate/skip {dec.get('residual_channels', '?')}/"
-                                        f"{dec.get('gate_channels', '?')}/{dec.get('skip_channels', '?')}"))
+        rows.append(
+            (
+                "WaveNet decoder",
+                f"{dec.get('layers', '?')} layers in {dec.get('cycles', '?')} cycles, "
+                f"residual/gate/skip {dec.get('residual_channels', '?')}/"
+                f"{dec.get('gate_channels', '?')}/{dec.get('skip_channels', '?')}",
+            )
+        )
     if speakers:
         shown = ", ".join(speakers[:12]) + (f", \u2026 ({len(speakers)} in all)" if len(speakers) > 12 else "")
         rows.append(("Speakers the model knows", shown))
-    train_cfg = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+    train_cfg = _dict_at(cfg, "train")
 
     parts = ["<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows) + "</table>"]
 
@@ -155,13 +175,21 @@ def section_summary(page: Page) -> str:
     if prior.is_file():
         parts.append("<h3>Prior over the codes</h3>")
         try:
-            parts.append(key_value_table(read_json_dict(prior), {
-                "arch": ("Architecture", ""), "parameters": ("Parameters", ""), "step": ("Training steps", ""),
-                "minutes": ("Training time (minutes)", ""),
-                "valid_bits_per_code": ("Validation bits per code", "down"),
-                "valid_unigram_bits_per_code": ("Unigram baseline, bits per code", ""),
-                "best_valid_bits_per_code": ("Best validation bits per code", "down"),
-                "best_step": ("Best step", "")}))
+            parts.append(
+                key_value_table(
+                    read_json_dict(prior),
+                    {
+                        "arch": ("Architecture", ""),
+                        "parameters": ("Parameters", ""),
+                        "step": ("Training steps", ""),
+                        "minutes": ("Training time (minutes)", ""),
+                        "valid_bits_per_code": ("Validation bits per code", "down"),
+                        "valid_unigram_bits_per_code": ("Unigram baseline, bits per code", ""),
+                        "best_valid_bits_per_code": ("Best validation bits per code", "down"),
+                        "best_step": ("Best step", ""),
+                    },
+                )
+            )
         except SectionError as exc:
             parts.append(note(f"Prior summary unreadable: {exc}."))
 
@@ -215,8 +243,10 @@ def stage_table(exp_dir: Path) -> str:
             markers.append((int(marker.name), name or "done", seconds))
     if not markers:
         return ""
-    rows = "".join(f'<tr><td class="num">{n}</td><td>{esc(name)}</td><td class="num">{esc(sec)}</td></tr>'
-                   for n, name, sec in sorted(markers))
+    rows = "".join(
+        f'<tr><td class="num">{n}</td><td>{esc(name)}</td><td class="num">{esc(sec)}</td></tr>'
+        for n, name, sec in sorted(markers)
+    )
     return f"<table><tr><th>Stage</th><th>What</th><th>Wall time</th></tr>{rows}</table>"
 
 
@@ -229,11 +259,15 @@ def section_metrics(page: Page) -> str:
     if not split:
         intro = ""
     elif "mel_loss" in metrics:
-        intro = (f'<p>Reconstruction on the <b>{esc(split)}</b> split: the convolutional decoder turns the codes '
-                 'and the speaker into audio, compared with the original by the multi-scale log-mel L1.</p>')
+        intro = (
+            f"<p>Reconstruction on the <b>{esc(split)}</b> split: the convolutional decoder turns the codes "
+            "and the speaker into audio, compared with the original by the multi-scale log-mel L1.</p>"
+        )
     else:
-        intro = (f'<p>Teacher-forced reconstruction on the <b>{esc(split)}</b> split: the decoder predicts each '
-                 f'sample from the true previous samples, the codes and the speaker.</p>')
+        intro = (
+            f"<p>Teacher-forced reconstruction on the <b>{esc(split)}</b> split: the decoder predicts each "
+            f"sample from the true previous samples, the codes and the speaker.</p>"
+        )
     shown = {k: v for k, v in metrics.items() if k not in ("split", "manifest")}
     return intro + key_value_table(shown, METRIC_LABELS)
 
@@ -242,8 +276,10 @@ def section_probe(page: Page) -> str:
     folder = page.exp_dir / "probe"
     if not folder.is_dir():
         return note(f"No phoneme probe yet: EXP_DIR/probe/ is missing; written by {PRODUCERS['probe']}.")
-    files = sorted(folder.glob("*.json"), key=lambda p: (list(PROBE_SYSTEMS).index(p.stem)
-                                                         if p.stem in PROBE_SYSTEMS else 9, p.stem))
+    files = sorted(
+        folder.glob("*.json"),
+        key=lambda p: (list(PROBE_SYSTEMS).index(p.stem) if p.stem in PROBE_SYSTEMS else 9, p.stem),
+    )
     notes, systems = [], {}
     for name in PROBE_SYSTEMS:
         if not (folder / f"{name}.json").is_file():
@@ -261,35 +297,45 @@ def section_probe(page: Page) -> str:
         return "".join(parts) + note("No probe results to show.")
 
     columns: list[tuple[str, dict, bool]] = [(PROBE_SYSTEMS.get(n, n), s, False) for n, s in systems.items()]
-    baselines = next((s["baselines"] for s in systems.values() if isinstance(s.get("baselines"), dict)), {})
-    for key, record in baselines.items():
-        if isinstance(record, dict):
-            columns.append((PROBE_BASELINES.get(key, key.replace("_", " ")), record, True))
+    baselines: dict[str, object] = next(
+        (s["baselines"] for s in systems.values() if isinstance(s.get("baselines"), dict)), {}
+    )
+    for key, value in baselines.items():
+        if isinstance(value, dict):
+            columns.append((PROBE_BASELINES.get(key, key.replace("_", " ")), value, True))
     keys = [k for k in PROBE_ROWS if any(k in c for _, c, _ in columns)]
-    keys += sorted({k for _, c, base in columns if not base for k, v in c.items()
-                    if k not in PROBE_ROWS and is_number(v)})
+    keys += sorted(
+        {k for _, c, base in columns if not base for k, v in c.items() if k not in PROBE_ROWS and is_number(v)}
+    )
     baseline = '<br><span class="small">baseline</span>'
     head = "".join(f"<th>{esc(name)}{baseline if base else ''}</th>" for name, _, base in columns)
     rows = []
     for key in keys:
         label, direction, kind = PROBE_ROWS.get(key, (key.replace("_", " ").capitalize(), "", "num"))
         values = [c.get(key) if isinstance(c, dict) else None for _, c, _ in columns]
-        numbers = [v for v, (_, _, base) in zip(values, columns) if is_number(v) and not base]
+        numbers = [v for v, (_, _, base) in zip(values, columns, strict=True) if is_number(v) and not base]
         best = None
         if direction and len(numbers) > 1:
             best = max(numbers) if direction == "up" else min(numbers)
         cells = "".join(
             f'<td class="num{" best" if best is not None and v == best else ""}">{esc(fmt(v, kind))}</td>'
-            if key in c else '<td class="num muted">\u2014</td>'
-            for v, (_, c, _) in zip(values, columns))
+            if key in c
+            else '<td class="num muted">\u2014</td>'
+            for v, (_, c, _) in zip(values, columns, strict=True)
+        )
         rows.append(f"<tr><th>{esc(label)}{arrow(direction)}</th>{cells}</tr>")
     first = next(iter(systems.values()))
-    scope = (f"the {first['split']} split" if first.get("split")
-             else "all splits (also the utterances the models were trained on)")
-    parts.append('<p>Frame-level agreement between the units and phone alignments, ABX discrimination and '
-                 'speaker information, for the VQ-VAE codes and an MFCC k-means baseline with the same number '
-                 f'of clusters, on {esc(scope)}. Bold: the better system of a row (baselines are references, '
-                 'never bold). \u2014: not measured.</p>')
+    scope = (
+        f"the {first['split']} split"
+        if first.get("split")
+        else "all splits (also the utterances the models were trained on)"
+    )
+    parts.append(
+        "<p>Frame-level agreement between the units and phone alignments, ABX discrimination and "
+        "speaker information, for the VQ-VAE codes and an MFCC k-means baseline with the same number "
+        f"of clusters, on {esc(scope)}. Bold: the better system of a row (baselines are references, "
+        "never bold). \u2014: not measured.</p>"
+    )
     parts.append(f"<table><tr><th>Metric</th>{head}</tr>{''.join(rows)}</table>")
 
     figures = []
@@ -301,8 +347,9 @@ def section_probe(page: Page) -> str:
             if not isinstance(rel, str):
                 continue
             caption = f"{PROBE_SYSTEMS.get(name, name)}: {PLOT_LABELS.get(key, key.replace('_', ' '))}"
-            figures.append(f"<figure>{page.image(folder / rel, caption)}<figcaption>{esc(caption)}"
-                           f"</figcaption></figure>")
+            figures.append(
+                f"<figure>{page.image(folder / rel, caption)}<figcaption>{esc(caption)}</figcaption></figure>"
+            )
     if figures:
         parts.append("<h3>Plots</h3>" + "".join(figures))
     return "".join(parts)
@@ -310,8 +357,20 @@ def section_probe(page: Page) -> str:
 
 KINDS = ("original", "reconstruction", "conversion")
 # Summary keys shown elsewhere (facts line, per-signal table) or not worth a row.
-CONVERT_HIDDEN = {"model", "exp_dir", "manifest", "split", "speakers", "targets", "skipped", "reference",
-                  "speaker_similarity", "recognition", "mcd", "timing_seconds"}
+CONVERT_HIDDEN = {
+    "model",
+    "exp_dir",
+    "manifest",
+    "split",
+    "speakers",
+    "targets",
+    "skipped",
+    "reference",
+    "speaker_similarity",
+    "recognition",
+    "mcd",
+    "timing_seconds",
+}
 
 
 def conversion_summary(summary: dict) -> str:
@@ -319,8 +378,9 @@ def conversion_summary(summary: dict) -> str:
     parts = []
     facts = []
     if is_number(summary.get("num_items")):
-        facts.append(f"{summary['num_items']} utterances"
-                     + (f" of the {summary['split']} split" if summary.get("split") else ""))
+        facts.append(
+            f"{summary['num_items']} utterances" + (f" of the {summary['split']} split" if summary.get("split") else "")
+        )
     for key, label in (("speakers", "speakers"), ("targets", "target speakers")):
         if isinstance(summary.get(key), list) and summary[key]:
             facts.append(f"{label}: {', '.join(map(str, summary[key]))}")
@@ -329,18 +389,19 @@ def conversion_summary(summary: dict) -> str:
     if facts:
         parts.append(f"<p>{esc('; '.join(facts))}.</p>")
 
-    sim = summary.get("speaker_similarity") if isinstance(summary.get("speaker_similarity"), dict) else {}
-    rec = summary.get("recognition") if isinstance(summary.get("recognition"), dict) else {}
-    rates = rec.get("error_rate") if isinstance(rec.get("error_rate"), dict) else {}
-    mcd = summary.get("mcd") if isinstance(summary.get("mcd"), dict) else {}
+    sim = _dict_at(summary, "speaker_similarity")
+    rec = _dict_at(summary, "recognition")
+    rates = _dict_at(rec, "error_rate")
+    mcd = _dict_at(summary, "mcd")
     if sim or rates or mcd:
         unit = str(rec.get("unit", "word"))
         rows = []
         for kind in KINDS:
-            side = sim.get(kind) if isinstance(sim.get(kind), dict) else {}
+            side = _dict_at(sim, kind)
             cells = [side.get("source"), side.get("target"), rates.get(kind), mcd.get(kind)]
-            rows.append(f"<tr><th>{esc(kind)}</th>"
-                        + "".join(f'<td class="num">{esc(fmt(v))}</td>' for v in cells) + "</tr>")
+            rows.append(
+                f"<tr><th>{esc(kind)}</th>" + "".join(f'<td class="num">{esc(fmt(v))}</td>' for v in cells) + "</tr>"
+            )
         engine = f" ({rec['engine']})" if rec.get("engine") else ""
         parts.append(
             "<table><tr><th>Signal</th><th>Similarity to the source speaker</th>"
@@ -349,7 +410,8 @@ def conversion_summary(summary: dict) -> str:
             '<p class="small">Speaker similarity: cosine between the signal\'s Resemblyzer embedding and the '
             "speaker's centroid over reference utterances. A good reconstruction stays close to the source "
             "speaker; a good conversion moves close to the target and away from the source. Error rates: "
-            "pocketsphinx transcripts against the text, all edits over all reference words.</p>")
+            "pocketsphinx transcripts against the text, all edits over all reference words.</p>"
+        )
         for key in ("conversion_note", "definition"):
             if isinstance(mcd.get(key), str):
                 parts.append(f'<p class="small">MCD: {esc(mcd[key])}</p>')
@@ -363,7 +425,7 @@ def item_scores(item: dict, kind: str) -> str:
     """What the evaluation measured on one signal of one item, for under its player."""
     lines = []
     sim = item.get("speaker_similarity")
-    side = sim.get(kind) if isinstance(sim, dict) and isinstance(sim.get(kind), dict) else {}
+    side = _dict_at(sim, kind) if isinstance(sim, dict) else {}
     if is_number(side.get("source")) or is_number(side.get("target")):
         lines.append(f"similarity: source {fmt(side.get('source'))}, target {fmt(side.get('target'))}")
     transcripts, errors = item.get("transcripts"), item.get("word_errors")
@@ -372,14 +434,16 @@ def item_scores(item: dict, kind: str) -> str:
         if isinstance(errors, dict) and is_number(errors.get(kind)):
             words = item.get("reference_words")
             heard += f" ({errors[kind]} error{'' if errors[kind] == 1 else 's'}" + (
-                f" in {words} word{'' if words == 1 else 's'})" if is_number(words) else ")")
+                f" in {words} word{'' if words == 1 else 's'})" if is_number(words) else ")"
+            )
         lines.append(heard)
     mcd = item.get("mcd")
     if isinstance(mcd, dict) and is_number(mcd.get(kind)):
         lines.append(f"MCD {fmt(mcd[kind])} dB")
     if kind == "conversion" and isinstance(item.get("conversion_closer_to_target"), bool):
-        lines.append("closer to the target than to the source: "
-                     + ("yes" if item["conversion_closer_to_target"] else "no"))
+        lines.append(
+            "closer to the target than to the source: " + ("yes" if item["conversion_closer_to_target"] else "no")
+        )
     return "".join(f'<div class="small">{esc(line)}</div>' for line in lines)
 
 
@@ -406,27 +470,42 @@ def section_conversion(page: Page) -> str:
     for item in items:
         if not isinstance(item, dict):
             continue
-        scores = "".join(f"<div>{esc(short_label(k, CONVERT_LABELS))}: {esc(fmt(v))}</div>"
-                         for k, v in item.items() if k not in known and is_number(v))
-        about = (f"<b>{esc(item.get('id', '?'))}</b><br>{esc(item.get('source_speaker', '?'))} \u2192 "
-                 f"{esc(item.get('target_speaker', '?'))}")
+        scores = "".join(
+            f"<div>{esc(short_label(k, CONVERT_LABELS))}: {esc(fmt(v))}</div>"
+            for k, v in item.items()
+            if k not in known and is_number(v)
+        )
+        about = (
+            f"<b>{esc(item.get('id', '?'))}</b><br>{esc(item.get('source_speaker', '?'))} \u2192 "
+            f"{esc(item.get('target_speaker', '?'))}"
+        )
         if item.get("text"):
             about += f"<br><i>\u201c{esc(item['text'])}\u201d</i>"
         if scores:
             about += f'<div class="small">{scores}</div>'
         cells = [f"<td>{about}</td>"]
         for kind in KINDS:
-            cells.append(f"<td>{page.audio(folder / str(item[kind]))}{item_scores(item, kind)}</td>"
-                         if item.get(kind) else '<td class="muted">\u2014</td>')
+            cells.append(
+                f"<td>{page.audio(folder / str(item[kind]))}{item_scores(item, kind)}</td>"
+                if item.get(kind)
+                else '<td class="muted">\u2014</td>'
+            )
         spec = item.get("spectrogram")
-        cells.append(f"<td>{page.image(folder / str(spec), 'spectrograms of ' + str(item.get('id', '')))}</td>"
-                     if spec else '<td class="muted">\u2014</td>')
+        cells.append(
+            f"<td>{page.image(folder / str(spec), 'spectrograms of ' + str(item.get('id', '')))}</td>"
+            if spec
+            else '<td class="muted">\u2014</td>'
+        )
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    parts.append("<h3>Samples</h3><p>Each row: a test utterance (original), its reconstruction with the "
-                 "source speaker, and its conversion to the target speaker (same codes, other speaker "
-                 "embedding).</p>")
-    parts.append('<table class="demo"><tr><th>Utterance: source \u2192 target</th><th>Original</th>'
-                 "<th>Reconstruction</th><th>Conversion</th><th>Spectrograms</th></tr>" + "".join(rows) + "</table>")
+    parts.append(
+        "<h3>Samples</h3><p>Each row: a test utterance (original), its reconstruction with the "
+        "source speaker, and its conversion to the target speaker (same codes, other speaker "
+        "embedding).</p>"
+    )
+    parts.append(
+        '<table class="demo"><tr><th>Utterance: source \u2192 target</th><th>Original</th>'
+        "<th>Reconstruction</th><th>Conversion</th><th>Spectrograms</th></tr>" + "".join(rows) + "</table>"
+    )
     return "".join(parts)
 
 
@@ -448,26 +527,34 @@ def section_convert_folder(page: Page) -> str:
             if record.get("text"):
                 about += f"<br><i>\u201c{esc(record['text'])}\u201d</i>"
         original = manifest_audio(manifest, record)
-        cells = [f"<td>{about}</td>", f"<td>{page.audio(original)}</td>" if original else
-                 '<td class="muted">\u2014</td>']
+        cells = [
+            f"<td>{about}</td>",
+            f"<td>{page.audio(original)}</td>" if original else '<td class="muted">\u2014</td>',
+        ]
         for t in targets:
             wav = t / f"{uid}.wav"
             cells.append(f"<td>{page.audio(wav)}</td>" if wav.is_file() else '<td class="muted">\u2014</td>')
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    return ("<h3>Conversions (recipe stage 4)</h3><p>Test utterances decoded from their codes with each target "
-            "speaker's embedding; the original is the prepared audio the manifest points at.</p>"
-            f'<table class="demo"><tr><th>Utterance</th><th>Original</th>{head}</tr>{"".join(rows)}</table>')
+    return (
+        "<h3>Conversions (recipe stage 4)</h3><p>Test utterances decoded from their codes with each target "
+        "speaker's embedding; the original is the prepared audio the manifest points at.</p>"
+        f'<table class="demo"><tr><th>Utterance</th><th>Original</th>{head}</tr>{"".join(rows)}</table>'
+    )
 
 
 def section_prior(page: Page) -> str:
     folder = page.exp_dir / "prior_samples"
     files = sorted(folder.glob("*/samples.json"))
     if not files:
-        return note(f"No prior samples: EXP_DIR/prior_samples/<speaker>/samples.json is missing; written by "
-                    f"{PRODUCERS['prior_samples']}.")
-    parts = ["<p>Speech generated from scratch: code sequences sampled from the prior for one speaker, "
-             "decoded by the VQ-VAE's decoder. Bits per code: the sample's negative log-likelihood under "
-             "the prior (lower: more typical).</p>"]
+        return note(
+            f"No prior samples: EXP_DIR/prior_samples/<speaker>/samples.json is missing; written by "
+            f"{PRODUCERS['prior_samples']}."
+        )
+    parts = [
+        "<p>Speech generated from scratch: code sequences sampled from the prior for one speaker, "
+        "decoded by the VQ-VAE's decoder. Bits per code: the sample's negative log-likelihood under "
+        "the prior (lower: more typical).</p>"
+    ]
     for path in files:
         try:
             record = read_json_dict(path)
@@ -486,22 +573,28 @@ def section_prior(page: Page) -> str:
         rows = []
         for i, wav in enumerate(wav_paths):
             b = bits[i] if i < len(bits) else None
-            rows.append(f'<tr><td>{esc(wav.stem)}</td><td>{page.audio(wav)}</td>'
-                        f'<td class="num">{esc(fmt(b))}</td></tr>')
+            rows.append(
+                f'<tr><td>{esc(wav.stem)}</td><td>{page.audio(wav)}</td><td class="num">{esc(fmt(b))}</td></tr>'
+            )
         facts = []
-        for key, label in (("seconds", "seconds each"), ("temperature", "temperature"),
-                           ("candidates", "candidates drawn"), ("samples_codes_used", "codes used in the samples"),
-                           ("data_codes_used", "codes used in the data"),
-                           ("samples_perplexity", "perplexity of the samples"),
-                           ("data_perplexity", "perplexity of the data"),
-                           ("all_bits_per_code_mean", "mean bits per code over all candidates")):
+        for key, label in (
+            ("seconds", "seconds each"),
+            ("temperature", "temperature"),
+            ("candidates", "candidates drawn"),
+            ("samples_codes_used", "codes used in the samples"),
+            ("data_codes_used", "codes used in the data"),
+            ("samples_perplexity", "perplexity of the samples"),
+            ("data_perplexity", "perplexity of the data"),
+            ("all_bits_per_code_mean", "mean bits per code over all candidates"),
+        ):
             if is_number(record.get(key)):
                 facts.append(f"{label}: {record[key]:.4g}")
         parts.append(f"<h3>Speaker {esc(speaker)}</h3>")
         if facts:
             parts.append(f'<p class="small">{esc("; ".join(facts))}.</p>')
-        parts.append("<table><tr><th>Sample</th><th>Audio</th><th>Bits per code \u2193</th></tr>"
-                     + "".join(rows) + "</table>")
+        parts.append(
+            "<table><tr><th>Sample</th><th>Audio</th><th>Bits per code \u2193</th></tr>" + "".join(rows) + "</table>"
+        )
     return "".join(parts)
 
 
@@ -511,25 +604,39 @@ def section_attribution(page: Page) -> str:
     parts = []
     corpus = corpus_licence(layout or "")
     if corpus is None:
-        why = (f"unknown corpus layout {layout!r}" if layout else
-               f"no prepare.json next to the manifest ({manifest}); written by {PRODUCERS['prepare']}")
+        why = (
+            f"unknown corpus layout {layout!r}"
+            if layout
+            else f"no prepare.json next to the manifest ({manifest}); written by {PRODUCERS['prepare']}"
+        )
         parts.append(note(f"Data source not identified: {why}. Credit your data here before sharing."))
     else:
         url = corpus.url
         link = f'<a href="{esc(url)}">{esc(url)}</a>' if url else "\u2014"
-        rows = [("Corpus", esc(corpus.name)), ("Authors / source", esc(corpus.credit)),
-                ("Licence / terms", esc(corpus.licence)), ("Where", link),
-                ("Sharing", esc(corpus.terms))]
+        rows = [
+            ("Corpus", esc(corpus.name)),
+            ("Authors / source", esc(corpus.credit)),
+            ("Licence / terms", esc(corpus.licence)),
+            ("Where", link),
+            ("Sharing", esc(corpus.terms)),
+        ]
         if prepare.get("corpus_dir"):
             rows.append(("Read from", esc(prepare["corpus_dir"])))
         parts.append("<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>")
-    parts.append("<p>The reconstructions, conversions and prior samples on this page are generated by a model "
-                 "trained on this data; they derive from it and are shared under the same terms where those "
-                 "apply (attribution, share-alike or no redistribution).</p>")
-    rows = "".join(f'<tr><td>{esc(name)}</td><td>{esc(who)}</td><td>{esc(use)}</td>'
-                   f'<td><a href="{esc(url)}">{esc(url)}</a></td></tr>' for name, who, use, url in TOOLS)
-    parts.append("<h3>Methods and tools</h3><table><tr><th>Tool</th><th>Authors, licence</th><th>Used for</th>"
-                 f"<th>Where</th></tr>{rows}</table>")
+    parts.append(
+        "<p>The reconstructions, conversions and prior samples on this page are generated by a model "
+        "trained on this data; they derive from it and are shared under the same terms where those "
+        "apply (attribution, share-alike or no redistribution).</p>"
+    )
+    tool_rows = "".join(
+        f"<tr><td>{esc(name)}</td><td>{esc(who)}</td><td>{esc(use)}</td>"
+        f'<td><a href="{esc(url)}">{esc(url)}</a></td></tr>'
+        for name, who, use, url in TOOLS
+    )
+    parts.append(
+        "<h3>Methods and tools</h3><table><tr><th>Tool</th><th>Authors, licence</th><th>Used for</th>"
+        f"<th>Where</th></tr>{tool_rows}</table>"
+    )
     return "".join(parts)
 
 
@@ -541,4 +648,3 @@ SECTIONS: list[tuple[str, str, Callable[[Page], str]]] = [
     ("prior", "Samples from the prior", section_prior),
     ("attribution", "Data and attribution", section_attribution),
 ]
-
