@@ -217,6 +217,11 @@ def test_decode_folder_uses_the_utterance_speakers(tmp_path, trained_tiny, clips
     codes = [np.load(codes_dir / "codes" / f"{i}.npy") for i in ("clip_a", "clip_b")]
     expected = vq.decode_batch(codes, [clips["speakers"]["clip_a"], clips["speakers"]["clip_b"]], seed=0)
     np.testing.assert_allclose(audio, expected[0], atol=1.5 / 32768)
+    # One file of the folder: its speaker comes from the folder's codes.json too.
+    one = tmp_path / "one.wav"
+    assert run_cli(["decode", trained_tiny, codes_dir / "codes" / "clip_b.npy", "-o", one]) == 0
+    alone = vq.decode_batch([codes[1]], [clips["speakers"]["clip_b"]], seed=0)[0]
+    np.testing.assert_allclose(sf.read(one, dtype="float32")[0], alone, atol=1.5 / 32768)
 
 
 def test_decode_one_npy_file(tmp_path, trained_tiny, vq, capsys):

@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 import yaml
 
+from helpers import tiny_model_config
 from vqspeech.errors import UserError
 from vqspeech.eval.report import write_report
 
@@ -80,7 +81,7 @@ def exp(tmp_path) -> Path:
     write_json(data / "prepare.json", {"layout": "fsdd", "corpus_dir": "/somewhere/fsdd", "sample_rate": 8000})
 
     exp = tmp_path / "exp" / "fsdd"
-    model = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "model" / "tiny.yaml").read_text())
+    model = tiny_model_config()
     exp.mkdir(parents=True)
     (exp / "config.yaml").write_text(yaml.safe_dump({
         "model": model, "train": {"max_steps": 2600, "max_minutes": 30, "batch_size": 8, "crop_seconds": 0.5},

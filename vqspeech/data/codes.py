@@ -279,6 +279,23 @@ class CodesFolder:
             raise UserError(f"{root} holds no codes/*.npy or latents/*.npy files; run `vqspeech encode` first.")
         return folder
 
+    @classmethod
+    def containing(cls, codes_file: Path) -> CodesFolder | None:
+        """The folder whose ``codes/<id>.npy`` ``codes_file`` is, or None for a file of codes
+        elsewhere."""
+        root = codes_file.parent.parent
+        if codes_file.parent.name != "codes" or not (root / INFO_FILE).is_file():
+            return None
+        return cls.open(root)
+
+    @staticmethod
+    def holds_codes(root: Path) -> bool:
+        """True when ``root`` looks like a codes folder (it has ``codes/``)."""
+        return (root / "codes").is_dir()
+
+    def code_path(self, utt_id: str) -> Path:
+        return self.root / "codes" / f"{utt_id}.npy"
+
     @property
     def ids(self) -> list[str]:
         """The utterances, sorted: those with codes (a folder of continuous features: with latents)."""
@@ -286,7 +303,7 @@ class CodesFolder:
 
     def codes(self, utt_id: str) -> np.ndarray:
         """int64 [F] (grouped codebooks: [F, G])."""
-        return read_codes_file(self.root / "codes" / f"{utt_id}.npy")
+        return read_codes_file(self.code_path(utt_id))
 
     def top_codes(self, utt_id: str, frames: int) -> np.ndarray:
         """int64 [ceil(frames / stride)]: the top codes above ``frames`` bottom codes; UserError when

@@ -160,12 +160,8 @@ def decode_codes(
 
     Speakers come from the folder's ``codes.json`` unless ``speaker`` is given."""
     groups = vq.model.quantizer.num_groups
-    in_folder = (
-        codes_path.is_file()
-        and codes_path.parent.name == "codes"
-        and (codes_path.parent.parent / "codes.json").is_file()
-    )
-    if codes_path.is_file() and not in_folder:
+    folder = CodesFolder.containing(codes_path) if codes_path.is_file() else None
+    if codes_path.is_file() and folder is None:  # a loose codes file
         ids, encodings = [codes_path.stem], [Encoding(read_codes_file(codes_path))]
         _check_shape(codes_path, encodings[0].codes, groups)
         if vq.top_stride:
@@ -173,15 +169,15 @@ def decode_codes(
                 f"{codes_path} holds one code level, but this hierarchical model decodes from "
                 "both; give the folder `vqspeech encode` wrote with it."
             )
-    elif in_folder or (codes_path / "codes").is_dir():
-        folder = CodesFolder.open(codes_path.parent.parent if in_folder else codes_path)
+    elif folder is not None or CodesFolder.holds_codes(codes_path):
+        folder = folder or CodesFolder.open(codes_path)
         _check_folder(folder, vq)
-        ids = [codes_path.stem] if in_folder else folder.code_ids
+        ids = [codes_path.stem] if codes_path.is_file() else folder.code_ids
         if not ids:
             raise UserError(f"{codes_path}/codes holds no .npy files; run `vqspeech encode` first.")
         encodings = []
         for i in ids:
-            _check_shape(folder.root / "codes" / f"{i}.npy", folder.codes(i), groups)
+            _check_shape(folder.code_path(i), folder.codes(i), groups)
             encodings.append(folder.read(i))
     else:
         raise UserError(f"{codes_path} is neither a codes .npy file nor a folder written by `vqspeech encode`.")
