@@ -180,11 +180,14 @@ def test_user_errors(tmp_path):
 
 
 def test_out_dir_inside_folder_corpus(tmp_path):
+    """An output folder inside the corpus would be read back as corpus audio on the next run (and
+    the corpus around an output folder deleted by --overwrite): refused, nothing written."""
     write_clip(tmp_path / "spk" / "a.wav")
     out = tmp_path / "prepared"
-    for _ in range(2):  # the second run must not read the first run's wavs as corpus audio
-        summary = prepare_corpus(tmp_path, out, "folder", num_workers=0, progress=False)
-        assert summary.num_utterances == 1
+    for _ in range(2):
+        with pytest.raises(UserError, match="overlap"):
+            prepare_corpus(tmp_path, out, "folder", num_workers=0, progress=False)
+        assert not out.exists()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from vqspeech.errors import UserError
 from vqspeech.eval.loss import teacher_forced_metrics
 from vqspeech.inference import VQSpeech
 from vqspeech.models import VQVAE
-from vqspeech.training.experiment import check_config, seed_everything
+from vqspeech.training.experiment import seed_everything
+from vqspeech.training.schema import check_vqvae_config as check_config
 from vqspeech.training.vqvae_task import train_vqvae
 
 CPU = torch.device("cpu")

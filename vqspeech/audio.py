@@ -22,7 +22,8 @@ MU_LAW_CLASSES = 256
 def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Read a sound file as mono float32, resampled to ``sample_rate`` when given.
 
-    Returns (audio [T], sample_rate). Raises UserError naming the file when it cannot be read.
+    Returns (audio [T], sample_rate). Raises UserError naming the file when it cannot be read or
+    holds NaN or infinite samples (a float file can; no model input may).
     """
     path = Path(path)
     if not path.is_file():
@@ -34,6 +35,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
             f"Cannot read audio file {path} ({first_line(exc)}); convert it to WAV or FLAC and try again."
         ) from None
     audio = audio.mean(axis=1)
+    if not np.all(np.isfinite(audio)):
+        raise UserError(f"Audio file {path} has NaN or infinite samples; it cannot be used as audio.")
     if sample_rate is not None and sr != sample_rate:
         audio = resample(audio, sr, sample_rate)
         sr = sample_rate

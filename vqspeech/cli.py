@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 
 def _split_list(text: str | None) -> list[str] | None:
@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prior_dir")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--speaker", required=True)
-    p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--seconds", type=float, default=2.0, help="length of each sample (at most 600)")
     p.add_argument("--num", type=int, default=4, help="samples to keep")
     p.add_argument(
         "--candidates",
@@ -561,6 +561,14 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except UserError as exc:
         print(f"vqspeech {command_name(args)}: error: {as_flags(str(exc), _flags(parser))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the disk, the permissions, a path: what the user can fix, in one sentence
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(
+            f"vqspeech {command_name(args)}: error: {exc.strerror or first_line(exc)}{where}; check the path, its "
+            "permissions and the free disk space.",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"vqspeech {command_name(args)}: interrupted", file=sys.stderr)

@@ -2,11 +2,14 @@
 
 An experiment folder keeps ``config.yaml`` (the resolved config) and ``overrides.yaml`` (the
 overrides it was made with), so re-running ``train`` on it resumes with the same settings plus
-whatever new overrides are given.
+whatever new overrides are given. A composed config may hold only the keys the packaged files
+define (a ``+key=value`` typo is refused, with the closest known key); the range of each value is
+checked by :mod:`vqspeech.training.schema`.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from importlib import resources
 from pathlib import Path
@@ -19,10 +22,8 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .checkpoint import upgrade_model_config
 from .errors import UserError, first_line
 from .fileio import write_text_atomic
-from .models.vqvae import config_in_use
 
 
 def config_dir() -> Path:
@@ -30,7 +31,8 @@ def config_dir() -> Path:
     return Path(str(resources.files("vqspeech.conf")))
 
 
-def _key(override: str) -> str:
+def override_key(override: str) -> str:
+    """The dotted key an override sets: ``+train.lr=1`` -> ``train.lr``."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
@@ -38,20 +40,21 @@ def merge_overrides(old: list[str], new: list[str]) -> list[str]:
     """Later overrides of the same key replace earlier ones; order otherwise kept."""
     merged: dict[str, str] = {}
     for override in [*old, *new]:
-        merged.pop(_key(override), None)
-        merged[_key(override)] = override
+        merged.pop(override_key(override), None)
+        merged[override_key(override)] = override
     return list(merged.values())
 
 
-def compose(overrides: list[str], config_name: str = "config") -> dict[str, Any]:
-    """Compose ``conf/<config_name>.yaml`` with overrides into a plain, resolved dict."""
+def compose(overrides: list[str], config_name: str = "config", *, missing_ok: bool = False) -> dict[str, Any]:
+    """Compose ``conf/<config_name>.yaml`` with overrides into a plain, resolved dict
+    (``missing_ok``: mandatory values left unset stay ``"???"``)."""
     for override in overrides:
         if "=" not in override:
             raise UserError(f"Override {override!r} is not of the form key=value (e.g. train.max_steps=100).")
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = hydra_compose(config_name, overrides=list(overrides))
-        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        container = OmegaConf.to_container(cfg, resolve=not missing_ok, throw_on_missing=not missing_ok)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         if key:
@@ -80,31 +83,39 @@ def load_yaml(path: Path) -> Any:
         raise UserError(f"Cannot read {path} ({exc}); fix or remove it.") from None
 
 
-def _model_section(cfg: dict[str, Any], model_key: str) -> Any:
-    """What must not change on resume: the VQ-VAE config as it builds the model (after the
-    checkpoint format's upgrade of an older folder's config), or the ``model_key`` section."""
-    section = cfg.get(model_key)
-    if model_key == "model" and isinstance(section, dict):
-        return config_in_use(upgrade_model_config(section))
-    return section
+def _leaves(cfg: Any, prefix: str = "") -> set[str]:
+    """The dotted keys of a nested dict (a dict value is a group, anything else a leaf)."""
+    if not isinstance(cfg, dict):
+        return {prefix}
+    keys = set()
+    for key, value in cfg.items():
+        keys |= _leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    return keys
 
 
-def experiment_config(
-    exp_dir: Path, overrides: list[str], config_name: str = "config", model_key: str = "model"
-) -> tuple[dict, list[str]]:
-    """The config for training in ``exp_dir``: saved overrides (when resuming) + new ones.
+def check_known_keys(cfg: dict[str, Any], overrides: list[str], config_name: str = "config") -> None:
+    """UserError naming the first key of ``cfg`` that the packaged config files do not define (with
+    the same group choices, e.g. ``model=tiny``), and the known key closest to it."""
+    groups = [o for o in overrides if "." not in override_key(o) and not o.startswith(("+", "~"))]
+    known = _leaves(compose(groups, config_name, missing_ok=True))
+    unknown = sorted(_leaves(cfg) - known, key=lambda k: (k.count("."), k))
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else "; check the spelling against the files in conf/."
+        raise UserError(f"Config key {key} is not a setting vqspeech knows{hint}")
 
-    Refuses a ``model_key`` section that builds another model than the folder was trained with."""
+
+def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "config") -> tuple[dict, list[str]]:
+    """The config for training in ``exp_dir``: saved overrides (when resuming) + new ones, with
+    every key one the packaged config files define (:func:`check_known_keys`)."""
+    if exp_dir.exists() and not exp_dir.is_dir():
+        raise UserError(f"{exp_dir} is a file; give a folder for the experiment.")
     saved = exp_dir / "overrides.yaml"
     old = load_yaml(saved) if saved.is_file() else []
-    merged = merge_overrides(old or [], overrides)
+    if not isinstance(old, list) or not all(isinstance(o, str) for o in old):
+        raise UserError(f"{saved} does not hold a list of overrides; fix or remove it.")
+    merged = merge_overrides(old, overrides)
     cfg = compose(merged, config_name)
-    previous = exp_dir / "config.yaml"
-    if previous.is_file():
-        before = load_yaml(previous)
-        if _model_section(before, model_key) != _model_section(cfg, model_key):
-            raise UserError(
-                f"The model config differs from the one {exp_dir} was trained with; "
-                "use a new experiment folder to train another model."
-            )
+    check_known_keys(cfg, merged, config_name)
     return cfg, merged

@@ -1,11 +1,39 @@
-"""Atomic file writes: write to a temporary name beside the target, then rename over it."""
+"""Files and folders written safely: atomic writes, names that cannot leave their folder, a lock
+that keeps one writer per output folder, and a check that a folder is writable before long work."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
+
+from .errors import UserError, first_line
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+"""A name that is safe as one file name: letters, digits, ``_ . -``, not starting with a dot."""
+
+TEMP_MARK = ".tmp"
+"""Temporary files are named ``.<stem>.tmp<pid><suffix>``: hidden, so every reader skips them."""
+
+
+def is_safe_name(name: object) -> bool:
+    return isinstance(name, str) and bool(SAFE_NAME.match(name))
+
+
+def inside(folder: str | os.PathLike, name: str) -> Path:
+    """``folder / name`` when that stays inside ``folder`` once resolved; UserError otherwise (an
+    absolute name, ``..``, a path through a link that points elsewhere)."""
+    root = Path(folder).resolve()
+    path = (root / name).resolve()
+    if not name or path == root or not path.is_relative_to(root):
+        raise UserError(f"{name!r} would be written outside {folder} (or is not a name); refusing to write it.")
+    return Path(folder) / name
 
 
 @contextlib.contextmanager
@@ -13,18 +41,169 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it to ``path``, else remove it.
 
     A reader never sees a half-written file, and an interrupted write leaves the old file intact.
-    The temporary name keeps the target's suffix (some writers choose the format by it).
+    The temporary name keeps the target's suffix (some writers choose the format by it). A failure
+    to remove the temporary file never hides the error that made the write fail.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    tmp = path.with_name(f".{path.stem}{TEMP_MARK}{os.getpid()}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Remove the temporary files that killed runs left in ``folder`` (not in its subfolders)."""
+    for path in folder.glob(f".*{TEMP_MARK}*"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def check_writable_parent(path: str | os.PathLike) -> None:
+    """UserError unless a file can be written at ``path`` (its folder exists or can be made, is a
+    folder, and accepts a file), checked before long work."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a file name.")
+    writable_folder(path.parent)
+
+
+def writable_folder(folder: str | os.PathLike) -> Path:
+    """Make ``folder`` if needed and check that a file can be written in it; UserError naming the
+    folder and the reason otherwise (a file in the way, no permission, a full or read-only disk)."""
+    folder = Path(folder)
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"{parent} is a file, so {folder} cannot be a folder; choose another output path.")
+    probe = folder / f".write-test{TEMP_MARK}{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+    except OSError as exc:
+        raise UserError(
+            f"Cannot write to {folder} ({exc.strerror or first_line(exc)}); choose another "
+            "folder, or check its permissions and the free disk space."
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+    return folder
+
+
+class FolderLock:
+    """One writer per output folder: ``FOLDER/.vqspeech.lock`` holds the writer's process id, host,
+    verb and start time while it runs.
+
+    Taking the lock refuses, in one sentence, a folder another live process holds; a lock left by a
+    killed process (its process is gone, or the id now belongs to a process started later) is
+    taken over. Taking it also checks that the folder is writable. Use it as a context manager;
+    ``enabled=False`` (the other ranks of a distributed run) makes it a no-op.
+    """
+
+    NAME = ".vqspeech.lock"
+
+    def __init__(self, folder: str | os.PathLike, verb: str, enabled: bool = True):
+        self.folder, self.verb, self.enabled = Path(folder), verb, enabled
+        self.path = self.folder / self.NAME
+        self.host = socket.gethostname()
+        self.held = False
+        self.created: Path | None = None  # the outermost folder this lock made, removed again if left empty
+
+    @staticmethod
+    def process_start(pid: int) -> str | None:
+        """When process ``pid`` started (clock ticks after boot, from /proc), or None if unknown."""
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        return stat.rsplit(")", 1)[1].split()[19]
+
+    def _holder_alive(self, holder: dict) -> bool:
+        pid = holder.get("pid")
+        if holder.get("host") != self.host:
+            return True  # another machine's process cannot be checked from here: assume it runs
+        if not isinstance(pid, int) or pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # it exists, under another user
+        started = self.process_start(pid)
+        return started is None or holder.get("process_start") in (None, started)
+
+    def acquire(self) -> None:
+        if not self.enabled:
+            return
+        missing = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
+        writable_folder(self.folder)
+        self.created = missing[-1] if missing else None
+        record = json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": self.host,
+                "verb": self.verb,
+                "started": time.time(),
+                "process_start": self.process_start(os.getpid()),
+            }
+        )
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._read_holder()
+                if not holder:
+                    raise UserError(
+                        f"{self.folder} holds a lock file {self.path} that cannot be read; delete it if no "
+                        f"vqspeech process is writing into {self.folder}."
+                    ) from None
+                if self._holder_alive(holder):
+                    since = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder.get("started") or 0))
+                    raise UserError(
+                        f"{self.folder} is in use by `vqspeech {holder.get('verb', '?')}` (process "
+                        f"{holder.get('pid', '?')} on {holder.get('host', '?')}, since {since}); wait for it to "
+                        f"finish, or delete {self.path} if that process no longer runs."
+                    ) from None
+                with contextlib.suppress(FileNotFoundError):  # a killed run's lock: take it over
+                    self.path.unlink()
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(record)
+            self.held = True
+            return
+        raise UserError(f"Cannot take the lock {self.path}; another process keeps replacing it.")
+
+    def _read_holder(self) -> dict:
+        try:
+            holder = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}  # unreadable: a lock being written this instant, or a broken one
+        return holder if isinstance(holder, dict) else {}
+
+    def release(self) -> None:
+        if self.held:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.held = False
+            if self.created is not None:  # a run that wrote nothing leaves no folder behind
+                for folder in (self.folder, *self.folder.parents):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only succeeds when empty
+                    if folder == self.created:
+                        break
+
+    def __enter__(self) -> FolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()

@@ -24,6 +24,7 @@ if run_stage 6 "train the $prior_arch prior over the codes${prior_minutes:+ ($pr
 fi
 
 if run_stage 7 "sample $num_samples x $sample_seconds s from the prior for: $targets"; then
+  require_safe_names "target speaker" ${targets//,/ }
   top_args=()
   hierarchical_codes && top_args=(--top_prior "$exp_dir/prior_top")
   for target in ${targets//,/ }; do

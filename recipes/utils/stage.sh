@@ -31,6 +31,19 @@ stage_done() {
   printf '%s s\t%s\n' "$(( $(date +%s) - STAGE_START ))" "$STAGE_NAME" > "$exp_dir/.stages/$1"
 }
 
+# require_safe_names WHAT NAME...: stop with one sentence unless every NAME is safe as a folder name
+# (letters, digits, _ . -, not starting with a dot): target speakers become output folders.
+require_safe_names() {
+  local what=$1 name
+  shift
+  for name in "$@"; do
+    if ! [[ $name =~ ^[A-Za-z0-9_-][A-Za-z0-9_.-]*$ ]]; then
+      echo "The $what '$name' cannot name an output folder; use letters, digits, '_', '.' and '-' only." >&2
+      exit 1
+    fi
+  done
+}
+
 # require_corpus PATH MESSAGE: stop with MESSAGE (one sentence) when PATH is not a folder.
 require_corpus() {
   if [ ! -d "$1" ]; then

@@ -23,6 +23,7 @@ if run_stage 3 "encode every utterance to codes"; then
 fi
 
 if run_stage 4 "convert $num_convert test utterances to: $targets"; then
+  require_safe_names "target speaker" ${targets//,/ }
   for target in ${targets//,/ }; do
     vqspeech convert "$exp_dir" "$manifest" --split test --limit "$num_convert" \
       --speaker "$target" -o "$exp_dir/convert/$target" --overwrite

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from ..audio import load_audio, resample
 from ..errors import UserError, first_line
-from ..fileio import write_text_atomic
+from ..fileio import FolderLock, inside, write_text_atomic
 from . import espeak
 from .alignments import Segment, write_textgrid
 from .corpora import SourceUtterance, find_utterances
@@ -334,49 +334,50 @@ def align_corpus(
     out_dir = Path(out_dir)
     _check_previous(out_dir, settings, overwrite)
 
-    jobs = [(it, str(out_dir / f"{it.id}.TextGrid")) for it in items]
-    todo = [job for job in jobs if overwrite or not Path(job[1]).is_file()]
-    reused = len(items) - len(todo)
-    failures: dict[str, str] = {}
-    attempts: dict[str, int] = {}
-    start = time.perf_counter()
-    workers = max(1, min((os.cpu_count() or 1) if num_workers is None else num_workers, len(todo)))
-    results: Iterator[tuple[str, str | None, int]]
-    with tqdm(total=len(todo), desc="align", unit="file", disable=not progress) as bar:
-        if workers == 1:
-            results = map(_align_item, todo)
-        else:
-            pool = ProcessPoolExecutor(max_workers=workers)
-            results = pool.map(_align_item, todo, chunksize=max(1, min(16, len(todo) // (8 * workers))))
-        for utt_id, reason, attempt in results:
-            if reason is None:
-                attempts[str(attempt)] = attempts.get(str(attempt), 0) + 1
+    with FolderLock(out_dir, "align"):
+        jobs = [(it, str(inside(out_dir, f"{it.id}.TextGrid"))) for it in items]
+        todo = [job for job in jobs if overwrite or not Path(job[1]).is_file()]
+        reused = len(items) - len(todo)
+        failures: dict[str, str] = {}
+        attempts: dict[str, int] = {}
+        start = time.perf_counter()
+        workers = max(1, min((os.cpu_count() or 1) if num_workers is None else num_workers, len(todo)))
+        results: Iterator[tuple[str, str | None, int]]
+        with tqdm(total=len(todo), desc="align", unit="file", disable=not progress) as bar:
+            if workers == 1:
+                results = map(_align_item, todo)
             else:
-                failures[utt_id] = reason
-            bar.update()
-        if workers > 1:
-            pool.shutdown()
-    elapsed = time.perf_counter() - start
+                pool = ProcessPoolExecutor(max_workers=workers)
+                results = pool.map(_align_item, todo, chunksize=max(1, min(16, len(todo) // (8 * workers))))
+            for utt_id, reason, attempt in results:
+                if reason is None:
+                    attempts[str(attempt)] = attempts.get(str(attempt), 0) + 1
+                else:
+                    failures[utt_id] = reason
+                bar.update()
+            if workers > 1:
+                pool.shutdown()
+        elapsed = time.perf_counter() - start
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    by_id = {it.id: it for it in items}
-    rows = ["id\tfile\treason"] + [f"{i}\t{by_id[i].path}\t{r}" for i, r in sorted(failures.items())]
-    write_text_atomic(out_dir / "failed.tsv", "\n".join(rows) + "\n")
-    aligned = sum(Path(out).is_file() for _, out in jobs)
-    processed = len(todo) - len(failures)
-    summary = AlignSummary(
-        total=len(items),
-        aligned=aligned,
-        failed=len(failures),
-        reused=reused,
-        coverage=round(aligned / len(items), 4) if items else 0.0,
-        seconds_per_file=round(elapsed / processed, 4) if processed else 0.0,
-        out_dir=str(out_dir),
-    )
-    record = dict(settings, summary=asdict(summary), attempts=attempts, workers=workers)
-    write_text_atomic(out_dir / "align.json", json.dumps(record, indent=2) + "\n")
-    if manifest is not None:
-        attach_alignments(manifest, out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        by_id = {it.id: it for it in items}
+        rows = ["id\tfile\treason"] + [f"{i}\t{by_id[i].path}\t{r}" for i, r in sorted(failures.items())]
+        write_text_atomic(out_dir / "failed.tsv", "\n".join(rows) + "\n")
+        aligned = sum(Path(out).is_file() for _, out in jobs)
+        processed = len(todo) - len(failures)
+        summary = AlignSummary(
+            total=len(items),
+            aligned=aligned,
+            failed=len(failures),
+            reused=reused,
+            coverage=round(aligned / len(items), 4) if items else 0.0,
+            seconds_per_file=round(elapsed / processed, 4) if processed else 0.0,
+            out_dir=str(out_dir),
+        )
+        record = dict(settings, summary=asdict(summary), attempts=attempts, workers=workers)
+        write_text_atomic(out_dir / "align.json", json.dumps(record, indent=2) + "\n")
+        if manifest is not None:
+            attach_alignments(manifest, out_dir)
     return summary
 
 

@@ -101,6 +101,20 @@ def read_textgrid(path: str | os.PathLike, tier: str = "phones") -> list[Segment
     return [Segment(float(start), float(end), label.strip()) for start, end, label in found.entries if label.strip()]
 
 
+def alignment_duration(path: str | os.PathLike) -> float:
+    """The time an alignment file covers, in seconds: a TextGrid's end time (its last interval may
+    be blank), else the end of its last segment."""
+    path = Path(path)
+    if path.suffix.lower() == ".textgrid":
+        _check_file(path)
+        try:
+            return float(textgrid.openTextgrid(str(path), includeEmptyIntervals=True).maxTimestamp)
+        except Exception as exc:  # praatio raises several types for malformed files
+            raise UserError(f"Cannot read TextGrid {path} ({first_line(exc)}).") from None
+    segments = read_alignment(path)
+    return max((s.end for s in segments), default=0.0)
+
+
 def read_timit(path: str | os.PathLike, sample_rate: int = TIMIT_SAMPLE_RATE) -> list[Segment]:
     """A TIMIT ``.PHN`` or ``.WRD`` file: lines ``start_sample end_sample label``.
 

@@ -19,6 +19,7 @@ Frame t is centred at ``frame_offset_s + t / code_rate_hz`` seconds; top code j 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import atomic_path, write_text_atomic
+from ..fileio import atomic_path, inside, is_safe_name, remove_stale_temps, write_text_atomic
+from .manifest import SPLITS
 
 INFO_FILE = "codes.json"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 LEVELS = ("bottom", "top")
 
 
@@ -138,30 +146,59 @@ class CodesInfo:
 
     @classmethod
     def from_json(cls, record: dict[str, Any], path: Path) -> CodesInfo:
-        """Parse a ``codes.json`` record read from ``path`` (named in errors)."""
-        try:
-            rate = float(record["code_rate_hz"])
-            if not rate > 0:
-                raise ValueError(f"code_rate_hz {rate} is not positive")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"{path} has no readable code_rate_hz ({exc}); re-run `vqspeech encode`.") from None
+        """Parse a ``codes.json`` record read from ``path``; a field of the wrong type or out of
+        range raises UserError naming it (codes.json may have been edited by hand)."""
+
+        def bad(key: str, must: str) -> UserError:
+            return UserError(
+                f"{path} field {key} is {record.get(key)!r}, but must be {must}; re-run `vqspeech encode`."
+            )
+
+        def number(key: str, default: Any = None) -> Any:
+            value = record.get(key, default)
+            if value is not None and not (_is_number(value) and value > 0):
+                raise bad(key, "a positive number")
+            return value
+
+        def integer(key: str, default: Any = None, at_least: int = 1) -> Any:
+            value = record.get(key, default)
+            if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= at_least):
+                raise bad(key, f"an integer >= {at_least}")
+            return value
+
+        def names(key: str, allowed: tuple[str, ...] | None = None) -> dict[str, str]:
+            value = record.get(key) or {}
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and (allowed is None or v in allowed)
+                for k, v in value.items()
+            ):
+                raise bad(key, "a mapping of utterance ids to " + ("splits" if allowed else "names"))
+            return dict(value)
+
+        if "code_rate_hz" not in record:
+            raise UserError(f"{path} has no code_rate_hz; re-run `vqspeech encode`.")
+        rate = number("code_rate_hz")
         offset = record.get("frame_offset_s")
-        num_codes = record.get("K")
+        if offset is not None and not (_is_number(offset) and offset >= 0):
+            raise bad("frame_offset_s", "a number >= 0")
+        for key in ("checkpoint", "level"):
+            if record.get(key) is not None and not isinstance(record[key], str):
+                raise bad(key, "text")
         return cls(
-            code_rate_hz=rate,
+            code_rate_hz=float(rate),
             frame_offset_s=0.5 / rate if offset is None else float(offset),
-            num_codes=None if num_codes is None else int(num_codes),
-            groups=int(record.get("groups", 1)),
+            num_codes=integer("K", at_least=2),
+            groups=integer("groups", 1),
             checkpoint=record.get("checkpoint"),
-            sample_rate=record.get("sample_rate"),
-            hop_length=record.get("hop_length"),
-            num_utterances=record.get("num_utterances"),
-            speakers=dict(record.get("speakers") or {}),
-            splits=dict(record.get("splits") or {}),
+            sample_rate=integer("sample_rate"),
+            hop_length=integer("hop_length"),
+            num_utterances=integer("num_utterances", at_least=0),
+            speakers=names("speakers"),
+            splits=names("splits", SPLITS),
             top=_top_info(record.get("top"), path),
             level=record.get("level"),
-            stride=record.get("stride"),
-            bottom=record.get("bottom"),
+            stride=integer("stride"),
+            bottom=record.get("bottom") if isinstance(record.get("bottom"), dict) else None,
             extra={k: v for k, v in record.items() if k not in cls._KEYS},
         )
 
@@ -256,8 +293,8 @@ class CodesFolder:
 
     def __init__(self, root: Path, info: CodesInfo):
         self.root, self.info = root, info
-        self.code_ids = sorted(p.stem for p in (root / "codes").glob("*.npy"))
-        self.latent_ids = sorted(p.stem for p in (root / "latents").glob("*.npy"))
+        self.code_ids = _ids(root / "codes")
+        self.latent_ids = _ids(root / "latents")
 
     @classmethod
     def open(cls, root: str | Path) -> CodesFolder:
@@ -348,17 +385,21 @@ class CodesFolder:
 class CodesWriter:
     """Writes a codes folder: :meth:`add` each utterance, then :meth:`finish` with its info.
 
-    Refuses a folder that already holds codes unless ``overwrite``; then every code, top-code and
-    latents file of the previous run is removed first (and codes.json before them), so that an
-    interrupted overwrite never leaves a codes.json describing files that are not there.
+    Refuses a folder that already holds codes unless ``overwrite``; then codes.json, units.txt and
+    rejects.tsv of the previous run are removed first, then its code, top-code and latents files
+    (and temporary files of killed runs), so that an interrupted write never leaves a codes.json
+    or units.txt describing files that are not there. The caller holds the folder's lock.
     """
 
     def __init__(self, root: str | Path, *, latents: bool = False, top: bool = False, overwrite: bool = False):
         self.root, self.latents, self.top = Path(root), latents, top
         refuse_existing_codes(self.root, overwrite)
-        (self.root / INFO_FILE).unlink(missing_ok=True)
+        for name in (INFO_FILE, "units.txt", "rejects.tsv"):
+            (self.root / name).unlink(missing_ok=True)
         for stale in _code_files(self.root):
             stale.unlink()
+        for sub in ("codes", "latents", "codes_top"):
+            remove_stale_temps(self.root / sub)
         (self.root / "codes").mkdir(parents=True, exist_ok=True)
         if latents:
             (self.root / "latents").mkdir(exist_ok=True)
@@ -367,14 +408,17 @@ class CodesWriter:
         self.lines: list[str] = []
 
     def add(self, utt_id: str, encoding: Encoding) -> None:
-        """Write ``codes/<id>.npy`` (int16), and ``codes_top/`` and ``latents/`` when the folder has them."""
+        """Write ``codes/<id>.npy`` (int16), and ``codes_top/`` and ``latents/`` when the folder has
+        them. ``utt_id`` must be a safe file name: nothing is written outside the folder."""
+        if not is_safe_name(utt_id):
+            raise UserError(f"{utt_id!r} is not a safe name for a codes file (letters, digits, '_', '.', '-').")
         if (encoding.top is not None) != self.top or (self.latents and encoding.latents is None):
             raise ValueError(f"{utt_id}: the encoding's levels do not match the folder's")
-        _save_npy(self.root / "codes" / f"{utt_id}.npy", encoding.codes.astype(np.int16))
+        _save_npy(inside(self.root / "codes", f"{utt_id}.npy"), encoding.codes.astype(np.int16))
         if encoding.top is not None:
-            _save_npy(self.root / "codes_top" / f"{utt_id}.npy", encoding.top.astype(np.int16))
+            _save_npy(inside(self.root / "codes_top", f"{utt_id}.npy"), encoding.top.astype(np.int16))
         if self.latents and encoding.latents is not None:
-            _save_npy(self.root / "latents" / f"{utt_id}.npy", encoding.latents.astype(np.float32))
+            _save_npy(inside(self.root / "latents", f"{utt_id}.npy"), encoding.latents.astype(np.float32))
         codes = encoding.codes
         tokens = codes.tolist() if codes.ndim == 1 else ["-".join(map(str, row)) for row in codes.tolist()]
         self.lines.append(f"{utt_id} {' '.join(map(str, tokens))}\n")
@@ -394,6 +438,12 @@ def refuse_existing_codes(root: Path, overwrite: bool) -> None:
     """UserError when ``root`` already holds codes and not ``overwrite`` (check before long work)."""
     if ((root / INFO_FILE).exists() or _code_files(root)) and not overwrite:
         raise UserError(f"{root} already holds codes; pass `overwrite=True` to replace them.")
+
+
+def _ids(folder: Path) -> list[str]:
+    """The utterance ids of ``folder/*.npy``; hidden files (temporary files of killed runs) are not
+    utterances."""
+    return sorted(p.stem for p in folder.glob("*.npy") if not p.name.startswith("."))
 
 
 def _code_files(root: Path) -> list[Path]:

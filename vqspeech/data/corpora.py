@@ -32,14 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from .manifest import read_manifest
+from ..fileio import is_safe_name
+from .manifest import is_safe_speaker, read_manifest
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
 """File extensions treated as audio (matched case-insensitively)."""
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 Reject = tuple[str, str]
@@ -140,8 +140,10 @@ def find_utterances(
     seen: dict[str, str] = {}
     for utt in sorted(found, key=lambda u: (u.id, u.path)):
         path = source_path(utt)
-        if not _SAFE_ID.match(utt.id):
+        if not is_safe_name(utt.id):
             rejects.append((path, f"id '{utt.id}' is not safe as a file name"))
+        elif not is_safe_speaker(utt.speaker):
+            rejects.append((path, f"speaker {utt.speaker!r} is not a name (no slashes or control characters)"))
         elif utt.id in seen:
             rejects.append((path, f"duplicate id '{utt.id}' (also used by {seen[utt.id]})"))
         else:
@@ -504,10 +506,14 @@ def _walk_audio(root: Path) -> Iterator[Path]:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
+            try:
+                is_dir = entry.is_dir()
+            except OSError:  # a link that loops or cannot be followed: not a folder to walk
+                is_dir = False
+            if is_dir:
                 yield from walk(Path(entry.path))
-            elif entry.is_file() and is_audio_file(entry.name):
-                yield Path(entry.path)
+            elif is_audio_file(entry.name):
+                yield Path(entry.path)  # a file that cannot be read becomes a reject, with the reason
 
     yield from walk(root)
 

@@ -43,13 +43,18 @@ class CropDataset(Dataset):
     def __getitem__(self, request: CropRequest):
         utt = self.utts[request.utterance]
         try:
-            audio, _ = sf.read(
+            audio, rate = sf.read(
                 utt.audio, start=request.offset, frames=self.crop_samples, dtype="float32", always_2d=True
             )
         except Exception as exc:
             raise UserError(
                 f"Cannot read {utt.audio} listed in the manifest ({exc}); re-run `vqspeech prepare`."
             ) from None
+        if rate != utt.sample_rate:
+            raise UserError(
+                f"{utt.audio} holds audio at {rate} Hz but its manifest line ({utt.id}) says "
+                f"{utt.sample_rate} Hz; re-run `vqspeech prepare` to rebuild the manifest."
+            )
         audio = audio[:, 0]
         mask = np.zeros(self.crop_samples, dtype=np.float32)
         mask[: len(audio)] = 1.0

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ..audio import save_wav
 from ..errors import UserError
-from ..fileio import write_text_atomic
+from ..fileio import FolderLock, write_text_atomic
 from . import alignments, espeak
 from .manifest import Utterance, read_manifest, write_manifest
 
@@ -500,54 +500,55 @@ def make_demo_corpus(
             f"parts ({', '.join(present)}); rebuild it with "
             "`overwrite=True` or choose another folder."
         )
-    for name in present:
-        path = out_dir / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    with FolderLock(out_dir, "demo-data"):
+        for name in present:
+            path = out_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "demo.json", json.dumps(settings, indent=2) + "\n")
-    sentences = make_sentences(num_sentences, seed)
-    prosody_rng = np.random.default_rng([seed, 2])
-    width = max(4, len(str(num_sentences)))
-    utts: list[Utterance] = []
-    for index, text in enumerate(tqdm(sentences, desc="demo corpus", unit="utt", disable=not progress)):
-        speaker = SPEAKERS[index % len(SPEAKERS)]
-        rate = int(round(speaker.rate * prosody_rng.uniform(1 - RATE_JITTER, 1 + RATE_JITTER)))
-        pitch = int(np.clip(speaker.pitch + prosody_rng.integers(-PITCH_JITTER, PITCH_JITTER + 1), 0, 100))
-        result = espeak.synthesize(
-            text,
-            voice=speaker.voice,
-            rate=rate,
-            pitch=pitch,
-            pitch_range=speaker.pitch_range,
-            seed=int(prosody_rng.integers(2**31)),
-        )
-        utt_id = f"{speaker.name}_{index + 1:0{width}d}"
-        wav_path = out_dir / "wavs" / speaker.name / f"{utt_id}.wav"
-        grid_path = out_dir / "alignments" / f"{utt_id}.TextGrid"
-        save_wav(wav_path, result.audio, result.sample_rate)
-        write_textgrid(grid_path, result)
-        write_text_atomic(out_dir / "text" / f"{utt_id}.txt", text + "\n")
-        utts.append(
-            Utterance(
-                id=utt_id,
-                audio=str(wav_path),
-                speaker=speaker.name,
-                duration=round(result.duration, 6),
-                sample_rate=result.sample_rate,
-                split="train",
-                text=text,
-                alignment=str(grid_path),
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_dir / "demo.json", json.dumps(settings, indent=2) + "\n")
+        sentences = make_sentences(num_sentences, seed)
+        prosody_rng = np.random.default_rng([seed, 2])
+        width = max(4, len(str(num_sentences)))
+        utts: list[Utterance] = []
+        for index, text in enumerate(tqdm(sentences, desc="demo corpus", unit="utt", disable=not progress)):
+            speaker = SPEAKERS[index % len(SPEAKERS)]
+            rate = int(round(speaker.rate * prosody_rng.uniform(1 - RATE_JITTER, 1 + RATE_JITTER)))
+            pitch = int(np.clip(speaker.pitch + prosody_rng.integers(-PITCH_JITTER, PITCH_JITTER + 1), 0, 100))
+            result = espeak.synthesize(
+                text,
+                voice=speaker.voice,
+                rate=rate,
+                pitch=pitch,
+                pitch_range=speaker.pitch_range,
+                seed=int(prosody_rng.integers(2**31)),
             )
-        )
-    rows = ["speaker\tvoice\tpitch\trate\tpitch_range"]
-    rows += [f"{s.name}\t{s.voice}\t{s.pitch}\t{s.rate}\t{s.pitch_range}" for s in SPEAKERS]
-    write_text_atomic(out_dir / "speakers.tsv", "\n".join(rows) + "\n")
-    write_text_atomic(out_dir / "README.md", _readme(settings, utts))
-    write_manifest(out_dir / "manifest.jsonl", utts)
+            utt_id = f"{speaker.name}_{index + 1:0{width}d}"
+            wav_path = out_dir / "wavs" / speaker.name / f"{utt_id}.wav"
+            grid_path = out_dir / "alignments" / f"{utt_id}.TextGrid"
+            save_wav(wav_path, result.audio, result.sample_rate)
+            write_textgrid(grid_path, result)
+            write_text_atomic(out_dir / "text" / f"{utt_id}.txt", text + "\n")
+            utts.append(
+                Utterance(
+                    id=utt_id,
+                    audio=str(wav_path),
+                    speaker=speaker.name,
+                    duration=round(result.duration, 6),
+                    sample_rate=result.sample_rate,
+                    split="train",
+                    text=text,
+                    alignment=str(grid_path),
+                )
+            )
+        rows = ["speaker\tvoice\tpitch\trate\tpitch_range"]
+        rows += [f"{s.name}\t{s.voice}\t{s.pitch}\t{s.rate}\t{s.pitch_range}" for s in SPEAKERS]
+        write_text_atomic(out_dir / "speakers.tsv", "\n".join(rows) + "\n")
+        write_text_atomic(out_dir / "README.md", _readme(settings, utts))
+        write_manifest(out_dir / "manifest.jsonl", utts)
     return out_dir
 
 

@@ -8,12 +8,17 @@ manifest's folder when they lie inside it, and returned absolute by :func:`read_
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
+
+from ..audio import load_audio
 from ..errors import UserError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, is_safe_name
 
 SPLITS = ("train", "valid", "test")
 
@@ -36,10 +41,54 @@ class Utterance:
 
 _REQUIRED = ("id", "audio", "speaker", "duration", "sample_rate")
 _KNOWN = {f.name for f in fields(Utterance)}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def is_safe_speaker(name: object) -> bool:
+    """A speaker name usable as one path component and one TSV field: a non-empty string without
+    slashes or control characters, not ``.`` or ``..``."""
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and name not in (".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and not _CONTROL.search(name)
+    )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _field_problem(row: dict) -> str | None:
+    """What is wrong with one manifest row, or None. A manifest is untrusted input: ids become file
+    names, so they must be safe names, and every field must have its type."""
+    missing = [k for k in _REQUIRED if k not in row]
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    if not is_safe_name(row["id"]):
+        return f"id {row['id']!r} is not a safe file name (letters, digits, '_', '.', '-', not starting with a dot)"
+    if not isinstance(row["audio"], str) or not row["audio"]:
+        return f"audio {row['audio']!r} is not a path"
+    if not is_safe_speaker(row["speaker"]):
+        return f"speaker {row['speaker']!r} is not a name (no slashes or control characters)"
+    if not _is_number(row["duration"]) or row["duration"] <= 0:
+        return f"duration {row['duration']!r} is not a positive number of seconds"
+    if not isinstance(row["sample_rate"], int) or isinstance(row["sample_rate"], bool) or row["sample_rate"] <= 0:
+        return f"sample_rate {row['sample_rate']!r} is not a positive whole number of hertz"
+    if row.get("split", "train") not in SPLITS:
+        return f"split {row.get('split')!r} is not one of {', '.join(SPLITS)}"
+    for key in ("text", "alignment"):
+        if row.get(key) is not None and not isinstance(row[key], str):
+            return f"{key} {row[key]!r} is not text"
+    return None
 
 
 def read_manifest(path: str | os.PathLike, split: str | None = None) -> list[Utterance]:
-    """Read a manifest; keep only ``split`` when given. Paths come back absolute."""
+    """Read a manifest; keep only ``split`` when given. Paths come back absolute. Every line is
+    checked (ids are safe file names, fields have their types): a bad one raises UserError naming
+    the line."""
     path = Path(path)
     if path.is_dir():
         path = path / "manifest.jsonl"
@@ -47,26 +96,51 @@ def read_manifest(path: str | os.PathLike, split: str | None = None) -> list[Utt
         raise UserError(f"Manifest {path} does not exist; create it with `vqspeech prepare`.")
     root = path.resolve().parent
     utts = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                missing = [k for k in _REQUIRED if k not in row]
-                if missing:
-                    raise ValueError(f"missing field(s) {', '.join(missing)}")
-                utt = Utterance(**{k: v for k, v in row.items() if k in _KNOWN})
-            except (ValueError, TypeError) as exc:
-                raise UserError(
-                    f"Manifest {path} line {lineno} is malformed ({exc}); rebuild it with `vqspeech prepare`."
-                ) from None
-            utt.audio = str(root / utt.audio)
-            if utt.alignment:
-                utt.alignment = str(root / utt.alignment)
-            if split is None or utt.split == split:
-                utts.append(utt)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"Manifest {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); rebuild it with `vqspeech prepare`."
+        ) from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise UserError(
+                f"Manifest {path} line {lineno} is not JSON ({exc}); rebuild it with `vqspeech prepare`."
+            ) from None
+        problem = _field_problem(row) if isinstance(row, dict) else "it is not a JSON object"
+        if problem:
+            raise UserError(
+                f"Manifest {path} line {lineno}: {problem}; fix the line or rebuild the manifest with "
+                "`vqspeech prepare`."
+            )
+        utt = Utterance(**{k: v for k, v in row.items() if k in _KNOWN})
+        utt.audio = str(root / utt.audio)
+        if utt.alignment:
+            utt.alignment = str(root / utt.alignment)
+        if split is None or utt.split == split:
+            utts.append(utt)
     return utts
+
+
+def load_utterance(utt: Utterance) -> np.ndarray:
+    """The utterance's audio [T] float32 at its manifest sample rate. UserError when the file's rate
+    or length disagrees with the manifest (edited by hand, or the audio replaced since)."""
+    audio, rate = load_audio(utt.audio)
+    if rate != utt.sample_rate:
+        raise UserError(
+            f"{utt.audio} holds audio at {rate} Hz but its manifest line ({utt.id}) says "
+            f"{utt.sample_rate} Hz; re-run `vqspeech prepare` to rebuild the manifest."
+        )
+    if abs(len(audio) - utt.duration * rate) > 0.01 * rate:
+        raise UserError(
+            f"{utt.audio} lasts {len(audio) / rate:.3f} s but its manifest line ({utt.id}) says "
+            f"{utt.duration:.3f} s; re-run `vqspeech prepare` to rebuild the manifest."
+        )
+    return audio
 
 
 def write_manifest(path: str | os.PathLike, utts: list[Utterance]) -> None:

@@ -9,7 +9,11 @@
 - ``prepare.json``: the settings the manifest was built with.
 
 Re-running with the same settings is cheap: cached wavs newer than their source are reused and
-the manifest is rewritten. Different settings are refused unless ``overwrite=True``.
+the manifest is rewritten. Different settings are refused unless ``overwrite=True``, which removes
+only what ``prepare`` wrote: its own files by name, and the cached ``wavs/<id>.wav`` of the
+utterances it knows. The corpus and the output folder may not overlap, so nothing of the corpus is
+ever read back as output or deleted; a ``wavs/`` folder holding files ``prepare`` did not write is
+refused.
 
 Splits are reproducible and do not depend on file order or on which other files exist: each
 utterance (or speaker, with ``split_by="speaker"``) is placed by a hash of (seed, id). A split
@@ -20,8 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import shutil
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +37,7 @@ from tqdm import tqdm
 
 from ..audio import load_audio, normalize_level, resample, save_wav
 from ..errors import UserError
-from ..fileio import write_text_atomic
+from ..fileio import FolderLock, inside, is_safe_name, write_text_atomic
 from .corpora import SourceUtterance, find_utterances, source_path, source_speaker
 from .manifest import SPLITS, Utterance, write_manifest
 
@@ -93,11 +97,6 @@ def prepare_corpus(
     _check_arguments(
         sample_rate, split_by, valid_fraction, test_fraction, heldout_speakers, min_duration, max_duration, num_workers
     )
-    if corpus_dir.is_dir() and out_dir.resolve() == corpus_dir.resolve():
-        raise UserError(
-            f"Output folder {out_dir} is the corpus folder; choose a separate "
-            "output folder so the corpus files stay untouched."
-        )
 
     settings = {
         "layout": layout,
@@ -114,16 +113,44 @@ def prepare_corpus(
     }
     settings = json.loads(json.dumps(settings))  # the form it takes in prepare.json
     sources, rejects = find_utterances(corpus_dir, layout, **layout_options)
-    sources, rejects = _outside(out_dir, corpus_dir, sources, rejects)
+    _check_apart(corpus_dir, out_dir)
     if heldout_speakers:
         _check_speakers(heldout_speakers, sources, corpus_dir)
-    _check_previous_run(out_dir, settings, overwrite)
+    with FolderLock(out_dir, "prepare"):
+        return _prepare(out_dir, corpus_dir, layout, settings, sources, rejects, num_workers, overwrite, progress)
+
+
+def _prepare(
+    out_dir: Path,
+    corpus_dir: Path,
+    layout: str,
+    settings: dict,
+    sources: list[SourceUtterance],
+    rejects: list[tuple[str, str]],
+    num_workers: int | None,
+    overwrite: bool,
+    progress: bool,
+) -> PrepareSummary:
+    """Convert, split and write, in a folder whose lock the caller holds."""
+    sample_rate, min_duration, max_duration = (
+        settings["sample_rate"],
+        settings["min_duration"],
+        settings["max_duration"],
+    )
+    split_by, valid_fraction, test_fraction = (
+        settings["split_by"],
+        settings["valid_fraction"],
+        settings["test_fraction"],
+    )
+    heldout_speakers, seed = settings["heldout_speakers"], settings["seed"]
+    _check_previous_run(out_dir, settings, overwrite, [u.id for u in sources])
+    _claim_cache(out_dir, settings)
 
     wav_dir = out_dir / "wavs"
     tasks = [
         (
             source_path(u),
-            str(wav_dir / f"{u.id}.wav"),
+            str(inside(wav_dir, f"{u.id}.wav")),
             int(sample_rate),
             float(min_duration),
             None if max_duration is None else float(max_duration),
@@ -264,8 +291,6 @@ def _convert(task: tuple[str, str, int, float, float | None]) -> tuple[int, str 
         audio, source_rate = load_audio(source)
         if audio.size == 0:
             return 0, "empty (0 samples)"
-        if not np.all(np.isfinite(audio)):
-            return 0, "contains NaN or infinite samples"
         rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
         if rms < SILENCE_RMS:
             return 0, f"silent (RMS {rms:.1e} below {SILENCE_RMS:g})"
@@ -377,7 +402,8 @@ def _check_arguments(
         raise UserError(
             "heldout_speakers only applies with split_by='speaker'; add split_by='speaker' or drop heldout_speakers."
         )
-    if min_duration < 0 or (max_duration is not None and max_duration <= min_duration):
+    finite = math.isfinite(min_duration) and (max_duration is None or math.isfinite(max_duration))
+    if not finite or min_duration < 0 or (max_duration is not None and max_duration <= min_duration):
         raise UserError(
             f"min_duration={min_duration} and max_duration={max_duration} are not "
             "valid; use 0 <= min_duration < max_duration (seconds)."
@@ -396,8 +422,31 @@ def _check_speakers(heldout_speakers: Sequence[str], sources: Sequence[SourceUtt
         )
 
 
-def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool) -> None:
-    """Refuse to replace a manifest built with other settings unless ``overwrite``."""
+def _check_apart(corpus_dir: Path, out_dir: Path) -> None:
+    """UserError unless the output folder lies outside the corpus and the corpus outside it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir} is a file; give a folder for the prepared corpus.")
+    if not corpus_dir.is_dir():
+        return  # find_utterances says so in its own words
+    corpus, out = corpus_dir.resolve(), out_dir.resolve()
+    if out == corpus or out.is_relative_to(corpus) or corpus.is_relative_to(out):
+        raise UserError(
+            f"Output folder {out_dir} and corpus folder {corpus_dir} overlap; choose a separate output folder, "
+            "outside the corpus and not around it, so that prepare never reads back or deletes the corpus's files."
+        )
+
+
+OWN_FILES = ("manifest.jsonl", "prepare.json", "speakers.tsv", "rejects.tsv")
+"""The files ``prepare`` writes in its output folder, besides ``wavs/``."""
+
+CACHE_MARK = ".vqspeech-cache.json"
+"""Beside ``wavs/``: the corpus its cached audio comes from; marks ``wavs/`` as ``prepare``'s own."""
+
+
+def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool, ids: list[str]) -> None:
+    """Refuse to replace a manifest built with other settings unless ``overwrite``; with it, remove
+    the previous run's files (its own files by name, and the cached audio of the corpus it read when
+    the corpus is another)."""
     manifest = out_dir / "manifest.jsonl"
     if not manifest.exists():
         return
@@ -420,26 +469,41 @@ def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool) -> None:
             f"{manifest} was prepared with different settings ({changed}); pass "
             "`overwrite=True` to rebuild it, or choose another output folder."
         )
-    for name in ("manifest.jsonl", "prepare.json", "speakers.tsv"):
+    try:
+        previous_ids = [json.loads(line)["id"] for line in manifest.read_text(encoding="utf-8").splitlines() if line]
+    except (OSError, ValueError, KeyError, TypeError):
+        previous_ids = []
+    for name in OWN_FILES:
         (out_dir / name).unlink(missing_ok=True)
-    sources = ("layout", "corpus_dir", "layout_options")
-    if previous is None or any(previous.get(k) != settings[k] for k in sources):
+    if previous is None or any(previous.get(k) != settings[k] for k in _CORPUS_KEYS):
         # cached audio of another corpus or microphone would pass the freshness check: drop it
-        shutil.rmtree(out_dir / "wavs", ignore_errors=True)
+        _remove_cached(out_dir / "wavs", [*previous_ids, *ids])
 
 
-def _outside(
-    out_dir: Path, corpus_dir: Path, sources: list[SourceUtterance], rejects: list[tuple[str, str]]
-) -> tuple[list[SourceUtterance], list[tuple[str, str]]]:
-    """Drop files inside ``out_dir`` (our own output when it lies within the corpus folder)."""
-    out = out_dir.resolve()
-    if not out.is_relative_to(corpus_dir.resolve()):
-        return sources, rejects
+_CORPUS_KEYS = ("layout", "corpus_dir", "layout_options")
 
-    def inside(path: str) -> bool:
-        return Path(path).resolve().is_relative_to(out)
 
-    return ([u for u in sources if not inside(source_path(u))], [r for r in rejects if not inside(r[0])])
+def _remove_cached(wav_dir: Path, ids: list[str]) -> None:
+    """Remove ``wavs/<id>.wav`` of these utterances (the files prepare writes there), nothing else."""
+    for utt_id in ids:
+        if is_safe_name(utt_id):
+            (wav_dir / f"{utt_id}.wav").unlink(missing_ok=True)
+
+
+def _claim_cache(out_dir: Path, settings: dict) -> None:
+    """Make ``wavs/`` the cache of this corpus: refuse a ``wavs/`` holding files prepare did not write
+    (no mark, and no prepare.json of an earlier run beside it), and mark it as ours."""
+    wav_dir = out_dir / "wavs"
+    mark = out_dir / CACHE_MARK
+    corpus = {k: settings[k] for k in _CORPUS_KEYS}
+    ours = mark.is_file() or (out_dir / "prepare.json").is_file()
+    if wav_dir.is_dir() and not ours and any(p for p in wav_dir.iterdir() if not p.name.startswith(".")):
+        raise UserError(
+            f"{wav_dir} holds files that `vqspeech prepare` did not write; choose another output folder, "
+            "or move those files away."
+        )
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(mark, json.dumps(corpus, indent=2) + "\n")
 
 
 def _speaker_rows(utts: Sequence[Utterance]) -> list[tuple]:

@@ -8,17 +8,17 @@ code rate as the model it is compared with) is fitted on the ``fit_split`` utter
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 from tqdm import tqdm
 
-from ..audio import load_audio
 from ..data.codes import CodesInfo, CodesWriter, Encoding, refuse_existing_codes
-from ..data.manifest import read_manifest
+from ..data.manifest import Utterance, load_utterance, read_manifest
 from ..errors import UserError
-from ..fileio import atomic_path
+from ..fileio import FolderLock, atomic_path
 from .features import mfcc_with_deltas
 
 
@@ -35,11 +35,14 @@ def mfcc_kmeans_baseline(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Fit k-means on MFCC frames of ``fit_split`` and write codes for ``split`` (None = all)."""
+    """Fit k-means on MFCC frames of ``fit_split`` and write codes for ``split`` (None = all) into
+    the codes folder ``out_dir``, holding its lock."""
     out = Path(out_dir)
     refuse_existing_codes(out, overwrite)
     if num_codes < 2:
         raise UserError(f"`num_codes` must be at least 2, not {num_codes}.")
+    if not (math.isfinite(code_rate_hz) and code_rate_hz > 0):
+        raise UserError(f"`code_rate` must be a positive number of codes per second, not {code_rate_hz}.")
     utts = read_manifest(manifest)
     targets = [u for u in utts if split is None or u.split == split]
     fit = [u for u in utts if u.split == fit_split]
@@ -57,51 +60,54 @@ def mfcc_kmeans_baseline(
             f"{sample_rate} Hz; choose a rate that divides it."
         )
     hop = int(hop)
+    with FolderLock(out, "baseline"):
+        encoded = utts if split is None else fit + [u for u in targets if u.split != fit_split]
+        features = _mfcc_features(encoded, sample_rate, hop, progress)
+        fit_frames = np.concatenate([features[u.id] for u in fit if u.id in features])
+        fit_frames = fit_frames[np.random.default_rng(seed).permutation(len(fit_frames))[:max_fit_frames]]
+        if len(fit_frames) < num_codes:
+            raise UserError(f"The '{fit_split}' split has {len(fit_frames)} frames, fewer than K={num_codes}.")
+        mean, std = fit_frames.mean(0), fit_frames.std(0) + 1e-8
+        kmeans = MiniBatchKMeans(n_clusters=num_codes, batch_size=4096, n_init=3, random_state=seed)
+        kmeans.fit((fit_frames - mean) / std)
 
+        writer = CodesWriter(out, latents=True, overwrite=overwrite)
+        speakers, splits = {}, {}
+        for u in targets:
+            if u.id not in features:
+                continue
+            normalised = ((features[u.id] - mean) / std).astype(np.float32)
+            writer.add(u.id, Encoding(kmeans.predict(normalised).astype(np.int16), latents=normalised))
+            speakers[u.id], splits[u.id] = u.speaker, u.split
+        with atomic_path(out / "kmeans.npz") as tmp:
+            np.savez(tmp, centroids=kmeans.cluster_centers_, mean=mean, std=std)
+        extra = {
+            "system": "mfcc-kmeans",
+            "features": "13 MFCC + deltas + delta-deltas, standardised",
+            "fit_split": fit_split,
+            "fit_frames": len(fit_frames),
+            "manifest": str(Path(manifest).resolve()),
+        }
+        info = writer.finish(
+            CodesInfo.for_rate(
+                code_rate_hz,
+                num_codes,
+                sample_rate=sample_rate,
+                hop_length=hop,
+                speakers=speakers,
+                splits=splits,
+                extra=extra,
+            )
+        )
+    return {"encoded": info.num_utterances, "fit_frames": len(fit_frames), "K": num_codes, "out_dir": str(out)}
+
+
+def _mfcc_features(utts: list[Utterance], sample_rate: int, hop: int, progress: bool) -> dict[str, np.ndarray]:
+    """MFCCs with deltas [T, 39] on the code-frame grid, by utterance id (utterances shorter than
+    one frame are left out)."""
     features: dict[str, np.ndarray] = {}
-    for u in tqdm(
-        utts if split is None else fit + [u for u in targets if u.split != fit_split],
-        desc="mfcc",
-        unit="utt",
-        disable=not progress,
-    ):
-        audio, _ = load_audio(u.audio, sample_rate)
+    for u in tqdm(utts, desc="mfcc", unit="utt", disable=not progress):
+        audio = load_utterance(u)
         if len(audio) >= hop:
             features[u.id] = mfcc_with_deltas(audio, sample_rate, hop)
-    rng = np.random.default_rng(seed)
-    fit_frames = np.concatenate([features[u.id] for u in fit if u.id in features])
-    fit_frames = fit_frames[rng.permutation(len(fit_frames))[:max_fit_frames]]
-    if len(fit_frames) < num_codes:
-        raise UserError(f"The '{fit_split}' split has {len(fit_frames)} frames, fewer than K={num_codes}.")
-    mean, std = fit_frames.mean(0), fit_frames.std(0) + 1e-8
-    kmeans = MiniBatchKMeans(n_clusters=num_codes, batch_size=4096, n_init=3, random_state=seed)
-    kmeans.fit((fit_frames - mean) / std)
-
-    writer = CodesWriter(out, latents=True, overwrite=overwrite)
-    speakers, splits = {}, {}
-    for u in targets:
-        if u.id not in features:
-            continue
-        normalised = ((features[u.id] - mean) / std).astype(np.float32)
-        writer.add(u.id, Encoding(kmeans.predict(normalised).astype(np.int16), latents=normalised))
-        speakers[u.id], splits[u.id] = u.speaker, u.split
-    with atomic_path(out / "kmeans.npz") as tmp:
-        np.savez(tmp, centroids=kmeans.cluster_centers_, mean=mean, std=std)
-    info = writer.finish(
-        CodesInfo.for_rate(
-            code_rate_hz,
-            num_codes,
-            sample_rate=sample_rate,
-            hop_length=hop,
-            speakers=speakers,
-            splits=splits,
-            extra={
-                "system": "mfcc-kmeans",
-                "features": "13 MFCC + deltas + delta-deltas, standardised",
-                "fit_split": fit_split,
-                "fit_frames": len(fit_frames),
-                "manifest": str(Path(manifest).resolve()),
-            },
-        )
-    )
-    return {"encoded": info.num_utterances, "fit_frames": len(fit_frames), "K": num_codes, "out_dir": str(out)}
+    return features

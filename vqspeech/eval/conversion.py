@@ -43,10 +43,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..audio import load_audio, save_wav
-from ..data.manifest import Utterance, read_manifest
+from ..audio import resample, save_wav
+from ..data.manifest import Utterance, load_utterance, read_manifest
 from ..errors import UserError
-from ..fileio import atomic_path, write_text_atomic
+from ..fileio import FolderLock, atomic_path, inside, write_text_atomic
 from ..inference import VQSpeech
 from ..plots import save_spectrograms
 from . import mcd as mcd_lib
@@ -129,169 +129,177 @@ def evaluate_conversion(
     recognizer = Recognizer(digits=digits, single_word=single_digit, sentences=lm_texts or None) if texts else None
     timing["load_scorers"] = time.perf_counter() - t
 
-    # Validation is over: clear what a previous run left, metrics.json first.
-    metrics_path.unlink(missing_ok=True)
-    for sub, suffix in SUBDIRS.values():
-        for stale in (out_dir / sub).glob(f"*{suffix}"):
-            stale.unlink()
+    with FolderLock(out_dir, "evaluate conversion"):
+        # Validation is over: clear what a previous run left, metrics.json first.
+        metrics_path.unlink(missing_ok=True)
+        for sub, suffix in SUBDIRS.values():
+            for stale in (out_dir / sub).glob(f"*{suffix}"):
+                stale.unlink()
 
-    # ---- originals and codes
-    t = time.perf_counter()
-    originals, codes, kept, skipped = {}, {}, [], []
-    for u in tqdm(items, desc="encode", unit="utt", disable=not progress):
-        try:
-            audio, _ = load_audio(u.audio, vq.sample_rate)
-            frames = len(audio) // vq.hop_length
-            if frames == 0:
-                raise UserError(f"shorter than one code frame ({vq.hop_length} samples)")
-            audio = audio[: frames * vq.hop_length]
-            codes[u.id] = vq.encode(audio, vq.sample_rate)
-        except UserError as exc:
-            skipped.append({"id": u.id, "reason": str(exc)})
-            continue
-        originals[u.id] = audio
-        kept.append(u)
-    if not kept:
-        raise UserError(
-            f"None of the {len(items)} selected utterances could be encoded (first problem: {skipped[0]['reason']})."
-        )
-    items = kept
-    timing["encode"] = time.perf_counter() - t
-
-    # ---- reconstructions and conversions, decoded together in batches of similar length
-    t = time.perf_counter()
-    jobs = [(u.id, "reconstruction", u.speaker) for u in items] + [(u.id, "conversion", target_of[u.id]) for u in items]
-    jobs.sort(key=lambda job: -len(codes[job[0]]))
-    outputs: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
-    with tqdm(total=len(jobs), desc="decode", unit="utt", disable=not progress) as bar:
-        for batch_index, first in enumerate(range(0, len(jobs), batch_size)):
-            batch = jobs[first : first + batch_size]
-            audios = vq.decode_batch([codes[i] for i, _, _ in batch], [s for _, _, s in batch], seed=seed + batch_index)
-            for (uid, kind, _), audio in zip(batch, audios, strict=True):
-                outputs[uid][kind] = audio
-            bar.update(len(batch))
-    timing["decode"] = time.perf_counter() - t
-
-    # ---- files
-    t = time.perf_counter()
-    sr = vq.sample_rate
-    for u in tqdm(items, desc="write", unit="utt", disable=not progress):
-        signals = {"original": originals[u.id], **outputs[u.id]}
-        for kind in KINDS:
-            save_wav(out_dir / _relpath(kind, u.id), signals[kind], sr)
-        target = target_of[u.id]
-        with atomic_path(out_dir / _relpath("spectrogram", u.id)) as tmp:
-            save_spectrograms(
-                tmp,
-                {
-                    f"original ({u.speaker})": signals["original"],
-                    f"reconstruction ({u.speaker})": signals["reconstruction"],
-                    f"conversion ({u.speaker} -> {target})": signals["conversion"],
-                },
-                sr,
-            )
-    timing["write"] = time.perf_counter() - t
-
-    records = {u.id: _item_record(u, target_of[u.id]) for u in items}
-
-    # ---- speaker similarity
-    t = time.perf_counter()
-    needed = sorted({u.speaker for u in items} | set(target_of.values()))
-    evaluated = {u.id for u in items}
-    references = _reference_utterances(all_utts, needed, evaluated, num_reference, seed)
-    centroids, reference_counts = {}, {}
-    for speaker in tqdm(needed, desc="speaker centroids", unit="spk", disable=not progress):
-        reference_signals = []
-        for ref in references.get(speaker, []):
+        # ---- originals and codes
+        t = time.perf_counter()
+        originals, codes, kept, skipped = {}, {}, [], []
+        for u in tqdm(items, desc="encode", unit="utt", disable=not progress):
             try:
-                reference_signals.append((load_audio(ref.audio, sr)[0], sr))
-            except UserError:
+                audio = resample(load_utterance(u), u.sample_rate, vq.sample_rate)
+                frames = len(audio) // vq.hop_length
+                if frames == 0:
+                    raise UserError(f"shorter than one code frame ({vq.hop_length} samples)")
+                audio = audio[: frames * vq.hop_length]
+                codes[u.id] = vq.encode(audio, vq.sample_rate)
+            except UserError as exc:
+                skipped.append({"id": u.id, "reason": str(exc)})
                 continue
-        reference_counts[speaker] = len(reference_signals)
-        centroids.update(embedder.centroids({speaker: reference_signals}))
-    for u in tqdm(items, desc="speaker similarity", unit="utt", disable=not progress):
-        record, target = records[u.id], target_of[u.id]
-        signals = {"original": originals[u.id], **outputs[u.id]}
-        for kind in KINDS:
-            embedding = embedder.embed(signals[kind], sr)
-            record["speaker_similarity"][kind] = {
-                "source": _cos(embedding, centroids.get(u.speaker)),
-                "target": _cos(embedding, centroids.get(target)),
-            }
-        conv = record["speaker_similarity"]["conversion"]
-        if conv["source"] is not None and conv["target"] is not None and target != u.speaker:
-            record["conversion_closer_to_target"] = conv["target"] > conv["source"]
-    timing["speaker_similarity"] = time.perf_counter() - t
+            originals[u.id] = audio
+            kept.append(u)
+        if not kept:
+            raise UserError(
+                f"None of the {len(items)} selected utterances could be encoded "
+                f"(first problem: {skipped[0]['reason']})."
+            )
+        items = kept
+        timing["encode"] = time.perf_counter() - t
 
-    # ---- recognition
-    t = time.perf_counter()
-    if recognizer is not None:
-        for u in tqdm([u for u in items if u.id in texts], desc="recognize", unit="utt", disable=not progress):
-            record = records[u.id]
-            reference = normalize_words(u.text, digits=digits)
-            record["reference_words"] = len(reference)
+        # ---- reconstructions and conversions, decoded together in batches of similar length
+        t = time.perf_counter()
+        jobs = [(u.id, "reconstruction", u.speaker) for u in items] + [
+            (u.id, "conversion", target_of[u.id]) for u in items
+        ]
+        jobs.sort(key=lambda job: -len(codes[job[0]]))
+        outputs: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+        with tqdm(total=len(jobs), desc="decode", unit="utt", disable=not progress) as bar:
+            for batch_index, first in enumerate(range(0, len(jobs), batch_size)):
+                batch = jobs[first : first + batch_size]
+                audios = vq.decode_batch(
+                    [codes[i] for i, _, _ in batch], [s for _, _, s in batch], seed=seed + batch_index
+                )
+                for (uid, kind, _), audio in zip(batch, audios, strict=True):
+                    outputs[uid][kind] = audio
+                bar.update(len(batch))
+        timing["decode"] = time.perf_counter() - t
+
+        # ---- files
+        t = time.perf_counter()
+        sr = vq.sample_rate
+        for u in tqdm(items, desc="write", unit="utt", disable=not progress):
             signals = {"original": originals[u.id], **outputs[u.id]}
             for kind in KINDS:
-                hypothesis = recognizer.transcribe(signals[kind], sr)
-                record["transcripts"][kind] = " ".join(hypothesis)
-                record["word_errors"][kind] = word_errors(reference, hypothesis)[0]
-    timing["recognition"] = time.perf_counter() - t
+                save_wav(inside(out_dir, _relpath(kind, u.id)), signals[kind], sr)
+            target = target_of[u.id]
+            with atomic_path(inside(out_dir, _relpath("spectrogram", u.id))) as tmp:
+                save_spectrograms(
+                    tmp,
+                    {
+                        f"original ({u.speaker})": signals["original"],
+                        f"reconstruction ({u.speaker})": signals["reconstruction"],
+                        f"conversion ({u.speaker} -> {target})": signals["conversion"],
+                    },
+                    sr,
+                )
+        timing["write"] = time.perf_counter() - t
 
-    # ---- MCD
-    t = time.perf_counter()
-    for u in tqdm(items, desc="mcd", unit="utt", disable=not progress):
-        reference_cepstra = mcd_lib.mel_cepstrum(originals[u.id], sr)
-        for kind in ("reconstruction", "conversion"):
-            distortion = mcd_lib.mcd_from_cepstra(reference_cepstra, mcd_lib.mel_cepstrum(outputs[u.id][kind], sr))
-            records[u.id]["mcd"][kind] = _finite(distortion)
-    timing["mcd"] = time.perf_counter() - t
+        records = {u.id: _item_record(u, target_of[u.id]) for u in items}
 
-    item_list = [records[u.id] for u in items]
-    timing["total"] = time.perf_counter() - start_time
-    summary = {
-        "model": str(Path(vq.checkpoint).resolve()) if vq.checkpoint else None,
-        "exp_dir": str(Path(exp_dir).resolve()),
-        "manifest": str(manifest.resolve()),
-        "split": split,
-        "sample_rate": sr,
-        "seed": seed,
-        "num_items": len(item_list),
-        "num_requested": num,
-        "skipped": skipped,
-        "speakers": sorted({u.speaker for u in items}),
-        "targets": sorted(set(target_of[u.id] for u in items)),
-        "reference": {
-            "split": "train",
-            "num_per_speaker": reference_counts,
-            "speakers_without_reference": [s for s in needed if s not in centroids],
-        },
-        "speaker_similarity": {
-            kind: {side: _mean(r["speaker_similarity"][kind][side] for r in item_list) for side in ("source", "target")}
-            for kind in KINDS
-        },
-        "conversion_speaker_accuracy": _mean(r["conversion_closer_to_target"] for r in item_list),
-        "num_conversions_scored": sum(r["conversion_closer_to_target"] is not None for r in item_list),
-        "recognition": {
-            **_recognition_summary(
-                item_list,
-                bool(digits),
-                single_digit,
-                "digit grammar" if digits else "bigram of the train transcripts" if lm_texts else "en-us general",
-            ),
-            "lm_sentences": len(lm_texts),
-            "lm_sentences_dropped_as_evaluated": lm_dropped,
-        },
-        "mcd": {
-            "reconstruction": _mean(r["mcd"]["reconstruction"] for r in item_list),
-            "conversion": _mean(r["mcd"]["conversion"] for r in item_list),
-            "conversion_note": MCD_CONVERSION_NOTE,
-            "definition": "mel-cepstral distortion (c1..c24 of the log-mel spectrum, DTW-aligned); "
-            "comparable within vqspeech only",
-        },
-        "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
-    }
-    metrics = {"summary": summary, "items": item_list}
-    write_text_atomic(metrics_path, json.dumps(_json_safe(metrics), indent=2) + "\n")
+        # ---- speaker similarity
+        t = time.perf_counter()
+        needed = sorted({u.speaker for u in items} | set(target_of.values()))
+        evaluated = {u.id for u in items}
+        references = _reference_utterances(all_utts, needed, evaluated, num_reference, seed)
+        centroids, reference_counts = {}, {}
+        for speaker in tqdm(needed, desc="speaker centroids", unit="spk", disable=not progress):
+            reference_signals = []
+            for ref in references.get(speaker, []):
+                try:
+                    reference_signals.append((resample(load_utterance(ref), ref.sample_rate, sr), sr))
+                except UserError:
+                    continue
+            reference_counts[speaker] = len(reference_signals)
+            centroids.update(embedder.centroids({speaker: reference_signals}))
+        for u in tqdm(items, desc="speaker similarity", unit="utt", disable=not progress):
+            record, target = records[u.id], target_of[u.id]
+            signals = {"original": originals[u.id], **outputs[u.id]}
+            for kind in KINDS:
+                embedding = embedder.embed(signals[kind], sr)
+                record["speaker_similarity"][kind] = {
+                    "source": _cos(embedding, centroids.get(u.speaker)),
+                    "target": _cos(embedding, centroids.get(target)),
+                }
+            conv = record["speaker_similarity"]["conversion"]
+            if conv["source"] is not None and conv["target"] is not None and target != u.speaker:
+                record["conversion_closer_to_target"] = conv["target"] > conv["source"]
+        timing["speaker_similarity"] = time.perf_counter() - t
+
+        # ---- recognition
+        t = time.perf_counter()
+        if recognizer is not None:
+            for u in tqdm([u for u in items if u.id in texts], desc="recognize", unit="utt", disable=not progress):
+                record = records[u.id]
+                reference = normalize_words(u.text, digits=digits)
+                record["reference_words"] = len(reference)
+                signals = {"original": originals[u.id], **outputs[u.id]}
+                for kind in KINDS:
+                    hypothesis = recognizer.transcribe(signals[kind], sr)
+                    record["transcripts"][kind] = " ".join(hypothesis)
+                    record["word_errors"][kind] = word_errors(reference, hypothesis)[0]
+        timing["recognition"] = time.perf_counter() - t
+
+        # ---- MCD
+        t = time.perf_counter()
+        for u in tqdm(items, desc="mcd", unit="utt", disable=not progress):
+            reference_cepstra = mcd_lib.mel_cepstrum(originals[u.id], sr)
+            for kind in ("reconstruction", "conversion"):
+                distortion = mcd_lib.mcd_from_cepstra(reference_cepstra, mcd_lib.mel_cepstrum(outputs[u.id][kind], sr))
+                records[u.id]["mcd"][kind] = _finite(distortion)
+        timing["mcd"] = time.perf_counter() - t
+
+        item_list = [records[u.id] for u in items]
+        timing["total"] = time.perf_counter() - start_time
+        summary = {
+            "model": str(Path(vq.checkpoint).resolve()) if vq.checkpoint else None,
+            "exp_dir": str(Path(exp_dir).resolve()),
+            "manifest": str(manifest.resolve()),
+            "split": split,
+            "sample_rate": sr,
+            "seed": seed,
+            "num_items": len(item_list),
+            "num_requested": num,
+            "skipped": skipped,
+            "speakers": sorted({u.speaker for u in items}),
+            "targets": sorted(set(target_of[u.id] for u in items)),
+            "reference": {
+                "split": "train",
+                "num_per_speaker": reference_counts,
+                "speakers_without_reference": [s for s in needed if s not in centroids],
+            },
+            "speaker_similarity": {
+                kind: {
+                    side: _mean(r["speaker_similarity"][kind][side] for r in item_list) for side in ("source", "target")
+                }
+                for kind in KINDS
+            },
+            "conversion_speaker_accuracy": _mean(r["conversion_closer_to_target"] for r in item_list),
+            "num_conversions_scored": sum(r["conversion_closer_to_target"] is not None for r in item_list),
+            "recognition": {
+                **_recognition_summary(
+                    item_list,
+                    bool(digits),
+                    single_digit,
+                    "digit grammar" if digits else "bigram of the train transcripts" if lm_texts else "en-us general",
+                ),
+                "lm_sentences": len(lm_texts),
+                "lm_sentences_dropped_as_evaluated": lm_dropped,
+            },
+            "mcd": {
+                "reconstruction": _mean(r["mcd"]["reconstruction"] for r in item_list),
+                "conversion": _mean(r["mcd"]["conversion"] for r in item_list),
+                "conversion_note": MCD_CONVERSION_NOTE,
+                "definition": "mel-cepstral distortion (c1..c24 of the log-mel spectrum, DTW-aligned); "
+                "comparable within vqspeech only",
+            },
+            "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
+        }
+        metrics = {"summary": summary, "items": item_list}
+        write_text_atomic(metrics_path, json.dumps(_json_safe(metrics), indent=2) + "\n")
     return metrics
 
 

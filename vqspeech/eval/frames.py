@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
-from ..data.alignments import Segment, read_alignment
+from ..data.alignments import Segment, alignment_duration, read_alignment
 from ..data.codes import CodesFolder
 from ..data.corpora import SourceUtterance, find_utterances
 from ..data.manifest import read_manifest
@@ -59,6 +60,12 @@ def read_probe_codes(folder: CodesFolder) -> tuple[dict[str, np.ndarray], dict[s
         codes = _tuple_ids(codes)
     with_latents = set(folder.latent_ids)
     latents = {i: folder.latents(i) for i in folder.ids if i in with_latents}
+    for i, z in latents.items():
+        if i in codes and len(z) != len(codes[i]):
+            raise UserError(
+                f"{folder.root} has {len(codes[i])} codes but {len(z)} latents for '{i}'; they must "
+                "come from one pass: re-run `vqspeech encode --latents`."
+            )
     if grouped:
         num_codes = max(int(c.max()) for c in codes.values()) + 1  # the distinct tuples
     elif codes:
@@ -66,6 +73,32 @@ def read_probe_codes(folder: CodesFolder) -> tuple[dict[str, np.ndarray], dict[s
     else:
         num_codes = 0
     return codes, latents, num_codes
+
+
+LENGTH_TOLERANCE = 2
+"""Code frames an utterance's codes may differ from its duration x the code rate (edges, rounding)."""
+
+
+def _check_length(utt_id: str, num_frames: int, code_rate_hz: float, utt: SourceUtterance) -> None:
+    """UserError unless ``num_frames`` codes fit the utterance's duration (its audio file's, else
+    what its alignment covers) at the code rate: codes of other audio, or of another rate, would
+    otherwise be scored against the wrong phones."""
+    seconds = None
+    if utt.path is not None:
+        try:
+            info = sf.info(utt.path)
+            seconds = info.frames / info.samplerate
+        except (OSError, RuntimeError):  # unreadable: the alignment says how long it is
+            seconds = None
+    if seconds is None:
+        seconds = alignment_duration(str(utt.alignment))
+    expected = seconds * code_rate_hz
+    if abs(num_frames - expected) > LENGTH_TOLERANCE:
+        raise UserError(
+            f"'{utt_id}' has {num_frames} code frames, but it lasts {seconds:.2f} s, {expected:.0f} frames at the "
+            f"code rate of {code_rate_hz:g} Hz; the codes and the alignments do not belong together "
+            "(re-run `vqspeech encode` on this audio)."
+        )
 
 
 def _tuple_ids(codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -121,7 +154,11 @@ def aligned_utterances(
         folder = Path(alignments)
         if not folder.is_dir():
             raise UserError(f"Alignment folder {folder} does not exist; run `vqspeech align` first.")
-        files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in (".textgrid", ".phn", ".lab")]
+        files = [
+            p
+            for p in sorted(folder.iterdir())
+            if p.suffix.lower() in (".textgrid", ".phn", ".lab") and not p.name.startswith(".")  # not temp files
+        ]
         if not files:
             raise UserError(f"Alignment folder {folder} holds no .TextGrid, .phn or .lab files.")
         found = {p.stem: SourceUtterance(p.stem, None, None, alignment=str(p)) for p in files}
@@ -212,6 +249,7 @@ def load_probe_data(
             data.skipped["no_speaker"] += 1
             continue
         num_frames = len(frames[i])
+        _check_length(i, num_frames, info.code_rate_hz, utterances[i])
         spans = frame_spans(segments[i], folding, num_frames, info.code_rate_hz, info.frame_offset_s)
         data.ids.append(i)
         data.speakers.append(speaker)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from ..audio import load_audio
-from ..data.manifest import Utterance, read_manifest
+from ..audio import resample
+from ..data.manifest import Utterance, load_utterance, read_manifest
 from ..errors import UserError
-from ..fileio import write_text_atomic
+from ..fileio import check_writable_parent, write_text_atomic
 from ..inference import VQSpeech
 from ..models.conv_decoder import WaveformOutput
 from ..models.quantizer import perplexity
@@ -30,7 +30,7 @@ def teacher_forced_metrics(
     total, total_samples = 0.0, 0
     usage = top_usage = None  # [K] counts (grouped codebooks: [G * K]); the top level's [K_top]
     for utt in utts:
-        audio, _ = load_audio(utt.audio, model.sample_rate)
+        audio = resample(load_utterance(utt), utt.sample_rate, model.sample_rate)
         audio = audio[: len(audio) // model.hop_length * model.hop_length]
         if len(audio) == 0:
             continue
@@ -77,6 +77,8 @@ def evaluate_loss(
     out_path = Path(out) if out is not None else None
     if out_path is not None and out_path.exists() and not overwrite:
         raise UserError(f"{out_path} exists; pass `overwrite=True` to replace it.")
+    if out_path is not None:
+        check_writable_parent(out_path)
     if max_utterances is not None and max_utterances <= 0:
         raise UserError(f"`max_utterances` must be positive, not {max_utterances}.")
     vq = VQSpeech.load(exp_dir, device)

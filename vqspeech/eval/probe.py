@@ -23,7 +23,7 @@ from ..audio import load_audio
 from ..data.codes import CodesFolder
 from ..data.phones import PHONE_CLASSES
 from ..errors import UserError
-from ..fileio import write_text_atomic
+from ..fileio import check_writable_parent, write_text_atomic
 from ..plots import save_code_phone_heatmap, save_code_usage, save_phone_accuracy
 from . import classifiers
 from .abx import abx_scores
@@ -63,6 +63,7 @@ def run_probe(
         raise UserError(f"`out` {out} should name a .json file.")
     if out.exists() and not overwrite:
         raise UserError(f"{out} exists; pass `overwrite=True` to replace it.")
+    check_writable_parent(out)
     if abx_max_items is not None and abx_max_items < 1:
         raise UserError(f"ABX needs at least 1 item per cell (`abx_max_items`, given {abx_max_items}).")
     timings: dict[str, float] = {}

@@ -3,6 +3,8 @@ to wav files. The codes folder itself is read and written by :mod:`vqspeech.data
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,8 @@ from ..data.codes import CodesFolder, CodesInfo, CodesWriter, Encoding, TopLevel
 from ..data.corpora import AUDIO_EXTENSIONS, SourceUtterance, is_audio_file, sanitize_id
 from ..data.manifest import read_manifest
 from ..errors import UserError
-from .vqspeech import VQSpeech
+from ..fileio import FolderLock, check_writable_parent, inside
+from .vqspeech import VQSpeech, check_temperature
 
 
 def collect_inputs(path: str | Path, split: str | None = None, limit: int | None = None) -> list[SourceUtterance]:
@@ -36,7 +39,11 @@ def collect_inputs(path: str | Path, split: str | None = None, limit: int | None
     elif path.is_file():
         items = [SourceUtterance(sanitize_id(path.stem), str(path))]
     else:
-        files = sorted(p for p in path.rglob("*") if p.is_file() and is_audio_file(p))
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and is_audio_file(p) and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )  # hidden files and folders (temporary files of killed runs, .git) are not inputs
         if not files:
             raise UserError(f"Folder {path} holds no sound files ({', '.join(AUDIO_EXTENSIONS)}).")
         items = [SourceUtterance(sanitize_id(str(f.relative_to(path).with_suffix(""))), str(f)) for f in files]
@@ -61,8 +68,15 @@ def encode_items(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Encode every item into the codes folder ``out_dir``; unreadable inputs are listed in
-    ``rejects.tsv`` and skipped."""
+    """Encode every item into the codes folder ``out_dir`` (holding its lock); unreadable inputs
+    are listed in ``rejects.tsv`` and skipped."""
+    with FolderLock(out_dir, "encode"):
+        return _encode_items(vq, items, out_dir, latents=latents, overwrite=overwrite, progress=progress)
+
+
+def _encode_items(
+    vq: VQSpeech, items: list[SourceUtterance], out_dir: Path, *, latents: bool, overwrite: bool, progress: bool
+) -> dict:
     writer = CodesWriter(out_dir, latents=latents, top=bool(vq.top_stride), overwrite=overwrite)
     rejects, speakers, splits = [], {}, {}
     for item in tqdm(items, desc="encode", unit="utt", disable=not progress):
@@ -106,7 +120,7 @@ def _output_paths(ids: list[str], out: Path, overwrite: bool) -> list[Path]:
     elif out.suffix.lower() == ".wav":
         raise UserError(f"{len(ids)} inputs cannot go to the single file {out}; give a folder as the output.")
     else:
-        paths = [out / f"{i}.wav" for i in ids]
+        paths = [inside(out, f"{i}.wav") for i in ids]
     existing = [p for p in paths if p.exists()]
     if existing and not overwrite:
         raise UserError(
@@ -114,6 +128,27 @@ def _output_paths(ids: list[str], out: Path, overwrite: bool) -> list[Path]:
             "pass `overwrite=True` or choose another output."
         )
     return paths
+
+
+def _check_generation(vq: VQSpeech, speakers: list[str], temperature: float, batch_size: int) -> None:
+    """UserError before any work for an unknown speaker or an unusable setting."""
+    for name in set(speakers):
+        vq.speaker_id(name)
+    if batch_size <= 0:
+        raise UserError(f"`batch_size` must be positive, not {batch_size}.")
+    check_temperature(temperature)
+
+
+@contextlib.contextmanager
+def _writing(out: Path, paths: list[Path], verb: str) -> Iterator[None]:
+    """Hold the output folder's lock (one output file: check that it can be written) while the
+    audio is generated, so that a bad output is found before the work."""
+    if len(paths) == 1 and paths[0] == out:
+        check_writable_parent(out)
+        yield
+    else:
+        with FolderLock(out, verb):
+            yield
 
 
 def _generate_to_files(
@@ -126,10 +161,6 @@ def _generate_to_files(
     seed: int,
     batch_size: int,
 ) -> list[Path]:
-    for name in set(speakers):
-        vq.speaker_id(name)  # fail before any work on an unknown speaker
-    if batch_size <= 0:
-        raise UserError(f"`batch_size` must be positive, not {batch_size}.")
     order = np.argsort([-len(e) for e in encodings])  # similar lengths share a batch
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
@@ -188,7 +219,11 @@ def decode_codes(
             raise UserError(f"No speaker is known for {i}; pass `speaker` (one of: {', '.join(vq.speakers[:10])}).")
         speakers.append(name)
     paths = _output_paths(ids, out, overwrite)
-    return _generate_to_files(vq, encodings, speakers, paths, temperature=temperature, seed=seed, batch_size=batch_size)
+    _check_generation(vq, speakers, temperature, batch_size)
+    with _writing(out, paths, "decode"):
+        return _generate_to_files(
+            vq, encodings, speakers, paths, temperature=temperature, seed=seed, batch_size=batch_size
+        )
 
 
 def _check_folder(folder: CodesFolder, vq: VQSpeech) -> None:
@@ -226,12 +261,13 @@ def convert_items(
     overwrite: bool = False,
 ) -> list[Path]:
     """Voice conversion: encode each input, decode its codes with ``speaker``'s embedding."""
-    vq.speaker_id(speaker)
     paths = _output_paths([i.id for i in items], out, overwrite)
-    encodings = []
-    for item in items:
-        audio, sr = load_audio(str(item.path))
-        encodings.append(vq.encode(audio, sr))
-    return _generate_to_files(
-        vq, encodings, [speaker] * len(items), paths, temperature=temperature, seed=seed, batch_size=batch_size
-    )
+    _check_generation(vq, [speaker], temperature, batch_size)
+    with _writing(out, paths, "convert"):
+        encodings = []
+        for item in items:
+            audio, sr = load_audio(str(item.path))
+            encodings.append(vq.encode(audio, sr))
+        return _generate_to_files(
+            vq, encodings, [speaker] * len(items), paths, temperature=temperature, seed=seed, batch_size=batch_size
+        )

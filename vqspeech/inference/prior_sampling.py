@@ -23,12 +23,15 @@ from ..checkpoint import load_checkpoint
 from ..data.codes import CodesInfo, CodesWriter, Encoding, code_usage
 from ..device import select_device
 from ..errors import UserError
-from ..fileio import write_text_atomic
+from ..fileio import FolderLock, write_text_atomic
 from ..models.prior import CodePrior, build_prior, sample_codes
 from ..models.quantizer import perplexity
-from .vqspeech import VQSpeech, resolve_checkpoint
+from .vqspeech import VQSpeech, check_temperature, resolve_checkpoint
 
 LN2 = math.log(2.0)
+
+MAX_SECONDS = 600.0
+"""The longest sample drawn (`prior sample --seconds`): 60,000 codes at 100 codes per second."""
 
 
 def load_prior(path: str | Path, device: str = "auto") -> tuple[CodePrior, dict[str, Any], torch.device]:
@@ -134,6 +137,7 @@ def draw_candidates(
     top_k: int | None,
     generator: torch.Generator,
     batch: int = 8,
+    progress: bool = False,
 ) -> Candidates:
     """``count`` sequences of ``length`` codes for one speaker; with ``top_model`` each one's top
     codes are drawn first (same temperature and top_k) and its codes given them."""
@@ -147,12 +151,25 @@ def draw_candidates(
         top, top_loglik = None, torch.zeros(n, device=device)
         if top_model is not None:
             top, top_loglik = sample_codes(
-                top_model, speakers, top_length, temperature=temperature, top_k=top_k, generator=generator
+                top_model,
+                speakers,
+                top_length,
+                temperature=temperature,
+                top_k=top_k,
+                generator=generator,
+                progress=progress,
             )
             out.tops += list(top.cpu().numpy())
             out.top_bits += (-top_loglik.cpu().numpy() / top_length / LN2).tolist()
         codes, loglik = sample_codes(
-            model, speakers, length, top=top, temperature=temperature, top_k=top_k, generator=generator
+            model,
+            speakers,
+            length,
+            top=top,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+            progress=progress,
         )
         out.codes += list(codes.cpu().numpy())
         out.bottom_bits += (-loglik.cpu().numpy() / length / LN2).tolist()
@@ -198,10 +215,9 @@ def sample_prior(
             raise UserError(f"`{name}` must be at least 1, not {value}.")
     if candidates < num:
         raise UserError(f"`candidates` ({candidates}) must be at least `num` ({num}).")
-    if not seconds > 0:
-        raise UserError(f"`seconds` must be positive, not {seconds}.")
-    if temperature < 0:
-        raise UserError(f"`temperature` must be >= 0, not {temperature}.")
+    if not 0 < seconds <= MAX_SECONDS:
+        raise UserError(f"`seconds` must be positive and at most {MAX_SECONDS:g}, not {seconds}.")
+    check_temperature(temperature)
     if top_k is not None and top_k < 1:
         raise UserError(f"`top_k` must be at least 1, not {top_k}.")
 
@@ -226,71 +242,75 @@ def sample_prior(
     )
     length = max(1, int(round(seconds * info.code_rate_hz)))
 
-    generator = torch.Generator(device=torch_device).manual_seed(seed)
-    drawn = draw_candidates(
-        model,
-        top_model,
-        speakers.index(speaker),
-        length,
-        candidates,
-        temperature=temperature,
-        top_k=top_k,
-        generator=generator,
-    )
-    kept = drawn.best(num)
-    names = {i: f"sample_{rank:02d}" for rank, i in enumerate(kept)}  # sample_00 is the best
-    samples = {names[i]: Encoding(drawn.codes[i], drawn.tops[i] if drawn.tops else None, speaker=speaker) for i in kept}
-
-    writer = CodesWriter(out_dir, top=bool(drawn.tops), overwrite=True)  # samples.json was checked above
-    for name, encoding in samples.items():
-        writer.add(name, encoding)
-    info.speakers = {name: speaker for name in samples}
-    writer.finish(info)
-    write_text_atomic(out_dir / "scores.tsv", scores_table(drawn, names))
-
-    written = []
-    if not codes_only:
-        source = vqvae or info.checkpoint
-        if not source or not Path(source).exists():
-            raise UserError(
-                f"The VQ-VAE these codes came from ({source}) is not there; pass "
-                "`vqvae` (the VQ-VAE's experiment folder)."
-            )
-        vq = VQSpeech.load(source, device)
-        wavs = vq.decode_batch(list(samples.values()), [speaker] * len(samples), seed=seed, progress=True)
-        for name, wav in zip(samples, wavs, strict=True):
-            save_wav(out_dir / f"{name}.wav", wav, vq.sample_rate)
-            written.append(str(out_dir / f"{name}.wav"))
-
-    sample_usage = code_usage([drawn.codes[i] for i in kept], int(ckpt["num_codes"]))
-    data_usage = np.asarray(ckpt.get("data_usage", []), dtype=np.int64)
-    record = {
-        "speaker": speaker,
-        "seconds": seconds,
-        "codes_per_sample": length,
-        "num": num,
-        "candidates": candidates,
-        "temperature": temperature,
-        "top_k": top_k,
-        "seed": seed,
-        "kept_bits_per_code": [round(drawn.bits[i], 4) for i in kept],
-        "all_bits_per_code_mean": float(np.mean(drawn.bits)),
-        "samples_codes_used": int((sample_usage > 0).sum()),
-        "samples_perplexity": float(perplexity(torch.from_numpy(sample_usage))),
-        "data_codes_used": int((data_usage > 0).sum()) if data_usage.size else None,
-        "data_perplexity": float(perplexity(torch.from_numpy(data_usage))) if data_usage.size else None,
-        "wavs": written,
-    }
-    if ckpt["level"] == "top":
-        record["level"] = "top"
-    if top_model is not None:
-        record.update(
-            top_prior=str(top_prior),
-            stride=model.top_stride,
-            top_codes_per_sample=len(drawn.tops[0]),
-            kept_top_bits_per_top_code=[round(drawn.top_bits[i], 4) for i in kept],
+    with FolderLock(out_dir, "prior sample"):
+        generator = torch.Generator(device=torch_device).manual_seed(seed)
+        drawn = draw_candidates(
+            model,
+            top_model,
+            speakers.index(speaker),
+            length,
+            candidates,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+            progress=True,
         )
-    write_text_atomic(out_dir / "samples.json", json.dumps(record, indent=2) + "\n")
+        kept = drawn.best(num)
+        names = {i: f"sample_{rank:02d}" for rank, i in enumerate(kept)}  # sample_00 is the best
+        samples = {
+            names[i]: Encoding(drawn.codes[i], drawn.tops[i] if drawn.tops else None, speaker=speaker) for i in kept
+        }
+
+        writer = CodesWriter(out_dir, top=bool(drawn.tops), overwrite=True)  # samples.json was checked above
+        for name, encoding in samples.items():
+            writer.add(name, encoding)
+        info.speakers = {name: speaker for name in samples}
+        writer.finish(info)
+        write_text_atomic(out_dir / "scores.tsv", scores_table(drawn, names))
+
+        written = []
+        if not codes_only:
+            source = vqvae or info.checkpoint
+            if not source or not Path(source).exists():
+                raise UserError(
+                    f"The VQ-VAE these codes came from ({source}) is not there; pass "
+                    "`vqvae` (the VQ-VAE's experiment folder)."
+                )
+            vq = VQSpeech.load(source, device)
+            wavs = vq.decode_batch(list(samples.values()), [speaker] * len(samples), seed=seed, progress=True)
+            for name, wav in zip(samples, wavs, strict=True):
+                save_wav(out_dir / f"{name}.wav", wav, vq.sample_rate)
+                written.append(str(out_dir / f"{name}.wav"))
+
+        sample_usage = code_usage([drawn.codes[i] for i in kept], int(ckpt["num_codes"]))
+        data_usage = np.asarray(ckpt.get("data_usage", []), dtype=np.int64)
+        record = {
+            "speaker": speaker,
+            "seconds": seconds,
+            "codes_per_sample": length,
+            "num": num,
+            "candidates": candidates,
+            "temperature": temperature,
+            "top_k": top_k,
+            "seed": seed,
+            "kept_bits_per_code": [round(drawn.bits[i], 4) for i in kept],
+            "all_bits_per_code_mean": float(np.mean(drawn.bits)),
+            "samples_codes_used": int((sample_usage > 0).sum()),
+            "samples_perplexity": float(perplexity(torch.from_numpy(sample_usage))),
+            "data_codes_used": int((data_usage > 0).sum()) if data_usage.size else None,
+            "data_perplexity": float(perplexity(torch.from_numpy(data_usage))) if data_usage.size else None,
+            "wavs": written,
+        }
+        if ckpt["level"] == "top":
+            record["level"] = "top"
+        if top_model is not None:
+            record.update(
+                top_prior=str(top_prior),
+                stride=model.top_stride,
+                top_codes_per_sample=len(drawn.tops[0]),
+                kept_top_bits_per_top_code=[round(drawn.top_bits[i], 4) for i in kept],
+            )
+        write_text_atomic(out_dir / "samples.json", json.dumps(record, indent=2) + "\n")
     return record
 
 

@@ -9,6 +9,7 @@ wav = vq.convert(audio, sample_rate, speaker="gb_m1")
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -26,6 +27,12 @@ from ..models.vqvae import VQVAE
 from ..models.wavenet import WaveNetDecoder
 from .fast_generate import FastWaveNet
 from .generate import generate
+
+
+def check_temperature(temperature: float) -> None:
+    """UserError unless ``temperature`` is a finite number >= 0 (0: the most likely sample)."""
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise UserError(f"`temperature` must be a finite number >= 0, not {temperature}.")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -175,6 +182,7 @@ class VQSpeech:
         if not encodings:
             return []
         self._check_codes(encodings)
+        check_temperature(temperature)
         lengths = [len(e) for e in encodings]
         # [N, D, F_max], zeros past each end as in training's padded crops; one utterance at a
         # time, so a top level's context never sees another utterance's padding

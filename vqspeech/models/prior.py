@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
 from .wavenet import ResidualLayer, residual_layers
 
@@ -610,13 +611,14 @@ def sample_codes(
     temperature: float = 1.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ancestral sampling. speakers [B] (and top codes [B, >= ceil(length / stride)] for a
     conditioned prior) -> (codes [B, length] (grouped: [B, length, G]), log-likelihood [B] in nats).
 
     The log-likelihood is that of the drawn codes under the untempered, unfiltered model (given the
     top codes). ``temperature`` 0 means argmax; ``top_k`` keeps only the k largest logits. Runs in
-    eval mode.
+    eval mode; ``progress`` shows a bar over the steps.
     """
     batch = speakers.shape[0]
     if top is not None and top.shape[1] * prior.top_stride < length:
@@ -627,7 +629,7 @@ def sample_codes(
     codes = torch.empty(batch, length, prior.groups, dtype=torch.long, device=speakers.device)
     log_likelihood = torch.zeros(batch, device=speakers.device)
     prev = None
-    for t in range(length):
+    for t in tqdm(range(length), desc="draw", unit="code", disable=not progress, leave=False):
         hidden = prior.step_hidden(state, prev, speakers)
         for g in range(prior.groups):  # a grouped step's codes one after the other
             logits = prior.group_logits(hidden, codes[:, t], g).float()

@@ -1,10 +1,9 @@
-"""The experiment folder around a training run: config checks, the files written before
+"""The experiment folder around a training run: whether it may resume, the files written before
 training starts, and the summary written after it. Shared by the VQ-VAE and the priors."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -12,99 +11,53 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..config import save_yaml
+from ..config import load_yaml, merge_overrides, save_yaml
+from ..config import override_key as _key
 from ..device import DistInfo
 from ..errors import UserError
 from ..fileio import write_text_atomic
-from ..models.quantizer import QUANTIZERS
-from ..models.vqvae import DECODERS
+from ..models.vqvae import config_in_use
 from .trainer import Task, Trainer
 
 
-def _get(cfg: dict, key: str):
-    for part in key.split("."):
-        cfg = cfg[part]
-    return cfg
+def absolute_path(
+    exp_dir: Path, cfg: dict[str, Any], merged: list[str], new: list[str], key: str
+) -> tuple[Path | None, list[str]]:
+    """Make the path at ``key`` (e.g. ``data.codes``) absolute in ``cfg`` and in the overrides
+    ``merged`` that the folder will save, so resuming from any working directory reads the same
+    files. A relative path given now is taken from the working directory; one only saved (an older
+    folder's) is taken from the folder's ``config.yaml``, where it was stored absolute. Returns the
+    path (None when the key is null) and the new overrides."""
+    section, name = key.rsplit(".", 1)
+    node = cfg[section]
+    if node[name] is None:
+        return None, merged
+    path = Path(str(node[name])).expanduser()
+    if not path.is_absolute():
+        saved = exp_dir / "config.yaml"
+        before = load_yaml(saved) if saved.is_file() and not any(_key(o) == key for o in new) else None
+        stored = before.get(section, {}).get(name) if isinstance(before, dict) else None
+        path = Path(stored) if isinstance(stored, str) and Path(stored).is_absolute() else path.resolve()
+    node[name] = str(path)
+    return path, merge_overrides(merged, [f"{key}={path}"])
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
-
-# key -> (check, what the value must be)
-_RULES = {
-    "seed": (_is_int, "an integer"),
-    "train.batch_size": (lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "train.crop_seconds": (lambda v: _is_number(v) and v > 0, "a positive number"),
-    "train.lr": (lambda v: _is_number(v) and v > 0, "a positive number"),
-    "train.betas": (
-        lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v),
-        "two numbers in [0, 1)",
-    ),
-    "train.weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-    "train.schedule": (lambda v: v in ("constant", "cosine"), "constant or cosine"),
-    "train.amp": (lambda v: isinstance(v, bool), "true or false"),
-    "train.warmup_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "train.lr_min_ratio": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "train.max_steps": (lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "train.max_minutes": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number or null"),
-    "train.grad_clip": (lambda v: _is_number(v) and v > 0, "a positive number"),
-    "train.num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "train.log_every": (lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "train.valid_every": (lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "train.valid_max_utterances": (lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "train.media_every": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "train.media_seconds": (lambda v: _is_number(v) and v > 0, "a positive number"),
-    "train.checkpoint_every": (lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "model.sample_rate": (lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "model.hop_length": (lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "model.num_codes": (lambda v: _is_int(v) and v > 1, "an integer > 1"),
-    "model.latent_dim": (lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "model.decoder_type": (lambda v: v in DECODERS, " or ".join(DECODERS)),
-    "model.quantizer.type": (lambda v: v in QUANTIZERS, " or ".join(QUANTIZERS)),
-    "model.top.stride": (lambda v: _is_int(v) and (v == 0 or v >= 2), "0 (one level) or an integer >= 2"),
-    "model.top.num_codes": (lambda v: _is_int(v) and v > 1, "an integer > 1"),
-}
-
-_WEIGHT = (lambda v: _is_number(v) and v >= 0, "a number >= 0")
-# checked only when model.decoder_type is conv
-ADVERSARIAL_RULES = {
-    "train.adversarial.warmup_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "train.adversarial.mel_weight": (lambda v: _is_number(v) and v > 0, "a positive number"),
-    "train.adversarial.fm_weight": _WEIGHT,
-    "train.adversarial.adv_weight": _WEIGHT,
-    "train.adversarial.adaptive_weight": (lambda v: isinstance(v, bool), "true or false"),
-    "train.adversarial.max_weight": (lambda v: _is_number(v) and v > 0, "a positive number"),
-    "train.adversarial.mpd": (lambda v: isinstance(v, bool), "true or false"),
-    "train.adversarial.msd": (lambda v: isinstance(v, bool), "true or false"),
-    "train.adversarial.d_lr": (lambda v: _is_number(v) and v > 0, "a positive number"),
-    "train.adversarial.d_betas": (
-        lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v),
-        "two numbers in [0, 1)",
-    ),
-    "train.adversarial.d_weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-}
-
-
-def check_config(
-    cfg: dict[str, Any], sections: tuple[str, ...] = ("seed", "train", "model"), extra: dict | None = None
+def check_resumable(
+    exp_dir: Path, cfg: dict[str, Any], resume: dict[str, Any] | None, model_key: str = "model"
 ) -> None:
-    """Reject values that would fail later with an obscure error, before anything is written.
-
-    Checks the rules of :data:`_RULES` whose key starts with one of ``sections``, plus ``extra``.
-    """
-    rules = {k: v for k, v in _RULES.items() if k.split(".")[0] in sections}
-    for key, (ok, what) in {**rules, **(extra or {})}.items():
-        try:
-            value = _get(cfg, key)
-        except (KeyError, TypeError):
-            raise UserError(f"Config value {key} is missing; add it to the config or pass {key}=VALUE.") from None
-        if not ok(value):
-            raise UserError(f"Config value {key}={value!r} must be {what}.")
+    """Refuse to resume ``resume`` (the folder's last checkpoint) with a config that builds another
+    model. Without a checkpoint there is nothing to protect: a first run that failed before its
+    first checkpoint does not stop the corrected one."""
+    if resume is None:
+        return
+    before, now = resume["config"].get(model_key), cfg.get(model_key)
+    if model_key == "model" and isinstance(before, dict) and isinstance(now, dict):
+        before, now = config_in_use(before), config_in_use(now)  # the checkpoint's config is upgraded
+    if before != now:
+        raise UserError(
+            f"The model config differs from the one {exp_dir} was trained with; "
+            "use a new experiment folder to train another model."
+        )
 
 
 def seed_everything(seed: int) -> None:

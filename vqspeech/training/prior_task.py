@@ -25,13 +25,15 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ..checkpoint import load_checkpoint
 from ..config import experiment_config
-from ..data.codes import LEVELS, CodesFolder, CodesInfo, Encoding, code_usage, unigram_bits
+from ..data.codes import CodesFolder, CodesInfo, Encoding, code_usage, unigram_bits
 from ..data.manifest import read_manifest
 from ..device import init_distributed, select_device
 from ..errors import UserError, first_line
+from ..fileio import FolderLock
 from ..models.prior import CodePrior, build_prior, sample_codes
 from ..models.quantizer import perplexity
-from .experiment import check_config, fit_and_summarise, write_experiment_files
+from .experiment import absolute_path, check_resumable, fit_and_summarise, write_experiment_files
+from .schema import check_prior_config
 from .trainer import Task
 
 LN2 = math.log(2.0)
@@ -282,24 +284,19 @@ def prior_bits(
 # Training
 
 
-PRIOR_RULES = {
-    "data.crop_frames": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 1, "an integer > 1"),
-    "data.level": (lambda v: v in LEVELS, " or ".join(LEVELS)),
-}
-
-
 def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     """Train (or resume) a code prior in ``exp_dir``; returns the final validation metrics."""
     exp_dir = Path(exp_dir)
-    cfg, merged = experiment_config(exp_dir, overrides, config_name="prior_train", model_key="prior")
-    check_config(cfg, sections=("seed", "train"), extra=PRIOR_RULES)
+    cfg, merged = experiment_config(exp_dir, overrides, config_name="prior_train")
+    check_prior_config(cfg)
     dist_info = init_distributed(cfg["device"])
     device = select_device(cfg["device"], dist_info.local_rank)
 
-    codes_dir = Path(cfg["data"]["codes"]).expanduser().resolve()
-    cfg["data"]["codes"] = str(codes_dir)
+    codes_dir, merged = absolute_path(exp_dir, cfg, merged, overrides, "data.codes")
+    manifest, merged = absolute_path(exp_dir, cfg, merged, overrides, "data.manifest")
+    assert codes_dir is not None  # a mandatory value: composing refuses a config without it
     level = cfg["data"]["level"]
-    info, utts = read_prior_data(codes_dir, cfg["data"]["manifest"], level)
+    info, utts = read_prior_data(codes_dir, manifest, level)
     top = info.top if level == "bottom" else None  # a bottom prior is conditioned on the top codes
     crop = cfg["data"]["crop_frames"]
     if top is not None and crop % top.stride:
@@ -316,37 +313,32 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
         raise UserError(f"{codes_dir / 'codes.json'} does not say K; re-run `vqspeech encode`.")
 
     conditioning = None if top is None else {"num_codes": top.num_codes, "stride": top.stride}
-    last = exp_dir / "checkpoints" / "last.pt"
-    resume = load_checkpoint(last) if last.is_file() else None
-    if resume and (resume["level"], resume.get("top"), resume["groups"]) != (level, conditioning, info.groups):
-        raise UserError(
-            f"{exp_dir} was trained on other codes (level {resume['level']}, top {resume.get('top')}, "
-            f"groups {resume['groups']}); use a new folder for data.level={level} on {codes_dir}."
-        )
-    speakers = resume["speakers"] if resume else sorted({str(u.speaker) for u in train_utts})
-    torch.manual_seed(cfg["seed"])
-    try:
-        model = build_prior(
-            cfg["prior"],
-            len(speakers),
-            info.num_codes,
-            groups=info.groups,
-            top_codes=top.num_codes if top else 0,
-            top_stride=top.stride if top else 1,
-        )
-    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
-        raise UserError(f"The prior config is invalid ({first_line(exc)}); fix the prior.* values.") from None
-    record = info.without_ids()
-    if top is not None:
-        record.level = "bottom"
-    write_experiment_files(exp_dir, cfg, merged, dist_info, {"codes.json": record.to_text()})
-    task = PriorTask(model, cfg, speakers, info.num_codes, train_utts, valid_utts, level=level)
-    return fit_and_summarise(
-        exp_dir,
-        task,
-        cfg,
-        device,
-        dist_info,
-        resume,
-        extra={"arch": cfg["prior"]["arch"], "parameters": model.num_parameters()},
-    )
+    with FolderLock(exp_dir, "prior train", enabled=dist_info.is_main):
+        last = exp_dir / "checkpoints" / "last.pt"
+        resume = load_checkpoint(last) if last.is_file() else None
+        check_resumable(exp_dir, cfg, resume, model_key="prior")
+        if resume and (resume["level"], resume.get("top"), resume["groups"]) != (level, conditioning, info.groups):
+            raise UserError(
+                f"{exp_dir} was trained on other codes (level {resume['level']}, top {resume.get('top')}, "
+                f"groups {resume['groups']}); use a new folder for data.level={level} on {codes_dir}."
+            )
+        speakers = resume["speakers"] if resume else sorted({str(u.speaker) for u in train_utts})
+        torch.manual_seed(cfg["seed"])
+        try:
+            model = build_prior(
+                cfg["prior"],
+                len(speakers),
+                info.num_codes,
+                groups=info.groups,
+                top_codes=top.num_codes if top else 0,
+                top_stride=top.stride if top else 1,
+            )
+        except (ValueError, TypeError, KeyError, RuntimeError, ArithmeticError) as exc:
+            raise UserError(f"The prior config is invalid ({first_line(exc)}); fix the prior.* values.") from None
+        record = info.without_ids()
+        if top is not None:
+            record.level = "bottom"
+        write_experiment_files(exp_dir, cfg, merged, dist_info, {"codes.json": record.to_text()})
+        task = PriorTask(model, cfg, speakers, info.num_codes, train_utts, valid_utts, level=level)
+        extra = {"arch": cfg["prior"]["arch"], "parameters": model.num_parameters()}
+        return fit_and_summarise(exp_dir, task, cfg, device, dist_info, resume, extra=extra)

@@ -15,14 +15,15 @@ import torch
 import torch.distributed as dist
 from torch.utils.tensorboard import SummaryWriter
 
-from ..audio import load_audio
+from ..audio import resample
 from ..checkpoint import load_checkpoint
-from ..config import experiment_config, merge_overrides
+from ..config import experiment_config
 from ..data.dataset import crop_length, crop_loader
-from ..data.manifest import Utterance, read_manifest, speakers_of
+from ..data.manifest import Utterance, load_utterance, read_manifest, speakers_of
 from ..device import init_distributed, select_device
 from ..errors import UserError, first_line
 from ..eval.loss import teacher_forced_metrics
+from ..fileio import FolderLock
 from ..inference.generate import generate
 from ..models.conv_decoder import ConvDecoder, WaveformOutput
 from ..models.discriminators import CombinedDiscriminator
@@ -35,7 +36,8 @@ from ..models.gan_losses import (
 )
 from ..models.vqvae import VQVAE, VQVAEOutput
 from ..plots import spectrogram_figure
-from .experiment import ADVERSARIAL_RULES, check_config, fit_and_summarise, seed_everything, write_experiment_files
+from .experiment import absolute_path, check_resumable, fit_and_summarise, seed_everything, write_experiment_files
+from .schema import check_vqvae_config
 from .trainer import Task
 
 
@@ -216,7 +218,7 @@ class VQVAETask(Task):
         utt = utts[0]
         seconds = self.config["train"]["media_seconds"]
         sr, hop = self.model.sample_rate, self.model.hop_length
-        audio, _ = load_audio(utt.audio, sr)
+        audio = resample(load_utterance(utt), utt.sample_rate, sr)
         audio = audio[: int(seconds * sr) // hop * hop]
         if len(audio) < hop:
             return
@@ -257,7 +259,7 @@ def build_model(model_cfg: dict[str, Any], num_speakers: int) -> VQVAE:
     """VQVAE.from_config, with a bad model value reported as one sentence."""
     try:
         return VQVAE.from_config(model_cfg, num_speakers)
-    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+    except (ValueError, TypeError, KeyError, RuntimeError, ArithmeticError) as exc:  # the schema missed a case
         raise UserError(f"The model config is invalid ({first_line(exc)}); fix the model.* values.") from None
 
 
@@ -265,22 +267,13 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     """Train (or resume) a VQ-VAE in ``exp_dir``; returns the final validation metrics."""
     exp_dir = Path(exp_dir)
     cfg, merged = experiment_config(exp_dir, overrides)
-    check_config(cfg)
-    if cfg["model"]["decoder_type"] == "conv":
-        check_config(cfg, sections=(), extra=ADVERSARIAL_RULES)
-        if not (cfg["train"]["adversarial"]["mpd"] or cfg["train"]["adversarial"]["msd"]):
-            raise UserError(
-                "Config values train.adversarial.mpd and train.adversarial.msd are both false; "
-                "enable at least one discriminator."
-            )
+    check_vqvae_config(cfg)
     dist_info = init_distributed(cfg["device"])
     device = select_device(cfg["device"], dist_info.local_rank)
     model_cfg = cfg["model"]
 
-    manifest = Path(cfg["data"]["manifest"]).expanduser().resolve()
-    # stored absolute, so resuming or evaluating from another folder finds it
-    cfg["data"]["manifest"] = str(manifest)
-    merged = merge_overrides(merged, [f"data.manifest={manifest}"])
+    manifest, merged = absolute_path(exp_dir, cfg, merged, overrides, "data.manifest")
+    assert manifest is not None  # a mandatory value: composing refuses a config without it
     utts = read_manifest(manifest)
     rates = sorted({u.sample_rate for u in utts})
     if rates != [model_cfg["sample_rate"]]:
@@ -294,20 +287,20 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
         raise UserError(f"Manifest {manifest} has no utterances in the train split.")
     valid_utts = [u for u in utts if u.split == "valid"]
 
-    last = exp_dir / "checkpoints" / "last.pt"
-    resume = load_checkpoint(last) if last.is_file() else None
-    speakers = resume["speakers"] if resume else speakers_of(train_utts)
-    unknown = sorted({u.speaker for u in train_utts} - set(speakers))
-    if unknown:
-        raise UserError(
-            f"The manifest has training speakers ({', '.join(unknown[:5])}) that {exp_dir} was not "
-            "started with; train a new experiment for a changed speaker set."
-        )
-
-    seed_everything(cfg["seed"])
-    model = build_model(model_cfg, len(speakers))
-    write_experiment_files(exp_dir, cfg, merged, dist_info, {"speakers.txt": "".join(f"{s}\n" for s in speakers)})
-    task = VQVAETask(model, cfg, speakers, train_utts, valid_utts)
-    return fit_and_summarise(
-        exp_dir, task, cfg, device, dist_info, resume, extra={"parameters": sum(p.numel() for p in model.parameters())}
-    )
+    with FolderLock(exp_dir, "train", enabled=dist_info.is_main):
+        last = exp_dir / "checkpoints" / "last.pt"
+        resume = load_checkpoint(last) if last.is_file() else None
+        check_resumable(exp_dir, cfg, resume)
+        speakers = resume["speakers"] if resume else speakers_of(train_utts)
+        unknown = sorted({u.speaker for u in train_utts} - set(speakers))
+        if unknown:
+            raise UserError(
+                f"The manifest has training speakers ({', '.join(unknown[:5])}) that {exp_dir} was not "
+                "started with; train a new experiment for a changed speaker set."
+            )
+        seed_everything(cfg["seed"])
+        model = build_model(model_cfg, len(speakers))
+        write_experiment_files(exp_dir, cfg, merged, dist_info, {"speakers.txt": "".join(f"{s}\n" for s in speakers)})
+        task = VQVAETask(model, cfg, speakers, train_utts, valid_utts)
+        parameters = sum(p.numel() for p in model.parameters())
+        return fit_and_summarise(exp_dir, task, cfg, device, dist_info, resume, extra={"parameters": parameters})

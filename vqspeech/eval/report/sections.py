@@ -277,7 +277,7 @@ def section_probe(page: Page) -> str:
     if not folder.is_dir():
         return note(f"No phoneme probe yet: EXP_DIR/probe/ is missing; written by {PRODUCERS['probe']}.")
     files = sorted(
-        folder.glob("*.json"),
+        (p for p in folder.glob("*.json") if not p.name.startswith(".")),  # not temporary files
         key=lambda p: (list(PROBE_SYSTEMS).index(p.stem) if p.stem in PROBE_SYSTEMS else 9, p.stem),
     )
     notes, systems = [], {}
@@ -509,14 +509,19 @@ def section_conversion(page: Page) -> str:
     return "".join(parts)
 
 
+def _wavs(folder: Path) -> list[Path]:
+    """The wav files of a folder, not the temporary files of a write in progress or killed."""
+    return [p for p in folder.glob("*.wav") if not p.name.startswith(".")]
+
+
 def section_convert_folder(page: Page) -> str:
     """The plain `convert` outputs (EXP_DIR/convert/<target>/<id>.wav) when no evaluation exists."""
     folder = page.exp_dir / "convert"
-    targets = sorted(p for p in folder.glob("*") if p.is_dir() and any(p.glob("*.wav")))
+    targets = sorted(p for p in folder.glob("*") if p.is_dir() and any(_wavs(p)))
     if not targets:
         return note(f"No conversions either: EXP_DIR/convert/ is empty or missing; written by {PRODUCERS['convert']}.")
     manifest, records = page.manifest, page.records
-    ids = sorted({w.stem for t in targets for w in t.glob("*.wav")})
+    ids = sorted({w.stem for t in targets for w in _wavs(t)})
     head = "".join(f"<th>\u2192 {esc(t.name)}</th>" for t in targets)
     rows = []
     for uid in ids:

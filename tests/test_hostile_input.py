@@ -1,0 +1,529 @@
+"""Hostile and careless input, one class at a time: nothing is written outside its output folder,
+one writer per experiment or codes folder, `prepare` never touches its input, resuming does not
+depend on the working directory, results that cannot be right are refused, configuration errors
+are caught before work starts, and operating-system errors are one sentence."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import FAST_TRAIN, run_cli
+from vqspeech.data.codes import CodesFolder, CodesWriter, Encoding
+from vqspeech.data.manifest import read_manifest
+from vqspeech.errors import UserError
+from vqspeech.fileio import FolderLock, atomic_path
+
+PRIOR = ["prior=wavenet", "prior.residual_channels=16", "prior.gate_channels=32", "prior.skip_channels=16",
+         "prior.layers=4", "prior.cycles=1", "prior.dropout=0.0", "device=cpu", "data.crop_frames=32",
+         "train.batch_size=4", "train.log_every=5", "train.valid_every=1000", "train.media_every=0",
+         "train.checkpoint_every=1000"]
+
+
+def one_error(capsys, argv: list, command: str) -> str:
+    """Run a command that must fail as a user error: exit 2, one error line naming the command,
+    no traceback; returns the message."""
+    capsys.readouterr()
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line.split("\r")[-1] for line in err.splitlines()]
+    errors = [line for line in lines if line.startswith(f"vqspeech {command}: error: ")]
+    assert len(errors) == 1, err
+    return errors[0][len(f"vqspeech {command}: error: "):]
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()}
+
+
+def manifest_lines(manifest: Path) -> list[dict]:
+    return [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+
+
+def write_lines(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def absolute_rows(manifest: Path) -> list[dict]:
+    """The manifest's rows with absolute audio and alignment paths (so a copy elsewhere works)."""
+    rows = manifest_lines(manifest)
+    for row in rows:
+        for key in ("audio", "alignment"):
+            if row.get(key):
+                row[key] = str((manifest.parent / row[key]).resolve())
+    return rows
+
+
+@pytest.fixture(scope="module")
+def codes(tmp_path_factory, trained_tiny, demo_manifest) -> Path:
+    out = tmp_path_factory.mktemp("hostile_codes") / "codes"
+    assert run_cli(["encode", trained_tiny, demo_manifest, out, "--latents"]) == 0
+    return out
+
+
+# --- 1. a manifest is untrusted input --------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad_id", ["/tmp/vqspeech_escape_abs", "../../escape", "a/b", "..", ".hidden", "a b"])
+def test_manifest_ids_are_checked_where_the_manifest_is_read(tmp_path, demo_manifest, bad_id):
+    rows = absolute_rows(demo_manifest)
+    rows[1]["id"] = bad_id
+    bad = write_lines(tmp_path / "m" / "manifest.jsonl", rows)
+    with pytest.raises(UserError, match=r"line 2") as info:
+        read_manifest(bad)
+    assert repr(bad_id) in str(info.value) or bad_id in str(info.value)
+
+
+@pytest.mark.parametrize("bad_speaker", ["../x", "a/b", "new\nline", "tab\there", "", ".."])
+def test_manifest_speakers_are_checked(tmp_path, demo_manifest, bad_speaker):
+    rows = absolute_rows(demo_manifest)
+    rows[0]["speaker"] = bad_speaker
+    with pytest.raises(UserError, match=r"line 1"):
+        read_manifest(write_lines(tmp_path / "manifest.jsonl", rows))
+
+
+def test_no_verb_writes_outside_its_folder_for_a_hostile_manifest(tmp_path, capsys, trained_tiny, demo_manifest,
+                                                                   codes):
+    rows = absolute_rows(demo_manifest)
+    victim = tmp_path / "victim"
+    rows[0]["id"] = str(victim)  # an absolute path as the id
+    rows[1]["id"] = "../../victim2"
+    bad = write_lines(tmp_path / "work" / "m" / "manifest.jsonl", rows)
+    out = tmp_path / "work" / "out" / "x"
+    before = files_under(tmp_path)
+    for command, argv in (
+        ("encode", ["encode", trained_tiny, bad, out / "codes"]),
+        ("convert", ["convert", trained_tiny, bad, "--speaker", "us_f3", "-o", out / "conv", "--limit", "2"]),
+        ("baseline", ["baseline", "mfcc-kmeans", bad, out / "base", "--num_codes", "4"]),
+        ("align", ["align", bad, out / "align"]),
+        ("evaluate conversion", ["evaluate", "conversion", trained_tiny, "--manifest", bad, "--out", out / "ev"]),
+        ("evaluate probe", ["evaluate", "probe", "--codes", codes, "--manifest", bad, "--out", out / "p.json"]),
+    ):
+        message = one_error(capsys, argv, command)
+        assert "manifest" in message.lower() and "id" in message
+    assert files_under(tmp_path) == before
+    assert not victim.exists() and not (tmp_path / "victim2").exists()
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs/x", "a/../../x", ""])
+def test_per_utterance_writers_stay_inside_their_folder(tmp_path, name):
+    writer = CodesWriter(tmp_path / "codes")
+    with pytest.raises(UserError, match="outside|not a safe"):
+        writer.add(name, Encoding(np.zeros(3, dtype=np.int16)))
+    assert files_under(tmp_path) == set()
+
+
+# --- 2. one writer per experiment or codes folder ----------------------------------------------
+
+
+@pytest.fixture
+def sleeper():
+    """A live process that is not this one (the holder of a lock), stopped afterwards."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def hold_lock(folder: Path, pid: int, verb: str = "train") -> Path:
+    """Write the lock a running `vqspeech VERB` with process id ``pid`` would hold on ``folder``."""
+    lock = FolderLock(folder, verb)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock.path.write_text(json.dumps({"pid": pid, "host": lock.host, "verb": verb, "started": time.time(),
+                                     "process_start": FolderLock.process_start(pid)}))
+    return lock.path
+
+
+def test_a_second_train_on_a_busy_folder_is_refused(tmp_path, capsys, demo_manifest, sleeper):
+    exp = tmp_path / "exp"
+    lock = hold_lock(exp, sleeper.pid)
+    message = one_error(capsys, ["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=1"],
+                        "train")
+    assert str(sleeper.pid) in message and str(exp) in message
+    assert files_under(exp) == {lock}  # nothing written, the holder's lock kept
+
+
+def test_a_stale_lock_of_a_killed_run_is_taken_over(tmp_path, demo_manifest):
+    exp = tmp_path / "exp"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    hold_lock(exp, dead.pid)
+    assert run_cli(["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=1"]) == 0
+    assert not FolderLock(exp, "train").path.exists()  # released at the end
+
+
+def test_two_real_trainings_on_one_folder(tmp_path, capsys, demo_manifest):
+    """A second `train` while the first runs: refused, and the first one's files stay its own."""
+    exp = tmp_path / "exp"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "vqspeech.cli", "train", str(exp), *FAST_TRAIN, f"data.manifest={demo_manifest}",
+         "train.max_steps=100000", "train.max_minutes=2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 120
+        while not (exp / "config.yaml").is_file() and time.time() < deadline:
+            time.sleep(0.2)
+        assert (exp / "config.yaml").is_file()
+        config = (exp / "config.yaml").read_bytes()
+        message = one_error(capsys, ["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}",
+                                     "train.max_steps=3", "model.decoder.layers=4"], "train")
+        assert "in use" in message and str(first.pid) in message
+        assert (exp / "config.yaml").read_bytes() == config
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_other_writers_take_the_lock_too(tmp_path, capsys, trained_tiny, demo_manifest, codes, sleeper):
+    for command, folder, argv in (
+        ("encode", tmp_path / "c", ["encode", trained_tiny, demo_manifest, tmp_path / "c"]),
+        ("prior train", tmp_path / "p", ["prior", "train", tmp_path / "p", *PRIOR, f"data.codes={codes}"]),
+        ("baseline", tmp_path / "b", ["baseline", "mfcc-kmeans", demo_manifest, tmp_path / "b"]),
+        ("evaluate conversion", tmp_path / "e", ["evaluate", "conversion", trained_tiny, "--out", tmp_path / "e"]),
+        ("decode", tmp_path / "d", ["decode", trained_tiny, codes, "-o", tmp_path / "d"]),
+    ):
+        lock = hold_lock(folder, sleeper.pid, "something")
+        assert str(sleeper.pid) in one_error(capsys, argv, command)
+        assert files_under(folder) == {lock}
+
+
+# --- 3. prepare never touches its input ----------------------------------------------------------
+
+
+def small_corpus(root: Path, demo_manifest: Path, n: int = 4) -> Path:
+    for row in manifest_lines(demo_manifest)[:n]:
+        audio, sr = sf.read(demo_manifest.parent / row["audio"])
+        (root / row["speaker"]).mkdir(parents=True, exist_ok=True)
+        sf.write(root / row["speaker"] / f"{row['id']}.wav", audio, sr)
+    return root
+
+
+@pytest.mark.parametrize("where", ["corpus inside out", "out inside corpus", "same"])
+def test_prepare_refuses_overlapping_corpus_and_output(tmp_path, capsys, demo_manifest, where):
+    if where == "corpus inside out":
+        out, corpus = tmp_path / "out", tmp_path / "out" / "wavs"
+    elif where == "out inside corpus":
+        corpus, out = tmp_path / "corpus", tmp_path / "corpus" / "prepared"
+    else:
+        corpus = out = tmp_path / "corpus"
+    small_corpus(corpus, demo_manifest)
+    before = {p: p.read_bytes() for p in files_under(corpus)}
+    for extra in ([], ["--overwrite"]):
+        message = one_error(capsys, ["prepare", corpus, out, "--layout", "folder", "--sample_rate", "8000",
+                                     "--num_workers", "0", *extra], "prepare")
+        assert str(corpus) in message or str(out) in message
+        assert {p: p.read_bytes() for p in files_under(corpus)} == before
+
+
+def test_prepare_overwrite_removes_only_what_it_wrote(tmp_path, demo_manifest):
+    corpus = small_corpus(tmp_path / "corpus", demo_manifest)
+    out = tmp_path / "out"
+    assert run_cli(["prepare", corpus, out, "--layout", "folder", "--num_workers", "0", "--sample_rate", "8000"]) == 0
+    mine = [out / "notes.txt", out / "wavs" / "keep.txt", out / "wavs" / "mine.wav"]
+    for path in mine:
+        path.write_text("the user's")
+    # another corpus into the same folder: its cached audio must go, the user's files stay
+    other = tmp_path / "other"
+    shutil.copytree(corpus, other)
+    corpus_files = {p: p.read_bytes() for p in files_under(corpus) | files_under(other)}
+    assert run_cli(["prepare", other, out, "--layout", "folder", "--num_workers", "0", "--sample_rate", "16000",
+                    "--overwrite"]) == 0
+    assert all(p.read_text() == "the user's" for p in mine)
+    assert {p: p.read_bytes() for p in files_under(corpus) | files_under(other)} == corpus_files
+    assert all(sf.info(u.audio).samplerate == 16000 for u in read_manifest(out / "manifest.jsonl"))
+
+
+def test_prepare_refuses_a_wavs_folder_it_did_not_write(tmp_path, capsys, demo_manifest):
+    corpus = small_corpus(tmp_path / "corpus", demo_manifest)
+    out = tmp_path / "out"
+    (out / "wavs").mkdir(parents=True)
+    (out / "wavs" / "holiday.wav").write_bytes(b"not ours")
+    message = one_error(capsys, ["prepare", corpus, out, "--layout", "folder", "--num_workers", "0"], "prepare")
+    assert "wavs" in message
+    assert (out / "wavs" / "holiday.wav").read_bytes() == b"not ours"
+
+
+# --- 4. resuming does not depend on the working directory ----------------------------------------
+
+
+def test_prior_resume_from_another_directory_trains_on_the_same_codes(tmp_path, monkeypatch, codes):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for place in (first, second):
+        (place / "enc").mkdir(parents=True)
+        shutil.copytree(codes, place / "enc" / "codes")
+    (second / "enc" / "codes" / "codes.json").write_text(
+        (second / "enc" / "codes" / "codes.json").read_text().replace('"K": 128', '"K": 129'))
+    exp = tmp_path / "prior"
+    monkeypatch.chdir(first)
+    assert run_cli(["prior", "train", exp, *PRIOR, "data.codes=enc/codes", "train.max_steps=2"]) == 0
+    saved = (exp / "config.yaml").read_text()
+    assert str(first / "enc" / "codes") in saved and str(first / "enc" / "codes") in (exp / "overrides.yaml").read_text()
+    monkeypatch.chdir(second)
+    assert run_cli(["prior", "train", exp, "train.max_steps=3"]) == 0
+    assert str(first / "enc" / "codes") in (exp / "config.yaml").read_text()
+
+
+# --- 5. results that cannot be right are refused -------------------------------------------------
+
+
+def test_probe_refuses_codes_whose_length_does_not_fit_the_audio(tmp_path, capsys, codes, demo_manifest):
+    wrong = tmp_path / "wrong"
+    shutil.copytree(codes, wrong)
+    for path in (wrong / "codes").glob("*.npy"):
+        np.save(path, np.tile(np.load(path), 5))
+    shutil.rmtree(wrong / "latents")
+    message = one_error(capsys, ["evaluate", "probe", "--codes", wrong, "--manifest", demo_manifest, "--out",
+                                 tmp_path / "p.json", "--no_abx"], "evaluate probe")
+    assert "frames" in message and "code rate" in message
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_probe_refuses_latents_that_do_not_fit_the_codes(tmp_path, capsys, codes, demo_manifest):
+    wrong = tmp_path / "wrong"
+    shutil.copytree(codes, wrong)
+    first = sorted((wrong / "latents").glob("*.npy"))[0]
+    np.save(first, np.load(first)[:-3])
+    message = one_error(capsys, ["evaluate", "probe", "--codes", wrong, "--manifest", demo_manifest, "--out",
+                                 tmp_path / "p.json", "--no_abx"], "evaluate probe")
+    assert first.stem in message and "latents" in message
+
+
+def test_audio_with_nan_is_refused_by_encode_and_convert(tmp_path, capsys, trained_tiny):
+    audio = 0.1 * np.random.default_rng(0).standard_normal(1600).astype(np.float32)
+    audio[100] = np.nan
+    bad = tmp_path / "in" / "nan.wav"
+    bad.parent.mkdir()
+    sf.write(bad, audio, 8000, subtype="FLOAT")
+    message = one_error(capsys, ["convert", trained_tiny, bad, "--speaker", "us_f3", "-o", tmp_path / "o.wav"],
+                        "convert")
+    assert "NaN" in message and str(bad) in message
+    assert not (tmp_path / "o.wav").exists()
+    one_error(capsys, ["encode", trained_tiny, bad, tmp_path / "codes"], "encode")  # its only input: rejected
+    rejects = (tmp_path / "codes" / "rejects.tsv")
+    assert not rejects.exists() or "NaN" in rejects.read_text()
+
+
+def test_manifest_sample_rate_is_checked_against_the_file(tmp_path, capsys, trained_tiny, demo_manifest):
+    rows = absolute_rows(demo_manifest)
+    for row in rows:
+        if row["split"] == "test":
+            audio, sr = sf.read(row["audio"])
+            path = tmp_path / "audio" / f"{row['id']}.wav"
+            path.parent.mkdir(exist_ok=True)
+            sf.write(path, np.repeat(audio, 2), 2 * sr)  # 16 kHz audio, the manifest still says 8 kHz
+            row["audio"] = str(path)
+            victim = path
+    bad = write_lines(tmp_path / "m" / "manifest.jsonl", rows)
+    message = one_error(capsys, ["evaluate", "loss", trained_tiny, "--manifest", bad, "--split", "test"],
+                        "evaluate loss")
+    assert "16000" in message and "8000" in message
+    message = one_error(capsys, ["baseline", "mfcc-kmeans", bad, tmp_path / "base", "--num_codes", "4"], "baseline")
+    assert "16000" in message and str(victim.parent) in message
+
+
+# --- 6. configuration errors are caught before work starts ---------------------------------------
+
+
+@pytest.mark.parametrize("override,key", [
+    ("+train.max_stepz=2", "train.max_stepz"),
+    ("+model.decoder.layerz=3", "model.decoder.layerz"),
+    ("model.decoder.layers=0", "model.decoder.layers"),
+    ("model.decoder.cycles=4", "model.decoder.cycles"),
+    ("model.encoder.channels=-1", "model.encoder.channels"),
+    ("train.lr=1e308", "train.lr"),
+    ("train.lr=nan", "train.lr"),
+    ("model.quantizer.groups=3", "model.quantizer.groups"),
+    ("model.jitter=1.5", "model.jitter"),
+])
+def test_bad_config_values_name_the_key_before_anything_is_written(tmp_path, capsys, demo_manifest, override, key):
+    exp = tmp_path / "exp"
+    message = one_error(capsys, ["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=1",
+                                 override], "train")
+    assert key in message
+    assert not exp.exists()
+
+
+def test_a_typo_gets_a_suggestion(tmp_path, capsys, demo_manifest):
+    message = one_error(capsys, ["train", tmp_path / "e", *FAST_TRAIN, f"data.manifest={demo_manifest}",
+                                 "+train.max_stepz=2"], "train")
+    assert "train.max_steps" in message
+
+
+def test_bad_prior_config_values_name_the_key(tmp_path, capsys, codes):
+    for override, key in (("+train.max_stepz=2", "train.max_stepz"), ("prior.layers=0", "prior.layers"),
+                          ("prior.dropout=2", "prior.dropout")):
+        message = one_error(capsys, ["prior", "train", tmp_path / "p", *PRIOR, f"data.codes={codes}", override],
+                            "prior train")
+        assert key in message
+        assert not (tmp_path / "p").exists()
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_does_not_block_the_corrected_one(tmp_path, demo_manifest):
+    rows = [dict(row, audio=str(tmp_path / "gone.wav")) for row in absolute_rows(demo_manifest)]
+    broken = write_lines(tmp_path / "broken" / "manifest.jsonl", rows)  # the first batch fails
+    exp = tmp_path / "exp"
+    train = ["train", exp, *FAST_TRAIN, "train.max_steps=2"]
+    assert run_cli([*train, f"data.manifest={broken}", "model.decoder.layers=6"]) == 2
+    assert not (exp / "checkpoints" / "last.pt").exists()
+    assert run_cli([*train, f"data.manifest={demo_manifest}", "model.decoder.layers=4"]) == 0
+
+
+# --- 7. operating-system errors are one sentence, found early -------------------------------------
+
+
+def test_an_output_path_that_is_a_file(tmp_path, capsys, trained_tiny, demo_manifest, codes):
+    file = tmp_path / "file"
+    file.write_text("x")
+    for command, argv in (
+        ("encode", ["encode", trained_tiny, demo_manifest, file]),
+        ("encode", ["encode", trained_tiny, demo_manifest, file / "codes"]),
+        ("train", ["train", file / "exp", *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=1"]),
+        ("decode", ["decode", trained_tiny, codes, "-o", file / "wavs"]),
+        ("report", ["report", trained_tiny, "--out", file / "r.html"]),
+        ("prepare", ["prepare", demo_manifest.parent / "wavs", file, "--layout", "folder"]),
+    ):
+        one_error(capsys, argv, command)
+    assert file.read_text() == "x"
+
+
+def test_a_full_disk_is_one_sentence(tmp_path, capsys, monkeypatch, trained_tiny, demo_manifest):
+    import vqspeech.data.codes as codes_module
+
+    def full(path, array):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(codes_module, "_save_npy", full)
+    message = one_error(capsys, ["encode", trained_tiny, demo_manifest, tmp_path / "c"], "encode")
+    assert "No space left on device" in message
+
+
+def test_a_cleanup_error_never_hides_the_original_one(tmp_path, monkeypatch):
+    real_unlink = Path.unlink
+
+    def failing_unlink(self, missing_ok=False):
+        if ".tmp" in self.name:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", failing_unlink)
+    with pytest.raises(ValueError, match="the original"):
+        with atomic_path(tmp_path / "x.txt") as tmp:
+            tmp.write_text("half")
+            raise ValueError("the original")
+
+
+def test_links_that_loop_in_a_corpus(tmp_path, demo_manifest):
+    corpus = small_corpus(tmp_path / "corpus", demo_manifest, n=2)
+    (corpus / "loop.wav").symlink_to(corpus / "loop.wav")
+    (corpus / "sub").mkdir()
+    (corpus / "sub" / "up").symlink_to(corpus)
+    assert run_cli(["prepare", corpus, tmp_path / "out", "--layout", "folder", "--num_workers", "0",
+                    "--sample_rate", "8000"]) == 0
+    assert len(read_manifest(tmp_path / "out" / "manifest.jsonl")) == 2
+    assert "loop.wav" in (tmp_path / "out" / "rejects.tsv").read_text()
+
+
+@pytest.mark.parametrize("change,word", [
+    (lambda row: row.update(duration="long"), "duration"),
+    (lambda row: row.update(sample_rate="8k"), "sample_rate"),
+    (lambda row: row.update(speaker=5), "speaker"),
+    (lambda row: row.update(split="bogus"), "split"),
+    (lambda row: row.update(duration=float("nan")), "duration"),
+    (lambda row: row.update(text=3), "text"),
+    (lambda row: row.update(audio=["a"]), "audio"),
+])
+def test_wrongly_typed_manifest_fields(tmp_path, demo_manifest, change, word):
+    rows = absolute_rows(demo_manifest)
+    change(rows[2])
+    with pytest.raises(UserError, match=rf"line 3.*{word}"):
+        read_manifest(write_lines(tmp_path / "manifest.jsonl", rows))
+
+
+def test_a_manifest_that_is_not_utf8(tmp_path, capsys, trained_tiny):
+    bad = tmp_path / "manifest.jsonl"
+    bad.write_bytes(b'{"id": "a\xff\xfe", "audio": "x.wav"}\n')
+    message = one_error(capsys, ["encode", trained_tiny, bad, tmp_path / "c"], "encode")
+    assert str(bad) in message and "UTF-8" in message
+
+
+@pytest.mark.parametrize("field,value", [("K", "many"), ("speakers", ["a"]), ("groups", 0),
+                                         ("code_rate_hz", float("inf")), ("splits", {"x": 3}),
+                                         ("hop_length", "80")])
+def test_wrongly_typed_codes_json(tmp_path, capsys, codes, trained_tiny, field, value):
+    bad = tmp_path / "codes"
+    shutil.copytree(codes, bad)
+    info = json.loads((bad / "codes.json").read_text())
+    info[field] = value
+    (bad / "codes.json").write_text(json.dumps(info))
+    message = one_error(capsys, ["decode", trained_tiny, bad, "-o", tmp_path / "o"], "decode")
+    assert field in message and "codes.json" in message
+
+
+def test_sampling_lengths_and_temperatures_have_limits(tmp_path, capsys, codes, trained_tiny):
+    prior = tmp_path / "prior"
+    assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={codes}", "train.max_steps=1"]) == 0
+    sample = ["prior", "sample", prior, "--speaker", "us_f3", "-o", tmp_path / "s"]
+    for extra, word in ((["--seconds", "inf"], "seconds"), (["--seconds", "1e9"], "seconds"),
+                        (["--seconds", "nan"], "seconds"), (["--temperature", "nan"], "temperature"),
+                        (["--temperature", "inf"], "temperature")):
+        assert word in one_error(capsys, [*sample, *extra], "prior sample")
+    assert not (tmp_path / "s").exists()
+    for extra in (["--temperature", "nan"], ["--temperature", "-1"]):
+        assert "temperature" in one_error(capsys, ["decode", trained_tiny, codes, "-o", tmp_path / "d", *extra],
+                                          "decode")
+    assert not (tmp_path / "d").exists()
+
+
+def test_long_sampling_shows_progress(tmp_path, capsys, codes):
+    prior = tmp_path / "prior"
+    assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={codes}", "train.max_steps=1"]) == 0
+    capsys.readouterr()
+    assert run_cli(["prior", "sample", prior, "--speaker", "us_f3", "-o", tmp_path / "s", "--codes_only",
+                    "--seconds", "1"]) == 0
+    assert "draw" in capsys.readouterr().err
+
+
+def test_an_interrupted_encode_leaves_no_units_that_disagree_with_its_codes(tmp_path, monkeypatch, trained_tiny,
+                                                                           demo_manifest):
+    out = tmp_path / "codes"
+    assert run_cli(["encode", trained_tiny, demo_manifest, out]) == 0
+    from vqspeech.inference import VQSpeech
+
+    calls = {"n": 0}
+    real = VQSpeech.encode
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(VQSpeech, "encode", interrupted)
+    assert run_cli(["encode", trained_tiny, demo_manifest, out, "--overwrite"]) == 130
+    assert not (out / "codes.json").exists()
+    units = out / "units.txt"
+    ids = {line.split()[0] for line in units.read_text().splitlines()} if units.exists() else set()
+    assert not units.exists() or ids == {p.stem for p in (out / "codes").glob("*.npy")}
+
+
+def test_temp_files_of_killed_runs_are_ignored_and_cleaned(tmp_path, codes, trained_tiny, demo_manifest):
+    dirty = tmp_path / "codes"
+    shutil.copytree(codes, dirty)
+    np.save(dirty / "codes" / ".a.tmp999.npy", np.zeros(5, dtype=np.int16))
+    folder = CodesFolder.open(dirty)
+    assert not any(i.startswith(".") for i in folder.ids)
+    assert run_cli(["encode", trained_tiny, demo_manifest, dirty, "--overwrite"]) == 0
+    assert not list((dirty / "codes").glob(".*"))

@@ -1,0 +1,287 @@
+"""What a valid training config is: the range of every value, checked before anything is written.
+
+Unknown keys are refused when the config is composed (:func:`vqspeech.config.check_known_keys`);
+here each known key's value is checked, one rule per key, plus the rules that relate two keys
+(layers a multiple of cycles, strides that multiply to the hop length, ...). A failure is one
+sentence naming the key: ``Config value model.decoder.layers=0 must be an integer >= 1.``
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import UserError
+from ..models.prior import PRIORS
+from ..models.quantizer import QUANTIZERS
+from ..models.vqvae import DECODERS
+
+Rule = tuple[Callable[[Any], bool], str]
+"""(check of the value, what the value must be)."""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def integer(at_least: int) -> Rule:
+    return lambda v: _is_int(v) and v >= at_least, f"an integer >= {at_least}"
+
+
+def number(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False) -> Rule:
+    """A finite number in the interval from ``low`` to ``high`` (open at an end when asked)."""
+
+    def ok(v: Any) -> bool:
+        if not _is_number(v):
+            return False
+        above = v > low if low_open else v >= low
+        below = v < high if high_open else v <= high
+        return above and below
+
+    left, right = "(" if low_open else "[", ")" if high_open or high == math.inf else "]"
+    return ok, f"a number in {left}{low:g}, {high:g}{right}"
+
+
+def positive_ints(at_least: int = 1) -> Rule:
+    """A non-empty list of integers >= ``at_least``."""
+    return (
+        lambda v: isinstance(v, list) and bool(v) and all(_is_int(x) and x >= at_least for x in v),
+        f"a non-empty list of integers >= {at_least}",
+    )
+
+
+def choice(*options: str) -> Rule:
+    return lambda v: v in options, " or ".join(options)
+
+
+BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
+BETAS: Rule = (
+    lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v),
+    "two numbers in [0, 1)",
+)
+
+TRAIN_RULES: dict[str, Rule] = {
+    "seed": integer(0),
+    "train.batch_size": integer(1),
+    "train.crop_seconds": number(0, 600, low_open=True),
+    "train.lr": number(0, 1, low_open=True),
+    "train.betas": BETAS,
+    "train.weight_decay": number(0, 1),
+    "train.schedule": choice("constant", "cosine"),
+    "train.amp": BOOL,
+    "train.warmup_steps": integer(0),
+    "train.lr_min_ratio": number(0, 1),
+    "train.max_steps": integer(1),
+    "train.max_minutes": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number or null"),
+    "train.grad_clip": number(0, low_open=True),
+    "train.num_workers": integer(0),
+    "train.log_every": integer(1),
+    "train.valid_every": integer(1),
+    "train.valid_max_utterances": integer(1),
+    "train.media_every": integer(0),
+    "train.media_seconds": number(0, 600, low_open=True),
+    "train.checkpoint_every": integer(1),
+}
+
+MODEL_RULES: dict[str, Rule] = {
+    "model.sample_rate": integer(1),
+    "model.hop_length": integer(1),
+    "model.num_codes": integer(2),
+    "model.latent_dim": integer(1),
+    "model.jitter": number(0, 1),
+    "model.encoder.frontend": choice("mel", "conv"),
+    "model.encoder.n_mels": integer(1),
+    "model.encoder.n_fft": (lambda v: v is None or (_is_int(v) and v >= 2), "null or an integer >= 2"),
+    "model.encoder.strides": positive_ints(1),
+    "model.encoder.channels": integer(1),
+    "model.encoder.dilations": positive_ints(1),
+    "model.quantizer.type": choice(*QUANTIZERS),
+    "model.quantizer.beta": number(0),
+    "model.quantizer.ema": BOOL,
+    "model.quantizer.decay": number(0, 1, low_open=True, high_open=True),
+    "model.quantizer.init_from_data": BOOL,
+    "model.quantizer.kmeans_iters": integer(0),
+    "model.quantizer.groups": integer(1),
+    "model.quantizer.dead_code_threshold": number(0, 1),
+    "model.quantizer.usage_decay": number(0, 1, low_open=True, high_open=True),
+    "model.top.stride": (lambda v: _is_int(v) and (v == 0 or v >= 2), "0 (one level) or an integer >= 2"),
+    "model.top.num_codes": integer(2),
+    "model.top.channels": integer(1),
+    "model.top.dilations": positive_ints(1),
+    "model.decoder_type": choice(*DECODERS),
+}
+
+WAVENET_DECODER_RULES: dict[str, Rule] = {
+    f"model.decoder.{key}": integer(1)
+    for key in (
+        "residual_channels",
+        "gate_channels",
+        "skip_channels",
+        "layers",
+        "cycles",
+        "local_channels",
+        "global_channels",
+    )
+} | {"model.decoder.kernel_size": integer(2)}
+
+CONV_DECODER_RULES: dict[str, Rule] = {
+    "model.conv_decoder.channels": integer(1),
+    "model.conv_decoder.upsample_strides": positive_ints(1),
+    "model.conv_decoder.upsample_kernel_sizes": (
+        lambda v: v is None or (isinstance(v, list) and all(_is_int(k) and k >= 1 for k in v)),
+        "null or a list of integers >= 1",
+    ),
+    "model.conv_decoder.resblock_kernel_sizes": positive_ints(1),
+    "model.conv_decoder.resblock_dilations": (
+        lambda v: isinstance(v, list) and bool(v) and all(positive_ints(1)[0](d) for d in v),
+        "a non-empty list of non-empty lists of integers >= 1",
+    ),
+    "model.conv_decoder.global_channels": integer(1),
+}
+
+ADVERSARIAL_RULES: dict[str, Rule] = {
+    "train.adversarial.warmup_steps": integer(0),
+    "train.adversarial.mel_weight": number(0, low_open=True),
+    "train.adversarial.fm_weight": number(0),
+    "train.adversarial.adv_weight": number(0),
+    "train.adversarial.adaptive_weight": BOOL,
+    "train.adversarial.max_weight": number(0, low_open=True),
+    "train.adversarial.mpd": BOOL,
+    "train.adversarial.msd": BOOL,
+    "train.adversarial.d_lr": number(0, 1, low_open=True),
+    "train.adversarial.d_betas": BETAS,
+    "train.adversarial.d_weight_decay": number(0, 1),
+}
+
+PRIOR_RULES: dict[str, Rule] = {
+    "data.crop_frames": integer(2),
+    "data.level": choice("bottom", "top"),
+    "prior.arch": choice(*PRIORS),
+    "prior.dropout": number(0, 1, high_open=True),
+}
+
+PRIOR_ARCH_RULES: dict[str, dict[str, Rule]] = {
+    "transformer": {
+        **{f"prior.{k}": integer(1) for k in ("d_model", "layers", "heads", "context", "mlp_ratio")},
+        "prior.rope_base": number(1, low_open=True),
+    },
+    "wavenet": {
+        **{
+            f"prior.{k}": integer(1)
+            for k in ("residual_channels", "gate_channels", "skip_channels", "layers", "cycles", "global_channels")
+        },
+        "prior.kernel_size": integer(1),
+    },
+}
+
+
+def _get(cfg: dict, key: str) -> Any:
+    value: Any = cfg
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def check_rules(cfg: dict[str, Any], rules: dict[str, Rule]) -> None:
+    """UserError (one sentence naming the key) for the first value that breaks its rule or is missing."""
+    for key, (ok, what) in rules.items():
+        try:
+            value = _get(cfg, key)
+        except (KeyError, TypeError):
+            raise UserError(f"Config value {key} is missing; add it to the config or pass {key}=VALUE.") from None
+        if not ok(value):
+            raise UserError(f"Config value {key}={value!r} must be {what}.")
+
+
+def _relation(ok: bool, key: str, value: Any, what: str) -> None:
+    if not ok:
+        raise UserError(f"Config value {key}={value!r} must {what}.")
+
+
+def check_vqvae_config(cfg: dict[str, Any]) -> None:
+    """Every value of a VQ-VAE training config (``conf/config.yaml``) in range, before any work."""
+    check_rules(cfg, {**TRAIN_RULES, **MODEL_RULES})
+    model = cfg["model"]
+    hop, latent = model["hop_length"], model["latent_dim"]
+    groups = model["quantizer"]["groups"]
+    _relation(latent % groups == 0, "model.quantizer.groups", groups, f"divide model.latent_dim={latent}")
+    if model["encoder"]["frontend"] == "conv":
+        strides = model["encoder"]["strides"]
+        _relation(
+            math.prod(strides) == hop,
+            "model.encoder.strides",
+            strides,
+            f"multiply to model.hop_length={hop} (the conv front end's downsampling)",
+        )
+    if model["decoder_type"] == "wavenet":
+        check_rules(cfg, WAVENET_DECODER_RULES)
+        decoder = model["decoder"]
+        _relation(
+            decoder["layers"] % decoder["cycles"] == 0,
+            "model.decoder.cycles",
+            decoder["cycles"],
+            f"divide model.decoder.layers={decoder['layers']}",
+        )
+        _relation(
+            decoder["gate_channels"] % 2 == 0,
+            "model.decoder.gate_channels",
+            decoder["gate_channels"],
+            "be even (half tanh, half sigmoid)",
+        )
+    else:
+        check_rules(cfg, {**CONV_DECODER_RULES, **ADVERSARIAL_RULES})
+        conv = model["conv_decoder"]
+        strides = conv["upsample_strides"]
+        _relation(
+            math.prod(strides) == hop,
+            "model.conv_decoder.upsample_strides",
+            strides,
+            f"multiply to model.hop_length={hop}",
+        )
+        _relation(
+            len(conv["resblock_kernel_sizes"]) == len(conv["resblock_dilations"]),
+            "model.conv_decoder.resblock_dilations",
+            conv["resblock_dilations"],
+            "have one entry per resblock kernel size",
+        )
+        adversarial = cfg["train"]["adversarial"]
+        _relation(
+            adversarial["mpd"] or adversarial["msd"],
+            "train.adversarial.msd",
+            adversarial["msd"],
+            "be true when train.adversarial.mpd is false (enable at least one discriminator)",
+        )
+
+
+def check_prior_config(cfg: dict[str, Any]) -> None:
+    """Every value of a prior training config (``conf/prior_train.yaml``) in range, before any work."""
+    check_rules(
+        cfg,
+        {
+            "seed": TRAIN_RULES["seed"],
+            **{k: r for k, r in TRAIN_RULES.items() if k.startswith("train.")},
+            **PRIOR_RULES,
+        },
+    )
+    prior = cfg["prior"]
+    check_rules(cfg, PRIOR_ARCH_RULES[prior["arch"]])
+    if prior["arch"] == "transformer":
+        heads, width = prior["heads"], prior["d_model"]
+        _relation(
+            width % heads == 0 and (width // heads) % 2 == 0,
+            "prior.d_model",
+            width,
+            f"split into prior.heads={heads} heads of even size",
+        )
+    else:
+        _relation(
+            prior["layers"] % prior["cycles"] == 0,
+            "prior.cycles",
+            prior["cycles"],
+            f"divide prior.layers={prior['layers']}",
+        )
