@@ -436,6 +436,33 @@ def test_links_that_loop_in_a_corpus(tmp_path, demo_manifest):
     assert "loop.wav" in (tmp_path / "out" / "rejects.tsv").read_text()
 
 
+def test_file_names_that_are_not_utf8(tmp_path, capsys, demo_manifest, trained_tiny):
+    """A file or folder name with bytes that are not UTF-8: its audio is read, a speaker folder so
+    named is rejected (it could not be read back from the manifest), every text file written stays
+    UTF-8, and an experiment folder so named is refused before anything is written."""
+    root = os.fsencode(tmp_path)
+    corpus = small_corpus(tmp_path / "corpus", demo_manifest, n=2)
+    wav = next((corpus / next(p.name for p in corpus.iterdir())).iterdir())
+    os.rename(os.fsencode(wav), os.fsencode(wav.parent) + b"/take\xff1.wav")
+    os.mkdir(root + b"/corpus/spk\xfe")
+    shutil.copy(demo_manifest.parent / manifest_lines(demo_manifest)[3]["audio"], root + b"/corpus/spk\xfe/x.wav")
+    out = tmp_path / "out"
+    assert run_cli(["prepare", corpus, out, "--layout", "folder", "--num_workers", "0", "--sample_rate", "8000"]) == 0
+    ids = [u.id for u in read_manifest(out / "manifest.jsonl")]
+    assert len(ids) == 2 and any("take" in i for i in ids)
+    rejects = (out / "rejects.tsv").read_bytes().decode("utf-8")
+    assert "x.wav" in rejects and "UTF-8" in rejects
+
+    assert run_cli(["encode", trained_tiny, os.fsdecode(os.fsencode(wav.parent) + b"/take\xff1.wav"),
+                    os.fsdecode(root + b"/codes\xff")]) == 0
+    assert len(os.listdir(root + b"/codes\xff/codes")) == 1
+    (Path(os.fsdecode(root + b"/codes\xff")) / "units.txt").read_bytes().decode("utf-8")
+
+    exp = os.fsdecode(root + b"/exp\xff")
+    message = one_error(capsys, ["train", exp, f"data.manifest={out / 'manifest.jsonl'}", *FAST_TRAIN], "train")
+    assert "UTF-8" in message and not os.path.exists(exp)
+
+
 @pytest.mark.parametrize("change,word", [
     (lambda row: row.update(duration="long"), "duration"),
     (lambda row: row.update(sample_rate="8k"), "sample_rate"),

@@ -19,6 +19,12 @@ from .fileio import atomic_path
 MU_LAW_CLASSES = 256
 
 
+def sound_file(path: str | os.PathLike) -> str | bytes:
+    """``path`` as soundfile should get it: the file system's bytes, so that a file name that is not
+    UTF-8 opens too (soundfile encodes a str strictly); Windows paths stay str (wide-char open)."""
+    return str(path) if os.name == "nt" else os.fsencode(path)
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Read a sound file as mono float32, resampled to ``sample_rate`` when given.
 
@@ -29,7 +35,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
     if not path.is_file():
         raise UserError(f"Audio file {path} does not exist; check the path.")
     try:
-        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        audio, sr = sf.read(sound_file(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for corrupt/non-audio files
         raise UserError(
             f"Cannot read audio file {path} ({first_line(exc)}); convert it to WAV or FLAC and try again."
@@ -56,7 +62,7 @@ def save_wav(path: str | os.PathLike, audio: np.ndarray | torch.Tensor, sample_r
         audio = audio.detach().float().cpu().numpy()
     audio = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), audio, sample_rate, subtype="PCM_16", format="WAV")
+        sf.write(sound_file(tmp), audio, sample_rate, subtype="PCM_16", format="WAV")
 
 
 def normalize_level(audio: np.ndarray, target_rms_db: float = -20.0, peak: float = 0.99) -> np.ndarray:

@@ -7,6 +7,7 @@ so that ``vqspeech --help`` and a mistyped verb answer at once instead of loadin
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -557,6 +558,9 @@ def command_name(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed with backslash escapes
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     try:
         args.func(args)
     except UserError as exc:

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import UserError, first_line
-from .fileio import write_text_atomic
+from .fileio import is_utf8, write_text_atomic
 
 
 def config_dir() -> Path:
@@ -111,6 +111,11 @@ def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "c
     every key one the packaged config files define (:func:`check_known_keys`)."""
     if exp_dir.exists() and not exp_dir.is_dir():
         raise UserError(f"{exp_dir} is a file; give a folder for the experiment.")
+    if not is_utf8(str(exp_dir.absolute())):
+        raise UserError(
+            f"The experiment folder {exp_dir} has a path that is not UTF-8, which TensorBoard cannot "
+            "log to; choose a folder whose path is UTF-8."
+        )
     saved = exp_dir / "overrides.yaml"
     old = load_yaml(saved) if saved.is_file() else []
     if not isinstance(old, list) or not all(isinstance(o, str) for o in old):

@@ -26,6 +26,15 @@ def is_safe_name(name: object) -> bool:
     return isinstance(name, str) and bool(SAFE_NAME.match(name))
 
 
+def is_utf8(text: str) -> bool:
+    """False for a path that holds bytes which are not UTF-8 (Python keeps them as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def inside(folder: str | os.PathLike, name: str) -> Path:
     """``folder / name`` when that stays inside ``folder`` once resolved; UserError otherwise (an
     absolute name, ``..``, a path through a link that points elsewhere)."""
@@ -56,8 +65,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` as UTF-8, atomically. Bytes of a file name that were not UTF-8 (Python keeps
+    them as lone surrogates) are written as backslash escapes (``\\udcff``), so the file is always valid UTF-8."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
 
 
 def remove_stale_temps(folder: Path) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fileio import is_safe_name
-from .manifest import is_safe_speaker, read_manifest
+from .manifest import SPEAKER_RULE, is_safe_speaker, read_manifest
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
 """File extensions treated as audio (matched case-insensitively)."""
@@ -143,7 +143,7 @@ def find_utterances(
         if not is_safe_name(utt.id):
             rejects.append((path, f"id '{utt.id}' is not safe as a file name"))
         elif not is_safe_speaker(utt.speaker):
-            rejects.append((path, f"speaker {utt.speaker!r} is not a name (no slashes or control characters)"))
+            rejects.append((path, f"speaker {utt.speaker!r} is not a name ({SPEAKER_RULE})"))
         elif utt.id in seen:
             rejects.append((path, f"duplicate id '{utt.id}' (also used by {seen[utt.id]})"))
         else:

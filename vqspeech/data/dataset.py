@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..audio import sound_file
 from ..errors import UserError
 from .manifest import Utterance
 
@@ -44,7 +45,7 @@ class CropDataset(Dataset):
         utt = self.utts[request.utterance]
         try:
             audio, rate = sf.read(
-                utt.audio, start=request.offset, frames=self.crop_samples, dtype="float32", always_2d=True
+                sound_file(utt.audio), start=request.offset, frames=self.crop_samples, dtype="float32", always_2d=True
             )
         except Exception as exc:
             raise UserError(

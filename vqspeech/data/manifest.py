@@ -41,12 +41,18 @@ class Utterance:
 
 _REQUIRED = ("id", "audio", "speaker", "duration", "sample_rate")
 _KNOWN = {f.name for f in fields(Utterance)}
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # bytes of a file name that were not UTF-8
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+SPEAKER_RULE = "no slashes, control characters or bytes that are not UTF-8"
+"""What :func:`is_safe_speaker` refuses, for error messages."""
 
 
 def is_safe_speaker(name: object) -> bool:
     """A speaker name usable as one path component and one TSV field: a non-empty string without
-    slashes or control characters, not ``.`` or ``..``."""
+    slashes or control characters, not ``.`` or ``..``, and valid UTF-8 (a folder name that is not
+    UTF-8 could not be written to the manifest and read back as the same name)."""
     return (
         isinstance(name, str)
         and bool(name)
@@ -54,6 +60,7 @@ def is_safe_speaker(name: object) -> bool:
         and "/" not in name
         and "\\" not in name
         and not _CONTROL.search(name)
+        and not _SURROGATE.search(name)
     )
 
 
@@ -72,7 +79,7 @@ def _field_problem(row: dict) -> str | None:
     if not isinstance(row["audio"], str) or not row["audio"]:
         return f"audio {row['audio']!r} is not a path"
     if not is_safe_speaker(row["speaker"]):
-        return f"speaker {row['speaker']!r} is not a name (no slashes or control characters)"
+        return f"speaker {row['speaker']!r} is not a name ({SPEAKER_RULE})"
     if not _is_number(row["duration"]) or row["duration"] <= 0:
         return f"duration {row['duration']!r} is not a positive number of seconds"
     if not isinstance(row["sample_rate"], int) or isinstance(row["sample_rate"], bool) or row["sample_rate"] <= 0:

@@ -35,7 +35,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from ..audio import load_audio, normalize_level, resample, save_wav
+from ..audio import load_audio, normalize_level, resample, save_wav, sound_file
 from ..errors import UserError
 from ..fileio import FolderLock, inside, is_safe_name, write_text_atomic
 from .corpora import SourceUtterance, find_utterances, source_path, source_speaker
@@ -311,7 +311,7 @@ def _cached_frames(cache: str, source: str, sample_rate: int) -> int | None:
     try:
         if os.stat(cache).st_mtime < os.stat(source).st_mtime:
             return None
-        info = sf.info(cache)
+        info = sf.info(sound_file(cache))
     except (OSError, RuntimeError):  # missing file, or unreadable cache (soundfile error)
         return None
     if info.samplerate != sample_rate or info.channels != 1 or info.frames == 0:

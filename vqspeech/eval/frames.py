@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ..audio import sound_file
 from ..data.alignments import Segment, alignment_duration, read_alignment
 from ..data.codes import CodesFolder
 from ..data.corpora import SourceUtterance, find_utterances
@@ -86,7 +87,7 @@ def _check_length(utt_id: str, num_frames: int, code_rate_hz: float, utt: Source
     seconds = None
     if utt.path is not None:
         try:
-            info = sf.info(utt.path)
+            info = sf.info(sound_file(utt.path))
             seconds = info.frames / info.samplerate
         except (OSError, RuntimeError):  # unreadable: the alignment says how long it is
             seconds = None
