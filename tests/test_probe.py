@@ -12,7 +12,8 @@ from conftest import run_cli
 from vqspeech.data.alignments import Segment, write_textgrid
 from vqspeech.data.phones import PhoneFolding
 from vqspeech.eval import classifiers
-from vqspeech.eval.frames import frame_spans, labels_from_spans
+from vqspeech.eval.frames import ProbeData, frame_spans, labels_from_spans
+from vqspeech.eval.probe import frame_table, probe_metrics
 from vqspeech.eval.code_metrics import (chance_baselines, cluster_purity, contingency, mapping_accuracy, pnmi,
                                         phone_purity, code_scores)
 
@@ -292,3 +293,20 @@ def test_compare_alignments_scores_an_alignment_against_itself_perfectly(demo_ma
     scores = compare(str(demo_manifest), str(folder))
     assert scores["utterances"] == 24 and scores["frame_agreement"] == 1.0
     assert scores["word_boundary_within_20ms"] == 1.0
+
+
+def test_scores_without_silence_on_a_hand_counted_table():
+    """Silence frames are left out and the held-out mapping is learned on speech frames only.
+    Speech frames: A (0 aa) (1 aa) (1 b); B (0 aa) (1 aa) (1 b) (2 b). A's mapping from B's frames:
+    0 aa, 1 aa (tie, first class), 2 b -> 2 of 3 right; B's from A's: 0 aa, 1 aa, 2 unseen -> A's
+    majority aa -> 2 of 4 right: 4 of 7."""
+    labels = [np.array(["sil", "aa", "aa", "b", "sil"]), np.array(["aa", "aa", "b", "b", "sil"])]
+    data = ProbeData(ids=["a1", "b1"], speakers=["A", "B"], codes=[np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 2, 2])],
+                     latents=None, labels=labels, spans=[[], []], audio=[None, None], num_codes=3,
+                     code_rate_hz=100.0, phone_set="arpabet")
+    result = probe_metrics(data, frame_table(data), abx=False, input_features=False)
+    assert result["num_frames"] == 10 and result["num_frames_no_silence"] == 7
+    assert result["accuracy_no_silence"] == pytest.approx(4 / 7)
+    assert result["pnmi_no_silence"] == pytest.approx(pnmi(np.array([[2, 0], [2, 2], [0, 1]])))
+    assert result["pnmi_no_silence"] != pytest.approx(result["pnmi"])
+    assert result["baselines"]["majority_phone"]["accuracy_no_silence"] == pytest.approx(4 / 7)  # aa everywhere

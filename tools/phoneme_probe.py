@@ -28,6 +28,8 @@ from vqspeech.fileio import write_text_atomic
 ROWS = [  # key, label, which way is better
     ("accuracy", "phone accuracy (code -> phone, held-out speakers)", "higher"),
     ("pnmi", "PNMI", "higher"),
+    ("accuracy_no_silence", "phone accuracy, silence excluded", "higher"),
+    ("pnmi_no_silence", "PNMI, silence excluded", "higher"),
     ("phone_purity", "phone purity", "higher"),
     ("cluster_purity", "cluster purity", "higher"),
     ("linear_probe_accuracy", "linear probe on latents", "higher"),
@@ -42,6 +44,7 @@ ROWS = [  # key, label, which way is better
     ("codes_used", "codes used", ""),
     ("num_phone_classes", "phone classes", ""),
     ("num_frames", "frames", ""),
+    ("num_frames_no_silence", "frames, silence excluded", ""),
 ]
 
 

@@ -2,10 +2,12 @@
 
 ``run_probe`` reads units (vqspeech.eval.frames), labels their frames with phones and reports:
 the held-out code -> phone mapping accuracy, PNMI and purities (vqspeech.eval.code_metrics) with
-the chance baselines computed the same way, ABX within and across speakers on one-hot codes and on
-the latents (vqspeech.eval.abx), a linear phone probe on the latents and speaker identification
-from code histograms beside the same from the input's MFCC statistics
-(vqspeech.eval.classifiers), plus three PNG plots next to the JSON. A folder of continuous
+the chance baselines computed the same way, each also on speech frames only (``*_no_silence``:
+silence and spoken noise left out, the mapping learned on those frames too; their number in
+``num_frames_no_silence``), ABX within and across speakers on one-hot codes and on the latents
+(vqspeech.eval.abx), a linear phone probe on the latents and speaker identification from code
+histograms beside the same from the input's MFCC statistics (vqspeech.eval.classifiers), plus
+three PNG plots next to the JSON. A folder of continuous
 features alone (``latents/``, no ``codes/``) gets the metrics defined for them: ABX, the linear
 probe and speaker identification from the features' mean and standard deviation.
 """
@@ -30,6 +32,10 @@ from .abx import abx_scores
 from .code_metrics import chance_baselines, code_scores, code_scores_and_predictions, contingency, per_phone_accuracy
 from .features import mfcc
 from .frames import ProbeData, aligned_utterances, load_probe_data
+
+NON_SPEECH = ("sil", "spn")
+"""Phone classes left out of the ``*_no_silence`` scores (silence and spoken noise), as in the
+published unit-discovery tables that score speech frames only."""
 
 UTTERANCE_FOLDS = 5
 """With a single speaker the mapping is learned leave-one-fold-out over utterances instead."""
@@ -164,10 +170,12 @@ def probe_metrics(
     phones, keep, phone_names, codes = table
     groups, protocol = _groups(data, keep)
     P = len(phone_names)
+    speech = ~np.isin(phones, [i for i, p in enumerate(phone_names) if p in NON_SPEECH])
     result = {
         "num_utterances": len(data.ids),
         "num_speakers": len(set(data.speakers)),
         "num_frames": int(len(phones)),
+        "num_frames_no_silence": int(speech.sum()),
         "num_phone_classes": P,
         "code_rate_hz": data.code_rate_hz,
         "mapping_protocol": protocol,
@@ -178,12 +186,18 @@ def probe_metrics(
         if codes.max() >= K:
             raise UserError(f"Codes go up to {codes.max()} but codes.json says K={K}; re-run `vqspeech encode`.")
         scores, predictions = code_scores_and_predictions(codes, phones, groups, K, P)
+        baselines = chance_baselines(phones, groups, K, P, seed)
+        if speech.any():  # the same scores on speech frames only (the mapping learned on them too)
+            scores.update(_suffixed(code_scores(codes[speech], phones[speech], groups[speech], K, P)))
+            speech_baselines = chance_baselines(phones[speech], groups[speech], K, P, seed)
+            for name, values in speech_baselines.items():
+                baselines[name].update(_suffixed(values))
         result.update(
             {
                 "K": K,
                 "codes_used": int(np.sum(np.bincount(codes, minlength=K) > 0)),
                 **scores,
-                "baselines": chance_baselines(phones, groups, K, P, seed),
+                "baselines": baselines,
             }
         )
         per_phone = np.full(P, np.nan) if result["accuracy"] is None else per_phone_accuracy(phones, predictions, P)
@@ -192,6 +206,7 @@ def probe_metrics(
         }
     else:  # continuous features only: the discrete metrics are not defined
         result.update(dict.fromkeys(("K", "codes_used", "accuracy", "pnmi", "phone_purity", "cluster_purity")))
+        result.update(_suffixed(dict.fromkeys(("accuracy", "pnmi", "phone_purity", "cluster_purity"))))
         result["baselines"] = {"majority_phone": code_scores(np.zeros_like(phones), phones, groups, 1, P)}
     timings["code_metrics"] = time.perf_counter() - clock
 
@@ -246,6 +261,11 @@ def probe_metrics(
             result["abx_features"] = "continuous features, angular distance, DTW"
         timings["abx"] = time.perf_counter() - clock
     return result
+
+
+def _suffixed(scores: dict) -> dict:
+    """accuracy, pnmi, ... -> accuracy_no_silence, pnmi_no_silence, ..."""
+    return {f"{key}_no_silence": value for key, value in scores.items()}
 
 
 def _latents(data: ProbeData) -> list[np.ndarray]:

@@ -42,6 +42,8 @@ METRIC_LABELS = {
 PROBE_ROWS = {
     "accuracy": ("Frame phone accuracy (held-out code \u2192 phone mapping)", "up", "pct"),
     "pnmi": ("Phone-normalised mutual information (PNMI)", "up", "num"),
+    "accuracy_no_silence": ("Frame phone accuracy, speech frames only (silence excluded)", "up", "pct"),
+    "pnmi_no_silence": ("PNMI, speech frames only (silence excluded)", "up", "num"),
     "phone_purity": ("Phone purity (the mapping scored on its own frames)", "up", "pct"),
     "cluster_purity": ("Cluster purity (frames whose code is their phone's most frequent)", "up", "pct"),
     "abx_within": ("ABX error, within speaker", "down", "pct"),
@@ -60,6 +62,7 @@ PROBE_ROWS = {
     "K": ("Codebook size K", "", "int"),
     "num_phone_classes": ("Phone classes", "", "int"),
     "num_frames": ("Frames scored", "", "int"),
+    "num_frames_no_silence": ("Speech frames scored (silence excluded)", "", "int"),
     "num_utterances": ("Utterances", "", "int"),
     "num_speakers": ("Speakers", "", "int"),
     "code_rate_hz": ("Code rate (Hz)", "", "num"),
