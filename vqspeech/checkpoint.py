@@ -29,10 +29,11 @@ import torch
 from .errors import UserError, first_line
 from .fileio import atomic_path
 
-FORMAT_VERSION = 2
-"""2: every key a model reads is in the checkpoint (quantizer.type added). 1: configs written
-before jitter, quantizer.kmeans_iters, quantizer.groups, decoder_type and top existed lack them,
-and priors before hierarchical and grouped codes lack level and groups."""
+FORMAT_VERSION = 3
+"""3: model.objective added (configs before it are ``wavenet``). 2: every key a model reads is in
+the checkpoint (quantizer.type added). 1: configs written before jitter, quantizer.kmeans_iters,
+quantizer.groups, decoder_type and top existed lack them, and priors before hierarchical and
+grouped codes lack level and groups."""
 
 LEGACY_MODEL_KEYS: dict[tuple[str, ...], Any] = {
     ("jitter",): 0.0,
@@ -41,6 +42,7 @@ LEGACY_MODEL_KEYS: dict[tuple[str, ...], Any] = {
     ("quantizer", "groups"): 1,
     ("decoder_type",): "wavenet",
     ("top",): {"stride": 0},
+    ("objective",): "wavenet",
 }
 """Keys added to the VQ-VAE's model config over time, with the value that reproduces how a model
 whose config lacks them was trained."""
@@ -64,9 +66,10 @@ def upgrade_model_config(model: dict[str, Any]) -> dict[str, Any]:
 
 def _upgrade(ckpt: dict[str, Any]) -> dict[str, Any]:
     """Bring a checkpoint of an older format version to :data:`FORMAT_VERSION`."""
-    if ckpt["format_version"] < 2:
+    if ckpt["format_version"] < 3:
         if ckpt.get("kind") == "vqvae" and isinstance(ckpt.get("config", {}).get("model"), dict):
             ckpt["config"]["model"] = upgrade_model_config(ckpt["config"]["model"])
+    if ckpt["format_version"] < 2:
         if ckpt.get("kind") == "prior":
             for key, value in LEGACY_PRIOR_FIELDS.items():
                 ckpt.setdefault(key, value)
@@ -135,3 +138,16 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Write a shareable copy of a checkpoint without the :data:`RESUME_ONLY` state."""
     ckpt = load_checkpoint(src)
     save_checkpoint(dst, {k: v for k, v in ckpt.items() if k not in (*RESUME_ONLY, "format_version")})
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """An experiment folder (-> checkpoints/last.pt) or a checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        ckpt = path / "checkpoints" / "last.pt"
+        if not ckpt.is_file():
+            raise UserError(f"{path} holds no checkpoints/last.pt; train it first with `vqspeech train {path} ...`.")
+        return ckpt
+    if not path.exists():
+        raise UserError(f"{path} is neither an experiment folder nor a checkpoint file; check the path.")
+    return path

@@ -148,8 +148,7 @@ def cmd_evaluate_loss(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .checkpoint import export_checkpoint
-    from .inference.vqspeech import resolve_checkpoint
+    from .checkpoint import export_checkpoint, resolve_checkpoint
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:

@@ -124,3 +124,12 @@ def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "c
     cfg = compose(merged, config_name)
     check_known_keys(cfg, merged, config_name)
     return cfg, merged
+
+
+def training_stage(config: dict[str, Any]) -> str:
+    """The stage a VQ-VAE config trains (:data:`vqspeech.models.vqvae.STAGES`): ``decoder`` with
+    ``train.units_from`` (the waveform decoder on another experiment's frozen codes), else
+    ``units`` for an objective other than ``wavenet``, else ``joint`` (the paper's end-to-end)."""
+    if config.get("train", {}).get("units_from"):
+        return "decoder"
+    return "joint" if config["model"].get("objective", "wavenet") == "wavenet" else "units"

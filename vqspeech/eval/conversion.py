@@ -104,6 +104,7 @@ def evaluate_conversion(
 
     t = time.perf_counter()
     vq = VQSpeech.load(exp_dir, device=device)
+    vq.require_decoder()
     timing["load_model"] = time.perf_counter() - t
     if manifest is None:
         manifest = (vq.config.get("data") or {}).get("manifest")

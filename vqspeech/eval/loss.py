@@ -14,8 +14,13 @@ from ..errors import UserError
 from ..fileio import check_writable_parent, write_text_atomic
 from ..inference import VQSpeech
 from ..models.conv_decoder import WaveformOutput
+from ..models.mel_decoder import MelOutput
 from ..models.quantizer import perplexity
 from ..models.vqvae import VQVAE
+from ..models.wavenet import TeacherForcedOutput
+
+LOSS_KEYS = {TeacherForcedOutput: "bits_per_sample", WaveformOutput: "mel_loss", MelOutput: "mel_l1"}
+"""The validation loss's name for each kind of reconstruction."""
 
 
 @torch.no_grad()
@@ -24,10 +29,12 @@ def teacher_forced_metrics(
 ) -> dict[str, float]:
     """Whole-utterance reconstruction and code usage: the teacher-forced cross-entropy
     (``bits_per_sample``) for a WaveNet decoder, the unweighted multi-scale log-mel L1 of the
-    decoded audio (``mel_loss``, a sample-weighted mean over utterances) for a conv decoder."""
+    decoded audio (``mel_loss``) for a conv decoder, and in the units stage of the ``mel``
+    objective the L1 of its predicted log-mel frames (``mel_l1``); each a sample-weighted mean
+    over utterances."""
     was_training = model.training
     model.eval()
-    total, total_samples = 0.0, 0
+    total, total_samples, key = 0.0, 0, ""
     usage = top_usage = None  # [K] counts (grouped codebooks: [G * K]); the top level's [K_top]
     for utt in utts:
         audio = resample(load_utterance(utt), utt.sample_rate, model.sample_rate)
@@ -36,7 +43,8 @@ def teacher_forced_metrics(
             continue
         out = model(torch.from_numpy(audio)[None].to(device), torch.tensor([speaker_ids[utt.speaker]], device=device))
         rec = out.reconstruction
-        total += float(rec.loss if isinstance(rec, WaveformOutput) else rec.bits_per_sample) * len(audio)
+        key = LOSS_KEYS[type(rec)]
+        total += float(rec.bits_per_sample if isinstance(rec, TeacherForcedOutput) else rec.loss) * len(audio)
         total_samples += len(audio)
         counts = out.vq.usage.float().cpu()
         usage = counts if usage is None else usage + counts
@@ -46,7 +54,6 @@ def teacher_forced_metrics(
     model.train(was_training)
     if total_samples == 0 or usage is None:
         return {}
-    key = "mel_loss" if model.decoder_type == "conv" else "bits_per_sample"
     return {
         key: total / total_samples,
         "perplexity": float(perplexity(usage)),

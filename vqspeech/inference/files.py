@@ -190,6 +190,7 @@ def decode_codes(
     """A codes folder, one of its ``codes/<id>.npy`` files, or a loose codes .npy file -> wav files.
 
     Speakers come from the folder's ``codes.json`` unless ``speaker`` is given."""
+    vq.require_decoder()
     groups = vq.model.quantizer.num_groups
     folder = CodesFolder.containing(codes_path) if codes_path.is_file() else None
     if codes_path.is_file() and folder is None:  # a loose codes file
@@ -261,6 +262,7 @@ def convert_items(
     overwrite: bool = False,
 ) -> list[Path]:
     """Voice conversion: encode each input, decode its codes with ``speaker``'s embedding."""
+    vq.require_decoder()
     paths = _output_paths([i.id for i in items], out, overwrite)
     _check_generation(vq, [speaker], temperature, batch_size)
     with _writing(out, paths, "convert"):

@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 from ..audio import save_wav
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint, resolve_checkpoint
 from ..data.codes import CodesInfo, CodesWriter, Encoding, code_usage
 from ..device import select_device
 from ..errors import UserError
 from ..fileio import FolderLock, write_text_atomic
 from ..models.prior import CodePrior, build_prior, sample_codes
 from ..models.quantizer import perplexity
-from .vqspeech import VQSpeech, check_temperature, resolve_checkpoint
+from .vqspeech import VQSpeech, check_temperature
 
 LN2 = math.log(2.0)
 

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from ..audio import resample
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint, resolve_checkpoint
+from ..config import training_stage
 from ..data.codes import Encoding
 from ..device import select_device
 from ..errors import UserError
@@ -33,19 +34,6 @@ def check_temperature(temperature: float) -> None:
     """UserError unless ``temperature`` is a finite number >= 0 (0: the most likely sample)."""
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
         raise UserError(f"`temperature` must be a finite number >= 0, not {temperature}.")
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """An experiment folder (-> checkpoints/last.pt) or a checkpoint file."""
-    path = Path(path)
-    if path.is_dir():
-        ckpt = path / "checkpoints" / "last.pt"
-        if not ckpt.is_file():
-            raise UserError(f"{path} holds no checkpoints/last.pt; train it first with `vqspeech train {path} ...`.")
-        return ckpt
-    if not path.exists():
-        raise UserError(f"{path} is neither an experiment folder nor a checkpoint file; check the path.")
-    return path
 
 
 class VQSpeech:
@@ -67,9 +55,29 @@ class VQSpeech:
         try:
             model = VQVAE.from_config(ckpt["config"]["model"], len(ckpt["speakers"]))
             model.load_state_dict(ckpt["model"])
+            model.set_stage(training_stage(ckpt["config"]))
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise UserError(f"{ckpt_path} does not hold a usable VQ-VAE ({str(exc).splitlines()[0][:100]}).") from None
         return cls(model, list(ckpt["speakers"]), ckpt["config"], select_device(device), ckpt_path)
+
+    @property
+    def units_only(self) -> bool:
+        """True for the first stage of a two-stage model: its codes are trained, its waveform
+        decoder is not."""
+        return self.model.stage == "units"
+
+    def require_decoder(self) -> None:
+        """UserError, saying how to train one, when the model has no trained waveform decoder."""
+        if self.units_only:
+            exp: Path | str = "EXP"
+            if self.checkpoint is not None:
+                in_folder = self.checkpoint.parent.name == "checkpoints"
+                exp = self.checkpoint.parent.parent if in_folder else self.checkpoint
+            raise UserError(
+                f"{exp} has learned units only (model.objective={self.config['model']['objective']}); "
+                f"train its waveform decoder on them first: `vqspeech train NEW_EXP train.units_from={exp} ...` "
+                "with the same model.* values."
+            )
 
     @property
     def sample_rate(self) -> int:
@@ -178,6 +186,7 @@ class VQSpeech:
         deterministic: ``temperature`` and ``seed`` are ignored, and utterances of equal length are
         decoded in one batch each, so a result does not depend on the other utterances of the call.
         """
+        self.require_decoder()
         encodings = [c if isinstance(c, Encoding) else Encoding(np.asarray(c)) for c in codes]
         if not encodings:
             return []

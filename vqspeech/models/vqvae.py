@@ -6,6 +6,13 @@ non-autoregressive, trained on a multi-scale log-mel L1 loss plus the adversaria
 training task adds). Each decoder's ``reconstruct`` is its training objective and says by its
 output type what it returns.
 
+``model.objective`` says what the units are learned through: ``wavenet`` (the paper's end-to-end
+VQ-VAE: the waveform decoder's loss trains encoder, quantizer and decoder together) or ``mel``
+(:class:`MelDecoder`, a small non-autoregressive log-mel predictor, in :data:`OBJECTIVES`). Units
+learned through a head other than the waveform decoder are trained in two stages
+(:data:`STAGES`, chosen with :meth:`VQVAE.set_stage`): ``units`` trains the encoder, quantizer and
+head; ``decoder`` trains the waveform decoder on the frozen codes.
+
 ``model.top.stride`` > 0 adds a top level of codes at 1/stride of the code rate (VQ-VAE-2; see
 ``hierarchy.py``): the bottom quantizer's input is conditioned on the top codes and the decoder
 reads both levels.
@@ -23,6 +30,7 @@ from .conv_decoder import ConvDecoder, WaveformOutput
 from .encoder import Encoder
 from .hierarchy import TopLevel
 from .jitter import TimeJitter
+from .mel_decoder import MelDecoder, MelOutput
 from .quantizer import Quantizer, QuantizerOutput, build_quantizer
 from .wavenet import TeacherForcedOutput, WaveNetDecoder
 
@@ -35,11 +43,28 @@ DECODER_OPTIONS = {"wavenet": "decoder", "conv": "conv_decoder"}
 """``model.decoder_type`` -> the block of the model config that holds that decoder's options."""
 
 
+OBJECTIVES: dict[str, type[MelDecoder] | None] = {"wavenet": None, "mel": MelDecoder}
+"""``model.objective`` -> the head the units are learned through besides the waveform decoder
+(None: the waveform decoder itself), built as ``cls(num_speakers, latent_dim=D, sample_rate=sr,
+hop_length=hop, **options)`` with the options of its config block (:data:`OBJECTIVE_OPTIONS`)."""
+
+OBJECTIVE_OPTIONS = {"mel": "mel_decoder"}
+"""``model.objective`` -> the block of the model config that holds its head's options."""
+
+STAGES = {
+    "joint": "encoder, quantizer and waveform decoder together (objective wavenet)",
+    "units": "encoder, quantizer and the objective's head; the waveform decoder untouched",
+    "decoder": "the waveform decoder on frozen codes; encoder, quantizer and head untouched",
+}
+"""What each training stage trains (:meth:`VQVAE.set_stage`)."""
+
+
 def config_in_use(config: dict[str, Any]) -> dict[str, Any]:
     """The part of a model config that :meth:`VQVAE.from_config` reads: the chosen decoder's block
     only, and no top-level options when there is no top level. Two configs build the same model
     exactly when these are equal."""
     unused = [block for name, block in DECODER_OPTIONS.items() if name != config.get("decoder_type")]
+    unused += [block for name, block in OBJECTIVE_OPTIONS.items() if name != config.get("objective", "wavenet")]
     used = {k: v for k, v in config.items() if k not in unused}
     if isinstance(used.get("top"), dict) and not used["top"].get("stride"):
         used["top"] = {"stride": 0}
@@ -64,13 +89,15 @@ class Quantized:
 @dataclass
 class VQVAEOutput:
     """One training forward pass: ``loss`` = the decoder's reconstruction loss + the quantizer
-    losses, the codes of both levels, and what the decoder's objective returned
-    (:class:`TeacherForcedOutput` for ``wavenet``, :class:`WaveformOutput` for ``conv``)."""
+    losses (none in the ``decoder`` stage, whose codes are frozen), the codes of both levels, and
+    what the trained objective returned (:class:`TeacherForcedOutput` for a ``wavenet`` decoder,
+    :class:`WaveformOutput` for ``conv``, :class:`MelOutput` for the ``mel`` head in the ``units``
+    stage)."""
 
     loss: torch.Tensor
     vq: QuantizerOutput
     top: QuantizerOutput | None
-    reconstruction: TeacherForcedOutput | WaveformOutput
+    reconstruction: TeacherForcedOutput | WaveformOutput | MelOutput
 
     @property
     def quantizer_loss(self) -> torch.Tensor:
@@ -81,6 +108,7 @@ class VQVAE(nn.Module):
     """audio [B, T] in [-1, 1] + speaker ids [B] -> codes and the decoder's reconstruction.
 
     ``jitter``: time-jitter probability applied to the quantized latents in training (0 = off).
+    ``units_head``: the objective's head (:data:`OBJECTIVES`; None for ``wavenet``).
     """
 
     def __init__(
@@ -91,10 +119,13 @@ class VQVAE(nn.Module):
         sample_rate: int,
         jitter: float = 0.0,
         top: TopLevel | None = None,
+        units_head: MelDecoder | None = None,
     ):
         super().__init__()
         self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
         self.top = top
+        self.units_head = units_head
+        self.stage = "joint" if units_head is None else "units"
         self.jitter = TimeJitter(jitter)
         self.sample_rate = sample_rate
         self.hop_length = encoder.hop_length
@@ -117,9 +148,55 @@ class VQVAE(nn.Module):
         top = None
         if top_cfg.pop("stride"):
             top = TopLevel(dim, config["top"]["stride"], quantizer={**config["quantizer"], "groups": 1}, **top_cfg)
+        objective = config["objective"]
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
+        head_cls, units_head = OBJECTIVES[objective], None
+        if head_cls is not None:
+            options = config[OBJECTIVE_OPTIONS[objective]]
+            units_head = head_cls(num_speakers, latent_dim=dim, sample_rate=rate, hop_length=hop, **options)
         return cls(
-            encoder=encoder, quantizer=quantizer, decoder=decoder, sample_rate=rate, jitter=config["jitter"], top=top
+            encoder=encoder,
+            quantizer=quantizer,
+            decoder=decoder,
+            sample_rate=rate,
+            jitter=config["jitter"],
+            top=top,
+            units_head=units_head,
         )
+
+    def unit_modules(self) -> list[nn.Module]:
+        """The modules that make the codes (encoder, quantizer, top level) and the objective's head."""
+        return [m for m in (self.encoder, self.quantizer, self.top, self.units_head) if m is not None]
+
+    def set_stage(self, stage: str) -> None:
+        """Choose what training trains (:data:`STAGES`): the other parts get no gradients and stay in
+        eval mode (a frozen quantizer neither moves its codebook nor re-seeds codes)."""
+        if stage not in STAGES:
+            raise ValueError(f"stage {stage!r} is not one of {', '.join(STAGES)}")
+        if stage == "units" and self.units_head is None:
+            raise ValueError("the units stage needs an objective head (model.objective is wavenet)")
+        if stage == "joint" and self.units_head is not None:
+            raise ValueError("a model with an objective head trains in the units and decoder stages, not jointly")
+        self.stage = stage
+        self.requires_grad_(True)
+        for module in self.frozen_modules():
+            module.requires_grad_(False)
+        self.train(self.training)
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """What the current stage does not train."""
+        if self.stage == "units":
+            return [self.decoder]
+        if self.stage == "decoder":
+            return self.unit_modules()
+        return []
+
+    def train(self, mode: bool = True) -> VQVAE:
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
 
     @property
     def code_rate_hz(self) -> float:
@@ -175,6 +252,15 @@ class VQVAE(nn.Module):
         audio = audio[:, :length]
         if mask is not None:
             mask = mask[:, :length]
+        if self.stage == "decoder":  # frozen codes: no encoder in the backward pass
+            with torch.no_grad():
+                q = self.quantize(audio)
+            waveform = self.decoder.reconstruct(audio, self.jitter(q.decoder_input), speakers, mask)
+            return VQVAEOutput(waveform.loss, q.vq, q.top, waveform)
         q = self.quantize(audio)
-        reconstruction = self.decoder.reconstruct(audio, self.jitter(q.decoder_input), speakers, mask)
+        reconstruction: TeacherForcedOutput | WaveformOutput | MelOutput
+        if self.stage == "units" and self.units_head is not None:
+            reconstruction = self.units_head.reconstruct(audio, self.jitter(q.decoder_input), speakers, mask)
+        else:
+            reconstruction = self.decoder.reconstruct(audio, self.jitter(q.decoder_input), speakers, mask)
         return VQVAEOutput(reconstruction.loss + q.loss, q.vq, q.top, reconstruction)

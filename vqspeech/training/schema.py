@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import UserError
 from ..models.prior import PRIORS
 from ..models.quantizer import QUANTIZERS
-from ..models.vqvae import DECODERS
+from ..models.vqvae import DECODERS, OBJECTIVES
 
 Rule = tuple[Callable[[Any], bool], str]
 """(check of the value, what the value must be)."""
@@ -88,6 +88,8 @@ TRAIN_RULES: dict[str, Rule] = {
     "train.checkpoint_every": integer(1),
 }
 
+UNITS_FROM_RULE: Rule = (lambda v: v is None or (isinstance(v, str) and bool(v)), "null or a path")
+
 MODEL_RULES: dict[str, Rule] = {
     "model.sample_rate": integer(1),
     "model.hop_length": integer(1),
@@ -114,6 +116,14 @@ MODEL_RULES: dict[str, Rule] = {
     "model.top.channels": integer(1),
     "model.top.dilations": positive_ints(1),
     "model.decoder_type": choice(*DECODERS),
+    "model.objective": choice(*OBJECTIVES),
+}
+
+MEL_DECODER_RULES: dict[str, Rule] = {
+    "model.mel_decoder.n_mels": integer(1),
+    "model.mel_decoder.channels": integer(1),
+    "model.mel_decoder.dilations": positive_ints(1),
+    "model.mel_decoder.global_channels": integer(1),
 }
 
 WAVENET_DECODER_RULES: dict[str, Rule] = {
@@ -205,8 +215,10 @@ def _relation(ok: bool, key: str, value: Any, what: str) -> None:
 
 def check_vqvae_config(cfg: dict[str, Any]) -> None:
     """Every value of a VQ-VAE training config (``conf/config.yaml``) in range, before any work."""
-    check_rules(cfg, {**TRAIN_RULES, **MODEL_RULES})
+    check_rules(cfg, {**TRAIN_RULES, "train.units_from": UNITS_FROM_RULE, **MODEL_RULES})
     model = cfg["model"]
+    if model["objective"] == "mel":
+        check_rules(cfg, MEL_DECODER_RULES)
     hop, latent = model["hop_length"], model["latent_dim"]
     groups = model["quantizer"]["groups"]
     _relation(latent % groups == 0, "model.quantizer.groups", groups, f"divide model.latent_dim={latent}")

@@ -108,7 +108,7 @@ class Trainer:
         task.to_device(device)
         settings = self.settings
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(),
+            [p for p in self.model.parameters() if p.requires_grad],  # a frozen part is not optimised
             lr=settings["lr"],
             betas=tuple(settings["betas"]),
             weight_decay=settings["weight_decay"],

@@ -1,6 +1,11 @@
 """`vqspeech train`: the VQ-VAE's training task (batches, loss, validation, media) and the
 function that binds the composed config to data, model, task and trainer.
 
+The stage (:func:`vqspeech.config.training_stage`) says what is trained: ``joint`` (the paper's
+end-to-end VQ-VAE), ``units`` (``model.objective=mel``: encoder, quantizer and the mel head) or
+``decoder`` (``train.units_from``: the waveform decoder on the frozen codes of another experiment,
+whose encoder, quantizer and head are copied in and never change).
+
 With ``model.decoder_type=conv`` the task also owns the waveform discriminator and its optimizer
 (``train.adversarial``) and runs the adversarial step inside :meth:`VQVAETask.loss`; see there.
 """
@@ -16,8 +21,8 @@ import torch.distributed as dist
 from torch.utils.tensorboard import SummaryWriter
 
 from ..audio import resample
-from ..checkpoint import load_checkpoint
-from ..config import experiment_config
+from ..checkpoint import load_checkpoint, resolve_checkpoint
+from ..config import experiment_config, training_stage
 from ..data.dataset import crop_length, crop_loader
 from ..data.manifest import Utterance, load_utterance, read_manifest, speakers_of
 from ..device import init_distributed, select_device
@@ -34,6 +39,7 @@ from ..models.gan_losses import (
     feature_matching_loss,
     generator_adversarial_loss,
 )
+from ..models.mel_decoder import MelOutput
 from ..models.vqvae import VQVAE, VQVAEOutput
 from ..plots import spectrogram_figure
 from .experiment import absolute_path, check_resumable, fit_and_summarise, seed_everything, write_experiment_files
@@ -43,7 +49,7 @@ from .trainer import Task
 
 class VQVAETask(Task):
     kind = "vqvae"
-    progress_keys = ("bits", "mel", "lambda", "ppl", "used", "top_used")
+    progress_keys = ("bits", "mel", "mel_l1", "lambda", "ppl", "used", "top_used")
     model: VQVAE
 
     def __init__(
@@ -62,7 +68,7 @@ class VQVAETask(Task):
         self.crop_samples = crop_length(train["crop_seconds"], model.sample_rate, model.hop_length)
         self.discriminator: CombinedDiscriminator | None = None
         self.d_optimizer: torch.optim.Optimizer | None = None
-        if model.decoder_type == "conv":
+        if model.decoder_type == "conv" and model.stage != "units":
             adv = self.adversarial = train["adversarial"]
             self.mel_weight = float(adv["mel_weight"])
             self.discriminator = CombinedDiscriminator(use_mpd=adv["mpd"], use_msd=adv["msd"])
@@ -121,6 +127,8 @@ class VQVAETask(Task):
         if isinstance(rec, WaveformOutput):
             scalars["mel"] = rec.loss.detach()
             loss = self._adversarial(model, out, rec, scalars)
+        elif isinstance(rec, MelOutput):
+            scalars["mel_l1"] = rec.loss.detach()
         else:
             scalars["bits"] = rec.bits_per_sample
         if out.top is not None:
@@ -213,7 +221,10 @@ class VQVAETask(Task):
         return teacher_forced_metrics(model, self.valid_utts[:limit], self.speaker_ids, device)
 
     def log_media(self, model: torch.nn.Module, writer: SummaryWriter, step: int, device: torch.device) -> None:
-        """Original, reconstruction and a conversion of one validation utterance, with spectrograms."""
+        """Original, reconstruction and a conversion of one validation utterance, with spectrograms.
+        Nothing in the units stage: its waveform decoder is not trained yet."""
+        if self.model.stage == "units":
+            return
         utts = self.valid_utts or self.train_utts
         utt = utts[0]
         seconds = self.config["train"]["media_seconds"]
@@ -274,6 +285,8 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
 
     manifest, merged = absolute_path(exp_dir, cfg, merged, overrides, "data.manifest")
     assert manifest is not None  # a mandatory value: composing refuses a config without it
+    units_from, merged = absolute_path(exp_dir, cfg, merged, overrides, "train.units_from")
+    stage = training_stage(cfg)
     utts = read_manifest(manifest)
     rates = sorted({u.sample_rate for u in utts})
     if rates != [model_cfg["sample_rate"]]:
@@ -291,16 +304,69 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
         last = exp_dir / "checkpoints" / "last.pt"
         resume = load_checkpoint(last) if last.is_file() else None
         check_resumable(exp_dir, cfg, resume)
-        speakers = resume["speakers"] if resume else speakers_of(train_utts)
+        units = None
+        if resume is None and units_from is not None:
+            units = units_checkpoint(units_from, model_cfg)
+        speakers = resume["speakers"] if resume else units["speakers"] if units else speakers_of(train_utts)
         unknown = sorted({u.speaker for u in train_utts} - set(speakers))
         if unknown:
+            where = f"{exp_dir} was not started with" if resume else f"the units of {units_from} do not know"
             raise UserError(
-                f"The manifest has training speakers ({', '.join(unknown[:5])}) that {exp_dir} was not "
-                "started with; train a new experiment for a changed speaker set."
+                f"The manifest has training speakers ({', '.join(unknown[:5])}) that {where}; "
+                "train a new experiment for a changed speaker set."
             )
         seed_everything(cfg["seed"])
         model = build_model(model_cfg, len(speakers))
+        if units is not None:
+            copy_units(model, units)
+        model.set_stage(stage)
         write_experiment_files(exp_dir, cfg, merged, dist_info, {"speakers.txt": "".join(f"{s}\n" for s in speakers)})
         task = VQVAETask(model, cfg, speakers, train_utts, valid_utts)
         parameters = sum(p.numel() for p in model.parameters())
         return fit_and_summarise(exp_dir, task, cfg, device, dist_info, resume, extra={"parameters": parameters})
+
+
+UNIT_CONFIG_KEYS = ("sample_rate", "hop_length", "num_codes", "latent_dim", "objective", "encoder", "quantizer", "top")
+"""The model config keys that make the codes: a decoder trained on frozen units must share them."""
+
+UNIT_PREFIXES = ("encoder.", "quantizer.", "top.", "units_head.")
+"""The state-dict entries of the modules that make the codes (and the objective's head)."""
+
+
+def units_checkpoint(source: Path, model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint of the experiment (or checkpoint file) ``source`` whose units a decoder
+    stage keeps frozen; UserError unless it is a VQ-VAE with the same unit config."""
+    path = resolve_checkpoint(source)
+    ckpt = load_checkpoint(path)
+    if ckpt.get("kind") != "vqvae":
+        raise UserError(f"train.units_from={source} holds a {ckpt.get('kind')} model, not a VQ-VAE.")
+    theirs = ckpt["config"]["model"]
+    for key in UNIT_CONFIG_KEYS:
+        mine = model_cfg[key]
+        if key == "objective" or theirs.get(key) == mine:
+            continue
+        raise UserError(
+            f"model.{key} differs from the units in {path} ({theirs.get(key)!r} there, {mine!r} here); "
+            "train the decoder with the same model.* values as its units."
+        )
+    if theirs["objective"] != model_cfg["objective"]:
+        raise UserError(
+            f"model.objective={model_cfg['objective']} differs from the units in {path} "
+            f"({theirs['objective']}); train the decoder with the same model.* values as its units."
+        )
+    return ckpt
+
+
+def copy_units(model: VQVAE, ckpt: dict[str, Any]) -> None:
+    """Load the encoder, quantizer, top level and objective head of ``ckpt`` into ``model``."""
+    state = {k: v for k, v in ckpt["model"].items() if k.startswith(UNIT_PREFIXES)}
+    own = {k for k in model.state_dict() if k.startswith(UNIT_PREFIXES)}
+    try:
+        if set(state) != own:
+            raise RuntimeError(f"{len(set(state) ^ own)} unit weights differ in name")
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise UserError(
+            f"The units of train.units_from do not fit this model ({first_line(exc)[:100]}); "
+            "train the decoder with the same model.* values as its units."
+        ) from None

@@ -1,0 +1,115 @@
+"""Unit objectives and two-stage training: the mel objective learns on real audio, the decoder
+stage trains the waveform decoder on frozen codes (encoder, codebook and head bit-identical), and a
+units-only model says how to get a decoder instead of decoding noise."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FAST_TRAIN, run_cli
+from vqspeech.checkpoint import load_checkpoint
+from vqspeech.config import compose, training_stage
+from vqspeech.data.manifest import load_utterance, read_manifest, speakers_of
+from vqspeech.eval.loss import teacher_forced_metrics
+from vqspeech.inference import VQSpeech
+from vqspeech.models.mel_decoder import MelDecoder
+from vqspeech.models.vqvae import VQVAE
+from vqspeech.training.experiment import seed_everything
+from vqspeech.training.vqvae_task import UNIT_PREFIXES
+
+CPU = torch.device("cpu")
+MEL = ["model.objective=mel", "train.lr=3e-3", "train.warmup_steps=5", "train.schedule=constant"]
+
+
+@pytest.fixture(scope="module")
+def units_exp(tmp_path_factory, fsdd_manifest):
+    """The units stage of the mel objective, 80 steps on real FSDD speech."""
+    exp = tmp_path_factory.mktemp("objectives") / "units"
+    assert run_cli(["train", exp, *FAST_TRAIN, *MEL, f"data.manifest={fsdd_manifest}", "train.max_steps=80"]) == 0
+    return exp
+
+
+def test_stage_follows_the_config():
+    assert training_stage({"model": {"objective": "wavenet"}, "train": {"units_from": None}}) == "joint"
+    assert training_stage({"model": {"objective": "mel"}, "train": {"units_from": None}}) == "units"
+    assert training_stage({"model": {"objective": "mel"}, "train": {"units_from": "/x"}}) == "decoder"
+    assert training_stage({"model": {}}) == "joint"  # a config from before objectives existed
+
+
+def test_mel_decoder_shapes_and_masked_frames():
+    torch.manual_seed(0)
+    head = MelDecoder(3, latent_dim=8, sample_rate=8000, hop_length=80, n_mels=20, channels=16, dilations=[1, 2])
+    audio = torch.randn(2, 800) * 0.1
+    latents = torch.randn(2, 8, 10)
+    out = head.reconstruct(audio, latents, torch.tensor([0, 2]))
+    assert out.predicted.shape == out.target.shape == (2, 20, 10)
+    # a padded frame (any sample masked) does not count: changing its prediction changes nothing
+    mask = torch.ones(2, 800)
+    mask[1, 760:] = 0
+    masked = head.reconstruct(audio, latents, torch.tensor([0, 2]), mask).loss
+    per_frame = (out.predicted - out.target).abs().mean(1)
+    assert float(masked.detach()) == pytest.approx(float(per_frame.detach().flatten()[:19].mean()), rel=1e-5)
+
+
+def test_mel_objective_learns_on_real_speech(units_exp, fsdd_manifest):
+    """The units stage's log-mel L1 falls well below the untrained model's on held-out utterances."""
+    cfg = compose([*FAST_TRAIN, *MEL, f"data.manifest={fsdd_manifest}"])
+    speakers = speakers_of(read_manifest(fsdd_manifest, "train"))
+    ids = {s: i for i, s in enumerate(speakers)}
+    seed_everything(cfg["seed"])
+    untrained = VQVAE.from_config(cfg["model"], len(speakers))
+    held_out = read_manifest(fsdd_manifest, "valid")[:6]
+    before = teacher_forced_metrics(untrained, held_out, ids, CPU)
+    trained = VQSpeech.load(units_exp, "cpu")
+    assert trained.units_only and trained.model.stage == "units"
+    after = teacher_forced_metrics(trained.model, held_out, ids, CPU)
+    assert set(before) >= {"mel_l1", "codes_used"} and "bits_per_sample" not in after
+    assert after["mel_l1"] < 0.7 * before["mel_l1"], (before, after)
+    assert after["codes_used"] >= 16
+    summary = json.loads((units_exp / "train_summary.json").read_text())
+    assert summary["step"] == 80 and np.isfinite(summary["valid_mel_l1"])
+
+
+def test_decoder_stage_keeps_the_units_bit_identical(tmp_path, units_exp, fsdd_manifest):
+    exp = tmp_path / "decoder"
+    assert run_cli(["train", exp, *FAST_TRAIN, *MEL, f"data.manifest={fsdd_manifest}", "train.max_steps=30",
+                    f"train.units_from={units_exp}"]) == 0
+    units, full = load_checkpoint(units_exp / "checkpoints" / "last.pt"), load_checkpoint(exp / "checkpoints" / "last.pt")
+    unit_keys = [k for k in units["model"] if k.startswith(UNIT_PREFIXES)]
+    assert any(k.startswith("encoder.") for k in unit_keys) and any("codebook" in k for k in unit_keys)
+    for key in unit_keys:  # encoder, codebook (and its usage statistics), the mel head: untouched
+        assert torch.equal(units["model"][key], full["model"][key]), key
+    decoder_keys = [k for k in units["model"] if k.startswith("decoder.")]
+    assert any(not torch.equal(units["model"][k], full["model"][k]) for k in decoder_keys)  # the decoder learned
+    assert full["speakers"] == units["speakers"]
+    vq = VQSpeech.load(exp, "cpu")
+    assert not vq.units_only and vq.model.stage == "decoder"
+    utt = read_manifest(fsdd_manifest, "test")[0]
+    audio, sr = load_utterance(utt), utt.sample_rate
+    assert np.array_equal(vq.encode(audio, sr).codes, VQSpeech.load(units_exp, "cpu").encode(audio, sr).codes)
+    wav = vq.convert(audio[: sr // 2], sr, speaker=vq.speakers[1])
+    assert np.all(np.isfinite(wav)) and len(wav) == sr // 2 // vq.hop_length * vq.hop_length
+    metrics = teacher_forced_metrics(vq.model, read_manifest(fsdd_manifest, "valid")[:2], vq.speaker_ids, CPU)
+    assert "bits_per_sample" in metrics
+
+
+def test_a_units_only_model_says_how_to_train_its_decoder(tmp_path, capsys, units_exp, fsdd_manifest):
+    wav = read_manifest(fsdd_manifest, "test")[0].audio
+    capsys.readouterr()
+    assert run_cli(["convert", units_exp, wav, "--speaker", "george", "-o", tmp_path / "x.wav"]) == 2
+    err = capsys.readouterr().err
+    assert "learned units only" in err and "train.units_from" in err and "Traceback" not in err
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_the_decoder_stage_refuses_units_of_another_shape(tmp_path, capsys, units_exp, fsdd_manifest):
+    capsys.readouterr()
+    assert run_cli(["train", tmp_path / "d", *FAST_TRAIN, *MEL, f"data.manifest={fsdd_manifest}",
+                    f"train.units_from={units_exp}", "model.num_codes=64"]) == 2
+    err = capsys.readouterr().err
+    assert "model.num_codes" in err and "Traceback" not in err
+    assert not (tmp_path / "d" / "checkpoints").exists()
