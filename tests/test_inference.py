@@ -1,4 +1,5 @@
-"""Inference on long inputs: chunked encoding equals one pass, for both encoder front ends."""
+"""Inference on long inputs: chunked encoding equals one pass, for both encoder front ends and a
+normalising encoder (whose chunks get the whole utterance's statistics)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,18 @@ from vqspeech.inference import VQSpeech
 from vqspeech.models import VQVAE
 
 
-def tiny_model(frontend: str) -> VQSpeech:
-    cfg = compose(["model=tiny", "data.manifest=unused", f"model.encoder.frontend={frontend}"])["model"]
+def tiny_model(frontend: str, normalize: bool = False) -> VQSpeech:
+    cfg = compose(["model=tiny", "data.manifest=unused", f"model.encoder.frontend={frontend}",
+                   f"model.encoder.normalize={str(normalize).lower()}"])["model"]
     torch.manual_seed(0)
     model = VQVAE.from_config(cfg, num_speakers=2)
     model.quantizer.initialized.fill_(True)
     return VQSpeech(model, ["a", "b"], {"model": cfg}, torch.device("cpu"))
 
 
-@pytest.mark.parametrize("frontend", ["mel", "conv"])
-def test_chunked_encoding_equals_one_pass(frontend):
-    vq = tiny_model(frontend)
+@pytest.mark.parametrize("frontend,normalize", [("mel", False), ("conv", False), ("mel", True)])
+def test_chunked_encoding_equals_one_pass(frontend, normalize):
+    vq = tiny_model(frontend, normalize)
     rng = np.random.default_rng(0)
     audio = (0.1 * rng.standard_normal(8000 * 3)).astype(np.float32)  # 3 s, 300 frames
     one = vq.encode(audio, 8000, latents=True, chunk_frames=10_000)
@@ -47,3 +49,16 @@ def test_chunking_does_not_cross_the_margin_unchecked():
     finally:
         type(encoder).context_frames = real
     assert np.abs(cut - whole).max() > 1e-3
+
+
+def test_a_normalising_encoder_ignores_the_level():
+    """Per-utterance mean and variance normalisation of the log-mel features: a gain is a constant
+    offset of every log-mel channel, which the mean removes; an encoder without it sees the level."""
+    rng = np.random.default_rng(1)
+    audio = (0.1 * rng.standard_normal(8000)).astype(np.float32)
+    quieter = 0.25 * audio
+    normalised, plain = tiny_model("mel", normalize=True), tiny_model("mel")
+    np.testing.assert_allclose(normalised.encode(quieter, 8000, latents=True).latents,
+                               normalised.encode(audio, 8000, latents=True).latents, atol=1e-3)
+    assert not np.allclose(plain.encode(quieter, 8000, latents=True).latents,
+                           plain.encode(audio, 8000, latents=True).latents, atol=1e-2)

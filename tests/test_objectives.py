@@ -17,6 +17,7 @@ from vqspeech.data.manifest import load_utterance, read_manifest, speakers_of
 from vqspeech.eval.loss import teacher_forced_metrics
 from vqspeech.inference import VQSpeech
 from vqspeech.models.mel_decoder import MelDecoder
+from vqspeech.models.speaker_adversary import SpeakerAdversary
 from vqspeech.models.vqvae import VQVAE
 from vqspeech.training.experiment import seed_everything
 from vqspeech.training.vqvae_task import UNIT_PREFIXES
@@ -113,3 +114,37 @@ def test_the_decoder_stage_refuses_units_of_another_shape(tmp_path, capsys, unit
     err = capsys.readouterr().err
     assert "model.num_codes" in err and "Traceback" not in err
     assert not (tmp_path / "d" / "checkpoints").exists()
+
+
+def test_gradient_reversal_flips_the_classifiers_gradient():
+    """The classifier's own weights get the ordinary gradient; the latents get it times -weight."""
+    torch.manual_seed(0)
+    adversary = SpeakerAdversary(latent_dim=4, num_speakers=3, weight=0.5, hidden=8)
+    latents = torch.randn(2, 4, 6, requires_grad=True)
+    speakers = torch.tensor([0, 2])
+    out = adversary(latents, speakers)
+    out.loss.backward()
+    reversed_grad = latents.grad.clone()
+    classifier_grad = [p.grad.clone() for p in adversary.parameters()]
+
+    plain = latents.detach().clone().requires_grad_(True)
+    adversary.zero_grad()
+    logits = adversary.classifier(plain)
+    loss = torch.nn.functional.cross_entropy(logits, speakers[:, None].expand(-1, 6))
+    loss.backward()
+    assert float(loss) == pytest.approx(float(out.loss))
+    torch.testing.assert_close(reversed_grad, -0.5 * plain.grad)
+    for before, param in zip(classifier_grad, adversary.parameters()):
+        torch.testing.assert_close(before, param.grad)
+    assert 0.0 <= float(out.accuracy) <= 1.0
+
+
+def test_speaker_adversary_trains_with_the_units_and_stays_frozen_after(tmp_path, fsdd_manifest):
+    exp = tmp_path / "adv"
+    assert run_cli(["train", exp, *FAST_TRAIN, *MEL, f"data.manifest={fsdd_manifest}", "train.max_steps=10",
+                    "model.speaker_adversary.weight=0.5", "model.encoder.normalize=true"]) == 0
+    state = load_checkpoint(exp / "checkpoints" / "last.pt")["model"]
+    assert any(k.startswith("speaker_adversary.") for k in state)
+    model = VQSpeech.load(exp, "cpu").model
+    model.set_stage("decoder")
+    assert not any(p.requires_grad for p in model.speaker_adversary.parameters())

@@ -30,7 +30,8 @@ from .errors import UserError, first_line
 from .fileio import atomic_path
 
 FORMAT_VERSION = 3
-"""3: model.objective added (configs before it are ``wavenet``). 2: every key a model reads is in
+"""3: model.objective, model.encoder.normalize and model.speaker_adversary added (before:
+``wavenet``, false, weight 0). 2: every key a model reads is in
 the checkpoint (quantizer.type added). 1: configs written before jitter, quantizer.kmeans_iters,
 quantizer.groups, decoder_type and top existed lack them, and priors before hierarchical and
 grouped codes lack level and groups."""
@@ -43,6 +44,8 @@ LEGACY_MODEL_KEYS: dict[tuple[str, ...], Any] = {
     ("decoder_type",): "wavenet",
     ("top",): {"stride": 0},
     ("objective",): "wavenet",
+    ("encoder", "normalize"): False,
+    ("speaker_adversary",): {"weight": 0.0, "hidden": 128},
 }
 """Keys added to the VQ-VAE's model config over time, with the value that reproduces how a model
 whose config lacks them was trained."""

@@ -119,18 +119,20 @@ class VQSpeech:
         the bottom quantizer's input np.float32 [F, D] (else None).
 
         Long audio is encoded ``chunk_frames`` frames at a time, each chunk with the model's
-        context on both sides, so the result equals one pass and memory stays bounded.
+        context on both sides (and a normalising encoder given the whole utterance's statistics),
+        so the result equals one pass and memory stays bounded.
         """
         x = self._prepare(audio, sample_rate)
         hop, frames = self.hop_length, x.shape[-1] // self.hop_length
         margin = self.model.context_frames
         if self.top_stride:  # chunks and margins start on top-code boundaries
             chunk_frames = max(1, chunk_frames // self.top_stride) * self.top_stride
+        stats = self.model.encoder.feature_stats(x) if self.model.encoder.normalize else None
         codes, tops, zs = [], [], []
         for first in range(0, frames, chunk_frames):
             last = min(frames, first + chunk_frames)
             lo, hi = max(0, first - margin), min(frames, last + margin)
-            q = self.model.quantize(x[:, lo * hop : hi * hop])
+            q = self.model.quantize(x[:, lo * hop : hi * hop], stats)
             codes.append(q.vq.codes[0, first - lo : last - lo].cpu().numpy().astype(np.int16))
             if q.top is not None:
                 s = self.top_stride

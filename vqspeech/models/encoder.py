@@ -40,6 +40,12 @@ class Encoder(nn.Module):
 
     Front end (``frontend``): ``"mel"`` (log-mel frames) or ``"conv"`` (strided convolutions over
     the waveform, as in the VQ-VAE paper), then a residual stack of dilated convolutions.
+
+    ``normalize``: per-utterance normalisation of the front end's features (each channel to zero
+    mean and unit variance over the utterance's frames; cepstral mean and variance normalisation
+    for the mel front end), which removes much of a voice's and a channel's fixed spectral shape.
+    The statistics are the whole input's unless given (:meth:`feature_stats` of the whole
+    utterance, when it is encoded in chunks).
     """
 
     def __init__(
@@ -54,8 +60,10 @@ class Encoder(nn.Module):
         latent_dim: int = 64,
         dilations: Sequence[int] = (1, 2, 4, 1, 2, 4),
         kernel_size: int = 3,
+        normalize: bool = False,
     ):
         super().__init__()
+        self.normalize = normalize
         if kernel_size % 2 == 0:
             raise ValueError(f"encoder kernel_size={kernel_size} must be odd (centred, length-preserving)")
         self.frontend: LogMelFrontend | ConvFrontend
@@ -76,6 +84,23 @@ class Encoder(nn.Module):
         encode exactly like one pass."""
         return self.frontend.context_frames + 1 + blocks_context(self.blocks)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        x = self.input_proj(self.frontend(audio))
+    def feature_stats(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """audio [B, T] -> the front end's per-channel mean and standard deviation over time, each
+        [B, C, 1] (what ``normalize`` uses)."""
+        return _stats(self.frontend(audio))
+
+    def forward(self, audio: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """audio [B, T] -> latents [B, latent_dim, T // hop]; ``stats``: see the class docstring."""
+        features = self.frontend(audio)
+        if self.normalize:
+            mean, std = _stats(features) if stats is None else stats
+            features = (features - mean) / std
+        x = self.input_proj(features)
         return self.output_proj(torch.relu(self.blocks(x)))
+
+
+def _stats(features: torch.Tensor, eps: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """features [B, C, F] -> (mean, std + eps), each [B, C, 1]."""
+    mean = features.mean(-1, keepdim=True)
+    std = features.std(-1, keepdim=True, unbiased=False) if features.shape[-1] > 1 else torch.zeros_like(mean)
+    return mean, std + eps

@@ -32,6 +32,7 @@ from .hierarchy import TopLevel
 from .jitter import TimeJitter
 from .mel_decoder import MelDecoder, MelOutput
 from .quantizer import Quantizer, QuantizerOutput, build_quantizer
+from .speaker_adversary import AdversaryOutput, SpeakerAdversary
 from .wavenet import TeacherForcedOutput, WaveNetDecoder
 
 DECODERS: dict[str, type[WaveNetDecoder] | type[ConvDecoder]] = {"wavenet": WaveNetDecoder, "conv": ConvDecoder}
@@ -68,6 +69,8 @@ def config_in_use(config: dict[str, Any]) -> dict[str, Any]:
     used = {k: v for k, v in config.items() if k not in unused}
     if isinstance(used.get("top"), dict) and not used["top"].get("stride"):
         used["top"] = {"stride": 0}
+    if isinstance(used.get("speaker_adversary"), dict) and not used["speaker_adversary"].get("weight"):
+        used["speaker_adversary"] = {"weight": 0}
     return used
 
 
@@ -92,12 +95,13 @@ class VQVAEOutput:
     losses (none in the ``decoder`` stage, whose codes are frozen), the codes of both levels, and
     what the trained objective returned (:class:`TeacherForcedOutput` for a ``wavenet`` decoder,
     :class:`WaveformOutput` for ``conv``, :class:`MelOutput` for the ``mel`` head in the ``units``
-    stage)."""
+    stage), and the speaker adversary's loss (part of ``loss``) when there is one."""
 
     loss: torch.Tensor
     vq: QuantizerOutput
     top: QuantizerOutput | None
     reconstruction: TeacherForcedOutput | WaveformOutput | MelOutput
+    adversary: AdversaryOutput | None = None  # the speaker classifier's, when model.speaker_adversary is on
 
     @property
     def quantizer_loss(self) -> torch.Tensor:
@@ -109,6 +113,8 @@ class VQVAE(nn.Module):
 
     ``jitter``: time-jitter probability applied to the quantized latents in training (0 = off).
     ``units_head``: the objective's head (:data:`OBJECTIVES`; None for ``wavenet``).
+    ``speaker_adversary``: a speaker classifier on the latents trained through gradient reversal
+    (None: off).
     """
 
     def __init__(
@@ -120,11 +126,13 @@ class VQVAE(nn.Module):
         jitter: float = 0.0,
         top: TopLevel | None = None,
         units_head: MelDecoder | None = None,
+        speaker_adversary: SpeakerAdversary | None = None,
     ):
         super().__init__()
         self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
         self.top = top
         self.units_head = units_head
+        self.speaker_adversary = speaker_adversary
         self.stage = "joint" if units_head is None else "units"
         self.jitter = TimeJitter(jitter)
         self.sample_rate = sample_rate
@@ -155,6 +163,9 @@ class VQVAE(nn.Module):
         if head_cls is not None:
             options = config[OBJECTIVE_OPTIONS[objective]]
             units_head = head_cls(num_speakers, latent_dim=dim, sample_rate=rate, hop_length=hop, **options)
+        adversary = None
+        if config["speaker_adversary"]["weight"] > 0:
+            adversary = SpeakerAdversary(dim, num_speakers, **config["speaker_adversary"])
         return cls(
             encoder=encoder,
             quantizer=quantizer,
@@ -163,11 +174,14 @@ class VQVAE(nn.Module):
             jitter=config["jitter"],
             top=top,
             units_head=units_head,
+            speaker_adversary=adversary,
         )
 
     def unit_modules(self) -> list[nn.Module]:
-        """The modules that make the codes (encoder, quantizer, top level) and the objective's head."""
-        return [m for m in (self.encoder, self.quantizer, self.top, self.units_head) if m is not None]
+        """The modules that make the codes (encoder, quantizer, top level), the objective's head and
+        the speaker adversary."""
+        parts = (self.encoder, self.quantizer, self.top, self.units_head, self.speaker_adversary)
+        return [m for m in parts if m is not None]
 
     def set_stage(self, stage: str) -> None:
         """Choose what training trains (:data:`STAGES`): the other parts get no gradients and stay in
@@ -225,9 +239,11 @@ class VQVAE(nn.Module):
         vq = self.quantizer(latents)
         return Quantized(vq, latents, self.top.decoder_input(vq.quantized, upsampled), top)
 
-    def quantize(self, audio: torch.Tensor) -> Quantized:
-        """audio [B, T] -> both code levels (codes [B, T // hop_length]) and the decoder's input."""
-        return self.quantize_latents(self.encoder(audio))
+    def quantize(self, audio: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> Quantized:
+        """audio [B, T] -> both code levels (codes [B, T // hop_length]) and the decoder's input.
+        ``stats``: the whole utterance's feature statistics for a normalising encoder that sees a
+        chunk of it (:meth:`Encoder.feature_stats`)."""
+        return self.quantize_latents(self.encoder(audio, stats))
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         """audio [B, T] -> codes [B, T // hop_length] (grouped codebooks: [B, T // hop_length, G];
@@ -263,4 +279,9 @@ class VQVAE(nn.Module):
             reconstruction = self.units_head.reconstruct(audio, self.jitter(q.decoder_input), speakers, mask)
         else:
             reconstruction = self.decoder.reconstruct(audio, self.jitter(q.decoder_input), speakers, mask)
-        return VQVAEOutput(reconstruction.loss + q.loss, q.vq, q.top, reconstruction)
+        loss = reconstruction.loss + q.loss
+        adversary = None
+        if self.speaker_adversary is not None:
+            adversary = self.speaker_adversary(q.latents, speakers)
+            loss = loss + adversary.loss
+        return VQVAEOutput(loss, q.vq, q.top, reconstruction, adversary)

@@ -102,6 +102,7 @@ MODEL_RULES: dict[str, Rule] = {
     "model.encoder.strides": positive_ints(1),
     "model.encoder.channels": integer(1),
     "model.encoder.dilations": positive_ints(1),
+    "model.encoder.normalize": BOOL,
     "model.quantizer.type": choice(*QUANTIZERS),
     "model.quantizer.beta": number(0),
     "model.quantizer.ema": BOOL,
@@ -117,6 +118,8 @@ MODEL_RULES: dict[str, Rule] = {
     "model.top.dilations": positive_ints(1),
     "model.decoder_type": choice(*DECODERS),
     "model.objective": choice(*OBJECTIVES),
+    "model.speaker_adversary.weight": number(0, 100),
+    "model.speaker_adversary.hidden": integer(1),
 }
 
 MEL_DECODER_RULES: dict[str, Rule] = {

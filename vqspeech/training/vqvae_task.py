@@ -49,7 +49,7 @@ from .trainer import Task
 
 class VQVAETask(Task):
     kind = "vqvae"
-    progress_keys = ("bits", "mel", "mel_l1", "lambda", "ppl", "used", "top_used")
+    progress_keys = ("bits", "mel", "mel_l1", "lambda", "ppl", "used", "top_used", "adv_acc")
     model: VQVAE
 
     def __init__(
@@ -131,6 +131,8 @@ class VQVAETask(Task):
             scalars["mel_l1"] = rec.loss.detach()
         else:
             scalars["bits"] = rec.bits_per_sample
+        if out.adversary is not None:
+            scalars.update({"adv_loss": out.adversary.loss.detach(), "adv_acc": out.adversary.accuracy})
         if out.top is not None:
             scalars.update(
                 {
@@ -326,10 +328,20 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
         return fit_and_summarise(exp_dir, task, cfg, device, dist_info, resume, extra={"parameters": parameters})
 
 
-UNIT_CONFIG_KEYS = ("sample_rate", "hop_length", "num_codes", "latent_dim", "objective", "encoder", "quantizer", "top")
+UNIT_CONFIG_KEYS = (
+    "sample_rate",
+    "hop_length",
+    "num_codes",
+    "latent_dim",
+    "objective",
+    "encoder",
+    "quantizer",
+    "top",
+    "speaker_adversary",
+)
 """The model config keys that make the codes: a decoder trained on frozen units must share them."""
 
-UNIT_PREFIXES = ("encoder.", "quantizer.", "top.", "units_head.")
+UNIT_PREFIXES = ("encoder.", "quantizer.", "top.", "units_head.", "speaker_adversary.")
 """The state-dict entries of the modules that make the codes (and the objective's head)."""
 
 
