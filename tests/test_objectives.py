@@ -10,12 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
 from conftest import FAST_TRAIN, run_cli
 from vqspeech.checkpoint import load_checkpoint
 from vqspeech.config import compose, training_stage
+from vqspeech.data.dataset import StepBatchSampler
 from vqspeech.data.manifest import load_utterance, read_manifest, speakers_of
 from vqspeech.eval.loss import teacher_forced_metrics
 from vqspeech.inference import VQSpeech
+from vqspeech.models.cpc import CPCHead, same_speaker_negatives
 from vqspeech.models.mel_decoder import MelDecoder
 from vqspeech.models.speaker_adversary import SpeakerAdversary
 from vqspeech.models.vqvae import VQVAE
@@ -53,7 +57,7 @@ def test_mel_decoder_shapes_and_masked_frames():
     mask[1, 760:] = 0
     masked = head.reconstruct(audio, latents, torch.tensor([0, 2]), mask).loss
     per_frame = (out.predicted - out.target).abs().mean(1)
-    assert float(masked.detach()) == pytest.approx(float(per_frame.detach().flatten()[:19].mean()), rel=1e-5)
+    assert masked.item() == pytest.approx(float(per_frame.detach().flatten()[:19].mean()), rel=1e-5)
 
 
 def test_mel_objective_learns_on_real_speech(units_exp, fsdd_manifest):
@@ -132,7 +136,7 @@ def test_gradient_reversal_flips_the_classifiers_gradient():
     logits = adversary.classifier(plain)
     loss = torch.nn.functional.cross_entropy(logits, speakers[:, None].expand(-1, 6))
     loss.backward()
-    assert float(loss) == pytest.approx(float(out.loss))
+    assert loss.item() == pytest.approx(out.loss.item())
     torch.testing.assert_close(reversed_grad, -0.5 * plain.grad)
     for before, param in zip(classifier_grad, adversary.parameters()):
         torch.testing.assert_close(before, param.grad)
@@ -148,3 +152,62 @@ def test_speaker_adversary_trains_with_the_units_and_stays_frozen_after(tmp_path
     model = VQSpeech.load(exp, "cpu").model
     model.set_stage("decoder")
     assert not any(p.requires_grad for p in model.speaker_adversary.parameters())
+
+
+def test_cpc_negatives_come_only_from_other_crops_of_the_same_speaker():
+    torch.manual_seed(0)
+    speakers = torch.tensor([0, 1, 0, 1, 2, 0])
+    lengths = torch.tensor([10, 8, 5, 10, 7, 3])
+    crops, times = same_speaker_negatives(speakers, lengths, frames=10, num=50)
+    for b in range(6):
+        drawn = crops[b].unique().tolist()
+        if b == 4:  # the only crop of speaker 2: its own frames
+            assert drawn == [4]
+        else:
+            assert b not in drawn and all(int(speakers[c]) == int(speakers[b]) for c in drawn)
+            assert len(drawn) == int((speakers == speakers[b]).sum()) - 1  # every other crop is used
+        assert bool((times[b] < lengths[crops[b]]).all())  # real frames only
+
+
+def test_cpc_loss_prefers_predictable_codes():
+    """InfoNCE starts near log(1 + negatives) and a few steps of training lower it."""
+    torch.manual_seed(0)
+    head = CPCHead(2, latent_dim=8, sample_rate=8000, hop_length=80, context_channels=16, prediction_steps=2,
+                   negatives=5)
+    pattern = torch.randn(8, 4)  # a repeating sequence of 4 frames: predictable from context
+    latents = pattern.repeat(1, 6)[None].expand(4, -1, -1).contiguous()
+    speakers = torch.tensor([0, 0, 1, 1])
+    start = head.reconstruct(torch.zeros(4, 24 * 80), latents, speakers)
+    assert start.loss.item() == pytest.approx(np.log(6), abs=0.6)
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = head.reconstruct(torch.zeros(4, 24 * 80), latents, speakers).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    end = head.reconstruct(torch.zeros(4, 24 * 80), latents, speakers)
+    assert end.loss.item() < 0.5 * start.loss.item() and float(end.accuracy) > 0.5
+
+
+def test_batches_by_speaker_hold_crops_of_different_utterances(fsdd_manifest):
+    utts = read_manifest(fsdd_manifest, "train")
+    sampler = StepBatchSampler(utts, batch_size=8, crop_samples=4000, seed=1, speakers_per_batch=2)
+    for step in range(20):
+        picks = [r.utterance for r in sampler.batch(step)]
+        for half in (picks[:4], picks[4:]):
+            assert len({utts[i].speaker for i in half}) == 1 and len(set(half)) == 4
+        assert utts[picks[0]].speaker != utts[picks[4]].speaker
+    plain = StepBatchSampler(utts, batch_size=8, crop_samples=4000, seed=1)
+    assert len({utts[r.utterance].speaker for s in range(20) for r in plain.batch(s)}) > 1
+
+
+def test_cpc_objective_learns_on_real_speech(tmp_path, fsdd_manifest):
+    exp = tmp_path / "cpc"
+    assert run_cli(["train", exp, *FAST_TRAIN, "model.objective=cpc", "train.speakers_per_batch=2",
+                    f"data.manifest={fsdd_manifest}", "train.max_steps=150", "train.lr=3e-3",
+                    "train.warmup_steps=5", "train.log_every=5"]) == 0
+    events = EventAccumulator(str(exp / "tb"))
+    events.Reload()
+    losses = [e.value for e in events.Scalars("train/cpc")]
+    assert np.mean(losses[-5:]) < np.mean(losses[:3]) - 0.3, losses
+    assert VQSpeech.load(exp, "cpu").units_only

@@ -67,21 +67,52 @@ class StepBatchSampler(Sampler):
     """Infinite batches of CropRequests; batch s is drawn from rng(seed, s, rank).
 
     Utterances are drawn with probability proportional to their length (every sample equally
-    likely), crop offsets uniformly.
+    likely), crop offsets uniformly. With ``speakers_per_batch`` n > 0 a batch holds n different
+    speakers (drawn by their share of the audio; with replacement when there are fewer) and
+    ``batch_size / n`` crops of each, from different utterances of that speaker where it has enough.
     """
 
     def __init__(
-        self, utts: list[Utterance], batch_size: int, crop_samples: int, seed: int, start_step: int = 0, rank: int = 0
+        self,
+        utts: list[Utterance],
+        batch_size: int,
+        crop_samples: int,
+        seed: int,
+        start_step: int = 0,
+        rank: int = 0,
+        speakers_per_batch: int = 0,
     ):
         lengths = np.array([u.num_samples for u in utts], dtype=np.float64)
         self.lengths = lengths.astype(np.int64)
         self.weights = lengths / lengths.sum()
         self.batch_size, self.crop_samples = batch_size, crop_samples
         self.seed, self.start_step, self.rank = seed, start_step, rank
+        self.speakers_per_batch = speakers_per_batch
+        if speakers_per_batch and batch_size % speakers_per_batch:
+            raise ValueError(f"speakers_per_batch={speakers_per_batch} does not divide batch_size={batch_size}")
+        speakers = sorted({u.speaker for u in utts})
+        self.by_speaker = [np.array([i for i, u in enumerate(utts) if u.speaker == s]) for s in speakers]
+        shares = np.array([lengths[i].sum() for i in self.by_speaker])
+        self.speaker_weights = shares / shares.sum()
+
+    def _utterances(self, rng: np.random.Generator) -> np.ndarray:
+        if not self.speakers_per_batch:
+            return rng.choice(len(self.weights), size=self.batch_size, p=self.weights)
+        count = len(self.by_speaker)
+        chosen = rng.choice(
+            count, size=self.speakers_per_batch, replace=count < self.speakers_per_batch, p=self.speaker_weights
+        )
+        per_speaker = self.batch_size // self.speakers_per_batch
+        picks = []
+        for speaker in chosen:
+            pool = self.by_speaker[speaker]
+            p = self.weights[pool] / self.weights[pool].sum()
+            picks.append(rng.choice(pool, size=per_speaker, replace=len(pool) < per_speaker, p=p))
+        return np.concatenate(picks)
 
     def batch(self, step: int) -> list[CropRequest]:
         rng = np.random.default_rng([self.seed, step, self.rank])
-        picks = rng.choice(len(self.weights), size=self.batch_size, p=self.weights)
+        picks = self._utterances(rng)
         slack = np.maximum(self.lengths[picks] - self.crop_samples, 0)
         offsets = (rng.random(self.batch_size) * (slack + 1)).astype(np.int64)
         return [CropRequest(int(i), int(o)) for i, o in zip(picks, offsets, strict=True)]
@@ -103,9 +134,11 @@ def crop_loader(
     start_step: int,
     rank: int = 0,
     num_workers: int = 0,
+    speakers_per_batch: int = 0,
 ) -> DataLoader:
-    """An endless DataLoader of (audio [B, L], speakers [B], mask [B, L]) starting at ``start_step``."""
-    sampler = StepBatchSampler(utts, batch_size, crop_samples, seed, start_step, rank)
+    """An endless DataLoader of (audio [B, L], speakers [B], mask [B, L]) starting at ``start_step``
+    (batches as :class:`StepBatchSampler` draws them)."""
+    sampler = StepBatchSampler(utts, batch_size, crop_samples, seed, start_step, rank, speakers_per_batch)
     # an own generator: the loader's worker seed must not consume the global RNG, or a resumed
     # run's random stream would differ from an uninterrupted one
     return DataLoader(

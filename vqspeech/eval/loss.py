@@ -14,12 +14,18 @@ from ..errors import UserError
 from ..fileio import check_writable_parent, write_text_atomic
 from ..inference import VQSpeech
 from ..models.conv_decoder import WaveformOutput
+from ..models.cpc import CPCOutput
 from ..models.mel_decoder import MelOutput
 from ..models.quantizer import perplexity
 from ..models.vqvae import VQVAE
 from ..models.wavenet import TeacherForcedOutput
 
-LOSS_KEYS = {TeacherForcedOutput: "bits_per_sample", WaveformOutput: "mel_loss", MelOutput: "mel_l1"}
+LOSS_KEYS = {
+    TeacherForcedOutput: "bits_per_sample",
+    WaveformOutput: "mel_loss",
+    MelOutput: "mel_l1",
+    CPCOutput: "cpc_loss",
+}
 """The validation loss's name for each kind of reconstruction."""
 
 
@@ -30,8 +36,9 @@ def teacher_forced_metrics(
     """Whole-utterance reconstruction and code usage: the teacher-forced cross-entropy
     (``bits_per_sample``) for a WaveNet decoder, the unweighted multi-scale log-mel L1 of the
     decoded audio (``mel_loss``) for a conv decoder, and in the units stage of the ``mel``
-    objective the L1 of its predicted log-mel frames (``mel_l1``); each a sample-weighted mean
-    over utterances."""
+    objective the L1 of its predicted log-mel frames (``mel_l1``), of the ``cpc`` objective its
+    InfoNCE loss (``cpc_loss``; one utterance at a time, so the negatives are its own frames);
+    each a sample-weighted mean over utterances."""
     was_training = model.training
     model.eval()
     total, total_samples, key = 0.0, 0, ""

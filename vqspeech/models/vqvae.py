@@ -7,8 +7,10 @@ training task adds). Each decoder's ``reconstruct`` is its training objective an
 output type what it returns.
 
 ``model.objective`` says what the units are learned through: ``wavenet`` (the paper's end-to-end
-VQ-VAE: the waveform decoder's loss trains encoder, quantizer and decoder together) or ``mel``
-(:class:`MelDecoder`, a small non-autoregressive log-mel predictor, in :data:`OBJECTIVES`). Units
+VQ-VAE: the waveform decoder's loss trains encoder, quantizer and decoder together), ``mel``
+(:class:`MelDecoder`, a small non-autoregressive log-mel predictor) or ``cpc`` (:class:`CPCHead`,
+VQ-CPC's contrastive prediction of future codes against frames of the same speaker); the heads
+are in :data:`OBJECTIVES`. Units
 learned through a head other than the waveform decoder are trained in two stages
 (:data:`STAGES`, chosen with :meth:`VQVAE.set_stage`): ``units`` trains the encoder, quantizer and
 head; ``decoder`` trains the waveform decoder on the frozen codes.
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 from .conv_decoder import ConvDecoder, WaveformOutput
+from .cpc import CPCHead, CPCOutput
 from .encoder import Encoder
 from .hierarchy import TopLevel
 from .jitter import TimeJitter
@@ -44,12 +47,12 @@ DECODER_OPTIONS = {"wavenet": "decoder", "conv": "conv_decoder"}
 """``model.decoder_type`` -> the block of the model config that holds that decoder's options."""
 
 
-OBJECTIVES: dict[str, type[MelDecoder] | None] = {"wavenet": None, "mel": MelDecoder}
+OBJECTIVES: dict[str, type[MelDecoder] | type[CPCHead] | None] = {"wavenet": None, "mel": MelDecoder, "cpc": CPCHead}
 """``model.objective`` -> the head the units are learned through besides the waveform decoder
 (None: the waveform decoder itself), built as ``cls(num_speakers, latent_dim=D, sample_rate=sr,
 hop_length=hop, **options)`` with the options of its config block (:data:`OBJECTIVE_OPTIONS`)."""
 
-OBJECTIVE_OPTIONS = {"mel": "mel_decoder"}
+OBJECTIVE_OPTIONS = {"mel": "mel_decoder", "cpc": "cpc"}
 """``model.objective`` -> the block of the model config that holds its head's options."""
 
 STAGES = {
@@ -94,13 +97,13 @@ class VQVAEOutput:
     """One training forward pass: ``loss`` = the decoder's reconstruction loss + the quantizer
     losses (none in the ``decoder`` stage, whose codes are frozen), the codes of both levels, and
     what the trained objective returned (:class:`TeacherForcedOutput` for a ``wavenet`` decoder,
-    :class:`WaveformOutput` for ``conv``, :class:`MelOutput` for the ``mel`` head in the ``units``
-    stage), and the speaker adversary's loss (part of ``loss``) when there is one."""
+    :class:`WaveformOutput` for ``conv``, :class:`MelOutput` or :class:`CPCOutput` for the ``mel``
+    or ``cpc`` head in the ``units`` stage), and the speaker adversary's loss (part of ``loss``) when there is one."""
 
     loss: torch.Tensor
     vq: QuantizerOutput
     top: QuantizerOutput | None
-    reconstruction: TeacherForcedOutput | WaveformOutput | MelOutput
+    reconstruction: TeacherForcedOutput | WaveformOutput | MelOutput | CPCOutput
     adversary: AdversaryOutput | None = None  # the speaker classifier's, when model.speaker_adversary is on
 
     @property
@@ -125,7 +128,7 @@ class VQVAE(nn.Module):
         sample_rate: int,
         jitter: float = 0.0,
         top: TopLevel | None = None,
-        units_head: MelDecoder | None = None,
+        units_head: MelDecoder | CPCHead | None = None,
         speaker_adversary: SpeakerAdversary | None = None,
     ):
         super().__init__()
@@ -274,7 +277,7 @@ class VQVAE(nn.Module):
             waveform = self.decoder.reconstruct(audio, self.jitter(q.decoder_input), speakers, mask)
             return VQVAEOutput(waveform.loss, q.vq, q.top, waveform)
         q = self.quantize(audio)
-        reconstruction: TeacherForcedOutput | WaveformOutput | MelOutput
+        reconstruction: TeacherForcedOutput | WaveformOutput | MelOutput | CPCOutput
         if self.stage == "units" and self.units_head is not None:
             reconstruction = self.units_head.reconstruct(audio, self.jitter(q.decoder_input), speakers, mask)
         else:

@@ -69,6 +69,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "seed": integer(0),
     "train.batch_size": integer(1),
     "train.crop_seconds": number(0, 600, low_open=True),
+    "train.speakers_per_batch": integer(0),
     "train.lr": number(0, 1, low_open=True),
     "train.betas": BETAS,
     "train.weight_decay": number(0, 1),
@@ -127,6 +128,12 @@ MEL_DECODER_RULES: dict[str, Rule] = {
     "model.mel_decoder.channels": integer(1),
     "model.mel_decoder.dilations": positive_ints(1),
     "model.mel_decoder.global_channels": integer(1),
+}
+
+CPC_RULES: dict[str, Rule] = {
+    "model.cpc.context_channels": integer(1),
+    "model.cpc.prediction_steps": integer(1),
+    "model.cpc.negatives": integer(1),
 }
 
 WAVENET_DECODER_RULES: dict[str, Rule] = {
@@ -222,6 +229,23 @@ def check_vqvae_config(cfg: dict[str, Any]) -> None:
     model = cfg["model"]
     if model["objective"] == "mel":
         check_rules(cfg, MEL_DECODER_RULES)
+    if model["objective"] == "cpc":
+        check_rules(cfg, CPC_RULES)
+        _relation(
+            cfg["train"]["speakers_per_batch"] > 0,
+            "train.speakers_per_batch",
+            cfg["train"]["speakers_per_batch"],
+            "be at least 1 with model.objective=cpc (its negatives come from crops of the same speaker)",
+        )
+    per_speaker = cfg["train"]["speakers_per_batch"]
+    if per_speaker:
+        batch = cfg["train"]["batch_size"]
+        _relation(
+            batch % per_speaker == 0,
+            "train.speakers_per_batch",
+            per_speaker,
+            f"divide train.batch_size={batch}",
+        )
     hop, latent = model["hop_length"], model["latent_dim"]
     groups = model["quantizer"]["groups"]
     _relation(latent % groups == 0, "model.quantizer.groups", groups, f"divide model.latent_dim={latent}")

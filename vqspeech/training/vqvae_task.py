@@ -2,7 +2,7 @@
 function that binds the composed config to data, model, task and trainer.
 
 The stage (:func:`vqspeech.config.training_stage`) says what is trained: ``joint`` (the paper's
-end-to-end VQ-VAE), ``units`` (``model.objective=mel``: encoder, quantizer and the mel head) or
+end-to-end VQ-VAE), ``units`` (``model.objective=mel`` or ``cpc``: encoder, quantizer and the objective's head) or
 ``decoder`` (``train.units_from``: the waveform decoder on the frozen codes of another experiment,
 whose encoder, quantizer and head are copied in and never change).
 
@@ -31,6 +31,7 @@ from ..eval.loss import teacher_forced_metrics
 from ..fileio import FolderLock
 from ..inference.generate import generate
 from ..models.conv_decoder import ConvDecoder, WaveformOutput
+from ..models.cpc import CPCOutput
 from ..models.discriminators import CombinedDiscriminator
 from ..models.gan_losses import (
     adaptive_weight,
@@ -49,7 +50,7 @@ from .trainer import Task
 
 class VQVAETask(Task):
     kind = "vqvae"
-    progress_keys = ("bits", "mel", "mel_l1", "lambda", "ppl", "used", "top_used", "adv_acc")
+    progress_keys = ("bits", "mel", "mel_l1", "cpc", "cpc_acc", "lambda", "ppl", "used", "top_used", "adv_acc")
     model: VQVAE
 
     def __init__(
@@ -114,6 +115,7 @@ class VQVAETask(Task):
             start_step=start_step,
             rank=rank,
             num_workers=train["num_workers"],
+            speakers_per_batch=train["speakers_per_batch"],
         )
         for audio, speakers, mask in loader:
             yield audio.to(device), speakers.to(device), mask.to(device)
@@ -129,6 +131,8 @@ class VQVAETask(Task):
             loss = self._adversarial(model, out, rec, scalars)
         elif isinstance(rec, MelOutput):
             scalars["mel_l1"] = rec.loss.detach()
+        elif isinstance(rec, CPCOutput):
+            scalars.update({"cpc": rec.loss.detach(), "cpc_acc": rec.accuracy})
         else:
             scalars["bits"] = rec.bits_per_sample
         if out.adversary is not None:
