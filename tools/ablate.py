@@ -1,14 +1,18 @@
 """Train each VQ-VAE variant for the same budget and put their evaluations in one table.
 
     python tools/ablate.py --manifest data/fsdd/prepared/manifest.jsonl --out_dir exp/ablation \
-        --minutes 10 [--variants baseline,jitter,kmeans-init,groups-2,conv-gan,hierarchical] [--model small] \
+        --minutes 10 [--variants baseline,jitter,mel,cpc,...] [--model small] [--units_share 0.5] \
         [--num_eval 20] [-- key=value ...]
 
 For every variant (a set of Hydra overrides on the same model, below) in ``OUT_DIR/<variant>/``:
-train for ``--minutes`` (resumes a stopped run; a finished one is kept), encode every utterance
+train for ``--minutes`` (resumes a stopped run; a finished one is kept). A variant whose objective
+is not the waveform decoder's (``mel``, ``cpc``) trains in two stages within the same budget: its
+units for ``--units_share`` of it in ``OUT_DIR/<variant>/units``, then the waveform decoder on the
+frozen codes for the rest (``train.units_from``). Then: encode every utterance
 with latents, run the phoneme probe on ``--probe_split`` (the manifest's phone alignments, see
 `vqspeech align --manifest`), score reconstructions and conversions of ``--num_eval`` test
-utterances (`vqspeech evaluate conversion`), and time decoding. Writes ``OUT_DIR/ablation.json`` and
+utterances (`vqspeech evaluate conversion`), and time decoding. Each code rate seen also gets a
+row for k-means on MFCCs with the same K and rate (``mfcc-kmeans-<rate>hz``). Writes ``OUT_DIR/ablation.json`` and
 ``OUT_DIR/table.md`` (one row per variant; rows of variants not run this time are kept from the
 previous ``ablation.json``) and prints the table. To retrain a variant, delete ``OUT_DIR/<variant>``.
 The numbers are indicative at such budgets: one seed, minutes of CPU training; each variant should
@@ -25,15 +29,23 @@ import time
 from pathlib import Path
 
 import numpy as np
-
+from vqspeech.config import compose, training_stage
 from vqspeech.data.codes import CodesFolder, Encoding
 from vqspeech.errors import UserError
+from vqspeech.eval.baseline import mfcc_kmeans_baseline
 from vqspeech.eval.conversion import evaluate_conversion
 from vqspeech.eval.probe import run_probe
 from vqspeech.fileio import write_text_atomic
 from vqspeech.inference import VQSpeech
 from vqspeech.inference.files import collect_inputs, encode_items
 from vqspeech.training.vqvae_task import train_vqvae
+
+HZ50 = ["model.hop_length=160", "model.encoder.strides=[5,4,8]", "model.conv_decoder.upsample_strides=[5,4,8]"]
+"""50 codes per second at 8 kHz (the conv front end's and decoder's strides follow the hop)."""
+INVARIANT = ["model.encoder.normalize=true", "model.speaker_adversary.weight=1.0"]
+"""Both speaker-invariance options: per-utterance normalisation and the speaker adversary."""
+MEL = ["model.objective=mel", "model.jitter=0.12"]
+CPC = ["model.objective=cpc", "train.speakers_per_batch=2", "train.crop_seconds=1.0"]
 
 VARIANTS: dict[str, list[str]] = {
     "baseline": [],
@@ -42,12 +54,23 @@ VARIANTS: dict[str, list[str]] = {
     "groups-2": ["model.quantizer.groups=2"],
     "conv-gan": ["model.decoder_type=conv"],
     "hierarchical": ["model.top.stride=4"],
+    "wavenet-50hz": HZ50,
+    "mel": MEL,
+    "mel-norm": [*MEL, "model.encoder.normalize=true"],
+    "mel-invariant": [*MEL, *INVARIANT],
+    "mel-invariant-50hz": [*MEL, *INVARIANT, *HZ50],
+    "cpc": CPC,
+    "cpc-invariant": [*CPC, *INVARIANT],
+    "cpc-invariant-50hz": [*CPC, *INVARIANT, *HZ50],
 }
 
 COLUMNS = [  # key in the row, header, format
     ("steps", "steps", "{:d}"),
+    ("code_rate_hz", "codes/s", "{:g}"),
     ("accuracy", "phone acc", "{:.3f}"),
     ("pnmi", "PNMI", "{:.3f}"),
+    ("accuracy_no_silence", "phone acc (no sil)", "{:.3f}"),
+    ("pnmi_no_silence", "PNMI (no sil)", "{:.3f}"),
     ("abx_within", "ABX within", "{:.3f}"),
     ("abx_across", "ABX across", "{:.3f}"),
     ("speaker_id_acc", "speaker ID (codes)", "{:.3f}"),
@@ -76,14 +99,47 @@ def decode_speed(exp_dir: Path, codes_dir: Path, seconds: float = 5.0) -> float:
     return len(audio) / (time.perf_counter() - start)
 
 
+def train_variant(name: str, exp: Path, overrides: list[str], args) -> int:
+    """Train one variant within the budget (two stages when its objective needs them); its steps."""
+    common = [f"model={args.model}", f"data.manifest={args.manifest}", f"train.max_steps={args.max_steps}"]
+    overrides = [*common, *overrides, *args.overrides]
+    two_stage = training_stage(compose(overrides)) == "units"
+    print(f"== {name}: train ({' '.join(overrides[len(common):]) or 'no overrides'})", flush=True)
+    if not two_stage:
+        train_vqvae(exp, [*overrides, *_minutes(args.minutes)])
+        return json.loads((exp / "train_summary.json").read_text())["step"]
+    units = exp / "units"
+    train_vqvae(units, [*overrides, *_minutes(args.minutes * args.units_share)])
+    print(f"== {name}: the waveform decoder on the frozen codes", flush=True)
+    train_vqvae(exp, [*overrides, f"train.units_from={units}", *_minutes(args.minutes * (1 - args.units_share))])
+    steps = [json.loads((e / "train_summary.json").read_text())["step"] for e in (units, exp)]
+    return sum(steps)
+
+
+def _minutes(minutes: float) -> list[str]:
+    return [f"train.max_minutes={minutes}"] if minutes else []
+
+
+def mfcc_row(codes: Path, args) -> dict:
+    """The MFCC k-means baseline with the K and code rate of ``codes``, probed the same way."""
+    info = CodesFolder.open(codes).info
+    rate = f"{info.code_rate_hz:g}"
+    name = f"mfcc-kmeans-{rate}hz"
+    out = Path(args.out_dir) / name
+    mfcc_kmeans_baseline(args.manifest, out, num_codes=info.num_codes, code_rate_hz=info.code_rate_hz,
+                         overwrite=True, progress=False)
+    probe = run_probe(out, out / "probe.json", manifest=args.manifest, split=args.probe_split or None, name=name,
+                      overwrite=True, progress=False)
+    return {"variant": name, "overrides": [], **{k: probe.get(k) for k in PROBE_KEYS}}
+
+
+PROBE_KEYS = ("accuracy", "pnmi", "accuracy_no_silence", "pnmi_no_silence", "abx_within", "abx_across",
+              "speaker_id_acc", "codes_used", "code_rate_hz")
+
+
 def run_variant(name: str, overrides: list[str], args) -> dict:
     exp = Path(args.out_dir) / name
-    budget = [f"model={args.model}", f"data.manifest={args.manifest}", f"train.max_steps={args.max_steps}"]
-    if args.minutes:
-        budget.append(f"train.max_minutes={args.minutes}")
-    print(f"== {name}: train ({' '.join(overrides) or 'no overrides'})", flush=True)
-    train_vqvae(exp, [*budget, *overrides, *args.overrides])
-    summary = json.loads((exp / "train_summary.json").read_text())
+    steps = train_variant(name, exp, overrides, args)
     print(f"== {name}: encode, probe, conversion metrics", flush=True)
     codes = exp / "codes"
     vq = VQSpeech.load(exp, "cpu")
@@ -94,9 +150,8 @@ def run_variant(name: str, overrides: list[str], args) -> dict:
                                   device="cpu", overwrite=True, progress=False)["summary"]
     errors = convert["recognition"]["error_rate"]
     return {
-        "variant": name, "overrides": overrides, "steps": summary["step"],
-        **{k: probe.get(k) for k in ("accuracy", "pnmi", "abx_within", "abx_across", "speaker_id_acc",
-                                     "codes_used")},
+        "variant": name, "overrides": overrides, "steps": steps,
+        **{k: probe.get(k) for k in PROBE_KEYS},
         "mcd": convert["mcd"]["reconstruction"],
         "similarity_target": convert["speaker_similarity"]["conversion"]["target"],
         "closer_to_target": convert["conversion_speaker_accuracy"],
@@ -107,14 +162,16 @@ def run_variant(name: str, overrides: list[str], args) -> dict:
 
 def merge_rows(path: Path, rows: list[dict]) -> list[dict]:
     """``rows`` plus the rows of an earlier run's ``ablation.json`` for variants not run now, in
-    :data:`VARIANTS` order: rerunning some variants keeps the others in the table."""
+    :data:`VARIANTS` order then the MFCC baselines by code rate: rerunning some variants keeps the
+    others in the table."""
     new = {row["variant"] for row in rows}
     try:
-        earlier = [r for r in json.loads(path.read_text()) if r.get("variant") in VARIANTS]
+        earlier = [r for r in json.loads(path.read_text()) if isinstance(r.get("variant"), str)]
     except (OSError, ValueError, AttributeError, TypeError):
         earlier = []
     merged = {r["variant"]: r for r in earlier if r["variant"] not in new} | {r["variant"]: r for r in rows}
-    return [merged[name] for name in VARIANTS if name in merged]
+    baselines = sorted((n for n in merged if n.startswith("mfcc-kmeans-")), key=lambda n: -merged[n]["code_rate_hz"])
+    return [merged[name] for name in [*VARIANTS, *baselines] if name in merged]
 
 
 def table(rows: list[dict]) -> str:
@@ -135,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
     parser.add_argument("--model", default="small")
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per variant (0: steps only)")
-    parser.add_argument("--max_steps", type=int, default=100_000, help="schedule length (the budget usually ends first)")
+    parser.add_argument("--units_share", type=float, default=0.5,
+                        help="share of the budget for the units of a two-stage variant (mel, cpc)")
+    parser.add_argument("--max_steps", type=int, default=100_000,
+                        help="schedule length (the budget usually ends first)")
     parser.add_argument("--num_eval", type=int, default=20, help="test utterances reconstructed and converted")
     parser.add_argument("--probe_split", default="test", help="split the probe scores (empty: all)")
     args = parser.parse_args(argv[:cut])
@@ -145,7 +205,13 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [v for v in names if v not in VARIANTS]
         if unknown:
             raise UserError(f"Unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}.")
+        if not 0 < args.units_share < 1:
+            raise UserError(f"--units_share must be between 0 and 1, not {args.units_share}.")
         rows = [run_variant(name, VARIANTS[name], args) for name in names]
+        rates = {}  # one MFCC baseline per code rate, with that rate's codes as the model
+        for row in rows:
+            rates.setdefault(row["code_rate_hz"], Path(args.out_dir) / row["variant"] / "codes")
+        rows += [mfcc_row(codes, args) for codes in rates.values()]
     except UserError as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 2
