@@ -5,6 +5,7 @@ are caught before work starts, and operating-system errors are one sentence."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -17,12 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from conftest import FAST_TRAIN, run_cli
 from vqspeech.data.codes import CodesFolder, CodesWriter, Encoding
-from vqspeech.data.manifest import read_manifest
+from vqspeech.data.dataset import CropDataset, CropRequest
+from vqspeech.data.manifest import is_safe_speaker, read_manifest
 from vqspeech.errors import UserError
-from vqspeech.fileio import FolderLock, atomic_path
+from vqspeech.fileio import FolderLock, atomic_path, is_safe_name
 
 PRIOR = ["prior=wavenet", "prior.residual_channels=16", "prior.gate_channels=32", "prior.skip_channels=16",
          "prior.layers=4", "prior.cycles=1", "prior.dropout=0.0", "device=cpu", "data.crop_frames=32",
@@ -554,3 +557,219 @@ def test_temp_files_of_killed_runs_are_ignored_and_cleaned(tmp_path, codes, trai
     assert not any(i.startswith(".") for i in folder.ids)
     assert run_cli(["encode", trained_tiny, demo_manifest, dirty, "--overwrite"]) == 0
     assert not list((dirty / "codes").glob(".*"))
+
+
+# --- a second, independent hostile pass ----------------------------------------------------------
+
+
+def test_evaluate_conversion_never_deletes_files_it_did_not_write(tmp_path, capsys, trained_tiny):
+    out = tmp_path / "user"
+    (out / "original").mkdir(parents=True)
+    mine = out / "original" / "mine.wav"
+    sf.write(mine, np.zeros(800, dtype=np.float32), 8000)
+    message = one_error(capsys, ["evaluate", "conversion", trained_tiny, "--out", out, "--num", "1"],
+                        "evaluate conversion")
+    assert "mine.wav" in message and mine.is_file()
+    (out / "original").rename(tmp_path / "elsewhere")
+    (out / "original").symlink_to(tmp_path / "elsewhere")
+    assert "link" in one_error(capsys, ["evaluate", "conversion", trained_tiny, "--out", out, "--num", "1",
+                                        "--overwrite"], "evaluate conversion")
+    assert (tmp_path / "elsewhere" / "mine.wav").is_file()
+
+
+def test_prior_sample_and_prior_train_leave_a_codes_folder_alone(tmp_path, capsys, codes):
+    victim = tmp_path / "victim"
+    shutil.copytree(codes, victim)
+    before = {p: p.read_bytes() for p in files_under(victim)}
+    message = one_error(capsys, ["prior", "train", victim, *PRIOR, f"data.codes={victim}", "train.max_steps=2"],
+                        "prior train")
+    assert "overlap" in message
+    prior = tmp_path / "prior"
+    assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={victim}", "train.max_steps=2"]) == 0
+    speaker = json.loads((victim / "codes.json").read_text())["speakers"].popitem()[1]
+    for extra in ([], ["--overwrite"]):
+        message = one_error(capsys, ["prior", "sample", prior, "--speaker", speaker, "--seconds", "0.1",
+                                     "-o", victim, *extra], "prior sample")
+        assert "did not write" in message
+    message = one_error(capsys, ["prior", "sample", prior, "--speaker", speaker, "--seconds", "0.1",
+                                 "-o", tmp_path / "s", "--vqvae", tmp_path / "nowhere"], "prior sample")
+    assert "nowhere" in message and not (tmp_path / "s").exists()  # checked before drawing
+    assert {p: p.read_bytes() for p in files_under(victim)} == before
+
+
+def test_a_linked_subfolder_of_an_output_folder_is_refused(tmp_path, capsys, trained_tiny, demo_manifest):
+    target = tmp_path / "precious"
+    target.mkdir()
+    np.save(target / "keep.npy", np.arange(5))
+    out = tmp_path / "enc"
+    out.mkdir()
+    (out / "codes").symlink_to(target)
+    message = one_error(capsys, ["encode", trained_tiny, demo_manifest, out, "--overwrite", "--limit", "1"],
+                        "encode")
+    assert "link" in message and files_under(target) == {target / "keep.npy"}
+    corpus = small_corpus(tmp_path / "corpus", demo_manifest, n=2)
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    (prepared / "wavs").symlink_to(target)
+    assert "link" in one_error(capsys, ["prepare", corpus, prepared, "--layout", "folder", "--sample_rate", "8000",
+                                        "--num_workers", "0"], "prepare")
+    assert files_under(target) == {target / "keep.npy"}
+
+
+def test_prepare_does_not_follow_links_back_into_its_output_or_its_corpus(tmp_path, capsys, demo_manifest):
+    corpus = small_corpus(tmp_path / "corpus", demo_manifest, n=4)
+    speakers = sorted(p.name for p in corpus.iterdir())
+    assert len(speakers) >= 2
+    (corpus / speakers[0] / "again").symlink_to(corpus / speakers[1])  # a link inside the corpus: skipped
+    out = tmp_path / "out"
+    assert run_cli(["prepare", corpus, out, "--layout", "folder", "--sample_rate", "8000", "--num_workers", "0"]) == 0
+    assert {u.speaker for u in read_manifest(out / "manifest.jsonl")} == set(speakers)
+    (corpus / "into_out").symlink_to(out)  # a link to the output folder: it would read its own wavs back
+    message = one_error(capsys, ["prepare", corpus, out, "--layout", "folder", "--sample_rate", "8000",
+                                 "--num_workers", "0"], "prepare")
+    assert "output folder" in message and "link" in message
+
+
+def test_names_with_a_trailing_newline_or_line_separators_are_refused(tmp_path, demo_manifest):
+    assert not is_safe_name("evil\n") and is_safe_name("good.1")
+    for bad in ("a\u2028b", "a\u2029b", "a\x85b", "a\nb"):
+        assert not is_safe_speaker(bad)
+    rows = absolute_rows(demo_manifest)
+    rows[0]["text"] = "a sentence\u2028with a line separator"  # JSON keeps it; lines end at \n only
+    assert len(read_manifest(write_lines(tmp_path / "m.jsonl", rows))) == len(rows)
+    rows[1]["id"] = "evil\n"
+    with pytest.raises(UserError, match="line 2"):
+        read_manifest(write_lines(tmp_path / "m.jsonl", rows))
+
+
+def test_training_crops_refuse_nan_audio_and_files_shorter_than_their_manifest_line(tmp_path, demo_manifest):
+    utt = read_manifest(demo_manifest, "train")[0]
+    audio = np.zeros(8000, dtype=np.float32)
+    audio[100] = np.nan
+    sf.write(tmp_path / "nan.wav", audio, 8000, subtype="FLOAT")
+    nan = dataclasses.replace(utt, audio=str(tmp_path / "nan.wav"), duration=1.0, sample_rate=8000)
+    with pytest.raises(UserError, match="NaN"):
+        CropDataset([nan], {utt.speaker: 0}, 4000)[CropRequest(0, 0)]
+    short = dataclasses.replace(utt, duration=10 * utt.duration)
+    with pytest.raises(UserError, match="shorter than its manifest line"):
+        CropDataset([short], {utt.speaker: 0}, 4000)[CropRequest(0, short.num_samples - 5000)]
+
+
+def test_codes_files_and_codes_json_that_do_not_agree_are_refused(tmp_path, capsys, codes, demo_manifest):
+    tampered = tmp_path / "t"
+    shutil.copytree(codes, tampered)
+    info = json.loads((tampered / "codes.json").read_text())
+    first = sorted((tampered / "codes").iterdir())[0]
+    np.save(first, np.full(20, info["K"] + 100, dtype=np.int16))  # codes >= K
+    with pytest.raises(UserError, match="K="):
+        CodesFolder.open(tampered).codes(first.stem)
+    assert "K=" in one_error(capsys, ["prior", "train", tmp_path / "p", *PRIOR, f"data.codes={tampered}"],
+                             "prior train")
+    np.save(first, np.zeros((20, 2), dtype=np.int16))  # grouped codes in a folder of one group
+    with pytest.raises(UserError, match="shape"):
+        CodesFolder.open(tampered).codes(first.stem)
+    shutil.rmtree(tampered)
+    shutil.copytree(codes, tampered)
+    for offset in (1.0 / info["code_rate_hz"], 3.0, 1e9):
+        (tampered / "codes.json").write_text(json.dumps({**info, "frame_offset_s": offset}))
+        with pytest.raises(UserError, match="frame_offset_s"):
+            CodesFolder.open(tampered)
+    (tampered / "codes.json").write_text(json.dumps(info))
+    latents = sorted((tampered / "latents").iterdir())
+    bad = np.load(latents[0])
+    bad[0, 0] = np.nan
+    np.save(latents[0], bad)
+    assert "finite" in one_error(capsys, ["evaluate", "probe", "--codes", tampered, "--manifest", demo_manifest,
+                                          "--out", tmp_path / "p.json", "--no_abx"], "evaluate probe")
+    np.save(latents[0], np.zeros((len(bad), bad.shape[1] + 1), dtype=np.float32))
+    assert "widths" in one_error(capsys, ["evaluate", "probe", "--codes", tampered, "--manifest", demo_manifest,
+                                          "--out", tmp_path / "p.json", "--no_abx"], "evaluate probe")
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_sentence(tmp_path, capsys, monkeypatch, trained_tiny):
+    def full_disk(obj, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:747] . unexpected pos 102208 vs 102096")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    message = one_error(capsys, ["export", trained_tiny, tmp_path / "m.pt"], "export")
+    assert "m.pt" in message and "disk space" in message and not (tmp_path / "m.pt").exists()
+
+
+def test_records_of_the_wrong_type_are_one_sentence(tmp_path, capsys, demo_manifest, trained_tiny):
+    corpus = small_corpus(tmp_path / "corpus", demo_manifest, n=2)
+    out = tmp_path / "out"
+    prepare = ["prepare", corpus, out, "--layout", "folder", "--sample_rate", "8000", "--num_workers", "0"]
+    assert run_cli(prepare) == 0
+    (out / "prepare.json").write_text("[1, 2]")
+    assert "prepare.json" in one_error(capsys, prepare, "prepare")
+    assert run_cli([*prepare, "--overwrite"]) == 0
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    with open(exp / "overrides.yaml", "ab") as f:
+        f.write(b"- train.max_steps=25\xff\n")
+    assert "overrides.yaml" in one_error(capsys, ["train", exp], "train")
+
+
+def test_a_lock_that_cannot_be_written_leaves_nothing_behind(tmp_path, monkeypatch):
+    folder = tmp_path / "new" / "out"
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, fd, mode):
+            self.file = real_fdopen(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", FullDisk)
+    with pytest.raises(UserError, match="free disk space"):
+        FolderLock(folder, "encode").acquire()
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    # an empty lock an older failure left behind is taken over; a fresh empty one (being written) is not
+    folder.mkdir(parents=True)
+    lock = folder / FolderLock.NAME
+    lock.write_text("")
+    with pytest.raises(UserError, match="cannot be read"):
+        FolderLock(folder, "encode").acquire()
+    os.utime(lock, (time.time() - 60, time.time() - 60))
+    with FolderLock(folder, "encode"):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+@pytest.mark.parametrize("override,key", [
+    ("model.decoder.layers=1000000", "model.decoder.layers"),
+    ("model.num_codes=100000000", "model.num_codes"),
+    ("model.decoder.residual_channels=100000", "model.decoder.residual_channels"),
+    ("model.quantizer.kmeans_iters=100000000", "model.quantizer.kmeans_iters"),
+    ("model.encoder.n_mels=2000", "model.encoder.n_mels"),
+    ("model.encoder.dilations=[1,2,1000000]", "model.encoder.dilations"),
+])
+def test_sizes_have_upper_bounds(tmp_path, capsys, demo_manifest, override, key):
+    message = one_error(capsys, ["train", tmp_path / "e", *FAST_TRAIN, f"data.manifest={demo_manifest}", override],
+                        "train")
+    assert key in message and not (tmp_path / "e").exists()
+
+
+def test_prior_crops_longer_than_the_context_are_refused(tmp_path, capsys, codes):
+    message = one_error(capsys, ["prior", "train", tmp_path / "p", "prior=transformer", "prior.context=64",
+                                 "device=cpu", f"data.codes={codes}", "data.crop_frames=100"], "prior train")
+    assert "data.crop_frames" in message and "prior.context=64" in message
+
+
+def test_the_corrected_command_after_an_early_failure_drops_the_failed_runs_overrides(tmp_path, demo_manifest):
+    exp = tmp_path / "e"
+    exp.mkdir()
+    (exp / "overrides.yaml").write_text("- model=tiny\n- model.encoder.channels=4000\n")  # a run that never
+    assert run_cli(["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=2"]) == 0
+    config = (exp / "config.yaml").read_text()
+    assert "channels: 4000" not in config and "4000" not in (exp / "overrides.yaml").read_text()
+    # with a checkpoint the saved overrides count: a bare rerun resumes the same run
+    assert run_cli(["train", exp, "train.max_steps=3"]) == 0
+    assert "model=tiny" in (exp / "overrides.yaml").read_text()

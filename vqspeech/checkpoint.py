@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from .errors import UserError, first_line
-from .fileio import atomic_path
+from .fileio import atomic_path, check_writable_parent
 
 FORMAT_VERSION = 3
 """3: model.objective, model.encoder.normalize and model.speaker_adversary added (before:
@@ -97,9 +97,16 @@ def _to_cpu(obj: Any) -> Any:
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write ``payload`` (plus the format version) to a temporary file, then rename over ``path``."""
-    with atomic_path(path) as tmp:
-        torch.save({"format_version": FORMAT_VERSION, **_to_cpu(payload)}, tmp)
+    """Write ``payload`` (plus the format version) to a temporary file, then rename over ``path``.
+    A failed write (torch reports a full or read-only disk as RuntimeError) is one sentence."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save({"format_version": FORMAT_VERSION, **_to_cpu(payload)}, tmp)
+    except (OSError, RuntimeError) as exc:
+        raise UserError(
+            f"Cannot write the checkpoint {path} ({first_line(exc)[:120]}); check the free disk space and "
+            "the folder's permissions."
+        ) from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -139,6 +146,7 @@ RESUME_ONLY = (
 
 def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Write a shareable copy of a checkpoint without the :data:`RESUME_ONLY` state."""
+    check_writable_parent(dst)
     ckpt = load_checkpoint(src)
     save_checkpoint(dst, {k: v for k, v in ckpt.items() if k not in (*RESUME_ONLY, "format_version")})
 

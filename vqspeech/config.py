@@ -78,8 +78,8 @@ def save_yaml(path: Path, data: Any) -> None:
 
 def load_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
         raise UserError(f"Cannot read {path} ({exc}); fix or remove it.") from None
 
 
@@ -108,7 +108,12 @@ def check_known_keys(cfg: dict[str, Any], overrides: list[str], config_name: str
 
 def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "config") -> tuple[dict, list[str]]:
     """The config for training in ``exp_dir``: saved overrides (when resuming) + new ones, with
-    every key one the packaged config files define (:func:`check_known_keys`)."""
+    every key one the packaged config files define (:func:`check_known_keys`).
+
+    The saved overrides count once the folder has a checkpoint. Before that (a first run that
+    failed early) a command with overrides is taken as the corrected command, alone: a bad value
+    saved by the failed run cannot come back. A bare ``vqspeech train EXP`` still reruns the saved
+    ones."""
     if exp_dir.exists() and not exp_dir.is_dir():
         raise UserError(f"{exp_dir} is a file; give a folder for the experiment.")
     if not is_utf8(str(exp_dir.absolute())):
@@ -117,7 +122,8 @@ def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "c
             "log to; choose a folder whose path is UTF-8."
         )
     saved = exp_dir / "overrides.yaml"
-    old = load_yaml(saved) if saved.is_file() else []
+    started = (exp_dir / "checkpoints" / "last.pt").is_file()
+    old = load_yaml(saved) if saved.is_file() and (started or not overrides) else []
     if not isinstance(old, list) or not all(isinstance(o, str) for o in old):
         raise UserError(f"{saved} does not hold a list of overrides; fix or remove it.")
     merged = merge_overrides(old, overrides)

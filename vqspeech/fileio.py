@@ -15,15 +15,16 @@ from types import TracebackType
 
 from .errors import UserError, first_line
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
-"""A name that is safe as one file name: letters, digits, ``_ . -``, not starting with a dot."""
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+"""A name that is safe as one file name: letters, digits, ``_ . -``, not starting with a dot (the
+whole name: matched with ``fullmatch``, so no trailing newline slips through)."""
 
 TEMP_MARK = ".tmp"
 """Temporary files are named ``.<stem>.tmp<pid><suffix>``: hidden, so every reader skips them."""
 
 
 def is_safe_name(name: object) -> bool:
-    return isinstance(name, str) and bool(SAFE_NAME.match(name))
+    return isinstance(name, str) and bool(SAFE_NAME.fullmatch(name))
 
 
 def is_utf8(text: str) -> bool:
@@ -35,11 +36,17 @@ def is_utf8(text: str) -> bool:
     return True
 
 
+def overlapping(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two folders are the same or one lies inside the other, once links are resolved."""
+    first, second = Path(os.path.realpath(a)), Path(os.path.realpath(b))  # realpath: a link loop is no error
+    return first == second or first.is_relative_to(second) or second.is_relative_to(first)
+
+
 def inside(folder: str | os.PathLike, name: str) -> Path:
     """``folder / name`` when that stays inside ``folder`` once resolved; UserError otherwise (an
     absolute name, ``..``, a path through a link that points elsewhere)."""
-    root = Path(folder).resolve()
-    path = (root / name).resolve()
+    root = Path(os.path.realpath(folder))  # realpath: a link loop is no error (and stays inside)
+    path = Path(os.path.realpath(root / name))
     if not name or path == root or not path.is_relative_to(root):
         raise UserError(f"{name!r} would be written outside {folder} (or is not a name); refusing to write it.")
     return Path(folder) / name
@@ -97,7 +104,7 @@ def writable_folder(folder: str | os.PathLike) -> Path:
     probe = folder / f".write-test{TEMP_MARK}{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
+        probe.write_bytes(b"\0" * 4096)  # a few bytes: a full disk still creates empty files
     except OSError as exc:
         raise UserError(
             f"Cannot write to {folder} ({exc.strerror or first_line(exc)}); choose another "
@@ -156,8 +163,12 @@ class FolderLock:
         if not self.enabled:
             return
         missing = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
-        writable_folder(self.folder)
         self.created = missing[-1] if missing else None
+        try:
+            writable_folder(self.folder)
+        except UserError:
+            self._remove_created()
+            raise
         record = json.dumps(
             {
                 "pid": os.getpid(),
@@ -172,6 +183,10 @@ class FolderLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._read_holder()
+                if not holder and self._abandoned():
+                    with contextlib.suppress(FileNotFoundError):  # an empty lock a failed write left
+                        self.path.unlink()
+                    continue
                 if not holder:
                     raise UserError(
                         f"{self.folder} holds a lock file {self.path} that cannot be read; delete it if no "
@@ -187,11 +202,28 @@ class FolderLock:
                 with contextlib.suppress(FileNotFoundError):  # a killed run's lock: take it over
                     self.path.unlink()
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(record)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(record)
+            except OSError as exc:  # a full disk: no empty lock may stay behind to block later runs
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+                self._remove_created()
+                raise UserError(
+                    f"Cannot write the lock {self.path} ({exc.strerror or first_line(exc)}); check the free "
+                    "disk space and the folder's permissions."
+                ) from None
             self.held = True
             return
         raise UserError(f"Cannot take the lock {self.path}; another process keeps replacing it.")
+
+    def _abandoned(self, seconds: float = 10.0) -> bool:
+        """An unreadable lock older than ``seconds``: not one being written this instant, but one a
+        failed write left (a writer fills it at once)."""
+        try:
+            return time.time() - self.path.stat().st_mtime > seconds
+        except OSError:
+            return False
 
     def _read_holder(self) -> dict:
         try:
@@ -205,12 +237,18 @@ class FolderLock:
             with contextlib.suppress(OSError):
                 self.path.unlink()
             self.held = False
-            if self.created is not None:  # a run that wrote nothing leaves no folder behind
-                for folder in (self.folder, *self.folder.parents):
-                    with contextlib.suppress(OSError):
-                        folder.rmdir()  # only succeeds when empty
-                    if folder == self.created:
-                        break
+            self._remove_created()
+
+    def _remove_created(self) -> None:
+        """A run that wrote nothing leaves no folder behind: remove the folders taking the lock made,
+        if they are empty."""
+        if self.created is None:
+            return
+        for folder in (self.folder, *self.folder.parents):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only succeeds when empty
+            if folder == self.created:
+                break
 
     def __enter__(self) -> FolderLock:
         self.acquire()

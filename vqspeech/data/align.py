@@ -422,6 +422,8 @@ def _check_previous(out_dir: Path, settings: dict, overwrite: bool) -> None:
         previous = json.loads(record.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
+    if not isinstance(previous, dict):
+        raise UserError(f"{record} is not a record `vqspeech align` wrote; pass `overwrite=True` to replace it.")
     old = {k: previous.get(k) for k in settings}
     if old != settings:
         raise UserError(

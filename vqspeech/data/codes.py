@@ -179,8 +179,8 @@ class CodesInfo:
             raise UserError(f"{path} has no code_rate_hz; re-run `vqspeech encode`.")
         rate = number("code_rate_hz")
         offset = record.get("frame_offset_s")
-        if offset is not None and not (_is_number(offset) and offset >= 0):
-            raise bad("frame_offset_s", "a number >= 0")
+        if offset is not None and not (_is_number(offset) and 0 <= offset < 1 / rate):
+            raise bad("frame_offset_s", f"a number in [0, {1 / rate:g}) (within one code period)")
         for key in ("checkpoint", "level"):
             if record.get(key) is not None and not isinstance(record[key], str):
                 raise bad(key, "text")
@@ -339,8 +339,19 @@ class CodesFolder:
         return self.code_ids or self.latent_ids
 
     def codes(self, utt_id: str) -> np.ndarray:
-        """int64 [F] (grouped codebooks: [F, G])."""
-        return read_codes_file(self.code_path(utt_id))
+        """int64 [F] (grouped codebooks: [F, G]); UserError unless the file's shape and range fit
+        ``codes.json`` (its groups and K)."""
+        path = self.code_path(utt_id)
+        codes = read_codes_file(path)
+        groups, num_codes = self.info.groups, self.info.num_codes
+        shape_ok = codes.ndim == 1 if groups == 1 else codes.ndim == 2 and codes.shape[1] == groups
+        if not shape_ok or (num_codes is not None and codes.max() >= num_codes):
+            expected = "[frames]" if groups == 1 else f"[frames, {groups}]"
+            raise UserError(
+                f"{path} holds codes of shape {list(codes.shape)} up to {codes.max()}, but codes.json says "
+                f"{expected} codes below K={num_codes}; re-run `vqspeech encode`."
+            )
+        return codes
 
     def top_codes(self, utt_id: str, frames: int) -> np.ndarray:
         """int64 [ceil(frames / stride)]: the top codes above ``frames`` bottom codes; UserError when
@@ -365,8 +376,12 @@ class CodesFolder:
         return codes
 
     def latents(self, utt_id: str) -> np.ndarray:
-        """float32 [F, D]."""
-        return _load_array(self.root / "latents" / f"{utt_id}.npy", ndim=(2,)).astype(np.float32)
+        """float32 [F, D]; UserError for values that are not finite numbers."""
+        path = self.root / "latents" / f"{utt_id}.npy"
+        latents = _load_array(path, ndim=(2,))
+        if not np.issubdtype(latents.dtype, np.number) or not np.all(np.isfinite(latents)):
+            raise UserError(f"{path} holds values that are not finite numbers; re-run `vqspeech encode --latents`.")
+        return latents.astype(np.float32)
 
     def read(self, utt_id: str, *, latents: bool = False) -> Encoding:
         """The utterance's codes, its top codes when the folder has a top level, (``latents``) its
@@ -434,9 +449,18 @@ class CodesWriter:
         return info
 
 
+def holds_codes(root: Path) -> bool:
+    """Whether ``root`` holds a codes folder's files (codes.json or any code file)."""
+    return (root / INFO_FILE).exists() or bool(_code_files(root))
+
+
 def refuse_existing_codes(root: Path, overwrite: bool) -> None:
-    """UserError when ``root`` already holds codes and not ``overwrite`` (check before long work)."""
-    if ((root / INFO_FILE).exists() or _code_files(root)) and not overwrite:
+    """UserError when ``root`` already holds codes and not ``overwrite``, or has a subfolder that
+    is a link (its files are not the folder's to replace); check before long work."""
+    for sub in ("codes", "latents", "codes_top"):
+        if (root / sub).is_symlink():
+            raise UserError(f"{root / sub} is a link; give an output folder whose subfolders are its own.")
+    if holds_codes(root) and not overwrite:
         raise UserError(f"{root} already holds codes; pass `overwrite=True` to replace them.")
 
 

@@ -491,7 +491,10 @@ def _check_options(layout: str, options: dict) -> None:
 
 
 def _walk_audio(root: Path) -> Iterator[Path]:
-    """Audio files below ``root`` in sorted order, following folder links once; skips hidden names."""
+    """Audio files below ``root`` in sorted order; skips hidden names. A link to a folder outside
+    the corpus is followed (once); one to a folder inside it is not, since that folder is walked
+    under its own name (a link must not rename its speaker or count its files twice)."""
+    top = Path(os.path.realpath(root))
     visited: set[str] = set()
 
     def walk(folder: Path) -> Iterator[Path]:
@@ -510,6 +513,8 @@ def _walk_audio(root: Path) -> Iterator[Path]:
                 is_dir = entry.is_dir()
             except OSError:  # a link that loops or cannot be followed: not a folder to walk
                 is_dir = False
+            if is_dir and entry.is_symlink() and Path(os.path.realpath(entry.path)).is_relative_to(top):
+                continue
             if is_dir:
                 yield from walk(Path(entry.path))
             elif is_audio_file(entry.name):

@@ -57,6 +57,14 @@ class CropDataset(Dataset):
                 f"{utt.sample_rate} Hz; re-run `vqspeech prepare` to rebuild the manifest."
             )
         audio = audio[:, 0]
+        expected = min(self.crop_samples, utt.num_samples - request.offset)
+        if len(audio) < expected - rate // 100:  # shorter than the manifest says (10 ms of slack)
+            raise UserError(
+                f"{utt.audio} is shorter than its manifest line ({utt.id}) says ({utt.duration:g} s); "
+                "re-run `vqspeech prepare` to rebuild the manifest."
+            )
+        if not np.all(np.isfinite(audio)):
+            raise UserError(f"{utt.audio} ({utt.id}) has NaN or infinite samples; it cannot be used as audio.")
         mask = np.zeros(self.crop_samples, dtype=np.float32)
         mask[: len(audio)] = 1.0
         audio = np.pad(audio, (0, self.crop_samples - len(audio)))

@@ -42,7 +42,7 @@ class Utterance:
 _REQUIRED = ("id", "audio", "speaker", "duration", "sample_rate")
 _KNOWN = {f.name for f in fields(Utterance)}
 _SURROGATE = re.compile(r"[\ud800-\udfff]")  # bytes of a file name that were not UTF-8
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # also what str.splitlines() breaks at
 
 
 SPEAKER_RULE = "no slashes, control characters or bytes that are not UTF-8"
@@ -104,7 +104,7 @@ def read_manifest(path: str | os.PathLike, split: str | None = None) -> list[Utt
     root = path.resolve().parent
     utts = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # JSON lines end at \n only
     except UnicodeDecodeError as exc:
         raise UserError(
             f"Manifest {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); rebuild it with `vqspeech prepare`."

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from ..audio import load_audio, normalize_level, resample, save_wav, sound_file
 from ..errors import UserError
-from ..fileio import FolderLock, inside, is_safe_name, write_text_atomic
+from ..fileio import FolderLock, inside, is_safe_name, overlapping, write_text_atomic
 from .corpora import SourceUtterance, find_utterances, source_path, source_speaker
 from .manifest import SPLITS, Utterance, write_manifest
 
@@ -114,6 +114,7 @@ def prepare_corpus(
     settings = json.loads(json.dumps(settings))  # the form it takes in prepare.json
     sources, rejects = find_utterances(corpus_dir, layout, **layout_options)
     _check_apart(corpus_dir, out_dir)
+    _check_sources_apart(sources, out_dir)
     if heldout_speakers:
         _check_speakers(heldout_speakers, sources, corpus_dir)
     with FolderLock(out_dir, "prepare"):
@@ -428,12 +429,23 @@ def _check_apart(corpus_dir: Path, out_dir: Path) -> None:
         raise UserError(f"{out_dir} is a file; give a folder for the prepared corpus.")
     if not corpus_dir.is_dir():
         return  # find_utterances says so in its own words
-    corpus, out = corpus_dir.resolve(), out_dir.resolve()
-    if out == corpus or out.is_relative_to(corpus) or corpus.is_relative_to(out):
+    if overlapping(corpus_dir, out_dir):
         raise UserError(
             f"Output folder {out_dir} and corpus folder {corpus_dir} overlap; choose a separate output folder, "
             "outside the corpus and not around it, so that prepare never reads back or deletes the corpus's files."
         )
+
+
+def _check_sources_apart(sources: list[SourceUtterance], out_dir: Path) -> None:
+    """UserError when a source file lies in the output folder once links are resolved (a link in
+    the corpus that leads there): prepare would read back its own output."""
+    out = Path(os.path.realpath(out_dir))
+    for utt in sources:
+        if Path(os.path.realpath(source_path(utt))).is_relative_to(out):
+            raise UserError(
+                f"{source_path(utt)} lies in the output folder {out_dir} (through a link in the corpus); "
+                "remove the link or choose another output folder."
+            )
 
 
 OWN_FILES = ("manifest.jsonl", "prepare.json", "speakers.tsv", "rejects.tsv")
@@ -454,6 +466,8 @@ def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool, ids: lis
         previous = json.loads((out_dir / "prepare.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         previous = None
+    if not isinstance(previous, dict):  # not a record prepare wrote
+        previous = None
     if previous == settings:
         return
     if not overwrite:
@@ -470,7 +484,7 @@ def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool, ids: lis
             "`overwrite=True` to rebuild it, or choose another output folder."
         )
     try:
-        previous_ids = [json.loads(line)["id"] for line in manifest.read_text(encoding="utf-8").splitlines() if line]
+        previous_ids = [json.loads(line)["id"] for line in manifest.read_text(encoding="utf-8").split("\n") if line]
     except (OSError, ValueError, KeyError, TypeError):
         previous_ids = []
     for name in OWN_FILES:
@@ -497,6 +511,8 @@ def _claim_cache(out_dir: Path, settings: dict) -> None:
     mark = out_dir / CACHE_MARK
     corpus = {k: settings[k] for k in _CORPUS_KEYS}
     ours = mark.is_file() or (out_dir / "prepare.json").is_file()
+    if wav_dir.is_symlink():
+        raise UserError(f"{wav_dir} is a link; give an output folder whose wavs/ is its own.")
     if wav_dir.is_dir() and not ours and any(p for p in wav_dir.iterdir() if not p.name.startswith(".")):
         raise UserError(
             f"{wav_dir} holds files that `vqspeech prepare` did not write; choose another output folder, "

@@ -101,6 +101,7 @@ def evaluate_conversion(
     for name, value in (("num", num), ("num_reference", num_reference), ("batch_size", batch_size)):
         if value <= 0:
             raise UserError(f"`{name}` must be positive, not {value}.")
+    previous = previous_outputs(out_dir)
 
     t = time.perf_counter()
     vq = VQSpeech.load(exp_dir, device=device)
@@ -131,11 +132,10 @@ def evaluate_conversion(
     timing["load_scorers"] = time.perf_counter() - t
 
     with FolderLock(out_dir, "evaluate conversion"):
-        # Validation is over: clear what a previous run left, metrics.json first.
+        # Validation is over: clear what a previous run wrote, metrics.json first.
         metrics_path.unlink(missing_ok=True)
-        for sub, suffix in SUBDIRS.values():
-            for stale in (out_dir / sub).glob(f"*{suffix}"):
-                stale.unlink()
+        for stale in previous:
+            stale.unlink(missing_ok=True)
 
         # ---- originals and codes
         t = time.perf_counter()
@@ -334,6 +334,36 @@ def format_summary(metrics: dict) -> str:
 def _order_key(seed: int, uid: str) -> str:
     """A fixed pseudo-random order that does not depend on which other utterances exist."""
     return hashlib.sha1(f"{seed}:{uid}".encode()).hexdigest()
+
+
+def previous_outputs(out_dir: Path) -> list[Path]:
+    """The files an earlier run wrote in ``out_dir``'s subfolders, as its ``metrics.json`` lists
+    them; UserError when a subfolder is a link or holds any other file (they are not ours to
+    delete)."""
+    recorded: set[Path] = set()
+    try:
+        items = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8")).get("items", [])
+        for item in items:
+            for key in SUBDIRS:
+                if isinstance(item.get(key), str):
+                    recorded.add(inside(out_dir, item[key]).resolve())
+    except (OSError, ValueError, AttributeError, UserError):  # no (readable) record: nothing is ours
+        recorded = set()
+    found = []
+    for sub, _ in SUBDIRS.values():
+        folder = out_dir / sub
+        if folder.is_symlink():
+            raise UserError(f"{folder} is a link; give an output folder whose subfolders are its own.")
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.resolve() not in recorded:
+                raise UserError(
+                    f"{folder} holds {path.name}, which no earlier `evaluate conversion` there wrote; "
+                    "choose a new or empty output folder."
+                )
+            found.append(path)
+    return found
 
 
 def _select(

@@ -61,6 +61,12 @@ def read_probe_codes(folder: CodesFolder) -> tuple[dict[str, np.ndarray], dict[s
         codes = _tuple_ids(codes)
     with_latents = set(folder.latent_ids)
     latents = {i: folder.latents(i) for i in folder.ids if i in with_latents}
+    widths = {z.shape[1] for z in latents.values()}
+    if len(widths) > 1:
+        raise UserError(
+            f"The latents in {folder.root} have different widths ({', '.join(map(str, sorted(widths)))}); "
+            "they must come from one model: re-run `vqspeech encode --latents`."
+        )
     for i, z in latents.items():
         if i in codes and len(z) != len(codes[i]):
             raise UserError(

@@ -20,7 +20,7 @@ import torch
 
 from ..audio import save_wav
 from ..checkpoint import load_checkpoint, resolve_checkpoint
-from ..data.codes import CodesInfo, CodesWriter, Encoding, code_usage
+from ..data.codes import CodesInfo, CodesWriter, Encoding, code_usage, holds_codes
 from ..device import select_device
 from ..errors import UserError
 from ..fileio import FolderLock, write_text_atomic
@@ -209,6 +209,11 @@ def sample_prior(
     out_dir = Path(out_dir)
     if (out_dir / "samples.json").exists() and not overwrite:
         raise UserError(f"{out_dir} already holds samples; pass `overwrite=True` to replace them.")
+    if not (out_dir / "samples.json").exists() and holds_codes(out_dir):
+        raise UserError(
+            f"{out_dir} holds codes that `prior sample` did not write (an encode folder?); "
+            "choose another output folder."
+        )
     candidates = num if candidates is None else candidates
     for name, value in (("num", num), ("candidates", candidates)):
         if value < 1:
@@ -241,6 +246,11 @@ def sample_prior(
         else CodesInfo.for_rate(100.0, int(ckpt["num_codes"]), groups=int(ckpt["groups"]))
     )
     length = max(1, int(round(seconds * info.code_rate_hz)))
+    source = vqvae or info.checkpoint
+    if not codes_only and (not source or not Path(source).exists()):
+        raise UserError(
+            f"The VQ-VAE these codes came from ({source}) is not there; pass `vqvae` (the VQ-VAE's experiment folder)."
+        )
 
     with FolderLock(out_dir, "prior sample"):
         generator = torch.Generator(device=torch_device).manual_seed(seed)
@@ -270,12 +280,7 @@ def sample_prior(
 
         written = []
         if not codes_only:
-            source = vqvae or info.checkpoint
-            if not source or not Path(source).exists():
-                raise UserError(
-                    f"The VQ-VAE these codes came from ({source}) is not there; pass "
-                    "`vqvae` (the VQ-VAE's experiment folder)."
-                )
+            assert source is not None  # checked before drawing
             vq = VQSpeech.load(source, device)
             wavs = vq.decode_batch(list(samples.values()), [speaker] * len(samples), seed=seed, progress=True)
             for name, wav in zip(samples, wavs, strict=True):

@@ -29,7 +29,7 @@ from ..data.codes import CodesFolder, CodesInfo, Encoding, code_usage, unigram_b
 from ..data.manifest import read_manifest
 from ..device import init_distributed, select_device
 from ..errors import UserError, first_line
-from ..fileio import FolderLock
+from ..fileio import FolderLock, overlapping
 from ..models.prior import CodePrior, build_prior, sample_codes
 from ..models.quantizer import perplexity
 from .experiment import absolute_path, check_resumable, fit_and_summarise, write_experiment_files
@@ -295,6 +295,11 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     codes_dir, merged = absolute_path(exp_dir, cfg, merged, overrides, "data.codes")
     manifest, merged = absolute_path(exp_dir, cfg, merged, overrides, "data.manifest")
     assert codes_dir is not None  # a mandatory value: composing refuses a config without it
+    if overlapping(exp_dir, codes_dir):
+        raise UserError(
+            f"The prior's folder {exp_dir} and its codes folder {codes_dir} overlap; "
+            "train the prior in a folder of its own."
+        )
     level = cfg["data"]["level"]
     info, utts = read_prior_data(codes_dir, manifest, level)
     top = info.top if level == "bottom" else None  # a bottom prior is conditioned on the top codes

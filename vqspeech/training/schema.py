@@ -29,8 +29,19 @@ def _is_number(v: Any) -> bool:
     return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
 
-def integer(at_least: int) -> Rule:
-    return lambda v: _is_int(v) and v >= at_least, f"an integer >= {at_least}"
+def integer(at_least: int, at_most: int | None = None) -> Rule:
+    if at_most is None:
+        return lambda v: _is_int(v) and v >= at_least, f"an integer >= {at_least}"
+    return lambda v: _is_int(v) and at_least <= v <= at_most, f"an integer from {at_least} to {at_most}"
+
+
+WIDTH = 4096
+"""Upper bound of every layer width: far above any model here, far below what exhausts memory
+(a typo such as residual_channels=100000 asks for gigabytes before the first step)."""
+DEPTH = 256
+"""Upper bound of layer counts and dilation lists."""
+MAX_CODES = 32768
+"""Codes are stored as int16."""
 
 
 def number(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False) -> Rule:
@@ -48,10 +59,10 @@ def number(low: float, high: float = math.inf, *, low_open: bool = False, high_o
 
 
 def positive_ints(at_least: int = 1) -> Rule:
-    """A non-empty list of integers >= ``at_least``."""
+    """A non-empty list of at most :data:`DEPTH` integers from ``at_least`` to 65536."""
     return (
-        lambda v: isinstance(v, list) and bool(v) and all(_is_int(x) and x >= at_least for x in v),
-        f"a non-empty list of integers >= {at_least}",
+        lambda v: isinstance(v, list) and 0 < len(v) <= DEPTH and all(_is_int(x) and at_least <= x <= 65536 for x in v),
+        f"a non-empty list of at most {DEPTH} integers from {at_least} to 65536",
     )
 
 
@@ -67,7 +78,7 @@ BETAS: Rule = (
 
 TRAIN_RULES: dict[str, Rule] = {
     "seed": integer(0),
-    "train.batch_size": integer(1),
+    "train.batch_size": integer(1, 65536),
     "train.crop_seconds": number(0, 600, low_open=True),
     "train.speakers_per_batch": integer(0),
     "train.lr": number(0, 1, low_open=True),
@@ -92,16 +103,16 @@ TRAIN_RULES: dict[str, Rule] = {
 UNITS_FROM_RULE: Rule = (lambda v: v is None or (isinstance(v, str) and bool(v)), "null or a path")
 
 MODEL_RULES: dict[str, Rule] = {
-    "model.sample_rate": integer(1),
+    "model.sample_rate": integer(1000, 192000),
     "model.hop_length": integer(1),
-    "model.num_codes": integer(2),
-    "model.latent_dim": integer(1),
+    "model.num_codes": integer(2, MAX_CODES),
+    "model.latent_dim": integer(1, WIDTH),
     "model.jitter": number(0, 1),
     "model.encoder.frontend": choice("mel", "conv"),
-    "model.encoder.n_mels": integer(1),
+    "model.encoder.n_mels": integer(1, 512),
     "model.encoder.n_fft": (lambda v: v is None or (_is_int(v) and v >= 2), "null or an integer >= 2"),
     "model.encoder.strides": positive_ints(1),
-    "model.encoder.channels": integer(1),
+    "model.encoder.channels": integer(1, WIDTH),
     "model.encoder.dilations": positive_ints(1),
     "model.encoder.normalize": BOOL,
     "model.quantizer.type": choice(*QUANTIZERS),
@@ -109,35 +120,35 @@ MODEL_RULES: dict[str, Rule] = {
     "model.quantizer.ema": BOOL,
     "model.quantizer.decay": number(0, 1, low_open=True, high_open=True),
     "model.quantizer.init_from_data": BOOL,
-    "model.quantizer.kmeans_iters": integer(0),
-    "model.quantizer.groups": integer(1),
+    "model.quantizer.kmeans_iters": integer(0, 1000),
+    "model.quantizer.groups": integer(1, 64),
     "model.quantizer.dead_code_threshold": number(0, 1),
     "model.quantizer.usage_decay": number(0, 1, low_open=True, high_open=True),
     "model.top.stride": (lambda v: _is_int(v) and (v == 0 or v >= 2), "0 (one level) or an integer >= 2"),
-    "model.top.num_codes": integer(2),
-    "model.top.channels": integer(1),
+    "model.top.num_codes": integer(2, MAX_CODES),
+    "model.top.channels": integer(1, WIDTH),
     "model.top.dilations": positive_ints(1),
     "model.decoder_type": choice(*DECODERS),
     "model.objective": choice(*OBJECTIVES),
     "model.speaker_adversary.weight": number(0, 100),
-    "model.speaker_adversary.hidden": integer(1),
+    "model.speaker_adversary.hidden": integer(1, WIDTH),
 }
 
 MEL_DECODER_RULES: dict[str, Rule] = {
-    "model.mel_decoder.n_mels": integer(1),
-    "model.mel_decoder.channels": integer(1),
+    "model.mel_decoder.n_mels": integer(1, 512),
+    "model.mel_decoder.channels": integer(1, WIDTH),
     "model.mel_decoder.dilations": positive_ints(1),
-    "model.mel_decoder.global_channels": integer(1),
+    "model.mel_decoder.global_channels": integer(1, WIDTH),
 }
 
 CPC_RULES: dict[str, Rule] = {
-    "model.cpc.context_channels": integer(1),
-    "model.cpc.prediction_steps": integer(1),
-    "model.cpc.negatives": integer(1),
+    "model.cpc.context_channels": integer(1, WIDTH),
+    "model.cpc.prediction_steps": integer(1, 100),
+    "model.cpc.negatives": integer(1, 1000),
 }
 
 WAVENET_DECODER_RULES: dict[str, Rule] = {
-    f"model.decoder.{key}": integer(1)
+    f"model.decoder.{key}": integer(1, DEPTH if key in ("layers", "cycles") else WIDTH)
     for key in (
         "residual_channels",
         "gate_channels",
@@ -147,10 +158,10 @@ WAVENET_DECODER_RULES: dict[str, Rule] = {
         "local_channels",
         "global_channels",
     )
-} | {"model.decoder.kernel_size": integer(2)}
+} | {"model.decoder.kernel_size": integer(2, 16)}
 
 CONV_DECODER_RULES: dict[str, Rule] = {
-    "model.conv_decoder.channels": integer(1),
+    "model.conv_decoder.channels": integer(1, WIDTH),
     "model.conv_decoder.upsample_strides": positive_ints(1),
     "model.conv_decoder.upsample_kernel_sizes": (
         lambda v: v is None or (isinstance(v, list) and all(_is_int(k) and k >= 1 for k in v)),
@@ -161,7 +172,7 @@ CONV_DECODER_RULES: dict[str, Rule] = {
         lambda v: isinstance(v, list) and bool(v) and all(positive_ints(1)[0](d) for d in v),
         "a non-empty list of non-empty lists of integers >= 1",
     ),
-    "model.conv_decoder.global_channels": integer(1),
+    "model.conv_decoder.global_channels": integer(1, WIDTH),
 }
 
 ADVERSARIAL_RULES: dict[str, Rule] = {
@@ -179,7 +190,7 @@ ADVERSARIAL_RULES: dict[str, Rule] = {
 }
 
 PRIOR_RULES: dict[str, Rule] = {
-    "data.crop_frames": integer(2),
+    "data.crop_frames": integer(2, 65536),
     "data.level": choice("bottom", "top"),
     "prior.arch": choice(*PRIORS),
     "prior.dropout": number(0, 1, high_open=True),
@@ -187,15 +198,17 @@ PRIOR_RULES: dict[str, Rule] = {
 
 PRIOR_ARCH_RULES: dict[str, dict[str, Rule]] = {
     "transformer": {
-        **{f"prior.{k}": integer(1) for k in ("d_model", "layers", "heads", "context", "mlp_ratio")},
+        **{f"prior.{k}": integer(1, WIDTH) for k in ("d_model", "heads", "mlp_ratio")},
+        "prior.layers": integer(1, DEPTH),
+        "prior.context": integer(1, 65536),
         "prior.rope_base": number(1, low_open=True),
     },
     "wavenet": {
         **{
-            f"prior.{k}": integer(1)
+            f"prior.{k}": integer(1, DEPTH if k in ("layers", "cycles") else WIDTH)
             for k in ("residual_channels", "gate_channels", "skip_channels", "layers", "cycles", "global_channels")
         },
-        "prior.kernel_size": integer(1),
+        "prior.kernel_size": integer(1, 16),
     },
 }
 
@@ -248,6 +261,28 @@ def check_vqvae_config(cfg: dict[str, Any]) -> None:
         )
     hop, latent = model["hop_length"], model["latent_dim"]
     groups = model["quantizer"]["groups"]
+    _relation(
+        hop <= model["sample_rate"],
+        "model.hop_length",
+        hop,
+        "be at most model.sample_rate (at least one code a second)",
+    )
+    default_bins = max(512, 1 << (2 * hop - 1).bit_length()) // 2 + 1  # LogMelFrontend's default FFT
+    if model["encoder"]["frontend"] == "mel":
+        bins = (model["encoder"]["n_fft"] // 2 + 1) if model["encoder"]["n_fft"] else default_bins
+        _relation(
+            model["encoder"]["n_mels"] <= bins,
+            "model.encoder.n_mels",
+            model["encoder"]["n_mels"],
+            f"be at most the {bins} frequency bins of its FFT",
+        )
+    if model["objective"] == "mel":
+        _relation(
+            model["mel_decoder"]["n_mels"] <= default_bins,
+            "model.mel_decoder.n_mels",
+            model["mel_decoder"]["n_mels"],
+            f"be at most the {default_bins} frequency bins of its FFT",
+        )
     _relation(latent % groups == 0, "model.quantizer.groups", groups, f"divide model.latent_dim={latent}")
     if model["encoder"]["frontend"] == "conv":
         strides = model["encoder"]["strides"]
@@ -310,6 +345,12 @@ def check_prior_config(cfg: dict[str, Any]) -> None:
     prior = cfg["prior"]
     check_rules(cfg, PRIOR_ARCH_RULES[prior["arch"]])
     if prior["arch"] == "transformer":
+        _relation(
+            cfg["data"]["crop_frames"] <= prior["context"],
+            "data.crop_frames",
+            cfg["data"]["crop_frames"],
+            f"be at most prior.context={prior['context']} (the transformer's context)",
+        )
         heads, width = prior["heads"], prior["d_model"]
         _relation(
             width % heads == 0 and (width // heads) % 2 == 0,
