@@ -452,9 +452,9 @@ def test_sampling_errors_are_one_sentence(tmp_path, priors, hier_dir, capsys):
 
 def test_recipe_prior_stages_train_and_sample_both_levels(tmp_path, hier_dir):
     """Stages 6-7 of the recipes on an encode folder with a top level: stage 6 trains prior_top
-    (data.level=top) and prior, stage 7 samples with --top_prior (both code levels written; the
-    synthetic folder has no VQ-VAE to decode with, so the stage stops there). Flat codes go through
-    these stages in test_recipes."""
+    (data.level=top) and prior; stage 7 would sample with --top_prior, but the synthetic folder
+    has no VQ-VAE to decode with, so it stops before drawing; sampling the codes alone writes both
+    levels. Flat codes go through these stages in test_recipes."""
     recipes = Path(__file__).resolve().parents[1] / "recipes"
     exp = tmp_path / "exp"
     shutil.copytree(hier_dir, exp / "codes")
@@ -471,5 +471,8 @@ def test_recipe_prior_stages_train_and_sample_both_levels(tmp_path, hier_dir):
     bottom = torch.load(exp / "prior/checkpoints/last.pt", weights_only=True)
     assert bottom["top"] == {"num_codes": TOP_CODES, "stride": TOP_STRIDE} and bottom["step"] == 2
     samples = exp / "prior_samples/s1"
+    assert not (samples / "codes").exists()  # the missing VQ-VAE is found before anything is drawn
+    assert run_cli(["prior", "sample", exp / "prior", "--top_prior", exp / "prior_top", "--speaker", "s1",
+                    "--seconds", "0.2", "--num", "1", "-o", samples, "--codes_only"]) == 0
     assert np.load(samples / "codes/sample_00.npy").shape == (10,)
     assert np.load(samples / "codes_top/sample_00.npy").shape == (5,)

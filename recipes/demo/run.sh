@@ -16,6 +16,8 @@ model=small
 train_profile=short
 train_steps=1000            # cosine schedule length (about what the budget allows on 2 cores)
 train_minutes=12            # wall-clock training budget
+units_minutes=              # with a two-stage model (e.g. model=small_mel): the units' budget first
+units_steps=6000            # the units' schedule length
 nproc=1
 sample_rate=8000
 num_convert=3               # test utterances converted to each target speaker

@@ -18,6 +18,8 @@ model=small
 train_profile=short
 train_steps=2600            # cosine schedule length (about what the budget allows on 2 cores)
 train_minutes=30
+units_minutes=              # with a two-stage model (e.g. model=small_mel): the units' budget first
+units_steps=6000            # the units' schedule length
 nproc=1
 num_convert=4
 num_eval=20                 # test utterances reconstructed, converted and scored (stage 8)

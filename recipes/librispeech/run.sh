@@ -20,6 +20,8 @@ sample_rate=16000           # must match the model config's sample_rate
 train_profile=default
 train_steps=200000
 train_minutes=
+units_minutes=              # with a two-stage model (e.g. model=small_mel): the units' budget first
+units_steps=6000            # the units' schedule length
 nproc=1
 num_convert=5
 num_eval=20                 # test utterances reconstructed, converted and scored (stage 8)

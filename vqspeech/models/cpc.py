@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .frontend import real_frames
+
 
 @dataclass
 class CPCOutput:
@@ -84,7 +86,7 @@ class CPCHead(nn.Module):
         if mask is None:
             real = torch.ones(batch, frames, dtype=torch.bool, device=z.device)
         else:
-            real = mask[:, : frames * self.hop_length].reshape(batch, frames, -1).amin(-1) > 0
+            real = real_frames(mask, frames, self.hop_length)
         lengths = real.sum(1)
         context, _ = self.context(z)
         predictions = self.predictors(context).view(batch, frames, self.steps, dim)

@@ -42,6 +42,12 @@ def _frames(audio: torch.Tensor, hop_length: int) -> int:
     return frames
 
 
+def real_frames(mask: torch.Tensor, frames: int, hop_length: int) -> torch.Tensor:
+    """Sample mask [B, T] (1 = real, 0 = padding) -> frame mask [B, frames] (bool): a frame is
+    real when all its ``hop_length`` samples are."""
+    return mask[:, : frames * hop_length].reshape(mask.shape[0], frames, hop_length).amin(-1) > 0
+
+
 class LogMelFrontend(nn.Module):
     """Log-mel spectrogram via torch.stft: a Hann window (default 2*hop samples), one frame per hop.
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .frontend import LogMelFrontend
+from .frontend import LogMelFrontend, real_frames
 
 
 @dataclass
@@ -98,7 +98,6 @@ class MelDecoder(nn.Module):
         if mask is None:
             loss = error.mean()
         else:
-            frames = mask[:, : error.shape[1] * self.hop_length].reshape(mask.shape[0], error.shape[1], -1)
-            real = frames.amin(-1).to(error.dtype)
+            real = real_frames(mask, error.shape[1], self.hop_length).to(error.dtype)
             loss = (error * real).sum() / real.sum().clamp_min(1.0)
         return MelOutput(predicted, target, loss)
