@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from corpus_builders import make_fsdd_corpus, make_librispeech_corpus, make_vctk_corpus
 
@@ -303,3 +304,22 @@ def test_a_forced_stage_that_fails_leaves_no_marker(tmp_path):
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     assert result.returncode != 0 and "== stage 9: report" in result.stdout
     assert not (tmp_path / "exp/.stages/9").exists()
+
+
+def test_two_stage_training_in_the_recipe(tmp_path):
+    """--units_minutes: stage 2 trains the units in EXP/units, then the decoder on their frozen
+    codes in EXP; encode and convert use the result as any other experiment."""
+    make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice", "bob"), digits=range(3), takes=7)
+    exp_dir = tmp_path / "exp"
+    args = options(QUICK, fsdd_root=tmp_path / "fsdd", data_dir=tmp_path / "data", exp_dir=exp_dir,
+                   targets="bob", stop_stage=4, units_minutes=5, units_steps=3)
+    result = run_recipe("fsdd", [*args, "model.objective=mel"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "units first" in result.stdout
+    units = torch.load(exp_dir / "units/checkpoints/last.pt", weights_only=True)
+    full = torch.load(exp_dir / "checkpoints/last.pt", weights_only=True)
+    assert units["step"] == 3 and full["step"] == 4
+    assert full["config"]["train"]["units_from"] == str((exp_dir / "units").resolve())
+    assert all(torch.equal(units["model"][k], full["model"][k]) for k in units["model"] if k.startswith("encoder."))
+    assert len(list((exp_dir / "codes/codes").glob("*.npy"))) > 0
+    assert len(list((exp_dir / "convert/bob").glob("*.wav"))) == 1

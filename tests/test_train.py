@@ -20,6 +20,7 @@ from vqspeech.errors import UserError
 from vqspeech.eval.loss import teacher_forced_metrics
 from vqspeech.inference import VQSpeech
 from vqspeech.models import VQVAE
+from vqspeech.models.mel_decoder import MelOutput
 from vqspeech.training.experiment import seed_everything
 from vqspeech.training.schema import check_vqvae_config as check_config
 from vqspeech.training.vqvae_task import train_vqvae
@@ -321,11 +322,16 @@ def test_model_config_dry_run(name, extra):
     mask[1, frames * hop // 2:] = 0
     out = model(audio, torch.tensor([0, 2]), mask)
     length = frames * hop
-    assert out.reconstruction.logits.shape == (2, 256, length)
-    assert out.reconstruction.targets.shape == (2, length)
+    rec = out.reconstruction
+    if isinstance(rec, MelOutput):  # a two-stage model (small_mel): the units stage's objective
+        assert model.stage == "units" and rec.predicted.shape == (2, model_cfg["mel_decoder"]["n_mels"], frames)
+        assert out.adversary is not None and torch.isfinite(out.adversary.loss)
+    else:
+        assert rec.logits.shape == (2, 256, length) and rec.targets.shape == (2, length)
+        assert 0 < float(rec.bits_per_sample) < 16
     assert out.vq.codes.shape == (2, frames) and out.vq.quantized.shape == (2, dim, frames)
     assert int(out.vq.codes.min()) >= 0 and int(out.vq.codes.max()) < model_cfg["num_codes"]
-    assert torch.isfinite(out.loss) and 0 < float(out.reconstruction.bits_per_sample) < 16
+    assert torch.isfinite(out.loss)
     out.loss.backward()
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert no_grad == []

@@ -136,11 +136,12 @@ class VQVAE(nn.Module):
         self.top = top
         self.units_head = units_head
         self.speaker_adversary = speaker_adversary
-        self.stage = "joint" if units_head is None else "units"
+        self.stage = "joint"
         self.jitter = TimeJitter(jitter)
         self.sample_rate = sample_rate
         self.hop_length = encoder.hop_length
         self.decoder_type = next(name for name, cls in DECODERS.items() if isinstance(decoder, cls))
+        self.set_stage("joint" if units_head is None else "units")
 
     @classmethod
     def from_config(cls, config: dict[str, Any], num_speakers: int) -> VQVAE:
