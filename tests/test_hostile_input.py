@@ -5,6 +5,7 @@ are caught before work starts, and operating-system errors are one sentence."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import errno
 import json
@@ -25,6 +26,8 @@ from vqspeech.data.codes import CodesFolder, CodesWriter, Encoding
 from vqspeech.data.dataset import CropDataset, CropRequest
 from vqspeech.data.manifest import is_safe_speaker, read_manifest
 from vqspeech.errors import UserError
+from vqspeech.eval import conversion as conversion_module
+from vqspeech.inference import VQSpeech
 from vqspeech.fileio import FolderLock, atomic_path, is_safe_name
 
 PRIOR = ["prior=wavenet", "prior.residual_channels=16", "prior.gate_channels=32", "prior.skip_channels=16",
@@ -773,3 +776,182 @@ def test_the_corrected_command_after_an_early_failure_drops_the_failed_runs_over
     # with a checkpoint the saved overrides count: a bare rerun resumes the same run
     assert run_cli(["train", exp, "train.max_steps=3"]) == 0
     assert "model=tiny" in (exp / "overrides.yaml").read_text()
+
+
+# --- a third hostile pass ----------------------------------------------------------------------
+
+
+def test_writers_refuse_folders_holding_other_verbs_files(tmp_path, capsys, demo_manifest, trained_tiny, codes):
+    prepared = tmp_path / "prepared"
+    shutil.copytree(demo_manifest.parent, prepared)
+    before = {p: p.read_bytes() for p in files_under(prepared)}
+    assert "not a codes folder" in one_error(capsys, ["baseline", "mfcc-kmeans", prepared / "manifest.jsonl", prepared,
+                                                      "--num_codes", "16"], "baseline")
+    assert "not a codes folder" in one_error(capsys, ["encode", trained_tiny, demo_manifest, prepared], "encode")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.yaml").write_text("my: settings\n")
+    assert "not an experiment folder" in one_error(capsys, ["train", project, *FAST_TRAIN,
+                                                            f"data.manifest={demo_manifest}"], "train")
+    assert (project / "config.yaml").read_text() == "my: settings\n"
+    other = tmp_path / "other"
+    shutil.copytree(codes, other)
+    assert "not an experiment folder" in one_error(capsys, ["prior", "train", other, *PRIOR, f"data.codes={codes}"],
+                                                   "prior train")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "scores.tsv").write_text("mine\n")
+    prior = tmp_path / "prior"
+    assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={codes}", "train.max_steps=2"]) == 0
+    speaker = json.loads((codes / "codes.json").read_text())["speakers"].popitem()[1]
+    assert "did not write" in one_error(capsys, ["prior", "sample", prior, "--speaker", speaker, "--seconds", "0.1",
+                                                 "-o", mine, "--codes_only"], "prior sample")
+    assert (mine / "scores.tsv").read_text() == "mine\n"
+    assert {p: p.read_bytes() for p in files_under(prepared)} == before
+
+
+def test_a_failed_prior_sample_does_not_block_the_corrected_command(tmp_path, capsys, monkeypatch, codes,
+                                                                       trained_tiny):
+    prior = tmp_path / "prior"
+    assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={codes}", "train.max_steps=2"]) == 0
+    speaker = json.loads((codes / "codes.json").read_text())["speakers"].popitem()[1]
+    out = tmp_path / "samples"
+    sample = ["prior", "sample", prior, "--speaker", speaker, "--seconds", "0.1", "--num", "1", "-o", out]
+
+    def full_disk(*args, **kwargs):
+        raise UserError("Cannot write x.wav (System error); check the free disk space and the folder's permissions.")
+
+    monkeypatch.setattr("vqspeech.inference.prior_sampling.save_wav", full_disk)
+    one_error(capsys, [*sample, "--vqvae", trained_tiny], "prior sample")
+    monkeypatch.undo()
+    assert run_cli([*sample, "--vqvae", trained_tiny]) == 0 and (out / "samples.json").is_file()
+
+
+def test_a_failed_evaluate_conversion_does_not_block_the_corrected_command(tmp_path, capsys, monkeypatch,
+                                                                            trained_tiny):
+    out = tmp_path / "ec"
+    command = ["evaluate", "conversion", trained_tiny, "--out", out, "--num", "1", "--num_reference", "1"]
+    real_save = conversion_module.save_wav
+    calls = []
+
+    def fails_second_time(path, *args):
+        calls.append(path)
+        if len(calls) == 2:
+            raise UserError(f"Cannot write {path} (System error); check the free disk space.")
+        real_save(path, *args)
+
+    monkeypatch.setattr(conversion_module, "save_wav", fails_second_time)
+    one_error(capsys, command, "evaluate conversion")
+    monkeypatch.undo()
+    assert any(out.rglob("*.wav")) and not (out / "metrics.json").exists()
+    assert run_cli(command) == 0 and (out / "metrics.json").is_file()
+
+
+def test_align_keeps_every_field_and_follows_a_linked_manifest(tmp_path, demo_manifest):
+    data = tmp_path / "data"
+    shutil.copytree(demo_manifest.parent, data)
+    manifest = data / "manifest.jsonl"
+    rows = manifest_lines(manifest)[:3]
+    for row in rows:
+        row["gender"] = "f"
+        row.pop("alignment", None)
+    write_lines(manifest, rows)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(manifest)
+    assert run_cli(["align", manifest, tmp_path / "grids", "--manifest", link]) == 0
+    assert link.is_symlink()
+    after = manifest_lines(manifest)
+    assert all(r["gender"] == "f" for r in after) and [r["audio"] for r in after] == [r["audio"] for r in rows]
+    assert any(r.get("alignment") for r in after)
+    assert len(read_manifest(link)) == 3
+
+
+def test_convert_never_writes_over_its_inputs(tmp_path, capsys, trained_tiny, demo_manifest):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for row in manifest_lines(demo_manifest)[:2]:
+        shutil.copy(demo_manifest.parent / row["audio"], inputs / f"{row['id']}.wav")
+    before = {p: p.read_bytes() for p in files_under(inputs)}
+    speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    assert "one of the inputs" in one_error(capsys, ["convert", trained_tiny, inputs, "--speaker", speaker,
+                                                     "-o", inputs, "--overwrite"], "convert")
+    assert {p: p.read_bytes() for p in files_under(inputs)} == before
+
+
+def test_a_decoder_stays_with_its_units(tmp_path, capsys, demo_manifest):
+    mel = [*FAST_TRAIN, f"data.manifest={demo_manifest}", "model.objective=mel", "train.max_steps=2"]
+    assert run_cli(["train", tmp_path / "u1", *mel]) == 0
+    assert run_cli(["train", tmp_path / "u2", *mel, "seed=5"]) == 0
+    assert run_cli(["train", tmp_path / "d", *mel, f"train.units_from={tmp_path / 'u1'}"]) == 0
+    message = one_error(capsys, ["train", tmp_path / "d", f"train.units_from={tmp_path / 'u2'}",
+                                 "train.max_steps=4"], "train")
+    assert "u1" in message and "new experiment" in message
+
+
+def test_odd_values_and_files_are_one_sentence(tmp_path, capsys, codes, trained_tiny, demo_manifest):
+    np.savez(tmp_path / "z.npz", a=np.zeros(4, dtype=np.int16))
+    (tmp_path / "z.npz").rename(tmp_path / "z.npy")
+    assert "archive" in one_error(capsys, ["decode", trained_tiny, tmp_path / "z.npy", "--speaker", "x",
+                                           "-o", tmp_path / "o.wav"], "decode")
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    one_error(capsys, ["encode", trained_tiny, deep, tmp_path / "c"], "encode")
+    one_error(capsys, ["train", tmp_path / "x", *FAST_TRAIN, 'data.manifest="~nosuchuser_vqs/m.jsonl"'], "train")
+    for seed in ("99999999999999999999", "-1"):  # refused by the flag's parser, before any work
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:
+            run_cli(["baseline", "mfcc-kmeans", demo_manifest, tmp_path / "b", "--seed", seed])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and "--seed" in err and "Traceback" not in err
+    assert "seed" in one_error(capsys, ["train", tmp_path / "s", *FAST_TRAIN, f"data.manifest={demo_manifest}",
+                                        "seed=99999999999999999999"], "train")
+    assert "faster code rate" in one_error(capsys, ["baseline", "mfcc-kmeans", demo_manifest, tmp_path / "b2",
+                                                    "--num_codes", "8", "--code_rate", "0.25"], "baseline")
+    prior = tmp_path / "prior"
+    assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={codes}", "train.max_steps=2"]) == 0
+    speaker = json.loads((codes / "codes.json").read_text())["speakers"].popitem()[1]
+    for flags in (["--temperature", "1e-300"], ["--candidates", "100000000"]):
+        one_error(capsys, ["prior", "sample", prior, "--speaker", speaker, "--seconds", "0.1", "-o",
+                           tmp_path / "ps", "--codes_only", *flags], "prior sample")
+    assert "at least 1" in one_error(capsys, ["align", demo_manifest, tmp_path / "al", "--limit", "-3"], "align")
+    assert "nowhere" in one_error(capsys, ["align", demo_manifest, tmp_path / "al", "--manifest",
+                                           tmp_path / "nowhere.jsonl"], "align")
+    assert not (tmp_path / "al").exists()
+    assert "bogus" in one_error(capsys, ["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest,
+                                         "--out", tmp_path / "p.json", "--ignore", "bogus", "--no_abx"],
+                                "evaluate probe")
+    last = trained_tiny / "checkpoints" / "last.pt"
+    assert "another file" in one_error(capsys, ["export", trained_tiny, last, "--overwrite"], "export")
+
+
+def test_crafted_checkpoints_are_one_sentence(tmp_path, capsys, trained_tiny):
+    ckpt = torch.load(trained_tiny / "checkpoints" / "last.pt", weights_only=True)
+    for name, change in (("speakers", lambda c: c.update(speakers=[1, 2])),
+                         ("version", lambda c: c.update(format_version="3")),
+                         ("hop", lambda c: c["config"]["model"].update(hop_length=0))):
+        crafted = copy.deepcopy(ckpt)
+        change(crafted)
+        path = tmp_path / f"{name}.pt"
+        torch.save(crafted, path)
+        one_error(capsys, ["speakers", path], "speakers")
+        one_error(capsys, ["encode", path, demo_wav(tmp_path), tmp_path / f"c_{name}"], "encode")
+
+
+def demo_wav(tmp_path: Path) -> Path:
+    path = tmp_path / "tone.wav"
+    if not path.exists():
+        sf.write(path, (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 8000)
+    return path
+
+
+def test_a_prior_resumed_on_codes_with_new_speakers_is_refused(tmp_path, capsys, codes):
+    prior = tmp_path / "prior"
+    assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={codes}", "train.max_steps=2"]) == 0
+    renamed = tmp_path / "renamed"
+    shutil.copytree(codes, renamed)
+    info = json.loads((renamed / "codes.json").read_text())
+    info["speakers"] = {k: f"new_{v}" for k, v in info["speakers"].items()}
+    (renamed / "codes.json").write_text(json.dumps(info))
+    message = one_error(capsys, ["prior", "train", prior, f"data.codes={renamed}", "train.max_steps=4"],
+                        "prior train")
+    assert "new_" in message

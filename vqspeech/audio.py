@@ -61,8 +61,13 @@ def save_wav(path: str | os.PathLike, audio: np.ndarray | torch.Tensor, sample_r
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().float().cpu().numpy()
     audio = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    with atomic_path(path) as tmp:
-        sf.write(sound_file(tmp), audio, sample_rate, subtype="PCM_16", format="WAV")
+    try:
+        with atomic_path(path) as tmp:
+            sf.write(sound_file(tmp), audio, sample_rate, subtype="PCM_16", format="WAV")
+    except (OSError, RuntimeError) as exc:  # soundfile's LibsndfileError for a full disk is a RuntimeError
+        raise UserError(
+            f"Cannot write {path} ({first_line(exc)}); check the free disk space and the folder's permissions."
+        ) from None
 
 
 def normalize_level(audio: np.ndarray, target_rms_db: float = -20.0, peak: float = 0.99) -> np.ndarray:

@@ -123,6 +123,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     version = ckpt.get("format_version") if isinstance(ckpt, dict) else None
     if version is None:
         raise UserError(f"{path} is not a vqspeech checkpoint (no format_version).")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise UserError(f"{path} is not a vqspeech checkpoint (format_version {version!r}).")
+    for key, kind in (("config", dict), ("speakers", list)):
+        if key in ckpt and not isinstance(ckpt[key], kind):
+            raise UserError(f"{path} is not a usable vqspeech checkpoint ({key} is not a {kind.__name__}).")
+    if "speakers" in ckpt and not all(isinstance(s, str) for s in ckpt["speakers"]):
+        raise UserError(f"{path} is not a usable vqspeech checkpoint (a speaker name is not text).")
     if version > FORMAT_VERSION:
         raise UserError(
             f"Checkpoint {path} has format version {version}, newer than this vqspeech "
@@ -146,6 +153,8 @@ RESUME_ONLY = (
 
 def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Write a shareable copy of a checkpoint without the :data:`RESUME_ONLY` state."""
+    if Path(dst).exists() and os.path.samefile(src, dst):
+        raise UserError(f"{dst} is the checkpoint being exported; write the export to another file.")
     check_writable_parent(dst)
     ckpt = load_checkpoint(src)
     save_checkpoint(dst, {k: v for k, v in ckpt.items() if k not in (*RESUME_ONLY, "format_version")})

@@ -334,15 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_duration", type=float, default=None, help="seconds; longer files are rejected")
     p.add_argument("--mic", default=None, help="VCTK 0.92 microphone: mic1 (default) or mic2")
     p.add_argument("--subset", default=None, help="LibriSpeech/LibriTTS subset, e.g. train-clean-100")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--num_workers", type=int, default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_prepare)
 
     p = verbs.add_parser("demo-data", help="synthesise the embedded multi-speaker demo corpus (espeak-ng)")
     p.add_argument("out_dir")
-    p.add_argument("--num_sentences", type=int, default=240)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num_sentences", type=bounded_int(1, 100_000), default=240)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_demo_data)
 
@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--temperature", type=float, default=1.0, help="0 = argmax")
     p.add_argument("--top_k", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--vqvae", default=None, help="the VQ-VAE to decode with (default: the one the codes came from)")
     p.add_argument(
         "--top_prior",
@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
             input_filters(p)
         p.add_argument("-o", "--out", required=True, help="a .wav file for one input, else a folder")
         p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = argmax")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=seed_arg, default=0)
         p.add_argument("--batch_size", type=int, default=8, help="utterances generated together")
         p.add_argument("--overwrite", action="store_true")
         device_flag(p)
@@ -450,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--code_rate", type=float, default=None, help="codes per second (default: --like's, else 100)")
     p.add_argument("--fit_split", default="train", help="the split k-means is fitted on")
     p.add_argument("--split", default=None, help="only encode this split (default: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_baseline)
 
@@ -486,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="recognise with a digit vocabulary (auto: when every text is one digit word)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--overwrite", action="store_true")
     device_flag(p)
     p.set_defaults(func=cmd_evaluate_conversion)
@@ -510,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="system name in the JSON and plots (default: the folder name)")
     p.add_argument("--no_abx", action="store_true", help="skip the ABX scores (the slowest part)")
     p.add_argument("--abx_max_items", type=int, default=None, help="ABX items per cell (default: the module's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_evaluate_probe)
 
@@ -552,6 +552,26 @@ def command_name(args: argparse.Namespace) -> str:
     """The verb as typed, with its action for the grouped verbs: ``evaluate probe``, ``prior train``."""
     action = getattr(args, "evaluation", None) or getattr(args, "prior_verb", None)
     return f"{args.verb} {action}" if action else args.verb
+
+
+def seed_arg(text: str) -> int:
+    """A random seed: an integer from 0 to 2**32 - 1 (what numpy and torch accept)."""
+    return bounded_int(0, 2**32 - 1)(text)
+
+
+def bounded_int(low: int, high: int):
+    """An argparse type: an integer from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not from {low} to {high}")
+        return value
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:

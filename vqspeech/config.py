@@ -79,7 +79,7 @@ def save_yaml(path: Path, data: Any) -> None:
 def load_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
         raise UserError(f"Cannot read {path} ({exc}); fix or remove it.") from None
 
 
@@ -122,6 +122,13 @@ def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "c
             "log to; choose a folder whose path is UTF-8."
         )
     saved = exp_dir / "overrides.yaml"
+    if exp_dir.is_dir() and not saved.is_file():
+        foreign = sorted(p.name for p in exp_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+        if foreign:
+            raise UserError(
+                f"{exp_dir} holds {foreign[0]} but no overrides.yaml: it is not an experiment folder; "
+                "train in a new or empty folder."
+            )
     started = (exp_dir / "checkpoints" / "last.pt").is_file()
     old = load_yaml(saved) if saved.is_file() and (started or not overrides) else []
     if not isinstance(old, list) or not all(isinstance(o, str) for o in old):

@@ -36,6 +36,14 @@ def is_utf8(text: str) -> bool:
     return True
 
 
+def user_path(path: str | os.PathLike) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded; UserError for a user that does not exist."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # Path.expanduser: "Could not determine home directory"
+        raise UserError(f"Cannot expand {path}: no such user's home folder; give the path in full.") from None
+
+
 def overlapping(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether two folders are the same or one lies inside the other, once links are resolved."""
     first, second = Path(os.path.realpath(a)), Path(os.path.realpath(b))  # realpath: a link loop is no error
@@ -228,7 +236,7 @@ class FolderLock:
     def _read_holder(self) -> dict:
         try:
             holder = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}  # unreadable: a lock being written this instant, or a broken one
         return holder if isinstance(holder, dict) else {}
 

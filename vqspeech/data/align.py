@@ -34,11 +34,11 @@ from tqdm import tqdm
 
 from ..audio import load_audio, resample
 from ..errors import UserError, first_line
-from ..fileio import FolderLock, inside, write_text_atomic
+from ..fileio import FolderLock, inside, user_path, write_text_atomic
 from . import espeak
 from .alignments import Segment, write_textgrid
 from .corpora import SourceUtterance, find_utterances
-from .manifest import read_manifest, write_manifest
+from .manifest import read_manifest, set_alignments
 from .phones import PhoneFolding
 
 ALIGN_RATE = 16000
@@ -328,7 +328,11 @@ def align_corpus(
     Raises UserError for a missing source, an unknown layout, or an ``out_dir`` aligned from a
     different source (unless ``overwrite``).
     """
-    items, settings = _items(Path(source).expanduser(), layout, layout_options)
+    if limit is not None and limit < 1:
+        raise UserError(f"`limit` must be at least 1, not {limit}.")
+    if manifest is not None:
+        read_manifest(Path(manifest))  # the manifest to point at the alignments is checked before the work
+    items, settings = _items(user_path(source), layout, layout_options)
     if limit is not None:
         items = items[:limit]
     out_dir = Path(out_dir)
@@ -387,16 +391,9 @@ def attach_alignments(manifest: str | os.PathLike, align_dir: str | os.PathLike)
     Utterances that already have an alignment (shipped by the corpus) keep it. Rewrites the
     manifest atomically; returns the number of utterances that now have an alignment.
     """
-    path = Path(manifest)
-    path = path / "manifest.jsonl" if path.is_dir() else path
-    utts = read_manifest(path)
     align_dir = Path(align_dir)
-    for utt in utts:
-        grid = align_dir / f"{utt.id}.TextGrid"
-        if not utt.alignment and grid.is_file():
-            utt.alignment = str(grid.resolve())
-    write_manifest(path, utts)
-    return sum(1 for u in utts if u.alignment)
+    grids = {p.stem: str(p.resolve()) for p in align_dir.glob("*.TextGrid") if not p.name.startswith(".")}
+    return set_alignments(manifest, grids)
 
 
 def _items(source: Path, layout: str | None, layout_options: dict) -> tuple[list[SourceUtterance], dict[str, object]]:
@@ -420,7 +417,7 @@ def _check_previous(out_dir: Path, settings: dict, overwrite: bool) -> None:
         return
     try:
         previous = json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return
     if not isinstance(previous, dict):
         raise UserError(f"{record} is not a record `vqspeech align` wrote; pass `overwrite=True` to replace it.")

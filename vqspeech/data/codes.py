@@ -207,7 +207,7 @@ class CodesInfo:
         path = Path(path)
         try:
             record = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise UserError(f"Cannot read {path} ({exc}); re-run `vqspeech encode`.") from None
         if not isinstance(record, dict):
             raise UserError(f"{path} does not hold a JSON object; re-run `vqspeech encode`.")
@@ -283,6 +283,9 @@ def _load_array(path: Path, ndim: tuple[int, ...]) -> np.ndarray:
         array = np.load(path)
     except (OSError, ValueError) as exc:
         raise UserError(f"Cannot read {path} ({exc}); re-run `vqspeech encode`.") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive under an .npy name
+        array.close()
+        raise UserError(f"{path} is an archive of several arrays, not one array; re-run `vqspeech encode`.")
     if array.ndim not in ndim:
         raise UserError(f"{path} holds shape {array.shape}; expected a {' or '.join(f'{n}-D' for n in ndim)} array.")
     return array
@@ -462,6 +465,12 @@ def refuse_existing_codes(root: Path, overwrite: bool) -> None:
             raise UserError(f"{root / sub} is a link; give an output folder whose subfolders are its own.")
     if holds_codes(root) and not overwrite:
         raise UserError(f"{root} already holds codes; pass `overwrite=True` to replace them.")
+    foreign = [name for name in ("units.txt", "rejects.tsv") if (root / name).exists()]
+    if foreign and not holds_codes(root):
+        raise UserError(
+            f"{root} holds {foreign[0]} but no codes: it is not a codes folder (a prepared corpus?); "
+            "choose another output folder."
+        )
 
 
 def _ids(folder: Path) -> list[str]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..fileio import is_safe_name
+from ..fileio import is_safe_name, user_path
 from .manifest import SPEAKER_RULE, is_safe_speaker, read_manifest
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
@@ -128,7 +128,7 @@ def find_utterances(
         raise UserError(f"Unknown corpus layout '{layout}'; choose one of: {', '.join(sorted(LAYOUTS))}.")
     reader = LAYOUTS[layout]
     _check_options(layout, options)
-    root = Path(corpus_dir).expanduser()
+    root = user_path(corpus_dir)
     if not root.is_dir():
         raise UserError(
             f"Corpus folder {root} does not exist; check the path "

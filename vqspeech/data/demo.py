@@ -577,7 +577,7 @@ def write_textgrid(path: str | os.PathLike, result: espeak.SynthResult) -> None:
 def _read_settings(out_dir: Path) -> dict | None:
     try:
         return json.loads((out_dir / "demo.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 

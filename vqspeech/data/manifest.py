@@ -18,7 +18,7 @@ import numpy as np
 
 from ..audio import load_audio
 from ..errors import UserError
-from ..fileio import atomic_path, is_safe_name
+from ..fileio import atomic_path, is_safe_name, write_text_atomic
 
 SPLITS = ("train", "valid", "test")
 
@@ -114,7 +114,7 @@ def read_manifest(path: str | os.PathLike, split: str | None = None) -> list[Utt
             continue
         try:
             row = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise UserError(
                 f"Manifest {path} line {lineno} is not JSON ({exc}); rebuild it with `vqspeech prepare`."
             ) from None
@@ -163,6 +163,23 @@ def write_manifest(path: str | os.PathLike, utts: list[Utterance]) -> None:
                 row["alignment"] = _relative(row["alignment"], root)
             row = {k: v for k, v in row.items() if v is not None}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def set_alignments(path: str | os.PathLike, alignments: dict[str, str]) -> int:
+    """Point the utterances of the manifest at ``path`` without an alignment at the files of
+    ``alignments`` (id -> TextGrid), keeping every other field of every line (also fields vqspeech
+    does not read) and their order. A manifest reached through a link is rewritten where it lies.
+    Returns the number of utterances that now have an alignment."""
+    path = Path(path)
+    path = Path(os.path.realpath(path / "manifest.jsonl" if path.is_dir() else path))
+    read_manifest(path)  # every line checked first
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    for row in rows:
+        grid = alignments.get(row["id"])
+        if not row.get("alignment") and grid:
+            row["alignment"] = _relative(grid, path.parent)
+    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    return sum(1 for row in rows if row.get("alignment"))
 
 
 def speakers_of(utts: list[Utterance]) -> list[str]:

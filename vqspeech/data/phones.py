@@ -28,6 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from ..errors import UserError
+from ..fileio import user_path
 from .alignments import Segment
 
 PHONE_CLASSES: tuple[str, ...] = (
@@ -111,7 +112,7 @@ class PhoneFolding:
 
         Raises UserError for a missing or malformed table or a set the table does not have.
         """
-        path = Path(path).expanduser() if path is not None else FOLDING_FILE
+        path = user_path(path) if path is not None else FOLDING_FILE
         tables, classes = _read_table(path)
         if phone_set not in tables:
             raise UserError(

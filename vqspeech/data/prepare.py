@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from ..audio import load_audio, normalize_level, resample, save_wav, sound_file
 from ..errors import UserError
-from ..fileio import FolderLock, inside, is_safe_name, overlapping, write_text_atomic
+from ..fileio import FolderLock, inside, is_safe_name, overlapping, user_path, write_text_atomic
 from .corpora import SourceUtterance, find_utterances, source_path, source_speaker
 from .manifest import SPLITS, Utterance, write_manifest
 
@@ -90,8 +90,8 @@ def prepare_corpus(
     Raises UserError for bad arguments, a missing or unusable corpus, or an existing manifest
     built with other settings when ``overwrite`` is False.
     """
-    corpus_dir = Path(corpus_dir).expanduser()
-    out_dir = Path(out_dir).expanduser()
+    corpus_dir = user_path(corpus_dir)
+    out_dir = user_path(out_dir)
     if isinstance(heldout_speakers, str):
         heldout_speakers = [heldout_speakers]
     _check_arguments(
@@ -464,7 +464,7 @@ def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool, ids: lis
         return
     try:
         previous = json.loads((out_dir / "prepare.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         previous = None
     if not isinstance(previous, dict):  # not a record prepare wrote
         previous = None
@@ -485,7 +485,7 @@ def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool, ids: lis
         )
     try:
         previous_ids = [json.loads(line)["id"] for line in manifest.read_text(encoding="utf-8").split("\n") if line]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, RecursionError, KeyError, TypeError):
         previous_ids = []
     for name in OWN_FILES:
         (out_dir / name).unlink(missing_ok=True)

@@ -63,7 +63,13 @@ def mfcc_kmeans_baseline(
     with FolderLock(out, "baseline"):
         encoded = utts if split is None else fit + [u for u in targets if u.split != fit_split]
         features = _mfcc_features(encoded, sample_rate, hop, progress)
-        fit_frames = np.concatenate([features[u.id] for u in fit if u.id in features])
+        fitted = [features[u.id] for u in fit if u.id in features and len(features[u.id])]
+        if not fitted:
+            raise UserError(
+                f"No '{fit_split}' utterance is as long as one code ({hop} samples at {code_rate_hz} codes "
+                "per second); choose a faster code rate."
+            )
+        fit_frames = np.concatenate(fitted)
         fit_frames = fit_frames[np.random.default_rng(seed).permutation(len(fit_frames))[:max_fit_frames]]
         if len(fit_frames) < num_codes:
             raise UserError(f"The '{fit_split}' split has {len(fit_frames)} frames, fewer than K={num_codes}.")

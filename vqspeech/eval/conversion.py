@@ -133,6 +133,7 @@ def evaluate_conversion(
 
     with FolderLock(out_dir, "evaluate conversion"):
         # Validation is over: clear what a previous run wrote, metrics.json first.
+        write_text_atomic(out_dir / MARK, "")
         metrics_path.unlink(missing_ok=True)
         for stale in previous:
             stale.unlink(missing_ok=True)
@@ -336,10 +337,16 @@ def _order_key(seed: int, uid: str) -> str:
     return hashlib.sha1(f"{seed}:{uid}".encode()).hexdigest()
 
 
+MARK = ".evaluate-conversion"
+"""Hidden file that marks a folder as ``evaluate conversion``'s (written before any output): after
+a run that failed before its metrics.json, what its subfolders hold is still ours to replace."""
+
+
 def previous_outputs(out_dir: Path) -> list[Path]:
     """The files an earlier run wrote in ``out_dir``'s subfolders, as its ``metrics.json`` lists
-    them; UserError when a subfolder is a link or holds any other file (they are not ours to
-    delete)."""
+    them (or, in a folder a failed run marked, every file there); UserError when a subfolder is a
+    link or holds any other file (they are not ours to delete)."""
+    marked = (out_dir / MARK).is_file()
     recorded: set[Path] = set()
     try:
         items = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8")).get("items", [])
@@ -347,7 +354,7 @@ def previous_outputs(out_dir: Path) -> list[Path]:
             for key in SUBDIRS:
                 if isinstance(item.get(key), str):
                     recorded.add(inside(out_dir, item[key]).resolve())
-    except (OSError, ValueError, AttributeError, UserError):  # no (readable) record: nothing is ours
+    except (OSError, ValueError, RecursionError, AttributeError, TypeError, UserError):  # no readable record
         recorded = set()
     found = []
     for sub, _ in SUBDIRS.values():
@@ -357,7 +364,7 @@ def previous_outputs(out_dir: Path) -> list[Path]:
         if not folder.is_dir():
             continue
         for path in sorted(folder.iterdir()):
-            if path.resolve() not in recorded:
+            if not marked and path.resolve() not in recorded:
                 raise UserError(
                     f"{folder} holds {path.name}, which no earlier `evaluate conversion` there wrote; "
                     "choose a new or empty output folder."

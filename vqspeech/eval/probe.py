@@ -126,6 +126,13 @@ def _phone_order(labels: set[str]) -> list[str]:
 
 def frame_table(data: ProbeData, ignore: tuple[str, ...] = ()):
     """Flatten to frames: (phone index [N], keep mask per utterance, phone names, codes [N] or None)."""
+    present = {p for lab in data.labels for p in set(lab.tolist())} - {""}
+    unknown = [label for label in ignore if label not in present]
+    if unknown:
+        raise UserError(
+            f"No frame is labelled {unknown[0]!r}, so it cannot be ignored; the classes here are "
+            f"{', '.join(_phone_order(present))}."
+        )
     keep = [(lab != "") & ~np.isin(lab, list(ignore)) for lab in data.labels]
     phones = _phone_order({p for lab, k in zip(data.labels, keep, strict=True) for p in set(lab[k])})
     if not phones:

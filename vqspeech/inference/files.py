@@ -4,6 +4,7 @@ to wav files. The codes folder itself is read and written by :mod:`vqspeech.data
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -264,6 +265,10 @@ def convert_items(
     """Voice conversion: encode each input, decode its codes with ``speaker``'s embedding."""
     vq.require_decoder()
     paths = _output_paths([i.id for i in items], out, overwrite)
+    inputs = {os.path.realpath(str(i.path)) for i in items}
+    clash = next((p for p in paths if os.path.realpath(p) in inputs), None)
+    if clash is not None:
+        raise UserError(f"{clash} is one of the inputs; write the conversions to another folder.")
     _check_generation(vq, [speaker], temperature, batch_size)
     with _writing(out, paths, "convert"):
         encodings = []

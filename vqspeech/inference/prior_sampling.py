@@ -20,7 +20,7 @@ import torch
 
 from ..audio import save_wav
 from ..checkpoint import load_checkpoint, resolve_checkpoint
-from ..data.codes import CodesInfo, CodesWriter, Encoding, code_usage, holds_codes
+from ..data.codes import CodesInfo, CodesWriter, Encoding, code_usage
 from ..device import select_device
 from ..errors import UserError
 from ..fileio import FolderLock, write_text_atomic
@@ -177,6 +177,35 @@ def draw_candidates(
     return out
 
 
+MAX_CANDIDATES = 1000
+"""Samples drawn at once are held in memory together: a bound on them."""
+
+MARK = ".prior-sample"
+"""Hidden file that marks a folder as ``prior sample``'s (written before anything else)."""
+
+
+def decoder_for(source: str | Path | None, ckpt: dict, two_levels: bool, device: str) -> VQSpeech:
+    """The VQ-VAE that decodes this prior's samples, checked before anything is drawn: it exists,
+    has a trained decoder, and takes codes of the prior's levels and K."""
+    if not source or not Path(source).exists():
+        raise UserError(
+            f"The VQ-VAE these codes came from ({source}) is not there; pass `vqvae` (the VQ-VAE's experiment folder)."
+        )
+    vq = VQSpeech.load(source, device)
+    vq.require_decoder()
+    if bool(vq.top_stride) != two_levels:
+        levels = "two code levels" if vq.top_stride else "one code level"
+        raise UserError(
+            f"{source} decodes {levels}, which these samples do not have; pass the VQ-VAE the codes came from."
+        )
+    if int(ckpt["num_codes"]) > vq.model.quantizer.num_codes:
+        raise UserError(
+            f"{source} knows {vq.model.quantizer.num_codes} codes but the prior draws from {ckpt['num_codes']}; "
+            "pass the VQ-VAE the codes came from."
+        )
+    return vq
+
+
 def sample_prior(
     prior_dir: str | Path,
     out_dir: str | Path,
@@ -209,10 +238,11 @@ def sample_prior(
     out_dir = Path(out_dir)
     if (out_dir / "samples.json").exists() and not overwrite:
         raise UserError(f"{out_dir} already holds samples; pass `overwrite=True` to replace them.")
-    if not (out_dir / "samples.json").exists() and holds_codes(out_dir):
+    ours = (out_dir / "samples.json").exists() or (out_dir / MARK).exists()
+    if not ours and out_dir.is_dir() and any(not p.name.startswith(".") for p in out_dir.iterdir()):
         raise UserError(
-            f"{out_dir} holds codes that `prior sample` did not write (an encode folder?); "
-            "choose another output folder."
+            f"{out_dir} holds files that `prior sample` did not write (an encode folder?); "
+            "choose a new or empty output folder."
         )
     candidates = num if candidates is None else candidates
     for name, value in (("num", num), ("candidates", candidates)):
@@ -220,6 +250,8 @@ def sample_prior(
             raise UserError(f"`{name}` must be at least 1, not {value}.")
     if candidates < num:
         raise UserError(f"`candidates` ({candidates}) must be at least `num` ({num}).")
+    if candidates > MAX_CANDIDATES:
+        raise UserError(f"`candidates` (and `num`) must be at most {MAX_CANDIDATES}, not {candidates}.")
     if not 0 < seconds <= MAX_SECONDS:
         raise UserError(f"`seconds` must be positive and at most {MAX_SECONDS:g}, not {seconds}.")
     check_temperature(temperature)
@@ -247,12 +279,12 @@ def sample_prior(
     )
     length = max(1, int(round(seconds * info.code_rate_hz)))
     source = vqvae or info.checkpoint
-    if not codes_only and (not source or not Path(source).exists()):
-        raise UserError(
-            f"The VQ-VAE these codes came from ({source}) is not there; pass `vqvae` (the VQ-VAE's experiment folder)."
-        )
+    vq = None if codes_only else decoder_for(source, ckpt, top_model is not None, device)
 
     with FolderLock(out_dir, "prior sample"):
+        write_text_atomic(out_dir / MARK, "")  # the folder is ours: a failed run does not block the next
+        for stale in [*out_dir.glob("sample_*.wav"), out_dir / "scores.tsv", out_dir / "samples.json"]:
+            stale.unlink(missing_ok=True)
         generator = torch.Generator(device=torch_device).manual_seed(seed)
         drawn = draw_candidates(
             model,
@@ -279,9 +311,7 @@ def sample_prior(
         write_text_atomic(out_dir / "scores.tsv", scores_table(drawn, names))
 
         written = []
-        if not codes_only:
-            assert source is not None  # checked before drawing
-            vq = VQSpeech.load(source, device)
+        if vq is not None:
             wavs = vq.decode_batch(list(samples.values()), [speaker] * len(samples), seed=seed, progress=True)
             for name, wav in zip(samples, wavs, strict=True):
                 save_wav(out_dir / f"{name}.wav", wav, vq.sample_rate)

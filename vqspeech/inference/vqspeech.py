@@ -9,7 +9,6 @@ wav = vq.convert(audio, sample_rate, speaker="gb_m1")
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -22,18 +21,21 @@ from ..checkpoint import load_checkpoint, resolve_checkpoint
 from ..config import training_stage
 from ..data.codes import Encoding
 from ..device import select_device
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..models.conv_decoder import ConvDecoder
 from ..models.vqvae import VQVAE
 from ..models.wavenet import WaveNetDecoder
+from ..training.schema import MODEL_RULES, check_rules
 from .fast_generate import FastWaveNet
 from .generate import generate
 
 
 def check_temperature(temperature: float) -> None:
-    """UserError unless ``temperature`` is a finite number >= 0 (0: the most likely sample)."""
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
-        raise UserError(f"`temperature` must be a finite number >= 0, not {temperature}.")
+    """UserError unless ``temperature`` is 0 (the most likely sample) or in [0.01, 100] (a smaller
+    one overflows the scaled logits)."""
+    ok = isinstance(temperature, (int, float)) and (temperature == 0 or 0.01 <= temperature <= 100)
+    if not ok:
+        raise UserError(f"`temperature` must be 0 (the most likely sample) or from 0.01 to 100, not {temperature}.")
 
 
 class VQSpeech:
@@ -53,11 +55,12 @@ class VQSpeech:
         if ckpt.get("kind") != "vqvae":
             raise UserError(f"{ckpt_path} holds a {ckpt.get('kind')} model, not a VQ-VAE.")
         try:
+            check_rules({"model": ckpt["config"]["model"]}, MODEL_RULES)  # a crafted config: hop_length 0, ...
             model = VQVAE.from_config(ckpt["config"]["model"], len(ckpt["speakers"]))
             model.load_state_dict(ckpt["model"])
             model.set_stage(training_stage(ckpt["config"]))
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise UserError(f"{ckpt_path} does not hold a usable VQ-VAE ({str(exc).splitlines()[0][:100]}).") from None
+        except Exception as exc:  # a crafted or damaged checkpoint can fail anywhere in building
+            raise UserError(f"{ckpt_path} does not hold a usable VQ-VAE ({first_line(exc)[:100]}).") from None
         return cls(model, list(ckpt["speakers"]), ckpt["config"], select_device(device), ckpt_path)
 
     @property

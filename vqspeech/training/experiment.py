@@ -15,7 +15,7 @@ from ..config import load_yaml, merge_overrides, save_yaml
 from ..config import override_key as _key
 from ..device import DistInfo
 from ..errors import UserError
-from ..fileio import write_text_atomic
+from ..fileio import user_path, write_text_atomic
 from ..models.vqvae import config_in_use
 from .trainer import Task, Trainer
 
@@ -32,7 +32,7 @@ def absolute_path(
     node = cfg[section]
     if node[name] is None:
         return None, merged
-    path = Path(str(node[name])).expanduser()
+    path = user_path(str(node[name]))
     if not path.is_absolute():
         saved = exp_dir / "config.yaml"
         before = load_yaml(saved) if saved.is_file() and not any(_key(o) == key for o in new) else None

@@ -170,8 +170,10 @@ class PriorTask(Task):
     def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
         """Teacher-forced bits per code on the validation utterances (each cut into pieces of
         ``crop_frames``, every piece starting from the start token), and the unigram's."""
+        if not self.valid_utts:  # no validation split: nothing to report (train bits are not validation)
+            return {}
         limit = self.config["train"]["valid_max_utterances"]
-        utts = (self.valid_utts or self.train_utts)[:limit]
+        utts = self.valid_utts[:limit]
         tops = [u.top for u in utts] if self.model.conditioned else None
         bits, count = prior_bits(
             model,
@@ -328,6 +330,12 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
                 f"groups {resume['groups']}); use a new folder for data.level={level} on {codes_dir}."
             )
         speakers = resume["speakers"] if resume else sorted({str(u.speaker) for u in train_utts})
+        unknown = sorted({str(u.speaker) for u in train_utts} - set(speakers))
+        if unknown:
+            raise UserError(
+                f"The codes have training speakers ({', '.join(unknown[:5])}) that {exp_dir} was not started "
+                "with; train a new prior for a changed speaker set."
+            )
         torch.manual_seed(cfg["seed"])
         try:
             model = build_prior(

@@ -77,7 +77,7 @@ BETAS: Rule = (
 )
 
 TRAIN_RULES: dict[str, Rule] = {
-    "seed": integer(0),
+    "seed": integer(0, 2**32 - 1),
     "train.batch_size": integer(1, 65536),
     "train.crop_seconds": number(0, 600, low_open=True),
     "train.speakers_per_batch": integer(0),

@@ -310,6 +310,11 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
         last = exp_dir / "checkpoints" / "last.pt"
         resume = load_checkpoint(last) if last.is_file() else None
         check_resumable(exp_dir, cfg, resume)
+        if resume is not None and (resume["config"].get("train") or {}).get("units_from") != cfg["train"]["units_from"]:
+            raise UserError(
+                f"{exp_dir} was trained on the units of {resume['config']['train'].get('units_from')}, not "
+                f"{cfg['train']['units_from']}; a decoder stays with its units: train a new experiment."
+            )
         units = None
         if resume is None and units_from is not None:
             units = units_checkpoint(units_from, model_cfg)

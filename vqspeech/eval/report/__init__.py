@@ -44,7 +44,7 @@ def load_config(exp_dir: Path) -> dict:
         )
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, RecursionError, yaml.YAMLError) as exc:
         raise UserError(f"Cannot read {path} ({first_line(exc)}); fix or remove it.") from None
     if not isinstance(config, dict):
         raise UserError(f"{path} does not hold a configuration mapping; fix or remove it.")

@@ -17,6 +17,7 @@ from typing import Any, TypeGuard
 from urllib.parse import quote
 
 from ...errors import first_line
+from ...fileio import user_path
 from .labels import ARROWS
 
 
@@ -56,7 +57,7 @@ def read_json(path: Path, name: str | None = None) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SectionError(f"{name} is missing") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise SectionError(f"cannot read {name} ({first_line(exc)})") from None
 
 
@@ -177,7 +178,7 @@ def manifest_path(page: Page) -> Path | None:
     value = data.get("manifest") if data else None
     if not value:
         return None
-    path = Path(str(value)).expanduser()
+    path = user_path(str(value))
     if path.is_absolute():
         return path
     for base in (Path.cwd(), page.exp_dir, *page.exp_dir.absolute().parents):
@@ -196,7 +197,7 @@ def read_manifest(path: Path | None) -> dict[str, dict]:
             for line in f:
                 try:
                     record = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(record, dict) and "id" in record:
                     records[str(record["id"])] = record

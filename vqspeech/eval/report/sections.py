@@ -49,7 +49,7 @@ def model_name(exp_dir: Path, model_cfg: dict) -> str:
     overrides_file = exp_dir / "overrides.yaml"
     try:
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else None
-    except (OSError, yaml.YAMLError):
+    except (OSError, RecursionError, yaml.YAMLError):
         overrides = None
     if isinstance(overrides, list):
         names = [str(o).split("=", 1)[1] for o in overrides if str(o).startswith("model=")]
