@@ -586,7 +586,10 @@ def test_prior_sample_and_prior_train_leave_a_codes_folder_alone(tmp_path, capsy
     before = {p: p.read_bytes() for p in files_under(victim)}
     message = one_error(capsys, ["prior", "train", victim, *PRIOR, f"data.codes={victim}", "train.max_steps=2"],
                         "prior train")
-    assert "overlap" in message
+    assert "not an experiment folder" in message
+    inner = victim / "prior"  # an experiment inside its codes folder
+    assert "overlap" in one_error(capsys, ["prior", "train", inner, *PRIOR, f"data.codes={victim}"], "prior train")
+    assert not inner.exists()
     prior = tmp_path / "prior"
     assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={victim}", "train.max_steps=2"]) == 0
     speaker = json.loads((victim / "codes.json").read_text())["speakers"].popitem()[1]

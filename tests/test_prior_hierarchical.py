@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -368,8 +369,13 @@ def test_sample_decodes_both_levels_together(tmp_path, priors, monkeypatch):
 
     calls = []
 
-    class FakeVQ:
+    class FakeVQ:  # a two-level VQ-VAE with a trained decoder, as far as prior sample checks
         sample_rate = 8000
+        top_stride = 2
+        model = SimpleNamespace(quantizer=SimpleNamespace(num_codes=1 << 15))
+
+        def require_decoder(self):
+            pass
 
         def decode_batch(self, codes, speakers, **kwargs):
             calls.append((codes, speakers))
