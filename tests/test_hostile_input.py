@@ -958,3 +958,13 @@ def test_a_prior_resumed_on_codes_with_new_speakers_is_refused(tmp_path, capsys,
     message = one_error(capsys, ["prior", "train", prior, f"data.codes={renamed}", "train.max_steps=4"],
                         "prior train")
     assert "new_" in message
+
+
+def test_prepare_leaves_a_users_files_alone(tmp_path, capsys, demo_manifest):
+    corpus = small_corpus(tmp_path / "corpus", demo_manifest, n=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "speakers.tsv").write_text("mine\n")
+    message = one_error(capsys, ["prepare", corpus, out, "--layout", "folder", "--sample_rate", "8000",
+                                 "--num_workers", "0"], "prepare")
+    assert "speakers.tsv" in message and (out / "speakers.tsv").read_text() == "mine\n"

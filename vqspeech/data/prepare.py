@@ -461,6 +461,12 @@ def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool, ids: lis
     the corpus is another)."""
     manifest = out_dir / "manifest.jsonl"
     if not manifest.exists():
+        foreign = [name for name in OWN_FILES if (out_dir / name).exists()]
+        if foreign and not (out_dir / CACHE_MARK).is_file():  # not left by an interrupted prepare
+            raise UserError(
+                f"{out_dir} holds {foreign[0]}, which `vqspeech prepare` did not write there; choose a new "
+                "or empty output folder, or move that file away."
+            )
         return
     try:
         previous = json.loads((out_dir / "prepare.json").read_text(encoding="utf-8"))
