@@ -129,7 +129,7 @@ def test_per_utterance_writers_stay_inside_their_folder(tmp_path, name):
     writer = CodesWriter(tmp_path / "codes")
     with pytest.raises(UserError, match="outside|not a safe"):
         writer.add(name, Encoding(np.zeros(3, dtype=np.int16)))
-    assert files_under(tmp_path) == set()
+    assert files_under(tmp_path) == {tmp_path / "codes" / ".vqspeech-codes"}  # the writer's mark only
 
 
 # --- 2. one writer per experiment or codes folder ----------------------------------------------
@@ -968,3 +968,62 @@ def test_prepare_leaves_a_users_files_alone(tmp_path, capsys, demo_manifest):
     message = one_error(capsys, ["prepare", corpus, out, "--layout", "folder", "--sample_rate", "8000",
                                  "--num_workers", "0"], "prepare")
     assert "speakers.tsv" in message and (out / "speakers.tsv").read_text() == "mine\n"
+
+
+# --- a fourth hostile pass ---------------------------------------------------------------------
+
+
+def test_fourth_pass_cases(tmp_path, capsys, trained_tiny, demo_manifest, codes):
+    user = tmp_path / "user"
+    (user / "text").mkdir(parents=True)
+    (user / "README.md").write_text("notes\n")
+    (user / "text" / "thesis.txt").write_text("important\n")
+    for extra in ([], ["--overwrite"]):
+        assert "did not write" in one_error(capsys, ["demo-data", user, "--num_sentences", "1", *extra], "demo-data")
+    assert (user / "text" / "thesis.txt").read_text() == "important\n"
+
+    (tmp_path / "victim.txt").write_text("victim\n")
+    probe_dir = tmp_path / "pr"
+    probe_dir.mkdir()
+    (probe_dir / "m_code_usage.png").symlink_to(tmp_path / "victim.txt")
+    assert "m_code_usage.png" in one_error(capsys, ["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest,
+                                                    "--out", probe_dir / "m.json", "--no_abx"], "evaluate probe")
+    assert run_cli(["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest, "--out", probe_dir / "m.json",
+                    "--no_abx", "--overwrite"]) == 0
+    assert (tmp_path / "victim.txt").read_text() == "victim\n"  # the link was replaced, not written through
+    long_name = tmp_path / ("y" * 250 + ".json")
+    assert "long" in one_error(capsys, ["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest,
+                                             "--out", long_name, "--no_abx"], "evaluate probe")
+
+    demo_copy = tmp_path / "demo_copy"
+    shutil.copytree(demo_manifest.parent, demo_copy)
+    (demo_copy / ".vqspeech-cache.json").unlink(missing_ok=True)
+    (demo_copy / "prepare.json").unlink(missing_ok=True)
+    before = {p: p.read_bytes() for p in files_under(demo_copy)}
+    corpus = small_corpus(tmp_path / "corpus", demo_manifest, n=2)
+    one_error(capsys, ["prepare", corpus, demo_copy, "--layout", "folder", "--sample_rate", "8000",
+                       "--num_workers", "0", "--overwrite"], "prepare")
+    assert {p: p.read_bytes() for p in files_under(demo_copy)} == before  # refused before deleting anything
+
+    proj = tmp_path / "proj"
+    (proj / "latents").mkdir(parents=True)
+    np.save(proj / "latents" / "mydata.npy", np.arange(5))
+    for extra in ([], ["--overwrite"]):
+        assert "no vqspeech run wrote" in one_error(capsys, ["encode", trained_tiny, demo_manifest, proj, "--limit",
+                                                             "1", *extra], "encode")
+    assert (proj / "latents" / "mydata.npy").is_file()
+
+    assert "data.manifest" in one_error(capsys, ["train", tmp_path / "n", *FAST_TRAIN, "data.manifest=null"], "train")
+    rows = absolute_rows(demo_manifest)
+    rows[-1]["audio"] = str(tmp_path / "gone.wav")
+    broken = write_lines(tmp_path / "broken" / "manifest.jsonl", rows)
+    assert "gone.wav" in one_error(capsys, ["train", tmp_path / "b", *FAST_TRAIN, f"data.manifest={broken}"], "train")
+    assert not (tmp_path / "b").exists()
+
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    assert ".html" in one_error(capsys, ["report", exp, "--out", exp / "checkpoints" / "last.pt", "--overwrite"],
+                                "report")
+    assert ".json" in one_error(capsys, ["evaluate", "loss", exp, "--out", exp / "config.yaml", "--overwrite"],
+                                "evaluate loss")
+    assert VQSpeech.load(exp, "cpu").speakers

@@ -99,6 +99,8 @@ def check_writable_parent(path: str | os.PathLike) -> None:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder; give a file name.")
+    if len(os.fsencode(path.name)) > 255:  # NAME_MAX of the common file systems
+        raise UserError(f"The file name {path.name[:40]}... is longer than 255 bytes; choose a shorter name.")
     writable_folder(path.parent)
 
 

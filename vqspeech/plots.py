@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from .fileio import atomic_path  # noqa: E402
 from .models.frontend import LogMelFrontend  # noqa: E402
 
 
@@ -48,9 +49,13 @@ def save_spectrograms(path, signals: dict[str, np.ndarray], sample_rate: int) ->
 
 
 def _save(fig, path) -> None:
+    """Write the figure as a PNG atomically (a link at ``path`` is replaced, not written through)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
 
 
 def save_code_usage(path, code_counts: np.ndarray, title: str = "code usage") -> None:

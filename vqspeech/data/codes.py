@@ -412,6 +412,8 @@ class CodesWriter:
     def __init__(self, root: str | Path, *, latents: bool = False, top: bool = False, overwrite: bool = False):
         self.root, self.latents, self.top = Path(root), latents, top
         refuse_existing_codes(self.root, overwrite)
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.root / WRITER_MARK, "")  # an interrupted write's files stay ours to replace
         for name in (INFO_FILE, "units.txt", "rejects.tsv"):
             (self.root / name).unlink(missing_ok=True)
         for stale in _code_files(self.root):
@@ -452,6 +454,10 @@ class CodesWriter:
         return info
 
 
+WRITER_MARK = ".vqspeech-codes"
+"""Hidden file a :class:`CodesWriter` leaves in its folder before writing anything."""
+
+
 def holds_codes(root: Path) -> bool:
     """Whether ``root`` holds a codes folder's files (codes.json or any code file)."""
     return (root / INFO_FILE).exists() or bool(_code_files(root))
@@ -463,6 +469,11 @@ def refuse_existing_codes(root: Path, overwrite: bool) -> None:
     for sub in ("codes", "latents", "codes_top"):
         if (root / sub).is_symlink():
             raise UserError(f"{root / sub} is a link; give an output folder whose subfolders are its own.")
+    if _code_files(root) and not ((root / INFO_FILE).exists() or (root / WRITER_MARK).exists()):
+        raise UserError(
+            f"{root} holds .npy files that no vqspeech run wrote there (no codes.json); choose a new or "
+            "empty output folder."
+        )
     if holds_codes(root) and not overwrite:
         raise UserError(f"{root} already holds codes; pass `overwrite=True` to replace them.")
     foreign = [name for name in ("units.txt", "rejects.tsv") if (root / name).exists()]

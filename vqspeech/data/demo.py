@@ -476,7 +476,8 @@ def make_demo_corpus(
 
     A folder already holding a complete corpus made with the same settings is returned as it is.
     A folder holding a different or incomplete one is rebuilt only with ``overwrite=True`` (which
-    deletes the corpus's own files and folders, nothing else); otherwise UserError is raised.
+    deletes the corpus's own files and folders, nothing else); otherwise UserError is raised, and
+    always for a folder whose files carry the corpus's names but no ``demo.json`` (not ours).
     """
     out_dir = Path(out_dir)
     if num_sentences < 1:
@@ -487,6 +488,11 @@ def make_demo_corpus(
     if is_complete_demo_corpus(out_dir, settings):
         return out_dir
     present = [name for name in _OWN_ENTRIES if (out_dir / name).exists()]
+    if present and not (out_dir / "demo.json").is_file():  # demo.json is written first: these are not ours
+        raise UserError(
+            f"{out_dir} holds files named like the demo corpus's parts ({', '.join(present)}) that "
+            "`vqspeech demo-data` did not write; choose a new or empty folder."
+        )
     if present and not overwrite:
         stored = _read_settings(out_dir)
         if stored is not None and stored != settings:

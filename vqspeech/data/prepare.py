@@ -144,6 +144,7 @@ def _prepare(
         settings["test_fraction"],
     )
     heldout_speakers, seed = settings["heldout_speakers"], settings["seed"]
+    _check_cache_is_ours(out_dir)  # before anything is deleted
     _check_previous_run(out_dir, settings, overwrite, [u.id for u in sources])
     _claim_cache(out_dir, settings)
 
@@ -510,13 +511,11 @@ def _remove_cached(wav_dir: Path, ids: list[str]) -> None:
             (wav_dir / f"{utt_id}.wav").unlink(missing_ok=True)
 
 
-def _claim_cache(out_dir: Path, settings: dict) -> None:
-    """Make ``wavs/`` the cache of this corpus: refuse a ``wavs/`` holding files prepare did not write
-    (no mark, and no prepare.json of an earlier run beside it), and mark it as ours."""
+def _check_cache_is_ours(out_dir: Path) -> None:
+    """Refuse a ``wavs/`` that is a link, or that holds files prepare did not write (no mark, and
+    no prepare.json of an earlier run beside it)."""
     wav_dir = out_dir / "wavs"
-    mark = out_dir / CACHE_MARK
-    corpus = {k: settings[k] for k in _CORPUS_KEYS}
-    ours = mark.is_file() or (out_dir / "prepare.json").is_file()
+    ours = (out_dir / CACHE_MARK).is_file() or (out_dir / "prepare.json").is_file()
     if wav_dir.is_symlink():
         raise UserError(f"{wav_dir} is a link; give an output folder whose wavs/ is its own.")
     if wav_dir.is_dir() and not ours and any(p for p in wav_dir.iterdir() if not p.name.startswith(".")):
@@ -524,8 +523,13 @@ def _claim_cache(out_dir: Path, settings: dict) -> None:
             f"{wav_dir} holds files that `vqspeech prepare` did not write; choose another output folder, "
             "or move those files away."
         )
-    wav_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(mark, json.dumps(corpus, indent=2) + "\n")
+
+
+def _claim_cache(out_dir: Path, settings: dict) -> None:
+    """Make ``wavs/`` the cache of this corpus (checked by :func:`_check_cache_is_ours`): mark it."""
+    (out_dir / "wavs").mkdir(parents=True, exist_ok=True)
+    corpus = {k: settings[k] for k in _CORPUS_KEYS}
+    write_text_atomic(out_dir / CACHE_MARK, json.dumps(corpus, indent=2) + "\n")
 
 
 def _speaker_rows(utts: Sequence[Utterance]) -> list[tuple]:

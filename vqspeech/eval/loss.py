@@ -89,6 +89,8 @@ def evaluate_loss(
     one it was trained on), over the utterances of speakers it knows; written to ``out`` (JSON)
     when given. Returns ``{"split", "manifest", **metrics}``."""
     out_path = Path(out) if out is not None else None
+    if out_path is not None and out_path.suffix.lower() != ".json":
+        raise UserError(f"`out` {out_path} should name a .json file.")
     if out_path is not None and out_path.exists() and not overwrite:
         raise UserError(f"{out_path} exists; pass `overwrite=True` to replace it.")
     if out_path is not None:

@@ -33,6 +33,9 @@ from .code_metrics import chance_baselines, code_scores, code_scores_and_predict
 from .features import mfcc
 from .frames import ProbeData, aligned_utterances, load_probe_data
 
+PLOTS = ("code_usage", "code_phone", "phone_accuracy")
+"""The probe's PNGs, written beside its JSON as ``<stem>_<kind>.png``."""
+
 NON_SPEECH = ("sil", "spn")
 """Phone classes left out of the ``*_no_silence`` scores (silence and spoken noise), as in the
 published unit-discovery tables that score speech frames only."""
@@ -67,9 +70,11 @@ def run_probe(
     out = Path(out)
     if out.suffix != ".json":
         raise UserError(f"`out` {out} should name a .json file.")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists; pass `overwrite=True` to replace it.")
-    check_writable_parent(out)
+    plot_files = [out.with_name(f"{out.stem}_{kind}.png") for kind in PLOTS] if plots else []
+    for path in (out, *plot_files):
+        if path.exists() and not overwrite:
+            raise UserError(f"{path} exists; pass `overwrite=True` to replace it.")
+        check_writable_parent(path)  # also a name too long for the file system, before the work
     if abx_max_items is not None and abx_max_items < 1:
         raise UserError(f"ABX needs at least 1 item per cell (`abx_max_items`, given {abx_max_items}).")
     timings: dict[str, float] = {}
@@ -290,11 +295,7 @@ def write_plots(data: ProbeData, table: tuple, result: dict, out: Path) -> dict[
     if codes is None:
         return {}
     system = result["system"]
-    files = {
-        "code_usage": f"{out.stem}_code_usage.png",
-        "code_phone": f"{out.stem}_code_phone.png",
-        "phone_accuracy": f"{out.stem}_phone_accuracy.png",
-    }
+    files = {kind: f"{out.stem}_{kind}.png" for kind in PLOTS}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_code_usage(
         out.parent / files["code_usage"], np.bincount(codes, minlength=data.num_codes), f"{system}: code usage"

@@ -30,7 +30,7 @@ def absolute_path(
     path (None when the key is null) and the new overrides."""
     section, name = key.rsplit(".", 1)
     node = cfg[section]
-    if node[name] is None:
+    if node[name] is None or not str(node[name]).strip():  # null or empty: no path (the caller decides)
         return None, merged
     path = user_path(str(node[name]))
     if not path.is_absolute():

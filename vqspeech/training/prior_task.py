@@ -296,7 +296,8 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
 
     codes_dir, merged = absolute_path(exp_dir, cfg, merged, overrides, "data.codes")
     manifest, merged = absolute_path(exp_dir, cfg, merged, overrides, "data.manifest")
-    assert codes_dir is not None  # a mandatory value: composing refuses a config without it
+    if codes_dir is None:
+        raise UserError("data.codes is empty; pass data.codes=FOLDER (a `vqspeech encode` output folder).")
     if overlapping(exp_dir, codes_dir):
         raise UserError(
             f"The prior's folder {exp_dir} and its codes folder {codes_dir} overlap; "

@@ -290,7 +290,8 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     model_cfg = cfg["model"]
 
     manifest, merged = absolute_path(exp_dir, cfg, merged, overrides, "data.manifest")
-    assert manifest is not None  # a mandatory value: composing refuses a config without it
+    if manifest is None:
+        raise UserError("data.manifest is empty; pass data.manifest=PATH (the manifest.jsonl of `vqspeech prepare`).")
     units_from, merged = absolute_path(exp_dir, cfg, merged, overrides, "train.units_from")
     stage = training_stage(cfg)
     utts = read_manifest(manifest)
@@ -305,6 +306,12 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     if not train_utts:
         raise UserError(f"Manifest {manifest} has no utterances in the train split.")
     valid_utts = [u for u in utts if u.split == "valid"]
+    missing = [u.audio for u in (*train_utts, *valid_utts) if not Path(u.audio).is_file()]
+    if missing:  # found now, not when a crop or the last validation first reads it
+        raise UserError(
+            f"{missing[0]} listed in {manifest} does not exist ({len(missing)} missing file(s)); "
+            "re-run `vqspeech prepare` or fix the manifest."
+        )
 
     with FolderLock(exp_dir, "train", enabled=dist_info.is_main):
         last = exp_dir / "checkpoints" / "last.pt"

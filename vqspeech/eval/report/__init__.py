@@ -109,6 +109,8 @@ def write_report(exp_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     out_path = exp_dir / "report.html" if out is None else Path(out)
     if out_path.is_dir():
         out_path = out_path / "report.html"
+    if out_path.suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"`out` {out_path} should name an .html file.")
     if out_path.is_file() and not overwrite and not _is_report(out_path):
         raise UserError(
             f"{out_path} exists and is not a vqspeech report; pass `overwrite=True` to replace it "
