@@ -41,6 +41,20 @@ def run_cli(argv: list[str]) -> int:
     return main([str(a) for a in argv])
 
 
+def cli_error(capsys, argv: list, verb: str) -> str:
+    """Run a command that must fail as a user error: exit 2, one error line, no traceback."""
+    capsys.readouterr()
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line.split("\r")[-1] for line in err.splitlines()]
+    errors = [line for line in lines if line.startswith(f"vqspeech {verb}: error: ")]
+    assert len(errors) == 1, err
+    message = errors[0][len(f"vqspeech {verb}: error: "):]
+    assert message.strip() and "\n" not in message
+    return message
+
+
 @pytest.fixture
 def seeded():
     """torch.manual_seed(0) before the test."""

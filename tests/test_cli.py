@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import run_cli
+from conftest import cli_error, run_cli
 from vqspeech.audio import load_audio, resample
 from vqspeech.cli import build_parser
 from vqspeech.data.manifest import Utterance, read_manifest, write_manifest
@@ -23,20 +23,6 @@ from vqspeech.inference import VQSpeech
 from vqspeech.eval.loss import teacher_forced_metrics
 
 HOP, SR = 80, 8000  # model=tiny
-
-
-def cli_error(capsys, argv: list, verb: str) -> str:
-    """Run a command that must fail as a user error: exit 2, one error line, no traceback."""
-    capsys.readouterr()
-    assert run_cli(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line.split("\r")[-1] for line in err.splitlines()]
-    errors = [line for line in lines if line.startswith(f"vqspeech {verb}: error: ")]
-    assert len(errors) == 1, err
-    message = errors[0][len(f"vqspeech {verb}: error: "):]
-    assert message.strip() and "\n" not in message
-    return message
 
 
 def mtimes_and_bytes(folder: Path) -> dict:

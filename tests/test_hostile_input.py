@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import FAST_TRAIN, run_cli
+from conftest import FAST_TRAIN, cli_error, run_cli
 from vqspeech.data.codes import CodesFolder, CodesWriter, Encoding
 from vqspeech.data.dataset import CropDataset, CropRequest
 from vqspeech.data.manifest import is_safe_speaker, read_manifest
@@ -34,19 +34,6 @@ PRIOR = ["prior=wavenet", "prior.residual_channels=16", "prior.gate_channels=32"
          "prior.layers=4", "prior.cycles=1", "prior.dropout=0.0", "device=cpu", "data.crop_frames=32",
          "train.batch_size=4", "train.log_every=5", "train.valid_every=1000", "train.media_every=0",
          "train.checkpoint_every=1000"]
-
-
-def one_error(capsys, argv: list, command: str) -> str:
-    """Run a command that must fail as a user error: exit 2, one error line naming the command,
-    no traceback; returns the message."""
-    capsys.readouterr()
-    assert run_cli(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line.split("\r")[-1] for line in err.splitlines()]
-    errors = [line for line in lines if line.startswith(f"vqspeech {command}: error: ")]
-    assert len(errors) == 1, err
-    return errors[0][len(f"vqspeech {command}: error: "):]
 
 
 def files_under(folder: Path) -> set[Path]:
@@ -118,7 +105,7 @@ def test_no_verb_writes_outside_its_folder_for_a_hostile_manifest(tmp_path, caps
         ("evaluate conversion", ["evaluate", "conversion", trained_tiny, "--manifest", bad, "--out", out / "ev"]),
         ("evaluate probe", ["evaluate", "probe", "--codes", codes, "--manifest", bad, "--out", out / "p.json"]),
     ):
-        message = one_error(capsys, argv, command)
+        message = cli_error(capsys, argv, command)
         assert "manifest" in message.lower() and "id" in message
     assert files_under(tmp_path) == before
     assert not victim.exists() and not (tmp_path / "victim2").exists()
@@ -156,7 +143,7 @@ def hold_lock(folder: Path, pid: int, verb: str = "train") -> Path:
 def test_a_second_train_on_a_busy_folder_is_refused(tmp_path, capsys, demo_manifest, sleeper):
     exp = tmp_path / "exp"
     lock = hold_lock(exp, sleeper.pid)
-    message = one_error(capsys, ["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=1"],
+    message = cli_error(capsys, ["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=1"],
                         "train")
     assert str(sleeper.pid) in message and str(exp) in message
     assert files_under(exp) == {lock}  # nothing written, the holder's lock kept
@@ -184,7 +171,7 @@ def test_two_real_trainings_on_one_folder(tmp_path, capsys, demo_manifest):
             time.sleep(0.2)
         assert (exp / "config.yaml").is_file()
         config = (exp / "config.yaml").read_bytes()
-        message = one_error(capsys, ["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}",
+        message = cli_error(capsys, ["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}",
                                      "train.max_steps=3", "model.decoder.layers=4"], "train")
         assert "in use" in message and str(first.pid) in message
         assert (exp / "config.yaml").read_bytes() == config
@@ -202,7 +189,7 @@ def test_other_writers_take_the_lock_too(tmp_path, capsys, trained_tiny, demo_ma
         ("decode", tmp_path / "d", ["decode", trained_tiny, codes, "-o", tmp_path / "d"]),
     ):
         lock = hold_lock(folder, sleeper.pid, "something")
-        assert str(sleeper.pid) in one_error(capsys, argv, command)
+        assert str(sleeper.pid) in cli_error(capsys, argv, command)
         assert files_under(folder) == {lock}
 
 
@@ -228,7 +215,7 @@ def test_prepare_refuses_overlapping_corpus_and_output(tmp_path, capsys, demo_ma
     small_corpus(corpus, demo_manifest)
     before = {p: p.read_bytes() for p in files_under(corpus)}
     for extra in ([], ["--overwrite"]):
-        message = one_error(capsys, ["prepare", corpus, out, "--layout", "folder", "--sample_rate", "8000",
+        message = cli_error(capsys, ["prepare", corpus, out, "--layout", "folder", "--sample_rate", "8000",
                                      "--num_workers", "0", *extra], "prepare")
         assert str(corpus) in message or str(out) in message
         assert {p: p.read_bytes() for p in files_under(corpus)} == before
@@ -257,7 +244,7 @@ def test_prepare_refuses_a_wavs_folder_it_did_not_write(tmp_path, capsys, demo_m
     out = tmp_path / "out"
     (out / "wavs").mkdir(parents=True)
     (out / "wavs" / "holiday.wav").write_bytes(b"not ours")
-    message = one_error(capsys, ["prepare", corpus, out, "--layout", "folder", "--num_workers", "0"], "prepare")
+    message = cli_error(capsys, ["prepare", corpus, out, "--layout", "folder", "--num_workers", "0"], "prepare")
     assert "wavs" in message
     assert (out / "wavs" / "holiday.wav").read_bytes() == b"not ours"
 
@@ -291,7 +278,7 @@ def test_probe_refuses_codes_whose_length_does_not_fit_the_audio(tmp_path, capsy
     for path in (wrong / "codes").glob("*.npy"):
         np.save(path, np.tile(np.load(path), 5))
     shutil.rmtree(wrong / "latents")
-    message = one_error(capsys, ["evaluate", "probe", "--codes", wrong, "--manifest", demo_manifest, "--out",
+    message = cli_error(capsys, ["evaluate", "probe", "--codes", wrong, "--manifest", demo_manifest, "--out",
                                  tmp_path / "p.json", "--no_abx"], "evaluate probe")
     assert "frames" in message and "code rate" in message
     assert not (tmp_path / "p.json").exists()
@@ -302,7 +289,7 @@ def test_probe_refuses_latents_that_do_not_fit_the_codes(tmp_path, capsys, codes
     shutil.copytree(codes, wrong)
     first = sorted((wrong / "latents").glob("*.npy"))[0]
     np.save(first, np.load(first)[:-3])
-    message = one_error(capsys, ["evaluate", "probe", "--codes", wrong, "--manifest", demo_manifest, "--out",
+    message = cli_error(capsys, ["evaluate", "probe", "--codes", wrong, "--manifest", demo_manifest, "--out",
                                  tmp_path / "p.json", "--no_abx"], "evaluate probe")
     assert first.stem in message and "latents" in message
 
@@ -313,11 +300,11 @@ def test_audio_with_nan_is_refused_by_encode_and_convert(tmp_path, capsys, train
     bad = tmp_path / "in" / "nan.wav"
     bad.parent.mkdir()
     sf.write(bad, audio, 8000, subtype="FLOAT")
-    message = one_error(capsys, ["convert", trained_tiny, bad, "--speaker", "us_f3", "-o", tmp_path / "o.wav"],
+    message = cli_error(capsys, ["convert", trained_tiny, bad, "--speaker", "us_f3", "-o", tmp_path / "o.wav"],
                         "convert")
     assert "NaN" in message and str(bad) in message
     assert not (tmp_path / "o.wav").exists()
-    one_error(capsys, ["encode", trained_tiny, bad, tmp_path / "codes"], "encode")  # its only input: rejected
+    cli_error(capsys, ["encode", trained_tiny, bad, tmp_path / "codes"], "encode")  # its only input: rejected
     rejects = (tmp_path / "codes" / "rejects.tsv")
     assert not rejects.exists() or "NaN" in rejects.read_text()
 
@@ -333,10 +320,10 @@ def test_manifest_sample_rate_is_checked_against_the_file(tmp_path, capsys, trai
             row["audio"] = str(path)
             victim = path
     bad = write_lines(tmp_path / "m" / "manifest.jsonl", rows)
-    message = one_error(capsys, ["evaluate", "loss", trained_tiny, "--manifest", bad, "--split", "test"],
+    message = cli_error(capsys, ["evaluate", "loss", trained_tiny, "--manifest", bad, "--split", "test"],
                         "evaluate loss")
     assert "16000" in message and "8000" in message
-    message = one_error(capsys, ["baseline", "mfcc-kmeans", bad, tmp_path / "base", "--num_codes", "4"], "baseline")
+    message = cli_error(capsys, ["baseline", "mfcc-kmeans", bad, tmp_path / "base", "--num_codes", "4"], "baseline")
     assert "16000" in message and str(victim.parent) in message
 
 
@@ -356,14 +343,14 @@ def test_manifest_sample_rate_is_checked_against_the_file(tmp_path, capsys, trai
 ])
 def test_bad_config_values_name_the_key_before_anything_is_written(tmp_path, capsys, demo_manifest, override, key):
     exp = tmp_path / "exp"
-    message = one_error(capsys, ["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=1",
+    message = cli_error(capsys, ["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=1",
                                  override], "train")
     assert key in message
     assert not exp.exists()
 
 
 def test_a_typo_gets_a_suggestion(tmp_path, capsys, demo_manifest):
-    message = one_error(capsys, ["train", tmp_path / "e", *FAST_TRAIN, f"data.manifest={demo_manifest}",
+    message = cli_error(capsys, ["train", tmp_path / "e", *FAST_TRAIN, f"data.manifest={demo_manifest}",
                                  "+train.max_stepz=2"], "train")
     assert "train.max_steps" in message
 
@@ -371,7 +358,7 @@ def test_a_typo_gets_a_suggestion(tmp_path, capsys, demo_manifest):
 def test_bad_prior_config_values_name_the_key(tmp_path, capsys, codes):
     for override, key in (("+train.max_stepz=2", "train.max_stepz"), ("prior.layers=0", "prior.layers"),
                           ("prior.dropout=2", "prior.dropout")):
-        message = one_error(capsys, ["prior", "train", tmp_path / "p", *PRIOR, f"data.codes={codes}", override],
+        message = cli_error(capsys, ["prior", "train", tmp_path / "p", *PRIOR, f"data.codes={codes}", override],
                             "prior train")
         assert key in message
         assert not (tmp_path / "p").exists()
@@ -401,7 +388,7 @@ def test_an_output_path_that_is_a_file(tmp_path, capsys, trained_tiny, demo_mani
         ("report", ["report", trained_tiny, "--out", file / "r.html"]),
         ("prepare", ["prepare", demo_manifest.parent / "wavs", file, "--layout", "folder"]),
     ):
-        one_error(capsys, argv, command)
+        cli_error(capsys, argv, command)
     assert file.read_text() == "x"
 
 
@@ -412,7 +399,7 @@ def test_a_full_disk_is_one_sentence(tmp_path, capsys, monkeypatch, trained_tiny
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(codes_module, "_save_npy", full)
-    message = one_error(capsys, ["encode", trained_tiny, demo_manifest, tmp_path / "c"], "encode")
+    message = cli_error(capsys, ["encode", trained_tiny, demo_manifest, tmp_path / "c"], "encode")
     assert "No space left on device" in message
 
 
@@ -465,7 +452,7 @@ def test_file_names_that_are_not_utf8(tmp_path, capsys, demo_manifest, trained_t
     (Path(os.fsdecode(root + b"/codes\xff")) / "units.txt").read_bytes().decode("utf-8")
 
     exp = os.fsdecode(root + b"/exp\xff")
-    message = one_error(capsys, ["train", exp, f"data.manifest={out / 'manifest.jsonl'}", *FAST_TRAIN], "train")
+    message = cli_error(capsys, ["train", exp, f"data.manifest={out / 'manifest.jsonl'}", *FAST_TRAIN], "train")
     assert "UTF-8" in message and not os.path.exists(exp)
 
 
@@ -488,7 +475,7 @@ def test_wrongly_typed_manifest_fields(tmp_path, demo_manifest, change, word):
 def test_a_manifest_that_is_not_utf8(tmp_path, capsys, trained_tiny):
     bad = tmp_path / "manifest.jsonl"
     bad.write_bytes(b'{"id": "a\xff\xfe", "audio": "x.wav"}\n')
-    message = one_error(capsys, ["encode", trained_tiny, bad, tmp_path / "c"], "encode")
+    message = cli_error(capsys, ["encode", trained_tiny, bad, tmp_path / "c"], "encode")
     assert str(bad) in message and "UTF-8" in message
 
 
@@ -501,7 +488,7 @@ def test_wrongly_typed_codes_json(tmp_path, capsys, codes, trained_tiny, field, 
     info = json.loads((bad / "codes.json").read_text())
     info[field] = value
     (bad / "codes.json").write_text(json.dumps(info))
-    message = one_error(capsys, ["decode", trained_tiny, bad, "-o", tmp_path / "o"], "decode")
+    message = cli_error(capsys, ["decode", trained_tiny, bad, "-o", tmp_path / "o"], "decode")
     assert field in message and "codes.json" in message
 
 
@@ -512,10 +499,10 @@ def test_sampling_lengths_and_temperatures_have_limits(tmp_path, capsys, codes, 
     for extra, word in ((["--seconds", "inf"], "seconds"), (["--seconds", "1e9"], "seconds"),
                         (["--seconds", "nan"], "seconds"), (["--temperature", "nan"], "temperature"),
                         (["--temperature", "inf"], "temperature")):
-        assert word in one_error(capsys, [*sample, *extra], "prior sample")
+        assert word in cli_error(capsys, [*sample, *extra], "prior sample")
     assert not (tmp_path / "s").exists()
     for extra in (["--temperature", "nan"], ["--temperature", "-1"]):
-        assert "temperature" in one_error(capsys, ["decode", trained_tiny, codes, "-o", tmp_path / "d", *extra],
+        assert "temperature" in cli_error(capsys, ["decode", trained_tiny, codes, "-o", tmp_path / "d", *extra],
                                           "decode")
     assert not (tmp_path / "d").exists()
 
@@ -570,12 +557,12 @@ def test_evaluate_conversion_never_deletes_files_it_did_not_write(tmp_path, caps
     (out / "original").mkdir(parents=True)
     mine = out / "original" / "mine.wav"
     sf.write(mine, np.zeros(800, dtype=np.float32), 8000)
-    message = one_error(capsys, ["evaluate", "conversion", trained_tiny, "--out", out, "--num", "1"],
+    message = cli_error(capsys, ["evaluate", "conversion", trained_tiny, "--out", out, "--num", "1"],
                         "evaluate conversion")
     assert "mine.wav" in message and mine.is_file()
     (out / "original").rename(tmp_path / "elsewhere")
     (out / "original").symlink_to(tmp_path / "elsewhere")
-    assert "link" in one_error(capsys, ["evaluate", "conversion", trained_tiny, "--out", out, "--num", "1",
+    assert "link" in cli_error(capsys, ["evaluate", "conversion", trained_tiny, "--out", out, "--num", "1",
                                         "--overwrite"], "evaluate conversion")
     assert (tmp_path / "elsewhere" / "mine.wav").is_file()
 
@@ -584,20 +571,20 @@ def test_prior_sample_and_prior_train_leave_a_codes_folder_alone(tmp_path, capsy
     victim = tmp_path / "victim"
     shutil.copytree(codes, victim)
     before = {p: p.read_bytes() for p in files_under(victim)}
-    message = one_error(capsys, ["prior", "train", victim, *PRIOR, f"data.codes={victim}", "train.max_steps=2"],
+    message = cli_error(capsys, ["prior", "train", victim, *PRIOR, f"data.codes={victim}", "train.max_steps=2"],
                         "prior train")
     assert "not an experiment folder" in message
     inner = victim / "prior"  # an experiment inside its codes folder
-    assert "overlap" in one_error(capsys, ["prior", "train", inner, *PRIOR, f"data.codes={victim}"], "prior train")
+    assert "overlap" in cli_error(capsys, ["prior", "train", inner, *PRIOR, f"data.codes={victim}"], "prior train")
     assert not inner.exists()
     prior = tmp_path / "prior"
     assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={victim}", "train.max_steps=2"]) == 0
     speaker = json.loads((victim / "codes.json").read_text())["speakers"].popitem()[1]
     for extra in ([], ["--overwrite"]):
-        message = one_error(capsys, ["prior", "sample", prior, "--speaker", speaker, "--seconds", "0.1",
+        message = cli_error(capsys, ["prior", "sample", prior, "--speaker", speaker, "--seconds", "0.1",
                                      "-o", victim, *extra], "prior sample")
         assert "did not write" in message
-    message = one_error(capsys, ["prior", "sample", prior, "--speaker", speaker, "--seconds", "0.1",
+    message = cli_error(capsys, ["prior", "sample", prior, "--speaker", speaker, "--seconds", "0.1",
                                  "-o", tmp_path / "s", "--vqvae", tmp_path / "nowhere"], "prior sample")
     assert "nowhere" in message and not (tmp_path / "s").exists()  # checked before drawing
     assert {p: p.read_bytes() for p in files_under(victim)} == before
@@ -610,14 +597,14 @@ def test_a_linked_subfolder_of_an_output_folder_is_refused(tmp_path, capsys, tra
     out = tmp_path / "enc"
     out.mkdir()
     (out / "codes").symlink_to(target)
-    message = one_error(capsys, ["encode", trained_tiny, demo_manifest, out, "--overwrite", "--limit", "1"],
+    message = cli_error(capsys, ["encode", trained_tiny, demo_manifest, out, "--overwrite", "--limit", "1"],
                         "encode")
     assert "link" in message and files_under(target) == {target / "keep.npy"}
     corpus = small_corpus(tmp_path / "corpus", demo_manifest, n=2)
     prepared = tmp_path / "prepared"
     prepared.mkdir()
     (prepared / "wavs").symlink_to(target)
-    assert "link" in one_error(capsys, ["prepare", corpus, prepared, "--layout", "folder", "--sample_rate", "8000",
+    assert "link" in cli_error(capsys, ["prepare", corpus, prepared, "--layout", "folder", "--sample_rate", "8000",
                                         "--num_workers", "0"], "prepare")
     assert files_under(target) == {target / "keep.npy"}
 
@@ -631,7 +618,7 @@ def test_prepare_does_not_follow_links_back_into_its_output_or_its_corpus(tmp_pa
     assert run_cli(["prepare", corpus, out, "--layout", "folder", "--sample_rate", "8000", "--num_workers", "0"]) == 0
     assert {u.speaker for u in read_manifest(out / "manifest.jsonl")} == set(speakers)
     (corpus / "into_out").symlink_to(out)  # a link to the output folder: it would read its own wavs back
-    message = one_error(capsys, ["prepare", corpus, out, "--layout", "folder", "--sample_rate", "8000",
+    message = cli_error(capsys, ["prepare", corpus, out, "--layout", "folder", "--sample_rate", "8000",
                                  "--num_workers", "0"], "prepare")
     assert "output folder" in message and "link" in message
 
@@ -669,7 +656,7 @@ def test_codes_files_and_codes_json_that_do_not_agree_are_refused(tmp_path, caps
     np.save(first, np.full(20, info["K"] + 100, dtype=np.int16))  # codes >= K
     with pytest.raises(UserError, match="K="):
         CodesFolder.open(tampered).codes(first.stem)
-    assert "K=" in one_error(capsys, ["prior", "train", tmp_path / "p", *PRIOR, f"data.codes={tampered}"],
+    assert "K=" in cli_error(capsys, ["prior", "train", tmp_path / "p", *PRIOR, f"data.codes={tampered}"],
                              "prior train")
     np.save(first, np.zeros((20, 2), dtype=np.int16))  # grouped codes in a folder of one group
     with pytest.raises(UserError, match="shape"):
@@ -685,10 +672,10 @@ def test_codes_files_and_codes_json_that_do_not_agree_are_refused(tmp_path, caps
     bad = np.load(latents[0])
     bad[0, 0] = np.nan
     np.save(latents[0], bad)
-    assert "finite" in one_error(capsys, ["evaluate", "probe", "--codes", tampered, "--manifest", demo_manifest,
+    assert "finite" in cli_error(capsys, ["evaluate", "probe", "--codes", tampered, "--manifest", demo_manifest,
                                           "--out", tmp_path / "p.json", "--no_abx"], "evaluate probe")
     np.save(latents[0], np.zeros((len(bad), bad.shape[1] + 1), dtype=np.float32))
-    assert "widths" in one_error(capsys, ["evaluate", "probe", "--codes", tampered, "--manifest", demo_manifest,
+    assert "widths" in cli_error(capsys, ["evaluate", "probe", "--codes", tampered, "--manifest", demo_manifest,
                                           "--out", tmp_path / "p.json", "--no_abx"], "evaluate probe")
 
 
@@ -697,7 +684,7 @@ def test_a_checkpoint_that_cannot_be_written_is_one_sentence(tmp_path, capsys, m
         raise RuntimeError("[enforce fail at inline_container.cc:747] . unexpected pos 102208 vs 102096")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    message = one_error(capsys, ["export", trained_tiny, tmp_path / "m.pt"], "export")
+    message = cli_error(capsys, ["export", trained_tiny, tmp_path / "m.pt"], "export")
     assert "m.pt" in message and "disk space" in message and not (tmp_path / "m.pt").exists()
 
 
@@ -707,13 +694,13 @@ def test_records_of_the_wrong_type_are_one_sentence(tmp_path, capsys, demo_manif
     prepare = ["prepare", corpus, out, "--layout", "folder", "--sample_rate", "8000", "--num_workers", "0"]
     assert run_cli(prepare) == 0
     (out / "prepare.json").write_text("[1, 2]")
-    assert "prepare.json" in one_error(capsys, prepare, "prepare")
+    assert "prepare.json" in cli_error(capsys, prepare, "prepare")
     assert run_cli([*prepare, "--overwrite"]) == 0
     exp = tmp_path / "exp"
     shutil.copytree(trained_tiny, exp)
     with open(exp / "overrides.yaml", "ab") as f:
         f.write(b"- train.max_steps=25\xff\n")
-    assert "overrides.yaml" in one_error(capsys, ["train", exp], "train")
+    assert "overrides.yaml" in cli_error(capsys, ["train", exp], "train")
 
 
 def test_a_lock_that_cannot_be_written_leaves_nothing_behind(tmp_path, monkeypatch):
@@ -758,13 +745,13 @@ def test_a_lock_that_cannot_be_written_leaves_nothing_behind(tmp_path, monkeypat
     ("model.encoder.dilations=[1,2,1000000]", "model.encoder.dilations"),
 ])
 def test_sizes_have_upper_bounds(tmp_path, capsys, demo_manifest, override, key):
-    message = one_error(capsys, ["train", tmp_path / "e", *FAST_TRAIN, f"data.manifest={demo_manifest}", override],
+    message = cli_error(capsys, ["train", tmp_path / "e", *FAST_TRAIN, f"data.manifest={demo_manifest}", override],
                         "train")
     assert key in message and not (tmp_path / "e").exists()
 
 
 def test_prior_crops_longer_than_the_context_are_refused(tmp_path, capsys, codes):
-    message = one_error(capsys, ["prior", "train", tmp_path / "p", "prior=transformer", "prior.context=64",
+    message = cli_error(capsys, ["prior", "train", tmp_path / "p", "prior=transformer", "prior.context=64",
                                  "device=cpu", f"data.codes={codes}", "data.crop_frames=100"], "prior train")
     assert "data.crop_frames" in message and "prior.context=64" in message
 
@@ -788,18 +775,18 @@ def test_writers_refuse_folders_holding_other_verbs_files(tmp_path, capsys, demo
     prepared = tmp_path / "prepared"
     shutil.copytree(demo_manifest.parent, prepared)
     before = {p: p.read_bytes() for p in files_under(prepared)}
-    assert "not a codes folder" in one_error(capsys, ["baseline", "mfcc-kmeans", prepared / "manifest.jsonl", prepared,
+    assert "not a codes folder" in cli_error(capsys, ["baseline", "mfcc-kmeans", prepared / "manifest.jsonl", prepared,
                                                       "--num_codes", "16"], "baseline")
-    assert "not a codes folder" in one_error(capsys, ["encode", trained_tiny, demo_manifest, prepared], "encode")
+    assert "not a codes folder" in cli_error(capsys, ["encode", trained_tiny, demo_manifest, prepared], "encode")
     project = tmp_path / "project"
     project.mkdir()
     (project / "config.yaml").write_text("my: settings\n")
-    assert "not an experiment folder" in one_error(capsys, ["train", project, *FAST_TRAIN,
+    assert "not an experiment folder" in cli_error(capsys, ["train", project, *FAST_TRAIN,
                                                             f"data.manifest={demo_manifest}"], "train")
     assert (project / "config.yaml").read_text() == "my: settings\n"
     other = tmp_path / "other"
     shutil.copytree(codes, other)
-    assert "not an experiment folder" in one_error(capsys, ["prior", "train", other, *PRIOR, f"data.codes={codes}"],
+    assert "not an experiment folder" in cli_error(capsys, ["prior", "train", other, *PRIOR, f"data.codes={codes}"],
                                                    "prior train")
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -807,7 +794,7 @@ def test_writers_refuse_folders_holding_other_verbs_files(tmp_path, capsys, demo
     prior = tmp_path / "prior"
     assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={codes}", "train.max_steps=2"]) == 0
     speaker = json.loads((codes / "codes.json").read_text())["speakers"].popitem()[1]
-    assert "did not write" in one_error(capsys, ["prior", "sample", prior, "--speaker", speaker, "--seconds", "0.1",
+    assert "did not write" in cli_error(capsys, ["prior", "sample", prior, "--speaker", speaker, "--seconds", "0.1",
                                                  "-o", mine, "--codes_only"], "prior sample")
     assert (mine / "scores.tsv").read_text() == "mine\n"
     assert {p: p.read_bytes() for p in files_under(prepared)} == before
@@ -825,7 +812,7 @@ def test_a_failed_prior_sample_does_not_block_the_corrected_command(tmp_path, ca
         raise UserError("Cannot write x.wav (System error); check the free disk space and the folder's permissions.")
 
     monkeypatch.setattr("vqspeech.inference.prior_sampling.save_wav", full_disk)
-    one_error(capsys, [*sample, "--vqvae", trained_tiny], "prior sample")
+    cli_error(capsys, [*sample, "--vqvae", trained_tiny], "prior sample")
     monkeypatch.undo()
     assert run_cli([*sample, "--vqvae", trained_tiny]) == 0 and (out / "samples.json").is_file()
 
@@ -844,7 +831,7 @@ def test_a_failed_evaluate_conversion_does_not_block_the_corrected_command(tmp_p
         real_save(path, *args)
 
     monkeypatch.setattr(conversion_module, "save_wav", fails_second_time)
-    one_error(capsys, command, "evaluate conversion")
+    cli_error(capsys, command, "evaluate conversion")
     monkeypatch.undo()
     assert any(out.rglob("*.wav")) and not (out / "metrics.json").exists()
     assert run_cli(command) == 0 and (out / "metrics.json").is_file()
@@ -876,7 +863,7 @@ def test_convert_never_writes_over_its_inputs(tmp_path, capsys, trained_tiny, de
         shutil.copy(demo_manifest.parent / row["audio"], inputs / f"{row['id']}.wav")
     before = {p: p.read_bytes() for p in files_under(inputs)}
     speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
-    assert "one of the inputs" in one_error(capsys, ["convert", trained_tiny, inputs, "--speaker", speaker,
+    assert "one of the inputs" in cli_error(capsys, ["convert", trained_tiny, inputs, "--speaker", speaker,
                                                      "-o", inputs, "--overwrite"], "convert")
     assert {p: p.read_bytes() for p in files_under(inputs)} == before
 
@@ -886,7 +873,7 @@ def test_a_decoder_stays_with_its_units(tmp_path, capsys, demo_manifest):
     assert run_cli(["train", tmp_path / "u1", *mel]) == 0
     assert run_cli(["train", tmp_path / "u2", *mel, "seed=5"]) == 0
     assert run_cli(["train", tmp_path / "d", *mel, f"train.units_from={tmp_path / 'u1'}"]) == 0
-    message = one_error(capsys, ["train", tmp_path / "d", f"train.units_from={tmp_path / 'u2'}",
+    message = cli_error(capsys, ["train", tmp_path / "d", f"train.units_from={tmp_path / 'u2'}",
                                  "train.max_steps=4"], "train")
     assert "u1" in message and "new experiment" in message
 
@@ -894,37 +881,37 @@ def test_a_decoder_stays_with_its_units(tmp_path, capsys, demo_manifest):
 def test_odd_values_and_files_are_one_sentence(tmp_path, capsys, codes, trained_tiny, demo_manifest):
     np.savez(tmp_path / "z.npz", a=np.zeros(4, dtype=np.int16))
     (tmp_path / "z.npz").rename(tmp_path / "z.npy")
-    assert "archive" in one_error(capsys, ["decode", trained_tiny, tmp_path / "z.npy", "--speaker", "x",
+    assert "archive" in cli_error(capsys, ["decode", trained_tiny, tmp_path / "z.npy", "--speaker", "x",
                                            "-o", tmp_path / "o.wav"], "decode")
     deep = tmp_path / "deep.jsonl"
     deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
-    one_error(capsys, ["encode", trained_tiny, deep, tmp_path / "c"], "encode")
-    one_error(capsys, ["train", tmp_path / "x", *FAST_TRAIN, 'data.manifest="~nosuchuser_vqs/m.jsonl"'], "train")
+    cli_error(capsys, ["encode", trained_tiny, deep, tmp_path / "c"], "encode")
+    cli_error(capsys, ["train", tmp_path / "x", *FAST_TRAIN, 'data.manifest="~nosuchuser_vqs/m.jsonl"'], "train")
     for seed in ("99999999999999999999", "-1"):  # refused by the flag's parser, before any work
         capsys.readouterr()
         with pytest.raises(SystemExit) as stop:
             run_cli(["baseline", "mfcc-kmeans", demo_manifest, tmp_path / "b", "--seed", seed])
         err = capsys.readouterr().err
         assert stop.value.code == 2 and "--seed" in err and "Traceback" not in err
-    assert "seed" in one_error(capsys, ["train", tmp_path / "s", *FAST_TRAIN, f"data.manifest={demo_manifest}",
+    assert "seed" in cli_error(capsys, ["train", tmp_path / "s", *FAST_TRAIN, f"data.manifest={demo_manifest}",
                                         "seed=99999999999999999999"], "train")
-    assert "faster code rate" in one_error(capsys, ["baseline", "mfcc-kmeans", demo_manifest, tmp_path / "b2",
+    assert "faster code rate" in cli_error(capsys, ["baseline", "mfcc-kmeans", demo_manifest, tmp_path / "b2",
                                                     "--num_codes", "8", "--code_rate", "0.25"], "baseline")
     prior = tmp_path / "prior"
     assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={codes}", "train.max_steps=2"]) == 0
     speaker = json.loads((codes / "codes.json").read_text())["speakers"].popitem()[1]
     for flags in (["--temperature", "1e-300"], ["--candidates", "100000000"]):
-        one_error(capsys, ["prior", "sample", prior, "--speaker", speaker, "--seconds", "0.1", "-o",
+        cli_error(capsys, ["prior", "sample", prior, "--speaker", speaker, "--seconds", "0.1", "-o",
                            tmp_path / "ps", "--codes_only", *flags], "prior sample")
-    assert "at least 1" in one_error(capsys, ["align", demo_manifest, tmp_path / "al", "--limit", "-3"], "align")
-    assert "nowhere" in one_error(capsys, ["align", demo_manifest, tmp_path / "al", "--manifest",
+    assert "at least 1" in cli_error(capsys, ["align", demo_manifest, tmp_path / "al", "--limit", "-3"], "align")
+    assert "nowhere" in cli_error(capsys, ["align", demo_manifest, tmp_path / "al", "--manifest",
                                            tmp_path / "nowhere.jsonl"], "align")
     assert not (tmp_path / "al").exists()
-    assert "bogus" in one_error(capsys, ["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest,
+    assert "bogus" in cli_error(capsys, ["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest,
                                          "--out", tmp_path / "p.json", "--ignore", "bogus", "--no_abx"],
                                 "evaluate probe")
     last = trained_tiny / "checkpoints" / "last.pt"
-    assert "another file" in one_error(capsys, ["export", trained_tiny, last, "--overwrite"], "export")
+    assert "another file" in cli_error(capsys, ["export", trained_tiny, last, "--overwrite"], "export")
 
 
 def test_crafted_checkpoints_are_one_sentence(tmp_path, capsys, trained_tiny):
@@ -936,8 +923,8 @@ def test_crafted_checkpoints_are_one_sentence(tmp_path, capsys, trained_tiny):
         change(crafted)
         path = tmp_path / f"{name}.pt"
         torch.save(crafted, path)
-        one_error(capsys, ["speakers", path], "speakers")
-        one_error(capsys, ["encode", path, demo_wav(tmp_path), tmp_path / f"c_{name}"], "encode")
+        cli_error(capsys, ["speakers", path], "speakers")
+        cli_error(capsys, ["encode", path, demo_wav(tmp_path), tmp_path / f"c_{name}"], "encode")
 
 
 def demo_wav(tmp_path: Path) -> Path:
@@ -955,7 +942,7 @@ def test_a_prior_resumed_on_codes_with_new_speakers_is_refused(tmp_path, capsys,
     info = json.loads((renamed / "codes.json").read_text())
     info["speakers"] = {k: f"new_{v}" for k, v in info["speakers"].items()}
     (renamed / "codes.json").write_text(json.dumps(info))
-    message = one_error(capsys, ["prior", "train", prior, f"data.codes={renamed}", "train.max_steps=4"],
+    message = cli_error(capsys, ["prior", "train", prior, f"data.codes={renamed}", "train.max_steps=4"],
                         "prior train")
     assert "new_" in message
 
@@ -965,7 +952,7 @@ def test_prepare_leaves_a_users_files_alone(tmp_path, capsys, demo_manifest):
     out = tmp_path / "out"
     out.mkdir()
     (out / "speakers.tsv").write_text("mine\n")
-    message = one_error(capsys, ["prepare", corpus, out, "--layout", "folder", "--sample_rate", "8000",
+    message = cli_error(capsys, ["prepare", corpus, out, "--layout", "folder", "--sample_rate", "8000",
                                  "--num_workers", "0"], "prepare")
     assert "speakers.tsv" in message and (out / "speakers.tsv").read_text() == "mine\n"
 
@@ -979,20 +966,20 @@ def test_fourth_pass_cases(tmp_path, capsys, trained_tiny, demo_manifest, codes)
     (user / "README.md").write_text("notes\n")
     (user / "text" / "thesis.txt").write_text("important\n")
     for extra in ([], ["--overwrite"]):
-        assert "did not write" in one_error(capsys, ["demo-data", user, "--num_sentences", "1", *extra], "demo-data")
+        assert "did not write" in cli_error(capsys, ["demo-data", user, "--num_sentences", "1", *extra], "demo-data")
     assert (user / "text" / "thesis.txt").read_text() == "important\n"
 
     (tmp_path / "victim.txt").write_text("victim\n")
     probe_dir = tmp_path / "pr"
     probe_dir.mkdir()
     (probe_dir / "m_code_usage.png").symlink_to(tmp_path / "victim.txt")
-    assert "m_code_usage.png" in one_error(capsys, ["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest,
+    assert "m_code_usage.png" in cli_error(capsys, ["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest,
                                                     "--out", probe_dir / "m.json", "--no_abx"], "evaluate probe")
     assert run_cli(["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest, "--out", probe_dir / "m.json",
                     "--no_abx", "--overwrite"]) == 0
     assert (tmp_path / "victim.txt").read_text() == "victim\n"  # the link was replaced, not written through
     long_name = tmp_path / ("y" * 250 + ".json")
-    assert "long" in one_error(capsys, ["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest,
+    assert "long" in cli_error(capsys, ["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest,
                                              "--out", long_name, "--no_abx"], "evaluate probe")
 
     demo_copy = tmp_path / "demo_copy"
@@ -1001,7 +988,7 @@ def test_fourth_pass_cases(tmp_path, capsys, trained_tiny, demo_manifest, codes)
     (demo_copy / "prepare.json").unlink(missing_ok=True)
     before = {p: p.read_bytes() for p in files_under(demo_copy)}
     corpus = small_corpus(tmp_path / "corpus", demo_manifest, n=2)
-    one_error(capsys, ["prepare", corpus, demo_copy, "--layout", "folder", "--sample_rate", "8000",
+    cli_error(capsys, ["prepare", corpus, demo_copy, "--layout", "folder", "--sample_rate", "8000",
                        "--num_workers", "0", "--overwrite"], "prepare")
     assert {p: p.read_bytes() for p in files_under(demo_copy)} == before  # refused before deleting anything
 
@@ -1009,21 +996,21 @@ def test_fourth_pass_cases(tmp_path, capsys, trained_tiny, demo_manifest, codes)
     (proj / "latents").mkdir(parents=True)
     np.save(proj / "latents" / "mydata.npy", np.arange(5))
     for extra in ([], ["--overwrite"]):
-        assert "no vqspeech run wrote" in one_error(capsys, ["encode", trained_tiny, demo_manifest, proj, "--limit",
+        assert "no vqspeech run wrote" in cli_error(capsys, ["encode", trained_tiny, demo_manifest, proj, "--limit",
                                                              "1", *extra], "encode")
     assert (proj / "latents" / "mydata.npy").is_file()
 
-    assert "data.manifest" in one_error(capsys, ["train", tmp_path / "n", *FAST_TRAIN, "data.manifest=null"], "train")
+    assert "data.manifest" in cli_error(capsys, ["train", tmp_path / "n", *FAST_TRAIN, "data.manifest=null"], "train")
     rows = absolute_rows(demo_manifest)
     rows[-1]["audio"] = str(tmp_path / "gone.wav")
     broken = write_lines(tmp_path / "broken" / "manifest.jsonl", rows)
-    assert "gone.wav" in one_error(capsys, ["train", tmp_path / "b", *FAST_TRAIN, f"data.manifest={broken}"], "train")
+    assert "gone.wav" in cli_error(capsys, ["train", tmp_path / "b", *FAST_TRAIN, f"data.manifest={broken}"], "train")
     assert not (tmp_path / "b").exists()
 
     exp = tmp_path / "exp"
     shutil.copytree(trained_tiny, exp)
-    assert ".html" in one_error(capsys, ["report", exp, "--out", exp / "checkpoints" / "last.pt", "--overwrite"],
+    assert ".html" in cli_error(capsys, ["report", exp, "--out", exp / "checkpoints" / "last.pt", "--overwrite"],
                                 "report")
-    assert ".json" in one_error(capsys, ["evaluate", "loss", exp, "--out", exp / "config.yaml", "--overwrite"],
+    assert ".json" in cli_error(capsys, ["evaluate", "loss", exp, "--out", exp / "config.yaml", "--overwrite"],
                                 "evaluate loss")
     assert VQSpeech.load(exp, "cpu").speakers

@@ -458,7 +458,7 @@ WRITER_MARK = ".vqspeech-codes"
 """Hidden file a :class:`CodesWriter` leaves in its folder before writing anything."""
 
 
-def holds_codes(root: Path) -> bool:
+def _holds_codes(root: Path) -> bool:
     """Whether ``root`` holds a codes folder's files (codes.json or any code file)."""
     return (root / INFO_FILE).exists() or bool(_code_files(root))
 
@@ -474,10 +474,10 @@ def refuse_existing_codes(root: Path, overwrite: bool) -> None:
             f"{root} holds .npy files that no vqspeech run wrote there (no codes.json); choose a new or "
             "empty output folder."
         )
-    if holds_codes(root) and not overwrite:
+    if _holds_codes(root) and not overwrite:
         raise UserError(f"{root} already holds codes; pass `overwrite=True` to replace them.")
     foreign = [name for name in ("units.txt", "rejects.tsv") if (root / name).exists()]
-    if foreign and not holds_codes(root):
+    if foreign and not _holds_codes(root):
         raise UserError(
             f"{root} holds {foreign[0]} but no codes: it is not a codes folder (a prepared corpus?); "
             "choose another output folder."

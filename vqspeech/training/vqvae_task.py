@@ -370,18 +370,11 @@ def units_checkpoint(source: Path, model_cfg: dict[str, Any]) -> dict[str, Any]:
         raise UserError(f"train.units_from={source} holds a {ckpt.get('kind')} model, not a VQ-VAE.")
     theirs = ckpt["config"]["model"]
     for key in UNIT_CONFIG_KEYS:
-        mine = model_cfg[key]
-        if key == "objective" or theirs.get(key) == mine:
-            continue
-        raise UserError(
-            f"model.{key} differs from the units in {path} ({theirs.get(key)!r} there, {mine!r} here); "
-            "train the decoder with the same model.* values as its units."
-        )
-    if theirs["objective"] != model_cfg["objective"]:
-        raise UserError(
-            f"model.objective={model_cfg['objective']} differs from the units in {path} "
-            f"({theirs['objective']}); train the decoder with the same model.* values as its units."
-        )
+        if theirs.get(key) != model_cfg[key]:
+            raise UserError(
+                f"model.{key} differs from the units in {path} ({theirs.get(key)!r} there, {model_cfg[key]!r} "
+                "here); train the decoder with the same model.* values as its units."
+            )
     return ckpt
 
 
