@@ -11,6 +11,9 @@ Layout of a checkpoint dict::
     optimizer, scheduler, rng, elapsed_seconds     resume only (absent in an export)
     best_value, best_step                           the best validation so far (None: not kept)
     discriminator, d_optimizer                      resume only: a conv decoder's GAN training
+    enrolment                                       a model made by `vqspeech enroll`: name, source,
+                                                    files, steps, finished
+    enrolment_state                                 resume only: that enrolment's optimizer, step
     kind "prior" adds: num_codes, groups, level ("bottom" | "top"), data_usage (code counts [K]
     or [G * K]), and for a bottom prior conditioned on top codes, top ({num_codes, stride})
 
@@ -147,6 +150,7 @@ RESUME_ONLY = (
     "best_step",
     "discriminator",
     "d_optimizer",
+    "enrolment_state",
 )
 """What only resuming needs: an export leaves it out."""
 

@@ -207,6 +207,26 @@ def cmd_convert(args) -> None:
     print(json.dumps({"written": [str(p) for p in written]}))
 
 
+def cmd_enroll(args) -> None:
+    from .training.enroll import EnrolOptions, enroll_speaker
+
+    options = EnrolOptions(
+        steps=args.steps, minutes=args.minutes or None, lr=args.lr, batch_size=args.batch_size, seed=args.seed
+    )
+    out = Path(args.out) if args.out else default_enrol_folder(Path(args.exp_dir), args.name)
+    summary = enroll_speaker(
+        args.exp_dir, args.name, args.audio, out, options, overwrite=args.overwrite, device=args.device
+    )
+    print(json.dumps({"out": str(out), **summary}))
+
+
+def default_enrol_folder(exp: Path, name: str) -> Path:
+    """``EXP-NAME`` beside the experiment folder (of a checkpoint file: beside its experiment)."""
+    folder = exp.parent.parent if exp.is_file() and exp.parent.name == "checkpoints" else exp
+    folder = Path(os.path.abspath(folder))
+    return folder.with_name(f"{folder.name}-{name}")
+
+
 def cmd_speakers(args) -> None:
     from .inference import VQSpeech
 
@@ -519,6 +539,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="default: EXP_DIR/report.html")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file that is not a report")
     p.set_defaults(func=cmd_report)
+
+    p = verbs.add_parser("enroll", help="add a speaker to a trained model from a few recordings -> a new experiment")
+    p.add_argument("exp_dir", help="the trained experiment (only read)")
+    p.add_argument("name", help="the new speaker's name")
+    p.add_argument("audio", nargs="+", help="sound files or folders of the new voice (a few seconds or more)")
+    p.add_argument("-o", "--out", default=None, help="the enrolled model's experiment folder (default: EXP_DIR-NAME)")
+    p.add_argument("--steps", type=bounded_int(1, 1_000_000), default=400, help="optimizer steps")
+    p.add_argument("--minutes", type=float, default=5.0, help="wall-clock budget (0: the steps only)")
+    p.add_argument("--lr", type=float, default=1e-2, help="learning rate of the new speaker's row")
+    p.add_argument("--batch_size", type=bounded_int(1, 1024), default=8, help="crops of 0.5 s per step")
+    p.add_argument("--seed", type=seed_arg, default=0)
+    p.add_argument("--overwrite", action="store_true", help="enrol again over a finished enrolment in --out")
+    device_flag(p)
+    p.set_defaults(func=cmd_enroll)
 
     p = verbs.add_parser("speakers", help="list the speakers a trained model knows")
     p.add_argument("exp_dir")

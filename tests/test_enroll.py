@@ -1,0 +1,151 @@
+"""`vqspeech enroll`: a new speaker's row fitted on a few recordings, every other parameter frozen,
+for both decoders; resumable, exportable, and one sentence for every bad reference."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import FAST_TRAIN, cli_error, run_cli
+from vqspeech.checkpoint import load_checkpoint
+from vqspeech.data.manifest import read_manifest
+from vqspeech.data.reference import load_reference
+from vqspeech.inference import VQSpeech
+from vqspeech.training.enroll import TABLE, EnrolOptions, draw_crops, enroll_speaker, with_new_speaker
+
+
+@pytest.fixture(scope="module")
+def recordings(demo_manifest, tmp_path_factory):
+    """A folder with the train recordings of one demo speaker (the 'new' voice)."""
+    utts = read_manifest(demo_manifest)
+    speaker = utts[0].speaker
+    folder = tmp_path_factory.mktemp("voice")
+    for u in utts:
+        if u.speaker == speaker:
+            (folder / f"{u.id}.wav").symlink_to(u.audio)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained_conv(tmp_path_factory, demo_manifest):
+    exp = tmp_path_factory.mktemp("conv") / "exp"
+    assert run_cli(["train", exp, *FAST_TRAIN, "model.decoder_type=conv", "train.batch_size=4",
+                    f"data.manifest={demo_manifest}", "train.max_steps=10"]) == 0
+    return exp
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def mean_loss(model, audio, steps, speaker):
+    """The decoder's loss on the enrolment's first ``steps`` batches for speaker id ``speaker``."""
+    model.set_stage("decoder")
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for step in range(steps):
+            batch, mask = draw_crops(audio, step, 0, 8, 4000)
+            losses.append(float(model(batch, torch.full((8,), speaker), mask).loss))
+    return float(np.mean(losses))
+
+
+@pytest.mark.parametrize("decoder", ["wavenet", "conv"])
+def test_enrolment_fits_only_the_new_row(decoder, trained_tiny, trained_conv, recordings, tmp_path, one_thread):
+    exp = trained_tiny if decoder == "wavenet" else trained_conv
+    before = digest(exp / "checkpoints" / "last.pt")
+    out = tmp_path / "enrolled"
+    options = EnrolOptions(steps=12, lr=0.05, minutes=None)
+    summary = enroll_speaker(exp, "newcomer", [recordings], out, options, device="cpu", progress=False)
+    assert summary["steps"] == 12 and summary["finished"]
+    assert digest(exp / "checkpoints" / "last.pt") == before  # the source is only read
+
+    old, new = load_checkpoint(exp / "checkpoints" / "last.pt"), load_checkpoint(out / "checkpoints" / "last.pt")
+    assert new["speakers"] == [*old["speakers"], "newcomer"]
+    assert (out / "speakers.txt").read_text().split() == new["speakers"]
+    grown = 0
+    for key, tensor in old["model"].items():
+        if new["model"][key].shape == tensor.shape:
+            assert torch.equal(new["model"][key], tensor), key
+        else:  # a speaker table: the known rows bit-identical, one row more
+            assert torch.equal(new["model"][key][:-1], tensor), key
+            grown += 1
+    assert grown >= 1
+    table = new["model"][TABLE]
+    assert not torch.equal(table[-1], old["model"][TABLE].mean(0))  # the row moved from its start
+
+    # and the fitted row explains its recordings better than the starting point (the mean voice)
+    audio = load_reference([recordings], 8000)
+    source = VQSpeech.load(exp, "cpu")
+    start = with_new_speaker(source.model, source.config["model"], len(source.speakers))
+    enrolled = VQSpeech.load(out, "cpu").model
+    speaker = len(source.speakers)
+    assert mean_loss(enrolled, audio, 12, speaker) < mean_loss(start, audio, 12, speaker)
+
+
+def test_an_enrolled_model_converts_resumes_and_exports(trained_tiny, recordings, tmp_path, one_thread):
+    out = tmp_path / "enrolled"
+    common = ["enroll", trained_tiny, "newcomer", recordings, "-o", out, "--minutes", "0", "--device", "cpu"]
+    assert run_cli([*common, "--steps", "3"]) == 0
+    assert run_cli([*common, "--steps", "6"]) == 0  # continues from step 3
+    straight = tmp_path / "straight"
+    assert run_cli(["enroll", trained_tiny, "newcomer", recordings, "-o", straight, "--minutes", "0",
+                    "--steps", "6", "--device", "cpu"]) == 0
+    resumed, whole = (load_checkpoint(p / "checkpoints" / "last.pt") for p in (out, straight))
+    assert resumed["enrolment_state"]["step"] == 6
+    assert torch.equal(resumed["model"][TABLE], whole["model"][TABLE])  # bit-exact across the stop
+    assert json.loads((out / "enrolment.json").read_text())["steps"] == 6
+
+    vq = VQSpeech.load(out, "cpu")
+    audio, sr = sf.read(next(recordings.iterdir()), dtype="float32")
+    converted = vq.convert(audio[:4000], sr, speaker="newcomer", temperature=0)
+    assert converted.shape == (4000,) and np.isfinite(converted).all()
+
+    assert run_cli(["export", out, tmp_path / "shared.pt"]) == 0
+    shared = load_checkpoint(tmp_path / "shared.pt")
+    assert "enrolment_state" not in shared and shared["enrolment"]["name"] == "newcomer"
+    assert VQSpeech.load(tmp_path / "shared.pt", "cpu").speakers[-1] == "newcomer"
+
+
+def test_bad_references_are_one_sentence(trained_tiny, recordings, tmp_path, capsys):
+    wav = next(recordings.iterdir())
+    audio, _ = sf.read(wav, dtype="float32")
+    silent, short, low, corrupt = (tmp_path / n for n in ("silent.wav", "short.wav", "low.wav", "corrupt.wav"))
+    sf.write(silent, np.zeros(16000, dtype=np.float32), 8000)
+    sf.write(short, audio[:2000], 8000)
+    sf.write(low, audio[::2], 4000)
+    corrupt.write_bytes(b"RIFF not really a wave file")
+    out = tmp_path / "out"
+
+    def error(*args):
+        return cli_error(capsys, ["enroll", trained_tiny, *args, "--steps", "1", "--device", "cpu"], "enroll")
+
+    assert "silent" in error("newcomer", silent, "-o", out)
+    assert "too short" in error("newcomer", short, "-o", out)
+    assert "4000 Hz" in error("newcomer", low, "-o", out)
+    assert "corrupt.wav" in error("newcomer", corrupt, "-o", out)
+    assert "does not exist" in error("newcomer", tmp_path / "missing.wav", "-o", out)
+    known = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    assert "already knows" in error(known, recordings, "-o", out)
+    assert "plain name" in error("../x", recordings, "-o", out)
+    assert "overlaps" in error("newcomer", recordings, "-o", trained_tiny / "sub")
+    assert not out.exists()  # nothing was written for any of them
+
+
+def test_an_empty_folder_and_a_foreign_output_are_refused(trained_tiny, recordings, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    message = cli_error(capsys, ["enroll", trained_tiny, "newcomer", empty, "--device", "cpu"], "enroll")
+    assert "no sound files" in message
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    message = cli_error(capsys, ["enroll", trained_tiny, "newcomer", recordings, "-o", foreign, "--steps", "1",
+                                 "--device", "cpu"], "enroll")
+    assert "not an enrolment" in message
+    assert (foreign / "notes.txt").read_text() == "mine"

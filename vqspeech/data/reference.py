@@ -1,0 +1,75 @@
+"""Recordings of one voice given by a user (enrolment audio): files or folders in, checked audio out.
+
+Every check names the file and the fix: a file that cannot be read, holds NaN samples, is silent,
+or was recorded at a lower sample rate than the model's (upsampling cannot add the missing band);
+and the recordings together must last at least ``min_seconds``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from ..audio import load_audio, sound_file
+from ..errors import UserError, first_line
+from .corpora import AUDIO_EXTENSIONS, is_audio_file
+
+SILENCE_RMS = 1e-4
+"""A recording whose RMS level is below this (-80 dBFS) is treated as silent."""
+
+
+def reference_files(paths: list[str | Path]) -> list[Path]:
+    """Sound files and folders (searched recursively; hidden files skipped) -> the sound files, in
+    the order given (a folder's sorted)."""
+    if not paths:
+        raise UserError("No recordings given; name sound files or folders of them.")
+    files: list[Path] = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            found = sorted(
+                p
+                for p in given.rglob("*")
+                if p.is_file() and is_audio_file(p) and not any(s.startswith(".") for s in p.relative_to(given).parts)
+            )
+            if not found:
+                raise UserError(f"Folder {given} holds no sound files ({', '.join(AUDIO_EXTENSIONS)}).")
+            files.extend(found)
+        elif given.is_file():
+            files.append(given)
+        else:
+            raise UserError(f"Recording {given} does not exist; give sound files or folders of them.")
+    if len(set(map(str, files))) < len(files):
+        raise UserError("A recording is given twice; name each file once.")
+    return files
+
+
+def load_reference(paths: list[str | Path], sample_rate: int, min_seconds: float = 2.0) -> list[np.ndarray]:
+    """The recordings in ``paths`` (files or folders) as float32 arrays at ``sample_rate``; UserError
+    naming the file for an unreadable, silent or lower-rate one, or when all of them together last
+    less than ``min_seconds``."""
+    audio = []
+    for path in reference_files(paths):
+        try:
+            rate = sf.info(sound_file(path)).samplerate
+        except Exception as exc:  # soundfile raises several types for corrupt/non-audio files
+            raise UserError(
+                f"Cannot read audio file {path} ({first_line(exc)}); convert it to WAV or FLAC and try again."
+            ) from None
+        if rate < sample_rate:
+            raise UserError(
+                f"{path} is recorded at {rate} Hz, below the model's {sample_rate} Hz; give a recording at "
+                f"{sample_rate} Hz or more."
+            )
+        samples, _ = load_audio(path, sample_rate)
+        if len(samples) == 0 or float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < SILENCE_RMS:
+            raise UserError(f"{path} is silent (or empty); give a recording of the voice speaking.")
+        audio.append(samples)
+    seconds = sum(len(a) for a in audio) / sample_rate
+    if seconds < min_seconds:
+        raise UserError(
+            f"The recordings last {seconds:.2f} s in all, too short to learn a voice from; give at least "
+            f"{min_seconds:g} s of speech."
+        )
+    return audio

@@ -1,0 +1,251 @@
+"""`vqspeech enroll`: add a speaker to a trained VQ-VAE from a few recordings, everything else frozen.
+
+The model gets one more row in every speaker table (:func:`with_new_speaker`): the waveform
+decoder's row starts at the mean of the known speakers' rows and is the only tensor trained; the
+objective head's row (never used to decode) is that mean, and the speaker adversary's classifier
+gets a zero row. The row is fitted by the decoder's own reconstruction loss on the frozen codes of
+the recordings (teacher-forced mu-law cross-entropy for a WaveNet decoder, the multi-scale log-mel
+L1 for a conv decoder) with Adam, on random crops drawn as a pure function of (seed, step), so a
+resumed enrolment continues exactly where it stopped. Every other parameter stays bit-identical.
+
+The enrolled model is written to a new experiment folder (``OUT/checkpoints/last.pt``,
+``speakers.txt``, ``enrolment.json``); the source experiment is only read. The checkpoint keeps the
+source's config and step, and an ``enrolment`` record (name, source, recordings, steps); its
+optimizer state (``enrolment_state``) is resume-only and left out of an export.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import functional_call
+from tqdm import tqdm
+
+from ..checkpoint import RESUME_ONLY, cpu_state_dict, load_checkpoint, resolve_checkpoint, save_checkpoint
+from ..config import save_yaml
+from ..data.dataset import crop_length
+from ..data.reference import load_reference, reference_files
+from ..errors import UserError
+from ..fileio import FolderLock, is_safe_name, overlapping, user_path, write_text_atomic
+from ..inference.vqspeech import VQSpeech
+from ..models.vqvae import VQVAE
+
+TABLE = "decoder.speaker_embedding.weight"
+"""The one tensor enrolment trains (its last row)."""
+
+
+@dataclass
+class EnrolOptions:
+    """How long and how the new row is fitted."""
+
+    steps: int = 400  # optimizer steps (a budget in minutes may end it first)
+    minutes: float | None = 5.0  # wall-clock budget, summed over resumed runs (None: steps only)
+    lr: float = 1e-2  # Adam's learning rate for the row
+    batch_size: int = 8  # crops per step
+    crop_seconds: float = 0.5  # crop length (whole code frames)
+    seed: int = 0
+    checkpoint_every: int = 50  # steps between resumable checkpoints
+
+    def check(self) -> None:
+        rules = (
+            ("steps", self.steps, 1, 1_000_000),
+            ("lr", self.lr, 1e-6, 1.0),
+            ("batch_size", self.batch_size, 1, 1024),
+            ("crop_seconds", self.crop_seconds, 0.05, 60.0),
+            ("checkpoint_every", self.checkpoint_every, 1, 1_000_000),
+        )
+        for name, value, low, high in rules:
+            if not (isinstance(value, (int, float)) and low <= value <= high):  # NaN fails both comparisons
+                raise UserError(f"`{name}` must be from {low:g} to {high:g}, not {value}.")
+        if self.minutes is not None and not (isinstance(self.minutes, (int, float)) and 0 < self.minutes <= 10_000):
+            raise UserError(f"`minutes` must be above 0 and at most 10000, not {self.minutes}.")
+
+
+def with_new_speaker(model: VQVAE, config: dict[str, Any], num_speakers: int) -> VQVAE:
+    """A copy of ``model`` (built for ``num_speakers``) that knows one more speaker: every tensor
+    equal, every speaker table one row longer (embedding tables: the mean of their rows; the
+    speaker adversary's classifier: zeros)."""
+    state = model.state_dict()
+    grown = VQVAE.from_config(config, num_speakers + 1)
+    new_state = {}
+    for key, target in grown.state_dict().items():
+        old = state[key]
+        if old.shape == target.shape:
+            new_state[key] = old.clone()
+            continue
+        if old.shape[1:] != target.shape[1:] or target.shape[0] != old.shape[0] + 1 or old.shape[0] != num_speakers:
+            raise ValueError(f"{key}: {tuple(old.shape)} -> {tuple(target.shape)} is not one more speaker")
+        extra = old.mean(0, keepdim=True) if key.endswith("speaker_embedding.weight") else torch.zeros_like(old[:1])
+        new_state[key] = torch.cat([old, extra])
+    grown.load_state_dict(new_state)
+    grown.set_stage(model.stage)
+    return grown
+
+
+def draw_crops(
+    audio: list[np.ndarray], step: int, seed: int, batch_size: int, crop_samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step ``step``'s batch: (audio [B, crop_samples], mask [B, crop_samples]); recordings drawn in
+    proportion to their length, a recording shorter than a crop padded with zeros (mask 0)."""
+    rng = np.random.default_rng([seed, step])
+    lengths = np.array([len(a) for a in audio], dtype=np.float64)
+    picks = rng.choice(len(audio), size=batch_size, p=lengths / lengths.sum())
+    batch = np.zeros((batch_size, crop_samples), dtype=np.float32)
+    mask = np.zeros((batch_size, crop_samples), dtype=np.float32)
+    for row, index in enumerate(picks):
+        source = audio[index]
+        offset = int(rng.integers(0, max(len(source) - crop_samples, 0) + 1))
+        piece = source[offset : offset + crop_samples]
+        batch[row, : len(piece)], mask[row, : len(piece)] = piece, 1.0
+    return torch.from_numpy(batch), torch.from_numpy(mask)
+
+
+def _resume_state(
+    out: Path, name: str, source: Path, files: list[str], steps: int, overwrite: bool
+) -> dict[str, Any] | None:
+    """The enrolment of ``name`` in ``out`` to continue (it has taken fewer than ``steps`` steps),
+    None to start afresh; UserError when ``out`` holds something else, or an enrolment from other
+    recordings or one already ``steps`` long (without ``overwrite``)."""
+    ckpt_path = out / "checkpoints" / "last.pt"
+    if not ckpt_path.is_file():
+        if out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
+            raise UserError(f"{out} holds files that are not an enrolment; choose an empty or new output folder.")
+        return None
+    ckpt = load_checkpoint(ckpt_path)
+    record = ckpt.get("enrolment")
+    if not isinstance(record, dict) or record.get("name") != name or "enrolment_state" not in ckpt:
+        raise UserError(f"{out} holds another model, not an enrolment of {name!r}; choose another output folder.")
+    if overwrite:
+        return None
+    if record.get("source") != str(source) or record.get("files") != files:
+        raise UserError(
+            f"{out} holds an enrolment of {name!r} from other recordings or another model; "
+            "pass `overwrite=True` to start again."
+        )
+    done = ckpt["enrolment_state"]["step"]
+    if record.get("finished") and done >= steps:
+        raise UserError(
+            f"{out} already holds {name!r}, enrolled in {done} steps; pass more `steps` to continue, or "
+            "`overwrite=True` to enrol again."
+        )
+    return ckpt
+
+
+def enroll_speaker(
+    exp: str | Path,
+    name: str,
+    recordings: list[str | Path],
+    out: str | Path,
+    options: EnrolOptions | None = None,
+    *,
+    overwrite: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit a speaker-table row for ``name`` on ``recordings`` (files or folders) and write the model
+    that knows it to the experiment folder ``out``; continues an enrolment there that took fewer steps.
+    Returns the summary also written to ``out/enrolment.json``."""
+    options = options or EnrolOptions()
+    options.check()
+    source = resolve_checkpoint(user_path(exp)).resolve()
+    out = user_path(out)
+    if not is_safe_name(name):
+        raise UserError(f"Speaker name {name!r} is not a plain name; use letters, digits, '_', '.' and '-'.")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; give a folder for the enrolled model.")
+    exp_folder = source.parent.parent if source.parent.name == "checkpoints" else source.parent
+    if overlapping(out, exp_folder):
+        raise UserError(f"{out} overlaps the experiment {exp_folder}; write the enrolled model to a folder of its own.")
+    vq = VQSpeech.load(source, device)
+    vq.require_decoder()
+    if name in vq.speakers:
+        raise UserError(f"{exp} already knows a speaker {name!r}; choose another name.")
+    files = [str(p.resolve()) for p in reference_files(recordings)]
+    audio = load_reference(recordings, vq.sample_rate, min_seconds=1.0)
+    with FolderLock(out, "enroll"):
+        resume = _resume_state(out, name, source, files, options.steps, overwrite)
+        return _enroll(vq, source, name, files, audio, out, options, resume, progress)
+
+
+def _enroll(
+    vq: VQSpeech,
+    source: Path,
+    name: str,
+    files: list[str],
+    audio: list[np.ndarray],
+    out: Path,
+    options: EnrolOptions,
+    resume: dict[str, Any] | None,
+    progress: bool,
+) -> dict[str, Any]:
+    ckpt = load_checkpoint(source)
+    config = ckpt["config"]
+    model = with_new_speaker(vq.model.cpu(), config["model"], len(vq.speakers)).to(vq.device)
+    model.set_stage("decoder")
+    model.eval()  # no time jitter: the codes are the recordings'
+    model.requires_grad_(False)
+    table = model.state_dict()[TABLE]
+    row = torch.nn.Parameter(table[-1:].clone())
+    optimizer = torch.optim.Adam([row], lr=options.lr)
+    step, elapsed, first_loss = 0, 0.0, None
+    if resume is not None:
+        state = resume["enrolment_state"]
+        row.data.copy_(resume["model"][TABLE][-1:].to(vq.device))
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed, first_loss = state["step"], state["elapsed_seconds"], state["first_loss"]
+    known = table[:-1]
+    new_id = len(vq.speakers)
+    crop = crop_length(options.crop_seconds, vq.sample_rate, vq.hop_length)
+    speakers = torch.full((options.batch_size,), new_id, dtype=torch.long, device=vq.device)
+    speaker_names = [*vq.speakers, name]
+
+    def save(finished: bool, loss: float | None) -> None:
+        state = cpu_state_dict(model)
+        state[TABLE] = torch.cat([known, row.detach()]).cpu()
+        record = {"name": name, "source": str(source), "files": files, "steps": step, "finished": finished}
+        payload = {k: v for k, v in ckpt.items() if k not in (*RESUME_ONLY, "format_version")}
+        payload.update(model=state, speakers=speaker_names, enrolment=record)
+        payload["enrolment_state"] = {
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "elapsed_seconds": elapsed,
+            "first_loss": first_loss,
+        }
+        save_checkpoint(out / "checkpoints" / "last.pt", payload)
+        write_text_atomic(out / "speakers.txt", "".join(f"{s}\n" for s in speaker_names))
+        save_yaml(out / "config.yaml", config)
+        summary = {**record, "minutes": elapsed / 60, "first_loss": first_loss, "last_loss": loss}
+        write_text_atomic(out / "enrolment.json", json.dumps(summary, indent=2) + "\n")
+
+    loss_value: float | None = None
+    bar = tqdm(total=options.steps, initial=step, desc=f"enroll {name}", unit="step", disable=not progress)
+    clock = time.perf_counter() - elapsed
+    try:
+        while step < options.steps and (options.minutes is None or elapsed < options.minutes * 60):
+            batch, mask = draw_crops(audio, step, options.seed, options.batch_size, crop)
+            weights = {TABLE: torch.cat([known, row])}
+            output = functional_call(model, weights, (batch.to(vq.device), speakers, mask.to(vq.device)))
+            optimizer.zero_grad(set_to_none=True)
+            output.loss.backward()
+            optimizer.step()
+            loss_value = float(output.loss.detach())
+            first_loss = loss_value if first_loss is None else first_loss
+            step += 1
+            elapsed = time.perf_counter() - clock
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+            if step % options.checkpoint_every == 0:
+                save(False, loss_value)
+    except KeyboardInterrupt:
+        save(False, loss_value)
+        raise
+    finally:
+        bar.close()
+    save(True, loss_value)
+    return json.loads((out / "enrolment.json").read_text())
