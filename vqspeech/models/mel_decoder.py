@@ -53,7 +53,8 @@ class MelDecoder(nn.Module):
             (:class:`LogMelFrontend`, a Hann window of 2 * hop_length samples).
         n_mels: mel bands predicted.
         channels: width of the residual stack.
-        dilations: one non-causal residual block (kernel 3) per entry.
+        dilations: one non-causal residual block (kernel 3) per entry. The default, one block, keeps
+            the prediction frame-local (+-2 frames), so the codes must carry each frame's spectrum.
         global_channels: speaker-embedding size (projected to ``channels`` for every block).
     """
 
@@ -65,7 +66,7 @@ class MelDecoder(nn.Module):
         hop_length: int,
         n_mels: int = 80,
         channels: int = 128,
-        dilations: Sequence[int] = (1, 2, 4, 1, 2, 4),
+        dilations: Sequence[int] = (1,),
         global_channels: int = 64,
     ):
         super().__init__()
