@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -1014,3 +1015,163 @@ def test_fourth_pass_cases(tmp_path, capsys, trained_tiny, demo_manifest, codes)
     assert ".json" in cli_error(capsys, ["evaluate", "loss", exp, "--out", exp / "config.yaml", "--overwrite"],
                                 "evaluate loss")
     assert VQSpeech.load(exp, "cpu").speakers
+
+
+# --- fifth pass -------------------------------------------------------------------------------
+
+
+def test_align_never_writes_into_its_input_or_over_foreign_textgrids(tmp_path, capsys, demo_manifest):
+    corpus = demo_manifest.parent.parent / "corpus"
+    before = {p: p.read_bytes() for p in files_under(corpus)}
+    message = cli_error(capsys, ["align", corpus, corpus / "alignments", "--layout", "demo", "--overwrite"], "align")
+    assert "overlaps the source" in message
+    message = cli_error(capsys, ["align", corpus, demo_manifest.parent / "al", "--layout", "demo",
+                                 "--manifest", demo_manifest], "align")
+    assert "overlaps the manifest's folder" in message
+    foreign = tmp_path / "mfa"
+    shutil.copytree(corpus / "alignments", foreign)
+    message = cli_error(capsys, ["align", corpus, foreign, "--layout", "demo", "--overwrite"], "align")
+    assert "did not write" in message
+    assert {p: p.read_bytes() for p in files_under(corpus)} == before
+    assert not (demo_manifest.parent / "al").exists() and not (foreign / "align.json").exists()
+
+
+def test_align_waits_for_the_manifests_writer(tmp_path, capsys, demo_manifest):
+    data = tmp_path / "data"
+    shutil.copytree(demo_manifest.parent, data)
+    manifest = data / "manifest.jsonl"
+    write_lines(manifest, manifest_lines(manifest)[:2])
+    before = manifest.read_bytes()
+    with FolderLock(data, "prepare"):  # a live `prepare` of that folder
+        message = cli_error(capsys, ["align", manifest, tmp_path / "grids", "--manifest", manifest], "align")
+    assert "in use by `vqspeech prepare`" in message and manifest.read_bytes() == before
+
+
+def test_training_refuses_linked_checkpoint_and_log_folders(tmp_path, capsys, demo_manifest, trained_tiny):
+    for sub in ("checkpoints", "tb"):
+        exp = tmp_path / sub / "exp"
+        exp.mkdir(parents=True)
+        (exp / sub).symlink_to(trained_tiny / sub)
+        message = cli_error(capsys, ["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}",
+                                     "train.max_steps=1"], "train")
+        assert f"{sub} is a link" in message
+    assert torch.load(trained_tiny / "checkpoints" / "last.pt", weights_only=True)["step"] == 30
+
+
+def test_reports_are_not_written_into_a_codes_folder_or_a_prepared_corpus(tmp_path, capsys, codes, demo_manifest,
+                                                                         trained_tiny):
+    before = (codes / "codes.json").read_bytes()
+    for out in (codes / "codes.json", codes / "codes" / "p.json", demo_manifest.parent / "prepare.json"):
+        message = cli_error(capsys, ["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest,
+                                     "--out", out, "--no_abx", "--overwrite"], "evaluate probe")
+        assert "other commands read" in message
+    message = cli_error(capsys, ["evaluate", "loss", trained_tiny, "--out", codes / "codes.json", "--overwrite"],
+                        "evaluate loss")
+    assert "other commands read" in message
+    assert (codes / "codes.json").read_bytes() == before
+
+
+def test_fifth_pass_values(tmp_path, capsys, monkeypatch, demo_manifest, trained_tiny):
+    # prepare: a sample rate no model accepts
+    message = cli_error(capsys, ["prepare", demo_manifest.parent.parent / "corpus", tmp_path / "p", "--layout",
+                                 "demo", "--sample_rate", "1000000000"], "prepare")
+    assert "1000000000" in message and not (tmp_path / "p").exists()
+    # a manifest: one id twice, or a duration of no samples
+    rows = absolute_rows(demo_manifest)
+    twice = write_lines(tmp_path / "twice.jsonl", [*rows, dict(rows[1], id=rows[0]["id"])])
+    with pytest.raises(UserError, match="lines 1 and 25 both have the id"):
+        read_manifest(twice)
+    tiny = write_lines(tmp_path / "tiny.jsonl", [dict(rows[0], duration=1e-9), *rows[1:]])
+    with pytest.raises(UserError, match="line 1: duration"):
+        read_manifest(tiny)
+    # training sizes: a batch no memory holds, too many loader processes
+    for override, key in (("train.crop_seconds=500", "train.crop_seconds"), ("train.num_workers=1000",
+                                                                             "train.num_workers")):
+        message = cli_error(capsys, ["train", tmp_path / "e", *FAST_TRAIN, f"data.manifest={demo_manifest}",
+                                     override], "train")
+        assert key in message and not (tmp_path / "e").exists()
+    # a relative manifest path that is a link to itself (made absolute with Path.resolve)
+    (tmp_path / "loop.jsonl").symlink_to("loop.jsonl")
+    monkeypatch.chdir(tmp_path)
+    message = cli_error(capsys, ["train", tmp_path / "e", *FAST_TRAIN, "data.manifest=loop.jsonl"], "train")
+    assert "leads back to itself" in message
+
+
+def test_the_python_api_refuses_audio_it_cannot_encode(trained_tiny):
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    a = (0.1 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32)
+    for audio, rate, match in (
+        (np.full(8000, np.nan, np.float32), 8000, "NaN or infinite"),
+        (np.full(8000, np.inf, np.float32), 8000, "NaN or infinite"),
+        ((a * 3000).astype(np.int16), 8000, "not floats"),
+        (np.stack([a, a], 1), 8000, "not one channel"),
+        (a, float("nan"), "sample_rate"),
+        (a, "8000", "sample_rate"),
+    ):
+        with pytest.raises(UserError, match=match):
+            vq.encode(audio, rate)
+    with pytest.raises(UserError, match="chunk_frames"):
+        vq.encode(a, 8000, chunk_frames=0)
+    assert vq.encode(a[:, None], 8000).codes.shape == (100,)  # [T, 1] is one channel
+    codes = vq.encode(a, 8000).codes
+    for bad, match in ((np.stack([codes, codes], 1), "shape"), (codes.astype(np.float32), "whole numbers")):
+        with pytest.raises(UserError, match=match):
+            vq.decode(bad, vq.speakers[0])
+    with pytest.raises(UserError, match="as many speakers"):
+        vq.decode_batch([codes, codes], [vq.speakers[0]])
+    with pytest.raises(UserError, match="seed"):
+        vq.decode(codes, vq.speakers[0], seed=1.5)
+
+
+def test_a_damaged_training_state_is_one_sentence(tmp_path, capsys, trained_tiny):
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    last = exp / "checkpoints" / "last.pt"
+    for field, value in (("step", "abc"), ("rng", {"torch": "x"}), ("scheduler", [1])):
+        ckpt = torch.load(last, weights_only=True)
+        good = ckpt[field]
+        ckpt[field] = value
+        torch.save(ckpt, last)
+        message = cli_error(capsys, ["train", exp, "train.max_steps=40"], "train")
+        assert "damaged training state" in message
+        ckpt[field] = good
+        torch.save(ckpt, last)
+
+
+@pytest.mark.parametrize("record", [
+    {"pid": 1, "verb": "train", "started": "abc"},
+    {"pid": 1, "verb": "train", "started": 1e300},
+    {"pid": 10**20, "verb": "train", "started": 0},
+    {"foo": 1},
+])
+def test_malformed_locks_are_broken_locks(tmp_path, record):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    lock = folder / FolderLock.NAME
+    lock.write_text(json.dumps({"host": socket.gethostname(), **record}))
+    with pytest.raises(UserError, match="cannot be read"):  # a fresh one: perhaps being written
+        FolderLock(folder, "encode").acquire()
+    old = time.time() - 60
+    os.utime(lock, (old, old))
+    with FolderLock(folder, "encode") as taken:  # an old broken lock is taken over
+        assert taken.held
+
+
+def test_prepare_converts_a_replaced_source_again(tmp_path):
+    from vqspeech.data.prepare import prepare_corpus
+
+    recordings = tmp_path / "fsdd" / "recordings"
+    recordings.mkdir(parents=True)
+    t = np.arange(8000) / 8000
+    for n in range(2):
+        sf.write(recordings / f"1_anna_{n}.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 8000)
+    summary = prepare_corpus(tmp_path / "fsdd", tmp_path / "out", "fsdd", sample_rate=8000, progress=False,
+                             num_workers=0)
+    source = recordings / "1_anna_0.wav"
+    stamp = source.stat().st_mtime_ns - 10**12  # the replacement is older (cp -p, tar, rsync)
+    sf.write(source, (0.3 * np.sin(2 * np.pi * 220 * t[:4000])).astype(np.float32), 8000)
+    os.utime(source, ns=(stamp, stamp))
+    summary = prepare_corpus(tmp_path / "fsdd", tmp_path / "out", "fsdd", sample_rate=8000, progress=False,
+                             num_workers=0)
+    durations = {u.id: u.duration for u in read_manifest(summary.manifest)}
+    assert sorted(durations.values()) == [0.5, 1.0]

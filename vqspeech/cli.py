@@ -627,6 +627,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    except RuntimeError as exc:
+        if not str(exc).startswith("Symlink loop"):  # Path.resolve() on a link that leads back to itself
+            raise
+        print(
+            f"vqspeech {command_name(args)}: error: {first_line(exc)}: a link in that path leads back to itself; "
+            "give a path without a link loop.",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(f"vqspeech {command_name(args)}: interrupted", file=sys.stderr)
         return 130

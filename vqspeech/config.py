@@ -106,6 +106,11 @@ def check_known_keys(cfg: dict[str, Any], overrides: list[str], config_name: str
         raise UserError(f"Config key {key} is not a setting vqspeech knows{hint}")
 
 
+OWN_SUBFOLDERS = ("checkpoints", "tb")
+"""What training writes below an experiment folder: a link there would resume, and overwrite,
+another experiment's files without its lock."""
+
+
 def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "config") -> tuple[dict, list[str]]:
     """The config for training in ``exp_dir``: saved overrides (when resuming) + new ones, with
     every key one the packaged config files define (:func:`check_known_keys`).
@@ -121,6 +126,12 @@ def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "c
             f"The experiment folder {exp_dir} has a path that is not UTF-8, which TensorBoard cannot "
             "log to; choose a folder whose path is UTF-8."
         )
+    for sub in OWN_SUBFOLDERS:
+        if (exp_dir / sub).is_symlink():
+            raise UserError(
+                f"{exp_dir / sub} is a link; training writes there, so it must be a folder of this experiment "
+                "(train in a new folder, or replace the link by a copy)."
+            )
     saved = exp_dir / "overrides.yaml"
     if exp_dir.is_dir() and not saved.is_file():
         foreign = sorted(p.name for p in exp_dir.iterdir() if p.is_file() and not p.name.startswith("."))

@@ -27,6 +27,10 @@ def is_safe_name(name: object) -> bool:
     return isinstance(name, str) and bool(SAFE_NAME.fullmatch(name))
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def is_utf8(text: str) -> bool:
     """False for a path that holds bytes which are not UTF-8 (Python keeps them as lone surrogates)."""
     try:
@@ -102,6 +106,23 @@ def check_writable_parent(path: str | os.PathLike) -> None:
     if len(os.fsencode(path.name)) > 255:  # NAME_MAX of the common file systems
         raise UserError(f"The file name {path.name[:40]}... is longer than 255 bytes; choose a shorter name.")
     writable_folder(path.parent)
+
+
+OWNED_FOLDER_MARKS = {".vqspeech-codes": "a codes folder", ".vqspeech-cache.json": "a prepared corpus"}
+"""Files that mark a folder as another command's output (``vqspeech encode``'s, ``prepare``'s)."""
+
+
+def check_not_in_owned_folder(path: str | os.PathLike) -> None:
+    """UserError when ``path`` would be written into a folder that another command owns and later
+    commands read (a codes folder, a prepared corpus, or a subfolder of one): a report written
+    there could replace one of its files (``codes.json``, ``prepare.json``)."""
+    folder = Path(os.path.realpath(Path(path).parent))
+    for owner in (folder, folder.parent):
+        for mark, what in OWNED_FOLDER_MARKS.items():
+            if (owner / mark).exists():
+                raise UserError(
+                    f"{path} would be written into {owner}, {what} that other commands read; write it elsewhere."
+                )
 
 
 def writable_folder(folder: str | os.PathLike) -> Path:
@@ -203,10 +224,10 @@ class FolderLock:
                         f"vqspeech process is writing into {self.folder}."
                     ) from None
                 if self._holder_alive(holder):
-                    since = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder.get("started") or 0))
+                    since = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder["started"]))
                     raise UserError(
-                        f"{self.folder} is in use by `vqspeech {holder.get('verb', '?')}` (process "
-                        f"{holder.get('pid', '?')} on {holder.get('host', '?')}, since {since}); wait for it to "
+                        f"{self.folder} is in use by `vqspeech {holder['verb']}` (process "
+                        f"{holder['pid']} on {holder['host']}, since {since}); wait for it to "
                         f"finish, or delete {self.path} if that process no longer runs."
                     ) from None
                 with contextlib.suppress(FileNotFoundError):  # a killed run's lock: take it over
@@ -236,11 +257,23 @@ class FolderLock:
             return False
 
     def _read_holder(self) -> dict:
+        """The lock's record, or {} when it is unreadable (being written this instant, or broken:
+        any field of the wrong type, so a crafted lock is treated like a broken one)."""
         try:
             holder = json.loads(self.path.read_text())
         except (OSError, ValueError, RecursionError):
-            return {}  # unreadable: a lock being written this instant, or a broken one
-        return holder if isinstance(holder, dict) else {}
+            return {}
+        if not isinstance(holder, dict):
+            return {}
+        started = holder.get("started")
+        well_formed = (
+            _is_int(holder.get("pid")) and 0 < holder["pid"] < 2**31
+            and isinstance(holder.get("host"), str)
+            and isinstance(holder.get("verb"), str)
+            and isinstance(started, (int, float)) and not isinstance(started, bool) and 0 <= started < 1e11
+            and isinstance(holder.get("process_start"), (str, type(None)))
+        )  # fmt: skip
+        return holder if well_formed else {}
 
     def release(self) -> None:
         if self.held:

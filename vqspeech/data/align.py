@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from ..audio import load_audio, resample
 from ..errors import UserError, first_line
-from ..fileio import FolderLock, inside, user_path, write_text_atomic
+from ..fileio import FolderLock, inside, overlapping, user_path, write_text_atomic
 from . import espeak
 from .alignments import Segment, write_textgrid
 from .corpora import SourceUtterance, find_utterances
@@ -332,13 +332,28 @@ def align_corpus(
         raise UserError(f"`limit` must be at least 1, not {limit}.")
     if manifest is not None:
         read_manifest(Path(manifest))  # the manifest to point at the alignments is checked before the work
-    items, settings = _items(user_path(source), layout, layout_options)
+    source = user_path(source)
+    out_dir = Path(out_dir)
+    inputs = [("source", source if source.is_dir() else source.parent)]
+    manifest_folder = out_dir
+    if manifest is not None:
+        manifest_folder = Path(manifest) if Path(manifest).is_dir() else Path(manifest).parent
+        inputs.append(("manifest's folder", manifest_folder))
+    for what, folder in inputs:
+        if overlapping(out_dir, folder):
+            raise UserError(
+                f"{out_dir} overlaps the {what} {folder}; write the alignments to a folder of their own, "
+                "so that no file of the input is replaced."
+            )
+    items, settings = _items(source, layout, layout_options)
     if limit is not None:
         items = items[:limit]
-    out_dir = Path(out_dir)
     _check_previous(out_dir, settings, overwrite)
 
-    with FolderLock(out_dir, "align"):
+    manifest_lock = FolderLock(manifest_folder, "align", enabled=manifest is not None)
+    with FolderLock(out_dir, "align"), manifest_lock:
+        # align.json marks the folder as this command's from the start (a killed run can be rerun)
+        write_text_atomic(out_dir / "align.json", json.dumps(dict(settings, summary=None), indent=2) + "\n")
         jobs = [(it, str(inside(out_dir, f"{it.id}.TextGrid"))) for it in items]
         todo = [job for job in jobs if overwrite or not Path(job[1]).is_file()]
         reused = len(items) - len(todo)
@@ -412,8 +427,17 @@ def _items(source: Path, layout: str | None, layout_options: dict) -> tuple[list
 
 
 def _check_previous(out_dir: Path, settings: dict, overwrite: bool) -> None:
+    """UserError for an ``out_dir`` aligned from another source (unless ``overwrite``), or holding
+    TextGrids that no `vqspeech align` run wrote (no ``align.json``: another aligner's, a corpus's)."""
     record = out_dir / "align.json"
-    if overwrite or not record.is_file():
+    if not record.is_file():
+        if out_dir.is_dir() and any(p.suffix == ".TextGrid" for p in out_dir.iterdir()):
+            raise UserError(
+                f"{out_dir} holds TextGrids that `vqspeech align` did not write (no align.json); "
+                "choose another output folder."
+            )
+        return
+    if overwrite:
         return
     try:
         previous = json.loads(record.read_text(encoding="utf-8"))

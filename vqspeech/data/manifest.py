@@ -68,6 +68,13 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+MAX_SAMPLE_RATE = 192_000
+"""The highest sample rate anything in vqspeech accepts (prepare, models, manifests)."""
+
+MAX_DURATION = 24 * 3600.0
+"""The longest utterance a manifest may list, in seconds."""
+
+
 def _field_problem(row: dict) -> str | None:
     """What is wrong with one manifest row, or None. A manifest is untrusted input: ids become file
     names, so they must be safe names, and every field must have its type."""
@@ -84,6 +91,10 @@ def _field_problem(row: dict) -> str | None:
         return f"duration {row['duration']!r} is not a positive number of seconds"
     if not isinstance(row["sample_rate"], int) or isinstance(row["sample_rate"], bool) or row["sample_rate"] <= 0:
         return f"sample_rate {row['sample_rate']!r} is not a positive whole number of hertz"
+    if row["sample_rate"] > MAX_SAMPLE_RATE:
+        return f"sample_rate {row['sample_rate']} is above {MAX_SAMPLE_RATE} Hz"
+    if row["duration"] * row["sample_rate"] < 1 or row["duration"] > MAX_DURATION:
+        return f"duration {row['duration']!r} is not from one sample to {MAX_DURATION:g} seconds"
     if row.get("split", "train") not in SPLITS:
         return f"split {row.get('split')!r} is not one of {', '.join(SPLITS)}"
     for key in ("text", "alignment"):
@@ -103,6 +114,7 @@ def read_manifest(path: str | os.PathLike, split: str | None = None) -> list[Utt
         raise UserError(f"Manifest {path} does not exist; create it with `vqspeech prepare`.")
     root = path.resolve().parent
     utts = []
+    first_line_of: dict[str, int] = {}
     try:
         lines = path.read_text(encoding="utf-8").split("\n")  # JSON lines end at \n only
     except UnicodeDecodeError as exc:
@@ -124,6 +136,12 @@ def read_manifest(path: str | os.PathLike, split: str | None = None) -> list[Utt
                 f"Manifest {path} line {lineno}: {problem}; fix the line or rebuild the manifest with "
                 "`vqspeech prepare`."
             )
+        if row["id"] in first_line_of:  # ids name output files: a repeat would overwrite another's
+            raise UserError(
+                f"Manifest {path} lines {first_line_of[row['id']]} and {lineno} both have the id {row['id']!r}; "
+                "give every utterance its own id."
+            )
+        first_line_of[row["id"]] = lineno
         utt = Utterance(**{k: v for k, v in row.items() if k in _KNOWN})
         utt.audio = str(root / utt.audio)
         if utt.alignment:

@@ -8,10 +8,11 @@
 - ``rejects.tsv``: ``file  reason`` for every input that was skipped (header only when none);
 - ``prepare.json``: the settings the manifest was built with.
 
-Re-running with the same settings is cheap: cached wavs newer than their source are reused and
-the manifest is rewritten. Different settings are refused unless ``overwrite=True``, which removes
-only what ``prepare`` wrote: its own files by name, and the cached ``wavs/<id>.wav`` of the
-utterances it knows. The corpus and the output folder may not overlap, so nothing of the corpus is
+Re-running with the same settings is cheap: cached wavs made from the same source file (they
+carry its modification time) are reused and the manifest is rewritten. Different settings are
+refused unless ``overwrite=True``, which converts every file again and removes only what
+``prepare`` wrote: its own files by name, and the cached ``wavs/<id>.wav`` of the utterances it
+knows. The corpus and the output folder may not overlap, so nothing of the corpus is
 ever read back as output or deleted; a ``wavs/`` folder holding files ``prepare`` did not write is
 refused.
 
@@ -39,7 +40,7 @@ from ..audio import load_audio, normalize_level, resample, save_wav, sound_file
 from ..errors import UserError
 from ..fileio import FolderLock, inside, is_safe_name, overlapping, user_path, write_text_atomic
 from .corpora import SourceUtterance, find_utterances, source_path, source_speaker
-from .manifest import SPLITS, Utterance, write_manifest
+from .manifest import MAX_SAMPLE_RATE, SPLITS, Utterance, write_manifest
 
 SILENCE_RMS = 1e-5
 """Inputs whose RMS level is below this are rejected as silent."""
@@ -156,6 +157,7 @@ def _prepare(
             int(sample_rate),
             float(min_duration),
             None if max_duration is None else float(max_duration),
+            not overwrite,
         )
         for u in sources
     ]
@@ -279,17 +281,19 @@ def read_rejects(out_dir: str | os.PathLike) -> list[tuple[str, str]]:
 # Conversion (runs in worker processes)
 
 
-def _convert(task: tuple[str, str, int, float, float | None]) -> tuple[int, str | None]:
+def _convert(task: tuple[str, str, int, float, float | None, bool]) -> tuple[int, str | None]:
     """Convert one source file into the cache; returns (num_samples, reject reason or None).
 
-    Reuses a cached wav that is newer than its source and has the target rate. Never raises for
-    bad input: every problem becomes a reason.
+    With ``reuse`` (the last field), keeps a cached wav made from this very source file: the cache
+    carries its source's modification time (to the nanosecond) and has the target rate. Never
+    raises for bad input: every problem becomes a reason.
     """
-    source, cache, sample_rate, min_duration, max_duration = task
+    source, cache, sample_rate, min_duration, max_duration, reuse = task
     try:
-        frames = _cached_frames(cache, source, sample_rate)
+        frames = _cached_frames(cache, source, sample_rate) if reuse else None
         if frames is not None:
             return frames, _duration_problem(frames, sample_rate, min_duration, max_duration)
+        made_from = os.stat(source)  # before reading: a source changed meanwhile is converted again next time
         audio, source_rate = load_audio(source)
         if audio.size == 0:
             return 0, "empty (0 samples)"
@@ -301,6 +305,7 @@ def _convert(task: tuple[str, str, int, float, float | None]) -> tuple[int, str 
         if problem:
             return len(audio), problem
         save_wav(cache, normalize_level(audio), sample_rate)
+        os.utime(cache, ns=(made_from.st_atime_ns, made_from.st_mtime_ns))
         return len(audio), None
     except UserError as exc:
         return 0, str(exc)
@@ -309,9 +314,10 @@ def _convert(task: tuple[str, str, int, float, float | None]) -> tuple[int, str 
 
 
 def _cached_frames(cache: str, source: str, sample_rate: int) -> int | None:
-    """Length of a usable cached wav (newer than the source, right rate, mono), else None."""
+    """Length of a usable cached wav (made from this source: the same modification time; right
+    rate, mono), else None. A source replaced by another file (even an older one) is converted again."""
     try:
-        if os.stat(cache).st_mtime < os.stat(source).st_mtime:
+        if os.stat(cache).st_mtime_ns != os.stat(source).st_mtime_ns:
             return None
         info = sf.info(sound_file(cache))
     except (OSError, RuntimeError):  # missing file, or unreadable cache (soundfile error)
@@ -389,9 +395,10 @@ def _hash_split(keys: Iterable[str], seed: int, *, test_fraction: float, valid_f
 def _check_arguments(
     sample_rate, split_by, valid_fraction, test_fraction, heldout_speakers, min_duration, max_duration, num_workers
 ) -> None:
-    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+    if not isinstance(sample_rate, (int, np.integer)) or not 1000 <= sample_rate <= MAX_SAMPLE_RATE:
         raise UserError(
-            f"sample_rate={sample_rate!r} is not valid; give a positive whole number of hertz such as 16000."
+            f"sample_rate={sample_rate!r} is not valid; give a whole number of hertz from 1000 to "
+            f"{MAX_SAMPLE_RATE}, such as 16000."
         )
     if split_by not in SPLIT_MODES:
         raise UserError(f"split_by='{split_by}' is not valid; use one of: {', '.join(SPLIT_MODES)}.")

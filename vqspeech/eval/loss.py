@@ -11,7 +11,7 @@ import torch
 from ..audio import resample
 from ..data.manifest import Utterance, load_utterance, read_manifest
 from ..errors import UserError
-from ..fileio import check_writable_parent, write_text_atomic
+from ..fileio import check_not_in_owned_folder, check_writable_parent, write_text_atomic
 from ..inference import VQSpeech
 from ..models.conv_decoder import WaveformOutput
 from ..models.cpc import CPCOutput
@@ -94,6 +94,7 @@ def evaluate_loss(
     if out_path is not None and out_path.exists() and not overwrite:
         raise UserError(f"{out_path} exists; pass `overwrite=True` to replace it.")
     if out_path is not None:
+        check_not_in_owned_folder(out_path)
         check_writable_parent(out_path)
     if max_utterances is not None and max_utterances <= 0:
         raise UserError(f"`max_utterances` must be positive, not {max_utterances}.")

@@ -25,7 +25,7 @@ from ..audio import load_audio
 from ..data.codes import CodesFolder
 from ..data.phones import PHONE_CLASSES
 from ..errors import UserError
-from ..fileio import check_writable_parent, write_text_atomic
+from ..fileio import check_not_in_owned_folder, check_writable_parent, write_text_atomic
 from ..plots import save_code_phone_heatmap, save_code_usage, save_phone_accuracy
 from . import classifiers
 from .abx import abx_scores
@@ -74,6 +74,7 @@ def run_probe(
     for path in (out, *plot_files):
         if path.exists() and not overwrite:
             raise UserError(f"{path} exists; pass `overwrite=True` to replace it.")
+        check_not_in_owned_folder(path)
         check_writable_parent(path)  # also a name too long for the file system, before the work
     if abx_max_items is not None and abx_max_items < 1:
         raise UserError(f"ABX needs at least 1 item per cell (`abx_max_items`, given {abx_max_items}).")

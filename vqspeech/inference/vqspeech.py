@@ -20,6 +20,7 @@ from ..audio import resample
 from ..checkpoint import load_checkpoint, resolve_checkpoint
 from ..config import training_stage
 from ..data.codes import Encoding
+from ..data.manifest import MAX_SAMPLE_RATE
 from ..device import select_device
 from ..errors import UserError, first_line
 from ..models.conv_decoder import ConvDecoder
@@ -30,10 +31,37 @@ from .fast_generate import FastWaveNet
 from .generate import generate
 
 
+def check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``audio`` as float32 samples [T] in about [-1, 1], or UserError: a mono array of floats
+    (integer PCM must be scaled first), finite, at a whole positive ``sample_rate`` in hertz."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer, float, np.floating)):
+        raise UserError(f"`sample_rate` must be a number of hertz, not {sample_rate!r}.")
+    if not (np.isfinite(sample_rate) and float(sample_rate).is_integer() and 1 <= sample_rate <= MAX_SAMPLE_RATE):
+        raise UserError(
+            f"`sample_rate` must be a whole number of hertz from 1 to {MAX_SAMPLE_RATE}, not {sample_rate}."
+        )
+    array = np.asarray(audio)
+    if array.ndim == 2 and 1 in array.shape:
+        array = array.reshape(-1)
+    if array.ndim != 1:
+        raise UserError(
+            f"Audio of shape {array.shape} is not one channel of samples [T]; mix it down first "
+            "(e.g. audio.mean(axis=1))."
+        )
+    if not np.issubdtype(array.dtype, np.floating):
+        raise UserError(
+            f"Audio samples of type {array.dtype} are not floats in [-1, 1]; scale integer PCM first "
+            "(int16: divide by 32768)."
+        )
+    if not np.all(np.isfinite(array)):
+        raise UserError("The audio has NaN or infinite samples; it cannot be encoded.")
+    return array.astype(np.float32, copy=False)
+
+
 def check_temperature(temperature: float) -> None:
     """UserError unless ``temperature`` is 0 (the most likely sample) or in [0.01, 100] (a smaller
     one overflows the scaled logits)."""
-    ok = isinstance(temperature, (int, float)) and (temperature == 0 or 0.01 <= temperature <= 100)
+    ok = isinstance(temperature, (int, float, np.floating)) and (temperature == 0 or 0.01 <= temperature <= 100)
     if not ok:
         raise UserError(f"`temperature` must be 0 (the most likely sample) or from 0.01 to 100, not {temperature}.")
 
@@ -101,7 +129,7 @@ class VQSpeech:
         return self.speakers.index(name)
 
     def _prepare(self, audio: np.ndarray, sample_rate: int) -> torch.Tensor:
-        audio = resample(np.asarray(audio, dtype=np.float32), sample_rate, self.sample_rate)
+        audio = resample(check_audio(audio, sample_rate), int(sample_rate), self.sample_rate)
         frames = len(audio) // self.hop_length
         if frames == 0:
             raise UserError(
@@ -125,6 +153,8 @@ class VQSpeech:
         context on both sides (and a normalising encoder given the whole utterance's statistics),
         so the result equals one pass and memory stays bounded.
         """
+        if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, (int, np.integer)) or chunk_frames < 1:
+            raise UserError(f"`chunk_frames` must be a positive whole number, not {chunk_frames!r}.")
         x = self._prepare(audio, sample_rate)
         hop, frames = self.hop_length, x.shape[-1] // self.hop_length
         margin = self.model.context_frames
@@ -170,8 +200,16 @@ class VQSpeech:
                         f"(this model needs ceil({len(e.codes)} / {self.top_stride}) = "
                         f"{expected}); were they made by another model?"
                     )
+        groups = self.model.quantizer.num_groups
+        for e in encodings:
+            shape = np.shape(e.codes)
+            if (groups == 1 and len(shape) != 1) or (groups > 1 and (len(shape) != 2 or shape[1] != groups)):
+                wanted = "[F]" if groups == 1 else f"[F, {groups}]"
+                raise UserError(f"Codes of shape {shape} do not fit this model, which decodes codes of shape {wanted}.")
         for array, num_codes in levels:
             array = np.asarray(array)
+            if not np.issubdtype(array.dtype, np.integer):
+                raise UserError(f"Codes must be whole numbers (an integer array), not {array.dtype}.")
             if array.size and (array.max() >= num_codes or array.min() < 0):
                 raise UserError(f"Codes must lie in [0, {num_codes}); were they made by another model?")
 
@@ -197,6 +235,10 @@ class VQSpeech:
             return []
         self._check_codes(encodings)
         check_temperature(temperature)
+        if len(speakers) != len(encodings):
+            raise UserError(f"{len(encodings)} code sequences need as many speakers, not {len(speakers)}.")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+            raise UserError(f"`seed` must be a whole number from 0 to 2**63 - 1, not {seed!r}.")
         lengths = [len(e) for e in encodings]
         # [N, D, F_max], zeros past each end as in training's padded crops; one utterance at a
         # time, so a top level's context never sees another utterance's padding

@@ -76,6 +76,10 @@ BETAS: Rule = (
     "two numbers in [0, 1)",
 )
 
+MAX_BATCH_SAMPLES = 1 << 21
+"""Audio samples in one VQ-VAE training batch, at most: 64 crops of 2 s at 16 kHz. A WaveNet keeps
+every layer's activations per sample, so a typo such as crop_seconds=500 would exhaust memory."""
+
 TRAIN_RULES: dict[str, Rule] = {
     "seed": integer(0, 2**32 - 1),
     "train.batch_size": integer(1, 65536),
@@ -91,7 +95,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "train.max_steps": integer(1),
     "train.max_minutes": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number or null"),
     "train.grad_clip": number(0, low_open=True),
-    "train.num_workers": integer(0),
+    "train.num_workers": integer(0, 64),
     "train.log_every": integer(1),
     "train.valid_every": integer(1),
     "train.valid_max_utterances": integer(1),
@@ -259,6 +263,14 @@ def check_vqvae_config(cfg: dict[str, Any]) -> None:
             per_speaker,
             f"divide train.batch_size={batch}",
         )
+    batch_samples = cfg["train"]["batch_size"] * cfg["train"]["crop_seconds"] * model["sample_rate"]
+    _relation(
+        batch_samples <= MAX_BATCH_SAMPLES,
+        "train.crop_seconds",
+        cfg["train"]["crop_seconds"],
+        f"keep train.batch_size x crop samples at most {MAX_BATCH_SAMPLES:,} (now {batch_samples:,.0f}); "
+        "lower train.batch_size or train.crop_seconds",
+    )
     hop, latent = model["hop_length"], model["latent_dim"]
     groups = model["quantizer"]["groups"]
     _relation(

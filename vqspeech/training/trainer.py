@@ -8,6 +8,7 @@ everything else.
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
 import shutil
 import time
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from ..checkpoint import cpu_state_dict, save_checkpoint
 from ..device import DistInfo, autocast
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..fileio import atomic_path
 
 
@@ -69,6 +70,28 @@ class Task(abc.ABC):
         """Resume that state from a checkpoint; ValueError when it is missing. An optional hook: a
         task with such state overrides it; by default there is nothing to restore."""
         return None
+
+
+@contextlib.contextmanager
+def out_of_memory_as_user_error(step: int) -> Iterator[None]:
+    """Turn the allocator's failure (CPU: a RuntimeError "can't allocate memory"; CUDA:
+    torch.OutOfMemoryError) into one sentence naming the settings that size a step."""
+    try:
+        yield
+    except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError too
+        if not (isinstance(exc, torch.OutOfMemoryError) or "allocate memory" in str(exc)):
+            raise
+        raise UserError(
+            f"Out of memory at step {step} ({first_line(exc)[:80]}); lower train.batch_size or "
+            "train.crop_seconds (or the model's size)."
+        ) from None
+
+
+def _count(value: Any) -> int:
+    """A step count read from a checkpoint: a non-negative int (ValueError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"step {value!r} is not a count")
+    return value
 
 
 def lr_lambda(warmup_steps: int, max_steps: int, schedule: str, min_ratio: float):
@@ -145,18 +168,24 @@ class Trainer:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.task.restore(ckpt)
-        except (RuntimeError, ValueError) as exc:
+        except Exception as exc:  # RuntimeError for other shapes; TypeError, KeyError for a damaged file
             raise UserError(
                 f"{last} does not match the configured model ({str(exc).splitlines()[0][:100]}); "
                 "use a new experiment folder."
             ) from None
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.step, self.elapsed = ckpt["step"], ckpt["elapsed_seconds"]
-        if ckpt.get("best_step") is not None:
-            self.best = (float(ckpt["best_value"]), int(ckpt["best_step"]))
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if torch.cuda.is_available() and ckpt["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        try:  # a damaged or crafted checkpoint can fail in any of these
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.step, self.elapsed = _count(ckpt["step"]), float(ckpt["elapsed_seconds"])
+            if ckpt.get("best_step") is not None:
+                self.best = (float(ckpt["best_value"]), _count(ckpt["best_step"]))
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            if torch.cuda.is_available() and ckpt["rng"].get("cuda"):
+                torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        except Exception as exc:
+            raise UserError(
+                f"{last} holds a damaged training state ({first_line(exc)[:100]}); train in a new folder, or "
+                "resume from a copy of a good checkpoint."
+            ) from None
         # optimizer settings come from the config, so overrides given on resume take effect
         self.scheduler.base_lrs = [self.settings["lr"] for _ in self.optimizer.param_groups]
         factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
@@ -235,10 +264,11 @@ class Trainer:
             batch = next(batches)
             self.model.train()
             self.task.step = self.step
-            with autocast(self.device, self.amp):
-                loss, scalars = self.task.loss(self.ddp_model, batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with out_of_memory_as_user_error(self.step):
+                with autocast(self.device, self.amp):
+                    loss, scalars = self.task.loss(self.ddp_model, batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings["grad_clip"])
             self.optimizer.step()
             self.scheduler.step()
