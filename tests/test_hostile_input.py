@@ -1175,3 +1175,13 @@ def test_prepare_converts_a_replaced_source_again(tmp_path):
                              num_workers=0)
     durations = {u.id: u.duration for u in read_manifest(summary.manifest)}
     assert sorted(durations.values()) == [0.5, 1.0]
+
+
+def test_names_that_fit_only_without_the_temporary_prefix_are_written(tmp_path):
+    from vqspeech.fileio import inside, write_text_atomic
+
+    name = "x" * 250 + ".json"  # 255 bytes: fits; ".<stem>.tmp<pid>.json" would not
+    write_text_atomic(inside(tmp_path, name), "{}")
+    assert (tmp_path / name).read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == [name]
+    with pytest.raises(UserError, match="longer than 255 bytes"):
+        inside(tmp_path, "x" * 256)

@@ -4,6 +4,7 @@ that keeps one writer per output folder, and a check that a folder is writable b
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -18,6 +19,9 @@ from .errors import UserError, first_line
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 """A name that is safe as one file name: letters, digits, ``_ . -``, not starting with a dot (the
 whole name: matched with ``fullmatch``, so no trailing newline slips through)."""
+
+NAME_MAX = 255
+"""The longest file name (bytes) of the common file systems."""
 
 TEMP_MARK = ".tmp"
 """Temporary files are named ``.<stem>.tmp<pid><suffix>``: hidden, so every reader skips them."""
@@ -61,6 +65,8 @@ def inside(folder: str | os.PathLike, name: str) -> Path:
     path = Path(os.path.realpath(root / name))
     if not name or path == root or not path.is_relative_to(root):
         raise UserError(f"{name!r} would be written outside {folder} (or is not a name); refusing to write it.")
+    if len(os.fsencode(Path(name).name)) > NAME_MAX:
+        raise UserError(f"The file name {Path(name).name[:40]}... is longer than {NAME_MAX} bytes; shorten the input.")
     return Path(folder) / name
 
 
@@ -75,6 +81,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}{TEMP_MARK}{os.getpid()}{path.suffix}")
+    if len(os.fsencode(tmp.name)) > NAME_MAX:  # a name that fits, but not with the temporary prefix
+        stem = hashlib.sha1(os.fsencode(path.stem)).hexdigest()[:16]
+        tmp = path.with_name(f".{stem}{TEMP_MARK}{os.getpid()}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -103,8 +112,8 @@ def check_writable_parent(path: str | os.PathLike) -> None:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder; give a file name.")
-    if len(os.fsencode(path.name)) > 255:  # NAME_MAX of the common file systems
-        raise UserError(f"The file name {path.name[:40]}... is longer than 255 bytes; choose a shorter name.")
+    if len(os.fsencode(path.name)) > NAME_MAX:
+        raise UserError(f"The file name {path.name[:40]}... is longer than {NAME_MAX} bytes; choose a shorter name.")
     writable_folder(path.parent)
 
 
