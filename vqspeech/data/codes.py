@@ -33,12 +33,79 @@ from .manifest import SPLITS
 
 INFO_FILE = "codes.json"
 
+CODE_DTYPE = np.int16
+"""How code files store codes."""
+MAX_CODES = int(np.iinfo(CODE_DTYPE).max) + 1
+"""The largest K whose codes (0 .. K - 1) :data:`CODE_DTYPE` holds: 32768."""
+MAX_GROUPS = 64
+"""Codebook groups per frame, as ``model.quantizer.groups`` allows."""
+MAX_CODE_RATE_HZ = 48000.0
+"""The fastest code rate, one code per sample at 48 kHz: a larger one is a typo that would make a
+reader allocate gigabytes (``prior sample`` draws seconds x rate codes)."""
+MAX_STRIDE = 65536
+"""Bottom codes per top code: a prior's crop (at most 65536 codes) is a multiple of it."""
+LEVELS = ("bottom", "top")
+"""The code levels of a hierarchical model; a prior models one of them."""
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-LEVELS = ("bottom", "top")
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Fields:
+    """Checked access to one JSON object of ``codes.json`` (``prefix``: where it lies in the file,
+    e.g. ``top.``): each value is read with its type and range, and a bad or missing required one
+    raises UserError naming the file and the field."""
+
+    def __init__(self, record: dict[str, Any], path: Path, prefix: str = ""):
+        self.record, self.path, self.prefix = record, path, prefix
+
+    def bad(self, key: str, must: str) -> UserError:
+        value = repr(self.record[key]) if key in self.record else "missing"
+        return UserError(
+            f"{self.path} field {self.prefix}{key} is {value}, but must be {must}; re-run `vqspeech encode`."
+        )
+
+    def required_number(self, key: str, at_most: float) -> float:
+        """A number above 0 and at most ``at_most``."""
+        value = self.record.get(key)
+        if not (_is_number(value) and 0 < value <= at_most):
+            raise self.bad(key, f"a number above 0 and at most {at_most:g}")
+        return float(value)
+
+    def integer(
+        self, key: str, at_least: int = 1, at_most: int | None = None, default: int | None = None
+    ) -> int | None:
+        """An integer from ``at_least`` to ``at_most`` (None: no bound), or ``default`` when absent."""
+        return default if self.record.get(key) is None else self.required_integer(key, at_least, at_most)
+
+    def required_integer(self, key: str, at_least: int = 1, at_most: int | None = None) -> int:
+        """An integer from ``at_least`` to ``at_most`` (None: no bound)."""
+        value = self.record.get(key)
+        if not (_is_int(value) and value >= at_least and (at_most is None or value <= at_most)):
+            bounds = f">= {at_least}" if at_most is None else f"from {at_least} to {at_most}"
+            raise self.bad(key, f"an integer {bounds}")
+        return value
+
+    def text(self, key: str, options: tuple[str, ...] | None = None) -> str | None:
+        """Text (one of ``options`` when given), or None when absent."""
+        value = self.record.get(key)
+        if value is not None and not (isinstance(value, str) and (options is None or value in options)):
+            raise self.bad(key, "text" if options is None else " or ".join(options))
+        return value
+
+    def names(self, key: str, allowed: tuple[str, ...] | None = None) -> dict[str, str]:
+        """A mapping of utterance ids to names (``allowed``: to one of those)."""
+        value = self.record.get(key) or {}
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and (allowed is None or v in allowed) for k, v in value.items()
+        ):
+            raise self.bad(key, "a mapping of utterance ids to " + ("splits" if allowed else "names"))
+        return dict(value)
 
 
 @dataclass
@@ -147,57 +214,27 @@ class CodesInfo:
     @classmethod
     def from_json(cls, record: dict[str, Any], path: Path) -> CodesInfo:
         """Parse a ``codes.json`` record read from ``path``; a field of the wrong type or out of
-        range raises UserError naming it (codes.json may have been edited by hand)."""
-
-        def bad(key: str, must: str) -> UserError:
-            return UserError(
-                f"{path} field {key} is {record.get(key)!r}, but must be {must}; re-run `vqspeech encode`."
-            )
-
-        def number(key: str, default: Any = None) -> Any:
-            value = record.get(key, default)
-            if value is not None and not (_is_number(value) and value > 0):
-                raise bad(key, "a positive number")
-            return value
-
-        def integer(key: str, default: Any = None, at_least: int = 1) -> Any:
-            value = record.get(key, default)
-            if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= at_least):
-                raise bad(key, f"an integer >= {at_least}")
-            return value
-
-        def names(key: str, allowed: tuple[str, ...] | None = None) -> dict[str, str]:
-            value = record.get(key) or {}
-            if not isinstance(value, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) and (allowed is None or v in allowed)
-                for k, v in value.items()
-            ):
-                raise bad(key, "a mapping of utterance ids to " + ("splits" if allowed else "names"))
-            return dict(value)
-
-        if "code_rate_hz" not in record:
-            raise UserError(f"{path} has no code_rate_hz; re-run `vqspeech encode`.")
-        rate = number("code_rate_hz")
+        range raises UserError naming it (codes.json may have been edited by hand, and its sizes
+        decide what readers allocate: K, groups, the code rate and the stride are bounded)."""
+        fields = _Fields(record, path)
+        rate = fields.required_number("code_rate_hz", MAX_CODE_RATE_HZ)
         offset = record.get("frame_offset_s")
         if offset is not None and not (_is_number(offset) and 0 <= offset < 1 / rate):
-            raise bad("frame_offset_s", f"a number in [0, {1 / rate:g}) (within one code period)")
-        for key in ("checkpoint", "level"):
-            if record.get(key) is not None and not isinstance(record[key], str):
-                raise bad(key, "text")
+            raise fields.bad("frame_offset_s", f"a number in [0, {1 / rate:g}) (within one code period)")
         return cls(
-            code_rate_hz=float(rate),
+            code_rate_hz=rate,
             frame_offset_s=0.5 / rate if offset is None else float(offset),
-            num_codes=integer("K", at_least=2),
-            groups=integer("groups", 1),
-            checkpoint=record.get("checkpoint"),
-            sample_rate=integer("sample_rate"),
-            hop_length=integer("hop_length"),
-            num_utterances=integer("num_utterances", at_least=0),
-            speakers=names("speakers"),
-            splits=names("splits", SPLITS),
+            num_codes=fields.integer("K", 2, MAX_CODES),
+            groups=fields.integer("groups", 1, MAX_GROUPS, default=1),
+            checkpoint=fields.text("checkpoint"),
+            sample_rate=fields.integer("sample_rate"),
+            hop_length=fields.integer("hop_length"),
+            num_utterances=fields.integer("num_utterances", at_least=0),
+            speakers=fields.names("speakers"),
+            splits=fields.names("splits", SPLITS),
             top=_top_info(record.get("top"), path),
-            level=record.get("level"),
-            stride=integer("stride"),
+            level=fields.text("level", LEVELS),
+            stride=fields.integer("stride", 1, MAX_STRIDE),
             bottom=record.get("bottom") if isinstance(record.get("bottom"), dict) else None,
             extra={k: v for k, v in record.items() if k not in cls._KEYS},
         )
@@ -254,18 +291,20 @@ class CodesInfo:
 
 
 def _top_info(record: Any, path: Path) -> TopLevelInfo | None:
+    """``codes.json``'s ``top`` entry, checked like the file's own fields (None when absent)."""
     if record is None:
         return None
-    try:
-        top = TopLevelInfo(float(record["code_rate_hz"]), int(record["K"]), int(record["stride"]))
-    except (KeyError, TypeError, ValueError):
-        top = None
-    if top is None or top.num_codes < 1 or top.stride < 1 or not top.code_rate_hz > 0:
+    if not isinstance(record, dict):
         raise UserError(
-            f'{path} has a malformed "top" entry ({record!r}); expected code_rate_hz, K and '
-            "stride: re-run `vqspeech encode`."
+            f"{path} field top is {record!r}, but must be an object with code_rate_hz, K and stride; "
+            "re-run `vqspeech encode`."
         )
-    return top
+    fields = _Fields(record, path, prefix="top.")
+    return TopLevelInfo(
+        fields.required_number("code_rate_hz", MAX_CODE_RATE_HZ),
+        fields.required_integer("K", 2, MAX_CODES),
+        fields.required_integer("stride", 1, MAX_STRIDE),
+    )
 
 
 def read_codes_file(path: str | Path) -> np.ndarray:
@@ -428,15 +467,15 @@ class CodesWriter:
         self.lines: list[str] = []
 
     def add(self, utt_id: str, encoding: Encoding) -> None:
-        """Write ``codes/<id>.npy`` (int16), and ``codes_top/`` and ``latents/`` when the folder has
+        """Write ``codes/<id>.npy`` (:data:`CODE_DTYPE`), and ``codes_top/`` and ``latents/`` when the folder has
         them. ``utt_id`` must be a safe file name: nothing is written outside the folder."""
         if not is_safe_name(utt_id):
             raise UserError(f"{utt_id!r} is not a safe name for a codes file (letters, digits, '_', '.', '-').")
         if (encoding.top is not None) != self.top or (self.latents and encoding.latents is None):
             raise ValueError(f"{utt_id}: the encoding's levels do not match the folder's")
-        _save_npy(inside(self.root / "codes", f"{utt_id}.npy"), encoding.codes.astype(np.int16))
+        _save_npy(inside(self.root / "codes", f"{utt_id}.npy"), _storable(utt_id, encoding.codes))
         if encoding.top is not None:
-            _save_npy(inside(self.root / "codes_top", f"{utt_id}.npy"), encoding.top.astype(np.int16))
+            _save_npy(inside(self.root / "codes_top", f"{utt_id}.npy"), _storable(utt_id, encoding.top))
         if self.latents and encoding.latents is not None:
             _save_npy(inside(self.root / "latents", f"{utt_id}.npy"), encoding.latents.astype(np.float32))
         codes = encoding.codes
@@ -492,6 +531,14 @@ def _ids(folder: Path) -> list[str]:
 
 def _code_files(root: Path) -> list[Path]:
     return [p for sub in ("codes", "latents", "codes_top") for p in (root / sub).glob("*.npy")]
+
+
+def _storable(utt_id: str, codes: np.ndarray) -> np.ndarray:
+    """``codes`` as :data:`CODE_DTYPE`; ValueError for codes it cannot hold (the writer's caller
+    checks K against :data:`MAX_CODES` first, so that a code never wraps around to a negative one)."""
+    if codes.size and (codes.min() < 0 or codes.max() >= MAX_CODES):
+        raise ValueError(f"{utt_id}: codes from {codes.min()} to {codes.max()} do not fit in {np.dtype(CODE_DTYPE)}")
+    return codes.astype(CODE_DTYPE)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -15,7 +15,15 @@ import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 from tqdm import tqdm
 
-from ..data.codes import CodesInfo, CodesWriter, Encoding, refuse_existing_codes
+from ..data.codes import (
+    CODE_DTYPE,
+    MAX_CODE_RATE_HZ,
+    MAX_CODES,
+    CodesInfo,
+    CodesWriter,
+    Encoding,
+    refuse_existing_codes,
+)
 from ..data.manifest import Utterance, load_utterance, read_manifest
 from ..errors import UserError
 from ..fileio import FolderLock, atomic_path
@@ -39,10 +47,17 @@ def mfcc_kmeans_baseline(
     the codes folder ``out_dir``, holding its lock."""
     out = Path(out_dir)
     refuse_existing_codes(out, overwrite)
-    if num_codes < 2:
-        raise UserError(f"`num_codes` must be at least 2, not {num_codes}.")
-    if not (math.isfinite(code_rate_hz) and code_rate_hz > 0):
-        raise UserError(f"`code_rate` must be a positive number of codes per second, not {code_rate_hz}.")
+    if isinstance(num_codes, bool) or not isinstance(num_codes, (int, np.integer)) or not 2 <= num_codes <= MAX_CODES:
+        raise UserError(
+            f"`num_codes` must be a whole number from 2 to {MAX_CODES} (codes are stored as "
+            f"{np.dtype(CODE_DTYPE)}), not {num_codes}."
+        )
+    num_codes = int(num_codes)  # codes.json is JSON
+    if not (math.isfinite(code_rate_hz) and 0 < code_rate_hz <= MAX_CODE_RATE_HZ):
+        raise UserError(
+            f"`code_rate` must be a positive number of codes per second, at most {MAX_CODE_RATE_HZ:g}, "
+            f"not {code_rate_hz}."
+        )
     utts = read_manifest(manifest)
     targets = [u for u in utts if split is None or u.split == split]
     fit = [u for u in utts if u.split == fit_split]
@@ -83,7 +98,7 @@ def mfcc_kmeans_baseline(
             if u.id not in features:
                 continue
             normalised = ((features[u.id] - mean) / std).astype(np.float32)
-            writer.add(u.id, Encoding(kmeans.predict(normalised).astype(np.int16), latents=normalised))
+            writer.add(u.id, Encoding(kmeans.predict(normalised), latents=normalised))
             speakers[u.id], splits[u.id] = u.speaker, u.split
         with atomic_path(out / "kmeans.npz") as tmp:
             np.savez(tmp, centroids=kmeans.cluster_centers_, mean=mean, std=std)
