@@ -32,9 +32,9 @@ import torch
 from .errors import UserError, first_line
 from .fileio import atomic_path, check_writable_parent
 
-FORMAT_VERSION = 3
-"""3: model.objective, model.encoder.normalize and model.speaker_adversary added (before:
-``wavenet``, false, weight 0). 2: every key a model reads is in
+FORMAT_VERSION = 4
+"""4: model.speaker_encoder added (before: off). 3: model.objective, model.encoder.normalize and
+model.speaker_adversary added (before: ``wavenet``, false, weight 0). 2: every key a model reads is in
 the checkpoint (quantizer.type added). 1: configs written before jitter, quantizer.kmeans_iters,
 quantizer.groups, decoder_type and top existed lack them, and priors before hierarchical and
 grouped codes lack level and groups."""
@@ -49,6 +49,13 @@ LEGACY_MODEL_KEYS: dict[tuple[str, ...], Any] = {
     ("objective",): "wavenet",
     ("encoder", "normalize"): False,
     ("speaker_adversary",): {"weight": 0.0, "hidden": 128},
+    ("speaker_encoder",): {
+        "share": 0.0,
+        "reference_seconds": 2.0,
+        "n_mels": 40,
+        "channels": 128,
+        "dilations": [1, 2, 4],
+    },
 }
 """Keys added to the VQ-VAE's model config over time, with the value that reproduces how a model
 whose config lacks them was trained."""
@@ -72,7 +79,7 @@ def upgrade_model_config(model: dict[str, Any]) -> dict[str, Any]:
 
 def _upgrade(ckpt: dict[str, Any]) -> dict[str, Any]:
     """Bring a checkpoint of an older format version to :data:`FORMAT_VERSION`."""
-    if ckpt["format_version"] < 3:
+    if ckpt["format_version"] < 4:
         if ckpt.get("kind") == "vqvae" and isinstance(ckpt.get("config", {}).get("model"), dict):
             ckpt["config"]["model"] = upgrade_model_config(ckpt["config"]["model"])
     if ckpt["format_version"] < 2:

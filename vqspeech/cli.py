@@ -447,10 +447,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("exp_dir")
         if name == "decode":
             p.add_argument("codes")
-            p.add_argument("--speaker", default=None, help="default: the utterance's own speaker, if known")
+            p.add_argument(
+                "--speaker",
+                default=None,
+                help="a known speaker or a sound file / folder of a voice; default: the utterance's own speaker",
+            )
         else:
             p.add_argument("input")
-            p.add_argument("--speaker", required=True)
+            p.add_argument(
+                "--speaker",
+                required=True,
+                help="a speaker the model knows, or a sound file or folder of the target voice (a model "
+                "with a speaker encoder)",
+            )
             input_filters(p)
         p.add_argument("-o", "--out", required=True, help="a .wav file for one input, else a folder")
         p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = argmax")

@@ -27,26 +27,48 @@ def crop_length(seconds: float, sample_rate: int, hop_length: int) -> int:
 class CropRequest:
     utterance: int
     offset: int
+    reference: tuple[int, int, bool] | None = None  # (utterance, offset, used): a reference crop
+
+
+@dataclass
+class References:
+    """Reference crops for a speaker encoder: one per training crop, from another utterance of the
+    same speaker where it has one (else another place in the same utterance), used for a ``share``
+    of the crops."""
+
+    samples: int  # the reference crop's length
+    share: float  # fraction of crops whose decoder is conditioned on their reference
 
 
 class CropDataset(Dataset):
-    """Reads one crop: CropRequest -> (audio [L] float32, speaker id, mask [L] float32).
+    """Reads one crop: CropRequest -> (audio [L] float32, speaker id, mask [L] float32), and for a
+    request with a reference also (reference [R], reference mask [R], used: bool).
 
     Utterances shorter than the crop are zero-padded at the end; the mask marks real samples.
     """
 
-    def __init__(self, utts: list[Utterance], speaker_ids: dict[str, int], crop_samples: int):
+    def __init__(
+        self, utts: list[Utterance], speaker_ids: dict[str, int], crop_samples: int, reference_samples: int = 0
+    ):
         self.utts, self.speaker_ids, self.crop_samples = utts, speaker_ids, crop_samples
+        self.reference_samples = reference_samples
 
     def __len__(self) -> int:
         return len(self.utts)
 
     def __getitem__(self, request: CropRequest):
         utt = self.utts[request.utterance]
+        audio, mask = self.read(utt, request.offset, self.crop_samples)
+        if request.reference is None:
+            return audio, self.speaker_ids[utt.speaker], mask
+        index, offset, used = request.reference
+        reference, reference_mask = self.read(self.utts[index], offset, self.reference_samples)
+        return audio, self.speaker_ids[utt.speaker], mask, reference, reference_mask, used
+
+    def read(self, utt: Utterance, offset: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``length`` samples of ``utt`` from ``offset``, zero-padded: (audio [length], mask [length])."""
         try:
-            audio, rate = sf.read(
-                sound_file(utt.audio), start=request.offset, frames=self.crop_samples, dtype="float32", always_2d=True
-            )
+            audio, rate = sf.read(sound_file(utt.audio), start=offset, frames=length, dtype="float32", always_2d=True)
         except Exception as exc:
             raise UserError(
                 f"Cannot read {utt.audio} listed in the manifest ({exc}); re-run `vqspeech prepare`."
@@ -57,7 +79,7 @@ class CropDataset(Dataset):
                 f"{utt.sample_rate} Hz; re-run `vqspeech prepare` to rebuild the manifest."
             )
         audio = audio[:, 0]
-        expected = min(self.crop_samples, utt.num_samples - request.offset)
+        expected = min(length, utt.num_samples - offset)
         if len(audio) < expected - rate // 100:  # shorter than the manifest says (10 ms of slack)
             raise UserError(
                 f"{utt.audio} is shorter than its manifest line ({utt.id}) says ({utt.duration:g} s); "
@@ -65,10 +87,10 @@ class CropDataset(Dataset):
             )
         if not np.all(np.isfinite(audio)):
             raise UserError(f"{utt.audio} ({utt.id}) has NaN or infinite samples; it cannot be used as audio.")
-        mask = np.zeros(self.crop_samples, dtype=np.float32)
+        mask = np.zeros(length, dtype=np.float32)
         mask[: len(audio)] = 1.0
-        audio = np.pad(audio, (0, self.crop_samples - len(audio)))
-        return torch.from_numpy(audio), self.speaker_ids[utt.speaker], torch.from_numpy(mask)
+        audio = np.pad(audio, (0, length - len(audio)))
+        return torch.from_numpy(audio), torch.from_numpy(mask)
 
 
 class StepBatchSampler(Sampler):
@@ -89,8 +111,10 @@ class StepBatchSampler(Sampler):
         start_step: int = 0,
         rank: int = 0,
         speakers_per_batch: int = 0,
+        references: References | None = None,
     ):
         lengths = np.array([u.num_samples for u in utts], dtype=np.float64)
+        self.references = references
         self.lengths = lengths.astype(np.int64)
         self.weights = lengths / lengths.sum()
         self.batch_size, self.crop_samples = batch_size, crop_samples
@@ -123,7 +147,21 @@ class StepBatchSampler(Sampler):
         picks = self._utterances(rng)
         slack = np.maximum(self.lengths[picks] - self.crop_samples, 0)
         offsets = (rng.random(self.batch_size) * (slack + 1)).astype(np.int64)
-        return [CropRequest(int(i), int(o)) for i, o in zip(picks, offsets, strict=True)]
+        requests = [CropRequest(int(i), int(o)) for i, o in zip(picks, offsets, strict=True)]
+        if self.references is not None:  # drawn after the crops: the crops stay those of a run without
+            for request in requests:
+                request.reference = self._reference(rng, request.utterance)
+        return requests
+
+    def _reference(self, rng: np.random.Generator, utterance: int) -> tuple[int, int, bool]:
+        """Another utterance of ``utterance``'s speaker (itself when it is the speaker's only one),
+        a uniform offset in it, and whether the crop is conditioned on it."""
+        assert self.references is not None
+        pool = next(p for p in self.by_speaker if utterance in p)
+        others = pool[pool != utterance]
+        index = int(rng.choice(others)) if len(others) else utterance
+        slack = max(int(self.lengths[index]) - self.references.samples, 0)
+        return index, int(rng.integers(0, slack + 1)), bool(rng.random() < self.references.share)
 
     def __iter__(self):
         step = self.start_step
@@ -143,14 +181,16 @@ def crop_loader(
     rank: int = 0,
     num_workers: int = 0,
     speakers_per_batch: int = 0,
+    references: References | None = None,
 ) -> DataLoader:
     """An endless DataLoader of (audio [B, L], speakers [B], mask [B, L]) starting at ``start_step``
-    (batches as :class:`StepBatchSampler` draws them)."""
-    sampler = StepBatchSampler(utts, batch_size, crop_samples, seed, start_step, rank, speakers_per_batch)
+    (batches as :class:`StepBatchSampler` draws them); with ``references`` each batch also holds
+    (reference [B, R], reference mask [B, R], used [B] bool)."""
+    sampler = StepBatchSampler(utts, batch_size, crop_samples, seed, start_step, rank, speakers_per_batch, references)
     # an own generator: the loader's worker seed must not consume the global RNG, or a resumed
     # run's random stream would differ from an uninterrupted one
     return DataLoader(
-        CropDataset(utts, speaker_ids, crop_samples),
+        CropDataset(utts, speaker_ids, crop_samples, references.samples if references else 0),
         batch_sampler=sampler,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..audio import mu_law_decode
 from ..errors import UserError
+from ..models.speaker_encoder import speaker_vectors
 from ..models.wavenet import WaveNetDecoder, residual_layers
 
 _SOURCE = Path(__file__).with_name("csrc") / "wavenet_step.c"
@@ -144,7 +145,7 @@ class FastWaveNet:
         decoder = self.decoder
         batch, frames, hop = latents.shape[0], latents.shape[-1], decoder.hop_length
         latents, speakers = latents.float().cpu(), speakers.cpu()
-        speaker = decoder.speaker_embedding(speakers)
+        speaker = speaker_vectors(decoder.speaker_embedding, speakers)
         out = np.empty((frames * hop, batch), dtype=np.int32)
         logits = np.empty((frames * hop, batch, self.C), dtype=np.float32) if return_logits else None
         # streams are independent: split the batch over threads (ctypes releases the GIL)

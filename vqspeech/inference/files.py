@@ -132,9 +132,10 @@ def _output_paths(ids: list[str], out: Path, overwrite: bool) -> list[Path]:
 
 
 def _check_generation(vq: VQSpeech, speakers: list[str], temperature: float, batch_size: int) -> None:
-    """UserError before any work for an unknown speaker or an unusable setting."""
+    """UserError before any work for an unknown speaker, an unusable reference of a voice, or an
+    unusable setting."""
     for name in set(speakers):
-        vq.speaker_id(name)
+        vq.speaker_vector(name)
     if batch_size <= 0:
         raise UserError(f"`batch_size` must be positive, not {batch_size}.")
     check_temperature(temperature)

@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from ..audio import mu_law_decode
+from ..models.speaker_encoder import speaker_vectors
 from ..models.wavenet import WaveNetDecoder, residual_layers
 
 
@@ -65,7 +66,7 @@ def generate(
     batch, frames = latents.shape[0], latents.shape[-1]
     hop = decoder.hop_length
     local = decoder.local_conditioning(latents)
-    speaker = decoder.speaker_embedding(speakers)
+    speaker = speaker_vectors(decoder.speaker_embedding, speakers)
     conds = [layer.conditioning(local, speaker) for layer in residual_layers(decoder.layers)]  # each [B, gate, F]
     state = IncrementalState(decoder, batch, latents.device, latents.dtype)
     current = torch.full((batch,), decoder.classes // 2, dtype=torch.long, device=latents.device)

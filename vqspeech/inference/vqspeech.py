@@ -5,6 +5,7 @@ vq = VQSpeech.load("exp/demo")                  # experiment folder or checkpoin
 encoding = vq.encode(audio, sample_rate)        # Encoding: codes np.int16 [F] (+ top, latents)
 wav = vq.decode(encoding, speaker="us_f3")      # np.float32 [F * hop] at vq.sample_rate
 wav = vq.convert(audio, sample_rate, speaker="gb_m1")
+wav = vq.convert(audio, sample_rate, speaker="anna.wav")  # any voice: a model with a speaker encoder
 """
 
 from __future__ import annotations
@@ -21,14 +22,23 @@ from ..checkpoint import load_checkpoint, resolve_checkpoint
 from ..config import training_stage
 from ..data.codes import Encoding
 from ..data.manifest import MAX_SAMPLE_RATE
+from ..data.reference import load_reference
 from ..device import select_device
 from ..errors import UserError, first_line
 from ..models.conv_decoder import ConvDecoder
+from ..models.speaker_encoder import speaker_vectors
 from ..models.vqvae import VQVAE
 from ..models.wavenet import WaveNetDecoder
 from ..training.schema import MODEL_RULES, check_rules
 from .fast_generate import FastWaveNet
 from .generate import generate
+
+Speaker = str | Path | np.ndarray
+"""Who speaks: a known speaker's name, or reference audio of a voice (a sound file or a folder of
+them, or samples at the model's rate) for a model with a speaker encoder."""
+
+MIN_REFERENCE_SECONDS = 1.0
+"""The shortest reference (all its files together) a voice is taken from."""
 
 
 def check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -125,8 +135,43 @@ class VQSpeech:
     def speaker_id(self, name: str) -> int:
         if name not in self.speakers:
             shown = ", ".join(self.speakers[:30]) + (" ..." if len(self.speakers) > 30 else "")
-            raise UserError(f"Unknown speaker {name!r}; this model knows: {shown}.")
+            other = (
+                " (or give a sound file or folder of the target voice)"
+                if self.model.speaker_encoder is not None
+                else ""
+            )
+            raise UserError(f"Unknown speaker {name!r}; this model knows: {shown}{other}.")
         return self.speakers.index(name)
+
+    def _exp_name(self) -> str:
+        if self.checkpoint is None:
+            return "this model"
+        in_folder = self.checkpoint.parent.name == "checkpoints"
+        return str(self.checkpoint.parent.parent if in_folder else self.checkpoint)
+
+    @torch.no_grad()
+    def speaker_vector(self, speaker: Speaker) -> torch.Tensor:
+        """The waveform decoder's speaker vector [G] for ``speaker``: a known speaker's name (its
+        row of the speaker table), or the voice of reference audio (a sound file or a folder of
+        them, or an array of samples at the model's rate), through the speaker encoder."""
+        if isinstance(speaker, str) and (speaker in self.speakers or not Path(speaker).exists()):
+            ids = torch.tensor([self.speaker_id(speaker)], device=self.device)
+            return speaker_vectors(self.model.decoder.speaker_embedding, ids)[0]
+        encoder = self.model.speaker_encoder
+        if encoder is None:
+            raise UserError(
+                f"{self._exp_name()} has no speaker encoder, so it speaks only the voices it knows "
+                f"({', '.join(self.speakers[:10])}); add a new voice with `vqspeech enroll EXP NAME AUDIO...`, "
+                "or train a model with model.speaker_encoder.share=0.5."
+            )
+        if isinstance(speaker, np.ndarray):
+            references = [check_audio(speaker, self.sample_rate)]
+        else:
+            references = load_reference([speaker], self.sample_rate, min_seconds=MIN_REFERENCE_SECONDS)
+        if any(len(r) < encoder.hop_length for r in references):
+            raise UserError(f"A reference of the target voice is shorter than {encoder.hop_length} samples.")
+        vectors = [encoder(torch.from_numpy(r).to(self.device)[None])[0] for r in references]
+        return torch.stack(vectors).mean(0)
 
     def _prepare(self, audio: np.ndarray, sample_rate: int) -> torch.Tensor:
         audio = resample(check_audio(audio, sample_rate), int(sample_rate), self.sample_rate)
@@ -217,12 +262,15 @@ class VQSpeech:
     def decode_batch(
         self,
         codes: list[Encoding | np.ndarray],
-        speakers: list[str],
+        speakers: list[Speaker],
         temperature: float = 1.0,
         seed: int = 0,
         progress: bool = False,
     ) -> list[np.ndarray]:
         """Generate several utterances together; returns waveforms [F_i * hop] at sample_rate.
+
+        ``speakers``: one per utterance, a known speaker's name or reference audio of any voice
+        (:meth:`speaker_vector`; a model with a speaker encoder).
 
         ``codes``: an :class:`Encoding` per utterance (a bare array [F_i] or [F_i, G] stands for
         the codes of a one-level model). A conv decoder (``model.decoder_type=conv``) is
@@ -249,7 +297,17 @@ class VQSpeech:
         latents = embedded[0].new_zeros(len(encodings), embedded[0].shape[0], max(lengths))
         for i, z in enumerate(embedded):
             latents[i, :, : lengths[i]] = z
-        ids = torch.tensor([self.speaker_id(s) for s in speakers], device=self.device)
+        by_name: dict[str, torch.Tensor] = {}  # a name or path given for many utterances: encoded once
+        vectors = []
+        for speaker in speakers:
+            if isinstance(speaker, np.ndarray):
+                vectors.append(self.speaker_vector(speaker))
+            else:
+                key = str(speaker)
+                if key not in by_name:
+                    by_name[key] = self.speaker_vector(key)
+                vectors.append(by_name[key])
+        ids = torch.stack(vectors)  # [N, G]: the decoders take speaker vectors as well as ids
         decoder = self.model.decoder
         if isinstance(decoder, ConvDecoder):  # model.decoder_type conv
             return self._decode_conv(latents, ids, lengths)
@@ -295,7 +353,7 @@ class VQSpeech:
     def decode(
         self,
         codes: Encoding | np.ndarray,
-        speaker: str,
+        speaker: Speaker,
         temperature: float = 1.0,
         seed: int = 0,
         progress: bool = False,
@@ -307,10 +365,11 @@ class VQSpeech:
         self,
         audio: np.ndarray,
         sample_rate: int,
-        speaker: str,
+        speaker: Speaker,
         temperature: float = 1.0,
         seed: int = 0,
         progress: bool = False,
     ) -> np.ndarray:
-        """Re-synthesise ``audio`` in ``speaker``'s voice (same codes, another speaker embedding)."""
+        """Re-synthesise ``audio`` in ``speaker``'s voice (same codes, another speaker vector):
+        a known speaker's name, or reference audio of the target voice (:meth:`speaker_vector`)."""
         return self.decode(self.encode(audio, sample_rate), speaker, temperature, seed, progress)

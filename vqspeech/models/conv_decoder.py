@@ -36,6 +36,7 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
 from .gan_losses import MultiScaleMelLoss
+from .speaker_encoder import speaker_vectors
 
 LRELU_SLOPE = 0.1
 
@@ -199,8 +200,9 @@ class ConvDecoder(nn.Module):
         return weight
 
     def forward(self, latents: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
-        """latents [B, D, F], speakers [B] long -> waveform [B, F * hop_length] in [-1, 1]."""
-        x = self.input(latents) + self.speaker_proj(self.speaker_embedding(speakers))[:, :, None]
+        """latents [B, D, F], speakers: ids [B] or speaker vectors [B, global_channels]
+        (:func:`speaker_vectors`) -> waveform [B, F * hop_length] in [-1, 1]."""
+        x = self.input(latents) + self.speaker_proj(speaker_vectors(self.speaker_embedding, speakers))[:, :, None]
         for upsample, mrf in zip(self.upsamples, self.mrfs, strict=True):
             if not isinstance(mrf, nn.ModuleList):
                 raise TypeError("ConvDecoder.mrfs holds a module that is not a ModuleList of ResBlocks")

@@ -36,6 +36,7 @@ from .jitter import TimeJitter
 from .mel_decoder import MelDecoder, MelOutput
 from .quantizer import Quantizer, QuantizerOutput, build_quantizer
 from .speaker_adversary import AdversaryOutput, SpeakerAdversary
+from .speaker_encoder import SpeakerEncoder, speaker_vectors
 from .wavenet import TeacherForcedOutput, WaveNetDecoder
 
 DECODERS: dict[str, type[WaveNetDecoder] | type[ConvDecoder]] = {"wavenet": WaveNetDecoder, "conv": ConvDecoder}
@@ -74,6 +75,8 @@ def config_in_use(config: dict[str, Any]) -> dict[str, Any]:
         used["top"] = {"stride": 0}
     if isinstance(used.get("speaker_adversary"), dict) and not used["speaker_adversary"].get("weight"):
         used["speaker_adversary"] = {"weight": 0}
+    if isinstance(used.get("speaker_encoder"), dict) and not used["speaker_encoder"].get("share"):
+        used["speaker_encoder"] = {"share": 0}
     return used
 
 
@@ -118,6 +121,8 @@ class VQVAE(nn.Module):
     ``units_head``: the objective's head (:data:`OBJECTIVES`; None for ``wavenet``).
     ``speaker_adversary``: a speaker classifier on the latents trained through gradient reversal
     (None: off).
+    ``speaker_encoder``: reference audio -> a speaker vector for the waveform decoder, beside its
+    speaker table (None: off; see :meth:`speaker_condition`).
     """
 
     def __init__(
@@ -130,12 +135,14 @@ class VQVAE(nn.Module):
         top: TopLevel | None = None,
         units_head: MelDecoder | CPCHead | None = None,
         speaker_adversary: SpeakerAdversary | None = None,
+        speaker_encoder: SpeakerEncoder | None = None,
     ):
         super().__init__()
         self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
         self.top = top
         self.units_head = units_head
         self.speaker_adversary = speaker_adversary
+        self.speaker_encoder = speaker_encoder
         self.stage = "joint"
         self.jitter = TimeJitter(jitter)
         self.sample_rate = sample_rate
@@ -170,6 +177,12 @@ class VQVAE(nn.Module):
         adversary = None
         if config["speaker_adversary"]["weight"] > 0:
             adversary = SpeakerAdversary(dim, num_speakers, **config["speaker_adversary"])
+        encoder_cfg = dict(config["speaker_encoder"])
+        speaker_encoder = None
+        if encoder_cfg.pop("share") > 0:
+            del encoder_cfg["reference_seconds"]  # the data's concern
+            global_channels = config[DECODER_OPTIONS[decoder_type]]["global_channels"]
+            speaker_encoder = SpeakerEncoder(rate, global_channels, **encoder_cfg)
         return cls(
             encoder=encoder,
             quantizer=quantizer,
@@ -179,6 +192,7 @@ class VQVAE(nn.Module):
             top=top,
             units_head=units_head,
             speaker_adversary=adversary,
+            speaker_encoder=speaker_encoder,
         )
 
     def unit_modules(self) -> list[nn.Module]:
@@ -205,7 +219,7 @@ class VQVAE(nn.Module):
     def frozen_modules(self) -> list[nn.Module]:
         """What the current stage does not train."""
         if self.stage == "units":
-            return [self.decoder]
+            return [m for m in (self.decoder, self.speaker_encoder) if m is not None]
         if self.stage == "decoder":
             return self.unit_modules()
         return []
@@ -265,24 +279,55 @@ class VQVAE(nn.Module):
         upsampled = self.top.upsample(self.top.quantizer.lookup(top_codes), quantized.shape[-1])
         return self.top.decoder_input(quantized, upsampled)
 
-    def forward(self, audio: torch.Tensor, speakers: torch.Tensor, mask: torch.Tensor | None = None) -> VQVAEOutput:
+    def speaker_condition(
+        self,
+        speakers: torch.Tensor,
+        reference: torch.Tensor | None = None,
+        reference_mask: torch.Tensor | None = None,
+        use_reference: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The waveform decoder's global condition: the speaker ids [B] as given without a speaker
+        encoder or a reference; else speaker vectors [B, G]: the encoder's of ``reference``
+        [B, T_ref] (``reference_mask`` [B, T_ref]) where ``use_reference`` [B] (bool) is set (all
+        rows when None), the speaker table's row elsewhere."""
+        if self.speaker_encoder is None or reference is None:
+            return speakers
+        encoded = self.speaker_encoder(reference, reference_mask)
+        if use_reference is None:
+            return encoded
+        return torch.where(use_reference[:, None], encoded, speaker_vectors(self.decoder.speaker_embedding, speakers))
+
+    def forward(
+        self,
+        audio: torch.Tensor,
+        speakers: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        reference: torch.Tensor | None = None,
+        reference_mask: torch.Tensor | None = None,
+        use_reference: torch.Tensor | None = None,
+    ) -> VQVAEOutput:
         """audio [B, T], speakers [B], optional mask [B, T] (1 = real sample, 0 = padding); audio
-        and mask are cut to whole code frames."""
+        and mask are cut to whole code frames. With a speaker encoder, ``reference``,
+        ``reference_mask`` and ``use_reference`` condition the waveform decoder
+        (:meth:`speaker_condition`); the objective's head and the adversary always get the ids."""
         length = audio.shape[-1] // self.hop_length * self.hop_length
         audio = audio[:, :length]
         if mask is not None:
             mask = mask[:, :length]
+        condition = speakers
+        if self.stage != "units":
+            condition = self.speaker_condition(speakers, reference, reference_mask, use_reference)
         if self.stage == "decoder":  # frozen codes: no encoder in the backward pass
             with torch.no_grad():
                 q = self.quantize(audio)
-            waveform = self.decoder.reconstruct(audio, self.jitter(q.decoder_input), speakers, mask)
+            waveform = self.decoder.reconstruct(audio, self.jitter(q.decoder_input), condition, mask)
             return VQVAEOutput(waveform.loss, q.vq, q.top, waveform)
         q = self.quantize(audio)
         reconstruction: TeacherForcedOutput | WaveformOutput | MelOutput | CPCOutput
         if self.stage == "units" and self.units_head is not None:
             reconstruction = self.units_head.reconstruct(audio, self.jitter(q.decoder_input), speakers, mask)
         else:
-            reconstruction = self.decoder.reconstruct(audio, self.jitter(q.decoder_input), speakers, mask)
+            reconstruction = self.decoder.reconstruct(audio, self.jitter(q.decoder_input), condition, mask)
         loss = reconstruction.loss + q.loss
         adversary = None
         if self.speaker_adversary is not None:

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..audio import mu_law_encode
+from .speaker_encoder import speaker_vectors
 
 
 @dataclass
@@ -160,14 +161,15 @@ class WaveNetDecoder(nn.Module):
         return self.local_net(latents)
 
     def forward(self, inputs: torch.Tensor, latents: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
-        """inputs [B, T] long, latents [B, D, F] with T == F * hop_length, speakers [B] -> [B, C, T]."""
+        """inputs [B, T] long, latents [B, D, F] with T == F * hop_length, speakers: ids [B] or
+        speaker vectors [B, global_channels] (:func:`speaker_vectors`) -> logits [B, C, T]."""
         if inputs.shape[-1] != latents.shape[-1] * self.hop_length:
             raise ValueError(
                 f"decoder input has {inputs.shape[-1]} samples but {latents.shape[-1]} frames "
                 f"x hop {self.hop_length} were given"
             )
         local = self.local_conditioning(latents)
-        speaker = self.speaker_embedding(speakers)
+        speaker = speaker_vectors(self.speaker_embedding, speakers)
         x = self.input_embedding(inputs).transpose(1, 2)
         skips = 0
         for layer in residual_layers(self.layers):

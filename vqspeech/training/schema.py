@@ -136,6 +136,11 @@ MODEL_RULES: dict[str, Rule] = {
     "model.objective": choice(*OBJECTIVES),
     "model.speaker_adversary.weight": number(0, 100),
     "model.speaker_adversary.hidden": integer(1, WIDTH),
+    "model.speaker_encoder.share": number(0, 1, high_open=True),
+    "model.speaker_encoder.reference_seconds": number(0.1, 60),
+    "model.speaker_encoder.n_mels": integer(1, 512),
+    "model.speaker_encoder.channels": integer(1, WIDTH),
+    "model.speaker_encoder.dilations": positive_ints(1),
 }
 
 MEL_DECODER_RULES: dict[str, Rule] = {

@@ -23,7 +23,7 @@ from torch.utils.tensorboard import SummaryWriter
 from ..audio import resample
 from ..checkpoint import load_checkpoint, resolve_checkpoint
 from ..config import experiment_config, training_stage
-from ..data.dataset import crop_length, crop_loader
+from ..data.dataset import References, crop_length, crop_loader
 from ..data.manifest import Utterance, load_utterance, read_manifest, speakers_of
 from ..device import init_distributed, select_device
 from ..errors import UserError, first_line
@@ -116,14 +116,24 @@ class VQVAETask(Task):
             rank=rank,
             num_workers=train["num_workers"],
             speakers_per_batch=train["speakers_per_batch"],
+            references=self.references,
         )
-        for audio, speakers, mask in loader:
-            yield audio.to(device), speakers.to(device), mask.to(device)
+        for batch in loader:
+            yield tuple(part.to(device) for part in batch)
+
+    @property
+    def references(self) -> References | None:
+        """Reference crops for the speaker encoder, when there is one and the waveform decoder trains."""
+        encoder_cfg = self.config["model"]["speaker_encoder"]
+        if self.model.speaker_encoder is None or self.model.stage == "units":
+            return None
+        seconds = encoder_cfg["reference_seconds"]
+        return References(crop_length(seconds, self.model.sample_rate, self.model.hop_length), encoder_cfg["share"])
 
     def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor | int]]:
         """Loss and detached scalars (tensors: the trainer reads them only when it logs)."""
-        audio, speakers, mask = batch
-        out: VQVAEOutput = model(audio, speakers, mask)
+        audio, speakers, mask, *reference = batch  # reference, its mask, used (with a speaker encoder)
+        out: VQVAEOutput = model(audio, speakers, mask, *reference)
         vq, rec = out.vq, out.reconstruction
         loss, scalars = out.loss, {}
         if isinstance(rec, WaveformOutput):
