@@ -127,3 +127,24 @@ def test_zero_shot_conversion_from_a_reference(trained_zero_shot, trained_tiny, 
                                  tmp_path / "z.wav"], "convert")
     assert "Unknown speaker 'nobody'" in message and "sound file or folder" in message
     assert not any((tmp_path / n).exists() for n in ("x.wav", "y.wav", "z.wav"))
+
+
+def test_evaluate_conversion_into_a_voice_given_by_audio(trained_zero_shot, demo_manifest, tmp_path, capsys):
+    """A target the model does not know: conditioned on its reference audio, its centroid from that
+    audio (the manifest has no utterance of that name)."""
+    from vqspeech.eval.conversion import evaluate_conversion
+
+    utts = read_manifest(demo_manifest)
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    for u in [u for u in utts if u.speaker == utts[0].speaker][:2]:
+        (voice / f"{u.id}.wav").symlink_to(u.audio)
+    metrics = evaluate_conversion(trained_zero_shot, tmp_path / "out", manifest=demo_manifest, num=2,
+                                  targets=["newvoice"], voices={"newvoice": str(voice)}, num_reference=2,
+                                  device="cpu", progress=False)
+    assert {item["target_speaker"] for item in metrics["items"]} == {"newvoice"}
+    assert "newvoice" not in metrics["summary"]["reference"]["speakers_without_reference"]
+    assert all(item["speaker_similarity"]["conversion"]["target"] is not None for item in metrics["items"])
+    message = cli_error(capsys, ["evaluate", "conversion", trained_zero_shot, "--out", tmp_path / "o2",
+                                 "--manifest", demo_manifest, "--voice", "other=" + str(voice)], "evaluate conversion")
+    assert "not among the targets" in message

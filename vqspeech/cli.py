@@ -311,6 +311,7 @@ def cmd_evaluate_conversion(args) -> None:
         split=args.split,
         num=args.num,
         targets=_split_list(args.targets),
+        voices=_voices(args.voice),
         num_reference=args.num_reference,
         digits=digits,
         seed=args.seed,
@@ -319,6 +320,17 @@ def cmd_evaluate_conversion(args) -> None:
     )
     print(format_summary(result))
     print(f"wrote {out / 'metrics.json'}")
+
+
+def _voices(given: list[str]) -> dict[str, str]:
+    """``NAME=PATH`` arguments -> {name: path}."""
+    voices = {}
+    for item in given:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--voice {item!r} is not NAME=PATH (a name, then a sound file or folder of that voice).")
+        voices[name] = path
+    return voices
 
 
 def cmd_report(args) -> None:
@@ -508,6 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--num", type=int, default=20, help="utterances to reconstruct and convert")
     p.add_argument("--targets", default=None, help="comma-separated target speakers (default: a rotation)")
+    p.add_argument(
+        "--voice",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a target the model does not know, given by a sound file or folder (a model with a speaker encoder)",
+    )
     p.add_argument("--num_reference", type=int, default=10, help="train utterances per speaker centroid")
     p.add_argument(
         "--digits",

@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from ..audio import resample, save_wav
 from ..data.manifest import Utterance, load_utterance, read_manifest
+from ..data.reference import load_reference
 from ..errors import UserError
 from ..fileio import FolderLock, atomic_path, inside, write_text_atomic
 from ..inference import VQSpeech
@@ -73,6 +74,7 @@ def evaluate_conversion(
     split: str = "test",
     num: int = 20,
     targets: list[str] | None = None,
+    voices: dict[str, str] | None = None,
     num_reference: int = 10,
     digits: bool | None = None,
     seed: int = 0,
@@ -86,6 +88,10 @@ def evaluate_conversion(
     ``exp_dir``: an experiment folder or checkpoint. ``manifest`` defaults to the model config's
     ``data.manifest``. ``targets``: conversion target speakers, used in rotation (skipping the
     source speaker when another is listed); default, a rotation over the model's other speakers.
+    ``voices``: targets the model does not know, each given by reference audio (name -> a sound
+    file or folder; a model with a speaker encoder converts into them zero-shot). Their speaker
+    centroid comes from the manifest's train utterances of that name when it has some, else from
+    the reference audio itself.
     ``digits``: None = auto. ``seed`` fixes the selection, the reference picks and the sampling.
     Raises UserError (before any work) when ``out_dir/metrics.json`` exists and not ``overwrite``,
     and for an unknown target, an empty split, or a split without known speakers.
@@ -114,7 +120,8 @@ def evaluate_conversion(
     manifest = Path(manifest)
     all_utts = read_manifest(manifest)
     items = _select(all_utts, split, num, vq.speakers, seed, manifest)
-    target_of = _assign_targets(items, targets, vq)
+    voices = dict(voices or {})
+    target_of = _assign_targets(items, targets, vq, voices)
 
     # The scorers load before anything is deleted: a missing resemblyzer must not cost old results.
     t = time.perf_counter()
@@ -165,7 +172,7 @@ def evaluate_conversion(
         # ---- reconstructions and conversions, decoded together in batches of similar length
         t = time.perf_counter()
         jobs = [(u.id, "reconstruction", u.speaker) for u in items] + [
-            (u.id, "conversion", target_of[u.id]) for u in items
+            (u.id, "conversion", voices.get(target_of[u.id], target_of[u.id])) for u in items
         ]
         jobs.sort(key=lambda job: -len(codes[job[0]]))
         outputs: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
@@ -215,6 +222,8 @@ def evaluate_conversion(
                     reference_signals.append((resample(load_utterance(ref), ref.sample_rate, sr), sr))
                 except UserError:
                     continue
+            if not reference_signals and speaker in voices:  # a voice given only by its reference audio
+                reference_signals = [(a, sr) for a in load_reference([voices[speaker]], sr)]
             reference_counts[speaker] = len(reference_signals)
             centroids.update(embedder.centroids({speaker: reference_signals}))
         for u in tqdm(items, desc="speaker similarity", unit="utt", disable=not progress):
@@ -400,14 +409,20 @@ def _select(
     return picked
 
 
-def _assign_targets(items: list[Utterance], targets: list[str] | None, vq: VQSpeech) -> dict[str, str]:
-    """Target speaker per item: a rotation over ``targets`` (else the model's other speakers)."""
+def _assign_targets(
+    items: list[Utterance], targets: list[str] | None, vq: VQSpeech, voices: dict[str, str]
+) -> dict[str, str]:
+    """Target speaker per item: a rotation over ``targets`` (else the model's other speakers);
+    a target in ``voices`` is given by reference audio."""
+    unused = sorted(set(voices) - set(targets or []))
+    if unused:
+        raise UserError(f"The voice {unused[0]!r} is not among the targets; add it to `targets`.")
     if targets is not None:
         targets = list(dict.fromkeys(targets))
         if not targets:
             raise UserError("The list of target speakers is empty; name at least one or leave it out.")
         for name in targets:
-            vq.speaker_id(name)  # UserError naming the unknown speaker
+            vq.speaker_vector(voices.get(name, name))  # UserError for an unknown speaker or a bad reference
     elif len(vq.speakers) < 2:
         raise UserError(
             f"The model knows only one speaker ({vq.speakers[0]}), so there is nobody to "
