@@ -60,7 +60,7 @@ def test_references_come_from_another_utterance_of_the_same_speaker(demo_manifes
     with_refs = StepBatchSampler(utts, 8, 4000, seed=0, references=References(8000, 0.5))
     count = {s: sum(u.speaker == s for u in utts) for s in {u.speaker for u in utts}}
     assert max(count.values()) > 1 and min(count.values()) == 1  # both cases occur
-    used = 0
+    used = apart = 0
     for step in range(20):
         crops, refs = plain.batch(step), with_refs.batch(step)
         assert [(c.utterance, c.offset) for c in crops] == [(r.utterance, r.offset) for r in refs]  # crops unchanged
@@ -69,9 +69,13 @@ def test_references_come_from_another_utterance_of_the_same_speaker(demo_manifes
             speaker = utts[request.utterance].speaker
             assert utts[index].speaker == speaker
             assert (index != request.utterance) == (count[speaker] > 1)  # itself only when it is the only one
+            if index == request.utterance and utts[index].num_samples >= 4000 + 8000:  # a segment apart
+                assert offset + 8000 <= request.offset or offset >= request.offset + 4000
+                assert offset + 8000 <= utts[index].num_samples
+                apart += 1
             assert 0 <= offset <= max(utts[index].num_samples - 8000, 0)
             used += use
-    assert 0.3 < used / 160 < 0.7  # share 0.5
+    assert 0.3 < used / 160 < 0.7 and apart > 0  # share 0.5
     audio, speakers, mask, reference, reference_mask, use = next(iter(crop_loader(
         utts, {s: i for i, s in enumerate(sorted({u.speaker for u in utts}))}, batch_size=4, crop_samples=4000,
         seed=0, start_step=0, references=References(8000, 0.5))))

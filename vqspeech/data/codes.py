@@ -72,20 +72,18 @@ class _Fields:
 
     def required_number(self, key: str, at_most: float) -> float:
         """A number above 0 and at most ``at_most``."""
-        value = self.record.get(key)
+        value: Any = self.record.get(key)
         if not (_is_number(value) and 0 < value <= at_most):
             raise self.bad(key, f"a number above 0 and at most {at_most:g}")
         return float(value)
 
-    def integer(
-        self, key: str, at_least: int = 1, at_most: int | None = None, default: int | None = None
-    ) -> int | None:
-        """An integer from ``at_least`` to ``at_most`` (None: no bound), or ``default`` when absent."""
-        return default if self.record.get(key) is None else self.required_integer(key, at_least, at_most)
+    def integer(self, key: str, at_least: int = 1, at_most: int | None = None) -> int | None:
+        """An integer from ``at_least`` to ``at_most`` (None: no bound), or None when absent."""
+        return None if self.record.get(key) is None else self.required_integer(key, at_least, at_most)
 
     def required_integer(self, key: str, at_least: int = 1, at_most: int | None = None) -> int:
         """An integer from ``at_least`` to ``at_most`` (None: no bound)."""
-        value = self.record.get(key)
+        value: Any = self.record.get(key)
         if not (_is_int(value) and value >= at_least and (at_most is None or value <= at_most)):
             bounds = f">= {at_least}" if at_most is None else f"from {at_least} to {at_most}"
             raise self.bad(key, f"an integer {bounds}")
@@ -218,6 +216,7 @@ class CodesInfo:
         decide what readers allocate: K, groups, the code rate and the stride are bounded)."""
         fields = _Fields(record, path)
         rate = fields.required_number("code_rate_hz", MAX_CODE_RATE_HZ)
+        groups = fields.integer("groups", 1, MAX_GROUPS)
         offset = record.get("frame_offset_s")
         if offset is not None and not (_is_number(offset) and 0 <= offset < 1 / rate):
             raise fields.bad("frame_offset_s", f"a number in [0, {1 / rate:g}) (within one code period)")
@@ -225,7 +224,7 @@ class CodesInfo:
             code_rate_hz=rate,
             frame_offset_s=0.5 / rate if offset is None else float(offset),
             num_codes=fields.integer("K", 2, MAX_CODES),
-            groups=fields.integer("groups", 1, MAX_GROUPS, default=1),
+            groups=1 if groups is None else groups,
             checkpoint=fields.text("checkpoint"),
             sample_rate=fields.integer("sample_rate"),
             hop_length=fields.integer("hop_length"),

@@ -150,18 +150,28 @@ class StepBatchSampler(Sampler):
         requests = [CropRequest(int(i), int(o)) for i, o in zip(picks, offsets, strict=True)]
         if self.references is not None:  # drawn after the crops: the crops stay those of a run without
             for request in requests:
-                request.reference = self._reference(rng, request.utterance)
+                request.reference = self._reference(rng, request.utterance, request.offset)
         return requests
 
-    def _reference(self, rng: np.random.Generator, utterance: int) -> tuple[int, int, bool]:
-        """Another utterance of ``utterance``'s speaker (itself when it is the speaker's only one),
-        a uniform offset in it, and whether the crop is conditioned on it."""
+    def _reference(self, rng: np.random.Generator, utterance: int, offset: int) -> tuple[int, int, bool]:
+        """Another utterance of ``utterance``'s speaker, at a uniform offset; for a speaker with one
+        utterance, a segment of it that does not overlap the crop at ``offset`` where the utterance
+        is long enough (else anywhere in it). And whether the crop is conditioned on it."""
         assert self.references is not None
+        length = self.references.samples
         pool = next(p for p in self.by_speaker if utterance in p)
         others = pool[pool != utterance]
-        index = int(rng.choice(others)) if len(others) else utterance
-        slack = max(int(self.lengths[index]) - self.references.samples, 0)
-        return index, int(rng.integers(0, slack + 1)), bool(rng.random() < self.references.share)
+        use = bool(rng.random() < self.references.share)
+        if len(others):
+            index = int(rng.choice(others))
+            return index, int(rng.integers(0, max(int(self.lengths[index]) - length, 0) + 1)), use
+        total = int(self.lengths[utterance])
+        before = max(offset - length + 1, 0)  # starts in [0, offset - length] end before the crop
+        after = max(total - length - (offset + self.crop_samples) + 1, 0)  # starts after it
+        if before + after == 0:
+            return utterance, int(rng.integers(0, max(total - length, 0) + 1)), use
+        pick = int(rng.integers(0, before + after))
+        return utterance, pick if pick < before else offset + self.crop_samples + pick - before, use
 
     def __iter__(self):
         step = self.start_step

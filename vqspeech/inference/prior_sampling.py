@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from ..audio import save_wav
-from ..checkpoint import load_checkpoint, resolve_checkpoint
+from ..checkpoint import resolve_checkpoint
 from ..data.codes import CodesInfo, CodesWriter, Encoding, code_usage
 from ..device import select_device
 from ..errors import UserError
 from ..fileio import FolderLock, write_text_atomic
-from ..models.prior import CodePrior, build_prior, sample_codes
+from ..models.prior import CodePrior, sample_codes
 from ..models.quantizer import perplexity
+from ..training.prior_task import load_prior_checkpoint, prior_from_checkpoint
 from .vqspeech import VQSpeech, check_temperature
 
 LN2 = math.log(2.0)
@@ -36,25 +37,12 @@ MAX_SECONDS = 600.0
 
 def load_prior(path: str | Path, device: str = "auto") -> tuple[CodePrior, dict[str, Any], torch.device]:
     """(model on device in eval mode, checkpoint dict, device) from a prior folder (its
-    ``best.pt``, the lowest validation bits per code, else ``last.pt``) or a checkpoint file.
-    A bottom prior whose checkpoint records ``top`` is rebuilt conditioned on top codes."""
+    ``best.pt``, the lowest validation bits per code, else ``last.pt``) or a checkpoint file. The
+    checkpoint is checked before the model is built from it (UserError naming it)."""
     best = Path(path) / "checkpoints" / "best.pt"
     ckpt_path = best if best.is_file() else resolve_checkpoint(path)
-    ckpt = load_checkpoint(ckpt_path)
-    if ckpt.get("kind") != "prior":
-        raise UserError(
-            f"{ckpt_path} holds a {ckpt.get('kind')} model, not a prior; give the folder of `vqspeech prior train`."
-        )
-    top = ckpt.get("top")  # present for a bottom prior conditioned on top codes
-    model = build_prior(
-        ckpt["config"]["prior"],
-        len(ckpt["speakers"]),
-        int(ckpt["num_codes"]),
-        groups=int(ckpt["groups"]),
-        top_codes=int(top["num_codes"]) if top else 0,
-        top_stride=int(top["stride"]) if top else 1,
-    )
-    model.load_state_dict(ckpt["model"])
+    ckpt = load_prior_checkpoint(ckpt_path)
+    model = prior_from_checkpoint(ckpt, ckpt_path)
     torch_device = select_device(device)
     return model.to(torch_device).eval(), ckpt, torch_device
 
@@ -184,26 +172,65 @@ MARK = ".prior-sample"
 """Hidden file that marks a folder as ``prior sample``'s (written before anything else)."""
 
 
-def decoder_for(source: str | Path | None, ckpt: dict, two_levels: bool, device: str) -> VQSpeech:
+def prior_codes_info(prior_dir: str | Path, ckpt: dict[str, Any]) -> CodesInfo | None:
+    """The prior folder's copy of its codes' ``codes.json`` (their rate and the VQ-VAE that made
+    them), without the per-utterance ids; None when there is none (a checkpoint file was given).
+    UserError when it describes other codes than the checkpoint models."""
+    path = Path(prior_dir) / "codes.json"
+    if not path.is_file():
+        return None
+    info = CodesInfo.load(path).without_ids()
+    if (info.num_codes, info.groups) != (ckpt["num_codes"], ckpt["groups"]):
+        raise UserError(
+            f"{path} describes codes with K={info.num_codes} in {info.groups} group(s), but the prior models "
+            f"K={ckpt['num_codes']} in {ckpt['groups']}; train the prior again on its codes."
+        )
+    return info
+
+
+def decoder_for(source: str | Path | None, ckpt: dict, info: CodesInfo | None, speaker: str, device: str) -> VQSpeech:
     """The VQ-VAE that decodes this prior's samples, checked before anything is drawn: it exists,
-    has a trained decoder, and takes codes of the prior's levels and K."""
+    has a trained decoder, knows ``speaker``, and takes codes of the prior's levels (two for a
+    prior conditioned on top codes), K, groups and (``info``: the prior's codes.json, when there is
+    one) code rate."""
     if not source or not Path(source).exists():
         raise UserError(
             f"The VQ-VAE these codes came from ({source}) is not there; pass `vqvae` (the VQ-VAE's experiment folder)."
         )
     vq = VQSpeech.load(source, device)
     vq.require_decoder()
-    if bool(vq.top_stride) != two_levels:
-        levels = "two code levels" if vq.top_stride else "one code level"
+    mismatch = decoder_mismatch(vq, ckpt, info)
+    if mismatch is not None:
+        raise UserError(f"{source} {mismatch}; pass the VQ-VAE the codes came from.")
+    if speaker not in vq.speakers:
+        shown = ", ".join(vq.speakers[:30]) + (" ..." if len(vq.speakers) > 30 else "")
         raise UserError(
-            f"{source} decodes {levels}, which these samples do not have; pass the VQ-VAE the codes came from."
-        )
-    if int(ckpt["num_codes"]) > vq.model.quantizer.num_codes:
-        raise UserError(
-            f"{source} knows {vq.model.quantizer.num_codes} codes but the prior draws from {ckpt['num_codes']}; "
-            "pass the VQ-VAE the codes came from."
+            f"Speaker '{speaker}' is unknown to the VQ-VAE {source}, which knows {shown}; choose one of those, "
+            "or pass the VQ-VAE the codes came from."
         )
     return vq
+
+
+def decoder_mismatch(vq: VQSpeech, ckpt: dict, info: CodesInfo | None) -> str | None:
+    """How the VQ-VAE ``vq`` cannot decode the codes of the prior with checkpoint ``ckpt`` (a
+    clause following the VQ-VAE's name), or None when it can."""
+    quantizer, top, vq_top = vq.model.quantizer, ckpt.get("top"), vq.model.top
+    if (vq_top is not None) != (top is not None):
+        levels = "two code levels" if vq_top is not None else "one code level"
+        return f"decodes {levels}, which these samples do not have"
+    if ckpt["num_codes"] > quantizer.num_codes:
+        return f"knows {quantizer.num_codes} codes but the prior draws from {ckpt['num_codes']}"
+    if ckpt["groups"] != quantizer.num_groups:
+        return f"decodes codes of {quantizer.num_groups} codebook group(s), but the prior draws {ckpt['groups']}"
+    if vq_top is not None and top is not None:
+        if top["stride"] != vq_top.stride:
+            return f"has a top code every {vq_top.stride} codes, but the prior's top codes have stride {top['stride']}"
+        if top["num_codes"] > vq_top.num_codes:
+            return f"knows {vq_top.num_codes} top codes but the prior's top codes reach {top['num_codes']}"
+    rate = vq.sample_rate / vq.hop_length
+    if info is not None and not math.isclose(rate, info.code_rate_hz, rel_tol=1e-6):
+        return f"decodes {rate:g} codes per second, but the prior's codes come at {info.code_rate_hz:g} per second"
+    return None
 
 
 def sample_prior(
@@ -271,15 +298,13 @@ def sample_prior(
             f"Speaker '{speaker}' is unknown to this prior; choose one of: "
             f"{', '.join(speakers[:30])}{' ...' if len(speakers) > 30 else ''}."
         )
-    info_path = Path(prior_dir) / "codes.json"
-    info = (
-        CodesInfo.load(info_path).without_ids()
-        if info_path.is_file()
-        else CodesInfo.for_rate(100.0, int(ckpt["num_codes"]), groups=int(ckpt["groups"]))
+    known = prior_codes_info(prior_dir, ckpt)
+    source = vqvae or (known.checkpoint if known else None)
+    vq = None if codes_only else decoder_for(source, ckpt, known, speaker, device)
+    info = known or CodesInfo.for_rate(  # no codes.json: the decoder's rate, else 100 codes per second
+        vq.sample_rate / vq.hop_length if vq else 100.0, ckpt["num_codes"], groups=ckpt["groups"]
     )
     length = max(1, int(round(seconds * info.code_rate_hz)))
-    source = vqvae or info.checkpoint
-    vq = None if codes_only else decoder_for(source, ckpt, top_model is not None, device)
 
     with FolderLock(out_dir, "prior sample"):
         write_text_atomic(out_dir / MARK, "")  # the folder is ours: a failed run does not block the next

@@ -8,7 +8,10 @@ not beat the unigram has learned nothing about sequence.
 
 Hierarchical codes (VQ-VAE-2: ``codes_top/`` and a ``top`` entry in ``codes.json``) take two
 priors: ``data.level=top`` models the top codes alone, ``data.level=bottom`` (the default) the
-bottom codes given the top ones. Sampling lives in :mod:`vqspeech.inference.prior_sampling`.
+bottom codes given the top ones. Sampling lives in :mod:`vqspeech.inference.prior_sampling`;
+both it and resuming read a prior's checkpoint through :func:`load_prior_checkpoint`, which checks
+the fields :meth:`PriorTask.checkpoint_fields` writes, and build it with
+:func:`prior_from_checkpoint`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,17 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ..checkpoint import load_checkpoint
 from ..config import experiment_config
-from ..data.codes import CodesFolder, CodesInfo, Encoding, code_usage, unigram_bits
+from ..data.codes import (
+    LEVELS,
+    MAX_CODES,
+    MAX_GROUPS,
+    MAX_STRIDE,
+    CodesFolder,
+    CodesInfo,
+    Encoding,
+    code_usage,
+    unigram_bits,
+)
 from ..data.manifest import read_manifest
 from ..device import init_distributed, select_device
 from ..errors import UserError, first_line
@@ -33,7 +46,7 @@ from ..fileio import FolderLock, overlapping
 from ..models.prior import CodePrior, build_prior, sample_codes
 from ..models.quantizer import perplexity
 from .experiment import absolute_path, check_resumable, fit_and_summarise, write_experiment_files
-from .schema import check_prior_config
+from .schema import PRIOR_ARCH_RULES, PRIOR_RULES, check_prior_config, check_rules
 from .trainer import Task
 
 LN2 = math.log(2.0)
@@ -230,6 +243,114 @@ class PriorTask(Task):
         return fields
 
 
+# ----------------------------------------------------------------------------------------------
+# Reading a prior's checkpoint: the fields PriorTask.checkpoint_fields writes, checked
+
+
+def load_prior_checkpoint(path: Path) -> dict[str, Any]:
+    """A prior's checkpoint (for sampling or resuming), its fields checked: UserError, one
+    sentence naming ``path``, for another model's checkpoint or a damaged or crafted one."""
+    ckpt = load_checkpoint(path)
+    if ckpt.get("kind") != "prior":
+        raise UserError(
+            f"{path} holds a {ckpt.get('kind')} model, not a prior; give the folder of `vqspeech prior train`."
+        )
+    problem = _checkpoint_problem(ckpt)
+    if problem is not None:
+        raise _unusable(path, problem)
+    return ckpt
+
+
+def _unusable(path: Path, problem: str) -> UserError:
+    return UserError(f"{path} does not hold a usable prior ({problem}); train it again with `vqspeech prior train`.")
+
+
+def _is_count(value: Any, at_least: int, at_most: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and at_least <= value <= at_most
+
+
+def _checkpoint_problem(ckpt: dict[str, Any]) -> str | None:
+    """What is wrong with a prior checkpoint's fields (speakers, level, num_codes, groups, top,
+    data_usage, the prior config against the schema, weights), or None. The sizes are bounded as
+    in ``codes.json`` (:mod:`vqspeech.data.codes`)."""
+    top = ckpt.get("top")
+    if not ckpt.get("speakers"):
+        return "it names no speakers"
+    if ckpt.get("level") not in LEVELS:
+        return f"its level is {ckpt.get('level')!r}, not {' or '.join(LEVELS)}"
+    if not _is_count(ckpt.get("num_codes"), 2, MAX_CODES):
+        return f"its num_codes is {ckpt.get('num_codes')!r}, not an integer from 2 to {MAX_CODES}"
+    if not _is_count(ckpt.get("groups"), 1, MAX_GROUPS):
+        return f"its groups is {ckpt.get('groups')!r}, not an integer from 1 to {MAX_GROUPS}"
+    if top is not None and not (
+        isinstance(top, dict)
+        and _is_count(top.get("num_codes"), 2, MAX_CODES)
+        and _is_count(top.get("stride"), 1, MAX_STRIDE)
+        and ckpt["level"] == "bottom"
+    ):
+        return f"its top is {top!r}, not the num_codes and stride of the top codes above a bottom prior"
+    usage = ckpt.get("data_usage", [])
+    if not (isinstance(usage, list) and all(_is_count(n, 0, 2**63 - 1) for n in usage)):
+        return "its data_usage is not a list of code counts"
+    if not isinstance(ckpt.get("model"), dict):
+        return "it holds no weights"
+    return _prior_config_problem(ckpt.get("config"))
+
+
+def _prior_config_problem(config: Any) -> str | None:
+    """What breaks the schema's rules in the ``prior`` section of a checkpoint's config, or None."""
+    if not isinstance(config, dict) or not isinstance(config.get("prior"), dict):
+        return "its config has no prior section"
+    general = {key: rule for key, rule in PRIOR_RULES.items() if key.startswith("prior.")}
+    try:
+        check_rules(config, general)
+        check_rules(config, PRIOR_ARCH_RULES[config["prior"]["arch"]])
+    except UserError as exc:  # "Config value prior.layers=0 must be ...": the sentence as a clause
+        sentence = str(exc).rstrip(".")
+        return sentence[0].lower() + sentence[1:]
+    return None
+
+
+def prior_from_checkpoint(ckpt: dict[str, Any], path: Path) -> CodePrior:
+    """The prior a checkpoint checked by :func:`load_prior_checkpoint` holds, its weights loaded (a
+    bottom prior whose checkpoint records ``top`` is rebuilt conditioned on top codes). The model's
+    shapes are compared with the weights' on the meta device first, so a config asking for more
+    than its weights hold allocates nothing; any failure is one sentence naming ``path``."""
+    top = ckpt.get("top")
+
+    def build() -> CodePrior:
+        return build_prior(
+            ckpt["config"]["prior"],
+            len(ckpt["speakers"]),
+            ckpt["num_codes"],
+            groups=ckpt["groups"],
+            top_codes=top["num_codes"] if top else 0,
+            top_stride=top["stride"] if top else 1,
+        )
+
+    try:
+        with torch.device("meta"):
+            mismatch = _shape_mismatch(build(), ckpt["model"])
+        if mismatch is not None:
+            raise ValueError(mismatch)
+        model = build()
+        model.load_state_dict(ckpt["model"])
+    except Exception as exc:  # a crafted or damaged checkpoint can fail anywhere in building
+        raise _unusable(path, first_line(exc)[:100]) from None
+    return model
+
+
+def _shape_mismatch(model: CodePrior, weights: dict[str, Any]) -> str | None:
+    """How ``weights`` (a state dict) differ from ``model``'s in names or shapes, or None."""
+    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    for name, tensor in weights.items():
+        if not isinstance(tensor, torch.Tensor) or shapes.get(name) != tuple(tensor.shape):
+            wanted = "no such weight" if name not in shapes else f"the config builds {list(shapes[name])}"
+            return f"weight {name} does not fit the config: {wanted}"
+    missing = sorted(set(shapes) - set(weights))
+    return f"weight {missing[0]} is missing" if missing else None
+
+
 def code_nll(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """Negative log-likelihood in nats per step [B, T] of codes [B, T] under logits [B, T, K];
     grouped codes [B, T, G] under logits [B, T, G, K]: summed over the groups."""
@@ -323,12 +444,14 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     conditioning = None if top is None else {"num_codes": top.num_codes, "stride": top.stride}
     with FolderLock(exp_dir, "prior train", enabled=dist_info.is_main):
         last = exp_dir / "checkpoints" / "last.pt"
-        resume = load_checkpoint(last) if last.is_file() else None
+        resume = load_prior_checkpoint(last) if last.is_file() else None
         check_resumable(exp_dir, cfg, resume, model_key="prior")
-        if resume and (resume["level"], resume.get("top"), resume["groups"]) != (level, conditioning, info.groups):
+        trained_on = (level, info.num_codes, conditioning, info.groups)
+        if resume and (resume["level"], resume["num_codes"], resume.get("top"), resume["groups"]) != trained_on:
             raise UserError(
-                f"{exp_dir} was trained on other codes (level {resume['level']}, top {resume.get('top')}, "
-                f"groups {resume['groups']}); use a new folder for data.level={level} on {codes_dir}."
+                f"{exp_dir} was trained on other codes (level {resume['level']}, K={resume['num_codes']}, "
+                f"top {resume.get('top')}, groups {resume['groups']}); use a new folder for data.level={level} "
+                f"on {codes_dir}."
             )
         speakers = resume["speakers"] if resume else sorted({str(u.speaker) for u in train_utts})
         unknown = sorted({str(u.speaker) for u in train_utts} - set(speakers))

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ..data.codes import MAX_CODE_RATE_HZ, MAX_CODES
 from ..errors import UserError
 from ..models.prior import PRIORS
 from ..models.quantizer import QUANTIZERS
@@ -40,8 +41,6 @@ WIDTH = 4096
 (a typo such as residual_channels=100000 asks for gigabytes before the first step)."""
 DEPTH = 256
 """Upper bound of layer counts and dilation lists."""
-MAX_CODES = 32768
-"""Codes are stored as int16."""
 
 
 def number(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False) -> Rule:
@@ -283,6 +282,12 @@ def check_vqvae_config(cfg: dict[str, Any]) -> None:
         "model.hop_length",
         hop,
         "be at most model.sample_rate (at least one code a second)",
+    )
+    _relation(
+        model["sample_rate"] / hop <= MAX_CODE_RATE_HZ,
+        "model.hop_length",
+        hop,
+        f"give at most {MAX_CODE_RATE_HZ:g} codes a second (model.sample_rate / model.hop_length)",
     )
     default_bins = max(512, 1 << (2 * hop - 1).bit_length()) // 2 + 1  # LogMelFrontend's default FFT
     if model["encoder"]["frontend"] == "mel":
