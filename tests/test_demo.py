@@ -222,13 +222,16 @@ def test_other_settings_are_refused(small_corpus):
     assert len(read_manifest(small_corpus)) == SMALL
 
 
-def test_partial_corpus_is_refused_then_rebuilt_with_overwrite(tmp_path):
+def test_partial_corpus_is_rebuilt_by_the_same_command_and_others_need_overwrite(tmp_path):
     out = demo.make_demo_corpus(tmp_path / "c", num_sentences=3, seed=0, progress=False)
     (out / "notes.txt").write_text("mine")
     (out / "manifest.jsonl").unlink()  # as if the run had been interrupted
     assert not demo.is_complete_demo_corpus(out)
-    with pytest.raises(UserError, match="incomplete"):
-        demo.make_demo_corpus(out, num_sentences=3, seed=0, progress=False)
+    demo.make_demo_corpus(out, num_sentences=3, seed=0, progress=False)  # the same command: rebuilt
+    assert demo.is_complete_demo_corpus(out) and len(read_manifest(out)) == 3
+    (out / "manifest.jsonl").unlink()
+    with pytest.raises(UserError, match="other settings"):
+        demo.make_demo_corpus(out, num_sentences=2, seed=1, progress=False)
     demo.make_demo_corpus(out, num_sentences=2, seed=1, overwrite=True, progress=False)
     assert demo.is_complete_demo_corpus(out)
     assert len(read_manifest(out)) == 2

@@ -1185,3 +1185,27 @@ def test_names_that_fit_only_without_the_temporary_prefix_are_written(tmp_path):
     assert (tmp_path / name).read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == [name]
     with pytest.raises(UserError, match="longer than 255 bytes"):
         inside(tmp_path, "x" * 256)
+
+
+def test_the_identical_command_after_a_killed_encode_runs(tmp_path, trained_tiny, demo_manifest):
+    out = tmp_path / "codes"
+    writer = CodesWriter(out)  # a run killed after its first utterance: mark and codes, no codes.json
+    writer.add("first", Encoding(np.zeros(5, dtype=np.int16)))
+    assert not (out / "codes.json").exists()
+    assert run_cli(["encode", trained_tiny, demo_manifest, out]) == 0
+    folder = CodesFolder.open(out)
+    assert "first" not in folder.code_ids and len(folder.code_ids) == len(read_manifest(demo_manifest))
+    assert run_cli(["encode", trained_tiny, demo_manifest, out]) == 2  # a finished folder is still protected
+
+
+def test_the_identical_demo_data_command_after_a_killed_run_runs(tmp_path, capsys):
+    from vqspeech.data.demo import make_demo_corpus
+
+    out = tmp_path / "demo"
+    make_demo_corpus(out, num_sentences=2, progress=False)
+    shutil.rmtree(out / "alignments")  # as if killed before the end
+    (out / "manifest.jsonl").unlink()
+    assert run_cli(["demo-data", out, "--num_sentences", "2"]) == 0
+    assert len(read_manifest(out / "manifest.jsonl")) == 2
+    message = cli_error(capsys, ["demo-data", out, "--num_sentences", "3"], "demo-data")
+    assert "other settings" in message  # another corpus is still protected

@@ -126,10 +126,10 @@ def mfcc_row(codes: Path, args) -> dict:
     rate = f"{info.code_rate_hz:g}"
     name = f"mfcc-kmeans-{rate}hz"
     out = Path(args.out_dir) / name
-    mfcc_kmeans_baseline(args.manifest, out, num_codes=info.num_codes, code_rate_hz=info.code_rate_hz,
+    mfcc_kmeans_baseline(args.manifest, out / "codes", num_codes=info.num_codes, code_rate_hz=info.code_rate_hz,
                          overwrite=True, progress=False)
-    probe = run_probe(out, out / "probe.json", manifest=args.manifest, split=args.probe_split or None, name=name,
-                      overwrite=True, progress=False)
+    probe = run_probe(out / "codes", out / "probe.json", manifest=args.manifest, split=args.probe_split or None,
+                      name=name, overwrite=True, progress=False)
     return {"variant": name, "overrides": [], **{k: probe.get(k) for k in PROBE_KEYS}}
 
 

@@ -441,7 +441,8 @@ class CodesFolder:
 class CodesWriter:
     """Writes a codes folder: :meth:`add` each utterance, then :meth:`finish` with its info.
 
-    Refuses a folder that already holds codes unless ``overwrite``; then codes.json, units.txt and
+    Refuses a folder that already holds codes unless ``overwrite`` (or they are an interrupted
+    write's, see :func:`refuse_existing_codes`); then codes.json, units.txt and
     rejects.tsv of the previous run are removed first, then its code, top-code and latents files
     (and temporary files of killed runs), so that an interrupted write never leaves a codes.json
     or units.txt describing files that are not there. The caller holds the folder's lock.
@@ -503,7 +504,9 @@ def _holds_codes(root: Path) -> bool:
 
 def refuse_existing_codes(root: Path, overwrite: bool) -> None:
     """UserError when ``root`` already holds codes and not ``overwrite``, or has a subfolder that
-    is a link (its files are not the folder's to replace); check before long work."""
+    is a link (its files are not the folder's to replace); check before long work. The files of an
+    interrupted write (the writer's mark, no codes.json) are replaced without ``overwrite``: the
+    identical command simply runs again."""
     for sub in ("codes", "latents", "codes_top"):
         if (root / sub).is_symlink():
             raise UserError(f"{root / sub} is a link; give an output folder whose subfolders are its own.")
@@ -512,7 +515,8 @@ def refuse_existing_codes(root: Path, overwrite: bool) -> None:
             f"{root} holds .npy files that no vqspeech run wrote there (no codes.json); choose a new or "
             "empty output folder."
         )
-    if _holds_codes(root) and not overwrite:
+    interrupted = (root / WRITER_MARK).exists() and not (root / INFO_FILE).exists()  # a killed run's: ours
+    if _holds_codes(root) and not overwrite and not interrupted:
         raise UserError(f"{root} already holds codes; pass `overwrite=True` to replace them.")
     foreign = [name for name in ("units.txt", "rejects.tsv") if (root / name).exists()]
     if foreign and not _holds_codes(root):

@@ -474,8 +474,9 @@ def make_demo_corpus(
 ) -> Path:
     """Synthesise the demo corpus into ``out_dir`` and return the folder.
 
-    A folder already holding a complete corpus made with the same settings is returned as it is.
-    A folder holding a different or incomplete one is rebuilt only with ``overwrite=True`` (which
+    A folder already holding a complete corpus made with the same settings is returned as it is;
+    an incomplete one made with the same settings (an interrupted run) is rebuilt. A folder holding
+    a corpus made with other settings is rebuilt only with ``overwrite=True`` (which
     deletes the corpus's own files and folders, nothing else); otherwise UserError is raised, and
     always for a folder whose files carry the corpus's names but no ``demo.json`` (not ours).
     """
@@ -493,17 +494,17 @@ def make_demo_corpus(
             f"{out_dir} holds files named like the demo corpus's parts ({', '.join(present)}) that "
             "`vqspeech demo-data` did not write; choose a new or empty folder."
         )
-    if present and not overwrite:
+    if present and not overwrite and _read_settings(out_dir) != settings:
         stored = _read_settings(out_dir)
-        if stored is not None and stored != settings:
+        if stored is not None:
             raise UserError(
                 f"{out_dir} holds a demo corpus made with other settings "
                 f"({_settings_difference(stored, settings)}); rebuild it with "
                 "`overwrite=True` or choose another folder."
             )
         raise UserError(
-            f"{out_dir} holds an incomplete demo corpus or other files named like its "
-            f"parts ({', '.join(present)}); rebuild it with "
+            f"{out_dir} holds files named like the demo corpus's parts ({', '.join(present)}) beside an "
+            "unreadable demo.json; rebuild it with "
             "`overwrite=True` or choose another folder."
         )
     with FolderLock(out_dir, "demo-data"):
