@@ -1209,3 +1209,13 @@ def test_the_identical_demo_data_command_after_a_killed_run_runs(tmp_path, capsy
     assert len(read_manifest(out / "manifest.jsonl")) == 2
     message = cli_error(capsys, ["demo-data", out, "--num_sentences", "3"], "demo-data")
     assert "other settings" in message  # another corpus is still protected
+
+
+def test_export_of_a_prior_is_the_checkpoint_that_samples(tmp_path, codes):
+    prior = tmp_path / "prior"
+    assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={codes}", "train.max_steps=4"]) == 0
+    best = torch.load(prior / "checkpoints" / "last.pt", weights_only=True)
+    best["step"] = 2  # as if validation had kept an earlier step as the best
+    torch.save(best, prior / "checkpoints" / "best.pt")
+    assert run_cli(["export", prior, tmp_path / "p.pt"]) == 0
+    assert torch.load(tmp_path / "p.pt", weights_only=True)["step"] == 2

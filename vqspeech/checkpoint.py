@@ -182,3 +182,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.exists():
         raise UserError(f"{path} is neither an experiment folder nor a checkpoint file; check the path.")
     return path
+
+
+def used_checkpoint(path: str | Path) -> Path:
+    """The checkpoint the inference verbs use: an experiment folder's ``checkpoints/best.pt`` when
+    training kept one (a prior: the lowest validation bits per code), else its ``last.pt``; or a
+    checkpoint file as given."""
+    best = Path(path) / "checkpoints" / "best.pt"
+    return best if best.is_file() else resolve_checkpoint(path)

@@ -148,13 +148,14 @@ def cmd_evaluate_loss(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .checkpoint import export_checkpoint, resolve_checkpoint
+    from .checkpoint import export_checkpoint, used_checkpoint
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} exists; pass --overwrite to replace it.")
-    export_checkpoint(resolve_checkpoint(args.exp_dir), out)
-    print(f"wrote {out}")
+    source = used_checkpoint(args.exp_dir)  # a prior's best.pt: the one `prior sample` uses
+    export_checkpoint(source, out)
+    print(f"wrote {out} (from {source})")
 
 
 # --- inference --------------------------------------------------------------------------------

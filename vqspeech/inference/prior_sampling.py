@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..audio import save_wav
-from ..checkpoint import resolve_checkpoint
+from ..checkpoint import used_checkpoint
 from ..data.codes import CodesInfo, CodesWriter, Encoding, code_usage
 from ..device import select_device
 from ..errors import UserError
@@ -39,8 +39,7 @@ def load_prior(path: str | Path, device: str = "auto") -> tuple[CodePrior, dict[
     """(model on device in eval mode, checkpoint dict, device) from a prior folder (its
     ``best.pt``, the lowest validation bits per code, else ``last.pt``) or a checkpoint file. The
     checkpoint is checked before the model is built from it (UserError naming it)."""
-    best = Path(path) / "checkpoints" / "best.pt"
-    ckpt_path = best if best.is_file() else resolve_checkpoint(path)
+    ckpt_path = used_checkpoint(path)
     ckpt = load_prior_checkpoint(ckpt_path)
     model = prior_from_checkpoint(ckpt, ckpt_path)
     torch_device = select_device(device)
