@@ -269,7 +269,8 @@ def test_espeak_normalisation():
         folding.fold("'Q")
     assert str(info.value) == (
         f"Phone ''Q' is not in the 'espeak' folding of {FOLDING_FILE}; add a line "
-        "'espeak<TAB>Q<TAB><class>' to it (or pass your own table).")
+        f"'espeak<TAB>Q<TAB><class>' to a copy of {FOLDING_FILE} and pass that copy as `folding` "
+        "(or choose another phone set).")
 
 
 def test_user_table(tmp_path):

@@ -133,10 +133,14 @@ class PhoneFolding:
                 target = self.table[key]
                 return None if target == EXCLUDED else target
         key = _lookup_keys(self.phone_set, label.strip())[-1]
+        where = (
+            f"to a copy of {self.path} and pass that copy as `folding`"  # the packaged table stays as shipped
+            if self.path == FOLDING_FILE
+            else f"to {self.path}"
+        )
         raise UserError(
-            f"Phone '{label}' is not in the '{self.phone_set}' folding of "
-            f"{self.path}; add a line '{self.phone_set}<TAB>{key}<TAB><class>' to it "
-            "(or pass your own table)."
+            f"Phone '{label}' is not in the '{self.phone_set}' folding of {self.path}; add a line "
+            f"'{self.phone_set}<TAB>{key}<TAB><class>' {where} (or choose another phone set)."
         )
 
     def knows(self, label: str) -> bool:
