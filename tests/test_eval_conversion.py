@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -215,6 +216,7 @@ def test_selection_targets_and_references():
 
     class FakeModel:
         speakers = ["a", "b", "c", "d"]
+        model = SimpleNamespace(speaker_encoder=None)
         speaker_id = VQSpeech.speaker_id
 
     splits = ["test"] * 4 + ["train"] * 5

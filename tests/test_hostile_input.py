@@ -1024,16 +1024,16 @@ def test_align_never_writes_into_its_input_or_over_foreign_textgrids(tmp_path, c
     corpus = demo_manifest.parent.parent / "corpus"
     before = {p: p.read_bytes() for p in files_under(corpus)}
     message = cli_error(capsys, ["align", corpus, corpus / "alignments", "--layout", "demo", "--overwrite"], "align")
-    assert "overlaps the source" in message
-    message = cli_error(capsys, ["align", corpus, demo_manifest.parent / "al", "--layout", "demo",
+    assert "overlaps the corpus" in message
+    message = cli_error(capsys, ["align", corpus, demo_manifest.parent, "--layout", "demo",
                                  "--manifest", demo_manifest], "align")
-    assert "overlaps the manifest's folder" in message
+    assert "is the folder of the manifest" in message
     foreign = tmp_path / "mfa"
     shutil.copytree(corpus / "alignments", foreign)
     message = cli_error(capsys, ["align", corpus, foreign, "--layout", "demo", "--overwrite"], "align")
     assert "did not write" in message
     assert {p: p.read_bytes() for p in files_under(corpus)} == before
-    assert not (demo_manifest.parent / "al").exists() and not (foreign / "align.json").exists()
+    assert not (demo_manifest.parent / "align.json").exists() and not (foreign / "align.json").exists()
 
 
 def test_align_waits_for_the_manifests_writer(tmp_path, capsys, demo_manifest):

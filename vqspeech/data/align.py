@@ -334,17 +334,21 @@ def align_corpus(
         read_manifest(Path(manifest))  # the manifest to point at the alignments is checked before the work
     source = user_path(source)
     out_dir = Path(out_dir)
-    inputs = [("source", source if source.is_dir() else source.parent)]
+    if layout is not None and overlapping(out_dir, source):  # a corpus may ship TextGrids of its own
+        raise UserError(
+            f"{out_dir} overlaps the corpus {source}; write the alignments to a folder of their own, so that "
+            "no file of the corpus is replaced."
+        )
     manifest_folder = out_dir
+    manifests = [Path(m) for m in (source if layout is None else None, manifest) if m is not None]
+    for given in manifests:
+        folder = given if given.is_dir() else given.parent
+        if os.path.realpath(folder) == os.path.realpath(out_dir):
+            raise UserError(
+                f"{out_dir} is the folder of the manifest {given}; write the alignments to a folder of their own."
+            )
     if manifest is not None:
         manifest_folder = Path(manifest) if Path(manifest).is_dir() else Path(manifest).parent
-        inputs.append(("manifest's folder", manifest_folder))
-    for what, folder in inputs:
-        if overlapping(out_dir, folder):
-            raise UserError(
-                f"{out_dir} overlaps the {what} {folder}; write the alignments to a folder of their own, "
-                "so that no file of the input is replaced."
-            )
     items, settings = _items(source, layout, layout_options)
     if limit is not None:
         items = items[:limit]

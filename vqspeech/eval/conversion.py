@@ -410,10 +410,11 @@ def _select(
 
 
 def _assign_targets(
-    items: list[Utterance], targets: list[str] | None, vq: VQSpeech, voices: dict[str, str]
+    items: list[Utterance], targets: list[str] | None, vq: VQSpeech, voices: dict[str, str] | None = None
 ) -> dict[str, str]:
     """Target speaker per item: a rotation over ``targets`` (else the model's other speakers);
     a target in ``voices`` is given by reference audio."""
+    voices = voices or {}
     unused = sorted(set(voices) - set(targets or []))
     if unused:
         raise UserError(f"The voice {unused[0]!r} is not among the targets; add it to `targets`.")
@@ -422,7 +423,10 @@ def _assign_targets(
         if not targets:
             raise UserError("The list of target speakers is empty; name at least one or leave it out.")
         for name in targets:
-            vq.speaker_vector(voices.get(name, name))  # UserError for an unknown speaker or a bad reference
+            if name in voices:
+                vq.speaker_vector(voices[name])  # UserError for a bad reference or a model without an encoder
+            else:
+                vq.speaker_id(name)  # UserError naming the unknown speaker
     elif len(vq.speakers) < 2:
         raise UserError(
             f"The model knows only one speaker ({vq.speakers[0]}), so there is nobody to "
