@@ -1219,3 +1219,15 @@ def test_export_of_a_prior_is_the_checkpoint_that_samples(tmp_path, codes):
     torch.save(best, prior / "checkpoints" / "best.pt")
     assert run_cli(["export", prior, tmp_path / "p.pt"]) == 0
     assert torch.load(tmp_path / "p.pt", weights_only=True)["step"] == 2
+
+
+def test_a_codes_file_that_cannot_be_written_is_one_sentence_naming_it(tmp_path, monkeypatch):
+    writer = CodesWriter(tmp_path / "codes")
+
+    def full_disk(*args, **kwargs):
+        raise OSError("1072 requested and 992 written")  # what numpy says on a full disk
+
+    monkeypatch.setattr(np, "save", full_disk)
+    with pytest.raises(UserError, match=r"Cannot write .*first\.npy \(1072 requested and 992 written\)"):
+        writer.add("first", Encoding(np.zeros(5, dtype=np.int16)))
+    assert not any(p.name.endswith(".npy") for p in (tmp_path / "codes" / "codes").iterdir())

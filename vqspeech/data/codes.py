@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..fileio import atomic_path, inside, is_safe_name, remove_stale_temps, write_text_atomic
 from .manifest import SPLITS
 
@@ -545,8 +545,16 @@ def _storable(utt_id: str, codes: np.ndarray) -> np.ndarray:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        np.save(tmp, array)
+    """Write ``array`` atomically; a failed write (numpy reports a full disk as "N requested and M
+    written") is one sentence naming the file."""
+    try:
+        with atomic_path(path) as tmp:
+            np.save(tmp, array)
+    except OSError as exc:
+        raise UserError(
+            f"Cannot write {path} ({exc.strerror or first_line(exc)}); check the free disk space and the "
+            "folder's permissions."
+        ) from None
 
 
 def code_usage(sequences: list[np.ndarray], num_codes: int) -> np.ndarray:
