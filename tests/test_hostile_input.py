@@ -1231,3 +1231,11 @@ def test_a_codes_file_that_cannot_be_written_is_one_sentence_naming_it(tmp_path,
     with pytest.raises(UserError, match=r"Cannot write .*first\.npy \(1072 requested and 992 written\)"):
         writer.add("first", Encoding(np.zeros(5, dtype=np.int16)))
     assert not any(p.name.endswith(".npy") for p in (tmp_path / "codes" / "codes").iterdir())
+
+
+def test_codes_are_not_written_into_an_experiment_folder(tmp_path, capsys, trained_tiny, demo_manifest):
+    before = files_under(trained_tiny)
+    for flags in ([], ["--overwrite"]):
+        message = cli_error(capsys, ["encode", trained_tiny, demo_manifest, trained_tiny, *flags], "encode")
+        assert "experiment folder" in message
+    assert files_under(trained_tiny) == before

@@ -510,6 +510,11 @@ def refuse_existing_codes(root: Path, overwrite: bool) -> None:
     for sub in ("codes", "latents", "codes_top"):
         if (root / sub).is_symlink():
             raise UserError(f"{root / sub} is a link; give an output folder whose subfolders are its own.")
+    if (root / "overrides.yaml").exists() or (root / "checkpoints").is_dir():
+        raise UserError(
+            f"{root} is an experiment folder (a model's or a prior's); write the codes to a folder of their "
+            f"own, e.g. {root / 'codes'}."
+        )
     if _code_files(root) and not ((root / INFO_FILE).exists() or (root / WRITER_MARK).exists()):
         raise UserError(
             f"{root} holds .npy files that no vqspeech run wrote there (no codes.json); choose a new or "
