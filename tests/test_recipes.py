@@ -323,3 +323,16 @@ def test_two_stage_training_in_the_recipe(tmp_path):
     assert all(torch.equal(units["model"][k], full["model"][k]) for k in units["model"] if k.startswith("encoder."))
     assert len(list((exp_dir / "codes/codes").glob("*.npy"))) > 0
     assert len(list((exp_dir / "convert/bob").glob("*.wav"))) == 1
+
+
+def test_a_wavenet_objective_trains_in_one_stage_whatever_the_units_budget(tmp_path):
+    """The recipe asks the config what `vqspeech train` trains first: the two-stage split applies to
+    a model whose objective is not wavenet (small_mel, the default), not to small or paper."""
+    make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice", "bob"), digits=range(2), takes=6)
+    exp_dir = tmp_path / "exp"
+    args = options(QUICK, fsdd_root=tmp_path / "fsdd", data_dir=tmp_path / "data", exp_dir=exp_dir,
+                   stop_stage=2, units_minutes=5, units_steps=3)
+    result = run_recipe("fsdd", args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "units first" not in result.stdout and not (exp_dir / "units").exists()
+    assert torch.load(exp_dir / "checkpoints/last.pt", weights_only=True)["config"]["train"]["units_from"] is None

@@ -6,18 +6,19 @@
 #   5 align (pocketsphinx, scored against the corpus's exact alignments)  6 train the prior
 #   7 sample from it  8 evaluate (bits/sample, phoneme probe vs MFCC baseline, conversion)  9 report
 #   bash recipes/demo/run.sh [--stage N] [--stop_stage N] [--train_minutes M] [key=value ...]
+#   --model small (or paper): the single-stage VQ-VAE of the paper, learned through the WaveNet alone
 set -euo pipefail
 
 stage=0
 stop_stage=100
 data_dir=data/demo          # synthesised corpus, prepared manifest, alignments
 exp_dir=exp/demo            # experiment folder (checkpoints, tb, codes, convert, metrics)
-model=small
+model=small_mel             # units through the mel objective, then the WaveNet on their codes
 train_profile=short
-train_steps=1000            # cosine schedule length (about what the budget allows on 2 cores)
-train_minutes=12            # wall-clock training budget
-units_minutes=              # with a two-stage model (e.g. model=small_mel): the units' budget first
-units_steps=6000            # the units' schedule length
+train_steps=800             # the decoder's cosine schedule length (about what its budget allows on 2 cores)
+train_minutes=9             # the decoder's wall-clock budget (12 minutes of training in all)
+units_minutes=3             # a two-stage model (objective mel or cpc): the units' budget first
+units_steps=3000            # the units' schedule length
 nproc=1
 sample_rate=8000
 num_convert=3               # test utterances converted to each target speaker

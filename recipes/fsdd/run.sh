@@ -4,7 +4,8 @@
 #   0 download (only with --download true)  1 manifest  2 train  3 encode  4 convert  5 align
 #   6 train the prior  7 sample from it  8 evaluate (bits/sample, phoneme probe vs MFCC baseline,
 #   conversion metrics)  9 report (HTML)
-#   bash recipes/fsdd/run.sh --fsdd_root ../shared/data/fsdd [--train_minutes 30] [key=value ...]
+#   bash recipes/fsdd/run.sh --fsdd_root ../shared/data/fsdd [--train_minutes 25] [key=value ...]
+#   --model small (or paper): the single-stage VQ-VAE of the paper, learned through the WaveNet alone
 set -euo pipefail
 
 stage=0
@@ -14,11 +15,11 @@ download=false              # stage 0 fetches FSDD v1.0.10 from GitHub into down
 download_dir=downloads
 data_dir=data/fsdd
 exp_dir=exp/fsdd
-model=small
+model=small_mel             # units through the mel objective, then the WaveNet on their codes
 train_profile=short
-train_steps=2600            # cosine schedule length (about what the budget allows on 2 cores)
-train_minutes=30
-units_minutes=              # with a two-stage model (e.g. model=small_mel): the units' budget first
+train_steps=2200            # the decoder's cosine schedule length (about what its budget allows on 2 cores)
+train_minutes=25            # the decoder's wall-clock budget (30 minutes of training in all)
+units_minutes=5             # a two-stage model (objective mel or cpc): the units' budget first
 units_steps=6000            # the units' schedule length
 nproc=1
 num_convert=4

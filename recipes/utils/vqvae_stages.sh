@@ -4,9 +4,10 @@
 # Expects: stage, stop_stage, force, exp_dir, model, train_profile, train_minutes (empty = no
 # budget), train_steps, nproc, num_convert, targets, manifest (the prepared manifest.jsonl) and
 # the array `overrides` (trailing key=value Hydra overrides). Optional: units_minutes and
-# units_steps: when units_minutes is set (a model whose objective is not wavenet, e.g.
-# small_mel), stage 2 first trains the units in $exp_dir/units for that budget, then the WaveNet
-# decoder on their frozen codes in $exp_dir for train_minutes.
+# units_steps: for a model whose objective is not wavenet (e.g. small_mel, the demo's and FSDD's
+# default), stage 2 first trains the units in $exp_dir/units for units_minutes (empty: no
+# budget), then the WaveNet decoder on their frozen codes in $exp_dir for train_minutes. A model
+# with objective wavenet (small, paper) trains in one stage.
 
 vqspeech_train() {
   if [ "$nproc" -gt 1 ]; then
@@ -18,14 +19,20 @@ vqspeech_train() {
 
 units_minutes=${units_minutes:-}
 units_steps=${units_steps:-$train_steps}
-if run_stage 2 "train the VQ-VAE ($model${units_minutes:+, units $units_minutes min}${train_minutes:+, $train_minutes min})"; then
+
+training_stage() {  # joint | units: what `vqspeech train` trains first with these settings
+  python3 -c 'import sys; from vqspeech.config import compose, training_stage; print(training_stage(compose(sys.argv[1:])))' "$@"
+}
+
+if run_stage 2 "train the VQ-VAE ($model${train_minutes:+, $train_minutes min})"; then
   common=(model="$model" data.manifest="$manifest" train="$train_profile")
   train_args=("$exp_dir" "${common[@]}" train.max_steps="$train_steps")
   [ -n "$train_minutes" ] && train_args+=(train.max_minutes="$train_minutes")
-  if [ -n "$units_minutes" ]; then
-    echo "   units first ($exp_dir/units), then the decoder on their frozen codes"
-    vqspeech_train "$exp_dir/units" "${common[@]}" train.max_steps="$units_steps" \
-      train.max_minutes="$units_minutes" "${overrides[@]}"
+  if [ "$(training_stage "${common[@]}" "${overrides[@]}")" = units ]; then
+    echo "   units first ($exp_dir/units${units_minutes:+, $units_minutes min}), then the decoder on their frozen codes"
+    units_args=("$exp_dir/units" "${common[@]}" train.max_steps="$units_steps")
+    [ -n "$units_minutes" ] && units_args+=(train.max_minutes="$units_minutes")
+    vqspeech_train "${units_args[@]}" "${overrides[@]}"
     train_args+=(train.units_from="$exp_dir/units")
   fi
   vqspeech_train "${train_args[@]}" "${overrides[@]}"
