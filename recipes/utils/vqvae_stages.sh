@@ -20,7 +20,7 @@ vqspeech_train() {
 units_minutes=${units_minutes:-}
 units_steps=${units_steps:-$train_steps}
 
-training_stage() {  # joint | units: what `vqspeech train` trains first with these settings
+training_stage() {  # joint | units: what `vqspeech train` trains first with these settings (python3: the venv's)
   python3 -c 'import sys; from vqspeech.config import compose, training_stage; print(training_stage(compose(sys.argv[1:])))' "$@"
 }
 
@@ -28,7 +28,8 @@ if run_stage 2 "train the VQ-VAE ($model${train_minutes:+, $train_minutes min})"
   common=(model="$model" data.manifest="$manifest" train="$train_profile")
   train_args=("$exp_dir" "${common[@]}" train.max_steps="$train_steps")
   [ -n "$train_minutes" ] && train_args+=(train.max_minutes="$train_minutes")
-  if [ "$(training_stage "${common[@]}" "${overrides[@]}")" = units ]; then
+  first=$(training_stage "${common[@]}" "${overrides[@]}")  # (set -e: a failure here stops the recipe)
+  if [ "$first" = units ]; then
     echo "   units first ($exp_dir/units${units_minutes:+, $units_minutes min}), then the decoder on their frozen codes"
     units_args=("$exp_dir/units" "${common[@]}" train.max_steps="$units_steps")
     [ -n "$units_minutes" ] && units_args+=(train.max_minutes="$units_minutes")
