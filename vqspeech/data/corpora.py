@@ -224,7 +224,7 @@ def _read_vctk(root: Path, *, mic: str = "mic1") -> tuple[list[SourceUtterance],
         return [], []
 
     utts, rejects = [], []
-    for path in _walk_audio(wav_dir):
+    for path in walk_audio(wav_dir):
         m = pattern.match(path.name)
         if not m:
             rejects.append((str(path), f"name does not match {description}"))
@@ -259,7 +259,7 @@ def _read_librispeech(root: Path, *, subset: str | None = None) -> tuple[list[So
     utts, rejects = [], []
     for subset_dir in _libri_subsets(root, "LibriSpeech", subset):
         transcripts: dict[Path, dict[str, str | None]] = {}
-        for path in _walk_audio(subset_dir):
+        for path in walk_audio(subset_dir):
             m = pattern.match(path.name)
             if not m:
                 rejects.append((str(path), "name does not match <spk>-<chapter>-<utt>.flac"))
@@ -292,7 +292,7 @@ def _read_libritts(root: Path, *, subset: str | None = None) -> tuple[list[Sourc
     pattern = re.compile(r"^(?P<spk>\d+)_(?P<chapter>\d+)_(?P<n>\d+)_(?P<m>\d+)\.wav$")
     utts, rejects = [], []
     for subset_dir in _libri_subsets(root, "LibriTTS", subset):
-        for path in _walk_audio(subset_dir):
+        for path in walk_audio(subset_dir):
             m = pattern.match(path.name)
             if not m:
                 rejects.append((str(path), "name does not match <spk>_<chapter>_<n>_<m>.wav"))
@@ -364,7 +364,7 @@ def _read_timit(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
     original is missing, so no utterance is read twice.
     """
     utts, rejects = [], []
-    for path in _walk_audio(root):
+    for path in walk_audio(root):
         name = path.name
         if name.lower().endswith(".wav.wav"):
             if path.with_suffix("").is_file():
@@ -442,7 +442,7 @@ def _read_folder(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
     A ``.txt`` file with the same stem next to an audio file gives its transcript.
     """
     utts = []
-    for path in _walk_audio(root):
+    for path in walk_audio(root):
         speaker = path.parent.name
         utts.append(
             SourceUtterance(
@@ -490,7 +490,7 @@ def _check_options(layout: str, options: dict) -> None:
         raise UserError(f"Layout '{layout}' has no option {', '.join(unknown)}; its options are: {accepted}.")
 
 
-def _walk_audio(root: Path) -> Iterator[Path]:
+def walk_audio(root: Path) -> Iterator[Path]:
     """Audio files below ``root`` in sorted order; skips hidden names. A link to a folder outside
     the corpus is followed (once); one to a folder inside it is not, since that folder is walked
     under its own name (a link must not rename its speaker or count its files twice)."""

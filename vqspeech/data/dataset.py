@@ -124,6 +124,8 @@ class StepBatchSampler(Sampler):
             raise ValueError(f"speakers_per_batch={speakers_per_batch} does not divide batch_size={batch_size}")
         speakers = sorted({u.speaker for u in utts})
         self.by_speaker = [np.array([i for i, u in enumerate(utts) if u.speaker == s]) for s in speakers]
+        index_of = {s: i for i, s in enumerate(speakers)}
+        self.speaker_of = np.array([index_of[u.speaker] for u in utts])  # utterance -> its by_speaker entry
         shares = np.array([lengths[i].sum() for i in self.by_speaker])
         self.speaker_weights = shares / shares.sum()
 
@@ -159,7 +161,7 @@ class StepBatchSampler(Sampler):
         is long enough (else anywhere in it). And whether the crop is conditioned on it."""
         assert self.references is not None
         length = self.references.samples
-        pool = next(p for p in self.by_speaker if utterance in p)
+        pool = self.by_speaker[self.speaker_of[utterance]]
         others = pool[pool != utterance]
         use = bool(rng.random() < self.references.share)
         if len(others):

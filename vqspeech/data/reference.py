@@ -7,6 +7,7 @@ and the recordings together must last at least ``min_seconds``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,25 +15,21 @@ import soundfile as sf
 
 from ..audio import load_audio, sound_file
 from ..errors import UserError, first_line
-from .corpora import AUDIO_EXTENSIONS, is_audio_file
+from .corpora import AUDIO_EXTENSIONS, walk_audio
 
 SILENCE_RMS = 1e-4
 """A recording whose RMS level is below this (-80 dBFS) is treated as silent."""
 
 
-def reference_files(paths: list[str | Path]) -> list[Path]:
-    """Sound files and folders (searched recursively; hidden files skipped) -> the sound files, in
-    the order given (a folder's sorted)."""
+def reference_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Sound files and folders (walked as a corpus folder is: sorted, hidden names skipped) -> the
+    sound files, in the order given."""
     if not paths:
         raise UserError("No recordings given; name sound files or folders of them.")
     files: list[Path] = []
     for given in map(Path, paths):
         if given.is_dir():
-            found = sorted(
-                p
-                for p in given.rglob("*")
-                if p.is_file() and is_audio_file(p) and not any(s.startswith(".") for s in p.relative_to(given).parts)
-            )
+            found = list(walk_audio(given))
             if not found:
                 raise UserError(f"Folder {given} holds no sound files ({', '.join(AUDIO_EXTENSIONS)}).")
             files.extend(found)
@@ -45,7 +42,7 @@ def reference_files(paths: list[str | Path]) -> list[Path]:
     return files
 
 
-def load_reference(paths: list[str | Path], sample_rate: int, min_seconds: float = 2.0) -> list[np.ndarray]:
+def load_reference(paths: Sequence[str | Path], sample_rate: int, min_seconds: float = 2.0) -> list[np.ndarray]:
     """The recordings in ``paths`` (files or folders) as float32 arrays at ``sample_rate``; UserError
     naming the file for an unreadable, silent or lower-rate one, or when all of them together last
     less than ``min_seconds``."""

@@ -166,8 +166,9 @@ def enroll_speaker(
     vq.require_decoder()
     if name in vq.speakers:
         raise UserError(f"{exp} already knows a speaker {name!r}; choose another name.")
-    files = [str(p.resolve()) for p in reference_files(recordings)]
-    audio = load_reference(recordings, vq.sample_rate, min_seconds=1.0)
+    found = reference_files(recordings)
+    files = [str(p.resolve()) for p in found]
+    audio = load_reference(found, vq.sample_rate, min_seconds=1.0)
     with FolderLock(out, "enroll"):
         resume = _resume_state(out, name, source, files, options.steps, overwrite)
         return _enroll(vq, source, name, files, audio, out, options, resume, progress)
