@@ -385,6 +385,7 @@ def test_bad_override_is_user_error(tmp_path, demo_manifest, capsys, override, w
     ("train.betas=[0.9,1.5]", "betas"),
     ("train.weight_decay=-1", "weight_decay"),
     ("train.num_workers=-1", "num_workers"),
+    ("train.threads=-1", "threads"),
     ("train.lr=nan", "lr"),
     ("seed=abc", "seed"),
     ("model.latent_dim=0", "latent_dim"),

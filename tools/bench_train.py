@@ -2,58 +2,86 @@
 """Training throughput of a named model config: audio samples per second and peak memory.
 
     python tools/bench_train.py --model small [--batch_size 8] [--crop_seconds 0.5] [--steps 20] [--json]
+    python tools/bench_train.py --model small_mel --stage decoder     # the WaveNet on frozen codes
+    python tools/bench_train.py --model small --amp                   # bf16 autocast (CPU or CUDA)
+    python tools/bench_train.py --model small --load 1 --threads 2    # beside one busy process
+    python tools/bench_train.py --model small --load 1 --threads auto # ... with the thread governor
 
 Runs full training steps (forward, backward, clipping, Adam) on random crops of noise at speech
 level, after a few warm-up steps. Prints one line per measurement (or one JSON object with --json).
+``--load N`` starts N CPU-bound processes (``while True: pass``) for the whole run; ``--threads
+auto`` is what training does by default (``train.threads=0``: :class:`vqspeech.threads.ThreadGovernor`,
+here measuring every 2 s and given ``--warmup_seconds`` to see the load first).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
+import subprocess
+import sys
 import time
 
 import torch
 
 from vqspeech.config import compose
 from vqspeech.data.dataset import crop_length
-from vqspeech.device import autocast, select_device
+from vqspeech.device import select_device
 from vqspeech.models import VQVAE
+from vqspeech.threads import ThreadGovernor
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
+@contextlib.contextmanager
+def busy_processes(count: int):
+    """``count`` competing CPU-bound processes while the block runs."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="small", help="a config in conf/model/ (tiny, small, paper)")
+    parser.add_argument("--model", default="small", help="a config in conf/model/ (tiny, small, small_mel, paper)")
+    parser.add_argument("--stage", default=None, help="units | decoder for a two-stage model (default: its first)")
     parser.add_argument("--batch_size", type=int, default=None, help="default: train.batch_size")
     parser.add_argument("--crop_seconds", type=float, default=None, help="default: train.crop_seconds")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all)")
+    parser.add_argument("--threads", default=None, help="torch intra-op threads: a number or auto (default: all)")
+    parser.add_argument("--warmup_seconds", type=float, default=5.0, help="--threads auto: seconds before timing")
+    parser.add_argument("--load", type=int, default=0, help="competing CPU-bound processes during the run")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CPU or CUDA)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cfg = compose([f"model={args.model}", "data.manifest=unused"])
     batch = args.batch_size or cfg["train"]["batch_size"]
     crop_seconds = args.crop_seconds or cfg["train"]["crop_seconds"]
     device = select_device(args.device)
     torch.manual_seed(0)
-    model = VQVAE.from_config(cfg["model"], num_speakers=4).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["train"]["lr"])
+    model = VQVAE.from_config(cfg["model"], num_speakers=4).to(device)
+    if args.stage:
+        model.set_stage(args.stage)
+    model.train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg["train"]["lr"])
     hop, sr = model.hop_length, model.sample_rate
     crop = crop_length(crop_seconds, sr, hop)
     audio = (0.1 * torch.randn(batch, crop)).clamp(-1, 1).to(device)
     speakers = torch.randint(0, 4, (batch,), device=device)
 
-    def step() -> None:
-        with autocast(device, cfg["train"]["amp"]):
+    def step() -> float:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
             loss = model(audio, speakers).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -61,28 +89,47 @@ def main() -> None:
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
+        return float(loss.detach())
 
-    for _ in range(args.warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    seconds = time.perf_counter() - start
+    governor = None
+    if args.threads == "auto":
+        governor = ThreadGovernor(interval=2.0)
+    elif args.threads:
+        torch.set_num_threads(int(args.threads))
+    with busy_processes(args.load):
+        warm_until = time.perf_counter() + (args.warmup_seconds if governor else 0.0)
+        warmup = 0
+        while warmup < args.warmup or time.perf_counter() < warm_until:
+            step()
+            warmup += 1
+            if governor:
+                governor.poll()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            loss = step()
+            if governor:
+                governor.poll()
+        seconds = time.perf_counter() - start
     result = {
-        "config": args.model, "device": str(device), "threads": torch.get_num_threads(), "batch": batch,
-        "crop_samples": crop, "parameters": sum(p.numel() for p in model.parameters()),
+        "config": args.model, "stage": model.stage, "device": str(device), "amp": args.amp,
+        "threads": governor.threads if governor else torch.get_num_threads(), "auto_threads": governor is not None,
+        "load": args.load, "batch": batch, "crop_samples": crop,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "samples_per_s": batch * crop * args.steps / seconds, "steps_per_s": args.steps / seconds,
-        "peak_mb": peak_rss_mb(),
+        "last_loss": loss, "peak_mb": peak_rss_mb(),
     }
     if device.type == "cuda":
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.model}: {result['samples_per_s']:,.0f} audio samples/s "
+        threads = f"{result['threads']} threads" + (" (auto)" if governor else "")
+        print(f"{args.model} ({model.stage} stage{', bf16' if args.amp else ''}): "
+              f"{result['samples_per_s']:,.0f} audio samples/s "
               f"({result['steps_per_s']:.2f} steps/s, batch {batch} x {crop} samples, "
-              f"{result['parameters'] / 1e6:.2f}M parameters, {result['threads']} threads, {device}), "
-              f"peak memory {result['peak_mb']:,.0f} MB")
+              f"{result['trained_parameters'] / 1e6:.2f}M of {result['parameters'] / 1e6:.2f}M parameters trained, "
+              f"{threads}, {args.load} competing processes, {device}), peak memory {result['peak_mb']:,.0f} MB")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from ..errors import UserError
 from ..fileio import FolderLock, is_safe_name, overlapping, user_path, write_text_atomic
 from ..inference.vqspeech import VQSpeech
 from ..models.vqvae import VQVAE
+from ..threads import ThreadGovernor
 
 TABLE = "decoder.speaker_embedding.weight"
 """The one tensor enrolment trains (its last row)."""
@@ -227,8 +228,12 @@ def _enroll(
     loss_value: float | None = None
     bar = tqdm(total=options.steps, initial=step, desc=f"enroll {name}", unit="step", disable=not progress)
     clock = time.perf_counter() - elapsed
+    threads = torch.get_num_threads()
+    governor = ThreadGovernor() if vq.device.type == "cpu" else None
     try:
         while step < options.steps and (options.minutes is None or elapsed < options.minutes * 60):
+            if governor is not None:
+                governor.poll()
             batch, mask = draw_crops(audio, step, options.seed, options.batch_size, crop)
             weights = {TABLE: torch.cat([known, row])}
             output = functional_call(model, weights, (batch.to(vq.device), speakers, mask.to(vq.device)))
@@ -248,5 +253,6 @@ def _enroll(
         raise
     finally:
         bar.close()
+        torch.set_num_threads(threads)
     save(True, loss_value)
     return json.loads((out / "enrolment.json").read_text())

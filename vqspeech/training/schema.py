@@ -89,6 +89,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "train.weight_decay": number(0, 1),
     "train.schedule": choice("constant", "cosine"),
     "train.amp": BOOL,
+    "train.threads": integer(0, 1024),
     "train.warmup_steps": integer(0),
     "train.lr_min_ratio": number(0, 1),
     "train.max_steps": integer(1),

@@ -26,6 +26,7 @@ from ..checkpoint import cpu_state_dict, save_checkpoint
 from ..device import DistInfo, autocast
 from ..errors import UserError, first_line
 from ..fileio import atomic_path
+from ..threads import ThreadGovernor
 
 
 class Task(abc.ABC):
@@ -245,6 +246,19 @@ class Trainer:
 
     def fit(self) -> dict[str, float]:
         """Train until max_steps or the wall-clock budget; returns the last validation metrics."""
+        threads = torch.get_num_threads()
+        governor = None
+        if self.device.type == "cpu":
+            if self.settings.get("threads"):
+                torch.set_num_threads(self.settings["threads"])
+            else:
+                governor = ThreadGovernor()
+        try:
+            return self._fit(governor)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, governor: ThreadGovernor | None) -> dict[str, float]:
         writer = None
         if self.dist.is_main:
             writer = SummaryWriter(str(self.exp_dir / "tb"), purge_step=self.step or None)
@@ -261,6 +275,8 @@ class Trainer:
         window_samples: torch.Tensor | float = 0.0  # samples since the last log (a task may count in a tensor)
         window_start, diverged, validated_at = time.time(), False, None
         while not self._should_stop(started, diverged):
+            if governor is not None:
+                governor.poll()
             batch = next(batches)
             self.model.train()
             self.task.step = self.step
