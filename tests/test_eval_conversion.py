@@ -324,4 +324,23 @@ def test_evaluate_conversion_user_errors(trained_tiny, demo_manifest, tmp_path):
                             progress=False)
     with pytest.raises(UserError, match="`num` must be positive"):
         evaluate_conversion(trained_tiny, tmp_path / "c", manifest=demo_manifest, num=0, progress=False)
+    with pytest.raises(UserError, match="`temperature` must be 0"):
+        evaluate_conversion(trained_tiny, tmp_path / "d", manifest=demo_manifest, temperature=float("nan"),
+                            progress=False)
     assert not any(tmp_path.iterdir())  # refused before writing anything
+
+
+def test_evaluate_conversion_samples_at_the_given_temperature(evaluated, trained_tiny, demo_manifest, tmp_path):
+    """Argmax decoding (temperature 0) gives other audio than sampling, and the summary records it."""
+    from vqspeech.audio import load_audio
+    from vqspeech.eval.conversion import _relpath, evaluate_conversion
+
+    out, metrics = evaluated
+    assert metrics["summary"]["temperature"] == 1.0
+    greedy = evaluate_conversion(trained_tiny, tmp_path / "greedy", manifest=demo_manifest, split="test", num=2,
+                                 num_reference=2, temperature=0, progress=False)
+    assert greedy["summary"]["temperature"] == 0
+    uid = greedy["items"][0]["id"]
+    sampled, _ = load_audio(out / _relpath("reconstruction", uid))
+    argmax, _ = load_audio(tmp_path / "greedy" / _relpath("reconstruction", uid))
+    assert len(sampled) == len(argmax) and not (sampled == argmax).all()

@@ -316,6 +316,7 @@ def cmd_evaluate_conversion(args) -> None:
         num_reference=args.num_reference,
         digits=digits,
         seed=args.seed,
+        temperature=args.temperature,
         device=args.device,
         overwrite=args.overwrite,
     )
@@ -536,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="recognise with a digit vocabulary (auto: when every text is one digit word)",
     )
     p.add_argument("--seed", type=seed_arg, default=0)
+    p.add_argument("--temperature", type=float, default=1.0, help="the WaveNet's sampling temperature; 0 = argmax")
     p.add_argument("--overwrite", action="store_true")
     device_flag(p)
     p.set_defaults(func=cmd_evaluate_conversion)

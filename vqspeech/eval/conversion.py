@@ -49,6 +49,7 @@ from ..data.reference import load_reference
 from ..errors import UserError
 from ..fileio import FolderLock, atomic_path, inside, write_text_atomic
 from ..inference import VQSpeech
+from ..inference.vqspeech import check_temperature
 from ..plots import save_spectrograms
 from . import mcd as mcd_lib
 from .recognition import Recognizer, is_digit_transcript, normalize_words, word_errors
@@ -78,6 +79,7 @@ def evaluate_conversion(
     num_reference: int = 10,
     digits: bool | None = None,
     seed: int = 0,
+    temperature: float = 1.0,
     device: str = "auto",
     batch_size: int = 8,
     overwrite: bool = False,
@@ -93,6 +95,7 @@ def evaluate_conversion(
     centroid comes from the manifest's train utterances of that name when it has some, else from
     the reference audio itself.
     ``digits``: None = auto. ``seed`` fixes the selection, the reference picks and the sampling.
+    ``temperature``: the WaveNet's sampling temperature (0 = argmax; a conv decoder ignores it).
     Raises UserError (before any work) when ``out_dir/metrics.json`` exists and not ``overwrite``,
     and for an unknown target, an empty split, or a split without known speakers.
     """
@@ -107,6 +110,7 @@ def evaluate_conversion(
     for name, value in (("num", num), ("num_reference", num_reference), ("batch_size", batch_size)):
         if value <= 0:
             raise UserError(f"`{name}` must be positive, not {value}.")
+    check_temperature(temperature)
     previous = previous_outputs(out_dir)
 
     t = time.perf_counter()
@@ -180,7 +184,10 @@ def evaluate_conversion(
             for batch_index, first in enumerate(range(0, len(jobs), batch_size)):
                 batch = jobs[first : first + batch_size]
                 audios = vq.decode_batch(
-                    [codes[i] for i, _, _ in batch], [s for _, _, s in batch], seed=seed + batch_index
+                    [codes[i] for i, _, _ in batch],
+                    [s for _, _, s in batch],
+                    temperature=temperature,
+                    seed=seed + batch_index,
                 )
                 for (uid, kind, _), audio in zip(batch, audios, strict=True):
                     outputs[uid][kind] = audio
@@ -272,6 +279,7 @@ def evaluate_conversion(
             "split": split,
             "sample_rate": sr,
             "seed": seed,
+            "temperature": temperature,
             "num_items": len(item_list),
             "num_requested": num,
             "skipped": skipped,
