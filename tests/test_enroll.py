@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -149,3 +151,49 @@ def test_an_empty_folder_and_a_foreign_output_are_refused(trained_tiny, recordin
                                  "--device", "cpu"], "enroll")
     assert "not an enrolment" in message
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_a_name_that_is_not_plain_or_an_empty_recording_is_one_sentence_before_work(trained_tiny, recordings,
+                                                                                     tmp_path, capsys, monkeypatch):
+    """Without -o the folder is built from the name: a bad name is refused first, not a traceback;
+    an empty recording path ('' would be the working directory) is refused."""
+    monkeypatch.chdir(tmp_path)
+    assert "plain name" in cli_error(capsys, ["enroll", trained_tiny, "a/b", recordings, "--steps", "1"], "enroll")
+    assert "not an experiment folder" in cli_error(capsys, ["enroll", "/", "anna", recordings], "enroll")
+    assert "empty" in cli_error(capsys, ["enroll", trained_tiny, "anna", "", "-o", tmp_path / "o", "--steps", "1"],
+                                "enroll")
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_resumed_enrolment_refuses_a_changed_model_or_recording(trained_tiny, recordings, tmp_path, capsys,
+                                                                  one_thread):
+    source = tmp_path / "source"
+    shutil.copytree(trained_tiny, source)
+    out = tmp_path / "enrolled"
+    args = ["enroll", source, "newcomer", recordings, "-o", out, "--device", "cpu", "--minutes", "0"]
+    assert run_cli([*args, "--steps", "2"]) == 0
+    last = source / "checkpoints" / "last.pt"
+    os.utime(last, ns=(last.stat().st_atime_ns, last.stat().st_mtime_ns + 10**9))  # the model was trained on
+    before = digest(out / "checkpoints" / "last.pt")
+    assert "another state of the model" in cli_error(capsys, [*args, "--steps", "4"], "enroll")
+    assert digest(out / "checkpoints" / "last.pt") == before
+    assert run_cli([*args, "--steps", "4", "--overwrite"]) == 0  # starts again on the model as it is now
+    assert json.loads((out / "enrolment.json").read_text())["steps"] == 4
+
+
+def test_overwrite_replaces_an_enrolment_under_a_mistyped_name(trained_tiny, recordings, tmp_path, capsys,
+                                                               one_thread):
+    out = tmp_path / "enrolled"
+    base = ["enroll", trained_tiny]
+    tail = [recordings, "-o", out, "--device", "cpu", "--minutes", "0", "--steps", "1"]
+    assert run_cli([*base, "anaa", *tail]) == 0
+    assert "enrolment of 'anaa'" in cli_error(capsys, [*base, "anna", *tail], "enroll")
+    assert run_cli([*base, "anna", *tail, "--overwrite"]) == 0
+    assert json.loads((out / "enrolment.json").read_text())["name"] == "anna"
+
+
+def test_a_batch_beyond_the_step_bound_is_refused_before_work(trained_tiny, recordings, tmp_path, capsys):
+    out = tmp_path / "o"
+    message = cli_error(capsys, ["enroll", trained_tiny, "anna", recordings, "-o", out, "--batch_size", "1024",
+                                 "--device", "cpu"], "enroll")
+    assert "batch_size" in message and not out.exists()

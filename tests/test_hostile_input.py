@@ -1239,3 +1239,222 @@ def test_codes_are_not_written_into_an_experiment_folder(tmp_path, capsys, train
         message = cli_error(capsys, ["encode", trained_tiny, demo_manifest, trained_tiny, *flags], "encode")
         assert "experiment folder" in message
     assert files_under(trained_tiny) == before
+
+
+# --- sixth pass -------------------------------------------------------------------------------
+
+
+def test_decode_and_convert_never_write_into_a_prepared_corpus_or_their_input_folder(tmp_path, capsys, trained_tiny,
+                                                                                     codes, demo_manifest):
+    data = tmp_path / "data"
+    shutil.copytree(demo_manifest.parent, data)
+    before = {p: p.read_bytes() for p in files_under(data)}
+    speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    message = cli_error(capsys, ["decode", trained_tiny, codes, "-o", data / "wavs", "--overwrite"], "decode")
+    assert "a prepared corpus" in message
+    message = cli_error(capsys, ["convert", trained_tiny, data / "manifest.jsonl", "--speaker", speaker,
+                                 "-o", data / "wavs", "--overwrite"], "convert")
+    assert "a prepared corpus" in message
+    corpus = tmp_path / "corpus"
+    (corpus / "spk").mkdir(parents=True)
+    shutil.copy(read_manifest(demo_manifest)[0].audio, corpus / "spk" / "a.wav")
+    for out in (corpus, corpus / "spk", corpus / "converted"):
+        message = cli_error(capsys, ["convert", trained_tiny, corpus, "--speaker", speaker, "-o", out], "convert")
+        assert "input" in message
+    assert files_under(corpus) == {corpus / "spk" / "a.wav"}
+    assert {p: p.read_bytes() for p in files_under(data)} == before
+
+
+def test_an_empty_target_speaker_is_refused_not_read_as_the_working_directory(tmp_path, capsys, trained_tiny,
+                                                                             demo_manifest, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    wav = read_manifest(demo_manifest)[0].audio
+    message = cli_error(capsys, ["convert", trained_tiny, wav, "--speaker", "", "-o", tmp_path / "o.wav"], "convert")
+    assert "empty" in message and not (tmp_path / "o.wav").exists()
+    with pytest.raises(UserError, match="empty"):
+        VQSpeech.load(trained_tiny, "cpu").convert(np.zeros(800, np.float32), 8000, speaker="")
+
+
+@pytest.mark.parametrize("name", ["g$^$", "$\\bogus{$", "bad\udcffname"])
+def test_figures_draw_any_name_as_written(tmp_path, name):
+    from vqspeech.plots import save_code_phone_heatmap, save_spectrograms
+
+    save_spectrograms(tmp_path / "s.png", {f"conversion ({name} -> x)": np.zeros(800, np.float32)}, 8000)
+    save_code_phone_heatmap(tmp_path / "h.png", np.ones((4, 2)), [name, "$a$"], title=name)
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "h.png").is_file()
+
+
+def test_a_voice_name_is_checked_before_work(tmp_path, trained_tiny, demo_manifest):
+    with pytest.raises(UserError, match="Voice name"):
+        conversion_module.evaluate_conversion(trained_tiny, tmp_path / "e", manifest=demo_manifest, num=1,
+                                              targets=["a/b"], voices={"a/b": str(tmp_path)}, progress=False)
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("audio,rate,name,words", [
+    (np.full(100, np.nan, np.float32), 8000, "n.wav", "NaN"),
+    (np.ones(100, np.int16), 8000, "i.wav", "int16"),
+    (np.zeros((100, 3), np.float32), 8000, "c.wav", "channel"),
+    (np.zeros(100, np.float32), 8000, "z.mp3", ".wav"),
+    (np.zeros(100, np.float32), float("nan"), "r.wav", "sample_rate"),
+    (np.zeros(100, np.float32), 1, "r1.wav", "sample_rate"),
+])
+def test_save_wav_refuses_what_it_cannot_write_faithfully(tmp_path, audio, rate, name, words):
+    from vqspeech.audio import save_wav
+
+    with pytest.raises(UserError, match=words):
+        save_wav(tmp_path / name, audio, rate)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_codes_file_whose_header_claims_a_huge_shape_is_one_sentence(tmp_path, capsys, trained_tiny):
+    huge = tmp_path / "huge.npy"
+    header = b"{'descr': '<i2', 'fortran_order': False, 'shape': (100000000000,), }".ljust(117) + b"\n"
+    huge.write_bytes(b"\x93NUMPY\x01\x00v\x00" + header)
+    speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    message = cli_error(capsys, ["decode", trained_tiny, huge, "--speaker", speaker, "-o", tmp_path / "h.wav"],
+                        "decode")
+    assert "huge.npy" in message and not (tmp_path / "h.wav").exists()
+
+
+def test_a_sound_file_at_an_absurd_rate_is_refused_before_resampling(tmp_path, capsys, trained_tiny):
+    low = tmp_path / "sr1.wav"
+    sf.write(low, (np.random.default_rng(0).standard_normal(20000) * 0.1).astype(np.float32), 1, subtype="PCM_16")
+    message = cli_error(capsys, ["encode", trained_tiny, low, tmp_path / "codes"], "encode")
+    assert "1 Hz" in message and "sr1.wav" in message
+    with pytest.raises(UserError, match="sample_rate"):
+        VQSpeech.load(trained_tiny, "cpu").encode(np.zeros(20000, np.float32), 1)
+
+
+@pytest.mark.parametrize("folder", ["my data, v2", "br[1]", "eq=1", "q'uote", "d${x}"])
+def test_an_experiment_on_a_path_with_hydra_syntax_resumes(tmp_path, demo_manifest, folder):
+    data = tmp_path / folder
+    shutil.copytree(demo_manifest.parent, data)
+    rows = absolute_rows(demo_manifest)
+    for row in rows:
+        row["audio"] = str(data / Path(row["audio"]).relative_to(demo_manifest.parent.resolve()))
+    manifest = write_lines(data / "manifest.jsonl", rows)
+    exp = tmp_path / "exp"
+    quoted = "'" + str(manifest).replace("'", "\\'").replace("${", "\\${") + "'"
+    assert run_cli(["train", exp, *FAST_TRAIN, f"data.manifest={quoted}", "train.max_steps=1"]) == 0
+    assert run_cli(["train", exp, "train.max_steps=2"]) == 0  # resumed from the saved overrides
+    config = yaml_load(exp / "config.yaml")
+    assert config["data"]["manifest"] == str(manifest) and config["train"]["max_steps"] == 2
+
+
+def yaml_load(path: Path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def test_demo_data_overwrite_deletes_only_its_own_files(tmp_path, capsys):
+    from vqspeech.data.demo import make_demo_corpus
+
+    corpus = make_demo_corpus(tmp_path / "demo", num_sentences=2, progress=False)
+    mine = corpus / "wavs" / "anna" / "mine.wav"
+    mine.parent.mkdir()
+    sf.write(mine, np.zeros(800, np.float32), 8000)
+    notes = corpus / "text" / "NOTES.txt"
+    notes.write_text("my notes")
+    with pytest.raises(UserError, match="is not a file"):
+        make_demo_corpus(corpus, num_sentences=3, overwrite=True, progress=False)
+    assert mine.is_file() and notes.read_text() == "my notes"
+    assert len(read_manifest(corpus / "manifest.jsonl")) == 2  # untouched
+    mine.unlink()
+    notes.unlink()
+    make_demo_corpus(corpus, num_sentences=3, overwrite=True, progress=False)
+    assert len(read_manifest(corpus / "manifest.jsonl")) == 3
+    assert not (corpus / "wavs" / "anna").exists()  # the empty folder left behind was removed
+    # a demo.json that is not demo-data's record does not make a folder demo-data's
+    user = tmp_path / "user"
+    (user / "wavs").mkdir(parents=True)
+    sf.write(user / "wavs" / "take.wav", np.zeros(800, np.float32), 8000)
+    (user / "demo.json").write_text("{}")
+    with pytest.raises(UserError):
+        make_demo_corpus(user, num_sentences=2, overwrite=True, progress=False)
+    assert (user / "wavs" / "take.wav").is_file()
+
+
+def test_evaluate_conversion_overwrite_deletes_only_what_it_listed(tmp_path, trained_tiny, demo_manifest):
+    out = tmp_path / "eval"
+    run = dict(manifest=demo_manifest, split="test", num=1, num_reference=2, progress=False)
+    conversion_module.evaluate_conversion(trained_tiny, out, **run)
+    notes = out / "spectrograms" / "notes.txt"
+    notes.write_text("keep")
+    with pytest.raises(UserError, match="notes.txt"):
+        conversion_module.evaluate_conversion(trained_tiny, out, overwrite=True, **run)
+    assert notes.read_text() == "keep"
+    notes.unlink()
+    conversion_module.evaluate_conversion(trained_tiny, out, overwrite=True, **run)
+    # a run that never finished (marked, no metrics.json): its own kinds of files go, others stay
+    (out / "metrics.json").unlink()
+    notes.write_text("keep")
+    with pytest.raises(UserError, match="notes.txt"):
+        conversion_module.evaluate_conversion(trained_tiny, out, overwrite=True, **run)
+
+
+def test_a_bad_validation_file_is_found_before_the_first_step(tmp_path, capsys, demo_manifest):
+    rows = absolute_rows(demo_manifest)
+    valid = next(r for r in rows if r["split"] == "valid")
+    audio, rate = sf.read(valid["audio"], dtype="float32")
+    replaced = tmp_path / "valid16k.wav"
+    sf.write(replaced, np.repeat(audio, 2), 2 * rate)
+    valid["audio"] = str(replaced)
+    manifest = write_lines(tmp_path / "data" / "manifest.jsonl", rows)
+    exp = tmp_path / "exp"
+    message = cli_error(capsys, ["train", exp, *FAST_TRAIN, f"data.manifest={manifest}", "train.max_steps=3"], "train")
+    assert "valid16k.wav" in message and f"{2 * rate} Hz" in message
+    assert not (exp / "checkpoints").exists()
+
+
+def test_a_failing_validation_keeps_the_steps_trained_before_it(tmp_path, demo_manifest, monkeypatch):
+    from vqspeech.training import vqvae_task
+    from vqspeech.training.vqvae_task import train_vqvae
+
+    def broken(self, model, device):
+        raise RuntimeError("validation broke")
+
+    monkeypatch.setattr(vqvae_task.VQVAETask, "validate", broken)
+    exp = tmp_path / "exp"
+    with pytest.raises(RuntimeError, match="validation broke"):
+        train_vqvae(exp, [*FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=10", "train.valid_every=4"])
+    assert torch.load(exp / "checkpoints" / "last.pt", weights_only=True)["step"] == 4
+
+
+def test_probe_refuses_alignments_of_other_audio(tmp_path, capsys, codes, demo_manifest):
+    rows = absolute_rows(demo_manifest)
+    grids = [r["alignment"] for r in rows]
+    for row, grid in zip(rows, grids[1:] + grids[:1], strict=True):  # each gets another utterance's TextGrid
+        row["alignment"] = grid
+    manifest = write_lines(tmp_path / "m" / "manifest.jsonl", rows)
+    message = cli_error(capsys, ["evaluate", "probe", "--codes", codes, "--manifest", manifest,
+                                 "--out", tmp_path / "p.json", "--no_abx"], "evaluate probe")
+    assert "alignment" in message and "not of the same recording" in message
+
+
+def test_align_realigns_an_utterance_whose_transcript_or_audio_changed(tmp_path, demo_manifest):
+    from vqspeech.data.align import align_corpus
+
+    rows = absolute_rows(demo_manifest)[:2]
+    manifest = write_lines(tmp_path / "data" / "manifest.jsonl", rows)
+    out = tmp_path / "grids"
+    first = align_corpus(manifest, out, num_workers=1, progress=False)
+    assert first.aligned == 2 and first.reused == 0
+    again = align_corpus(manifest, out, num_workers=1, progress=False)
+    assert again.reused == 2
+    rows[0]["text"] = "completely different words here"
+    write_lines(manifest, rows)
+    changed = align_corpus(manifest, out, num_workers=1, progress=False)
+    assert changed.reused == 1
+    grid = out / f"{rows[0]['id']}.TextGrid"  # aligned to the new words, or failed: never the old alignment
+    assert "completely" in grid.read_text().lower() if grid.exists() else changed.failed == 1
+
+
+@pytest.mark.parametrize("override,key", [
+    ("model.decoder.layers=30 model.decoder.cycles=1", "model.decoder.cycles"),
+])
+def test_a_receptive_field_beyond_the_bound_is_refused(tmp_path, capsys, demo_manifest, override, key):
+    message = cli_error(capsys, ["train", tmp_path / "exp", *FAST_TRAIN, f"data.manifest={demo_manifest}",
+                                 *override.split()], "train")
+    assert key in message and not (tmp_path / "exp").exists()

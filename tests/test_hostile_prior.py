@@ -104,6 +104,7 @@ def vqvae_variant(source: Path, out: Path, speakers: list[str] | None = None, **
 @pytest.mark.parametrize("change,words", [
     ({"hop_length": 160}, ["50 codes per second", "100 per second"]),  # the codes come at 100 Hz
     ({"quantizer.groups": 2}, ["2 codebook group(s)", "draws 1"]),
+    ({"num_codes": 256}, ["codebook of 256 codes", "draws from 128"]),  # a larger K is another codebook too
     ({"speakers": [f"x{i}" for i in range(8)]}, [f"Speaker '{SPEAKER}'", "x0"]),
 ])
 def test_prior_sample_checks_the_decoder_before_drawing(tmp_path, capsys, trained_tiny, prior, no_drawing,
@@ -246,3 +247,44 @@ def test_an_intact_prior_still_loads(prior):
     assert ckpt["num_codes"] == 128 and model.num_codes == 128 and not model.training
     reference = torch.load(prior / "checkpoints" / "best.pt", weights_only=True)["model"]
     assert all(torch.equal(value, reference[name]) for name, value in model.state_dict().items())
+
+
+# --- sixth pass -------------------------------------------------------------------------------
+
+
+def test_a_prior_over_baseline_codes_is_not_decoded_by_a_vqvae(tmp_path, capsys, trained_tiny, demo_manifest,
+                                                              no_drawing):
+    baseline = tmp_path / "baseline"
+    assert run_cli(["baseline", "mfcc-kmeans", demo_manifest, baseline, "--num_codes", "128"]) == 0
+    prior = tmp_path / "prior"
+    assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={baseline}", "train.max_steps=1"]) == 0
+    for extra in ([], ["--vqvae", trained_tiny]):
+        message = cli_error(capsys, ["prior", "sample", prior, "--speaker", SPEAKER, "--seconds", "0.1",
+                                     "--device", "cpu", "-o", tmp_path / "s", *extra], "prior sample")
+        assert "mfcc-kmeans" in message and "codes_only" in message
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_prior_does_not_resume_on_codes_of_another_vqvae(tmp_path, capsys, trained_tiny, codes):
+    own = tmp_path / "codes"
+    shutil.copytree(codes, own)
+    prior = tmp_path / "prior"
+    assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={own}", "train.max_steps=1"]) == 0
+    other = vqvae_variant(trained_tiny, tmp_path / "other")  # same sizes, other weights
+    info = json.loads((own / "codes.json").read_text())
+    (own / "codes.json").write_text(json.dumps({**info, "checkpoint": str(other / "checkpoints" / "last.pt")}))
+    before = (prior / "codes.json").read_text()
+    message = cli_error(capsys, ["prior", "train", prior, "train.max_steps=2"], "prior train")
+    assert "new folder" in message and str(other) in message
+    assert (prior / "codes.json").read_text() == before
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["prior=wavenet", "prior.layers=32", "prior.cycles=1"], "prior.cycles"),  # dilations up to 2^31
+    (["prior=transformer", "prior.context=65536", "data.crop_frames=65536"], "data.crop_frames"),  # 1M codes
+    (["prior=transformer", "prior.context=8192", "data.crop_frames=8192"], "data.crop_frames"),  # 4G scores
+])
+def test_prior_sizes_that_would_exhaust_memory_are_refused(tmp_path, capsys, codes, overrides, key):
+    message = cli_error(capsys, ["prior", "train", tmp_path / "p", "device=cpu", "train.batch_size=16",
+                                 f"data.codes={codes}", *overrides], "prior train")
+    assert key in message and not (tmp_path / "p").exists()

@@ -17,6 +17,11 @@ from .errors import UserError, first_line
 from .fileio import atomic_path
 
 MU_LAW_CLASSES = 256
+MIN_SAMPLE_RATE = 1000
+"""Hz. Below it a file cannot hold speech, and resampling it to a model's rate would multiply its
+length (a header that says 1 Hz turned 400 KB into 6 GB)."""
+MAX_SAMPLE_RATE = 192_000
+"""Hz, the highest rate of common audio hardware."""
 
 
 def sound_file(path: str | os.PathLike) -> str | bytes:
@@ -40,6 +45,11 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
         raise UserError(
             f"Cannot read audio file {path} ({first_line(exc)}); convert it to WAV or FLAC and try again."
         ) from None
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise UserError(
+            f"Audio file {path} says its sample rate is {sr} Hz, outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz; "
+            "it cannot be speech audio as it stands."
+        )
     audio = audio.mean(axis=1)
     if not np.all(np.isfinite(audio)):
         raise UserError(f"Audio file {path} has NaN or infinite samples; it cannot be used as audio.")
@@ -47,6 +57,39 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
         audio = resample(audio, sr, sample_rate)
         sr = sample_rate
     return np.ascontiguousarray(audio, dtype=np.float32), int(sr)
+
+
+def check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``audio`` as float32 samples [T] in about [-1, 1], or UserError: a mono array of floats
+    (integer PCM must be scaled first), finite, at a whole ``sample_rate`` in hertz from
+    :data:`MIN_SAMPLE_RATE` to :data:`MAX_SAMPLE_RATE`."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer, float, np.floating)):
+        raise UserError(f"`sample_rate` must be a number of hertz, not {sample_rate!r}.")
+    if not (
+        np.isfinite(sample_rate)
+        and float(sample_rate).is_integer()
+        and MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE
+    ):
+        raise UserError(
+            f"`sample_rate` must be a whole number of hertz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}, "
+            f"not {sample_rate}."
+        )
+    array = np.asarray(audio)
+    if array.ndim == 2 and 1 in array.shape:
+        array = array.reshape(-1)
+    if array.ndim != 1:
+        raise UserError(
+            f"Audio of shape {array.shape} is not one channel of samples [T]; mix it down first "
+            "(e.g. audio.mean(axis=1))."
+        )
+    if not np.issubdtype(array.dtype, np.floating):
+        raise UserError(
+            f"Audio samples of type {array.dtype} are not floats in [-1, 1]; scale integer PCM first "
+            "(int16: divide by 32768)."
+        )
+    if not np.all(np.isfinite(array)):
+        raise UserError("The audio has NaN or infinite samples; it cannot be encoded.")
+    return array.astype(np.float32, copy=False)
 
 
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -57,10 +100,13 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 
 
 def save_wav(path: str | os.PathLike, audio: np.ndarray | torch.Tensor, sample_rate: int) -> None:
-    """Write 16-bit PCM WAV atomically (temporary file, then rename)."""
+    """Write mono float samples [T] as 16-bit PCM WAV atomically (temporary file, then rename);
+    UserError for audio :func:`check_audio` refuses or a name that does not end in .wav."""
+    if Path(path).suffix.lower() != ".wav":
+        raise UserError(f"{path} does not end in .wav; save_wav writes WAV files only.")
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().float().cpu().numpy()
-    audio = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    audio = np.clip(check_audio(audio, sample_rate), -1.0, 1.0)
     try:
         with atomic_path(path) as tmp:
             sf.write(sound_file(tmp), audio, sample_rate, subtype="PCM_16", format="WAV")

@@ -204,6 +204,7 @@ def cmd_convert(args) -> None:
         seed=args.seed,
         batch_size=args.batch_size,
         overwrite=args.overwrite,
+        source=Path(args.input),
     )
     print(json.dumps({"written": [str(p) for p in written]}))
 
@@ -223,8 +224,14 @@ def cmd_enroll(args) -> None:
 
 def default_enrol_folder(exp: Path, name: str) -> Path:
     """``EXP-NAME`` beside the experiment folder (of a checkpoint file: beside its experiment)."""
+    from .fileio import is_safe_name
+
+    if not is_safe_name(name):
+        raise UserError(f"Speaker name {name!r} is not a plain name; use letters, digits, '_', '.' and '-'.")
     folder = exp.parent.parent if exp.is_file() and exp.parent.name == "checkpoints" else exp
     folder = Path(os.path.abspath(folder))
+    if not folder.name:
+        raise UserError(f"{exp} is not an experiment folder; name the trained model's folder (and -o OUT).")
     return folder.with_name(f"{folder.name}-{name}")
 
 

@@ -36,6 +36,14 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def quoted_value(value: str) -> str:
+    """``value`` as a Hydra override's quoted string that parses back to it: commas, brackets, ``=``,
+    quotes and ``${`` in a path survive a saved override (backslashes are doubled only before a
+    quote or at the end, where the grammar reads them as escapes)."""
+    escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value)
+    return "'" + escaped.replace("'", "\\'").replace("${", "\\${") + "'"
+
+
 def merge_overrides(old: list[str], new: list[str]) -> list[str]:
     """Later overrides of the same key replace earlier ones; order otherwise kept."""
     merged: dict[str, str] = {}

@@ -13,12 +13,15 @@ Words missing from the dictionary get a pronunciation from espeak-ng, folded ont
 
 ``align_corpus`` writes into ``OUT_DIR``: ``<id>.TextGrid`` per aligned utterance (tiers ``words``
 and ``phones``; phone labels are pocketsphinx's ARPAbet plus ``sil``), ``failed.tsv``
-(``id  file  reason``) and ``align.json`` (settings and summary). Files already aligned are kept,
-so an interrupted run continues where it stopped.
+(``id  file  reason``) and ``align.json`` (settings, summary, and what each TextGrid was made
+from). Files already aligned are kept while their audio and transcript are unchanged, so an
+interrupted run continues where it stopped and an edited transcript is aligned again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -353,13 +356,21 @@ def align_corpus(
     if limit is not None:
         items = items[:limit]
     _check_previous(out_dir, settings, overwrite)
+    previous = {} if overwrite else _previous_inputs(out_dir)
+    inputs = {it.id: _fingerprint(it) for it in items}
 
     manifest_lock = FolderLock(manifest_folder, "align", enabled=manifest is not None)
     with FolderLock(out_dir, "align"), manifest_lock:
         # align.json marks the folder as this command's from the start (a killed run can be rerun)
-        write_text_atomic(out_dir / "align.json", json.dumps(dict(settings, summary=None), indent=2) + "\n")
+        # (with the inputs of the TextGrids it may keep: a killed run's rerun reuses them)
+        write_text_atomic(
+            out_dir / "align.json", json.dumps(dict(settings, summary=None, inputs=previous), indent=2) + "\n"
+        )
         jobs = [(it, str(inside(out_dir, f"{it.id}.TextGrid"))) for it in items]
-        todo = [job for job in jobs if overwrite or not Path(job[1]).is_file()]
+        # a TextGrid is kept only when the audio and transcript it was made from are unchanged
+        todo = [job for job in jobs if not (Path(job[1]).is_file() and previous.get(job[0].id) == inputs[job[0].id])]
+        for _, grid in todo:  # a stale TextGrid must not outlive a failed realignment
+            Path(grid).unlink(missing_ok=True)
         reused = len(items) - len(todo)
         failures: dict[str, str] = {}
         attempts: dict[str, int] = {}
@@ -397,7 +408,9 @@ def align_corpus(
             seconds_per_file=round(elapsed / processed, 4) if processed else 0.0,
             out_dir=str(out_dir),
         )
-        record = dict(settings, summary=asdict(summary), attempts=attempts, workers=workers)
+        kept = {i: inputs[i] for i in inputs if i not in failures}
+        kept = {**{i: v for i, v in previous.items() if i not in inputs}, **kept}
+        record = dict(settings, summary=asdict(summary), attempts=attempts, workers=workers, inputs=kept)
         write_text_atomic(out_dir / "align.json", json.dumps(record, indent=2) + "\n")
         if manifest is not None:
             attach_alignments(manifest, out_dir)
@@ -428,6 +441,25 @@ def _items(source: Path, layout: str | None, layout_options: dict) -> tuple[list
         "layout_options": dict(sorted(layout_options.items())),
     }
     return utts, settings
+
+
+def _fingerprint(item: SourceUtterance) -> list:
+    """[audio size, audio mtime in ns, transcript hash]: what an utterance's TextGrid was made from."""
+    audio: list[int | None] = [None, None]
+    if item.path is not None:
+        with contextlib.suppress(OSError, ValueError):
+            stat = os.stat(item.path)
+            audio = [stat.st_size, stat.st_mtime_ns]
+    return [*audio, hashlib.sha1((item.text or "").encode("utf-8", "surrogatepass")).hexdigest()[:16]]
+
+
+def _previous_inputs(out_dir: Path) -> dict[str, list]:
+    """The inputs each TextGrid of an earlier run was made from (its align.json), or {}."""
+    try:
+        inputs = json.loads((out_dir / "align.json").read_text(encoding="utf-8")).get("inputs")
+    except (OSError, ValueError, RecursionError, AttributeError):
+        return {}
+    return {k: v for k, v in inputs.items() if isinstance(v, list)} if isinstance(inputs, dict) else {}
 
 
 def _check_previous(out_dir: Path, settings: dict, overwrite: bool) -> None:

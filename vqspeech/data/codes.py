@@ -317,13 +317,15 @@ def read_codes_file(path: str | Path) -> np.ndarray:
 
 
 def _load_array(path: Path, ndim: tuple[int, ...]) -> np.ndarray:
-    try:
-        array = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"Cannot read {path} ({exc}); re-run `vqspeech encode`.") from None
-    if not isinstance(array, np.ndarray):  # an .npz archive under an .npy name
-        array.close()
-        raise UserError(f"{path} is an archive of several arrays, not one array; re-run `vqspeech encode`.")
+    try:  # memory-mapped first: a header that claims more data than the file holds fails here, unallocated
+        mapped = np.load(path, mmap_mode="r")
+        if not isinstance(mapped, np.ndarray):  # an .npz archive under an .npy name
+            mapped.close()
+            raise UserError(f"{path} is an archive of several arrays, not one array; re-run `vqspeech encode`.")
+        array = np.array(mapped)
+        del mapped
+    except (OSError, ValueError, MemoryError) as exc:
+        raise UserError(f"Cannot read {path} ({first_line(exc)}); re-run `vqspeech encode`.") from None
     if array.ndim not in ndim:
         raise UserError(f"{path} holds shape {array.shape}; expected a {' or '.join(f'{n}-D' for n in ndim)} array.")
     return array

@@ -20,9 +20,10 @@ Layout under ``out_dir``::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 from ..audio import save_wav
 from ..errors import UserError
-from ..fileio import FolderLock, write_text_atomic
+from ..fileio import TEMP_MARK, FolderLock, write_text_atomic
 from . import alignments, espeak
 from .manifest import Utterance, read_manifest, write_manifest
 
@@ -489,31 +490,31 @@ def make_demo_corpus(
     if is_complete_demo_corpus(out_dir, settings):
         return out_dir
     present = [name for name in _OWN_ENTRIES if (out_dir / name).exists()]
+    stored = _read_settings(out_dir)
+    if present and stored is None and (out_dir / "demo.json").is_file() and not overwrite:
+        raise UserError(
+            f"{out_dir} holds files named like the demo corpus's parts ({', '.join(present)}) beside an "
+            "unreadable demo.json; rebuild it with `overwrite=True` or choose another folder."
+        )
     if present and not (out_dir / "demo.json").is_file():  # demo.json is written first: these are not ours
         raise UserError(
             f"{out_dir} holds files named like the demo corpus's parts ({', '.join(present)}) that "
             "`vqspeech demo-data` did not write; choose a new or empty folder."
         )
-    if present and not overwrite and _read_settings(out_dir) != settings:
-        stored = _read_settings(out_dir)
-        if stored is not None:
-            raise UserError(
-                f"{out_dir} holds a demo corpus made with other settings "
-                f"({_settings_difference(stored, settings)}); rebuild it with "
-                "`overwrite=True` or choose another folder."
-            )
+    if present and not overwrite and stored != settings:
         raise UserError(
-            f"{out_dir} holds files named like the demo corpus's parts ({', '.join(present)}) beside an "
-            "unreadable demo.json; rebuild it with "
+            f"{out_dir} holds a demo corpus made with other settings "
+            f"({_settings_difference(stored or {}, settings)}); rebuild it with "
             "`overwrite=True` or choose another folder."
         )
     with FolderLock(out_dir, "demo-data"):
-        for name in present:
-            path = out_dir / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+        own, foreign = _corpus_files(out_dir)
+        if foreign:
+            raise UserError(
+                f"{foreign[0]} ({len(foreign)} file(s) in all) is not a file `vqspeech demo-data` writes; "
+                "move it out of the corpus folder, or choose another folder."
+            )
+        _remove(own, out_dir)
 
         out_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out_dir / "demo.json", json.dumps(settings, indent=2) + "\n")
@@ -582,10 +583,52 @@ def write_textgrid(path: str | os.PathLike, result: espeak.SynthResult) -> None:
 
 
 def _read_settings(out_dir: Path) -> dict | None:
+    """The settings ``demo.json`` records, or None when it is missing or not such a record."""
     try:
-        return json.loads((out_dir / "demo.json").read_text(encoding="utf-8"))
+        stored = json.loads((out_dir / "demo.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
+    return stored if isinstance(stored, dict) and set(stored) == set(demo_settings(1)) else None
+
+
+def _corpus_files(out_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(the files of ``out_dir`` named as the demo corpus names its own, the other files inside its
+    folders ``wavs/``, ``alignments/`` and ``text/``). Temporary files of a killed run count as its own."""
+    speakers = "|".join(re.escape(s.name) for s in SPEAKERS)
+    utterance = rf"\.?(?P<speaker>{speakers})_\d+(?:{re.escape(TEMP_MARK)}\d+)?"
+    patterns = {
+        "wavs": re.compile(rf"(?P<folder>{speakers})/{utterance}\.wav"),
+        "alignments": re.compile(rf"{utterance}\.TextGrid"),
+        "text": re.compile(rf"{utterance}\.txt"),
+    }
+    own = [out_dir / name for name in _OWN_ENTRIES if name not in patterns and (out_dir / name).is_file()]
+    foreign: list[Path] = []
+    for folder, pattern in patterns.items():
+        root = out_dir / folder
+        if root.is_symlink() or (root.exists() and not root.is_dir()):
+            foreign.append(root)
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            links = [d for d in dirnames if Path(dirpath, d).is_symlink()]
+            for name in [*filenames, *links]:
+                path = Path(dirpath, name)
+                match = pattern.fullmatch(path.relative_to(root).as_posix())
+                mine = match is not None and match.groupdict().get("folder", match["speaker"]) == match["speaker"]
+                (own if mine else foreign).append(path)
+    return own, foreign
+
+
+def _remove(files: list[Path], out_dir: Path) -> None:
+    """Delete ``files``, then the corpus's folders that are left empty."""
+    for path in files:
+        path.unlink()
+    for folder in ("wavs", "alignments", "text"):
+        root = out_dir / folder
+        if not root.is_dir():
+            continue
+        for dirpath, _, _ in sorted(os.walk(root), key=lambda entry: -len(entry[0])):  # deepest first
+            with contextlib.suppress(OSError):  # not empty: someone else's folder
+                os.rmdir(dirpath)
 
 
 def _settings_difference(stored: dict, wanted: dict) -> str:

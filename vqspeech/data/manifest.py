@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
-from ..audio import load_audio
-from ..errors import UserError
+from ..audio import MAX_SAMPLE_RATE, load_audio, sound_file
+from ..errors import UserError, first_line
 from ..fileio import atomic_path, is_safe_name, write_text_atomic
 
 SPLITS = ("train", "valid", "test")
@@ -68,7 +69,6 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-MAX_SAMPLE_RATE = 192_000
 """The highest sample rate anything in vqspeech accepts (prepare, models, manifests)."""
 
 MAX_DURATION = 24 * 3600.0
@@ -155,17 +155,30 @@ def load_utterance(utt: Utterance) -> np.ndarray:
     """The utterance's audio [T] float32 at its manifest sample rate. UserError when the file's rate
     or length disagrees with the manifest (edited by hand, or the audio replaced since)."""
     audio, rate = load_audio(utt.audio)
+    _check_agrees(utt, rate, len(audio))
+    return audio
+
+
+def check_header(utt: Utterance) -> None:
+    """What :func:`load_utterance` checks, from the file's header alone (no samples read)."""
+    try:
+        info = sf.info(sound_file(utt.audio))
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise UserError(f"Cannot read {utt.audio} ({first_line(exc)}); re-run `vqspeech prepare`.") from None
+    _check_agrees(utt, info.samplerate, info.frames)
+
+
+def _check_agrees(utt: Utterance, rate: int, samples: int) -> None:
     if rate != utt.sample_rate:
         raise UserError(
             f"{utt.audio} holds audio at {rate} Hz but its manifest line ({utt.id}) says "
             f"{utt.sample_rate} Hz; re-run `vqspeech prepare` to rebuild the manifest."
         )
-    if abs(len(audio) - utt.duration * rate) > 0.01 * rate:
+    if abs(samples - utt.duration * rate) > 0.01 * rate:
         raise UserError(
-            f"{utt.audio} lasts {len(audio) / rate:.3f} s but its manifest line ({utt.id}) says "
+            f"{utt.audio} lasts {samples / rate:.3f} s but its manifest line ({utt.id}) says "
             f"{utt.duration:.3f} s; re-run `vqspeech prepare` to rebuild the manifest."
         )
-    return audio
 
 
 def write_manifest(path: str | os.PathLike, utts: list[Utterance]) -> None:

@@ -36,11 +36,11 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from ..audio import load_audio, normalize_level, resample, save_wav, sound_file
+from ..audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, load_audio, normalize_level, resample, save_wav, sound_file
 from ..errors import UserError
 from ..fileio import FolderLock, inside, is_safe_name, overlapping, user_path, write_text_atomic
 from .corpora import SourceUtterance, find_utterances, source_path, source_speaker
-from .manifest import MAX_SAMPLE_RATE, SPLITS, Utterance, write_manifest
+from .manifest import SPLITS, Utterance, write_manifest
 
 SILENCE_RMS = 1e-5
 """Inputs whose RMS level is below this are rejected as silent."""
@@ -395,9 +395,9 @@ def _hash_split(keys: Iterable[str], seed: int, *, test_fraction: float, valid_f
 def _check_arguments(
     sample_rate, split_by, valid_fraction, test_fraction, heldout_speakers, min_duration, max_duration, num_workers
 ) -> None:
-    if not isinstance(sample_rate, (int, np.integer)) or not 1000 <= sample_rate <= MAX_SAMPLE_RATE:
+    if not isinstance(sample_rate, (int, np.integer)) or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
         raise UserError(
-            f"sample_rate={sample_rate!r} is not valid; give a whole number of hertz from 1000 to "
+            f"sample_rate={sample_rate!r} is not valid; give a whole number of hertz from {MIN_SAMPLE_RATE} to "
             f"{MAX_SAMPLE_RATE}, such as 16000."
         )
     if split_by not in SPLIT_MODES:

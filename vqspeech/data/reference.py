@@ -27,6 +27,8 @@ def reference_files(paths: Sequence[str | Path]) -> list[Path]:
     if not paths:
         raise UserError("No recordings given; name sound files or folders of them.")
     files: list[Path] = []
+    if any(str(given) == "" for given in paths):  # Path("") is the working directory
+        raise UserError("A recording path is empty; name sound files or folders of them.")
     for given in map(Path, paths):
         if given.is_dir():
             found = list(walk_audio(given))

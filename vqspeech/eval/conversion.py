@@ -47,7 +47,7 @@ from ..audio import resample, save_wav
 from ..data.manifest import Utterance, load_utterance, read_manifest
 from ..data.reference import load_reference
 from ..errors import UserError
-from ..fileio import FolderLock, atomic_path, inside, write_text_atomic
+from ..fileio import FolderLock, atomic_path, inside, is_safe_name, write_text_atomic
 from ..inference import VQSpeech
 from ..inference.vqspeech import check_temperature
 from ..plots import save_spectrograms
@@ -125,6 +125,9 @@ def evaluate_conversion(
     all_utts = read_manifest(manifest)
     items = _select(all_utts, split, num, vq.speakers, seed, manifest)
     voices = dict(voices or {})
+    for name in voices:
+        if not is_safe_name(name):
+            raise UserError(f"Voice name {name!r} is not a plain name; use letters, digits, '_', '.' and '-'.")
     target_of = _assign_targets(items, targets, vq, voices)
 
     # The scorers load before anything is deleted: a missing resemblyzer must not cost old results.
@@ -361,30 +364,33 @@ a run that failed before its metrics.json, what its subfolders hold is still our
 
 def previous_outputs(out_dir: Path) -> list[Path]:
     """The files an earlier run wrote in ``out_dir``'s subfolders, as its ``metrics.json`` lists
-    them (or, in a folder a failed run marked, every file there); UserError when a subfolder is a
-    link or holds any other file (they are not ours to delete)."""
+    them (or, in a folder marked by a run that never finished, every file named as the run names
+    its outputs); UserError when a subfolder is a link or holds any other file (they are not ours
+    to delete)."""
     marked = (out_dir / MARK).is_file()
-    recorded: set[Path] = set()
+    recorded: set[Path] | None = None
     try:
         items = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8")).get("items", [])
-        for item in items:
-            for key in SUBDIRS:
-                if isinstance(item.get(key), str):
-                    recorded.add(inside(out_dir, item[key]).resolve())
+        recorded = {
+            inside(out_dir, item[key]).resolve() for item in items for key in SUBDIRS if isinstance(item.get(key), str)
+        }
+    except FileNotFoundError:
+        recorded = None if marked else set()  # a marked folder without metrics: a run that did not finish
     except (OSError, ValueError, RecursionError, AttributeError, TypeError, UserError):  # no readable record
         recorded = set()
     found = []
-    for sub, _ in SUBDIRS.values():
+    for sub, suffix in SUBDIRS.values():
         folder = out_dir / sub
         if folder.is_symlink():
             raise UserError(f"{folder} is a link; give an output folder whose subfolders are its own.")
         if not folder.is_dir():
             continue
         for path in sorted(folder.iterdir()):
-            if not marked and path.resolve() not in recorded:
+            ours = path.suffix == suffix and path.is_file() if recorded is None else path.resolve() in recorded
+            if not ours:
                 raise UserError(
                     f"{folder} holds {path.name}, which no earlier `evaluate conversion` there wrote; "
-                    "choose a new or empty output folder."
+                    "move it away, or choose a new or empty output folder."
                 )
             found.append(path)
     return found

@@ -82,6 +82,8 @@ def read_probe_codes(folder: CodesFolder) -> tuple[dict[str, np.ndarray], dict[s
     return codes, latents, num_codes
 
 
+ALIGNMENT_TOLERANCE_S = 0.1
+"""Seconds an alignment's extent may differ from its audio's duration."""
 LENGTH_TOLERANCE = 2
 """Code frames an utterance's codes may differ from its duration x the code rate (edges, rounding)."""
 
@@ -99,12 +101,26 @@ def _check_length(utt_id: str, num_frames: int, code_rate_hz: float, utt: Source
             seconds = None
     if seconds is None:
         seconds = alignment_duration(str(utt.alignment))
+    else:
+        _check_alignment_extent(utt_id, seconds, utt)
     expected = seconds * code_rate_hz
     if abs(num_frames - expected) > LENGTH_TOLERANCE:
         raise UserError(
             f"'{utt_id}' has {num_frames} code frames, but it lasts {seconds:.2f} s, {expected:.0f} frames at the "
             f"code rate of {code_rate_hz:g} Hz; the codes and the alignments do not belong together "
             "(re-run `vqspeech encode` on this audio)."
+        )
+
+
+def _check_alignment_extent(utt_id: str, seconds: float, utt: SourceUtterance) -> None:
+    """UserError when the alignment cannot be of this audio: it reaches past the audio's end, or (a
+    TextGrid, which spans its whole recording) ends well before it."""
+    extent = alignment_duration(str(utt.alignment))
+    textgrid = str(utt.alignment).lower().endswith(".textgrid")
+    if extent > seconds + ALIGNMENT_TOLERANCE_S or (textgrid and extent < seconds - ALIGNMENT_TOLERANCE_S):
+        raise UserError(
+            f"The alignment of '{utt_id}' ({utt.alignment}) spans {extent:.2f} s, but its audio lasts {seconds:.2f} s; "
+            "they are not of the same recording (align this audio again, e.g. `vqspeech align`)."
         )
 
 

@@ -16,7 +16,7 @@ from ..data.codes import CodesFolder, CodesInfo, CodesWriter, Encoding, TopLevel
 from ..data.corpora import AUDIO_EXTENSIONS, SourceUtterance, is_audio_file, sanitize_id
 from ..data.manifest import read_manifest
 from ..errors import UserError
-from ..fileio import FolderLock, check_writable_parent, inside
+from ..fileio import FolderLock, check_not_in_owned_folder, check_writable_parent, inside, overlapping
 from .vqspeech import VQSpeech, check_temperature
 
 
@@ -122,6 +122,8 @@ def _output_paths(ids: list[str], out: Path, overwrite: bool) -> list[Path]:
         raise UserError(f"{len(ids)} inputs cannot go to the single file {out}; give a folder as the output.")
     else:
         paths = [inside(out, f"{i}.wav") for i in ids]
+    if paths:
+        check_not_in_owned_folder(paths[0])  # all of them have one folder
     existing = [p for p in paths if p.exists()]
     if existing and not overwrite:
         raise UserError(
@@ -262,14 +264,23 @@ def convert_items(
     seed: int = 0,
     batch_size: int = 8,
     overwrite: bool = False,
+    source: Path | None = None,
 ) -> list[Path]:
-    """Voice conversion: encode each input, decode its codes with ``speaker``'s embedding."""
+    """Voice conversion: encode each input, decode its codes with ``speaker``'s embedding.
+    ``source``: the input as the user gave it (a folder of inputs must not overlap ``out``)."""
     vq.require_decoder()
     paths = _output_paths([i.id for i in items], out, overwrite)
     inputs = {os.path.realpath(str(i.path)) for i in items}
     clash = next((p for p in paths if os.path.realpath(p) in inputs), None)
     if clash is not None:
         raise UserError(f"{clash} is one of the inputs; write the conversions to another folder.")
+    if not (len(paths) == 1 and paths[0] == out):  # a folder of outputs
+        if source is not None and source.is_dir() and overlapping(out, source):
+            raise UserError(f"{out} overlaps the input folder {source}; write the conversions elsewhere.")
+        root = Path(os.path.realpath(out))
+        held = next((i for i in sorted(inputs) if Path(i).is_relative_to(root)), None)
+        if held is not None:
+            raise UserError(f"{out} holds the input {held}; write the conversions to a folder apart from the inputs.")
     _check_generation(vq, [speaker], temperature, batch_size)
     with _writing(out, paths, "convert"):
         encodings = []

@@ -192,7 +192,14 @@ def decoder_for(source: str | Path | None, ckpt: dict, info: CodesInfo | None, s
     has a trained decoder, knows ``speaker``, and takes codes of the prior's levels (two for a
     prior conditioned on top codes), K, groups and (``info``: the prior's codes.json, when there is
     one) code rate."""
-    if not source or not Path(source).exists():
+    if info is not None and info.checkpoint is None and info.extra.get("system"):
+        raise UserError(
+            f"The prior was trained on codes of {info.extra['system']}, which no VQ-VAE made or can decode; "
+            "keep its samples as codes with `codes_only`."
+        )
+    if not source:
+        raise UserError("No VQ-VAE is recorded for these codes; pass `vqvae` (the VQ-VAE's experiment folder).")
+    if not Path(source).exists():
         raise UserError(
             f"The VQ-VAE these codes came from ({source}) is not there; pass `vqvae` (the VQ-VAE's experiment folder)."
         )
@@ -217,15 +224,15 @@ def decoder_mismatch(vq: VQSpeech, ckpt: dict, info: CodesInfo | None) -> str | 
     if (vq_top is not None) != (top is not None):
         levels = "two code levels" if vq_top is not None else "one code level"
         return f"decodes {levels}, which these samples do not have"
-    if ckpt["num_codes"] > quantizer.num_codes:
-        return f"knows {quantizer.num_codes} codes but the prior draws from {ckpt['num_codes']}"
+    if ckpt["num_codes"] != quantizer.num_codes:
+        return f"has a codebook of {quantizer.num_codes} codes but the prior draws from {ckpt['num_codes']}"
     if ckpt["groups"] != quantizer.num_groups:
         return f"decodes codes of {quantizer.num_groups} codebook group(s), but the prior draws {ckpt['groups']}"
     if vq_top is not None and top is not None:
         if top["stride"] != vq_top.stride:
             return f"has a top code every {vq_top.stride} codes, but the prior's top codes have stride {top['stride']}"
-        if top["num_codes"] > vq_top.num_codes:
-            return f"knows {vq_top.num_codes} top codes but the prior's top codes reach {top['num_codes']}"
+        if top["num_codes"] != vq_top.num_codes:
+            return f"has {vq_top.num_codes} top codes but the prior's top codes number {top['num_codes']}"
     rate = vq.sample_rate / vq.hop_length
     if info is not None and not math.isclose(rate, info.code_rate_hz, rel_tol=1e-6):
         return f"decodes {rate:g} codes per second, but the prior's codes come at {info.code_rate_hz:g} per second"

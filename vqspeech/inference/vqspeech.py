@@ -17,11 +17,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..audio import resample
+from ..audio import check_audio, resample
 from ..checkpoint import load_checkpoint, resolve_checkpoint
 from ..config import training_stage
 from ..data.codes import Encoding
-from ..data.manifest import MAX_SAMPLE_RATE
 from ..data.reference import load_reference
 from ..device import select_device
 from ..errors import UserError, first_line
@@ -39,33 +38,6 @@ them, or samples at the model's rate) for a model with a speaker encoder."""
 
 MIN_REFERENCE_SECONDS = 1.0
 """The shortest reference (all its files together) a voice is taken from."""
-
-
-def check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """``audio`` as float32 samples [T] in about [-1, 1], or UserError: a mono array of floats
-    (integer PCM must be scaled first), finite, at a whole positive ``sample_rate`` in hertz."""
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer, float, np.floating)):
-        raise UserError(f"`sample_rate` must be a number of hertz, not {sample_rate!r}.")
-    if not (np.isfinite(sample_rate) and float(sample_rate).is_integer() and 1 <= sample_rate <= MAX_SAMPLE_RATE):
-        raise UserError(
-            f"`sample_rate` must be a whole number of hertz from 1 to {MAX_SAMPLE_RATE}, not {sample_rate}."
-        )
-    array = np.asarray(audio)
-    if array.ndim == 2 and 1 in array.shape:
-        array = array.reshape(-1)
-    if array.ndim != 1:
-        raise UserError(
-            f"Audio of shape {array.shape} is not one channel of samples [T]; mix it down first "
-            "(e.g. audio.mean(axis=1))."
-        )
-    if not np.issubdtype(array.dtype, np.floating):
-        raise UserError(
-            f"Audio samples of type {array.dtype} are not floats in [-1, 1]; scale integer PCM first "
-            "(int16: divide by 32768)."
-        )
-    if not np.all(np.isfinite(array)):
-        raise UserError("The audio has NaN or infinite samples; it cannot be encoded.")
-    return array.astype(np.float32, copy=False)
 
 
 def check_temperature(temperature: float) -> None:
@@ -154,6 +126,8 @@ class VQSpeech:
         """The waveform decoder's speaker vector [G] for ``speaker``: a known speaker's name (its
         row of the speaker table), or the voice of reference audio (a sound file or a folder of
         them, or an array of samples at the model's rate), through the speaker encoder."""
+        if isinstance(speaker, (str, Path)) and str(speaker) == "":  # Path("") would be the working directory
+            raise UserError("The target speaker is empty; give a speaker name, or a sound file or folder of the voice.")
         if isinstance(speaker, str) and (speaker in self.speakers or not Path(speaker).exists()):
             ids = torch.tensor([self.speaker_id(speaker)], device=self.device)
             return speaker_vectors(self.model.decoder.speaker_embedding, ids)[0]

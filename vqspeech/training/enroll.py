@@ -17,6 +17,7 @@ optimizer state (``enrolment_state``) is resume-only and left out of an export.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ from ..fileio import FolderLock, is_safe_name, overlapping, user_path, write_tex
 from ..inference.vqspeech import VQSpeech
 from ..models.vqvae import VQVAE
 from ..threads import ThreadGovernor
+from .schema import MAX_BATCH_SAMPLES
+from .trainer import out_of_memory_as_user_error
 
 TABLE = "decoder.speaker_embedding.weight"
 """The one tensor enrolment trains (its last row)."""
@@ -107,12 +110,17 @@ def draw_crops(
     return torch.from_numpy(batch), torch.from_numpy(mask)
 
 
-def _resume_state(
-    out: Path, name: str, source: Path, files: list[str], steps: int, overwrite: bool
-) -> dict[str, Any] | None:
+def fingerprint(paths: list[str]) -> list[list[Any]]:
+    """[path, size, mtime_ns] of each file: a replaced model or recording shows as a change."""
+    stats = [(p, os.stat(p)) for p in paths]
+    return [[p, st.st_size, st.st_mtime_ns] for p, st in stats]
+
+
+def _resume_state(out: Path, name: str, inputs: list[list[Any]], steps: int, overwrite: bool) -> dict[str, Any] | None:
     """The enrolment of ``name`` in ``out`` to continue (it has taken fewer than ``steps`` steps),
-    None to start afresh; UserError when ``out`` holds something else, or an enrolment from other
-    recordings or one already ``steps`` long (without ``overwrite``)."""
+    None to start afresh; UserError when ``out`` holds something else, or (without ``overwrite``)
+    an enrolment of another name, from other recordings or another state of the model (``inputs``:
+    :func:`fingerprint` of the source checkpoint and the recordings), or one already ``steps`` long."""
     ckpt_path = out / "checkpoints" / "last.pt"
     if not ckpt_path.is_file():
         if out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
@@ -120,13 +128,15 @@ def _resume_state(
         return None
     ckpt = load_checkpoint(ckpt_path)
     record = ckpt.get("enrolment")
-    if not isinstance(record, dict) or record.get("name") != name or "enrolment_state" not in ckpt:
-        raise UserError(f"{out} holds another model, not an enrolment of {name!r}; choose another output folder.")
+    if not isinstance(record, dict) or "enrolment_state" not in ckpt:
+        raise UserError(f"{out} holds another model, not an enrolment; choose another output folder.")
     if overwrite:
         return None
-    if record.get("source") != str(source) or record.get("files") != files:
+    if record.get("name") != name:
+        raise UserError(f"{out} holds an enrolment of {record.get('name')!r}; pass `overwrite=True` to replace it.")
+    if record.get("inputs") != inputs:
         raise UserError(
-            f"{out} holds an enrolment of {name!r} from other recordings or another model; "
+            f"{out} holds an enrolment of {name!r} from other recordings or another state of the model; "
             "pass `overwrite=True` to start again."
         )
     done = ckpt["enrolment_state"]["step"]
@@ -170,9 +180,16 @@ def enroll_speaker(
     found = reference_files(recordings)
     files = [str(p.resolve()) for p in found]
     audio = load_reference(found, vq.sample_rate, min_seconds=1.0)
+    crop = crop_length(options.crop_seconds, vq.sample_rate, vq.hop_length)
+    if options.batch_size * crop > MAX_BATCH_SAMPLES:
+        raise UserError(
+            f"`batch_size` {options.batch_size} x {crop} samples per crop exceeds {MAX_BATCH_SAMPLES:,} samples "
+            "a step; lower batch_size or crop_seconds."
+        )
     with FolderLock(out, "enroll"):
-        resume = _resume_state(out, name, source, files, options.steps, overwrite)
-        return _enroll(vq, source, name, files, audio, out, options, resume, progress)
+        inputs = fingerprint([str(source), *files])
+        resume = _resume_state(out, name, inputs, options.steps, overwrite)
+        return _enroll(vq, source, name, files, inputs, audio, out, options, resume, progress)
 
 
 def _enroll(
@@ -180,6 +197,7 @@ def _enroll(
     source: Path,
     name: str,
     files: list[str],
+    inputs: list[list[Any]],
     audio: list[np.ndarray],
     out: Path,
     options: EnrolOptions,
@@ -210,7 +228,14 @@ def _enroll(
     def save(finished: bool, loss: float | None) -> None:
         state = cpu_state_dict(model)
         state[TABLE] = torch.cat([known, row.detach()]).cpu()
-        record = {"name": name, "source": str(source), "files": files, "steps": step, "finished": finished}
+        record = {
+            "name": name,
+            "source": str(source),
+            "files": files,
+            "inputs": inputs,
+            "steps": step,
+            "finished": finished,
+        }
         payload = {k: v for k, v in ckpt.items() if k not in (*RESUME_ONLY, "format_version")}
         payload.update(model=state, speakers=speaker_names, enrolment=record)
         payload["enrolment_state"] = {
@@ -236,9 +261,10 @@ def _enroll(
                 governor.poll()
             batch, mask = draw_crops(audio, step, options.seed, options.batch_size, crop)
             weights = {TABLE: torch.cat([known, row])}
-            output = functional_call(model, weights, (batch.to(vq.device), speakers, mask.to(vq.device)))
-            optimizer.zero_grad(set_to_none=True)
-            output.loss.backward()
+            with out_of_memory_as_user_error(step, "lower --batch_size"):
+                output = functional_call(model, weights, (batch.to(vq.device), speakers, mask.to(vq.device)))
+                optimizer.zero_grad(set_to_none=True)
+                output.loss.backward()
             optimizer.step()
             loss_value = float(output.loss.detach())
             first_loss = loss_value if first_loss is None else first_loss

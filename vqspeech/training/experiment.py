@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..config import load_yaml, merge_overrides, save_yaml
+from ..config import load_yaml, merge_overrides, quoted_value, save_yaml
 from ..config import override_key as _key
 from ..device import DistInfo
 from ..errors import UserError
@@ -39,7 +39,7 @@ def absolute_path(
         stored = before.get(section, {}).get(name) if isinstance(before, dict) else None
         path = Path(stored) if isinstance(stored, str) and Path(stored).is_absolute() else path.resolve()
     node[name] = str(path)
-    return path, merge_overrides(merged, [f"{key}={path}"])
+    return path, merge_overrides(merged, [f"{key}={quoted_value(str(path))}"])
 
 
 def check_resumable(

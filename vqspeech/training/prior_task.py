@@ -108,6 +108,7 @@ class PriorTask(Task):
 
     kind = "prior"
     progress_keys = ("bits",)
+    memory_fix = "lower train.batch_size or data.crop_frames (or the prior's size)"
     best_metric = "bits_per_code"  # small corpora overfit: checkpoints/best.pt is what sampling uses
     model: CodePrior
 
@@ -245,6 +246,16 @@ class PriorTask(Task):
 
 # ----------------------------------------------------------------------------------------------
 # Reading a prior's checkpoint: the fields PriorTask.checkpoint_fields writes, checked
+
+
+def _codes_origin(info: CodesInfo) -> dict[str, Any]:
+    """What makes two codes folders the same vocabulary: the model that made them, K, groups, rate."""
+    return {
+        "checkpoint": info.checkpoint,
+        "num_codes": info.num_codes,
+        "groups": info.groups,
+        "code_rate_hz": info.code_rate_hz,
+    }
 
 
 def load_prior_checkpoint(path: Path) -> dict[str, Any]:
@@ -453,6 +464,15 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
                 f"top {resume.get('top')}, groups {resume['groups']}); use a new folder for data.level={level} "
                 f"on {codes_dir}."
             )
+        saved = exp_dir / "codes.json"
+        if resume and saved.is_file():
+            before = _codes_origin(CodesInfo.load(saved))
+            if before != _codes_origin(info):
+                raise UserError(
+                    f"The codes in {codes_dir} were made by {_codes_origin(info)['checkpoint'] or 'no VQ-VAE'}, but "
+                    f"{exp_dir} was trained on codes of {before['checkpoint'] or 'no VQ-VAE'} (see its codes.json); "
+                    "train a new prior on these codes in a new folder."
+                )
         speakers = resume["speakers"] if resume else sorted({str(u.speaker) for u in train_utts})
         unknown = sorted({str(u.speaker) for u in train_utts} - set(speakers))
         if unknown:

@@ -79,6 +79,16 @@ MAX_BATCH_SAMPLES = 1 << 21
 """Audio samples in one VQ-VAE training batch, at most: 64 crops of 2 s at 16 kHz. A WaveNet keeps
 every layer's activations per sample, so a typo such as crop_seconds=500 would exhaust memory."""
 
+MAX_LAYERS_PER_CYCLE = 16
+"""A WaveNet's dilations double within a cycle, so its layers per cycle are bounded: 16 reaches a
+dilation of 2^15 (the paper's decoder has 10 per cycle; 2^255 would exhaust memory in padding)."""
+
+MAX_PRIOR_BATCH_CODES = 1 << 18
+"""Codes in one prior training batch (batch_size x crop_frames), at most."""
+
+MAX_ATTENTION_SCORES = 1 << 28
+"""batch_size x heads x crop_frames^2 of a transformer prior, at most (1 GiB of float32 scores)."""
+
 TRAIN_RULES: dict[str, Rule] = {
     "seed": integer(0, 2**32 - 1),
     "train.batch_size": integer(1, 65536),
@@ -325,6 +335,12 @@ def check_vqvae_config(cfg: dict[str, Any]) -> None:
             f"divide model.decoder.layers={decoder['layers']}",
         )
         _relation(
+            decoder["layers"] // decoder["cycles"] <= MAX_LAYERS_PER_CYCLE,
+            "model.decoder.cycles",
+            decoder["cycles"],
+            f"be at least model.decoder.layers / {MAX_LAYERS_PER_CYCLE} (dilations double within a cycle)",
+        )
+        _relation(
             decoder["gate_channels"] % 2 == 0,
             "model.decoder.gate_channels",
             decoder["gate_channels"],
@@ -367,7 +383,21 @@ def check_prior_config(cfg: dict[str, Any]) -> None:
     )
     prior = cfg["prior"]
     check_rules(cfg, PRIOR_ARCH_RULES[prior["arch"]])
+    batch, crop = cfg["train"]["batch_size"], cfg["data"]["crop_frames"]
+    _relation(
+        batch * crop <= MAX_PRIOR_BATCH_CODES,
+        "data.crop_frames",
+        crop,
+        f"keep train.batch_size x data.crop_frames at most {MAX_PRIOR_BATCH_CODES:,} (now {batch * crop:,})",
+    )
     if prior["arch"] == "transformer":
+        _relation(
+            batch * prior["heads"] * crop * crop <= MAX_ATTENTION_SCORES,
+            "data.crop_frames",
+            crop,
+            f"keep train.batch_size x prior.heads x data.crop_frames^2 at most {MAX_ATTENTION_SCORES:,} "
+            "(the attention scores)",
+        )
         _relation(
             cfg["data"]["crop_frames"] <= prior["context"],
             "data.crop_frames",
@@ -387,4 +417,10 @@ def check_prior_config(cfg: dict[str, Any]) -> None:
             "prior.cycles",
             prior["cycles"],
             f"divide prior.layers={prior['layers']}",
+        )
+        _relation(
+            prior["layers"] // prior["cycles"] <= MAX_LAYERS_PER_CYCLE,
+            "prior.cycles",
+            prior["cycles"],
+            f"be at least prior.layers / {MAX_LAYERS_PER_CYCLE} (dilations double within a cycle)",
         )

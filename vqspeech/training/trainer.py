@@ -41,6 +41,8 @@ class Task(abc.ABC):
     """A validation metric (lower is better) whose best checkpoint is kept as ``best.pt``."""
     step: int = 0
     """Optimizer steps taken so far; the trainer sets it before each :meth:`loss`."""
+    memory_fix: str = "lower train.batch_size or train.crop_seconds (or the model's size)"
+    """What an out-of-memory error asks the user to change."""
 
     @abc.abstractmethod
     def batches(self, start_step: int, rank: int, device: torch.device) -> Iterator[Any]:
@@ -74,18 +76,17 @@ class Task(abc.ABC):
 
 
 @contextlib.contextmanager
-def out_of_memory_as_user_error(step: int) -> Iterator[None]:
+def out_of_memory_as_user_error(
+    step: int, fix: str = "lower train.batch_size or train.crop_seconds (or the model's size)"
+) -> Iterator[None]:
     """Turn the allocator's failure (CPU: a RuntimeError "can't allocate memory"; CUDA:
-    torch.OutOfMemoryError) into one sentence naming the settings that size a step."""
+    torch.OutOfMemoryError) into one sentence naming the settings that size a step (``fix``)."""
     try:
         yield
     except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError too
         if not (isinstance(exc, torch.OutOfMemoryError) or "allocate memory" in str(exc)):
             raise
-        raise UserError(
-            f"Out of memory at step {step} ({first_line(exc)[:80]}); lower train.batch_size or "
-            "train.crop_seconds (or the model's size)."
-        ) from None
+        raise UserError(f"Out of memory at step {step} ({first_line(exc)[:80]}); {fix}.") from None
 
 
 def _count(value: Any) -> int:
@@ -280,7 +281,7 @@ class Trainer:
             batch = next(batches)
             self.model.train()
             self.task.step = self.step
-            with out_of_memory_as_user_error(self.step):
+            with out_of_memory_as_user_error(self.step, self.task.memory_fix):
                 with autocast(self.device, self.amp):
                     loss, scalars = self.task.loss(self.ddp_model, batch)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -310,22 +311,37 @@ class Trainer:
                     sps=f"{rate:,.0f}",
                 )
             bar.update(1)
-            if self.step % self.settings["valid_every"] == 0:
-                metrics, validated_at = self._validate(writer), self.step
-            if self.settings["media_every"] and self.step % self.settings["media_every"] == 0 and writer is not None:
-                self.task.log_media(self.model, writer, self.step, self.device)
+            try:
+                if self.step % self.settings["valid_every"] == 0:
+                    metrics, validated_at = self._validate(writer), self.step
+                media = self.settings["media_every"] and self.step % self.settings["media_every"] == 0
+                if media and writer is not None:
+                    self.task.log_media(self.model, writer, self.step, self.device)
+            except Exception:
+                self._save_after_failure(started)
+                raise
             if self.step % self.settings["checkpoint_every"] == 0:
                 self.elapsed += time.time() - started
                 started = time.time()
                 self.save(f"step-{self.step}.pt", also_last=True)
         bar.close()
-        self.elapsed += time.time() - started
         if validated_at != self.step:
-            metrics = self._validate(writer)
+            try:
+                metrics = self._validate(writer)
+            except Exception:
+                self._save_after_failure(started)
+                raise
+        self.elapsed += time.time() - started
         self.save()
         if writer is not None:
             writer.close()
         return metrics
+
+    def _save_after_failure(self, started: float) -> None:
+        """Keep the steps since the last checkpoint when validation or media fail (a bad file, a
+        plot): the corrected rerun resumes from here."""
+        self.elapsed += time.time() - started
+        self.save()
 
     def _validate(self, writer) -> dict[str, float]:
         """Validation metrics; a new best of ``task.best_metric`` is saved as ``best.pt``."""

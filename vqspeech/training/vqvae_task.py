@@ -24,7 +24,7 @@ from ..audio import resample
 from ..checkpoint import load_checkpoint, resolve_checkpoint
 from ..config import experiment_config, training_stage
 from ..data.dataset import References, crop_length, crop_loader
-from ..data.manifest import Utterance, load_utterance, read_manifest, speakers_of
+from ..data.manifest import Utterance, check_header, load_utterance, read_manifest, speakers_of
 from ..device import init_distributed, select_device
 from ..errors import UserError, first_line
 from ..eval.loss import teacher_forced_metrics
@@ -322,6 +322,8 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
             f"{missing[0]} listed in {manifest} does not exist ({len(missing)} missing file(s)); "
             "re-run `vqspeech prepare` or fix the manifest."
         )
+    for utt in (*train_utts, *valid_utts):  # rate and length from the headers, before the first step
+        check_header(utt)
 
     with FolderLock(exp_dir, "train", enabled=dist_info.is_main):
         last = exp_dir / "checkpoints" / "last.pt"
