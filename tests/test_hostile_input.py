@@ -1458,3 +1458,40 @@ def test_a_receptive_field_beyond_the_bound_is_refused(tmp_path, capsys, demo_ma
     message = cli_error(capsys, ["train", tmp_path / "exp", *FAST_TRAIN, f"data.manifest={demo_manifest}",
                                  *override.split()], "train")
     assert key in message and not (tmp_path / "exp").exists()
+
+
+def test_a_codes_folder_missing_files_its_codes_json_lists_is_refused(tmp_path, capsys, trained_tiny, codes):
+    partial = tmp_path / "codes"
+    shutil.copytree(codes, partial)
+    gone = sorted((partial / "codes").glob("*.npy"))[0]
+    gone.unlink()
+    message = cli_error(capsys, ["decode", trained_tiny, partial, "-o", tmp_path / "d"], "decode")
+    assert gone.stem in message and "codes.json lists" in message
+    os.mkfifo(gone)  # a FIFO in its place is not a codes file (reading it would block forever)
+    message = cli_error(capsys, ["decode", trained_tiny, partial, "-o", tmp_path / "d"], "decode")
+    assert gone.stem in message and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("where", ["prepared", "codes"])
+def test_no_folder_writer_writes_into_another_verbs_folder(tmp_path, capsys, trained_tiny, codes, demo_manifest,
+                                                           where):
+    data = tmp_path / "data"
+    shutil.copytree(demo_manifest.parent, data)
+    owned = data / "wavs" if where == "prepared" else codes
+    before = files_under(owned)
+    manifest = data / "manifest.jsonl"
+    for argv, verb in [
+        (["evaluate", "conversion", trained_tiny, "--num", "1", "--out", owned / "e"], "evaluate conversion"),
+        (["baseline", "mfcc-kmeans", manifest, owned / "b"], "baseline"),
+        (["encode", trained_tiny, manifest, owned / "x"], "encode"),
+        (["train", owned / "exp", *FAST_TRAIN, f"data.manifest={manifest}", "train.max_steps=1"], "train"),
+    ]:
+        assert "that other commands read" in cli_error(capsys, argv, verb)
+    assert files_under(owned) == before
+
+
+def test_load_audio_refuses_a_target_rate_out_of_range(demo_manifest):
+    from vqspeech.audio import load_audio
+
+    with pytest.raises(UserError, match="sample_rate"):
+        load_audio(read_manifest(demo_manifest)[0].audio, 0)

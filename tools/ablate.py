@@ -148,14 +148,9 @@ def run_variant(name: str, overrides: list[str], args) -> dict:
                       name=name, overwrite=True, progress=False)
     convert = evaluate_conversion(exp, exp / "eval_convert", manifest=args.manifest, num=args.num_eval,
                                   device="cpu", overwrite=True, progress=False)["summary"]
-    errors = convert["recognition"]["error_rate"]
     return {
         "variant": name, "overrides": overrides, "steps": steps,
-        **{k: probe.get(k) for k in PROBE_KEYS},
-        "mcd": convert["mcd"]["reconstruction"],
-        "similarity_target": convert["speaker_similarity"]["conversion"]["target"],
-        "closer_to_target": convert["conversion_speaker_accuracy"],
-        "error_reconstruction": errors["reconstruction"], "error_conversion": errors["conversion"],
+        **{k: probe.get(k) for k in PROBE_KEYS}, **conversion_scores(convert),
         "decode_samples_per_s": decode_speed(exp, codes),
     }
 
@@ -174,13 +169,26 @@ def merge_rows(path: Path, rows: list[dict]) -> list[dict]:
     return [merged[name] for name in [*VARIANTS, *baselines] if name in merged]
 
 
-def table(rows: list[dict]) -> str:
-    head = "| variant | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
-    lines = [head, "|---|" + "---|" * len(COLUMNS)]
+def table(rows: list[dict], columns: list[tuple[str, str, str]] = COLUMNS, name: str = "variant") -> str:
+    """A Markdown table: one row per dict, its ``name`` first, then ``columns`` (key, header, format)."""
+    head = f"| {name} | " + " | ".join(h for _, h, _ in columns) + " |"
+    lines = [head, "|---|" + "---|" * len(columns)]
     for row in rows:
-        cells = ["-" if row.get(k) is None else f.format(row[k]) for k, _, f in COLUMNS]
-        lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
+        cells = ["-" if row.get(k) is None else f.format(row[k]) for k, _, f in columns]
+        lines.append(f"| {row[name]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def conversion_scores(summary: dict) -> dict:
+    """The table's numbers from `evaluate conversion`'s summary."""
+    errors = summary["recognition"]["error_rate"]
+    return {
+        "mcd": summary["mcd"]["reconstruction"],
+        "similarity_target": summary["speaker_similarity"]["conversion"]["target"],
+        "closer_to_target": summary["conversion_speaker_accuracy"],
+        "error_reconstruction": errors["reconstruction"], "error_conversion": errors["conversion"],
+        "error_original": errors["original"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from ablate import conversion_scores, table
 from vqspeech.config import compose, training_stage
 from vqspeech.data.dataset import crop_length
 from vqspeech.errors import UserError
@@ -131,29 +132,14 @@ def score_point(name: str, config: dict, minutes: float, args) -> dict:
     probe = probe_codes(probe_exp, out, args)
     trained = summary(exp)
     units_minutes = summary(units)["minutes"] if units.is_dir() else 0.0
-    errors = convert["recognition"]["error_rate"]
     row = {
         "config": name, "overrides": config["overrides"] + args.overrides, "minutes": minutes,
         "trained_minutes": units_minutes + trained["minutes"],
         "steps": trained["step"], "samples": trained["step"] * samples_per_step(exp),
-        "error_reconstruction": errors["reconstruction"], "error_conversion": errors["conversion"],
-        "error_original": errors["original"],
-        "closer_to_target": convert["conversion_speaker_accuracy"],
-        "similarity_target": convert["speaker_similarity"]["conversion"]["target"],
-        "mcd": convert["mcd"]["reconstruction"],
-        "accuracy": probe.get("accuracy"), "pnmi": probe.get("pnmi"),
+        **conversion_scores(convert), "accuracy": probe.get("accuracy"), "pnmi": probe.get("pnmi"),
     }
     write_text_atomic(done, json.dumps(row, indent=2) + "\n")
     return row
-
-
-def table(rows: list[dict]) -> str:
-    head = "| config | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
-    lines = [head, "|---|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        cells = ["-" if row.get(k) is None else f.format(row[k]) for k, _, f in COLUMNS]
-        lines.append(f"| {row['config']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 PANELS = [  # (title, [(key, line style label)])
@@ -212,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         names = [c for c in args.configs.split(",") if c]
         unknown = [c for c in names if c not in CONFIGS]
         if unknown or not names:
-            raise UserError(f"Unknown configuration(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(CONFIGS)}.")
+            given, known = ", ".join(unknown) or "(none)", ", ".join(CONFIGS)
+            raise UserError(f"Unknown configuration(s) {given}; choose from {known}.")
         try:
             args.minutes = sorted({float(m) for m in args.minutes.split(",") if m})
         except ValueError:
@@ -232,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out_dir)
     write_text_atomic(out / "curve.json", json.dumps(rows, indent=2) + "\n")
-    text = table(rows)
+    text = table(rows, COLUMNS, name="config")
     write_text_atomic(out / "curve.md", text)
     plot(rows, out / "curve.png")
     print(text, end="")

@@ -37,6 +37,13 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
     holds NaN or infinite samples (a float file can; no model input may).
     """
     path = Path(path)
+    if sample_rate is not None and not (
+        isinstance(sample_rate, (int, np.integer)) and MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE
+    ):
+        raise UserError(
+            f"`sample_rate` must be a whole number of hertz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}, "
+            f"not {sample_rate!r}."
+        )
     if not path.is_file():
         raise UserError(f"Audio file {path} does not exist; check the path.")
     try:

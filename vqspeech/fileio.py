@@ -121,13 +121,25 @@ OWNED_FOLDER_MARKS = {".vqspeech-codes": "a codes folder", ".vqspeech-cache.json
 """Files that mark a folder as another command's output (``vqspeech encode``'s, ``prepare``'s)."""
 
 
-def check_not_in_owned_folder(path: str | os.PathLike) -> None:
+OWN_KINDS = {
+    "encode": ".vqspeech-codes",
+    "baseline": ".vqspeech-codes",
+    "prior sample": ".vqspeech-codes",
+    "prepare": ".vqspeech-cache.json",
+}
+"""Verbs whose output folder is itself one of :data:`OWNED_FOLDER_MARKS`' kinds (its writer)."""
+
+
+def check_not_in_owned_folder(path: str | os.PathLike, own_mark: str | None = None) -> None:
     """UserError when ``path`` would be written into a folder that another command owns and later
-    commands read (a codes folder, a prepared corpus, or a subfolder of one): a report written
-    there could replace one of its files (``codes.json``, ``prepare.json``)."""
+    commands read (a codes folder, a prepared corpus, or any folder inside one): a file written
+    there could replace one of its files (``codes.json``, a cached wav) or be read as one of them.
+    ``own_mark``: the mark ``path``'s own folder may carry (its writer rewriting its own output)."""
     folder = Path(os.path.realpath(Path(path).parent))
-    for owner in (folder, folder.parent):
+    for owner in (folder, *folder.parents):
         for mark, what in OWNED_FOLDER_MARKS.items():
+            if owner == folder and mark == own_mark:
+                continue
             if (owner / mark).exists():
                 raise UserError(
                     f"{path} would be written into {owner}, {what} that other commands read; write it elsewhere."
@@ -162,14 +174,16 @@ class FolderLock:
 
     Taking the lock refuses, in one sentence, a folder another live process holds; a lock left by a
     killed process (its process is gone, or the id now belongs to a process started later) is
-    taken over. Taking it also checks that the folder is writable. Use it as a context manager;
-    ``enabled=False`` (the other ranks of a distributed run) makes it a no-op.
+    taken over. Taking it also checks that the folder is writable and (``guard``) that it does not lie
+    in a folder another verb owns (:func:`check_not_in_owned_folder`; a verb may rewrite a folder of
+    its own kind, :data:`OWN_KINDS`). Use it as a context manager; ``enabled=False`` (the other
+    ranks of a distributed run) makes it a no-op.
     """
 
     NAME = ".vqspeech.lock"
 
-    def __init__(self, folder: str | os.PathLike, verb: str, enabled: bool = True):
-        self.folder, self.verb, self.enabled = Path(folder), verb, enabled
+    def __init__(self, folder: str | os.PathLike, verb: str, enabled: bool = True, guard: bool = True):
+        self.folder, self.verb, self.enabled, self.guard = Path(folder), verb, enabled, guard
         self.path = self.folder / self.NAME
         self.host = socket.gethostname()
         self.held = False
@@ -303,6 +317,8 @@ class FolderLock:
                 break
 
     def __enter__(self) -> FolderLock:
+        if self.enabled and self.guard:
+            check_not_in_owned_folder(self.folder / self.NAME, OWN_KINDS.get(self.verb))
         self.acquire()
         return self
 

@@ -359,7 +359,8 @@ def align_corpus(
     previous = {} if overwrite else _previous_inputs(out_dir)
     inputs = {it.id: _fingerprint(it) for it in items}
 
-    manifest_lock = FolderLock(manifest_folder, "align", enabled=manifest is not None)
+    # the manifest's folder is a prepared corpus: align rewrites its manifest there, by design
+    manifest_lock = FolderLock(manifest_folder, "align", enabled=manifest is not None, guard=False)
     with FolderLock(out_dir, "align"), manifest_lock:
         # align.json marks the folder as this command's from the start (a killed run can be rerun)
         # (with the inputs of the TextGrids it may keep: a killed run's rerun reuses them)

@@ -357,6 +357,15 @@ class CodesFolder:
         folder = cls(root, CodesInfo.load(root / INFO_FILE))
         if not folder.code_ids and not folder.latent_ids:
             raise UserError(f"{root} holds no codes/*.npy or latents/*.npy files; run `vqspeech encode` first.")
+        expected = folder.info.num_utterances
+        if expected is not None and len(folder.ids) != expected:  # a copy that stopped, a file deleted by hand
+            listed = sorted(set(folder.info.speakers) | set(folder.info.splits))
+            missing = [i for i in listed if i not in set(folder.ids)]
+            example = f" ({missing[0]} is missing)" if missing else ""
+            raise UserError(
+                f"{root} holds {len(folder.ids)} utterances' files but its codes.json lists {expected}{example}; "
+                "re-run `vqspeech encode` (or copy the folder again)."
+            )
         return folder
 
     @classmethod
@@ -535,8 +544,8 @@ def refuse_existing_codes(root: Path, overwrite: bool) -> None:
 
 def _ids(folder: Path) -> list[str]:
     """The utterance ids of ``folder/*.npy``; hidden files (temporary files of killed runs) are not
-    utterances."""
-    return sorted(p.stem for p in folder.glob("*.npy") if not p.name.startswith("."))
+    utterances, nor anything but a regular file (a FIFO would block its reader)."""
+    return sorted(p.stem for p in folder.glob("*.npy") if not p.name.startswith(".") and p.is_file())
 
 
 def _code_files(root: Path) -> list[Path]:
