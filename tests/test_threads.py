@@ -94,3 +94,28 @@ def test_real_competing_processes_lower_the_thread_count(restore_threads):
         for burner in burners:
             burner.kill()
             burner.wait()
+
+
+def test_the_thread_count_does_not_change_the_loss_on_real_audio(demo_manifest, restore_threads):
+    """What the governor changes is speed only: one training step's loss and gradients on real
+    speech with 1 and 2 threads agree to float32 rounding (relative 1e-5)."""
+    from vqspeech.config import compose
+    from vqspeech.data.manifest import load_utterance, read_manifest
+    from vqspeech.models import VQVAE
+
+    utts = read_manifest(demo_manifest)[:4]
+    crop = 4000
+    audio = torch.stack([torch.from_numpy(load_utterance(u)[:crop]) for u in utts])
+    speakers = torch.arange(len(utts)) % 2
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        model = VQVAE.from_config(compose(["model=small", "data.manifest=x"])["model"], num_speakers=2)
+        loss = model(audio, speakers).loss
+        loss.backward()
+        grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results.append((float(loss), grad))
+    (loss1, grad1), (loss2, grad2) = results
+    assert loss1 == pytest.approx(loss2, rel=1e-5)
+    assert torch.allclose(grad1, grad2, rtol=1e-3, atol=1e-6)

@@ -59,6 +59,7 @@ CONFIGS: dict[str, dict] = {
 
 COLUMNS = [  # key in the row, header, format
     ("minutes", "minutes", "{:g}"),
+    ("trained_minutes", "trained", "{:.1f}"),
     ("steps", "decoder steps", "{:,d}"),
     ("samples", "samples", "{:.3g}"),
     ("error_reconstruction", "recognition err. recon", "{:.2f}"),
@@ -95,7 +96,7 @@ def train_to(config: dict, exp: Path, minutes: float, last: float, args) -> None
             train_vqvae(units, [*overrides, f"train.max_steps={config['units_steps']}",
                                 f"train.max_minutes={units_minutes}"])
         overrides.append(f"train.units_from={units}")
-        decoder_minutes = minutes - units_minutes
+        decoder_minutes = minutes - summary(units)["minutes"]  # what the units left of the point's time
     schedule = max(1, round(config["steps_per_minute"] * (last - config.get("units_minutes", 0.0))))
     if "adversarial_warmup_share" in config:
         first = min(args.minutes) - config.get("units_minutes", 0.0)
@@ -162,7 +163,7 @@ def plot(rows: list[dict], path: Path) -> None:
         for i, config in enumerate(configs):
             points = [r for r in rows if r["config"] == config]
             for style, (key, label) in zip(("-o", "--s"), series, strict=False):
-                xs = [r["minutes"] for r in points if r.get(key) is not None]
+                xs = [r["trained_minutes"] for r in points if r.get(key) is not None]
                 ys = [r[key] for r in points if r.get(key) is not None]
                 ax.plot(xs, ys, style, color=f"C{i}", label=f"{config} {label}".strip())
         if title.startswith("recognition") and rows and rows[0].get("error_original") is not None:
