@@ -778,7 +778,8 @@ def test_writers_refuse_folders_holding_other_verbs_files(tmp_path, capsys, demo
     before = {p: p.read_bytes() for p in files_under(prepared)}
     assert "not a codes folder" in cli_error(capsys, ["baseline", "mfcc-kmeans", prepared / "manifest.jsonl", prepared,
                                                       "--num_codes", "16"], "baseline")
-    assert "not a codes folder" in cli_error(capsys, ["encode", trained_tiny, demo_manifest, prepared], "encode")
+    assert "a prepared corpus that other commands read" in cli_error(capsys, ["encode", trained_tiny, demo_manifest,
+                                                                               prepared], "encode")
     project = tmp_path / "project"
     project.mkdir()
     (project / "config.yaml").write_text("my: settings\n")

@@ -373,8 +373,8 @@ def test_sample_decodes_both_levels_together(tmp_path, priors, monkeypatch):
         sample_rate, hop_length = 8000, 160  # the codes' 50 codes per second
         top_stride = 2
         speakers = ["s1", "s2"]
-        model = SimpleNamespace(quantizer=SimpleNamespace(num_codes=1 << 15, num_groups=1),
-                                top=SimpleNamespace(num_codes=1 << 15, stride=2))
+        model = SimpleNamespace(quantizer=SimpleNamespace(num_codes=BOTTOM_K, num_groups=1),
+                                top=SimpleNamespace(num_codes=TOP_CODES, stride=2))
 
         def require_decoder(self):
             pass

@@ -115,7 +115,7 @@ def test_the_thread_count_does_not_change_the_loss_on_real_audio(demo_manifest, 
         loss = model(audio, speakers).loss
         loss.backward()
         grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-        results.append((float(loss), grad))
+        results.append((loss.item(), grad))
     (loss1, grad1), (loss2, grad2) = results
     assert loss1 == pytest.approx(loss2, rel=1e-5)
     assert torch.allclose(grad1, grad2, rtol=1e-3, atol=1e-6)

@@ -130,20 +130,27 @@ OWN_KINDS = {
 """Verbs whose output folder is itself one of :data:`OWNED_FOLDER_MARKS`' kinds (its writer)."""
 
 
-def check_not_in_owned_folder(path: str | os.PathLike, own_mark: str | None = None) -> None:
-    """UserError when ``path`` would be written into a folder that another command owns and later
-    commands read (a codes folder, a prepared corpus, or any folder inside one): a file written
-    there could replace one of its files (``codes.json``, a cached wav) or be read as one of them.
-    ``own_mark``: the mark ``path``'s own folder may carry (its writer rewriting its own output)."""
-    folder = Path(os.path.realpath(Path(path).parent))
-    for owner in (folder, *folder.parents):
+def owning_folder(folder: str | os.PathLike, own_mark: str | None = None) -> tuple[Path, str] | None:
+    """(the folder, what it is) when ``folder`` is or lies inside a folder another command owns
+    (:data:`OWNED_FOLDER_MARKS`), else None. ``own_mark``: a mark ``folder`` itself may carry
+    (its writer rewriting its own output)."""
+    start = Path(os.path.realpath(folder))
+    for owner in (start, *start.parents):
         for mark, what in OWNED_FOLDER_MARKS.items():
-            if owner == folder and mark == own_mark:
-                continue
-            if (owner / mark).exists():
-                raise UserError(
-                    f"{path} would be written into {owner}, {what} that other commands read; write it elsewhere."
-                )
+            if not (owner == start and mark == own_mark) and (owner / mark).exists():
+                return owner, what
+    return None
+
+
+def check_not_in_owned_folder(path: str | os.PathLike, own_mark: str | None = None) -> None:
+    """UserError when the file ``path`` would be written into a folder that another command owns
+    and later commands read (a codes folder, a prepared corpus, or any folder inside one): it could
+    replace one of its files (``codes.json``, a cached wav) or be read as one of them."""
+    found = owning_folder(Path(path).parent, own_mark)
+    if found is not None:
+        raise UserError(
+            f"{path} would be written into {found[0]}, {found[1]} that other commands read; write it elsewhere."
+        )
 
 
 def writable_folder(folder: str | os.PathLike) -> Path:
@@ -317,8 +324,13 @@ class FolderLock:
                 break
 
     def __enter__(self) -> FolderLock:
-        if self.enabled and self.guard:
-            check_not_in_owned_folder(self.folder / self.NAME, OWN_KINDS.get(self.verb))
+        found = owning_folder(self.folder, OWN_KINDS.get(self.verb)) if self.enabled and self.guard else None
+        if found is not None:
+            where = "is" if found[0] == Path(os.path.realpath(self.folder)) else "lies inside"
+            raise UserError(
+                f"{self.folder} {where} {found[0]}, {found[1]} that other commands read; "
+                f"give `{self.verb}` a folder of its own."
+            )
         self.acquire()
         return self
 
