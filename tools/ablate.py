@@ -64,6 +64,14 @@ VARIANTS: dict[str, list[str]] = {
     "cpc-invariant-50hz": [*CPC, *INVARIANT, *HZ50],
 }
 
+CONVERSION_COLUMNS = [  # `evaluate conversion`'s numbers (conversion_scores): key in the row, header, format
+    ("mcd", "MCD recon (dB)", "{:.1f}"),
+    ("similarity_target", "conv. sim. target", "{:.3f}"),
+    ("closer_to_target", "conv. closer to target", "{:.2f}"),
+    ("error_reconstruction", "recognition err. recon", "{:.2f}"),
+    ("error_conversion", "recognition err. conv", "{:.2f}"),
+]
+
 COLUMNS = [  # key in the row, header, format
     ("steps", "steps", "{:d}"),
     ("code_rate_hz", "codes/s", "{:g}"),
@@ -75,11 +83,7 @@ COLUMNS = [  # key in the row, header, format
     ("abx_across", "ABX across", "{:.3f}"),
     ("speaker_id_acc", "speaker ID (codes)", "{:.3f}"),
     ("codes_used", "codes used", "{:d}"),
-    ("mcd", "MCD recon (dB)", "{:.1f}"),
-    ("similarity_target", "conv. sim. target", "{:.3f}"),
-    ("closer_to_target", "conv. closer to target", "{:.2f}"),
-    ("error_reconstruction", "recognition err. recon", "{:.2f}"),
-    ("error_conversion", "recognition err. conv", "{:.2f}"),
+    *CONVERSION_COLUMNS,
     ("decode_samples_per_s", "decode samples/s", "{:,.0f}"),
 ]
 

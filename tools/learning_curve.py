@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from ablate import conversion_scores, table
+from ablate import CONVERSION_COLUMNS, conversion_scores, table
 from vqspeech.config import compose, training_stage
 from vqspeech.data.dataset import crop_length
 from vqspeech.errors import UserError
@@ -62,12 +62,8 @@ COLUMNS = [  # key in the row, header, format
     ("trained_minutes", "trained", "{:.1f}"),
     ("steps", "decoder steps", "{:,d}"),
     ("samples", "samples", "{:.3g}"),
-    ("error_reconstruction", "recognition err. recon", "{:.2f}"),
-    ("error_conversion", "recognition err. conv", "{:.2f}"),
+    *CONVERSION_COLUMNS,
     ("error_original", "recognition err. originals", "{:.2f}"),
-    ("closer_to_target", "conv. closer to target", "{:.2f}"),
-    ("similarity_target", "conv. sim. target", "{:.3f}"),
-    ("mcd", "MCD recon (dB)", "{:.1f}"),
     ("accuracy", "phone acc", "{:.3f}"),
     ("pnmi", "PNMI", "{:.3f}"),
 ]
