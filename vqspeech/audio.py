@@ -37,13 +37,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
     holds NaN or infinite samples (a float file can; no model input may).
     """
     path = Path(path)
-    if sample_rate is not None and not (
-        isinstance(sample_rate, (int, np.integer)) and MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE
-    ):
-        raise UserError(
-            f"`sample_rate` must be a whole number of hertz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}, "
-            f"not {sample_rate!r}."
-        )
+    if sample_rate is not None:
+        check_sample_rate(sample_rate)
     if not path.is_file():
         raise UserError(f"Audio file {path} does not exist; check the path.")
     try:
@@ -66,10 +61,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
     return np.ascontiguousarray(audio, dtype=np.float32), int(sr)
 
 
-def check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """``audio`` as float32 samples [T] in about [-1, 1], or UserError: a mono array of floats
-    (integer PCM must be scaled first), finite, at a whole ``sample_rate`` in hertz from
-    :data:`MIN_SAMPLE_RATE` to :data:`MAX_SAMPLE_RATE`."""
+def check_sample_rate(sample_rate: float) -> None:
+    """UserError unless ``sample_rate`` is a whole number of hertz from :data:`MIN_SAMPLE_RATE` to
+    :data:`MAX_SAMPLE_RATE` (an int, or a float without a fraction)."""
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer, float, np.floating)):
         raise UserError(f"`sample_rate` must be a number of hertz, not {sample_rate!r}.")
     if not (
@@ -81,6 +75,12 @@ def check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
             f"`sample_rate` must be a whole number of hertz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}, "
             f"not {sample_rate}."
         )
+
+
+def check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``audio`` as float32 samples [T] in about [-1, 1], or UserError: a mono array of floats
+    (integer PCM must be scaled first), finite, at a rate :func:`check_sample_rate` accepts."""
+    check_sample_rate(sample_rate)
     array = np.asarray(audio)
     if array.ndim == 2 and 1 in array.shape:
         array = array.reshape(-1)

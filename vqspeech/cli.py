@@ -224,10 +224,9 @@ def cmd_enroll(args) -> None:
 
 def default_enrol_folder(exp: Path, name: str) -> Path:
     """``EXP-NAME`` beside the experiment folder (of a checkpoint file: beside its experiment)."""
-    from .fileio import is_safe_name
+    from .fileio import check_plain_name
 
-    if not is_safe_name(name):
-        raise UserError(f"Speaker name {name!r} is not a plain name; use letters, digits, '_', '.' and '-'.")
+    check_plain_name(name)
     folder = exp.parent.parent if exp.is_file() and exp.parent.name == "checkpoints" else exp
     folder = Path(os.path.abspath(folder))
     if not folder.name:

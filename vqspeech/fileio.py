@@ -31,6 +31,18 @@ def is_safe_name(name: object) -> bool:
     return isinstance(name, str) and bool(SAFE_NAME.fullmatch(name))
 
 
+def check_plain_name(name: object, what: str = "Speaker name") -> None:
+    """UserError unless ``name`` can be a file or folder name (:func:`is_safe_name`)."""
+    if not is_safe_name(name):
+        raise UserError(f"{what} {name!r} is not a plain name; use letters, digits, '_', '.' and '-'.")
+
+
+def file_stamp(path: str | os.PathLike) -> list[int]:
+    """[size, modification time in ns] of a file: a replaced file shows as a change."""
+    stat = os.stat(path)
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

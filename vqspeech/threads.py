@@ -6,7 +6,7 @@ operators. When another CPU-bound process holds one of the cores, the team's thr
 runs only in the time slices the scheduler gives it, every barrier waits for it, and the waiting
 thread spins meanwhile. On this project's 2-core machine one competing process cut training from
 ~33k to ~5k samples/s with 2 threads, while 1 thread kept ~11k (``tools/bench_train.py --load 1``;
-DESIGN.md, "Training on a shared CPU").
+DESIGN.md, "Training").
 
 :class:`ThreadGovernor` measures, every ``interval`` seconds, the CPU time the other processes used
 (all CPUs' busy time from ``/proc/stat`` minus this process's own) and sets the thread count to the

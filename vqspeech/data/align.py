@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from ..audio import load_audio, resample
 from ..errors import UserError, first_line
-from ..fileio import FolderLock, inside, overlapping, user_path, write_text_atomic
+from ..fileio import FolderLock, file_stamp, inside, overlapping, user_path, write_text_atomic
 from . import espeak
 from .alignments import Segment, write_textgrid
 from .corpora import SourceUtterance, find_utterances
@@ -449,8 +449,7 @@ def _fingerprint(item: SourceUtterance) -> list:
     audio: list[int | None] = [None, None]
     if item.path is not None:
         with contextlib.suppress(OSError, ValueError):
-            stat = os.stat(item.path)
-            audio = [stat.st_size, stat.st_mtime_ns]
+            audio = [*file_stamp(item.path)]
     return [*audio, hashlib.sha1((item.text or "").encode("utf-8", "surrogatepass")).hexdigest()[:16]]
 
 

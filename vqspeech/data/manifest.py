@@ -69,8 +69,6 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-"""The highest sample rate anything in vqspeech accepts (prepare, models, manifests)."""
-
 MAX_DURATION = 24 * 3600.0
 """The longest utterance a manifest may list, in seconds."""
 

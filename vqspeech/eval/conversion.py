@@ -47,7 +47,7 @@ from ..audio import resample, save_wav
 from ..data.manifest import Utterance, load_utterance, read_manifest
 from ..data.reference import load_reference
 from ..errors import UserError
-from ..fileio import FolderLock, atomic_path, inside, is_safe_name, write_text_atomic
+from ..fileio import FolderLock, atomic_path, check_plain_name, inside, write_text_atomic
 from ..inference import VQSpeech
 from ..inference.vqspeech import check_temperature
 from ..plots import save_spectrograms
@@ -126,8 +126,7 @@ def evaluate_conversion(
     items = _select(all_utts, split, num, vq.speakers, seed, manifest)
     voices = dict(voices or {})
     for name in voices:
-        if not is_safe_name(name):
-            raise UserError(f"Voice name {name!r} is not a plain name; use letters, digits, '_', '.' and '-'.")
+        check_plain_name(name, "Voice name")
     target_of = _assign_targets(items, targets, vq, voices)
 
     # The scorers load before anything is deleted: a missing resemblyzer must not cost old results.

@@ -122,7 +122,7 @@ def _output_paths(ids: list[str], out: Path, overwrite: bool) -> list[Path]:
         raise UserError(f"{len(ids)} inputs cannot go to the single file {out}; give a folder as the output.")
     else:
         paths = [inside(out, f"{i}.wav") for i in ids]
-    if paths:
+    if paths:  # before the other checks: the owner is the clearest reason (the lock checks a folder again)
         check_not_in_owned_folder(paths[0])  # all of them have one folder
     existing = [p for p in paths if p.exists()]
     if existing and not overwrite:

@@ -17,7 +17,6 @@ optimizer state (``enrolment_state``) is resume-only and left out of an export.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from ..config import save_yaml
 from ..data.dataset import crop_length
 from ..data.reference import load_reference, reference_files
 from ..errors import UserError
-from ..fileio import FolderLock, is_safe_name, overlapping, user_path, write_text_atomic
+from ..fileio import FolderLock, check_plain_name, file_stamp, overlapping, user_path, write_text_atomic
 from ..inference.vqspeech import VQSpeech
 from ..models.vqvae import VQVAE
 from ..threads import ThreadGovernor
@@ -112,8 +111,7 @@ def draw_crops(
 
 def fingerprint(paths: list[str]) -> list[list[Any]]:
     """[path, size, mtime_ns] of each file: a replaced model or recording shows as a change."""
-    stats = [(p, os.stat(p)) for p in paths]
-    return [[p, st.st_size, st.st_mtime_ns] for p, st in stats]
+    return [[p, *file_stamp(p)] for p in paths]
 
 
 def _resume_state(out: Path, name: str, inputs: list[list[Any]], steps: int, overwrite: bool) -> dict[str, Any] | None:
@@ -166,8 +164,7 @@ def enroll_speaker(
     options.check()
     source = resolve_checkpoint(user_path(exp)).resolve()
     out = user_path(out)
-    if not is_safe_name(name):
-        raise UserError(f"Speaker name {name!r} is not a plain name; use letters, digits, '_', '.' and '-'.")
+    check_plain_name(name)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; give a folder for the enrolled model.")
     exp_folder = source.parent.parent if source.parent.name == "checkpoints" else source.parent

@@ -466,10 +466,10 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
             )
         saved = exp_dir / "codes.json"
         if resume and saved.is_file():
-            before = _codes_origin(CodesInfo.load(saved))
-            if before != _codes_origin(info):
+            before, now = _codes_origin(CodesInfo.load(saved)), _codes_origin(info)
+            if before != now:
                 raise UserError(
-                    f"The codes in {codes_dir} were made by {_codes_origin(info)['checkpoint'] or 'no VQ-VAE'}, but "
+                    f"The codes in {codes_dir} were made by {now['checkpoint'] or 'no VQ-VAE'}, but "
                     f"{exp_dir} was trained on codes of {before['checkpoint'] or 'no VQ-VAE'} (see its codes.json); "
                     "train a new prior on these codes in a new folder."
                 )

@@ -76,9 +76,7 @@ class Task(abc.ABC):
 
 
 @contextlib.contextmanager
-def out_of_memory_as_user_error(
-    step: int, fix: str = "lower train.batch_size or train.crop_seconds (or the model's size)"
-) -> Iterator[None]:
+def out_of_memory_as_user_error(step: int, fix: str) -> Iterator[None]:
     """Turn the allocator's failure (CPU: a RuntimeError "can't allocate memory"; CUDA:
     torch.OutOfMemoryError) into one sentence naming the settings that size a step (``fix``)."""
     try:
@@ -311,37 +309,37 @@ class Trainer:
                     sps=f"{rate:,.0f}",
                 )
             bar.update(1)
-            try:
+            with self._saved_on_failure(started):
                 if self.step % self.settings["valid_every"] == 0:
                     metrics, validated_at = self._validate(writer), self.step
                 media = self.settings["media_every"] and self.step % self.settings["media_every"] == 0
                 if media and writer is not None:
                     self.task.log_media(self.model, writer, self.step, self.device)
-            except Exception:
-                self._save_after_failure(started)
-                raise
             if self.step % self.settings["checkpoint_every"] == 0:
                 self.elapsed += time.time() - started
                 started = time.time()
                 self.save(f"step-{self.step}.pt", also_last=True)
         bar.close()
         if validated_at != self.step:
-            try:
+            with self._saved_on_failure(started):
                 metrics = self._validate(writer)
-            except Exception:
-                self._save_after_failure(started)
-                raise
         self.elapsed += time.time() - started
         self.save()
         if writer is not None:
             writer.close()
         return metrics
 
-    def _save_after_failure(self, started: float) -> None:
-        """Keep the steps since the last checkpoint when validation or media fail (a bad file, a
-        plot): the corrected rerun resumes from here."""
-        self.elapsed += time.time() - started
-        self.save()
+    @contextlib.contextmanager
+    def _saved_on_failure(self, started: float) -> Iterator[None]:
+        """Keep the steps since the last checkpoint (``started``: when this run's time was last
+        added to ``elapsed``) when validation or media fail (a bad file, a plot): the corrected
+        rerun resumes from here."""
+        try:
+            yield
+        except Exception:
+            self.elapsed += time.time() - started
+            self.save()
+            raise
 
     def _validate(self, writer) -> dict[str, float]:
         """Validation metrics; a new best of ``task.best_metric`` is saved as ``best.pt``."""
