@@ -20,6 +20,7 @@ from vqspeech.data.manifest import load_utterance, read_manifest, speakers_of
 from vqspeech.eval.loss import teacher_forced_metrics
 from vqspeech.inference import VQSpeech
 from vqspeech.models.cpc import CPCHead, same_speaker_negatives
+from vqspeech.models.frontend import LogMelFrontend, vtlp_frequencies
 from vqspeech.models.mel_decoder import MelDecoder
 from vqspeech.models.speaker_adversary import SpeakerAdversary
 from vqspeech.models.vqvae import VQVAE
@@ -152,6 +153,61 @@ def test_speaker_adversary_trains_with_the_units_and_stays_frozen_after(tmp_path
     model = VQSpeech.load(exp, "cpu").model
     model.set_stage("decoder")
     assert not any(p.requires_grad for p in model.speaker_adversary.parameters())
+
+
+def test_the_vtlp_warp_scales_below_its_knee_and_keeps_both_ends():
+    freqs = torch.linspace(0, 4000, 401)
+    alpha = torch.tensor([0.85, 1.0, 1.15])
+    warped = vtlp_frequencies(freqs, alpha, nyquist=4000.0)
+    torch.testing.assert_close(warped[1], freqs.double())
+    assert torch.all(warped[:, 0] == 0) and torch.allclose(warped[:, -1], torch.tensor(4000.0, dtype=torch.float64))
+    assert torch.all(torch.diff(warped, dim=1) > 0)  # a warp never folds the axis
+    low = freqs <= 2000  # below the knee (0.8 * nyquist * min(alpha, 1) / alpha >= 2,086 Hz)
+    torch.testing.assert_close(warped[:, low], alpha[:, None].double() * freqs[low].double())
+
+
+def test_the_warp_moves_a_real_voice_spectrum_in_training_only(fsdd_manifest):
+    """VTLP on a real recording: a factor above 1 moves the mel spectrum's energy up, below 1 down;
+    factor 1 is the plain filterbank; every crop of a batch gets its own factor; eval mode is plain."""
+    utt = next(u for u in read_manifest(fsdd_manifest, "test") if u.duration > 0.4)
+    audio = torch.from_numpy(load_utterance(utt))[None]
+    frontend = LogMelFrontend(8000, 80, n_mels=80, warp=0.15)
+    torch.testing.assert_close(frontend.warped_filters(torch.ones(1))[0], frontend.filters)
+
+    def centroid(alpha: float) -> float:  # energy-weighted mean mel band over the utterance
+        energy = torch.matmul(frontend.warped_filters(torch.tensor([alpha]))[0], frontend.power_spectrum(audio)[0])
+        bands = torch.arange(80.0)[:, None]
+        return float((bands * energy).sum() / energy.sum())
+
+    low, plain, high = centroid(0.85), centroid(1.0), centroid(1.15)
+    assert low < plain - 1.0 and high > plain + 1.0, (low, plain, high)
+
+    frontend.eval()
+    torch.testing.assert_close(frontend(audio.repeat(2, 1)), frontend(audio.repeat(2, 1)))
+    frontend.train()
+    torch.manual_seed(0)
+    pair = frontend(audio.repeat(2, 1))
+    assert not torch.allclose(pair[0], pair[1])  # two crops, two factors
+    frontend.eval()
+    plain_features = frontend(audio)
+    assert not torch.allclose(pair[0], plain_features[0])
+
+
+def test_the_warp_trains_the_units_and_needs_the_mel_front_end(tmp_path, capsys, fsdd_manifest):
+    exp = tmp_path / "warp"
+    assert run_cli(["train", exp, *FAST_TRAIN, *MEL, f"data.manifest={fsdd_manifest}", "train.max_steps=10",
+                    "model.encoder.warp=0.15", "model.encoder.normalize=true"]) == 0
+    vq = VQSpeech.load(exp, "cpu")
+    assert vq.model.encoder.frontend.warp == 0.15
+    audio = load_utterance(read_manifest(fsdd_manifest, "test")[0])
+    first = vq.encode(audio, 8000, latents=True)
+    vq.model.encoder.frontend.warp = 0.0
+    np.testing.assert_array_equal(first.latents, vq.encode(audio, 8000, latents=True).latents)  # no warp in eval
+    capsys.readouterr()
+    assert run_cli(["train", tmp_path / "conv", *FAST_TRAIN, f"data.manifest={fsdd_manifest}",
+                    "model.encoder.frontend=conv", "model.encoder.warp=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "model.encoder.warp" in err and "conv front end" in err and "Traceback" not in err
 
 
 def test_cpc_negatives_come_only_from_other_crops_of_the_same_speaker():

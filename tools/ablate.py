@@ -59,6 +59,7 @@ VARIANTS: dict[str, list[str]] = {
     "mel-norm": [*MEL, "model.encoder.normalize=true"],
     "mel-invariant": [*MEL, *INVARIANT],
     "mel-invariant-50hz": [*MEL, *INVARIANT, *HZ50],
+    "mel-invariant-warp": [*MEL, *INVARIANT, "model.encoder.warp=0.1"],
     "cpc": CPC,
     "cpc-invariant": [*CPC, *INVARIANT],
     "cpc-invariant-50hz": [*CPC, *INVARIANT, *HZ50],

@@ -32,12 +32,12 @@ import torch
 from .errors import UserError, first_line
 from .fileio import atomic_path, check_writable_parent
 
-FORMAT_VERSION = 4
-"""4: model.speaker_encoder added (before: off). 3: model.objective, model.encoder.normalize and
-model.speaker_adversary added (before: ``wavenet``, false, weight 0). 2: every key a model reads is in
-the checkpoint (quantizer.type added). 1: configs written before jitter, quantizer.kmeans_iters,
-quantizer.groups, decoder_type and top existed lack them, and priors before hierarchical and
-grouped codes lack level and groups."""
+FORMAT_VERSION = 5
+"""5: model.encoder.warp added (before: 0). 4: model.speaker_encoder added (before: off). 3:
+model.objective, model.encoder.normalize and model.speaker_adversary added (before: ``wavenet``,
+false, weight 0). 2: every key a model reads is in the checkpoint (quantizer.type added). 1:
+configs written before jitter, quantizer.kmeans_iters, quantizer.groups, decoder_type and top
+existed lack them, and priors before hierarchical and grouped codes lack level and groups."""
 
 LEGACY_MODEL_KEYS: dict[tuple[str, ...], Any] = {
     ("jitter",): 0.0,
@@ -48,6 +48,7 @@ LEGACY_MODEL_KEYS: dict[tuple[str, ...], Any] = {
     ("top",): {"stride": 0},
     ("objective",): "wavenet",
     ("encoder", "normalize"): False,
+    ("encoder", "warp"): 0.0,
     ("speaker_adversary",): {"weight": 0.0, "hidden": 128},
     ("speaker_encoder",): {
         "share": 0.0,
@@ -79,7 +80,7 @@ def upgrade_model_config(model: dict[str, Any]) -> dict[str, Any]:
 
 def _upgrade(ckpt: dict[str, Any]) -> dict[str, Any]:
     """Bring a checkpoint of an older format version to :data:`FORMAT_VERSION`."""
-    if ckpt["format_version"] < 4:
+    if ckpt["format_version"] < FORMAT_VERSION:
         if ckpt.get("kind") == "vqvae" and isinstance(ckpt.get("config", {}).get("model"), dict):
             ckpt["config"]["model"] = upgrade_model_config(ckpt["config"]["model"])
     if ckpt["format_version"] < 2:

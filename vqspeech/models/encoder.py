@@ -46,6 +46,10 @@ class Encoder(nn.Module):
     for the mel front end), which removes much of a voice's and a channel's fixed spectral shape.
     The statistics are the whole input's unless given (:meth:`feature_stats` of the whole
     utterance, when it is encoded in chunks).
+
+    ``warp`` (mel front end, training only): vocal tract length perturbation of the input
+    (:class:`LogMelFrontend`); the decoder still reconstructs the unperturbed speech, so whatever of
+    the voice the warp changes has to come from the speaker condition, not from the codes.
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class Encoder(nn.Module):
         dilations: Sequence[int] = (1, 2, 4, 1, 2, 4),
         kernel_size: int = 3,
         normalize: bool = False,
+        warp: float = 0.0,
     ):
         super().__init__()
         self.normalize = normalize
@@ -68,8 +73,10 @@ class Encoder(nn.Module):
             raise ValueError(f"encoder kernel_size={kernel_size} must be odd (centred, length-preserving)")
         self.frontend: LogMelFrontend | ConvFrontend
         if frontend == "mel":
-            self.frontend = LogMelFrontend(sample_rate, hop_length, n_mels, n_fft)
+            self.frontend = LogMelFrontend(sample_rate, hop_length, n_mels, n_fft, warp=warp)
         elif frontend == "conv":
+            if warp:
+                raise ValueError(f"encoder warp={warp} needs the mel front end (frontend='mel')")
             self.frontend = ConvFrontend(hop_length, list(strides or []), channels)
         else:
             raise ValueError(f"unknown encoder frontend {frontend!r}; use 'mel' or 'conv'")

@@ -13,10 +13,8 @@ import torch
 from torch import nn
 
 
-def mel_filterbank(
-    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
-) -> torch.Tensor:
-    """Slaney-style triangular mel filters (HTK mel scale), shape [n_mels, n_fft // 2 + 1]."""
+def _mel_edges(sample_rate: int, n_mels: int, fmin: float, fmax: float | None) -> torch.Tensor:
+    """The n_mels + 2 band edges in Hz, equally spaced on the HTK mel scale, float64 [n_mels + 2]."""
     fmax = fmax or sample_rate / 2
 
     def hz_to_mel(f):
@@ -25,14 +23,39 @@ def mel_filterbank(
     def mel_to_hz(m):
         return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
 
-    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    return torch.tensor(mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2)))
+
+
+def _triangles(freqs: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Equal-area triangular filters between ``edges`` [n_mels + 2] evaluated at ``freqs`` [..., F]
+    (Hz) -> [..., n_mels, F]."""
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (freqs[None] - lower) / (centre - lower)
-    falling = (upper - freqs[None]) / (upper - centre)
-    filters = np.maximum(0.0, np.minimum(rising, falling))
-    filters *= 2.0 / (upper - lower)  # equal area per filter
-    return torch.tensor(filters, dtype=torch.float32)
+    freqs = freqs.unsqueeze(-2)
+    rising = (freqs - lower) / (centre - lower)
+    falling = (upper - freqs) / (upper - centre)
+    return torch.clamp(torch.minimum(rising, falling), min=0.0) * (2.0 / (upper - lower))
+
+
+def mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> torch.Tensor:
+    """Slaney-style triangular mel filters (HTK mel scale), shape [n_mels, n_fft // 2 + 1]."""
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    return _triangles(freqs, _mel_edges(sample_rate, n_mels, fmin, fmax)).float()
+
+
+def vtlp_frequencies(freqs: torch.Tensor, alpha: torch.Tensor, nyquist: float, boundary: float = 0.8) -> torch.Tensor:
+    """Vocal tract length perturbation's frequency warp (Jaitly and Hinton, 2013): freqs [F] (Hz)
+    and factors alpha [B] -> warped frequencies [B, F].
+
+    f -> alpha * f up to f0 = boundary * nyquist * min(alpha, 1) / alpha, then the straight line
+    from (f0, alpha * f0) to (nyquist, nyquist), so the warp keeps 0 and the Nyquist frequency.
+    """
+    alpha = alpha[:, None].double()
+    knee = boundary * nyquist * alpha.clamp(max=1.0) / alpha
+    slope = (nyquist - alpha * knee) / (nyquist - knee)
+    freqs = freqs[None].double()
+    return torch.where(freqs <= knee, alpha * freqs, nyquist - slope * (nyquist - freqs))
 
 
 def _frames(audio: torch.Tensor, hop_length: int) -> int:
@@ -53,6 +76,11 @@ class LogMelFrontend(nn.Module):
 
     The window is zero-padded to ``n_fft`` points (default: the next power of two >= the window, at
     least 512) so that narrow low-frequency mel filters still cover FFT bins.
+
+    ``warp`` > 0 (training only): vocal tract length perturbation. Each input's frequency axis is
+    scaled by its own factor drawn uniformly from [1 - warp, 1 + warp] (:func:`vtlp_frequencies`)
+    before the mel filters, which moves formants and harmonics together, as a shorter or longer
+    vocal tract and a higher or lower voice would; frames and their timing are unchanged.
     """
 
     window: torch.Tensor  # [win_length] non-persistent buffer
@@ -65,9 +93,14 @@ class LogMelFrontend(nn.Module):
         n_mels: int = 80,
         n_fft: int | None = None,
         win_length: int | None = None,
+        warp: float = 0.0,
     ):
         super().__init__()
+        if not 0.0 <= warp < 1.0:
+            raise ValueError(f"frequency warp {warp} must be in [0, 1)")
         self.hop_length = hop_length
+        self.sample_rate = sample_rate
+        self.warp = warp
         self.win_length = win_length or 2 * hop_length
         self.n_fft = n_fft or max(512, 1 << (self.win_length - 1).bit_length())
         if self.n_fft < self.win_length:
@@ -81,29 +114,38 @@ class LogMelFrontend(nn.Module):
         """Frames on each side whose samples reach into a frame's window."""
         return math.ceil((self.n_fft - self.hop_length) / 2 / self.hop_length)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        """audio [B, T] -> log-mel [B, n_mels, T // hop]."""
+    def power_spectrum(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio [B, T] -> |STFT|^2 [B, n_fft // 2 + 1, T // hop], one frame per hop."""
         frames = _frames(audio, self.hop_length)
         left = (self.n_fft - self.hop_length) // 2  # frame t is centred at (t + 0.5) * hop
         right = self.n_fft - self.hop_length - left
         audio = audio[..., : frames * self.hop_length].float()
         mode = "reflect" if audio.shape[-1] > max(left, right) else "constant"
         audio = nn.functional.pad(audio.unsqueeze(1), (left, right), mode=mode).squeeze(1)
-        spec = (
-            torch.stft(
-                audio,
-                self.n_fft,
-                self.hop_length,
-                win_length=self.win_length,
-                window=self.window,
-                center=False,
-                return_complex=True,
-            )
-            .abs()
-            .pow(2)
+        spec = torch.stft(
+            audio,
+            self.n_fft,
+            self.hop_length,
+            win_length=self.win_length,
+            window=self.window,
+            center=False,
+            return_complex=True,
         )
-        mel = torch.matmul(self.filters, spec)[..., :frames]
-        return torch.log(mel.clamp_min(1e-5))
+        return spec.abs().pow(2)[..., :frames]
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio [B, T] -> log-mel [B, n_mels, T // hop]."""
+        filters = self.filters
+        if self.training and self.warp:
+            filters = self.warped_filters(1.0 + self.warp * (2.0 * torch.rand(len(audio), device=audio.device) - 1.0))
+        return torch.log(torch.matmul(filters, self.power_spectrum(audio)).clamp_min(1e-5))
+
+    def warped_filters(self, alpha: torch.Tensor) -> torch.Tensor:
+        """VTLP factors alpha [B] (see the class docstring) -> mel filters [B, n_mels, bins]."""
+        nyquist = self.sample_rate / 2
+        freqs = torch.linspace(0, nyquist, self.n_fft // 2 + 1, dtype=torch.float64, device=alpha.device)
+        edges = _mel_edges(self.sample_rate, self.out_channels, 0.0, None).to(alpha.device)
+        return _triangles(vtlp_frequencies(freqs, alpha, nyquist), edges).float()
 
 
 class ConvFrontend(nn.Module):

@@ -129,6 +129,7 @@ MODEL_RULES: dict[str, Rule] = {
     "model.encoder.channels": integer(1, WIDTH),
     "model.encoder.dilations": positive_ints(1),
     "model.encoder.normalize": BOOL,
+    "model.encoder.warp": number(0, 0.5),
     "model.quantizer.type": choice(*QUANTIZERS),
     "model.quantizer.beta": number(0),
     "model.quantizer.ema": BOOL,
@@ -318,6 +319,12 @@ def check_vqvae_config(cfg: dict[str, Any]) -> None:
         )
     _relation(latent % groups == 0, "model.quantizer.groups", groups, f"divide model.latent_dim={latent}")
     if model["encoder"]["frontend"] == "conv":
+        _relation(
+            not model["encoder"]["warp"],
+            "model.encoder.warp",
+            model["encoder"]["warp"],
+            "be 0 with the conv front end (the warp acts on the mel front end's spectrum)",
+        )
         strides = model["encoder"]["strides"]
         _relation(
             math.prod(strides) == hop,
