@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,8 +189,30 @@ def test_overwrite_replaces_an_enrolment_under_a_mistyped_name(trained_tiny, rec
     tail = [recordings, "-o", out, "--device", "cpu", "--minutes", "0", "--steps", "1"]
     assert run_cli([*base, "anaa", *tail]) == 0
     assert "enrolment of 'anaa'" in cli_error(capsys, [*base, "anna", *tail], "enroll")
+    (out / "metrics.json").write_text('{"bits_per_sample": 5.0}\n')  # results of the replaced enrolment
+    (out / "report.html").write_text("<html>anaa</html>\n")
+    (out / "eval_convert").mkdir()
+    assert "eval_convert holds an evaluation" in cli_error(capsys, [*base, "anna", *tail, "--overwrite"], "enroll")
+    (out / "eval_convert").rmdir()
     assert run_cli([*base, "anna", *tail, "--overwrite"]) == 0
     assert json.loads((out / "enrolment.json").read_text())["name"] == "anna"
+    assert not (out / "metrics.json").exists() and not (out / "report.html").exists()
+
+
+def test_a_loose_checkpoint_enrols_beside_itself(trained_tiny, recordings, tmp_path, capsys, one_thread):
+    from vqspeech.cli import default_enrol_folder
+
+    models = tmp_path / "models"
+    models.mkdir()
+    assert run_cli(["export", trained_tiny, models / "m.pt"]) == 0
+    assert default_enrol_folder(models / "m.pt", "anna") == models / "m-anna"
+    assert default_enrol_folder(trained_tiny / "checkpoints" / "last.pt", "anna") == Path(f"{trained_tiny}-anna")
+    assert run_cli(["enroll", models / "m.pt", "anna", recordings, "-o", models / "enrolled", "--steps", "1",
+                    "--minutes", "0", "--device", "cpu"]) == 0
+    assert "anna" in VQSpeech.load(models / "enrolled", "cpu").speakers
+    wav = next(recordings.iterdir())
+    message = cli_error(capsys, ["enroll", trained_tiny, "anna", recordings, wav, "-o", tmp_path / "o"], "enroll")
+    assert f"Recording {wav} is given twice" in message
 
 
 def test_a_batch_beyond_the_step_bound_is_refused_before_work(trained_tiny, recordings, tmp_path, capsys):

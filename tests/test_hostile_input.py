@@ -1496,3 +1496,216 @@ def test_load_audio_refuses_a_target_rate_out_of_range(demo_manifest):
 
     with pytest.raises(UserError, match="sample_rate"):
         load_audio(read_manifest(demo_manifest)[0].audio, 0)
+
+
+# --- seventh pass -----------------------------------------------------------------------------
+
+
+def test_prepare_converts_sources_swapped_under_one_modification_time(tmp_path):
+    """Files unpacked from one archive share a timestamp; swapping two of them with mv keeps both
+    times, so only the record of what each cached wav was made from shows the change."""
+    from vqspeech.data.prepare import prepare_corpus
+
+    corpus = tmp_path / "corpus"
+    t = np.arange(8000) / 8000
+    for speaker, seconds in (("anna", 0.5), ("ben", 1.0)):
+        (corpus / speaker).mkdir(parents=True)
+        sf.write(corpus / speaker / "001.wav", (0.3 * np.sin(2 * np.pi * 220 * t[: int(8000 * seconds)])), 8000)
+        os.utime(corpus / speaker / "001.wav", (1.6e9, 1.6e9))
+    summary = prepare_corpus(corpus, tmp_path / "out", "folder", sample_rate=8000, progress=False, num_workers=0)
+    assert {u.speaker: u.duration for u in read_manifest(summary.manifest)} == {"anna": 0.5, "ben": 1.0}
+    (corpus / "anna" / "001.wav").rename(tmp_path / "swap.wav")
+    (corpus / "ben" / "001.wav").rename(corpus / "anna" / "001.wav")
+    (tmp_path / "swap.wav").rename(corpus / "ben" / "001.wav")
+    summary = prepare_corpus(corpus, tmp_path / "out", "folder", sample_rate=8000, progress=False, num_workers=0)
+    utts = read_manifest(summary.manifest)
+    assert {u.speaker: u.duration for u in utts} == {"anna": 1.0, "ben": 0.5}
+    for u in utts:  # the cache holds the new audio, not only the manifest
+        assert sf.info(u.audio).frames == int(u.duration * 8000)
+
+
+def test_decode_refuses_codes_of_another_code_rate(tmp_path, capsys, trained_tiny, codes):
+    other = tmp_path / "codes16"
+    shutil.copytree(codes, other)
+    info = json.loads((other / "codes.json").read_text())
+    rate = info["code_rate_hz"] * 2  # the same hop at twice the sample rate
+    info.update(code_rate_hz=rate, frame_offset_s=0.5 / rate, sample_rate=info["sample_rate"] * 2)
+    (other / "codes.json").write_text(json.dumps(info))
+    message = cli_error(capsys, ["decode", trained_tiny, other, "-o", tmp_path / "out"], "decode")
+    assert "code rate" in message and "decode them with the model that made them" in message
+    one = sorted((other / "codes").glob("*.npy"))[0]
+    assert "code rate" in cli_error(capsys, ["decode", trained_tiny, one, "-o", tmp_path / "one.wav"], "decode")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "one.wav").exists()
+
+
+def test_evaluate_conversion_writes_neither_into_an_experiment_nor_over_a_foreign_metrics_file(
+    tmp_path, capsys, trained_tiny
+):
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    (exp / "metrics.json").write_text('{"split": "valid", "bits_per_sample": 5.0}\n')
+    before = files_under(exp)
+    message = cli_error(capsys, ["evaluate", "conversion", exp, "--out", exp, "--num", "1", "--overwrite"],
+                        "evaluate conversion")
+    assert "is an experiment folder" in message and "eval_convert" in message
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"split": "valid", "bits_per_sample": 5.0}\n')
+    message = cli_error(capsys, ["evaluate", "conversion", exp, "--out", out, "--num", "1", "--overwrite"],
+                        "evaluate conversion")
+    assert "was not written by `evaluate conversion`" in message
+    assert files_under(exp) == before and json.loads((out / "metrics.json").read_text())["bits_per_sample"] == 5.0
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+
+
+def test_a_stale_lock_taken_over_by_one_process_is_not_removed_by_another(tmp_path):
+    """Two processes find the same dead holder's lock; the one that removes it second must not
+    remove the lock the first one has taken meanwhile."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    dead = {"pid": 2**22 + 12345, "host": socket.gethostname(), "verb": "encode", "started": time.time() - 100,
+            "process_start": "1"}
+    (folder / FolderLock.NAME).write_text(json.dumps(dead))
+    first, second = FolderLock(folder, "encode"), FolderLock(folder, "encode")
+    stale = second._read_holder()  # what the second process judged stale
+    assert stale and not second._holder_alive(stale)
+    first.acquire()  # the first process takes the lock over
+    second._remove_stale(stale)  # ... and the second one, late, removes what it judged stale
+    assert json.loads((folder / FolderLock.NAME).read_text())["pid"] == os.getpid()
+    with pytest.raises(UserError, match="is in use by `vqspeech encode`"):
+        second.acquire()
+    first.release()
+
+
+def test_train_refuses_a_folder_whose_last_checkpoint_is_gone(tmp_path, capsys, demo_manifest):
+    exp = tmp_path / "exp"
+    common = [*FAST_TRAIN, f"data.manifest={demo_manifest}", "train.checkpoint_every=1"]
+    assert run_cli(["train", exp, *common, "train.max_steps=2"]) == 0
+    (exp / "checkpoints" / "last.pt").unlink()
+    kept = {p.name: p.read_bytes() for p in (exp / "checkpoints").glob("*.pt")}
+    assert set(kept) == {"step-1.pt", "step-2.pt"}
+    message = cli_error(capsys, ["train", exp, *common, "train.max_steps=4"], "train")
+    assert "holds step-2.pt but no last.pt" in message and "copy it to" in message
+    assert {p.name: p.read_bytes() for p in (exp / "checkpoints").glob("*.pt")} == kept
+    shutil.copy(exp / "checkpoints" / "step-2.pt", exp / "checkpoints" / "last.pt")  # the way the message names
+    assert run_cli(["train", exp, "train.max_steps=3"]) == 0
+    assert torch.load(exp / "checkpoints" / "last.pt", weights_only=True)["step"] == 3
+
+
+def test_validation_utterances_of_unknown_speakers_are_named_when_left_out():
+    from vqspeech.training.experiment import known_speakers_only
+
+    utts = [dataclasses.make_dataclass("U", ["speaker"])(s) for s in ("anna", "lucas", "lucas", "zoe")]
+    with pytest.warns(UserWarning, match=r"3 of the 4 valid utterances are by speakers absent .*lucas, zoe"):
+        assert known_speakers_only(utts, {"anna": 0}) == utts[:1]
+    with pytest.warns(UserWarning, match="there are no validation metrics"):
+        assert known_speakers_only(utts[1:], {"anna": 0}) == []
+
+
+def test_prepare_checks_held_out_speakers_before_converting_and_names_flags(tmp_path, capsys, monkeypatch):
+    from vqspeech.data import prepare as prepare_module
+
+    corpus = tmp_path / "corpus"
+    for speaker in ("anna", "ben"):
+        (corpus / speaker).mkdir(parents=True)
+        sf.write(corpus / speaker / "a.wav", 0.3 * np.sin(np.arange(4000) / 5.0), 8000)
+    monkeypatch.setattr(prepare_module, "_convert", lambda task: pytest.fail("converted before the check"))
+    message = cli_error(capsys, ["prepare", corpus, tmp_path / "out", "--layout", "folder", "--split_by", "speaker",
+                                 "--heldout_speakers", "anna,ben"], "prepare")
+    assert "`--heldout_speakers`" not in message and "--heldout_speakers lists every speaker" in message
+    message = cli_error(capsys, ["prepare", corpus, tmp_path / "out", "--layout", "folder",
+                                 "--heldout_speakers", "anna"], "prepare")
+    assert "--heldout_speakers only applies when --split_by is 'speaker'" in message
+    assert not (tmp_path / "out" / "wavs").exists() or not any((tmp_path / "out" / "wavs").iterdir())
+
+
+def test_prepare_says_which_sources_it_upsampled(tmp_path):
+    from vqspeech.data.prepare import prepare_corpus
+
+    corpus = tmp_path / "corpus" / "anna"
+    corpus.mkdir(parents=True)
+    for rate in (2000, 4000, 8000, 8000):
+        sf.write(corpus / f"r{rate}_{len(list(corpus.iterdir()))}.wav", 0.3 * np.sin(np.arange(rate) / 3.0), rate)
+    with pytest.warns(UserWarning, match=r"2 file\(s\) were recorded below 8000 Hz .*r2000_0.wav at 2000 Hz"):
+        summary = prepare_corpus(tmp_path / "corpus", tmp_path / "out", "folder", sample_rate=8000,
+                                 progress=False, num_workers=0)
+    assert summary.num_utterances == 4 and summary.num_upsampled == 2
+
+
+def test_a_sound_file_too_long_to_read_is_one_sentence_about_its_length(tmp_path, monkeypatch):
+    from vqspeech import audio as audio_module
+
+    huge = tmp_path / "huge.wav"
+    n = 3_000_000_000  # bytes of 16-bit samples: a sparse file, no disk used
+    header = (b"RIFF" + (36 + n).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+              + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + (8000).to_bytes(4, "little")
+              + (16000).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+              + b"data" + n.to_bytes(4, "little"))
+    with open(huge, "wb") as f:
+        f.write(header)
+        f.truncate(len(header) + n)
+    with pytest.raises(UserError, match=r"holds 1,500,000,000 samples \(52.1 hours\).*split it into shorter files"):
+        audio_module.load_audio(huge)
+    small = tmp_path / "small.wav"
+    sf.write(small, np.zeros(800), 8000)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 5.59 GiB")
+
+    monkeypatch.setattr(audio_module.sf, "read", no_memory)
+    with pytest.raises(UserError, match="too long to read into the memory") as caught:
+        audio_module.load_audio(small)
+    assert "WAV or FLAC" not in str(caught.value)
+
+
+def test_a_bad_entry_of_a_codes_mapping_is_named_not_printed_whole(tmp_path, capsys, trained_tiny, codes):
+    bad = tmp_path / "codes"
+    shutil.copytree(codes, bad)
+    info = json.loads((bad / "codes.json").read_text())
+    info["splits"] = {k: "bogus" for k in info["speakers"]}
+    (bad / "codes.json").write_text(json.dumps(info))
+    first = next(iter(info["splits"]))
+    message = cli_error(capsys, ["decode", trained_tiny, bad, "-o", tmp_path / "out"], "decode")
+    assert f"field splits['{first}'] is 'bogus'" in message and "train, valid, test" in message
+    assert len(message) < 300 and message.count("bogus") == 1
+
+
+def test_a_thread_count_above_the_cores_is_held_to_the_cores(tmp_path, monkeypatch, demo_manifest):
+    from vqspeech.threads import usable_cores
+
+    counts = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (counts.append(n), real(n)))
+    assert run_cli(["train", tmp_path / "exp", *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=1",
+                    "train.threads=1000"]) == 0
+    assert counts and counts[0] == usable_cores()
+
+
+def test_align_refuses_a_source_without_any_transcript(tmp_path, capsys, demo_manifest):
+    rows = absolute_rows(demo_manifest)[:4]
+    for row in rows:
+        row.pop("text", None)
+    manifest = write_lines(tmp_path / "m" / "manifest.jsonl", rows)
+    message = cli_error(capsys, ["align", manifest, tmp_path / "al"], "align")
+    assert "None of the 4 utterances" in message and "has a transcript" in message
+    assert not (tmp_path / "al").exists()
+
+
+def test_report_and_export_are_not_written_into_a_codes_folder_or_a_prepared_corpus(
+    tmp_path, capsys, trained_tiny, codes, demo_manifest
+):
+    corpus = demo_manifest.parent
+    for verb, argv in (("report", ["report", trained_tiny, "--out", codes / "x.html"]),
+                       ("report", ["report", trained_tiny, "--out", corpus / "r.html"]),
+                       ("export", ["export", trained_tiny, codes / "codes" / "m.pt"]),
+                       ("export", ["export", trained_tiny, corpus / "m.pt"])):
+        message = cli_error(capsys, argv, verb)
+        assert "would be written into" in message and not Path(argv[-1]).exists()
+
+
+def test_speakers_lists_those_of_a_prior_and_of_a_codes_folder(capsys, trained_tiny, codes):
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    for folder in (trained_tiny, codes):
+        capsys.readouterr()
+        assert run_cli(["speakers", folder]) == 0
+        assert set(capsys.readouterr().out.split()) <= set(vq.speakers)

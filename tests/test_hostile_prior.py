@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import cli_error, run_cli
+from vqspeech.checkpoint import load_checkpoint
 from vqspeech.data.codes import MAX_CODES, CodesInfo, CodesWriter, Encoding
 from vqspeech.errors import UserError
 from vqspeech.inference.prior_sampling import load_prior
@@ -288,3 +289,38 @@ def test_prior_sizes_that_would_exhaust_memory_are_refused(tmp_path, capsys, cod
     message = cli_error(capsys, ["prior", "train", tmp_path / "p", "device=cpu", "train.batch_size=16",
                                  f"data.codes={codes}", *overrides], "prior train")
     assert key in message and not (tmp_path / "p").exists()
+
+
+def test_prior_sample_deletes_nothing_in_a_folder_it_did_not_write(tmp_path, capsys, prior, trained_tiny, no_drawing):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "samples.json").write_text('{"my": "notes"}\n')
+    (out / "sample_take1.wav").write_text("x")
+    (out / "scores.tsv").write_text("a\tb\n")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    speaker = load_checkpoint(prior / "checkpoints" / "last.pt")["speakers"][0]
+    message = cli_error(capsys, ["prior", "sample", prior, "--vqvae", trained_tiny, "--speaker", speaker,
+                                 "--seconds", "0.2", "--num", "1", "-o", out, "--overwrite"], "prior sample")
+    assert "did not write" in message
+    (out / "units.txt").write_text("my transcripts\n")
+    before["units.txt"] = (out / "units.txt").read_bytes()
+    (out / "samples.json").write_text(json.dumps({"speaker": speaker, "wavs": [], "kept_bits_per_code": []}))
+    before["samples.json"] = (out / "samples.json").read_bytes()
+    message = cli_error(capsys, ["prior", "sample", prior, "--vqvae", trained_tiny, "--speaker", speaker,
+                                 "--seconds", "0.2", "--num", "1", "-o", out, "--overwrite"], "prior sample")
+    assert "not a codes folder" in message
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing deleted, no mark left
+
+
+def test_an_unknown_prior_key_names_the_keys_there_are(tmp_path, capsys, codes):
+    message = cli_error(capsys, ["prior", "train", tmp_path / "p", f"data.codes={codes}", "prior=wavenet",
+                                 "prior.d_model=32"], "prior train")
+    assert "prior.d_model is not a setting of this configuration; prior has: arch," in message
+    assert "residual_channels" in message and ".." not in message
+
+
+def test_speakers_of_a_prior(capsys, prior):
+    capsys.readouterr()
+    assert run_cli(["speakers", prior]) == 0
+    listed = capsys.readouterr().out.split()
+    assert listed and listed == load_checkpoint(prior / "checkpoints" / "last.pt")["speakers"]

@@ -173,7 +173,7 @@ def test_user_errors(tmp_path):
         prepare_corpus(corpus, corpus, "fsdd", progress=False)
     with pytest.raises(UserError, match="sum to less than 1"):
         prepare_corpus(corpus, tmp_path / "o", "fsdd", valid_fraction=0.5, test_fraction=0.5)
-    with pytest.raises(UserError, match="split_by='speaker'"):
+    with pytest.raises(UserError, match="`heldout_speakers` only applies when `split_by` is 'speaker'"):
         prepare_corpus(corpus, tmp_path / "o", "fsdd", heldout_speakers=["bob"])
     with pytest.raises(UserError, match="Held-out speaker.* zed are not in"):
         prepare_corpus(corpus, tmp_path / "o", "fsdd", split_by="speaker", heldout_speakers=["zed"])

@@ -189,6 +189,20 @@ def test_unknown_recipe_option(tmp_path):
     assert result.returncode == 1 and "unknown option --vctk_rot" in result.stderr
 
 
+@pytest.mark.parametrize("recipe", ["demo", "fsdd", "librispeech", "vctk"])
+def test_only_the_recipes_settings_are_options(tmp_path, recipe):
+    """A variable the recipe sets for itself (here, overrides, manifest, ...) or one of the shell's
+    (HOME) is no option, and --help lists the settings only."""
+    helped = run_recipe(recipe, ["--help"], tmp_path)
+    listed = {line.split()[0] for line in helped.stdout.splitlines()[1:]}
+    assert helped.returncode == 0 and {"--stage", "--stop_stage", "--exp_dir"} <= listed
+    assert not listed & {"--here", "--overrides", "--missing", "--manifest", "--name"}
+    for option in ("--here", "--overrides", "--HOME", "--_name"):
+        result = run_recipe(recipe, [option, "/tmp", "--stage", "100"], tmp_path)
+        assert result.returncode == 1 and f"unknown option {option}" in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_interrupted_training_stage_resumes(tmp_path):
     corpus = make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice", "bob"), digits=range(4), takes=7)

@@ -23,6 +23,10 @@ length (a header that says 1 Hz turned 400 KB into 6 GB)."""
 MAX_SAMPLE_RATE = 192_000
 """Hz, the highest rate of common audio hardware."""
 
+MAX_AUDIO_SAMPLES = 2**29
+"""Samples (all channels) of the longest file read at once: 2 GiB as float32, 9.3 hours of 16 kHz
+mono. A longer file (or a header that claims one) is refused before anything is allocated."""
+
 
 def sound_file(path: str | os.PathLike) -> str | bytes:
     """``path`` as soundfile should get it: the file system's bytes, so that a file name that is not
@@ -42,7 +46,21 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
     if not path.is_file():
         raise UserError(f"Audio file {path} does not exist; check the path.")
     try:
+        info = sf.info(sound_file(path))
+    except Exception:  # unreadable header: sf.read below says why
+        info = None
+    if info is not None and info.frames * info.channels > MAX_AUDIO_SAMPLES:
+        hours = info.frames / max(info.samplerate, 1) / 3600
+        raise UserError(
+            f"Audio file {path} holds {info.frames * info.channels:,} samples ({hours:.1f} hours), more than the "
+            f"{MAX_AUDIO_SAMPLES:,} vqspeech reads into memory at once; split it into shorter files."
+        )
+    try:
         audio, sr = sf.read(sound_file(path), dtype="float32", always_2d=True)
+    except MemoryError:
+        raise UserError(
+            f"Audio file {path} is too long to read into the memory this process has; split it into shorter files."
+        ) from None
     except Exception as exc:  # soundfile raises several types for corrupt/non-audio files
         raise UserError(
             f"Cannot read audio file {path} ({first_line(exc)}); convert it to WAV or FLAC and try again."

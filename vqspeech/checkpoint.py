@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from .errors import UserError, first_line
-from .fileio import atomic_path, check_writable_parent
+from .fileio import atomic_path, check_not_in_owned_folder, check_writable_parent
 
 FORMAT_VERSION = 5
 """5: model.encoder.warp added (before: 0). 4: model.speaker_encoder added (before: off). 3:
@@ -168,6 +168,7 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     if Path(dst).exists() and os.path.samefile(src, dst):
         raise UserError(f"{dst} is the checkpoint being exported; write the export to another file.")
     check_writable_parent(dst)
+    check_not_in_owned_folder(dst)
     ckpt = load_checkpoint(src)
     save_checkpoint(dst, {k: v for k, v in ckpt.items() if k not in (*RESUME_ONLY, "format_version")})
 

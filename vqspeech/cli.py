@@ -223,11 +223,15 @@ def cmd_enroll(args) -> None:
 
 
 def default_enrol_folder(exp: Path, name: str) -> Path:
-    """``EXP-NAME`` beside the experiment folder (of a checkpoint file: beside its experiment)."""
+    """``EXP-NAME`` beside the experiment folder (of a checkpoint in ``checkpoints/``: beside its
+    experiment; of a loose checkpoint file ``m.pt``: ``m-NAME`` beside it)."""
     from .fileio import check_plain_name
 
     check_plain_name(name)
-    folder = exp.parent.parent if exp.is_file() and exp.parent.name == "checkpoints" else exp
+    if exp.is_file() and exp.parent.name != "checkpoints":  # a loose checkpoint (an export): beside it
+        loose = Path(os.path.abspath(exp))
+        return loose.with_name(f"{loose.stem}-{name}")
+    folder = exp.parent.parent if exp.is_file() else exp
     folder = Path(os.path.abspath(folder))
     if not folder.name:
         raise UserError(f"{exp} is not an experiment folder; name the trained model's folder (and -o OUT).")
@@ -235,8 +239,18 @@ def default_enrol_folder(exp: Path, name: str) -> Path:
 
 
 def cmd_speakers(args) -> None:
+    from .checkpoint import load_checkpoint, resolve_checkpoint
+    from .data.codes import CodesFolder
     from .inference import VQSpeech
 
+    path = Path(args.exp_dir)
+    if path.is_dir() and CodesFolder.holds_codes(path):  # a codes folder: the speakers of its utterances
+        print("\n".join(sorted(set(CodesFolder.open(path).info.speakers.values()))))
+        return
+    ckpt = load_checkpoint(resolve_checkpoint(path))
+    if ckpt.get("kind") == "prior":
+        print("\n".join(ckpt["speakers"]))
+        return
     print("\n".join(VQSpeech.load(args.exp_dir, "cpu").speakers))
 
 
@@ -591,8 +605,10 @@ def build_parser() -> argparse.ArgumentParser:
     device_flag(p)
     p.set_defaults(func=cmd_enroll)
 
-    p = verbs.add_parser("speakers", help="list the speakers a trained model knows")
-    p.add_argument("exp_dir")
+    p = verbs.add_parser(
+        "speakers", help="list the speakers a trained model (a VQ-VAE or a prior) or a codes folder knows"
+    )
+    p.add_argument("exp_dir", help="an experiment folder, a checkpoint file or a codes folder")
     p.set_defaults(func=cmd_speakers)
     return parser
 

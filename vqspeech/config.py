@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,22 @@ def quoted_value(value: str) -> str:
     return "'" + escaped.replace("'", "\\'").replace("${", "\\${") + "'"
 
 
+def _unknown_key_message(key: str, overrides: Sequence[str], config_name: str) -> str:
+    """Why ``key`` cannot be overridden: it is not in the composed config; with the settings its
+    parent does have (composed without the overrides of that key)."""
+    others = [o for o in overrides if override_key(o) != key]
+    parent, _, _ = key.rpartition(".")
+    try:
+        node: Any = compose(others, config_name, missing_ok=True)
+        for part in parent.split(".") if parent else []:
+            node = node[part]
+    except (UserError, KeyError, TypeError):
+        node = None
+    if not isinstance(node, dict):
+        return f"{key} is not a setting of this configuration"
+    return f"{key} is not a setting of this configuration; {parent or 'the top level'} has: {', '.join(sorted(node))}"
+
+
 def merge_overrides(old: list[str], new: list[str]) -> list[str]:
     """Later overrides of the same key replace earlier ones; order otherwise kept."""
     merged: dict[str, str] = {}
@@ -69,11 +86,14 @@ def compose(overrides: list[str], config_name: str = "config", *, missing_ok: bo
             raise UserError(f"Config value {key} is missing or invalid; pass it as {key}=VALUE.") from None
         raise UserError(f"Invalid configuration: {first_line(exc)}.") from None
     except HydraException as exc:
-        message = first_line(exc)
+        message = first_line(exc).rstrip(".")
         group = re.search(r"Could not find '(\w+)/", message)
         if group:
             options = sorted(p.stem for p in (config_dir() / group.group(1)).glob("*.yaml"))
             message += f"; available {group.group(1)} configs: {', '.join(options)}"
+        unknown = re.search(r"Could not override '([\w.]+)'", message)
+        if unknown:
+            message = _unknown_key_message(unknown.group(1), overrides, config_name)
         raise UserError(f"Invalid override: {message}.") from None
     if not isinstance(container, dict):  # a composed config is a mapping
         raise UserError(f"conf/{config_name}.yaml does not compose to a mapping of settings.")
@@ -149,6 +169,16 @@ def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "c
                 "train in a new or empty folder."
             )
     started = (exp_dir / "checkpoints" / "last.pt").is_file()
+    if not started and (exp_dir / "checkpoints").is_dir():
+        kept = sorted(
+            (p for p in (exp_dir / "checkpoints").glob("*.pt") if not p.name.startswith(".")),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if kept:  # an earlier run's, whose last.pt is gone: a fresh start would overwrite them
+            raise UserError(
+                f"{exp_dir / 'checkpoints'} holds {kept[-1].name} but no last.pt; to resume from it, copy it "
+                f"to {exp_dir / 'checkpoints' / 'last.pt'}, or train in a new folder."
+            )
     old = load_yaml(saved) if saved.is_file() and (started or not overrides) else []
     if not isinstance(old, list) or not all(isinstance(o, str) for o in old):
         raise UserError(f"{saved} does not hold a list of overrides; fix or remove it.")

@@ -16,6 +16,11 @@ from types import TracebackType
 
 from .errors import UserError, first_line
 
+try:
+    import fcntl
+except ImportError:  # Windows: stale locks are taken over without the flock (see FolderLock._remove_stale)
+    fcntl = None  # type: ignore[assignment]
+
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 """A name that is safe as one file name: letters, digits, ``_ . -``, not starting with a dot (the
 whole name: matched with ``fullmatch``, so no trailing newline slips through)."""
@@ -257,8 +262,7 @@ class FolderLock:
             except FileExistsError:
                 holder = self._read_holder()
                 if not holder and self._abandoned():
-                    with contextlib.suppress(FileNotFoundError):  # an empty lock a failed write left
-                        self.path.unlink()
+                    self._remove_stale(holder)  # an empty lock a failed write left
                     continue
                 if not holder:
                     raise UserError(
@@ -272,8 +276,7 @@ class FolderLock:
                         f"{holder['pid']} on {holder['host']}, since {since}); wait for it to "
                         f"finish, or delete {self.path} if that process no longer runs."
                     ) from None
-                with contextlib.suppress(FileNotFoundError):  # a killed run's lock: take it over
-                    self.path.unlink()
+                self._remove_stale(holder)  # a killed run's lock: take it over
                 continue
             try:
                 with os.fdopen(fd, "w") as f:
@@ -289,6 +292,18 @@ class FolderLock:
             self.held = True
             return
         raise UserError(f"Cannot take the lock {self.path}; another process keeps replacing it.")
+
+    def _remove_stale(self, stale: dict) -> None:
+        """Remove the lock a dead process (or a failed write) left, unless another process has taken
+        it over meanwhile. Two processes may judge the same lock stale; the check is repeated and
+        the lock removed under an exclusive ``flock`` of a sibling file (which the kernel drops
+        when its holder dies), so the second one finds the first one's fresh lock and leaves it."""
+        with open(self.folder / f"{self.NAME}.takeover", "a") as guard:
+            if fcntl is not None:
+                fcntl.flock(guard, fcntl.LOCK_EX)
+            if self._read_holder() == stale and (stale or self._abandoned()):
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
 
     def _abandoned(self, seconds: float = 10.0) -> bool:
         """An unreadable lock older than ``seconds``: not one being written this instant, but one a

@@ -32,8 +32,8 @@ num_samples=2               # prior samples kept per target speaker (best of twi
 sample_seconds=2
 force=false                 # redo finished stages
 
+. "$(dirname "$0")/../utils/parse_options.sh"
 here=$(dirname "$0")
-. "$here/../utils/parse_options.sh"
 . "$here/../utils/stage.sh"
 overrides=("$@")
 

@@ -34,8 +34,8 @@ num_samples=2               # prior samples kept per target speaker (best of twi
 sample_seconds=2
 force=false
 
+. "$(dirname "$0")/../utils/parse_options.sh"
 here=$(dirname "$0")
-. "$here/../utils/parse_options.sh"
 . "$here/../utils/stage.sh"
 overrides=("$@")
 missing="LibriSpeech not found at $librispeech_root: get $subset from https://www.openslr.org/12 and pass --librispeech_root PATH, or run with --download true to fetch it."

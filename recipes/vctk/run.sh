@@ -34,8 +34,8 @@ num_samples=2               # prior samples kept per target speaker (best of twi
 sample_seconds=2
 force=false                 # redo finished stages
 
+. "$(dirname "$0")/../utils/parse_options.sh"
 here=$(dirname "$0")
-. "$here/../utils/parse_options.sh"
 . "$here/../utils/stage.sh"
 overrides=("$@")
 missing="VCTK not found at $vctk_root: get VCTK 0.92 from https://datashare.ed.ac.uk/handle/10283/3443 and pass --vctk_root PATH, or run with --download true to fetch it (11 GB)."

@@ -65,7 +65,7 @@ class _Fields:
         self.record, self.path, self.prefix = record, path, prefix
 
     def bad(self, key: str, must: str) -> UserError:
-        value = repr(self.record[key]) if key in self.record else "missing"
+        value = _shortened(repr(self.record[key])) if key in self.record else "missing"
         return UserError(
             f"{self.path} field {self.prefix}{key} is {value}, but must be {must}; re-run `vqspeech encode`."
         )
@@ -99,11 +99,21 @@ class _Fields:
     def names(self, key: str, allowed: tuple[str, ...] | None = None) -> dict[str, str]:
         """A mapping of utterance ids to names (``allowed``: to one of those)."""
         value = self.record.get(key) or {}
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and (allowed is None or v in allowed) for k, v in value.items()
-        ):
-            raise self.bad(key, "a mapping of utterance ids to " + ("splits" if allowed else "names"))
+        must = "a mapping of utterance ids to " + (f"splits ({', '.join(allowed)})" if allowed else "names")
+        if not isinstance(value, dict):
+            raise self.bad(key, must)
+        for k, v in value.items():  # the first wrong entry, not the whole mapping (a corpus has many)
+            if not (isinstance(k, str) and isinstance(v, str) and (allowed is None or v in allowed)):
+                raise UserError(
+                    f"{self.path} field {self.prefix}{key}[{_shortened(repr(k))}] is {_shortened(repr(v))}, but "
+                    f"{key} must be {must}; re-run `vqspeech encode`."
+                )
         return dict(value)
+
+
+def _shortened(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (with an ellipsis) for a message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass

@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ class PrepareSummary:
     manifest: str
     splits: dict[str, int] = field(default_factory=dict)
     """Number of utterances per split (train/valid/test)."""
+    num_upsampled: int = 0
+    """Utterances whose source was recorded below the corpus's rate (kept, with a warning)."""
 
 
 def prepare_corpus(
@@ -150,6 +153,7 @@ def _prepare(
     _claim_cache(out_dir, settings)
 
     wav_dir = out_dir / "wavs"
+    _forget_replaced_sources(out_dir, sources)
     tasks = [
         (
             source_path(u),
@@ -164,11 +168,22 @@ def _prepare(
     results = _run(tasks, num_workers, progress, desc=f"prepare {layout}")
 
     usable: list[tuple[SourceUtterance, int]] = []
-    for utt, (frames, reason) in zip(sources, results, strict=True):
+    upsampled: list[tuple[str, int]] = []
+    for utt, (frames, reason, source_rate) in zip(sources, results, strict=True):
         if reason is None:
             usable.append((utt, frames))
+            if 0 < source_rate < sample_rate:
+                upsampled.append((source_path(utt), source_rate))
         else:
             rejects.append((source_path(utt), reason))
+    if upsampled:  # kept, but their band above source_rate / 2 is empty: say so
+        lowest = min(upsampled, key=lambda item: item[1])
+        warnings.warn(
+            f"{len(upsampled)} file(s) were recorded below {sample_rate} Hz and were upsampled, so their band "
+            f"above half their rate is silent (lowest: {lowest[0]} at {lowest[1]} Hz); prepare at a lower "
+            "sample_rate, or leave them out, if that matters.",
+            stacklevel=2,
+        )
     rejects.sort()
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_tsv(out_dir / "rejects.tsv", ("file", "reason"), rejects)
@@ -211,6 +226,7 @@ def _prepare(
         hours=sum(u.duration for u in utts) / 3600.0,
         manifest=str(manifest),
         splits={s: sum(u.split == s for u in utts) for s in SPLITS},
+        num_upsampled=len(upsampled),
     )
 
 
@@ -250,7 +266,7 @@ def assign_splits(
         rest = [s for s in speakers if s not in heldout]
         if not rest:
             raise UserError(
-                "heldout_speakers lists every speaker of the corpus; leave at least one speaker for training."
+                "`heldout_speakers` lists every speaker of the corpus; leave at least one speaker for training."
             )
         by_speaker = {s: "test" for s in heldout}
         by_speaker.update(_hash_split(rest, seed, test_fraction=0.0, valid_fraction=valid_fraction))
@@ -281,8 +297,9 @@ def read_rejects(out_dir: str | os.PathLike) -> list[tuple[str, str]]:
 # Conversion (runs in worker processes)
 
 
-def _convert(task: tuple[str, str, int, float, float | None, bool]) -> tuple[int, str | None]:
-    """Convert one source file into the cache; returns (num_samples, reject reason or None).
+def _convert(task: tuple[str, str, int, float, float | None, bool]) -> tuple[int, str | None, int]:
+    """Convert one source file into the cache; returns (num_samples, reject reason or None, the
+    source's sample rate or 0 when unknown).
 
     With ``reuse`` (the last field), keeps a cached wav made from this very source file: the cache
     carries its source's modification time (to the nanosecond) and has the target rate. Never
@@ -292,25 +309,33 @@ def _convert(task: tuple[str, str, int, float, float | None, bool]) -> tuple[int
     try:
         frames = _cached_frames(cache, source, sample_rate) if reuse else None
         if frames is not None:
-            return frames, _duration_problem(frames, sample_rate, min_duration, max_duration)
+            return frames, _duration_problem(frames, sample_rate, min_duration, max_duration), _header_rate(source)
         made_from = os.stat(source)  # before reading: a source changed meanwhile is converted again next time
         audio, source_rate = load_audio(source)
         if audio.size == 0:
-            return 0, "empty (0 samples)"
+            return 0, "empty (0 samples)", source_rate
         rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
         if rms < SILENCE_RMS:
-            return 0, f"silent (RMS {rms:.1e} below {SILENCE_RMS:g})"
+            return 0, f"silent (RMS {rms:.1e} below {SILENCE_RMS:g})", source_rate
         audio = resample(audio, source_rate, sample_rate)
         problem = _duration_problem(len(audio), sample_rate, min_duration, max_duration)
         if problem:
-            return len(audio), problem
+            return len(audio), problem, source_rate
         save_wav(cache, normalize_level(audio), sample_rate)
         os.utime(cache, ns=(made_from.st_atime_ns, made_from.st_mtime_ns))
-        return len(audio), None
+        return len(audio), None, source_rate
     except UserError as exc:
-        return 0, str(exc)
+        return 0, str(exc), 0
     except Exception as exc:  # any other failure on one file must not stop the run
-        return 0, f"conversion failed ({type(exc).__name__}: {exc})"
+        return 0, f"conversion failed ({type(exc).__name__}: {exc})", 0
+
+
+def _header_rate(source: str) -> int:
+    """A source's sample rate from its header (0 when it cannot be read)."""
+    try:
+        return int(sf.info(sound_file(source)).samplerate)
+    except (OSError, RuntimeError, ValueError):
+        return 0
 
 
 def _cached_frames(cache: str, source: str, sample_rate: int) -> int | None:
@@ -338,7 +363,7 @@ def _duration_problem(frames: int, sample_rate: int, min_duration: float, max_du
     return None
 
 
-def _run(tasks: list, num_workers: int | None, progress: bool, desc: str) -> list[tuple[int, str | None]]:
+def _run(tasks: list, num_workers: int | None, progress: bool, desc: str) -> list[tuple[int, str | None, int]]:
     """Run :func:`_convert` over ``tasks`` (in order) with a progress bar, in parallel if asked."""
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
     workers = min(workers, len(tasks))
@@ -409,7 +434,8 @@ def _check_arguments(
         )
     if heldout_speakers is not None and split_by != "speaker":
         raise UserError(
-            "heldout_speakers only applies with split_by='speaker'; add split_by='speaker' or drop heldout_speakers."
+            "`heldout_speakers` only applies when `split_by` is 'speaker'; set `split_by` to speaker or drop "
+            "`heldout_speakers`."
         )
     finite = math.isfinite(min_duration) and (max_duration is None or math.isfinite(max_duration))
     if not finite or min_duration < 0 or (max_duration is not None and max_duration <= min_duration):
@@ -428,6 +454,10 @@ def _check_speakers(heldout_speakers: Sequence[str], sources: Sequence[SourceUtt
         examples = ", ".join(sorted(known)[:10]) + (", ..." if len(known) > 10 else "")
         raise UserError(
             f"Held-out speaker(s) {', '.join(unknown)} are not in {corpus_dir}; its speakers include: {examples}."
+        )
+    if known and known <= set(heldout_speakers):  # found before any file is converted
+        raise UserError(
+            "`heldout_speakers` lists every speaker of the corpus; leave at least one speaker for training."
         )
 
 
@@ -461,6 +491,35 @@ OWN_FILES = ("manifest.jsonl", "prepare.json", "speakers.tsv", "rejects.tsv")
 
 CACHE_MARK = ".vqspeech-cache.json"
 """Beside ``wavs/``: the corpus its cached audio comes from; marks ``wavs/`` as ``prepare``'s own."""
+
+SOURCES_RECORD = ".vqspeech-sources.json"
+"""Beside ``wavs/``: each cached utterance's source file as it was converted (path, size,
+modification time, inode), so that a source replaced by another file is converted again even when
+the two share a modification time (files unpacked from one archive; two files swapped with mv)."""
+
+
+def _source_stamp(path: str) -> list:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return [path]
+    return [path, stat.st_size, stat.st_mtime_ns, stat.st_ino]
+
+
+def _forget_replaced_sources(out_dir: Path, sources: Sequence[SourceUtterance]) -> None:
+    """Remove the cached audio of every utterance whose source is not the file it was made from
+    (by :data:`SOURCES_RECORD`; an utterance the record lacks counts as replaced), then record the
+    sources as they are now. The record is written before any conversion, so an interrupted run
+    leaves either a missing cache file or one made from the recorded source."""
+    try:
+        previous = json.loads((out_dir / SOURCES_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        previous = {}
+    if not isinstance(previous, dict):
+        previous = {}
+    now = {u.id: _source_stamp(source_path(u)) for u in sources}
+    _remove_cached(out_dir / "wavs", [utt_id for utt_id, stamp in now.items() if previous.get(utt_id) != stamp])
+    write_text_atomic(out_dir / SOURCES_RECORD, json.dumps(now) + "\n")
 
 
 def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool, ids: list[str]) -> None:

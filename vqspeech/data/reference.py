@@ -39,8 +39,11 @@ def reference_files(paths: Sequence[str | Path]) -> list[Path]:
             files.append(given)
         else:
             raise UserError(f"Recording {given} does not exist; give sound files or folders of them.")
-    if len(set(map(str, files))) < len(files):
-        raise UserError("A recording is given twice; name each file once.")
+    seen: set[str] = set()
+    for file in files:
+        if str(file) in seen:
+            raise UserError(f"Recording {file} is given twice; name each file once.")
+        seen.add(str(file))
     return files
 
 

@@ -105,8 +105,18 @@ def evaluate_conversion(
     metrics_path = out_dir / "metrics.json"
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir} is a file; give a folder for the evaluation outputs.")
+    if (out_dir / "overrides.yaml").exists() or (out_dir / "checkpoints").is_dir():
+        raise UserError(
+            f"{out_dir} is an experiment folder; write the evaluation to a folder of its own, e.g. "
+            f"{out_dir / 'eval_convert'}."
+        )
     if metrics_path.exists() and not overwrite:
         raise UserError(f"{metrics_path} already exists; pass `overwrite=True` to replace it.")
+    if metrics_path.exists() and not ((out_dir / MARK).is_file() or _is_conversion_record(metrics_path)):
+        raise UserError(
+            f"{metrics_path} was not written by `evaluate conversion`; move it away, or choose a new or "
+            "empty output folder."
+        )
     for name, value in (("num", num), ("num_reference", num_reference), ("batch_size", batch_size)):
         if value <= 0:
             raise UserError(f"`{name}` must be positive, not {value}.")
@@ -359,6 +369,17 @@ def _order_key(seed: int, uid: str) -> str:
 MARK = ".evaluate-conversion"
 """Hidden file that marks a folder as ``evaluate conversion``'s (written before any output): after
 a run that failed before its metrics.json, what its subfolders hold is still ours to replace."""
+
+
+def _is_conversion_record(path: Path) -> bool:
+    """Whether ``path`` is a ``metrics.json`` shaped like this verb's (a summary and items)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return (
+        isinstance(record, dict) and isinstance(record.get("summary"), dict) and isinstance(record.get("items"), list)
+    )
 
 
 def previous_outputs(out_dir: Path) -> list[Path]:

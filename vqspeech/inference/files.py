@@ -4,6 +4,7 @@ to wav files. The codes folder itself is read and written by :mod:`vqspeech.data
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,11 +242,18 @@ def _check_folder(folder: CodesFolder, vq: VQSpeech) -> None:
             f"this model has {'two' if vq.top_stride else 'one'}; decode them with the model "
             "that made them."
         )
-    if info.hop_length not in (None, vq.hop_length) or info.num_codes not in (None, vq.model.quantizer.num_codes):
-        raise UserError(
-            f"The codes in {folder.root} were made by a model with another code rate or codebook "
-            "size; decode them with that model."
-        )
+    theirs = {
+        "code rate": (info.code_rate_hz, vq.model.code_rate_hz),
+        "sample rate": (info.sample_rate, vq.sample_rate),
+        "hop length": (info.hop_length, vq.hop_length),
+        "codebook size": (info.num_codes, vq.model.quantizer.num_codes),
+    }
+    for what, (there, here) in theirs.items():
+        if there is not None and not math.isclose(float(there), float(here), rel_tol=1e-6):
+            raise UserError(
+                f"The codes in {folder.root} were made by a model with {what} {there:g}, but this model's "
+                f"is {here:g}; decode them with the model that made them."
+            )
 
 
 def _check_shape(path: Path, codes: np.ndarray, groups: int) -> None:

@@ -20,7 +20,7 @@ import torch
 
 from ..audio import save_wav
 from ..checkpoint import used_checkpoint
-from ..data.codes import CodesInfo, CodesWriter, Encoding, code_usage
+from ..data.codes import CodesInfo, CodesWriter, Encoding, code_usage, refuse_existing_codes
 from ..device import select_device
 from ..errors import UserError
 from ..fileio import FolderLock, write_text_atomic
@@ -171,6 +171,15 @@ MARK = ".prior-sample"
 """Hidden file that marks a folder as ``prior sample``'s (written before anything else)."""
 
 
+def _is_samples_record(path: Path) -> bool:
+    """Whether ``path`` is a ``samples.json`` that ``prior sample`` wrote (its keys, not its name)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(record, dict) and {"speaker", "wavs", "kept_bits_per_code"} <= record.keys()
+
+
 def prior_codes_info(prior_dir: str | Path, ckpt: dict[str, Any]) -> CodesInfo | None:
     """The prior folder's copy of its codes' ``codes.json`` (their rate and the VQ-VAE that made
     them), without the per-utterance ids; None when there is none (a checkpoint file was given).
@@ -271,12 +280,13 @@ def sample_prior(
     out_dir = Path(out_dir)
     if (out_dir / "samples.json").exists() and not overwrite:
         raise UserError(f"{out_dir} already holds samples; pass `overwrite=True` to replace them.")
-    ours = (out_dir / "samples.json").exists() or (out_dir / MARK).exists()
+    ours = (out_dir / MARK).exists() or _is_samples_record(out_dir / "samples.json")
     if not ours and out_dir.is_dir() and any(not p.name.startswith(".") for p in out_dir.iterdir()):
         raise UserError(
             f"{out_dir} holds files that `prior sample` did not write (an encode folder?); "
             "choose a new or empty output folder."
         )
+    refuse_existing_codes(out_dir, overwrite=True)  # before anything is deleted
     candidates = num if candidates is None else candidates
     for name, value in (("num", num), ("candidates", candidates)):
         if value < 1:

@@ -114,6 +114,23 @@ def fingerprint(paths: list[str]) -> list[list[Any]]:
     return [[p, *file_stamp(p)] for p in paths]
 
 
+RESULTS = ("metrics.json", "report.html")
+"""What other verbs write into an experiment folder about its model (``evaluate loss --out``, ``report``)."""
+
+
+def _forget_results(out: Path) -> None:
+    """Before an enrolment is replaced: remove the results that describe it, so none of them is
+    later read as the new model's; an ``eval_convert/`` folder (``evaluate conversion``'s) is
+    refused instead, being more than single files."""
+    if (out / "eval_convert").exists():
+        raise UserError(
+            f"{out / 'eval_convert'} holds an evaluation of the enrolment being replaced; delete it first, or "
+            "enrol into a new folder."
+        )
+    for name in RESULTS:
+        (out / name).unlink(missing_ok=True)
+
+
 def _resume_state(out: Path, name: str, inputs: list[list[Any]], steps: int, overwrite: bool) -> dict[str, Any] | None:
     """The enrolment of ``name`` in ``out`` to continue (it has taken fewer than ``steps`` steps),
     None to start afresh; UserError when ``out`` holds something else, or (without ``overwrite``)
@@ -129,6 +146,7 @@ def _resume_state(out: Path, name: str, inputs: list[list[Any]], steps: int, ove
     if not isinstance(record, dict) or "enrolment_state" not in ckpt:
         raise UserError(f"{out} holds another model, not an enrolment; choose another output folder.")
     if overwrite:
+        _forget_results(out)
         return None
     if record.get("name") != name:
         raise UserError(f"{out} holds an enrolment of {record.get('name')!r}; pass `overwrite=True` to replace it.")
@@ -167,7 +185,8 @@ def enroll_speaker(
     check_plain_name(name)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; give a folder for the enrolled model.")
-    exp_folder = source.parent.parent if source.parent.name == "checkpoints" else source.parent
+    # an experiment's checkpoint: its whole folder is off limits; a loose checkpoint file: the file
+    exp_folder = source.parent.parent if source.parent.name == "checkpoints" else source
     if overlapping(out, exp_folder):
         raise UserError(f"{out} overlaps the experiment {exp_folder}; write the enrolled model to a folder of its own.")
     vq = VQSpeech.load(source, device)

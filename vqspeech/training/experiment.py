@@ -4,8 +4,10 @@ training starts, and the summary written after it. Shared by the VQ-VAE and the 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -18,6 +20,24 @@ from ..errors import UserError
 from ..fileio import user_path, write_text_atomic
 from ..models.vqvae import config_in_use
 from .trainer import Task, Trainer
+
+U = TypeVar("U")
+
+
+def known_speakers_only(utts: Sequence[U], known: dict[str, int]) -> list[U]:
+    """The validation utterances whose speaker the model knows (the others cannot be decoded in
+    their own voice), with a warning naming how many were left out and whose they are."""
+    kept = [u for u in utts if getattr(u, "speaker", None) in known]
+    if len(kept) < len(utts):
+        unknown = sorted({str(getattr(u, "speaker", None)) for u in utts if getattr(u, "speaker", None) not in known})
+        listed = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        rest = f"validation uses the other {len(kept)}" if kept else "there are no validation metrics"
+        warnings.warn(
+            f"{len(utts) - len(kept)} of the {len(utts)} valid utterances are by speakers absent from the train "
+            f"split ({listed}); {rest}. Prepare with --split_by utterance to validate on known speakers.",
+            stacklevel=2,
+        )
+    return kept
 
 
 def absolute_path(

@@ -45,7 +45,7 @@ from ..errors import UserError, first_line
 from ..fileio import FolderLock, overlapping
 from ..models.prior import CodePrior, build_prior, sample_codes
 from ..models.quantizer import perplexity
-from .experiment import absolute_path, check_resumable, fit_and_summarise, write_experiment_files
+from .experiment import absolute_path, check_resumable, fit_and_summarise, known_speakers_only, write_experiment_files
 from .schema import PRIOR_ARCH_RULES, PRIOR_RULES, check_prior_config, check_rules
 from .trainer import Task
 
@@ -127,7 +127,7 @@ class PriorTask(Task):
         self.stride = model.top_stride if model.conditioned else 1  # bottom codes per top code
         self.speaker_ids = {s: i for i, s in enumerate(speakers)}
         self.train_utts = train_utts
-        self.valid_utts = [u for u in valid_utts if u.speaker in self.speaker_ids]
+        self.valid_utts = known_speakers_only(valid_utts, self.speaker_ids)
         self.crop = int(config["data"]["crop_frames"])
         lengths = np.array([len(u.codes) for u in train_utts], dtype=np.float64)
         self.weights = lengths / lengths.sum()

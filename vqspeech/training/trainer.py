@@ -26,7 +26,7 @@ from ..checkpoint import cpu_state_dict, save_checkpoint
 from ..device import DistInfo, autocast
 from ..errors import UserError, first_line
 from ..fileio import atomic_path
-from ..threads import ThreadGovernor
+from ..threads import ThreadGovernor, usable_cores
 
 
 class Task(abc.ABC):
@@ -248,8 +248,8 @@ class Trainer:
         threads = torch.get_num_threads()
         governor = None
         if self.device.type == "cpu":
-            if self.settings.get("threads"):
-                torch.set_num_threads(self.settings["threads"])
+            if self.settings.get("threads"):  # more threads than cores only wait on each other
+                torch.set_num_threads(min(self.settings["threads"], usable_cores()))
             else:
                 governor = ThreadGovernor()
         try:

@@ -43,7 +43,14 @@ from ..models.gan_losses import (
 from ..models.mel_decoder import MelOutput
 from ..models.vqvae import VQVAE, VQVAEOutput
 from ..plots import spectrogram_figure
-from .experiment import absolute_path, check_resumable, fit_and_summarise, seed_everything, write_experiment_files
+from .experiment import (
+    absolute_path,
+    check_resumable,
+    fit_and_summarise,
+    known_speakers_only,
+    seed_everything,
+    write_experiment_files,
+)
 from .schema import check_vqvae_config
 from .trainer import Task
 
@@ -64,7 +71,7 @@ class VQVAETask(Task):
         self.model, self.config, self.speakers = model, config, speakers
         self.speaker_ids = {s: i for i, s in enumerate(speakers)}
         self.train_utts = train_utts
-        self.valid_utts = [u for u in valid_utts if u.speaker in self.speaker_ids]
+        self.valid_utts = known_speakers_only(valid_utts, self.speaker_ids)
         train = config["train"]
         self.crop_samples = crop_length(train["crop_seconds"], model.sample_rate, model.hop_length)
         self.discriminator: CombinedDiscriminator | None = None

@@ -22,7 +22,7 @@ import yaml
 from ... import __version__
 from ...data.corpora import corpus_licence
 from ...errors import UserError, first_line
-from ...fileio import write_text_atomic
+from ...fileio import check_not_in_owned_folder, write_text_atomic
 from .page import Page, SectionError, corpus_layout, esc, media_check_script, note, stylesheet
 from .sections import SECTIONS
 
@@ -111,6 +111,7 @@ def write_report(exp_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         out_path = out_path / "report.html"
     if out_path.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"`out` {out_path} should name an .html file.")
+    check_not_in_owned_folder(out_path)
     if out_path.is_file() and not overwrite and not _is_report(out_path):
         raise UserError(
             f"{out_path} exists and is not a vqspeech report; pass `overwrite=True` to replace it "
