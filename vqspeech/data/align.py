@@ -355,12 +355,12 @@ def align_corpus(
     items, settings = _items(source, layout, layout_options)
     if limit is not None:
         items = items[:limit]
+    _check_previous(out_dir, settings, overwrite)
     if items and not any(it.text for it in items):
         raise UserError(
             f"None of the {len(items)} utterances of {source} has a transcript, and align needs the words; "
             "use a layout that reads transcripts, or a manifest whose lines have text."
         )
-    _check_previous(out_dir, settings, overwrite)
     previous = {} if overwrite else _previous_inputs(out_dir)
     inputs = {it.id: _fingerprint(it) for it in items}
 
