@@ -203,6 +203,18 @@ def test_only_the_recipes_settings_are_options(tmp_path, recipe):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("args,words", [
+    (["train.max_steps=3", "--stop_stage", "0"], "option --stop_stage comes after the config overrides"),
+    (["--stage", "abc"], "--stage must be a whole number, not 'abc'"),
+    (["--stop_stage", ""], "--stop_stage must be a whole number"),
+    (["--force", "yes"], "--force must be true or false, not 'yes'"),
+])
+def test_recipe_options_are_checked_before_any_stage(tmp_path, args, words):
+    result = run_recipe("fsdd", args, tmp_path)
+    assert result.returncode == 1 and words in result.stderr and "== stage" not in result.stdout
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_interrupted_training_stage_resumes(tmp_path):
     corpus = make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice", "bob"), digits=range(4), takes=7)

@@ -24,4 +24,18 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
-unset _option_lines _name
+for _arg in "$@"; do  # an option after a config override would otherwise be taken as an override
+  case "$_arg" in
+    --*) echo "$0: option $_arg comes after the config overrides; put every --option before key=value overrides" >&2
+         exit 1 ;;
+  esac
+done
+for _name in stage stop_stage; do
+  if declare -p "$_name" >/dev/null 2>&1 && ! [[ "${!_name}" =~ ^[0-9]+$ ]]; then
+    echo "$0: --$_name must be a whole number, not '${!_name}'" >&2; exit 1
+  fi
+done
+if declare -p force >/dev/null 2>&1 && [ "$force" != true ] && [ "$force" != false ]; then
+  echo "$0: --force must be true or false, not '$force'" >&2; exit 1
+fi
+unset _option_lines _name _arg
