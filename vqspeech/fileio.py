@@ -48,6 +48,16 @@ def file_stamp(path: str | os.PathLike) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
+def read_json_object(path: str | os.PathLike) -> dict | None:
+    """The JSON object (a dict) in ``path``; None when the file is missing, unreadable, not JSON,
+    too deep, or holds something else: for records a verb wrote and reads back."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -39,7 +39,16 @@ from tqdm import tqdm
 
 from ..audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, load_audio, normalize_level, resample, save_wav, sound_file
 from ..errors import UserError
-from ..fileio import FolderLock, inside, is_safe_name, overlapping, user_path, write_text_atomic
+from ..fileio import (
+    FolderLock,
+    file_stamp,
+    inside,
+    is_safe_name,
+    overlapping,
+    read_json_object,
+    user_path,
+    write_text_atomic,
+)
 from .corpora import SourceUtterance, find_utterances, source_path, source_speaker
 from .manifest import SPLITS, Utterance, write_manifest
 
@@ -500,10 +509,9 @@ the two share a modification time (files unpacked from one archive; two files sw
 
 def _source_stamp(path: str) -> list:
     try:
-        stat = os.stat(path)
+        return [path, *file_stamp(path), os.stat(path).st_ino]
     except OSError:
         return [path]
-    return [path, stat.st_size, stat.st_mtime_ns, stat.st_ino]
 
 
 def _forget_replaced_sources(out_dir: Path, sources: Sequence[SourceUtterance]) -> None:
@@ -511,12 +519,7 @@ def _forget_replaced_sources(out_dir: Path, sources: Sequence[SourceUtterance]) 
     (by :data:`SOURCES_RECORD`; an utterance the record lacks counts as replaced), then record the
     sources as they are now. The record is written before any conversion, so an interrupted run
     leaves either a missing cache file or one made from the recorded source."""
-    try:
-        previous = json.loads((out_dir / SOURCES_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        previous = {}
-    if not isinstance(previous, dict):
-        previous = {}
+    previous = read_json_object(out_dir / SOURCES_RECORD) or {}
     now = {u.id: _source_stamp(source_path(u)) for u in sources}
     _remove_cached(out_dir / "wavs", [utt_id for utt_id, stamp in now.items() if previous.get(utt_id) != stamp])
     write_text_atomic(out_dir / SOURCES_RECORD, json.dumps(now) + "\n")

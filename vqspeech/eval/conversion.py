@@ -47,7 +47,7 @@ from ..audio import resample, save_wav
 from ..data.manifest import Utterance, load_utterance, read_manifest
 from ..data.reference import load_reference
 from ..errors import UserError
-from ..fileio import FolderLock, atomic_path, check_plain_name, inside, write_text_atomic
+from ..fileio import FolderLock, atomic_path, check_plain_name, inside, read_json_object, write_text_atomic
 from ..inference import VQSpeech
 from ..inference.vqspeech import check_temperature
 from ..plots import save_spectrograms
@@ -373,13 +373,8 @@ a run that failed before its metrics.json, what its subfolders hold is still our
 
 def _is_conversion_record(path: Path) -> bool:
     """Whether ``path`` is a ``metrics.json`` shaped like this verb's (a summary and items)."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return False
-    return (
-        isinstance(record, dict) and isinstance(record.get("summary"), dict) and isinstance(record.get("items"), list)
-    )
+    record = read_json_object(path)
+    return record is not None and isinstance(record.get("summary"), dict) and isinstance(record.get("items"), list)
 
 
 def previous_outputs(out_dir: Path) -> list[Path]:

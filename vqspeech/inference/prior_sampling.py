@@ -23,7 +23,7 @@ from ..checkpoint import used_checkpoint
 from ..data.codes import CodesInfo, CodesWriter, Encoding, code_usage, refuse_existing_codes
 from ..device import select_device
 from ..errors import UserError
-from ..fileio import FolderLock, write_text_atomic
+from ..fileio import FolderLock, read_json_object, write_text_atomic
 from ..models.prior import CodePrior, sample_codes
 from ..models.quantizer import perplexity
 from ..training.prior_task import load_prior_checkpoint, prior_from_checkpoint
@@ -173,11 +173,8 @@ MARK = ".prior-sample"
 
 def _is_samples_record(path: Path) -> bool:
     """Whether ``path`` is a ``samples.json`` that ``prior sample`` wrote (its keys, not its name)."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(record, dict) and {"speaker", "wavs", "kept_bits_per_code"} <= record.keys()
+    record = read_json_object(path)
+    return record is not None and {"speaker", "wavs", "kept_bits_per_code"} <= record.keys()
 
 
 def prior_codes_info(prior_dir: str | Path, ckpt: dict[str, Any]) -> CodesInfo | None:
