@@ -248,10 +248,10 @@ def cmd_speakers(args) -> None:
         print("\n".join(sorted(set(CodesFolder.open(path).info.speakers.values()))))
         return
     ckpt = load_checkpoint(resolve_checkpoint(path))
-    if ckpt.get("kind") in ("prior", "vqvae"):  # both list their speakers; load no model for it
+    if ckpt.get("kind") == "prior":
         print("\n".join(ckpt["speakers"]))
         return
-    VQSpeech.load(args.exp_dir, "cpu")  # says in one sentence what else the file is
+    print("\n".join(VQSpeech.load(args.exp_dir, "cpu").speakers))  # validates the checkpoint, too
 
 
 # --- evaluation -------------------------------------------------------------------------------
