@@ -220,3 +220,32 @@ def test_a_batch_beyond_the_step_bound_is_refused_before_work(trained_tiny, reco
     message = cli_error(capsys, ["enroll", trained_tiny, "anna", recordings, "-o", out, "--batch_size", "1024",
                                  "--device", "cpu"], "enroll")
     assert "batch_size" in message and not out.exists()
+
+
+def test_a_resumed_enrolment_refuses_other_settings_and_records_them(trained_tiny, recordings, tmp_path, capsys,
+                                                                    one_thread):
+    """Crops are a function of (seed, step) and Adam's state of lr: a resume with others would not
+    continue the enrolment it names."""
+    out = tmp_path / "enrolled"
+    args = ["enroll", trained_tiny, "newcomer", recordings, "-o", out, "--device", "cpu", "--minutes", "0"]
+    assert run_cli([*args, "--steps", "1"]) == 0
+    record = json.loads((out / "enrolment.json").read_text())
+    assert record["options"] == {"lr": 1e-2, "batch_size": 8, "crop_seconds": 0.5, "seed": 0}
+    before = digest(out / "checkpoints" / "last.pt")
+    message = cli_error(capsys, [*args, "--steps", "2", "--lr", "0.5", "--seed", "7"], "enroll")
+    assert "other settings (lr 0.01 -> 0.5, seed 0 -> 7)" in message and "--overwrite" in message
+    assert "batch_size 8 -> 2" in cli_error(capsys, [*args, "--steps", "2", "--batch_size", "2"], "enroll")
+    assert digest(out / "checkpoints" / "last.pt") == before
+    assert run_cli([*args, "--steps", "2"]) == 0
+
+
+def test_a_name_known_in_another_case_or_read_as_an_option_is_refused(trained_tiny, recordings, tmp_path, capsys):
+    known = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    out = tmp_path / "o"
+    for name in (known.upper(), known.capitalize()):
+        if name != known:
+            message = cli_error(capsys, ["enroll", trained_tiny, name, recordings, "-o", out], "enroll")
+            assert f"already knows a speaker {known!r}" in message
+    message = cli_error(capsys, ["enroll", trained_tiny, "-o", out, "--", "-x", recordings], "enroll")
+    assert "'-x' is not a plain name" in message and "starting with a letter" in message
+    assert not out.exists()

@@ -1709,3 +1709,113 @@ def test_speakers_lists_those_of_a_prior_and_of_a_codes_folder(capsys, trained_t
         capsys.readouterr()
         assert run_cli(["speakers", folder]) == 0
         assert set(capsys.readouterr().out.split()) <= set(vq.speakers)
+
+
+# --- eighth pass ------------------------------------------------------------------------------
+
+
+def tone_corpus(root: Path, seconds: dict[str, float], rate: int = 8000) -> Path:
+    """A folder-layout corpus: one 220 Hz tone ``<speaker>/001.wav`` per speaker, of these lengths."""
+    for speaker, length in seconds.items():
+        (root / speaker).mkdir(parents=True, exist_ok=True)
+        t = np.arange(int(rate * length)) / rate
+        sf.write(root / speaker / "001.wav", 0.3 * np.sin(2 * np.pi * 220 * t), rate, subtype="PCM_16")
+    return root
+
+
+def test_prepare_converts_a_source_rewritten_in_place_with_its_times_restored(tmp_path):
+    """Size, modification time and inode all stay; only the status-change time shows the write."""
+    from vqspeech.data.prepare import prepare_corpus
+
+    corpus = tone_corpus(tmp_path / "corpus", {"anna": 0.5, "ben": 0.5})
+    options = dict(sample_rate=8000, progress=False, num_workers=0)
+    prepare_corpus(corpus, tmp_path / "out", "folder", **options)
+    source = corpus / "anna" / "001.wav"
+    before = source.stat()
+    audio, rate = sf.read(source)
+    with open(source, "r+b") as f:  # the same bytes count, other samples: a quieter, higher tone
+        f.seek(0)
+        sf.write(f, 0.05 * np.sin(2 * np.pi * 440 * np.arange(len(audio)) / rate), rate, subtype="PCM_16",
+                 format="WAV")
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = source.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    summary = prepare_corpus(corpus, tmp_path / "out", "folder", **options)
+    cached = {u.speaker: sf.read(u.audio)[0] for u in read_manifest(summary.manifest)}
+    spectrum = np.abs(np.fft.rfft(cached["anna"]))
+    assert np.argmax(spectrum) / len(cached["anna"]) * 8000 == pytest.approx(440, abs=5)  # the new audio
+
+
+def test_prepare_removes_the_cached_audio_of_utterances_that_left_the_corpus(tmp_path):
+    from vqspeech.data.prepare import prepare_corpus
+
+    corpus = tone_corpus(tmp_path / "corpus", {"anna": 0.5, "ben": 0.5, "carl": 0.5})
+    options = dict(sample_rate=8000, progress=False, num_workers=0)
+    prepare_corpus(corpus, tmp_path / "out", "folder", **options)
+    assert len(list((tmp_path / "out" / "wavs").glob("*.wav"))) == 3
+    (corpus / "ben" / "001.wav").unlink()
+    (corpus / "carl").rename(corpus / "karl")
+    (tmp_path / "out" / "wavs" / "notes.txt").write_text("mine\n")  # not prepare's: kept
+    summary = prepare_corpus(corpus, tmp_path / "out", "folder", **options, overwrite=True)
+    wavs = {p.stem for p in (tmp_path / "out" / "wavs").glob("*.wav")}
+    assert wavs == {u.id for u in read_manifest(summary.manifest)} and len(wavs) == 2
+    assert (tmp_path / "out" / "wavs" / "notes.txt").read_text() == "mine\n"
+
+
+def test_a_wav_cut_short_is_refused_not_read_as_a_short_recording(tmp_path, capsys, trained_tiny):
+    from vqspeech.audio import load_audio, wav_truncation
+    from vqspeech.data.prepare import prepare_corpus, read_rejects
+
+    corpus = tone_corpus(tmp_path / "corpus", {"anna": 1.0, "ben": 1.0})
+    whole = corpus / "ben" / "001.wav"
+    assert wav_truncation(whole) is None
+    cut = corpus / "anna" / "001.wav"
+    cut.write_bytes(cut.read_bytes()[:4000])  # an interrupted copy
+    assert wav_truncation(cut) == (8000, (4000 - 44) // 2)
+    with pytest.raises(UserError, match="cut short: its header promises 8,000 samples, it holds 1,978"):
+        load_audio(cut)
+    summary = prepare_corpus(corpus, tmp_path / "out", "folder", sample_rate=8000, progress=False, num_workers=0)
+    assert [u.speaker for u in read_manifest(summary.manifest)] == ["ben"]
+    assert [(Path(f).name, "cut short" in reason) for f, reason in read_rejects(tmp_path / "out")] == [
+        ("001.wav", True)]
+    message = cli_error(capsys, ["encode", trained_tiny, cut, tmp_path / "codes"], "encode")
+    assert "cut short" in message and str(cut) in message
+
+
+def test_speakers_reads_a_prepared_corpus_and_refuses_what_holds_no_speakers(tmp_path, capsys, demo_manifest):
+    corpus = demo_manifest.parent
+    expected = sorted({u.speaker for u in read_manifest(demo_manifest)})
+    for given in (corpus, demo_manifest):
+        capsys.readouterr()
+        assert run_cli(["speakers", given]) == 0
+        assert capsys.readouterr().out.split() == expected
+    wav = read_manifest(demo_manifest)[0].audio
+    assert "is not a checkpoint" in cli_error(capsys, ["speakers", wav], "speakers")
+    (tmp_path / "empty.jsonl").write_text("")
+    assert "lists no utterances" in cli_error(capsys, ["speakers", tmp_path / "empty.jsonl"], "speakers")
+    for argv in (["speakers", ""], ["encode", "", "x", tmp_path / "c"], ["prepare", "", tmp_path / "o"]):
+        assert "is empty" in cli_error(capsys, argv, argv[0])  # not the working directory
+
+
+def test_a_checkpoint_holding_code_is_refused_without_running_it(tmp_path, capsys):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"format_version": 1, "payload": Payload()}, tmp_path / "evil.pt")
+    message = cli_error(capsys, ["speakers", tmp_path / "evil.pt"], "speakers")
+    assert "can run code" in message and not marker.exists()
+
+
+def test_a_refused_resume_names_the_changed_key_and_both_values(tmp_path, trained_tiny, capsys, demo_manifest):
+    exp = tmp_path / "copy"
+    shutil.copytree(trained_tiny, exp)
+    message = cli_error(capsys, ["train", exp, "model.encoder.warp=0.1"], "train")
+    assert "(model.encoder.warp 0.0 -> 0.1)" in message
+    decoder = tmp_path / "decoder"
+    message = cli_error(capsys, ["train", decoder, *FAST_TRAIN, f"data.manifest={demo_manifest}",
+                                 f"train.units_from={trained_tiny}",
+                                 "model.encoder.warp=0.1", "train.max_steps=1"], "train")
+    assert "model.encoder.warp 0.0 -> 0.1" in message and len(message) < 400

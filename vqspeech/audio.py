@@ -6,6 +6,7 @@ Waveforms are float32 numpy arrays in [-1, 1], shape [T] (mono) unless stated.
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,12 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
             f"Audio file {path} holds {info.frames * info.channels:,} samples ({hours:.1f} hours), more than the "
             f"{MAX_AUDIO_SAMPLES:,} vqspeech reads into memory at once; split it into shorter files."
         )
+    truncated = wav_truncation(path)
+    if truncated is not None:
+        raise UserError(
+            f"Audio file {path} is cut short: its header promises {truncated[0]:,} samples, it holds "
+            f"{truncated[1]:,} (an interrupted copy or download?); copy it again."
+        )
     try:
         audio, sr = sf.read(sound_file(path), dtype="float32", always_2d=True)
     except MemoryError:
@@ -77,6 +84,37 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
         audio = resample(audio, sr, sample_rate)
         sr = sample_rate
     return np.ascontiguousarray(audio, dtype=np.float32), int(sr)
+
+
+def wav_truncation(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(frames the header promises, frames the file holds) of a RIFF WAV file cut short, else None
+    (complete, not a RIFF WAV, or a streamed WAV whose header leaves its length open). soundfile
+    reads what is there and says nothing, so an interrupted copy would pass as a short recording."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = 0
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                kind, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if kind == b"fmt ":
+                    fmt = f.read(min(length, 16))
+                    block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else 0
+                    f.seek(length - len(fmt) + (length & 1), os.SEEK_CUR)
+                elif kind == b"data":
+                    held = size - f.tell()
+                    if length in (0, 0xFFFFFFFF) or length <= held or block_align == 0:
+                        return None
+                    return length // block_align, held // block_align
+                else:
+                    f.seek(length + (length & 1), os.SEEK_CUR)
+    except OSError:
+        return None
 
 
 def check_sample_rate(sample_rate: float) -> None:

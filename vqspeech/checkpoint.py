@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +127,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Checkpoint {path} does not exist; train a model first or check the path.")
+    if not zipfile.is_zipfile(path):  # what torch.save writes; its error for anything else is long and odd
+        raise UserError(
+            f"{path} is not a checkpoint (not a PyTorch zip archive); give an experiment folder or the .pt file "
+            "that training or `vqspeech export` wrote."
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused an object: it could run code
+        raise UserError(
+            f"Checkpoint {path} holds Python objects besides tensors and plain data; vqspeech does not load it, "
+            "since loading such objects can run code. Use a checkpoint vqspeech wrote."
+        ) from None
     except Exception as exc:
         raise UserError(
             f"Checkpoint {path} cannot be read ({first_line(exc)[:120]}); it is corrupt or not a vqspeech checkpoint."

@@ -241,11 +241,18 @@ def default_enrol_folder(exp: Path, name: str) -> Path:
 def cmd_speakers(args) -> None:
     from .checkpoint import load_checkpoint, resolve_checkpoint
     from .data.codes import CodesFolder
+    from .data.manifest import read_manifest, speakers_of
     from .inference import VQSpeech
 
     path = Path(args.exp_dir)
     if path.is_dir() and CodesFolder.holds_codes(path):  # a codes folder: the speakers of its utterances
         print("\n".join(sorted(set(CodesFolder.open(path).info.speakers.values()))))
+        return
+    if path.suffix == ".jsonl" or (path.is_dir() and (path / "manifest.jsonl").is_file()):  # a corpus
+        speakers = speakers_of(read_manifest(path))
+        if not speakers:
+            raise UserError(f"{path} lists no utterances; prepare the corpus again with `vqspeech prepare`.")
+        print("\n".join(speakers))
         return
     ckpt = load_checkpoint(resolve_checkpoint(path))
     if ckpt.get("kind") == "prior":
@@ -606,10 +613,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_enroll)
 
     p = verbs.add_parser(
-        "speakers", help="list the speakers a trained model (a VQ-VAE or a prior) or a codes folder knows"
+        "speakers",
+        help="list the speakers a trained model (a VQ-VAE or a prior), a codes folder or a prepared corpus knows",
     )
-    p.add_argument("exp_dir", help="an experiment folder, a checkpoint file or a codes folder")
+    p.add_argument(
+        "exp_dir", help="an experiment folder, a checkpoint file, a codes folder, or a prepared corpus or its manifest"
+    )
     p.set_defaults(func=cmd_speakers)
+    _check_paths(parser)
     return parser
 
 
@@ -633,6 +644,31 @@ def as_flags(message: str, flags: set[str]) -> str:
         return flag if flag in flags else match.group(0)
 
     return re.sub(r"`(\w+)(?:=True)?`", replace, message)
+
+
+PATH_ARGUMENTS = (
+    "corpus_dir", "source", "out_dir", "exp_dir", "prior_dir", "top_prior", "input", "codes", "manifest",
+    "corpus", "alignments", "folding", "out", "audio", "vqvae", "like",
+)  # fmt: skip
+"""The arguments that name files or folders (an empty one would mean the working directory)."""
+
+
+def path_arg(text: str) -> str:
+    """An argparse type for a file or folder: refuses an empty string, which would mean the working
+    directory (typically an unset shell variable)."""
+    if not text:
+        raise argparse.ArgumentTypeError("is empty; give a file or folder (an unset shell variable?)")
+    return text
+
+
+def _check_paths(parser: argparse.ArgumentParser) -> None:
+    """Give every :data:`PATH_ARGUMENTS` argument of ``parser`` and its verbs the type :func:`path_arg`."""
+    for action in parser._actions:
+        if action.dest in PATH_ARGUMENTS and action.type is None:
+            action.type = path_arg
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _check_paths(sub)
 
 
 def command_name(args: argparse.Namespace) -> str:

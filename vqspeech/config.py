@@ -121,6 +121,17 @@ def _leaves(cfg: Any, prefix: str = "") -> set[str]:
     return keys
 
 
+def config_changes(before: Any, now: Any, prefix: str) -> list[str]:
+    """``key old -> new`` for every dotted key (under ``prefix``) whose value differs between two
+    nested dicts, in order; a key only one of them has shows ``None`` on the other side."""
+    if not (isinstance(before, dict) and isinstance(now, dict)):
+        return [] if before == now else [f"{prefix} {before!r} -> {now!r}"]
+    changes = []
+    for key in [*before, *(k for k in now if k not in before)]:
+        changes += config_changes(before.get(key), now.get(key), f"{prefix}.{key}")
+    return changes
+
+
 def check_known_keys(cfg: dict[str, Any], overrides: list[str], config_name: str = "config") -> None:
     """UserError naming the first key of ``cfg`` that the packaged config files do not define (with
     the same group choices, e.g. ``model=tiny``), and the known key closest to it."""

@@ -21,9 +21,10 @@ try:
 except ImportError:  # Windows: stale locks are taken over without the flock (see FolderLock._remove_stale)
     fcntl = None  # type: ignore[assignment]
 
-SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
-"""A name that is safe as one file name: letters, digits, ``_ . -``, not starting with a dot (the
-whole name: matched with ``fullmatch``, so no trailing newline slips through)."""
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+"""A name that is safe as one file name and as a command-line value: letters, digits, ``_ . -``,
+starting with a letter, digit or ``_`` (a leading dot hides a file, a leading dash reads as an
+option); the whole name, matched with ``fullmatch``, so no trailing newline slips through."""
 
 NAME_MAX = 255
 """The longest file name (bytes) of the common file systems."""
@@ -39,7 +40,10 @@ def is_safe_name(name: object) -> bool:
 def check_plain_name(name: object, what: str = "Speaker name") -> None:
     """UserError unless ``name`` can be a file or folder name (:func:`is_safe_name`)."""
     if not is_safe_name(name):
-        raise UserError(f"{what} {name!r} is not a plain name; use letters, digits, '_', '.' and '-'.")
+        raise UserError(
+            f"{what} {name!r} is not a plain name; use letters, digits, '_', '.' and '-', starting with a "
+            "letter, digit or '_'."
+        )
 
 
 def file_stamp(path: str | os.PathLike) -> list[int]:

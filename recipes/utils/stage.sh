@@ -32,13 +32,13 @@ stage_done() {
 }
 
 # require_safe_names WHAT NAME...: stop with one sentence unless every NAME is safe as a folder name
-# (letters, digits, _ . -, not starting with a dot): target speakers become output folders.
+# (letters, digits, _ . -, starting with a letter, digit or _): target speakers become output folders.
 require_safe_names() {
   local what=$1 name
   shift
   for name in "$@"; do
-    if ! [[ $name =~ ^[A-Za-z0-9_-][A-Za-z0-9_.-]*$ ]]; then
-      echo "The $what '$name' cannot name an output folder; use letters, digits, '_', '.' and '-' only." >&2
+    if ! [[ $name =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]]; then
+      echo "The $what '$name' cannot name an output folder; use letters, digits, '_', '.' and '-', starting with a letter, digit or '_'." >&2
       exit 1
     fi
   done

@@ -41,7 +41,6 @@ from ..audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, load_audio, normalize_leve
 from ..errors import UserError
 from ..fileio import (
     FolderLock,
-    file_stamp,
     inside,
     is_safe_name,
     overlapping,
@@ -503,25 +502,30 @@ CACHE_MARK = ".vqspeech-cache.json"
 
 SOURCES_RECORD = ".vqspeech-sources.json"
 """Beside ``wavs/``: each cached utterance's source file as it was converted (path, size,
-modification time, inode), so that a source replaced by another file is converted again even when
-the two share a modification time (files unpacked from one archive; two files swapped with mv)."""
+modification time, inode, status-change time), so that a source replaced by another file is
+converted again even when the two share a modification time (files unpacked from one archive; two
+files swapped with mv; a file rewritten in place by a tool that restores its times)."""
 
 
 def _source_stamp(path: str) -> list:
     try:
-        return [path, *file_stamp(path), os.stat(path).st_ino]
+        stat = os.stat(path)
     except OSError:
         return [path]
+    # ctime: any write changes it and utime cannot set it back (an in-place rewrite that keeps mtime)
+    return [path, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
 
 
 def _forget_replaced_sources(out_dir: Path, sources: Sequence[SourceUtterance]) -> None:
     """Remove the cached audio of every utterance whose source is not the file it was made from
-    (by :data:`SOURCES_RECORD`; an utterance the record lacks counts as replaced), then record the
-    sources as they are now. The record is written before any conversion, so an interrupted run
-    leaves either a missing cache file or one made from the recorded source."""
+    (by :data:`SOURCES_RECORD`; an utterance the record lacks counts as replaced) or that left the
+    corpus (recorded, no longer found), then record the sources as they are now. The record is
+    written before any conversion, so an interrupted run leaves either a missing cache file or one
+    made from the recorded source."""
     previous = read_json_object(out_dir / SOURCES_RECORD) or {}
     now = {u.id: _source_stamp(source_path(u)) for u in sources}
-    _remove_cached(out_dir / "wavs", [utt_id for utt_id, stamp in now.items() if previous.get(utt_id) != stamp])
+    replaced = [utt_id for utt_id, stamp in now.items() if previous.get(utt_id) != stamp]
+    _remove_cached(out_dir / "wavs", [*replaced, *(utt_id for utt_id in previous if utt_id not in now)])
     write_text_atomic(out_dir / SOURCES_RECORD, json.dumps(now) + "\n")
 
 

@@ -10,7 +10,7 @@ resumed enrolment continues exactly where it stopped. Every other parameter stay
 
 The enrolled model is written to a new experiment folder (``OUT/checkpoints/last.pt``,
 ``speakers.txt``, ``enrolment.json``); the source experiment is only read. The checkpoint keeps the
-source's config and step, and an ``enrolment`` record (name, source, recordings, steps); its
+source's config and step, and an ``enrolment`` record (name, source, recordings, options, steps); its
 optimizer state (``enrolment_state``) is resume-only and left out of an export.
 """
 
@@ -114,6 +114,14 @@ def fingerprint(paths: list[str]) -> list[list[Any]]:
     return [[p, *file_stamp(p)] for p in paths]
 
 
+RESUMED_OPTIONS = ("lr", "batch_size", "crop_seconds", "seed")
+"""The options a resumed enrolment must share with its start: they set the optimizer and the crops."""
+
+
+def _resumed_options(options: EnrolOptions) -> dict[str, Any]:
+    return {k: getattr(options, k) for k in RESUMED_OPTIONS}
+
+
 RESULTS = ("metrics.json", "report.html")
 """What other verbs write into an experiment folder about its model (``evaluate loss --out``, ``report``)."""
 
@@ -131,11 +139,14 @@ def _forget_results(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _resume_state(out: Path, name: str, inputs: list[list[Any]], steps: int, overwrite: bool) -> dict[str, Any] | None:
-    """The enrolment of ``name`` in ``out`` to continue (it has taken fewer than ``steps`` steps),
-    None to start afresh; UserError when ``out`` holds something else, or (without ``overwrite``)
-    an enrolment of another name, from other recordings or another state of the model (``inputs``:
-    :func:`fingerprint` of the source checkpoint and the recordings), or one already ``steps`` long."""
+def _resume_state(
+    out: Path, name: str, inputs: list[list[Any]], options: EnrolOptions, overwrite: bool
+) -> dict[str, Any] | None:
+    """The enrolment of ``name`` in ``out`` to continue (it has taken fewer than ``options.steps``
+    steps), None to start afresh; UserError when ``out`` holds something else, or (without
+    ``overwrite``) an enrolment of another name, from other recordings or another state of the model
+    (``inputs``: :func:`fingerprint` of the source checkpoint and the recordings), with other
+    :data:`RESUMED_OPTIONS`, or one already ``options.steps`` long."""
     ckpt_path = out / "checkpoints" / "last.pt"
     if not ckpt_path.is_file():
         if out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
@@ -155,7 +166,16 @@ def _resume_state(out: Path, name: str, inputs: list[list[Any]], steps: int, ove
             f"{out} holds an enrolment of {name!r} from other recordings or another state of the model; "
             "pass `overwrite=True` to start again."
         )
-    done = ckpt["enrolment_state"]["step"]
+    before = record.get("options")
+    before = before if isinstance(before, dict) else {}  # an enrolment from before options were recorded
+    now = _resumed_options(options)
+    changed = [f"{k} {before[k]} -> {v}" for k, v in now.items() if k in before and before[k] != v]
+    if changed:
+        raise UserError(
+            f"{out} holds an enrolment of {name!r} begun with other settings ({', '.join(changed)}); resume it with "
+            "the same ones, or pass `overwrite=True` to start again."
+        )
+    done, steps = ckpt["enrolment_state"]["step"], options.steps
     if record.get("finished") and done >= steps:
         raise UserError(
             f"{out} already holds {name!r}, enrolled in {done} steps; pass more `steps` to continue, or "
@@ -191,8 +211,9 @@ def enroll_speaker(
         raise UserError(f"{out} overlaps the experiment {exp_folder}; write the enrolled model to a folder of its own.")
     vq = VQSpeech.load(source, device)
     vq.require_decoder()
-    if name in vq.speakers:
-        raise UserError(f"{exp} already knows a speaker {name!r}; choose another name.")
+    same = [s for s in vq.speakers if s.casefold() == name.casefold()]
+    if same:  # George beside george: two speakers users mix up, one folder on a case-blind file system
+        raise UserError(f"{exp} already knows a speaker {same[0]!r}; choose another name.")
     found = reference_files(recordings)
     files = [str(p.resolve()) for p in found]
     audio = load_reference(found, vq.sample_rate, min_seconds=1.0)
@@ -204,7 +225,7 @@ def enroll_speaker(
         )
     with FolderLock(out, "enroll"):
         inputs = fingerprint([str(source), *files])
-        resume = _resume_state(out, name, inputs, options.steps, overwrite)
+        resume = _resume_state(out, name, inputs, options, overwrite)
         return _enroll(vq, source, name, files, inputs, audio, out, options, resume, progress)
 
 
@@ -249,6 +270,7 @@ def _enroll(
             "source": str(source),
             "files": files,
             "inputs": inputs,
+            "options": _resumed_options(options),
             "steps": step,
             "finished": finished,
         }

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..config import load_yaml, merge_overrides, quoted_value, save_yaml
+from ..config import config_changes, load_yaml, merge_overrides, quoted_value, save_yaml
 from ..config import override_key as _key
 from ..device import DistInfo
 from ..errors import UserError
@@ -73,10 +73,12 @@ def check_resumable(
     before, now = resume["config"].get(model_key), cfg.get(model_key)
     if model_key == "model" and isinstance(before, dict) and isinstance(now, dict):
         before, now = config_in_use(before), config_in_use(now)  # the checkpoint's config is upgraded
-    if before != now:
+    changes = config_changes(before, now, model_key)
+    if changes:
+        shown = ", ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
         raise UserError(
-            f"The model config differs from the one {exp_dir} was trained with; "
-            "use a new experiment folder to train another model."
+            f"The model config differs from the one {exp_dir} was trained with ({shown}); "
+            "use a new experiment folder to train another model, or resume without that change."
         )
 
 

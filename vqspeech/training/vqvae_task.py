@@ -22,7 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ..audio import resample
 from ..checkpoint import load_checkpoint, resolve_checkpoint
-from ..config import experiment_config, training_stage
+from ..config import config_changes, experiment_config, training_stage
 from ..data.dataset import References, crop_length, crop_loader
 from ..data.manifest import Utterance, check_header, load_utterance, read_manifest, speakers_of
 from ..device import init_distributed, select_device
@@ -389,10 +389,11 @@ def units_checkpoint(source: Path, model_cfg: dict[str, Any]) -> dict[str, Any]:
         raise UserError(f"train.units_from={source} holds a {ckpt.get('kind')} model, not a VQ-VAE.")
     theirs = ckpt["config"]["model"]
     for key in UNIT_CONFIG_KEYS:
-        if theirs.get(key) != model_cfg[key]:
+        changes = config_changes(theirs.get(key), model_cfg[key], f"model.{key}")
+        if changes:
             raise UserError(
-                f"model.{key} differs from the units in {path} ({theirs.get(key)!r} there, {model_cfg[key]!r} "
-                "here); train the decoder with the same model.* values as its units."
+                f"The units in {path} were trained with other model values (there -> here: "
+                f"{', '.join(changes[:3])}); train the decoder with the same model.* values as its units."
             )
     return ckpt
 
