@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import socket
@@ -62,8 +63,14 @@ def read_json_object(path: str | os.PathLike) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
+    """An integer read from JSON, YAML or a config (a bool is an int to Python, never a count here)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_number(value: object) -> bool:
+    """A finite int or float read from JSON, YAML or a config (not a bool, NaN or infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def is_utf8(text: str) -> bool:
@@ -338,7 +345,7 @@ class FolderLock:
             return {}
         started = holder.get("started")
         well_formed = (
-            _is_int(holder.get("pid")) and 0 < holder["pid"] < 2**31
+            is_int(holder.get("pid")) and 0 < holder["pid"] < 2**31
             and isinstance(holder.get("host"), str)
             and isinstance(holder.get("verb"), str)
             and isinstance(started, (int, float)) and not isinstance(started, bool) and 0 <= started < 1e11

@@ -19,7 +19,6 @@ Frame t is centred at ``frame_offset_s + t / code_rate_hz`` seconds; top code j 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError, first_line
-from ..fileio import atomic_path, inside, is_safe_name, remove_stale_temps, write_text_atomic
+from ..fileio import atomic_path, inside, is_finite_number, is_int, is_safe_name, remove_stale_temps, write_text_atomic
 from .manifest import SPLITS
 
 INFO_FILE = "codes.json"
@@ -48,14 +47,6 @@ LEVELS = ("bottom", "top")
 """The code levels of a hierarchical model; a prior models one of them."""
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 class _Fields:
     """Checked access to one JSON object of ``codes.json`` (``prefix``: where it lies in the file,
     e.g. ``top.``): each value is read with its type and range, and a bad or missing required one
@@ -73,7 +64,7 @@ class _Fields:
     def required_number(self, key: str, at_most: float) -> float:
         """A number above 0 and at most ``at_most``."""
         value: Any = self.record.get(key)
-        if not (_is_number(value) and 0 < value <= at_most):
+        if not (is_finite_number(value) and 0 < value <= at_most):
             raise self.bad(key, f"a number above 0 and at most {at_most:g}")
         return float(value)
 
@@ -84,7 +75,7 @@ class _Fields:
     def required_integer(self, key: str, at_least: int = 1, at_most: int | None = None) -> int:
         """An integer from ``at_least`` to ``at_most`` (None: no bound)."""
         value: Any = self.record.get(key)
-        if not (_is_int(value) and value >= at_least and (at_most is None or value <= at_most)):
+        if not (is_int(value) and value >= at_least and (at_most is None or value <= at_most)):
             bounds = f">= {at_least}" if at_most is None else f"from {at_least} to {at_most}"
             raise self.bad(key, f"an integer {bounds}")
         return value
@@ -228,7 +219,7 @@ class CodesInfo:
         rate = fields.required_number("code_rate_hz", MAX_CODE_RATE_HZ)
         groups = fields.integer("groups", 1, MAX_GROUPS)
         offset = record.get("frame_offset_s")
-        if offset is not None and not (_is_number(offset) and 0 <= offset < 1 / rate):
+        if offset is not None and not (is_finite_number(offset) and 0 <= offset < 1 / rate):
             raise fields.bad("frame_offset_s", f"a number in [0, {1 / rate:g}) (within one code period)")
         return cls(
             code_rate_hz=rate,

@@ -8,7 +8,6 @@ manifest's folder when they lie inside it, and returned absolute by :func:`read_
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from dataclasses import asdict, dataclass, fields
@@ -19,7 +18,7 @@ import soundfile as sf
 
 from ..audio import MAX_SAMPLE_RATE, load_audio, sound_file
 from ..errors import UserError, first_line
-from ..fileio import atomic_path, is_safe_name, write_text_atomic
+from ..fileio import atomic_path, is_finite_number, is_safe_name, write_text_atomic
 
 SPLITS = ("train", "valid", "test")
 
@@ -65,10 +64,6 @@ def is_safe_speaker(name: object) -> bool:
     )
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 MAX_DURATION = 24 * 3600.0
 """The longest utterance a manifest may list, in seconds."""
 
@@ -85,7 +80,7 @@ def _field_problem(row: dict) -> str | None:
         return f"audio {row['audio']!r} is not a path"
     if not is_safe_speaker(row["speaker"]):
         return f"speaker {row['speaker']!r} is not a name ({SPEAKER_RULE})"
-    if not _is_number(row["duration"]) or row["duration"] <= 0:
+    if not is_finite_number(row["duration"]) or row["duration"] <= 0:
         return f"duration {row['duration']!r} is not a positive number of seconds"
     if not isinstance(row["sample_rate"], int) or isinstance(row["sample_rate"], bool) or row["sample_rate"] <= 0:
         return f"sample_rate {row['sample_rate']!r} is not a positive whole number of hertz"

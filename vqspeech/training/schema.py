@@ -14,6 +14,7 @@ from typing import Any
 
 from ..data.codes import MAX_CODE_RATE_HZ, MAX_CODES
 from ..errors import UserError
+from ..fileio import is_finite_number, is_int
 from ..models.prior import PRIORS
 from ..models.quantizer import QUANTIZERS
 from ..models.vqvae import DECODERS, OBJECTIVES
@@ -22,18 +23,10 @@ Rule = tuple[Callable[[Any], bool], str]
 """(check of the value, what the value must be)."""
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
-
 def integer(at_least: int, at_most: int | None = None) -> Rule:
     if at_most is None:
-        return lambda v: _is_int(v) and v >= at_least, f"an integer >= {at_least}"
-    return lambda v: _is_int(v) and at_least <= v <= at_most, f"an integer from {at_least} to {at_most}"
+        return lambda v: is_int(v) and v >= at_least, f"an integer >= {at_least}"
+    return lambda v: is_int(v) and at_least <= v <= at_most, f"an integer from {at_least} to {at_most}"
 
 
 WIDTH = 4096
@@ -47,7 +40,7 @@ def number(low: float, high: float = math.inf, *, low_open: bool = False, high_o
     """A finite number in the interval from ``low`` to ``high`` (open at an end when asked)."""
 
     def ok(v: Any) -> bool:
-        if not _is_number(v):
+        if not is_finite_number(v):
             return False
         above = v > low if low_open else v >= low
         below = v < high if high_open else v <= high
@@ -60,7 +53,7 @@ def number(low: float, high: float = math.inf, *, low_open: bool = False, high_o
 def positive_ints(at_least: int = 1) -> Rule:
     """A non-empty list of at most :data:`DEPTH` integers from ``at_least`` to 65536."""
     return (
-        lambda v: isinstance(v, list) and 0 < len(v) <= DEPTH and all(_is_int(x) and at_least <= x <= 65536 for x in v),
+        lambda v: isinstance(v, list) and 0 < len(v) <= DEPTH and all(is_int(x) and at_least <= x <= 65536 for x in v),
         f"a non-empty list of at most {DEPTH} integers from {at_least} to 65536",
     )
 
@@ -71,7 +64,7 @@ def choice(*options: str) -> Rule:
 
 BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
 BETAS: Rule = (
-    lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v),
+    lambda v: isinstance(v, list) and len(v) == 2 and all(is_finite_number(b) and 0 <= b < 1 for b in v),
     "two numbers in [0, 1)",
 )
 
@@ -103,7 +96,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "train.warmup_steps": integer(0),
     "train.lr_min_ratio": number(0, 1),
     "train.max_steps": integer(1),
-    "train.max_minutes": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number or null"),
+    "train.max_minutes": (lambda v: v is None or (is_finite_number(v) and v > 0), "a positive number or null"),
     "train.grad_clip": number(0, low_open=True),
     "train.num_workers": integer(0, 64),
     "train.log_every": integer(1),
@@ -124,7 +117,7 @@ MODEL_RULES: dict[str, Rule] = {
     "model.jitter": number(0, 1),
     "model.encoder.frontend": choice("mel", "conv"),
     "model.encoder.n_mels": integer(1, 512),
-    "model.encoder.n_fft": (lambda v: v is None or (_is_int(v) and v >= 2), "null or an integer >= 2"),
+    "model.encoder.n_fft": (lambda v: v is None or (is_int(v) and v >= 2), "null or an integer >= 2"),
     "model.encoder.strides": positive_ints(1),
     "model.encoder.channels": integer(1, WIDTH),
     "model.encoder.dilations": positive_ints(1),
@@ -139,7 +132,7 @@ MODEL_RULES: dict[str, Rule] = {
     "model.quantizer.groups": integer(1, 64),
     "model.quantizer.dead_code_threshold": number(0, 1),
     "model.quantizer.usage_decay": number(0, 1, low_open=True, high_open=True),
-    "model.top.stride": (lambda v: _is_int(v) and (v == 0 or v >= 2), "0 (one level) or an integer >= 2"),
+    "model.top.stride": (lambda v: is_int(v) and (v == 0 or v >= 2), "0 (one level) or an integer >= 2"),
     "model.top.num_codes": integer(2, MAX_CODES),
     "model.top.channels": integer(1, WIDTH),
     "model.top.dilations": positive_ints(1),
@@ -184,7 +177,7 @@ CONV_DECODER_RULES: dict[str, Rule] = {
     "model.conv_decoder.channels": integer(1, WIDTH),
     "model.conv_decoder.upsample_strides": positive_ints(1),
     "model.conv_decoder.upsample_kernel_sizes": (
-        lambda v: v is None or (isinstance(v, list) and all(_is_int(k) and k >= 1 for k in v)),
+        lambda v: v is None or (isinstance(v, list) and all(is_int(k) and k >= 1 for k in v)),
         "null or a list of integers >= 1",
     ),
     "model.conv_decoder.resblock_kernel_sizes": positive_ints(1),
