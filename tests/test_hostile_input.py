@@ -1619,7 +1619,7 @@ def test_prepare_checks_held_out_speakers_before_converting_and_names_flags(tmp_
     assert not (tmp_path / "out" / "wavs").exists() or not any((tmp_path / "out" / "wavs").iterdir())
 
 
-def test_prepare_says_which_sources_it_upsampled(tmp_path):
+def test_prepare_says_which_sources_it_upsampled(tmp_path, capsys):
     from vqspeech.data.prepare import prepare_corpus
 
     corpus = tmp_path / "corpus" / "anna"
@@ -1630,6 +1630,11 @@ def test_prepare_says_which_sources_it_upsampled(tmp_path):
         summary = prepare_corpus(tmp_path / "corpus", tmp_path / "out", "folder", sample_rate=8000,
                                  progress=False, num_workers=0)
     assert summary.num_utterances == 4 and summary.num_upsampled == 2
+    capsys.readouterr()  # on the command line: one line like an error's, the parameter as its flag
+    assert run_cli(["prepare", tmp_path / "corpus", tmp_path / "out2", "--layout", "folder", "--sample_rate", "8000"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warned) == 1 and warned[0].startswith("vqspeech prepare: warning: 2 file(s) were recorded below")
+    assert "at a lower --sample_rate" in warned[0]
 
 
 def test_a_sound_file_too_long_to_read_is_one_sentence_about_its_length(tmp_path, monkeypatch):

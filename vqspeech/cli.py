@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import UserError, first_line
@@ -671,6 +672,21 @@ def _check_paths(parser: argparse.ArgumentParser) -> None:
                 _check_paths(sub)
 
 
+def _warning_printer(verb: str, flags: set[str]):
+    """A ``warnings.showwarning`` for the command line: vqspeech's own warnings as one line like its
+    errors (``vqspeech prepare: warning: ...``, parameters as flags); other libraries' as Python prints them."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UserWarning) and os.path.abspath(filename).startswith(package + os.sep):
+            print(f"vqspeech {verb}: warning: {as_flags(str(message), flags)}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def command_name(args: argparse.Namespace) -> str:
     """The verb as typed, with its action for the grouped verbs: ``evaluate probe``, ``prior train``."""
     action = getattr(args, "evaluation", None) or getattr(args, "prior_verb", None)
@@ -704,7 +720,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
     try:
-        args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_printer(command_name(args), _flags(parser))
+            args.func(args)
     except UserError as exc:
         print(f"vqspeech {command_name(args)}: error: {as_flags(str(exc), _flags(parser))}", file=sys.stderr)
         return 2

@@ -189,7 +189,7 @@ def _prepare(
         warnings.warn(
             f"{len(upsampled)} file(s) were recorded below {sample_rate} Hz and were upsampled, so their band "
             f"above half their rate is silent (lowest: {lowest[0]} at {lowest[1]} Hz); prepare at a lower "
-            "sample_rate, or leave them out, if that matters.",
+            "`sample_rate`, or leave them out, if that matters.",
             stacklevel=2,
         )
     rejects.sort()
