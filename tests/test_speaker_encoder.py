@@ -3,6 +3,8 @@ references from other utterances of the same speaker, and `--speaker` given as a
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -12,6 +14,7 @@ from conftest import FAST_TRAIN, cli_error, run_cli
 from vqspeech.config import compose
 from vqspeech.data.dataset import References, StepBatchSampler, crop_loader
 from vqspeech.data.manifest import read_manifest
+from vqspeech.eval.report import write_report
 from vqspeech.inference import VQSpeech
 from vqspeech.models import VQVAE
 from vqspeech.models.speaker_encoder import SpeakerEncoder, speaker_vectors
@@ -143,10 +146,16 @@ def test_evaluate_conversion_into_a_voice_given_by_audio(trained_zero_shot, demo
     voice.mkdir()
     for u in [u for u in utts if u.speaker == utts[0].speaker][:2]:
         (voice / f"{u.id}.wav").symlink_to(u.audio)
-    metrics = evaluate_conversion(trained_zero_shot, tmp_path / "out", manifest=demo_manifest, num=2,
+    exp = tmp_path / "exp"  # a copy, so that its report shows this evaluation
+    shutil.copytree(trained_zero_shot, exp)
+    metrics = evaluate_conversion(exp, exp / "eval_convert", manifest=demo_manifest, num=2,
                                   targets=["newvoice"], voices={"newvoice": str(voice)}, num_reference=2,
                                   device="cpu", progress=False)
     assert {item["target_speaker"] for item in metrics["items"]} == {"newvoice"}
+    assert metrics["summary"]["voices"] == {"newvoice": str(voice.resolve())}
+    page = write_report(exp).read_text()
+    conversion = page.split('<section id="conversion">')[1].split("</section>")[0]
+    assert "voices the model never saw, given by reference audio (zero-shot): newvoice (voice)" in conversion
     assert "newvoice" not in metrics["summary"]["reference"]["speakers_without_reference"]
     assert all(item["speaker_similarity"]["conversion"]["target"] is not None for item in metrics["items"])
     message = cli_error(capsys, ["evaluate", "conversion", trained_zero_shot, "--out", tmp_path / "o2",

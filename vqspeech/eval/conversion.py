@@ -297,6 +297,7 @@ def evaluate_conversion(
             "skipped": skipped,
             "speakers": sorted({u.speaker for u in items}),
             "targets": sorted(set(target_of[u.id] for u in items)),
+            "voices": {name: str(Path(path).resolve()) for name, path in sorted(voices.items())},
             "reference": {
                 "split": "train",
                 "num_per_speaker": reference_counts,

@@ -384,6 +384,12 @@ def conversion_summary(summary: dict) -> str:
     for key, label in (("speakers", "speakers"), ("targets", "target speakers")):
         if isinstance(summary.get(key), list) and summary[key]:
             facts.append(f"{label}: {', '.join(map(str, summary[key]))}")
+    voices = summary.get("voices")
+    if isinstance(voices, dict) and voices:  # targets the model never saw, given by reference audio
+        facts.append(
+            "voices the model never saw, given by reference audio (zero-shot): "
+            + ", ".join(f"{name} ({Path(str(path)).name})" for name, path in voices.items())
+        )
     if isinstance(summary.get("skipped"), list):
         facts.append(f"{len(summary['skipped'])} skipped")
     if facts:
