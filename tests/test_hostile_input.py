@@ -1824,3 +1824,77 @@ def test_a_refused_resume_names_the_changed_key_and_both_values(tmp_path, traine
                                  f"train.units_from={trained_tiny}",
                                  "model.encoder.warp=0.1", "train.max_steps=1"], "train")
     assert "model.encoder.warp 0.0 -> 0.1" in message and len(message) < 400
+
+
+# --- ninth pass -------------------------------------------------------------------------------
+
+
+def test_no_folder_writer_but_training_writes_into_an_experiment_folder(tmp_path, capsys, trained_tiny, codes,
+                                                                       demo_manifest):
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    before = files_under(exp)
+    corpus = demo_manifest.parent
+    wav = read_manifest(demo_manifest)[0].audio
+    for verb, argv in (("prepare", ["prepare", corpus, exp, "--layout", "folder"]),
+                       ("align", ["align", demo_manifest, exp, "--limit", "1"]),
+                       ("convert", ["convert", trained_tiny, demo_manifest, "--split", "test", "--limit", "2",
+                                    "--speaker", VQSpeech.load(trained_tiny, "cpu").speakers[0], "-o", exp]),
+                       ("decode", ["decode", trained_tiny, codes, "-o", exp]),
+                       ("demo-data", ["demo-data", exp, "--num_sentences", "1"]),
+                       ("export", ["export", trained_tiny, exp / "checkpoints" / "step-9.pt"])):
+        message = cli_error(capsys, argv, verb)
+        assert ("experiment" in message or "is not empty" in message) and str(exp) in message, message
+    assert files_under(exp) == before
+    capsys.readouterr()
+    assert run_cli(["convert", trained_tiny, wav, "--speaker", VQSpeech.load(trained_tiny, "cpu").speakers[0],
+                    "-o", exp / "convert" / "one"]) == 0  # a subfolder of its own is fine
+
+
+def test_demo_data_keeps_out_of_other_files_and_other_demo_corpora(tmp_path, capsys):
+    folder = tmp_path / "fsdd"
+    (folder / "recordings").mkdir(parents=True)
+    assert "is not empty (it holds recordings)" in cli_error(capsys, ["demo-data", folder], "demo-data")
+    assert run_cli(["demo-data", tmp_path / "demo", "--num_sentences", "1"]) == 0
+    message = cli_error(capsys, ["demo-data", tmp_path / "demo" / "wavs" / "x", "--num_sentences", "1"], "demo-data")
+    assert "lies inside the demo corpus" in message
+    assert sorted(p.name for p in folder.iterdir()) == ["recordings"]
+
+
+def test_speakers_of_an_experiment_holding_a_manifest_are_the_models(tmp_path, capsys, trained_tiny, demo_manifest):
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    shutil.copy(demo_manifest, exp / "manifest.jsonl")
+    capsys.readouterr()
+    assert run_cli(["speakers", exp]) == 0
+    assert capsys.readouterr().out.split() == VQSpeech.load(trained_tiny, "cpu").speakers
+
+
+def test_a_crafted_checkpoint_config_allocates_nothing_and_nan_weights_are_refused(tmp_path, capsys, trained_tiny):
+    ckpt = torch.load(trained_tiny / "checkpoints" / "last.pt", weights_only=True)
+    huge = copy.deepcopy(ckpt)
+    huge["config"]["model"]["decoder"]["residual_channels"] = 10**7  # about 20 GB if it were built
+    torch.save(huge, tmp_path / "huge.pt")
+    message = cli_error(capsys, ["speakers", tmp_path / "huge.pt"], "speakers")
+    assert "does not fit the config" in message
+    broken = copy.deepcopy(ckpt)
+    name = next(k for k, v in broken["model"].items() if v.is_floating_point())
+    broken["model"][name] = broken["model"][name] * float("nan")
+    torch.save(broken, tmp_path / "nan.pt")
+    message = cli_error(capsys, ["evaluate", "loss", tmp_path / "nan.pt"], "evaluate loss")
+    assert f"weight {name} holds values that are not finite numbers" in message
+
+
+@pytest.mark.parametrize("verb,args,words", [
+    ("baseline", ["--num_codes", "0"], "--num_codes must be"),
+    ("baseline", ["--code_rate", "0"], "--code_rate must be"),
+    ("align", ["--num_workers", "-1"], "--num_workers"),
+    ("prepare", ["--heldout_speakers", ",", "--split_by", "speaker"], "names no speaker"),
+])
+def test_a_zero_or_empty_value_is_refused_not_replaced_by_the_default(tmp_path, capsys, demo_manifest, verb, args,
+                                                                      words):
+    where = {"baseline": ["baseline", "mfcc-kmeans", demo_manifest, tmp_path / "o"],
+             "align": ["align", demo_manifest, tmp_path / "o"],
+             "prepare": ["prepare", demo_manifest.parent, tmp_path / "o", "--layout", "folder"]}[verb]
+    assert words in cli_error(capsys, [*where, *args], verb)
+    assert not (tmp_path / "o").exists()

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from .errors import UserError, first_line
-from .fileio import atomic_path, check_not_in_owned_folder, check_writable_parent
+from .fileio import atomic_path, check_not_in_owned_folder, check_writable_parent, is_experiment_folder
 
 FORMAT_VERSION = 5
 """5: model.encoder.warp added (before: 0). 4: model.speaker_encoder added (before: off). 3:
@@ -181,8 +181,30 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         raise UserError(f"{dst} is the checkpoint being exported; write the export to another file.")
     check_writable_parent(dst)
     check_not_in_owned_folder(dst)
+    folder = Path(os.path.abspath(dst)).parent
+    if folder.name == "checkpoints" and is_experiment_folder(folder.parent):  # read as training's own
+        raise UserError(
+            f"{dst} would be written into the checkpoints of the experiment {folder.parent}, which training "
+            "and every verb read; write the export elsewhere."
+        )
     ckpt = load_checkpoint(src)
     save_checkpoint(dst, {k: v for k, v in ckpt.items() if k not in (*RESUME_ONLY, "format_version")})
+
+
+def weights_problem(model: torch.nn.Module, weights: dict[str, Any]) -> str | None:
+    """How a checkpoint's ``weights`` (a state dict) fail ``model`` (built on the meta device, so a
+    crafted config allocates nothing): a name or shape the model does not have, a missing weight,
+    or a value that is not a finite number (NaN weights give NaN losses, constant codes, DC audio);
+    None when they fit."""
+    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    for name, tensor in weights.items():
+        if not isinstance(tensor, torch.Tensor) or shapes.get(name) != tuple(tensor.shape):
+            wanted = "no such weight" if name not in shapes else f"the config builds {list(shapes[name])}"
+            return f"weight {name} does not fit the config: {wanted}"
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"weight {name} holds values that are not finite numbers"
+    missing = sorted(set(shapes) - set(weights))
+    return f"weight {missing[0]} is missing" if missing else None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -18,8 +18,14 @@ from pathlib import Path
 from .errors import UserError, first_line
 
 
-def _split_list(text: str | None) -> list[str] | None:
-    return [s for s in text.split(",") if s] if text else None
+def _split_list(text: str | None, flag: str | None = None) -> list[str] | None:
+    """A comma-separated list (None when not given); with ``flag``, one that names nothing is refused."""
+    if text is None:
+        return None
+    names = [s for s in text.split(",") if s]
+    if flag and not names:
+        raise UserError(f"{flag} {text!r} names no speaker; give comma-separated names, or leave the option out.")
+    return names or None
 
 
 def _layout_options(args) -> dict:
@@ -42,7 +48,7 @@ def cmd_prepare(args) -> None:
         split_by=args.split_by,
         valid_fraction=args.valid_fraction,
         test_fraction=args.test_fraction,
-        heldout_speakers=_split_list(args.heldout_speakers),
+        heldout_speakers=_split_list(args.heldout_speakers, "--heldout_speakers"),
         min_duration=args.min_duration,
         max_duration=args.max_duration,
         seed=args.seed,
@@ -243,13 +249,15 @@ def cmd_speakers(args) -> None:
     from .checkpoint import load_checkpoint, resolve_checkpoint
     from .data.codes import CodesFolder
     from .data.manifest import read_manifest, speakers_of
+    from .fileio import is_experiment_folder
     from .inference import VQSpeech
 
     path = Path(args.exp_dir)
     if path.is_dir() and CodesFolder.holds_codes(path):  # a codes folder: the speakers of its utterances
         print("\n".join(sorted(set(CodesFolder.open(path).info.speakers.values()))))
         return
-    if path.suffix == ".jsonl" or (path.is_dir() and (path / "manifest.jsonl").is_file()):  # a corpus
+    corpus = path.is_dir() and (path / "manifest.jsonl").is_file() and not is_experiment_folder(path)
+    if path.suffix == ".jsonl" or corpus:
         speakers = speakers_of(read_manifest(path))
         if not speakers:
             raise UserError(f"{path} lists no utterances; prepare the corpus again with `vqspeech prepare`.")
@@ -314,12 +322,13 @@ def cmd_baseline(args) -> None:
     num_codes, rate = args.num_codes, args.code_rate
     if args.like:
         like = CodesFolder.open(args.like).info
-        num_codes, rate = num_codes or like.num_codes, rate or like.code_rate_hz
+        num_codes = like.num_codes if num_codes is None else num_codes
+        rate = like.code_rate_hz if rate is None else rate
     summary = mfcc_kmeans_baseline(
         args.manifest,
         args.out_dir,
-        num_codes=num_codes or 128,
-        code_rate_hz=rate or 100.0,
+        num_codes=128 if num_codes is None else num_codes,
+        code_rate_hz=100.0 if rate is None else rate,
         fit_split=args.fit_split,
         split=args.split,
         seed=args.seed,
@@ -339,7 +348,7 @@ def cmd_evaluate_conversion(args) -> None:
         manifest=args.manifest,
         split=args.split,
         num=args.num,
-        targets=_split_list(args.targets),
+        targets=_split_list(args.targets, "--targets"),
         voices=_voices(args.voice),
         num_reference=args.num_reference,
         digits=digits,
@@ -397,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mic", default=None, help="VCTK 0.92 microphone: mic1 (default) or mic2")
     p.add_argument("--subset", default=None, help="LibriSpeech/LibriTTS subset, e.g. train-clean-100")
     p.add_argument("--seed", type=seed_arg, default=0)
-    p.add_argument("--num_workers", type=int, default=None)
+    p.add_argument("--num_workers", type=bounded_int(0, 1024), default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_prepare)
 
@@ -417,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--manifest", default=None, help="point this manifest's utterances at their alignments (rewritten in place)"
     )
-    p.add_argument("--num_workers", type=int, default=None, help="processes (default: one per CPU)")
+    p.add_argument("--num_workers", type=bounded_int(0, 1024), default=None, help="processes (default: one per CPU)")
     p.add_argument("--limit", type=int, default=None, help="only the first N utterances")
     p.add_argument("--overwrite", action="store_true", help="realign files already aligned")
     p.set_defaults(func=cmd_align)

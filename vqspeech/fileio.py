@@ -168,6 +168,16 @@ OWN_KINDS = {
 """Verbs whose output folder is itself one of :data:`OWNED_FOLDER_MARKS`' kinds (its writer)."""
 
 
+EXPERIMENT_WRITERS = ("train", "prior train", "enroll")
+"""The verbs whose output folder is an experiment (a model's or a prior's); no other writes there."""
+
+
+def is_experiment_folder(folder: str | os.PathLike) -> bool:
+    """A trained model's or a prior's folder (``train``/``prior train``/``enroll`` wrote it): it has
+    ``overrides.yaml`` or ``checkpoints/``."""
+    return (Path(folder) / "overrides.yaml").exists() or (Path(folder) / "checkpoints").is_dir()
+
+
 def owning_folder(folder: str | os.PathLike, own_mark: str | None = None) -> tuple[Path, str] | None:
     """(the folder, what it is) when ``folder`` is or lies inside a folder another command owns
     (:data:`OWNED_FOLDER_MARKS`), else None. ``own_mark``: a mark ``folder`` itself may carry
@@ -221,7 +231,8 @@ class FolderLock:
     killed process (its process is gone, or the id now belongs to a process started later) is
     taken over. Taking it also checks that the folder is writable and (``guard``) that it does not lie
     in a folder another verb owns (:func:`check_not_in_owned_folder`; a verb may rewrite a folder of
-    its own kind, :data:`OWN_KINDS`). Use it as a context manager; ``enabled=False`` (the other
+    its own kind, :data:`OWN_KINDS`) and is not an experiment folder unless the verb writes those
+    (:data:`EXPERIMENT_WRITERS`). Use it as a context manager; ``enabled=False`` (the other
     ranks of a distributed run) makes it a no-op.
     """
 
@@ -373,6 +384,11 @@ class FolderLock:
 
     def __enter__(self) -> FolderLock:
         found = owning_folder(self.folder, OWN_KINDS.get(self.verb)) if self.enabled and self.guard else None
+        if self.enabled and self.guard and self.verb not in EXPERIMENT_WRITERS and is_experiment_folder(self.folder):
+            raise UserError(
+                f"{self.folder} is an experiment folder (a model's or a prior's); give `{self.verb}` a folder of its "
+                f"own, e.g. a new subfolder of it."
+            )
         if found is not None:
             where = "is" if found[0] == Path(os.path.realpath(self.folder)) else "lies inside"
             raise UserError(

@@ -27,7 +27,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError, first_line
-from ..fileio import atomic_path, inside, is_finite_number, is_int, is_safe_name, remove_stale_temps, write_text_atomic
+from ..fileio import (
+    atomic_path,
+    inside,
+    is_experiment_folder,
+    is_finite_number,
+    is_int,
+    is_safe_name,
+    remove_stale_temps,
+    write_text_atomic,
+)
 from .manifest import SPLITS
 
 INFO_FILE = "codes.json"
@@ -522,7 +531,7 @@ def refuse_existing_codes(root: Path, overwrite: bool) -> None:
     for sub in ("codes", "latents", "codes_top"):
         if (root / sub).is_symlink():
             raise UserError(f"{root / sub} is a link; give an output folder whose subfolders are its own.")
-    if (root / "overrides.yaml").exists() or (root / "checkpoints").is_dir():
+    if is_experiment_folder(root):
         raise UserError(
             f"{root} is an experiment folder (a model's or a prior's); write the codes to a folder of their "
             f"own, e.g. {root / 'codes'}."

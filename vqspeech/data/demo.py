@@ -489,8 +489,17 @@ def make_demo_corpus(
     settings = demo_settings(num_sentences, seed)
     if is_complete_demo_corpus(out_dir, settings):
         return out_dir
+    for parent in Path(os.path.abspath(out_dir)).parents:
+        if _read_settings(parent) is not None:  # its --overwrite would find our files as foreign
+            raise UserError(f"{out_dir} lies inside the demo corpus {parent}; choose a folder outside it.")
     present = [name for name in _OWN_ENTRIES if (out_dir / name).exists()]
     stored = _read_settings(out_dir)
+    if not (out_dir / "demo.json").is_file() and out_dir.is_dir():
+        others = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".") and p.name not in _OWN_ENTRIES)
+        if others:  # a new corpus goes into a folder of its own, not beside someone's files
+            raise UserError(
+                f"{out_dir} is not empty (it holds {others[0]}); make the demo corpus in a new or empty folder."
+            )
     if present and stored is None and (out_dir / "demo.json").is_file() and not overwrite:
         raise UserError(
             f"{out_dir} holds files named like the demo corpus's parts ({', '.join(present)}) beside an "

@@ -47,7 +47,15 @@ from ..audio import resample, save_wav
 from ..data.manifest import Utterance, load_utterance, read_manifest
 from ..data.reference import load_reference
 from ..errors import UserError
-from ..fileio import FolderLock, atomic_path, check_plain_name, inside, read_json_object, write_text_atomic
+from ..fileio import (
+    FolderLock,
+    atomic_path,
+    check_plain_name,
+    inside,
+    is_experiment_folder,
+    read_json_object,
+    write_text_atomic,
+)
 from ..inference import VQSpeech
 from ..inference.vqspeech import check_temperature
 from ..plots import save_spectrograms
@@ -105,7 +113,7 @@ def evaluate_conversion(
     metrics_path = out_dir / "metrics.json"
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir} is a file; give a folder for the evaluation outputs.")
-    if (out_dir / "overrides.yaml").exists() or (out_dir / "checkpoints").is_dir():
+    if is_experiment_folder(out_dir):
         raise UserError(
             f"{out_dir} is an experiment folder; write the evaluation to a folder of its own, e.g. "
             f"{out_dir / 'eval_convert'}."

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..audio import check_audio, resample
-from ..checkpoint import load_checkpoint, resolve_checkpoint
+from ..checkpoint import load_checkpoint, resolve_checkpoint, weights_problem
 from ..config import training_stage
 from ..data.codes import Encoding
 from ..data.reference import load_reference
@@ -66,6 +66,12 @@ class VQSpeech:
             raise UserError(f"{ckpt_path} holds a {ckpt.get('kind')} model, not a VQ-VAE.")
         try:
             check_rules({"model": ckpt["config"]["model"]}, MODEL_RULES)  # a crafted config: hop_length 0, ...
+            with torch.device("meta"):  # a config asking for more than its weights hold allocates nothing
+                problem = weights_problem(
+                    VQVAE.from_config(ckpt["config"]["model"], len(ckpt["speakers"])), ckpt["model"]
+                )
+            if problem is not None:
+                raise ValueError(problem)
             model = VQVAE.from_config(ckpt["config"]["model"], len(ckpt["speakers"]))
             model.load_state_dict(ckpt["model"])
             model.set_stage(training_stage(ckpt["config"]))

@@ -26,7 +26,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.tensorboard import SummaryWriter
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint, weights_problem
 from ..config import experiment_config
 from ..data.codes import (
     LEVELS,
@@ -341,25 +341,14 @@ def prior_from_checkpoint(ckpt: dict[str, Any], path: Path) -> CodePrior:
 
     try:
         with torch.device("meta"):
-            mismatch = _shape_mismatch(build(), ckpt["model"])
-        if mismatch is not None:
-            raise ValueError(mismatch)
+            problem = weights_problem(build(), ckpt["model"])
+        if problem is not None:
+            raise ValueError(problem)
         model = build()
         model.load_state_dict(ckpt["model"])
     except Exception as exc:  # a crafted or damaged checkpoint can fail anywhere in building
         raise _unusable(path, first_line(exc)[:100]) from None
     return model
-
-
-def _shape_mismatch(model: CodePrior, weights: dict[str, Any]) -> str | None:
-    """How ``weights`` (a state dict) differ from ``model``'s in names or shapes, or None."""
-    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    for name, tensor in weights.items():
-        if not isinstance(tensor, torch.Tensor) or shapes.get(name) != tuple(tensor.shape):
-            wanted = "no such weight" if name not in shapes else f"the config builds {list(shapes[name])}"
-            return f"weight {name} does not fit the config: {wanted}"
-    missing = sorted(set(shapes) - set(weights))
-    return f"weight {missing[0]} is missing" if missing else None
 
 
 def code_nll(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
