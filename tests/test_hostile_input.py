@@ -1898,3 +1898,18 @@ def test_a_zero_or_empty_value_is_refused_not_replaced_by_the_default(tmp_path, 
              "prepare": ["prepare", demo_manifest.parent, tmp_path / "o", "--layout", "folder"]}[verb]
     assert words in cli_error(capsys, [*where, *args], verb)
     assert not (tmp_path / "o").exists()
+
+
+def test_decode_refuses_codes_of_another_codebook(tmp_path, capsys, trained_tiny, codes, demo_manifest):
+    """Same K, rate and levels, but other codebook vectors: the indices mean other sounds."""
+    other = tmp_path / "other"
+    assert run_cli(["train", other, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=2",
+                    "seed=7"]) == 0
+    speaker = VQSpeech.load(other, "cpu").speakers[0]
+    message = cli_error(capsys, ["decode", other, codes, "--speaker", speaker, "-o", tmp_path / "out"], "decode")
+    assert "index the codebook of" in message and str(trained_tiny) in message
+    enrolled = tmp_path / "enrolled"  # an enrolment shares its source's codebook: decodes
+    voice = Path(read_manifest(demo_manifest)[0].audio).parent
+    assert run_cli(["enroll", trained_tiny, "newcomer", voice, "-o", enrolled, "--steps", "1", "--minutes", "0",
+                    "--device", "cpu"]) == 0
+    assert run_cli(["decode", enrolled, codes, "--speaker", "newcomer", "-o", tmp_path / "dec"]) == 0

@@ -159,6 +159,8 @@ class CodesInfo:
     groups: int = 1
     checkpoint: str | None = None
     """The VQ-VAE that wrote the codes (absolute path)."""
+    codebook: str | None = None
+    """A digest of that VQ-VAE's codebook(s) (``VQSpeech.codebook_digest``): who may decode them."""
     sample_rate: int | None = None
     hop_length: int | None = None
     num_utterances: int | None = None
@@ -181,6 +183,7 @@ class CodesInfo:
         "K",
         "groups",
         "checkpoint",
+        "codebook",
         "sample_rate",
         "hop_length",
         "num_utterances",
@@ -204,6 +207,7 @@ class CodesInfo:
         )
         optional = {
             "checkpoint": self.checkpoint,
+            "codebook": self.codebook,
             "sample_rate": self.sample_rate,
             "hop_length": self.hop_length,
             "num_utterances": self.num_utterances,
@@ -236,6 +240,7 @@ class CodesInfo:
             num_codes=fields.integer("K", 2, MAX_CODES),
             groups=1 if groups is None else groups,
             checkpoint=fields.text("checkpoint"),
+            codebook=fields.text("codebook"),
             sample_rate=fields.integer("sample_rate"),
             hop_length=fields.integer("hop_length"),
             num_utterances=fields.integer("num_utterances", at_least=0),
@@ -279,6 +284,7 @@ class CodesInfo:
             top.code_rate_hz,
             top.num_codes,
             checkpoint=self.checkpoint,
+            codebook=self.codebook,
             sample_rate=self.sample_rate,
             hop_length=None if self.hop_length is None else self.hop_length * top.stride,
             num_utterances=self.num_utterances,

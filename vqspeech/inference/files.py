@@ -104,6 +104,7 @@ def _encode_items(
         model.quantizer.num_codes,
         groups=model.quantizer.num_groups,
         checkpoint=str(Path(str(vq.checkpoint)).resolve()),
+        codebook=vq.codebook_digest,
         sample_rate=vq.sample_rate,
         hop_length=vq.hop_length,
         speakers=speakers,
@@ -233,7 +234,8 @@ def decode_codes(
 
 
 def _check_folder(folder: CodesFolder, vq: VQSpeech) -> None:
-    """UserError unless the folder's codes were made by a model like ``vq`` (levels, rate, K)."""
+    """UserError unless the folder's codes were made by a model like ``vq`` (levels, rate, K) with its
+    codebook (when codes.json records one)."""
     info = folder.info
     top_stride = info.top.stride if info.top is not None else 0
     if top_stride != vq.top_stride:
@@ -254,6 +256,11 @@ def _check_folder(folder: CodesFolder, vq: VQSpeech) -> None:
                 f"The codes in {folder.root} were made by a model with {what} {there:g}, but this model's "
                 f"is {here:g}; decode them with the model that made them."
             )
+    if info.codebook is not None and info.codebook != vq.codebook_digest:
+        raise UserError(
+            f"The codes in {folder.root} index the codebook of {info.checkpoint or 'another model'}, not this "
+            "model's; decode them with the model that made them (or one trained on its units)."
+        )
 
 
 def _check_shape(path: Path, codes: np.ndarray, groups: int) -> None:

@@ -242,6 +242,8 @@ def decoder_mismatch(vq: VQSpeech, ckpt: dict, info: CodesInfo | None) -> str | 
     rate = vq.sample_rate / vq.hop_length
     if info is not None and not math.isclose(rate, info.code_rate_hz, rel_tol=1e-6):
         return f"decodes {rate:g} codes per second, but the prior's codes come at {info.code_rate_hz:g} per second"
+    if info is not None and info.codebook is not None and info.codebook != vq.codebook_digest:
+        return "has another codebook than the VQ-VAE whose codes the prior learned"
     return None
 
 

@@ -10,6 +10,7 @@ wav = vq.convert(audio, sample_rate, speaker="anna.wav")  # any voice: a model w
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -101,6 +102,18 @@ class VQSpeech:
     @property
     def sample_rate(self) -> int:
         return self.model.sample_rate
+
+    @property
+    def codebook_digest(self) -> str:
+        """A short hash of the codebook(s) whose indices the codes are: codes.json records it, so
+        codes are decoded only by a model that shares that codebook (the one that made them, a
+        decoder trained on its units, an enrolment of it)."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.model.state_dict().items()):
+            if name.endswith("quantizer.codebook"):
+                digest.update(name.encode())
+                digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     @property
     def hop_length(self) -> int:
