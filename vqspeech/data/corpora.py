@@ -24,6 +24,7 @@ Hidden files and folders (names starting with ".") are never part of a corpus.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import re
@@ -179,9 +180,13 @@ def layout_options(layout: str) -> dict[str, object]:
 
 
 def sanitize_id(text: str) -> str:
-    """Make ``text`` safe as a file name: runs of other characters become "_"; no leading dot."""
+    """Make ``text`` safe as a file name: runs of other characters become "_", and then a short
+    hash of ``text`` keeps apart names that differ only there (speakers 张三 and 李四 would both be
+    "_"); a leading dot or dash gets a "_" before it."""
     safe = _UNSAFE_CHARS.sub("_", text.strip()) or "_"
-    return "_" + safe if safe.startswith(".") else safe
+    if safe != text:
+        safe = f"{safe}_{hashlib.sha1(text.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+    return "_" + safe if safe[0] in ".-" else safe
 
 
 def is_audio_file(path: str | os.PathLike) -> bool:
