@@ -1913,3 +1913,23 @@ def test_decode_refuses_codes_of_another_codebook(tmp_path, capsys, trained_tiny
     assert run_cli(["enroll", trained_tiny, "newcomer", voice, "-o", enrolled, "--steps", "1", "--minutes", "0",
                     "--device", "cpu"]) == 0
     assert run_cli(["decode", enrolled, codes, "--speaker", "newcomer", "-o", tmp_path / "dec"]) == 0
+
+
+def test_a_prepare_rerun_keeps_the_alignments_of_unchanged_sources(tmp_path):
+    from vqspeech.data.manifest import set_alignments
+    from vqspeech.data.prepare import prepare_corpus
+
+    corpus = tone_corpus(tmp_path / "corpus", {"anna": 0.5, "ben": 0.5})
+    options = dict(sample_rate=8000, progress=False, num_workers=0)
+    summary = prepare_corpus(corpus, tmp_path / "out", "folder", **options)
+    grids = {}
+    for u in read_manifest(summary.manifest):  # as `align --manifest` adds them
+        grids[u.id] = tmp_path / "grids" / f"{u.id}.TextGrid"
+        grids[u.id].parent.mkdir(exist_ok=True)
+        grids[u.id].write_text("grid\n")
+    set_alignments(summary.manifest, {k: str(v) for k, v in grids.items()})
+    time.sleep(0.01)
+    tone_corpus(corpus, {"ben": 0.6})  # ben's recording is replaced: its alignment no longer fits
+    summary = prepare_corpus(corpus, tmp_path / "out", "folder", **options)
+    kept = {u.speaker: u.alignment for u in read_manifest(summary.manifest)}
+    assert kept["anna"] == str(grids[next(k for k in grids if k.startswith("anna"))]) and kept["ben"] is None

@@ -49,7 +49,7 @@ from ..fileio import (
     write_text_atomic,
 )
 from .corpora import SourceUtterance, find_utterances, source_path, source_speaker
-from .manifest import SPLITS, Utterance, write_manifest
+from .manifest import SPLITS, Utterance, read_manifest, write_manifest
 
 SILENCE_RMS = 1e-5
 """Inputs whose RMS level is below this are rejected as silent."""
@@ -157,11 +157,13 @@ def _prepare(
     )
     heldout_speakers, seed = settings["heldout_speakers"], settings["seed"]
     _check_cache_is_ours(out_dir)  # before anything is deleted
+    aligned = _previous_alignments(out_dir, settings)  # before the previous manifest may be removed
     _check_previous_run(out_dir, settings, overwrite, [u.id for u in sources])
     _claim_cache(out_dir, settings)
 
     wav_dir = out_dir / "wavs"
-    _forget_replaced_sources(out_dir, sources)
+    replaced = _forget_replaced_sources(out_dir, sources)
+    aligned = {k: v for k, v in aligned.items() if k not in replaced and Path(v).is_file()}
     tasks = [
         (
             source_path(u),
@@ -218,7 +220,7 @@ def _prepare(
             sample_rate=int(sample_rate),
             split=splits[u.id],
             text=u.text,
-            alignment=u.alignment,
+            alignment=u.alignment or aligned.get(u.id),  # `align --manifest`'s, of an unchanged source
         )
         for u, frames in usable
     ]
@@ -516,17 +518,30 @@ def _source_stamp(path: str) -> list:
     return [path, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
 
 
-def _forget_replaced_sources(out_dir: Path, sources: Sequence[SourceUtterance]) -> None:
+def _forget_replaced_sources(out_dir: Path, sources: Sequence[SourceUtterance]) -> set[str]:
     """Remove the cached audio of every utterance whose source is not the file it was made from
     (by :data:`SOURCES_RECORD`; an utterance the record lacks counts as replaced) or that left the
     corpus (recorded, no longer found), then record the sources as they are now. The record is
     written before any conversion, so an interrupted run leaves either a missing cache file or one
-    made from the recorded source."""
+    made from the recorded source. Returns the ids whose source is new or replaced."""
     previous = read_json_object(out_dir / SOURCES_RECORD) or {}
     now = {u.id: _source_stamp(source_path(u)) for u in sources}
     replaced = [utt_id for utt_id, stamp in now.items() if previous.get(utt_id) != stamp]
     _remove_cached(out_dir / "wavs", [*replaced, *(utt_id for utt_id in previous if utt_id not in now)])
     write_text_atomic(out_dir / SOURCES_RECORD, json.dumps(now) + "\n")
+    return set(replaced)
+
+
+def _previous_alignments(out_dir: Path, settings: dict) -> dict[str, str]:
+    """id -> alignment file of the previous manifest's lines that have one (``align --manifest``
+    adds them), when it was prepared from the same corpus; empty otherwise."""
+    previous = read_json_object(out_dir / "prepare.json")
+    if previous is None or any(previous.get(k) != settings[k] for k in _CORPUS_KEYS):
+        return {}
+    try:
+        return {u.id: u.alignment for u in read_manifest(out_dir / "manifest.jsonl") if u.alignment}
+    except UserError:  # a damaged manifest keeps nothing
+        return {}
 
 
 def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool, ids: list[str]) -> None:
