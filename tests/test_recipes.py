@@ -208,6 +208,9 @@ def test_only_the_recipes_settings_are_options(tmp_path, recipe):
     (["--stage", "abc"], "--stage must be a whole number, not 'abc'"),
     (["--stop_stage", ""], "--stop_stage must be a whole number"),
     (["--force", "yes"], "--force must be true or false, not 'yes'"),
+    (["--nproc", "abc"], "--nproc must be a whole number of processes, 1 or more, not 'abc'"),
+    (["--targets", ","], "--targets must name at least one speaker"),
+    (["--.*", "x"], "unknown option --.*"),
 ])
 def test_recipe_options_are_checked_before_any_stage(tmp_path, args, words):
     result = run_recipe("fsdd", args, tmp_path)
@@ -362,3 +365,24 @@ def test_a_wavenet_objective_trains_in_one_stage_whatever_the_units_budget(tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     assert "units first" not in result.stdout and not (exp_dir / "units").exists()
     assert torch.load(exp_dir / "checkpoints/last.pt", weights_only=True)["config"]["train"]["units_from"] is None
+
+
+def test_a_rerun_with_other_settings_is_not_called_done(tmp_path):
+    """A stage's marker records the settings its result depends on: a rerun that changes one stops,
+    naming it, instead of reporting a model, a corpus or conversions that were never made."""
+    make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice", "bob"), digits=range(3), takes=6)
+    args = options(QUICK, fsdd_root=tmp_path / "fsdd", data_dir=tmp_path / "data", exp_dir=tmp_path / "exp",
+                   targets="bob", stop_stage=4)
+    assert run_recipe("fsdd", args, tmp_path).returncode == 0
+    marker = (tmp_path / "exp/.stages/2").read_text()
+    assert "model=tiny" in marker and "train.batch_size=4" in marker
+    same = run_recipe("fsdd", args, tmp_path)
+    assert same.returncode == 0 and same.stdout.count("done already") == 4
+    other = run_recipe("fsdd", options(args, model="small"), tmp_path)
+    assert other.returncode == 1 and "== stage 1" in other.stdout
+    assert "Stage 2 (train the VQ-VAE (small)) was done" in other.stderr and "model 'tiny' (now 'small')" in other.stderr
+    targets = run_recipe("fsdd", options(args, targets="alice", stage=4), tmp_path)
+    assert targets.returncode == 1 and "targets 'bob' (now 'alice')" in targets.stderr
+    forced = run_recipe("fsdd", options(args, targets="alice", stage=4, force="true"), tmp_path)
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert (tmp_path / "exp/convert/alice").is_dir()

@@ -15,7 +15,7 @@ while [ $# -gt 0 ]; do
     --) shift; break ;;
     --*)
       _name="${1#--}"; _name="${_name//-/_}"
-      if [ -z "${_name}" ] || ! echo "$_option_lines" | grep -q "^${_name}="; then
+      if ! [[ "$_name" =~ ^[a-z_]+$ ]] || ! echo "$_option_lines" | grep -q "^${_name}="; then
         echo "$0: unknown option $1 (see --help)" >&2; exit 1
       fi
       if [ $# -lt 2 ]; then echo "$0: option $1 needs a value" >&2; exit 1; fi
@@ -35,6 +35,12 @@ for _name in stage stop_stage; do
     echo "$0: --$_name must be a whole number, not '${!_name}'" >&2; exit 1
   fi
 done
+if declare -p nproc >/dev/null 2>&1 && ! [[ "$nproc" =~ ^[1-9][0-9]*$ ]]; then
+  echo "$0: --nproc must be a whole number of processes, 1 or more, not '$nproc'" >&2; exit 1
+fi
+if declare -p targets >/dev/null 2>&1 && [ -z "${targets//,/}" ]; then
+  echo "$0: --targets must name at least one speaker (comma-separated), not '$targets'" >&2; exit 1
+fi
 if declare -p force >/dev/null 2>&1 && [ "$force" != true ] && [ "$force" != false ]; then
   echo "$0: --force must be true or false, not '$force'" >&2; exit 1
 fi

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Stage bookkeeping shared by the recipes. A finished stage leaves a marker in $exp_dir/.stages
-# (its wall time and name); re-running it is a no-op unless --force true. A stage that was
-# interrupted has no marker and runs again; the long ones (training, alignment) continue from
-# where they stopped.
+# (its wall time and name, then the settings its result depends on); re-running it is a no-op
+# unless --force true, and a rerun with other settings stops, naming them, instead of calling the
+# stage done. A stage that was interrupted has no marker and runs again; the long ones (training,
+# alignment) continue from where they stopped.
 #
 # Stage numbers used by every recipe:
 #   0 download (only with --download true)   1 manifest        2 train the VQ-VAE
@@ -10,11 +11,60 @@
 #   6 train the prior        7 sample from the prior
 #   8 evaluate (bits/sample, phoneme probe, conversion metrics)      9 report (HTML)
 
-# run_stage N NAME: true when stage N is inside [stage, stop_stage] and not already done.
+# stage_settings N: the settings stage N's result depends on, one `name=value` a line: its own
+# options and those of the stages whose outputs it reads (the corpus: data_dir, sample_rate, mic,
+# subset and the *_root folder).
+stage_settings() {
+  local data="data_dir sample_rate mic subset $(compgen -v | grep '_root$' | tr '\n' ' ')"
+  local train="$data model train_profile train_steps train_minutes units_minutes units_steps overrides"
+  local prior="prior_arch prior_steps prior_minutes" names name
+  case $1 in
+    1|5) names=$data ;;
+    2|3) names=$train ;;
+    4) names="$train num_convert targets" ;;
+    6) names="$train $prior" ;;
+    7) names="$train $prior targets num_samples sample_seconds" ;;
+    8) names="$train num_eval probe_split" ;;
+    9) names="$train $prior num_convert targets num_samples sample_seconds num_eval probe_split" ;;
+    *) names="" ;;
+  esac
+  for name in $names; do
+    if [ "$name" = overrides ]; then
+      if declare -p overrides >/dev/null 2>&1; then printf 'overrides=%s\n' "${overrides[*]-}"; fi
+    elif [[ -v $name ]]; then
+      printf '%s=%s\n' "$name" "${!name}"
+    fi
+  done
+}
+
+# changed_settings N: "name 'old' (now 'new')" for each setting stage N's marker records otherwise
+# (a marker without settings, from an older recipe, records none).
+changed_settings() {
+  local line name old before=() changes=""
+  while IFS= read -r line; do before+=("$line"); done < <(tail -n +2 "$exp_dir/.stages/$1")
+  while IFS= read -r line; do
+    name=${line%%=*}
+    for old in "${before[@]+"${before[@]}"}"; do
+      if [ "${old%%=*}" = "$name" ] && [ "$old" != "$line" ]; then
+        changes+="${changes:+; }$name '${old#*=}' (now '${line#*=}')"
+      fi
+    done
+  done < <(stage_settings "$1")
+  echo "$changes"
+}
+
+# run_stage N NAME: true when stage N is inside [stage, stop_stage] and not already done; stops the
+# recipe when it was done with other settings.
 run_stage() {
   local n=$1 name=$2
   [ "$n" -ge "$stage" ] && [ "$n" -le "$stop_stage" ] || return 1
   if [ -f "$exp_dir/.stages/$n" ] && [ "$force" != true ]; then
+    local changes
+    changes=$(changed_settings "$n")
+    if [ -n "$changes" ]; then
+      echo "Stage $n ($name) was done in $exp_dir with other settings: $changes; pass --force true to redo it and the stages after it, or give a new --exp_dir." >&2
+      exit 1
+    fi
     echo "== stage $n: $name: done already (pass --force true to redo)"
     return 1
   fi
@@ -25,10 +75,11 @@ run_stage() {
   return 0
 }
 
-# stage_done N: record that stage N finished, with its wall time and name.
+# stage_done N: record that stage N finished, with its wall time, name and settings.
 stage_done() {
   mkdir -p "$exp_dir/.stages"
-  printf '%s s\t%s\n' "$(( $(date +%s) - STAGE_START ))" "$STAGE_NAME" > "$exp_dir/.stages/$1"
+  { printf '%s s\t%s\n' "$(( $(date +%s) - STAGE_START ))" "$STAGE_NAME"; stage_settings "$1"; } \
+    > "$exp_dir/.stages/$1"
 }
 
 # require_safe_names WHAT NAME...: stop with one sentence unless every NAME is safe as a folder name

@@ -18,7 +18,7 @@ exp = Path(sys.argv[1])
 data = Path(sys.argv[2]) if len(sys.argv) > 2 else None
 print(f"\n== summary of {exp}")
 for marker in sorted((exp / ".stages").glob("*"), key=lambda p: int(p.name)):
-    seconds, _, name = marker.read_text().strip().partition("\t")
+    seconds, _, name = marker.read_text().strip().split("\n")[0].partition("\t")  # then its settings
     print(f"stage {marker.name}: {name or 'done'} ({seconds})")
 
 outputs = [(exp / "checkpoints/last.pt", "checkpoint"),
