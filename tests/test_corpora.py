@@ -168,7 +168,7 @@ def test_folder_layout(tmp_path):
     write_text(root / "bob" / "notes.md", "not audio")
     utts, rejects = find_utterances(root, "folder")
     assert [(u.id, u.speaker) for u in utts] == [
-        ("alice_hello", "alice"), (sanitize_id("alice_take 2 (final)"), "alice"),
+        ("alice_hello", "alice"), ("alice_take_2_final_", "alice"),
         ("bob_x", "bob"), ("session1_a", "session1")]
     assert utts[0].text == "hello world" and utts[1].text is None
     assert utts[2].path.endswith("x.flac")
@@ -204,7 +204,7 @@ def test_registry_and_ids():
     assert layout_options("vctk") == {"mic": "mic1"}
     assert layout_options("fsdd") == {}
     assert sanitize_id("a_b-c.d") == "a_b-c.d"  # plain names stay as they are
-    assert sanitize_id("a b/c:d").startswith("a_b_c_d_") and sanitize_id("a b/c:d") != sanitize_id("a b/c;d")
+    assert sanitize_id("a b/c:d") == "a_b_c_d"  # ASCII punctuation: an underscore, readable
     assert sanitize_id(".hidden") == "_.hidden" and sanitize_id("-x") == "_-x"
     assert len({sanitize_id(f"{name}_5") for name in ("张三", "李四", "王五")}) == 3  # kept apart by a hash
     assert all(is_safe_name(sanitize_id(name)) for name in ("张三_5", " a", "-", ".", "a\udcffb"))

@@ -96,7 +96,9 @@ def vqvae_variant(source: Path, out: Path, speakers: list[str] | None = None, **
             node = node[parent]
         node[last] = value
     ckpt["speakers"] = speakers or ckpt["speakers"]
-    ckpt["model"] = VQVAE.from_config(ckpt["config"]["model"], len(ckpt["speakers"])).state_dict()
+    fresh = VQVAE.from_config(ckpt["config"]["model"], len(ckpt["speakers"])).state_dict()
+    kept = ckpt["model"]  # the source's weights where they still fit (its codebook, when K is unchanged)
+    ckpt["model"] = {k: kept[k] if k in kept and kept[k].shape == v.shape else v for k, v in fresh.items()}
     (out / "checkpoints").mkdir(parents=True)
     torch.save(ckpt, out / "checkpoints" / "last.pt")
     return out

@@ -180,11 +180,12 @@ def layout_options(layout: str) -> dict[str, object]:
 
 
 def sanitize_id(text: str) -> str:
-    """Make ``text`` safe as a file name: runs of other characters become "_", and then a short
-    hash of ``text`` keeps apart names that differ only there (speakers 张三 and 李四 would both be
-    "_"); a leading dot or dash gets a "_" before it."""
+    """Make ``text`` safe as a file name: runs of other characters become "_" (``sub/take 2`` ->
+    ``sub_take_2``); where letters of other scripts were replaced, a short hash of ``text`` keeps
+    names apart that would otherwise be one (speakers 张三 and 李四 would both be "_"); a leading dot
+    or dash gets a "_" before it."""
     safe = _UNSAFE_CHARS.sub("_", text.strip()) or "_"
-    if safe != text:
+    if not text.isascii():
         safe = f"{safe}_{hashlib.sha1(text.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
     return "_" + safe if safe[0] in ".-" else safe
 
