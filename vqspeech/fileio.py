@@ -155,8 +155,12 @@ def check_writable_parent(path: str | os.PathLike) -> None:
     writable_folder(path.parent)
 
 
-OWNED_FOLDER_MARKS = {".vqspeech-codes": "a codes folder", ".vqspeech-cache.json": "a prepared corpus"}
-"""Files that mark a folder as another command's output (``vqspeech encode``'s, ``prepare``'s)."""
+OWNED_FOLDER_MARKS = {
+    ".vqspeech-codes": "a codes folder",
+    ".vqspeech-cache.json": "a prepared corpus",
+    ".vqspeech-demo": "a demo corpus",
+}
+"""Files that mark a folder as another command's output (``encode``'s, ``prepare``'s, ``demo-data``'s)."""
 
 
 OWN_KINDS = {
@@ -164,6 +168,7 @@ OWN_KINDS = {
     "baseline": ".vqspeech-codes",
     "prior sample": ".vqspeech-codes",
     "prepare": ".vqspeech-cache.json",
+    "demo-data": ".vqspeech-demo",
 }
 """Verbs whose output folder is itself one of :data:`OWNED_FOLDER_MARKS`' kinds (its writer)."""
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fileio import is_safe_name, user_path
-from .manifest import SPEAKER_RULE, is_safe_speaker, read_manifest
+from .manifest import SPEAKER_RULE, check_header, is_safe_speaker, read_manifest
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
 """File extensions treated as audio (matched case-insensitively)."""
@@ -473,15 +473,23 @@ def _read_folder(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
     ),
 )
 def _read_demo(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
-    """The embedded synthetic corpus: its ``manifest.jsonl`` lists the utterances."""
+    """The embedded synthetic corpus: its ``manifest.jsonl`` lists the utterances; one whose audio no
+    longer has the rate and length listed (its alignment would not fit) is rejected."""
     manifest = root / "manifest.jsonl"
     if not manifest.is_file():
         return [], []
-    utts = [
-        SourceUtterance(id=u.id, path=u.audio, speaker=u.speaker, text=u.text, alignment=u.alignment)
-        for u in read_manifest(manifest)
-    ]
-    return utts, []
+    utts, rejects = [], []
+    for u in read_manifest(manifest):
+        try:
+            check_header(u)
+        except UserError:
+            reason = (
+                "its audio no longer has the rate and length the corpus lists; rebuild it with `demo-data --overwrite`"
+            )
+            rejects.append((u.audio, reason))
+            continue
+        utts.append(SourceUtterance(id=u.id, path=u.audio, speaker=u.speaker, text=u.text, alignment=u.alignment))
+    return utts, rejects
 
 
 # ----------------------------------------------------------------------------------------------

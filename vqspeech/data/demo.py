@@ -35,7 +35,7 @@ from ..audio import save_wav
 from ..errors import UserError
 from ..fileio import TEMP_MARK, FolderLock, write_text_atomic
 from . import alignments, espeak
-from .manifest import Utterance, read_manifest, write_manifest
+from .manifest import Utterance, check_header, read_manifest, write_manifest
 
 DEFAULT_NUM_SENTENCES = 240
 FORMAT_VERSION = 1
@@ -448,6 +448,9 @@ def make_sentences(num_sentences: int, seed: int = 0) -> list[str]:
 # The corpus
 
 
+DEMO_MARK = ".vqspeech-demo"
+"""Marks a folder as a demo corpus (:data:`vqspeech.fileio.OWNED_FOLDER_MARKS`): other verbs keep out."""
+
 _OWN_ENTRIES = ("demo.json", "manifest.jsonl", "speakers.tsv", "README.md", "wavs", "alignments", "text")
 
 
@@ -488,6 +491,8 @@ def make_demo_corpus(
         raise UserError(f"{out_dir} is a file, not a folder; choose a folder for the demo corpus.")
     settings = demo_settings(num_sentences, seed)
     if is_complete_demo_corpus(out_dir, settings):
+        if not (out_dir / DEMO_MARK).is_file():  # a corpus an older vqspeech made: mark it as ours now
+            write_text_atomic(out_dir / DEMO_MARK, "")
         return out_dir
     for parent in Path(os.path.abspath(out_dir)).parents:
         if _read_settings(parent) is not None:  # its --overwrite would find our files as foreign
@@ -526,6 +531,7 @@ def make_demo_corpus(
         _remove(own, out_dir)
 
         out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_dir / DEMO_MARK, "")  # no other verb writes into the corpus
         write_text_atomic(out_dir / "demo.json", json.dumps(settings, indent=2) + "\n")
         sentences = make_sentences(num_sentences, seed)
         prosody_rng = np.random.default_rng([seed, 2])
@@ -581,9 +587,14 @@ def is_complete_demo_corpus(out_dir: str | os.PathLike, settings: dict | None = 
         utts = read_manifest(out_dir / "manifest.jsonl")
     except UserError:
         return False
-    return len(utts) == stored.get("num_sentences") and all(
-        Path(u.audio).is_file() and u.alignment and Path(u.alignment).is_file() for u in utts
-    )
+    if len(utts) != stored.get("num_sentences"):
+        return False
+    try:
+        for u in utts:  # a wav replaced since (another rate or length) would not fit its alignment
+            check_header(u)
+    except UserError:
+        return False
+    return all(u.alignment and Path(u.alignment).is_file() for u in utts)
 
 
 def write_textgrid(path: str | os.PathLike, result: espeak.SynthResult) -> None:

@@ -237,6 +237,12 @@ def _check_folder(folder: CodesFolder, vq: VQSpeech) -> None:
     """UserError unless the folder's codes were made by a model like ``vq`` (levels, rate, K) with its
     codebook (when codes.json records one)."""
     info = folder.info
+    if info.checkpoint is None and info.codebook is None:  # a baseline's k-means clusters, or a stripped record
+        made = f"by {info.extra['system']}" if isinstance(info.extra.get("system"), str) else "by no recorded model"
+        raise UserError(
+            f"The codes in {folder.root} were made {made}, not by a VQ-VAE, so no model can decode them; "
+            "decode codes that `vqspeech encode` wrote."
+        )
     top_stride = info.top.stride if info.top is not None else 0
     if top_stride != vq.top_stride:
         raise UserError(

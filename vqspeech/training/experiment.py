@@ -75,11 +75,28 @@ def check_resumable(
         before, now = config_in_use(before), config_in_use(now)  # the checkpoint's config is upgraded
     changes = config_changes(before, now, model_key)
     if changes:
-        shown = ", ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
         raise UserError(
-            f"The model config differs from the one {exp_dir} was trained with ({shown}); "
+            f"The model config differs from the one {exp_dir} was trained with ({_shown(changes)}); "
             "use a new experiment folder to train another model, or resume without that change."
         )
+    settings = cfg["train"]
+    budget = settings.get("max_minutes")
+    finished = resume["step"] >= settings["max_steps"] or (
+        budget is not None and float(resume.get("elapsed_seconds", 0.0)) >= 60 * budget
+    )
+    if finished:  # no step would run: new settings would only relabel the trained model
+        saved = resume["config"]
+        changes = [c for key in cfg for c in config_changes(saved.get(key), cfg[key], key)]
+        if changes:
+            raise UserError(
+                f"{exp_dir} has finished training ({resume['step']} steps) with other settings, so these would "
+                f"train nothing but be recorded as its own: {_shown(changes)}; raise train.max_steps (or "
+                "train.max_minutes) to continue with them, or train in a new experiment folder."
+            )
+
+
+def _shown(changes: list[str]) -> str:
+    return ", ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
 
 
 def seed_everything(seed: int) -> None:
