@@ -1933,3 +1933,106 @@ def test_a_prepare_rerun_keeps_the_alignments_of_unchanged_sources(tmp_path):
     summary = prepare_corpus(corpus, tmp_path / "out", "folder", **options)
     kept = {u.speaker: u.alignment for u in read_manifest(summary.manifest)}
     assert kept["anna"] == str(grids[next(k for k in grids if k.startswith("anna"))]) and kept["ben"] is None
+
+
+# --- tenth pass -------------------------------------------------------------------------------
+
+
+def test_a_finished_run_is_not_relabelled_with_settings_that_train_nothing(tmp_path, capsys, trained_tiny):
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    before = {p: p.read_bytes() for p in (exp / "config.yaml", exp / "overrides.yaml", exp / "checkpoints" / "last.pt")}
+    message = cli_error(capsys, ["train", exp, "train.lr=0.9", "train.batch_size=64"], "train")
+    assert "has finished training (30 steps) with other settings" in message
+    assert "train.batch_size 8 -> 64" in message and "train.max_steps" in message
+    assert {p: p.read_bytes() for p in before} == before
+    assert run_cli(["train", exp]) == 0  # the same settings: nothing to do, nothing relabelled
+    assert run_cli(["train", exp, "train.max_steps=31"]) == 0  # a longer schedule trains on
+    assert torch.load(exp / "checkpoints" / "last.pt", weights_only=True)["step"] == 31
+
+
+def test_decode_refuses_codes_that_no_vqvae_made(tmp_path, capsys, trained_tiny, codes, demo_manifest):
+    baseline = tmp_path / "kmeans"
+    assert run_cli(["baseline", "mfcc-kmeans", demo_manifest, baseline, "--like", codes]) == 0
+    message = cli_error(capsys, ["decode", trained_tiny, baseline, "-o", tmp_path / "out"], "decode")
+    assert "made by mfcc-kmeans, not by a VQ-VAE" in message and not (tmp_path / "out").exists()
+
+
+def test_a_demo_corpus_is_kept_as_demo_data_made_it(tmp_path, capsys, trained_tiny):
+    from vqspeech.data.demo import is_complete_demo_corpus
+
+    corpus = tmp_path / "demo"
+    assert run_cli(["demo-data", corpus, "--num_sentences", "2"]) == 0
+    wav = next((corpus / "wavs").rglob("*.wav"))
+    before = wav.read_bytes()
+    for verb, argv in (("convert", ["convert", trained_tiny, wav, "--speaker",
+                                    VQSpeech.load(trained_tiny, "cpu").speakers[0], "-o", wav, "--overwrite"]),
+                       ("encode", ["encode", trained_tiny, wav, corpus / "codes"]),
+                       ("export", ["export", trained_tiny, corpus / "m.pt"])):
+        assert "a demo corpus that other commands read" in cli_error(capsys, argv, verb)
+    assert wav.read_bytes() == before
+    sf.write(wav, np.zeros(800, dtype=np.float32), 8000)  # replaced from outside vqspeech
+    assert not is_complete_demo_corpus(corpus)
+    summary = json.loads(subprocess.run(
+        [sys.executable, "-m", "vqspeech.cli", "prepare", corpus, tmp_path / "p", "--layout", "demo",
+         "--sample_rate", "8000"], capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+    assert summary["num_rejected"] == 1
+    assert run_cli(["demo-data", corpus, "--num_sentences", "2"]) == 0 and is_complete_demo_corpus(corpus)
+
+
+def test_export_never_replaces_a_device_or_a_pipe(tmp_path, capsys, trained_tiny):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    message = cli_error(capsys, ["export", trained_tiny, fifo, "--overwrite"], "export")
+    assert "not a regular file" in message and fifo.is_fifo()
+
+
+def test_the_report_skips_a_section_whose_numbers_overflow(tmp_path, trained_tiny):
+    from vqspeech.eval.report import write_report
+
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    summary = json.loads((exp / "train_summary.json").read_text())
+    summary["parameters"] = 10**400  # valid JSON, beyond any float
+    (exp / "train_summary.json").write_text(json.dumps(summary))
+    page = write_report(exp).read_text()
+    assert "Section skipped: its files have an unexpected shape (OverflowError" in page
+
+
+@pytest.mark.parametrize("name", ["", "../../evil\nroot", "a/b"])
+def test_codes_json_speaker_names_follow_the_manifest_rule(tmp_path, codes, name):
+    copy_ = tmp_path / "codes"
+    shutil.copytree(codes, copy_)
+    info = json.loads((copy_ / "codes.json").read_text())
+    first = next(iter(info["speakers"]))
+    info["speakers"][first] = name
+    (copy_ / "codes.json").write_text(json.dumps(info))
+    with pytest.raises(UserError, match=rf"speakers\[{first!r}\] is .* speaker names \(no slashes"):
+        CodesFolder.open(copy_)
+
+
+def test_encode_refuses_a_manifest_line_that_its_audio_contradicts(tmp_path, capsys, trained_tiny, demo_manifest):
+    lines = demo_manifest.read_text().splitlines()
+    row = json.loads(lines[0])
+    row["audio"] = str((demo_manifest.parent / row["audio"]).resolve())
+    row["sample_rate"] = 16000
+    (tmp_path / "m.jsonl").write_text(json.dumps(row) + "\n")
+    message = cli_error(capsys, ["encode", trained_tiny, tmp_path / "m.jsonl", tmp_path / "c"], "encode")
+    assert "holds audio at 8000 Hz but its manifest line" in message and not (tmp_path / "c").exists()
+
+
+def test_what_an_audio_path_is_when_it_is_no_sound_file(tmp_path):
+    from vqspeech.audio import load_audio
+
+    os.mkfifo(tmp_path / "pipe.wav")
+    (tmp_path / "loop_a.wav").symlink_to(tmp_path / "loop_b.wav")
+    (tmp_path / "loop_b.wav").symlink_to(tmp_path / "loop_a.wav")
+    for name, words in (("pipe.wav", "not a regular file"), ("loop_a.wav", "a link that leads nowhere"),
+                        ("", "is a folder"), ("none.wav", "does not exist")):
+        with pytest.raises(UserError, match=words):
+            load_audio(tmp_path / name)
+
+
+def test_prior_train_and_train_name_the_other_kind_of_experiment(tmp_path, capsys, trained_tiny, codes):
+    message = cli_error(capsys, ["prior", "train", trained_tiny, f"data.codes={codes}"], "prior train")
+    assert "is a VQ-VAE's experiment, not a prior's" in message

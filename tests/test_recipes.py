@@ -211,6 +211,7 @@ def test_only_the_recipes_settings_are_options(tmp_path, recipe):
     (["--nproc", "abc"], "--nproc must be a whole number of processes, 1 or more, not 'abc'"),
     (["--targets", ","], "--targets must name at least one speaker"),
     (["--.*", "x"], "unknown option --.*"),
+    (["--data_dir", "--exp_dir", "x"], "option --data_dir needs a value, not the option --exp_dir"),
 ])
 def test_recipe_options_are_checked_before_any_stage(tmp_path, args, words):
     result = run_recipe("fsdd", args, tmp_path)
@@ -378,6 +379,10 @@ def test_a_rerun_with_other_settings_is_not_called_done(tmp_path):
     assert "model=tiny" in marker and "train.batch_size=4" in marker
     same = run_recipe("fsdd", args, tmp_path)
     assert same.returncode == 0 and same.stdout.count("done already") == 4
+    cut = args.index("--")  # the same folder spelled otherwise, the same overrides in another order
+    respelled = options([*args[:cut], "--", *reversed(args[cut + 1:])], fsdd_root=f"{tmp_path}/./fsdd/")
+    same = run_recipe("fsdd", respelled, tmp_path)
+    assert same.returncode == 0 and same.stdout.count("done already") == 4, same.stderr
     other = run_recipe("fsdd", options(args, model="small"), tmp_path)
     assert other.returncode == 1 and "== stage 1" in other.stdout
     assert "Stage 2 (train the VQ-VAE (small)) was done" in other.stderr and "model 'tiny' (now 'small')" in other.stderr

@@ -45,6 +45,12 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
     if sample_rate is not None:
         check_sample_rate(sample_rate)
     if not path.is_file():
+        if path.is_dir():
+            raise UserError(f"Audio file {path} is a folder, not a sound file; check the path.")
+        if path.exists():
+            raise UserError(f"Audio file {path} is not a regular file (a device or a pipe); give a sound file.")
+        if path.is_symlink():
+            raise UserError(f"Audio file {path} is a link that leads nowhere (or back to itself); check the path.")
         raise UserError(f"Audio file {path} does not exist; check the path.")
     try:
         info = sf.info(sound_file(path))

@@ -179,6 +179,8 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Write a shareable copy of a checkpoint without the :data:`RESUME_ONLY` state."""
     if Path(dst).exists() and os.path.samefile(src, dst):
         raise UserError(f"{dst} is the checkpoint being exported; write the export to another file.")
+    if os.path.lexists(dst) and not (Path(dst).is_file() or Path(dst).is_symlink()):  # a device, a FIFO
+        raise UserError(f"{dst} is not a regular file (a device, a pipe or a folder); choose another output path.")
     check_writable_parent(dst)
     check_not_in_owned_folder(dst)
     folder = Path(os.path.abspath(dst)).parent

@@ -179,6 +179,7 @@ def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "c
                 f"{exp_dir} holds {foreign[0]} but no overrides.yaml: it is not an experiment folder; "
                 "train in a new or empty folder."
             )
+    _check_kind(exp_dir, config_name)
     started = (exp_dir / "checkpoints" / "last.pt").is_file()
     if not started and (exp_dir / "checkpoints").is_dir():
         kept = sorted(
@@ -197,6 +198,19 @@ def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "c
     cfg = compose(merged, config_name)
     check_known_keys(cfg, merged, config_name)
     return cfg, merged
+
+
+def _check_kind(exp_dir: Path, config_name: str) -> None:
+    """UserError when ``exp_dir`` holds the other kind of experiment (a VQ-VAE's config has
+    ``model``, a prior's ``prior``): its saved overrides would otherwise be reported as unknown keys."""
+    saved = exp_dir / "config.yaml"
+    record = load_yaml(saved) if saved.is_file() else None
+    if not isinstance(record, dict):
+        return
+    if config_name == "prior_train" and "model" in record and "prior" not in record:
+        raise UserError(f"{exp_dir} is a VQ-VAE's experiment, not a prior's; give `prior train` a folder of its own.")
+    if config_name == "config" and "prior" in record and "model" not in record:
+        raise UserError(f"{exp_dir} is a prior's experiment, not a VQ-VAE's; give `train` a folder of its own.")
 
 
 def training_stage(config: dict[str, Any]) -> str:

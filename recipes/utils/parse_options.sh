@@ -19,6 +19,9 @@ while [ $# -gt 0 ]; do
         echo "$0: unknown option $1 (see --help)" >&2; exit 1
       fi
       if [ $# -lt 2 ]; then echo "$0: option $1 needs a value" >&2; exit 1; fi
+      case "$2" in  # an empty value lost to word splitting would take the next option as the value
+        --*) echo "$0: option $1 needs a value, not the option $2 (give an empty value as '')" >&2; exit 1 ;;
+      esac
       printf -v "${_name}" '%s' "$2"
       shift 2 ;;
     *) break ;;

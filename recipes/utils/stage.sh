@@ -30,11 +30,23 @@ stage_settings() {
   esac
   for name in $names; do
     if [ "$name" = overrides ]; then
-      if declare -p overrides >/dev/null 2>&1; then printf 'overrides=%s\n' "${overrides[*]-}"; fi
+      if declare -p overrides >/dev/null 2>&1; then printf 'overrides=%s\n' "$(_overrides_as_set)"; fi
+    elif [[ -v $name ]] && [[ $name == data_dir || $name == *_root ]] && [ -n "${!name}" ]; then
+      printf '%s=%s\n' "$name" "$(realpath -m -- "${!name}")"  # the folder, however it is spelled
     elif [[ -v $name ]]; then
       printf '%s=%s\n' "$name" "${!name}"
     fi
   done
+}
+
+# The trailing overrides in sorted order when no key repeats (then their order does not matter).
+_overrides_as_set() {
+  [ ${#overrides[@]} -eq 0 ] && return 0
+  if [ -z "$(printf '%s\n' "${overrides[@]}" | sed 's/=.*//' | sort | uniq -d)" ]; then
+    printf '%s\n' "${overrides[@]}" | sort | paste -sd' ' -
+  else
+    echo "${overrides[*]}"
+  fi
 }
 
 # changed_settings N: "name 'old' (now 'new')" for each setting stage N's marker records otherwise

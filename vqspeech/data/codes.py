@@ -37,7 +37,7 @@ from ..fileio import (
     remove_stale_temps,
     write_text_atomic,
 )
-from .manifest import SPLITS
+from .manifest import SPEAKER_RULE, SPLITS, is_safe_speaker
 
 INFO_FILE = "codes.json"
 
@@ -99,11 +99,12 @@ class _Fields:
     def names(self, key: str, allowed: tuple[str, ...] | None = None) -> dict[str, str]:
         """A mapping of utterance ids to names (``allowed``: to one of those)."""
         value = self.record.get(key) or {}
-        must = "a mapping of utterance ids to " + (f"splits ({', '.join(allowed)})" if allowed else "names")
+        kind = f"splits ({', '.join(allowed)})" if allowed else f"speaker names ({SPEAKER_RULE})"
+        must = f"a mapping of utterance ids to {kind}"
         if not isinstance(value, dict):
             raise self.bad(key, must)
         for k, v in value.items():  # the first wrong entry, not the whole mapping (a corpus has many)
-            if not (isinstance(k, str) and isinstance(v, str) and (allowed is None or v in allowed)):
+            if not (isinstance(k, str) and (v in allowed if allowed else is_safe_speaker(v))):
                 raise UserError(
                     f"{self.path} field {self.prefix}{key}[{_shortened(repr(k))}] is {_shortened(repr(v))}, but "
                     f"{key} must be {must}; re-run `vqspeech encode`."

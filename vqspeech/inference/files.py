@@ -15,7 +15,7 @@ from tqdm import tqdm
 from ..audio import load_audio, save_wav
 from ..data.codes import CodesFolder, CodesInfo, CodesWriter, Encoding, TopLevelInfo, read_codes_file
 from ..data.corpora import AUDIO_EXTENSIONS, SourceUtterance, is_audio_file, sanitize_id
-from ..data.manifest import read_manifest
+from ..data.manifest import check_header, read_manifest
 from ..errors import UserError
 from ..fileio import FolderLock, check_not_in_owned_folder, check_writable_parent, inside, overlapping
 from .vqspeech import VQSpeech, check_temperature
@@ -31,9 +31,11 @@ def collect_inputs(path: str | Path, split: str | None = None, limit: int | None
     if not path.exists():
         raise UserError(f"Input {path} does not exist; give a sound file, a folder or a manifest.jsonl.")
     if path.is_file() and path.suffix == ".jsonl":
-        items = [
-            SourceUtterance(u.id, u.audio, u.speaker, u.text, u.alignment, u.split) for u in read_manifest(path, split)
-        ]
+        utts = read_manifest(path, split)
+        for u in utts:  # a line whose rate or length the file contradicts describes other audio
+            if Path(u.audio).is_file():
+                check_header(u)
+        items = [SourceUtterance(u.id, u.audio, u.speaker, u.text, u.alignment, u.split) for u in utts]
         if not items:
             raise UserError(f"Manifest {path} has no utterances{f' in split {split}' if split else ''}.")
     elif split is not None:

@@ -61,7 +61,7 @@ def render_report(exp_dir: str | os.PathLike, out: str | os.PathLike) -> str:
             content = render(page)
         except SectionError as exc:
             content = note(f"Section skipped: {exc}.")
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError, OSError) as exc:
             # Files with an unexpected shape: show what went wrong, keep the rest of the page.
             content = note(
                 f"Section skipped: its files have an unexpected shape ({type(exc).__name__}: {first_line(exc)})."
