@@ -247,6 +247,6 @@ def test_fresh_processes_build_identical_corpora(tmp_path):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], cwd=root, check=True)
     first = tmp_path / "a"
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
-    assert len(files) == 4 * 3 + 4
+    assert len(files) == 4 * 3 + 5  # wav, TextGrid, text per sentence; manifest, README, speakers, demo.json, mark
     for rel in files:
         assert (first / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel

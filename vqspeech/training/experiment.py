@@ -17,7 +17,7 @@ from ..config import config_changes, load_yaml, merge_overrides, quoted_value, s
 from ..config import override_key as _key
 from ..device import DistInfo
 from ..errors import UserError
-from ..fileio import user_path, write_text_atomic
+from ..fileio import is_finite_number, is_int, user_path, write_text_atomic
 from ..models.vqvae import config_in_use
 from .trainer import Task, Trainer
 
@@ -79,10 +79,10 @@ def check_resumable(
             f"The model config differs from the one {exp_dir} was trained with ({_shown(changes)}); "
             "use a new experiment folder to train another model, or resume without that change."
         )
-    settings = cfg["train"]
+    settings, step, elapsed = cfg["train"], resume.get("step"), resume.get("elapsed_seconds")
     budget = settings.get("max_minutes")
-    finished = resume["step"] >= settings["max_steps"] or (
-        budget is not None and float(resume.get("elapsed_seconds", 0.0)) >= 60 * budget
+    finished = (is_int(step) and step >= settings["max_steps"]) or (  # a damaged state: the trainer says so
+        budget is not None and is_finite_number(elapsed) and elapsed >= 60 * budget
     )
     if finished:  # no step would run: new settings would only relabel the trained model
         saved = resume["config"]
