@@ -2036,3 +2036,109 @@ def test_what_an_audio_path_is_when_it_is_no_sound_file(tmp_path):
 def test_prior_train_and_train_name_the_other_kind_of_experiment(tmp_path, capsys, trained_tiny, codes):
     message = cli_error(capsys, ["prior", "train", trained_tiny, f"data.codes={codes}"], "prior train")
     assert "is a VQ-VAE's experiment, not a prior's" in message
+
+
+# --- eleventh pass ----------------------------------------------------------------------------
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def run_tool(name: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TOOLS / name), *map(str, args)], capture_output=True, text=True)
+
+
+def test_the_tools_replace_no_file_without_overwrite_and_keep_out_of_owned_folders(tmp_path, demo_manifest, codes):
+    probe = tmp_path / "probe.json"
+    assert run_cli(["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest, "--out", probe,
+                    "--no_abx"]) == 0
+    kept = tmp_path / "notes.md"
+    kept.write_text("mine\n")
+    result = run_tool("phoneme_probe.py", probe, "--out", kept)
+    assert result.returncode == 2 and "exists; pass --overwrite" in result.stderr and kept.read_text() == "mine\n"
+    assert run_tool("phoneme_probe.py", probe, "--out", kept, "--overwrite").returncode == 0
+    manifest = demo_manifest.parent / "manifest.jsonl"
+    before = manifest.read_bytes()
+    result = run_tool("phoneme_probe.py", probe, "--out", manifest, "--overwrite")
+    assert result.returncode == 2 and "a prepared corpus" in result.stderr and manifest.read_bytes() == before
+    result = run_tool("phoneme_probe.py", codes / "codes.json")
+    assert result.returncode == 2 and "is not a probe result" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_prior_does_not_resume_on_codes_of_a_changed_codebook(tmp_path, capsys, trained_tiny, demo_manifest):
+    exp, codes_dir, prior = tmp_path / "exp", tmp_path / "codes", tmp_path / "prior"
+    shutil.copytree(trained_tiny, exp)
+    assert run_cli(["encode", exp, demo_manifest, codes_dir]) == 0
+    assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={codes_dir}", "train.max_steps=1"]) == 0
+    assert run_cli(["train", exp, "train.max_steps=31"]) == 0  # the VQ-VAE trains on: a new codebook
+    assert run_cli(["encode", exp, demo_manifest, codes_dir, "--overwrite"]) == 0
+    message = cli_error(capsys, ["prior", "train", prior, "train.max_steps=2"], "prior train")
+    assert "encoded again" in message and "codebook changed" in message
+
+
+def test_a_huge_fft_is_refused_before_it_is_allocated(tmp_path, capsys, demo_manifest):
+    message = cli_error(capsys, ["train", tmp_path / "e", *FAST_TRAIN, f"data.manifest={demo_manifest}",
+                                 "model.encoder.n_fft=67108864"], "train")
+    assert "model.encoder.n_fft" in message and "65536" in message
+
+
+def test_learning_curve_refuses_minutes_that_are_not_finite(tmp_path, demo_manifest):
+    for minutes in ("inf", "nan", "0", "1,-1"):
+        result = run_tool("learning_curve.py", "--manifest", demo_manifest, "--out_dir", tmp_path / "c",
+                          "--configs", "single", f"--minutes={minutes}")
+        assert result.returncode == 2 and "positive finite numbers" in result.stderr, result.stderr
+
+
+def test_align_refuses_a_manifest_that_shares_no_utterance_with_its_source(tmp_path, capsys, demo_manifest):
+    other = tmp_path / "other.jsonl"
+    rows = [json.loads(line) for line in demo_manifest.read_text().splitlines()]
+    for row in rows:
+        row["id"] = "x" + row["id"]
+        row["audio"] = str((demo_manifest.parent / row["audio"]).resolve())
+    other.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    before = other.read_bytes()
+    message = cli_error(capsys, ["align", demo_manifest, tmp_path / "al", "--manifest", other], "align")
+    assert "None of the utterances" in message and other.read_bytes() == before
+
+
+def test_speaker_names_with_spaces_at_either_end_are_refused(tmp_path):
+    from vqspeech.data.prepare import prepare_corpus, read_rejects
+
+    corpus = tone_corpus(tmp_path / "corpus", {"anna": 0.5, " lead": 0.5, "trail ": 0.5})
+    summary = prepare_corpus(corpus, tmp_path / "out", "folder", sample_rate=8000, progress=False, num_workers=0)
+    assert [u.speaker for u in read_manifest(summary.manifest)] == ["anna"]
+    assert len(read_rejects(tmp_path / "out")) == 2
+
+
+def test_a_codes_file_claiming_more_than_a_day_is_refused_unread(tmp_path, codes):
+    from numpy.lib import format as npy_format
+
+    copy_ = tmp_path / "codes"
+    shutil.copytree(codes, copy_)
+    first = CodesFolder.open(copy_).code_ids[0]
+    with open(copy_ / "codes" / f"{first}.npy", "wb") as f:  # a sparse file: 4 KB on disk, 400 MB claimed
+        npy_format.write_array_header_1_0(f, {"descr": "<i2", "fortran_order": False, "shape": (200_000_000,)})
+        f.truncate(f.tell() + 400_000_000)
+    with pytest.raises(UserError, match="claims 200,000,000 frames, more than 24 hours"):
+        CodesFolder.open(copy_).codes(first)
+
+
+def test_a_loose_codes_file_is_decoded_with_a_warning(tmp_path, capsys, trained_tiny, codes):
+    loose = tmp_path / "bare.npy"
+    shutil.copy(next((codes / "codes").glob("*.npy")), loose)
+    speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    assert run_cli(["decode", trained_tiny, loose, "--speaker", speaker, "-o", tmp_path / "b.wav"]) == 0
+    err = capsys.readouterr().err
+    assert "vqspeech decode: warning:" in err and "carries no record of the model that made it" in err
+
+
+def test_the_report_says_when_its_evaluations_measured_an_earlier_state(tmp_path, trained_tiny):
+    from vqspeech.eval.report import write_report
+
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    assert run_cli(["evaluate", "loss", exp, "--split", "test", "--out", exp / "metrics.json"]) == 0
+    assert json.loads((exp / "metrics.json").read_text())["step"] == 30
+    assert "were measured at step" not in write_report(exp).read_text()
+    assert run_cli(["train", exp, "train.max_steps=31"]) == 0
+    page = write_report(exp, overwrite=True).read_text()
+    assert "These metrics were measured at step 30, but the model has trained to step 31 since" in page

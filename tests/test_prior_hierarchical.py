@@ -451,6 +451,11 @@ def test_sampling_errors_are_one_sentence(tmp_path, priors, hier_dir, capsys):
                     "data.level=top", "train.max_steps=1"]) == 0
     capsys.readouterr()
     assert "different speaker lists" in fails(priors["bottom"], "--top_prior", tmp_path / "top3")
+    same_shape = write_codes_folder(tmp_path / "same_shape", seed=9)  # another model's codes, alike in all else
+    assert run_cli(["prior", "train", tmp_path / "top4", *TRANSFORMER, *QUICK, f"data.codes={same_shape}",
+                    "data.level=top", "train.max_steps=1"]) == 0
+    capsys.readouterr()
+    assert "was trained on the codes of another VQ-VAE" in fails(priors["bottom"], "--top_prior", tmp_path / "top4")
     assert not (tmp_path / "x").exists()
 
 

@@ -27,7 +27,8 @@ from vqspeech.data.manifest import read_manifest
 from vqspeech.data.phones import PhoneFolding, guess_phone_set
 from vqspeech.errors import UserError
 from vqspeech.eval.frames import frame_spans, labels_from_spans
-from vqspeech.fileio import write_text_atomic
+from vqspeech.cli import as_flags
+from vqspeech.fileio import check_output_file, write_text_atomic
 
 FRAME = 0.01
 
@@ -81,11 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("reference", help="manifest with exact alignments (or its folder)")
     parser.add_argument("align_dir", help="folder of <id>.TextGrid from `vqspeech align`")
     parser.add_argument("--out", default=None, help="also write the scores to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
     args = parser.parse_args(argv)
     try:
+        if args.out:
+            check_output_file(args.out, args.overwrite)
         scores = compare(args.reference, args.align_dir)
     except UserError as exc:
-        print(f"compare_alignments: error: {exc}", file=sys.stderr)
+        print(f"compare_alignments: error: {as_flags(str(exc), {'--overwrite'})}", file=sys.stderr)
         return 2
     if args.out:
         write_text_atomic(args.out, json.dumps(scores, indent=2) + "\n")

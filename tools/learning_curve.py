@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -201,10 +202,17 @@ def main(argv: list[str] | None = None) -> int:
         if unknown or not names:
             given, known = ", ".join(unknown) or "(none)", ", ".join(CONFIGS)
             raise UserError(f"Unknown configuration(s) {given}; choose from {known}.")
+        given = args.minutes
         try:
-            args.minutes = sorted({float(m) for m in args.minutes.split(",") if m})
+            args.minutes = sorted({float(m) for m in given.split(",") if m})
         except ValueError:
-            raise UserError(f"--minutes takes numbers separated by commas, not {args.minutes!r}.") from None
+            args.minutes = [math.nan]
+        if not all(math.isfinite(m) and m > 0 for m in args.minutes):
+            raise UserError(f"--minutes takes positive finite numbers separated by commas, not {given!r}.")
+        for name in ("units_minutes", "steps_per_minute"):
+            value = getattr(args, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise UserError(f"--{name} must be a positive finite number, not {value!r}.")
         configs = {n: {**CONFIGS[n]} for n in names}
         for config in configs.values():
             if args.units_minutes is not None and "units_minutes" in config:

@@ -23,7 +23,8 @@ from vqspeech.data.codes import CodesFolder
 from vqspeech.errors import UserError
 from vqspeech.eval.baseline import mfcc_kmeans_baseline
 from vqspeech.eval.probe import run_probe
-from vqspeech.fileio import write_text_atomic
+from vqspeech.cli import as_flags
+from vqspeech.fileio import check_output_file, write_text_atomic
 
 ROWS = [  # key, label, which way is better
     ("accuracy", "phone accuracy (code -> phone, held-out speakers)", "higher"),
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out_dir")
     parser.add_argument("--out", default=None, help="also write the table here (default with --out_dir: table.md)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run (and --out)")
     args = parser.parse_args(argv)
     try:
         if args.codes:
@@ -115,10 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         for path in paths:
             try:
                 results.append(json.loads(path.read_text()))
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:
                 raise UserError(f"Cannot read probe results {path} ({exc}); run `vqspeech evaluate probe` first.") from None
+        for path, result in zip(paths, results):
+            if not (isinstance(result, dict) and isinstance(result.get("accuracy"), (int, float))):
+                raise UserError(f"{path} is not a probe result (no accuracy); give the JSON `vqspeech evaluate probe` wrote.")
+        if args.out and not args.codes:  # with --codes the table belongs to the run's own folder
+            check_output_file(args.out, args.overwrite)
     except UserError as exc:
-        print(f"phoneme_probe: error: {exc}", file=sys.stderr)
+        print(f"phoneme_probe: error: {as_flags(str(exc), {'--overwrite'})}", file=sys.stderr)
         return 2
     text = table(results)
     print(text, end="")

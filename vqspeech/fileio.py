@@ -206,6 +206,20 @@ def check_not_in_owned_folder(path: str | os.PathLike, own_mark: str | None = No
         )
 
 
+def check_output_file(path: str | os.PathLike, overwrite: bool) -> Path:
+    """UserError unless ``path`` can take an output file: nothing there (or, with ``overwrite``, a
+    regular file), in no folder another verb owns, in a folder that accepts a file."""
+    path = Path(path)
+    if os.path.lexists(path):
+        if not overwrite:
+            raise UserError(f"{path} exists; pass `overwrite=True` to replace it, or choose another name.")
+        if not path.is_file():
+            raise UserError(f"{path} is not a regular file (a folder, a device or a pipe); choose another name.")
+    check_not_in_owned_folder(path)
+    check_writable_parent(path)
+    return path
+
+
 def writable_folder(folder: str | os.PathLike) -> Path:
     """Make ``folder`` if needed and check that a file can be written in it; UserError naming the
     folder and the reason otherwise (a file in the way, no permission, a full or read-only disk)."""

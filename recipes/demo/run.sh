@@ -54,7 +54,7 @@ manifest="$data_dir/prepared/manifest.jsonl"
 if run_stage 5 "phone alignments (pocketsphinx), scored against the exact ones"; then
   vqspeech align "$data_dir/corpus" "$data_dir/align" --layout demo
   python3 "$here/../../tools/compare_alignments.py" "$data_dir/corpus" "$data_dir/align" \
-    --out "$data_dir/align/agreement.json"
+    --out "$data_dir/align/agreement.json" --overwrite
   stage_done 5
 fi
 

@@ -17,7 +17,7 @@ if run_stage 8 "evaluate: bits/sample, phoneme probe vs MFCC k-means, conversion
   vqspeech evaluate probe --codes "$exp_dir/baseline/mfcc-kmeans" --manifest "$manifest" ${probe_split:+--split "$probe_split"} \
     --name mfcc-kmeans --out "$exp_dir/probe/mfcc-kmeans.json" --overwrite
   python3 "$tools_dir/phoneme_probe.py" "$exp_dir/probe/vqvae.json" "$exp_dir/probe/mfcc-kmeans.json" \
-    --out "$exp_dir/probe/table.md"
+    --out "$exp_dir/probe/table.md" --overwrite
   vqspeech evaluate conversion "$exp_dir" --num "$num_eval" --overwrite
   stage_done 8
 fi

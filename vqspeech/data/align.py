@@ -333,8 +333,7 @@ def align_corpus(
     """
     if limit is not None and limit < 1:
         raise UserError(f"`limit` must be at least 1, not {limit}.")
-    if manifest is not None:
-        read_manifest(Path(manifest))  # the manifest to point at the alignments is checked before the work
+    target_ids = None if manifest is None else {u.id for u in read_manifest(Path(manifest))}  # checked first
     source = user_path(source)
     out_dir = Path(out_dir)
     if layout is not None and overlapping(out_dir, source):  # a corpus may ship TextGrids of its own
@@ -356,6 +355,11 @@ def align_corpus(
     if limit is not None:
         items = items[:limit]
     _check_previous(out_dir, settings, overwrite)
+    if target_ids is not None and items and not target_ids & {it.id for it in items}:
+        raise UserError(
+            f"None of the utterances of {source} is in the manifest {manifest}, so no alignment could be attached "
+            "to it; give the manifest prepared from this corpus."
+        )
     if items and not any(it.text for it in items):
         raise UserError(
             f"None of the {len(items)} utterances of {source} has a transcript, and align needs the words; "

@@ -37,7 +37,7 @@ from ..fileio import (
     remove_stale_temps,
     write_text_atomic,
 )
-from .manifest import SPEAKER_RULE, SPLITS, is_safe_speaker
+from .manifest import MAX_DURATION, SPEAKER_RULE, SPLITS, is_safe_speaker
 
 INFO_FILE = "codes.json"
 
@@ -323,9 +323,12 @@ def _top_info(record: Any, path: Path) -> TopLevelInfo | None:
     )
 
 
-def read_codes_file(path: str | Path) -> np.ndarray:
-    """One codes file -> int64 [F] or [F, G]; unreadable or not codes: UserError."""
-    codes = _load_array(Path(path), ndim=(1, 2))
+def read_codes_file(path: str | Path, code_rate_hz: float | None = None) -> np.ndarray:
+    """One codes file -> int64 [F] or [F, G]; unreadable or not codes: UserError. With
+    ``code_rate_hz``, a file of more frames than the longest utterance a manifest may list (its
+    header read first: a sparse file can claim gigabytes it does not hold) is refused unread."""
+    max_frames = None if code_rate_hz is None else int(MAX_DURATION * code_rate_hz) + 1
+    codes = _load_array(Path(path), ndim=(1, 2), max_frames=max_frames)
     if codes.size == 0 or not np.issubdtype(codes.dtype, np.integer) or codes.min() < 0:
         raise UserError(
             f"{path} does not hold codes (non-negative integers, at least one frame); re-run `vqspeech encode`."
@@ -333,12 +336,17 @@ def read_codes_file(path: str | Path) -> np.ndarray:
     return codes.astype(np.int64)
 
 
-def _load_array(path: Path, ndim: tuple[int, ...]) -> np.ndarray:
+def _load_array(path: Path, ndim: tuple[int, ...], max_frames: int | None = None) -> np.ndarray:
     try:  # memory-mapped first: a header that claims more data than the file holds fails here, unallocated
         mapped = np.load(path, mmap_mode="r")
         if not isinstance(mapped, np.ndarray):  # an .npz archive under an .npy name
             mapped.close()
             raise UserError(f"{path} is an archive of several arrays, not one array; re-run `vqspeech encode`.")
+        if max_frames is not None and mapped.ndim and mapped.shape[0] > max_frames:
+            raise UserError(
+                f"{path} claims {mapped.shape[0]:,} frames, more than {MAX_DURATION / 3600:g} hours of codes "
+                "(the longest utterance a manifest may list); it is damaged or crafted, re-run `vqspeech encode`."
+            )
         array = np.array(mapped)
         del mapped
     except (OSError, ValueError, MemoryError) as exc:
@@ -411,7 +419,7 @@ class CodesFolder:
         """int64 [F] (grouped codebooks: [F, G]); UserError unless the file's shape and range fit
         ``codes.json`` (its groups and K)."""
         path = self.code_path(utt_id)
-        codes = read_codes_file(path)
+        codes = read_codes_file(path, self.info.code_rate_hz)
         groups, num_codes = self.info.groups, self.info.num_codes
         shape_ok = codes.ndim == 1 if groups == 1 else codes.ndim == 2 and codes.shape[1] == groups
         if not shape_ok or (num_codes is not None and codes.max() >= num_codes):
@@ -434,7 +442,7 @@ class CodesFolder:
                 f"{path} is missing: the folder's codes.json names a top level, so every "
                 "utterance needs its top codes; re-run `vqspeech encode`."
             )
-        codes = read_codes_file(path)
+        codes = read_codes_file(path, top.code_rate_hz)
         expected = -(-frames // top.stride)
         if codes.ndim != 1 or len(codes) != expected or codes.max() >= top.num_codes:
             raise UserError(

@@ -45,18 +45,19 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")  # bytes of a file name that were no
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # also what str.splitlines() breaks at
 
 
-SPEAKER_RULE = "no slashes, control characters or bytes that are not UTF-8"
+SPEAKER_RULE = "no slashes, control characters, spaces at either end or bytes that are not UTF-8"
 """What :func:`is_safe_speaker` refuses, for error messages."""
 
 
 def is_safe_speaker(name: object) -> bool:
     """A speaker name usable as one path component and one TSV field: a non-empty string without
-    slashes or control characters, not ``.`` or ``..``, and valid UTF-8 (a folder name that is not
+    slashes, control characters or spaces at either end, not ``.`` or ``..``, and valid UTF-8 (a folder name that is not
     UTF-8 could not be written to the manifest and read back as the same name)."""
     return (
         isinstance(name, str)
         and bool(name)
         and name not in (".", "..")
+        and name == name.strip()  # " lead" and "lead" would read as one name in every listing
         and "/" not in name
         and "\\" not in name
         and not _CONTROL.search(name)

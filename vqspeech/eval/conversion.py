@@ -294,6 +294,7 @@ def evaluate_conversion(
         timing["total"] = time.perf_counter() - start_time
         summary = {
             "model": str(Path(vq.checkpoint).resolve()) if vq.checkpoint else None,
+            "step": vq.step,
             "exp_dir": str(Path(exp_dir).resolve()),
             "manifest": str(manifest.resolve()),
             "split": split,

@@ -106,6 +106,7 @@ def evaluate_loss(
     metrics = {
         "split": split,
         "manifest": str(manifest),
+        "step": vq.step,  # the state of the model measured (the report compares it with training's)
         **teacher_forced_metrics(vq.model, utts[:max_utterances], vq.speaker_ids, vq.device),
     }
     if out_path is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,13 +203,18 @@ def decode_codes(
     groups = vq.model.quantizer.num_groups
     folder = CodesFolder.containing(codes_path) if codes_path.is_file() else None
     if codes_path.is_file() and folder is None:  # a loose codes file
-        ids, encodings = [codes_path.stem], [Encoding(read_codes_file(codes_path))]
+        ids, encodings = [codes_path.stem], [Encoding(read_codes_file(codes_path, vq.model.code_rate_hz))]
         _check_shape(codes_path, encodings[0].codes, groups)
         if vq.top_stride:
             raise UserError(
                 f"{codes_path} holds one code level, but this hierarchical model decodes from "
                 "both; give the folder `vqspeech encode` wrote with it."
             )
+        warnings.warn(  # nothing says which codebook its indices are of
+            f"{codes_path} carries no record of the model that made it (no codes.json); it is decoded as this "
+            "model's codes, which is right only if this model made it.",
+            stacklevel=2,
+        )
     elif folder is not None or CodesFolder.holds_codes(codes_path):
         folder = folder or CodesFolder.open(codes_path)
         _check_folder(folder, vq)

@@ -25,6 +25,7 @@ from ..data.codes import Encoding
 from ..data.reference import load_reference
 from ..device import select_device
 from ..errors import UserError, first_line
+from ..fileio import is_int
 from ..models.conv_decoder import ConvDecoder
 from ..models.speaker_encoder import speaker_vectors
 from ..models.vqvae import VQVAE
@@ -53,10 +54,17 @@ class VQSpeech:
     """A trained VQ-VAE ready for inference on one device."""
 
     def __init__(
-        self, model: VQVAE, speakers: list[str], config: dict, device: torch.device, checkpoint: Path | None = None
+        self,
+        model: VQVAE,
+        speakers: list[str],
+        config: dict,
+        device: torch.device,
+        checkpoint: Path | None = None,
+        step: int | None = None,
     ):
         self.model = model.to(device).eval()
         self.speakers, self.config, self.device, self.checkpoint = speakers, config, device, checkpoint
+        self.step = step  # the training step of the checkpoint: results record which state they measured
         self._fast: FastWaveNet | Literal[False] | None = None  # the C generator, built at the first CPU decode
 
     @classmethod
@@ -78,7 +86,8 @@ class VQSpeech:
             model.set_stage(training_stage(ckpt["config"]))
         except Exception as exc:  # a crafted or damaged checkpoint can fail anywhere in building
             raise UserError(f"{ckpt_path} does not hold a usable VQ-VAE ({first_line(exc)[:100]}).") from None
-        return cls(model, list(ckpt["speakers"]), ckpt["config"], select_device(device), ckpt_path)
+        step = ckpt.get("step") if is_int(ckpt.get("step")) else None
+        return cls(model, list(ckpt["speakers"]), ckpt["config"], select_device(device), ckpt_path, step)
 
     @property
     def units_only(self) -> bool:

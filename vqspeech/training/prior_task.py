@@ -249,9 +249,11 @@ class PriorTask(Task):
 
 
 def _codes_origin(info: CodesInfo) -> dict[str, Any]:
-    """What makes two codes folders the same vocabulary: the model that made them, K, groups, rate."""
+    """What makes two codes folders the same vocabulary: the model that made them (its path and its
+    codebook's digest), K, groups, rate."""
     return {
         "checkpoint": info.checkpoint,
+        "codebook": info.codebook,
         "num_codes": info.num_codes,
         "groups": info.groups,
         "code_rate_hz": info.code_rate_hz,
@@ -456,6 +458,14 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
         saved = exp_dir / "codes.json"
         if resume and saved.is_file():
             before, now = _codes_origin(CodesInfo.load(saved)), _codes_origin(info)
+            if before["codebook"] is None:  # a prior trained before codes.json recorded the codebook
+                now["codebook"] = None
+            if before != now and {k for k in now if before[k] != now[k]} == {"codebook"}:
+                raise UserError(
+                    f"The codes in {codes_dir} were encoded again by {now['checkpoint']} after its codebook "
+                    f"changed (trained on), so they are not the codes {exp_dir} learned; train a new prior on "
+                    "them in a new folder."
+                )
             if before != now:
                 raise UserError(
                     f"The codes in {codes_dir} were made by {now['checkpoint'] or 'no VQ-VAE'}, but "

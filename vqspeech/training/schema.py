@@ -117,7 +117,10 @@ MODEL_RULES: dict[str, Rule] = {
     "model.jitter": number(0, 1),
     "model.encoder.frontend": choice("mel", "conv"),
     "model.encoder.n_mels": integer(1, 512),
-    "model.encoder.n_fft": (lambda v: v is None or (is_int(v) and v >= 2), "null or an integer >= 2"),
+    "model.encoder.n_fft": (
+        lambda v: v is None or (is_int(v) and 2 <= v <= 65536),
+        "null or an integer from 2 to 65536",
+    ),
     "model.encoder.strides": positive_ints(1),
     "model.encoder.channels": integer(1, WIDTH),
     "model.encoder.dilations": positive_ints(1),

@@ -268,8 +268,27 @@ def section_metrics(page: Page) -> str:
             f"<p>Teacher-forced reconstruction on the <b>{esc(split)}</b> split: the decoder predicts each "
             f"sample from the true previous samples, the codes and the speaker.</p>"
         )
-    shown = {k: v for k, v in metrics.items() if k not in ("split", "manifest")}
-    return intro + key_value_table(shown, METRIC_LABELS)
+    shown = {k: v for k, v in metrics.items() if k not in ("split", "manifest", "step")}
+    return (
+        stale_note(page, metrics.get("step"), "These metrics", "metrics")
+        + intro
+        + key_value_table(shown, METRIC_LABELS)
+    )
+
+
+def stale_note(page: Page, measured: object, what: str, producer: str) -> str:
+    """A warning when results were measured at another training step than the model's now (the
+    experiment trained on after its evaluation), else nothing."""
+    try:
+        now = read_json_dict(page.exp_dir / "train_summary.json").get("step")
+    except SectionError:
+        return ""
+    if not (is_number(measured) and is_number(now)) or measured == now:
+        return ""
+    return note(
+        f"{what} were measured at step {measured:g}, but the model has trained to step {now:g} since; "
+        f"re-run {PRODUCERS[producer]} to measure the model as it is."
+    )
 
 
 def section_probe(page: Page) -> str:
@@ -359,6 +378,7 @@ KINDS = ("original", "reconstruction", "conversion")
 # Summary keys shown elsewhere (facts line, per-signal table) or not worth a row.
 CONVERT_HIDDEN = {
     "model",
+    "step",
     "exp_dir",
     "manifest",
     "split",
@@ -464,6 +484,7 @@ def section_conversion(page: Page) -> str:
         return "".join(parts)
     summary = data.get("summary")
     if isinstance(summary, dict):
+        parts.append(stale_note(page, summary.get("step"), "These conversions", "eval_convert"))
         parts.append(conversion_summary(summary))
     else:
         parts.append(note("eval_convert/metrics.json has no summary."))
