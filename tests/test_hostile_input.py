@@ -2142,3 +2142,20 @@ def test_the_report_says_when_its_evaluations_measured_an_earlier_state(tmp_path
     assert run_cli(["train", exp, "train.max_steps=31"]) == 0
     page = write_report(exp, overwrite=True).read_text()
     assert "These metrics were measured at step 30, but the model has trained to step 31 since" in page
+
+
+def test_every_rank_of_a_distributed_run_gives_the_locks_refusal(tmp_path, trained_tiny):
+    """Only rank 0 takes the lock; its refusal must reach the other ranks, or they wait at the next
+    barrier and die there with the process group's traceback."""
+    from helpers import run_torchrun
+
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    (exp / FolderLock.NAME).write_text(json.dumps({  # held by this (live) test process
+        "pid": os.getpid(), "host": socket.gethostname(), "verb": "train", "started": time.time(),
+        "process_start": FolderLock.process_start(os.getpid())}))
+    proc, _ = run_torchrun(tmp_path, "import sys\nfrom vqspeech.cli import main\nsys.exit(main())\n",
+                           ["train", exp, "train.max_steps=40"])
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and output.count("vqspeech train: error: ") == 2, output[-3000:]
+    assert "is in use by `vqspeech train`" in output and "[rank1]: Traceback" not in output

@@ -17,7 +17,7 @@ from ..config import config_changes, load_yaml, merge_overrides, quoted_value, s
 from ..config import override_key as _key
 from ..device import DistInfo
 from ..errors import UserError
-from ..fileio import is_finite_number, is_int, user_path, write_text_atomic
+from ..fileio import FolderLock, is_finite_number, is_int, user_path, write_text_atomic
 from ..models.vqvae import config_in_use
 from .trainer import Task, Trainer
 
@@ -97,6 +97,25 @@ def check_resumable(
 
 def _shown(changes: list[str]) -> str:
     return ", ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
+
+
+def lock_on_every_rank(exp_dir: Path, verb: str, dist_info: DistInfo) -> FolderLock:
+    """The experiment folder's lock, taken by rank 0; a refusal there (a live holder, another
+    verb's folder) is raised on every rank, so that none waits for rank 0 at the next barrier and
+    dies there with the process group's traceback. Use the result as a context manager."""
+    lock = FolderLock(exp_dir, verb, enabled=dist_info.is_main)
+    message = None
+    try:
+        lock.__enter__()
+    except UserError as exc:
+        message = str(exc)
+    if dist_info.enabled:
+        verdict = [message]
+        dist.broadcast_object_list(verdict, src=0)
+        message = verdict[0]
+    if message is not None:
+        raise UserError(message)
+    return lock
 
 
 def seed_everything(seed: int) -> None:

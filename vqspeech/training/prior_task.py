@@ -42,10 +42,17 @@ from ..data.codes import (
 from ..data.manifest import read_manifest
 from ..device import init_distributed, select_device
 from ..errors import UserError, first_line
-from ..fileio import FolderLock, overlapping
+from ..fileio import overlapping
 from ..models.prior import CodePrior, build_prior, sample_codes
 from ..models.quantizer import perplexity
-from .experiment import absolute_path, check_resumable, fit_and_summarise, known_speakers_only, write_experiment_files
+from .experiment import (
+    absolute_path,
+    check_resumable,
+    fit_and_summarise,
+    known_speakers_only,
+    lock_on_every_rank,
+    write_experiment_files,
+)
 from .schema import PRIOR_ARCH_RULES, PRIOR_RULES, check_prior_config, check_rules
 from .trainer import Task
 
@@ -444,7 +451,7 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
         raise UserError(f"{codes_dir / 'codes.json'} does not say K; re-run `vqspeech encode`.")
 
     conditioning = None if top is None else {"num_codes": top.num_codes, "stride": top.stride}
-    with FolderLock(exp_dir, "prior train", enabled=dist_info.is_main):
+    with lock_on_every_rank(exp_dir, "prior train", dist_info):
         last = exp_dir / "checkpoints" / "last.pt"
         resume = load_prior_checkpoint(last) if last.is_file() else None
         check_resumable(exp_dir, cfg, resume, model_key="prior")

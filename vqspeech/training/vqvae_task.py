@@ -28,7 +28,6 @@ from ..data.manifest import Utterance, check_header, load_utterance, read_manife
 from ..device import init_distributed, select_device
 from ..errors import UserError, first_line
 from ..eval.loss import teacher_forced_metrics
-from ..fileio import FolderLock
 from ..inference.generate import generate
 from ..models.conv_decoder import ConvDecoder, WaveformOutput
 from ..models.cpc import CPCOutput
@@ -48,6 +47,7 @@ from .experiment import (
     check_resumable,
     fit_and_summarise,
     known_speakers_only,
+    lock_on_every_rank,
     seed_everything,
     write_experiment_files,
 )
@@ -332,7 +332,7 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     for utt in (*train_utts, *valid_utts):  # rate and length from the headers, before the first step
         check_header(utt)
 
-    with FolderLock(exp_dir, "train", enabled=dist_info.is_main):
+    with lock_on_every_rank(exp_dir, "train", dist_info):
         last = exp_dir / "checkpoints" / "last.pt"
         resume = load_checkpoint(last) if last.is_file() else None
         check_resumable(exp_dir, cfg, resume)
