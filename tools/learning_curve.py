@@ -93,9 +93,10 @@ def train_to(config: dict, exp: Path, minutes: float, last: float, args) -> None
             train_vqvae(units, [*overrides, f"train.max_steps={config['units_steps']}",
                                 f"train.max_minutes={units_minutes}"])
         overrides.append(f"train.units_from={units}")
-        decoder_minutes = minutes - summary(units)["minutes"]  # what the units left of the point's time
+        units_used = summary(units)["minutes"]
+        decoder_minutes = minutes - units_used  # what the units left of the point's time
         if decoder_minutes <= minutes / 20:  # the units overran (a loaded machine): the decoder still trains
-            print(f"learning_curve: the units took {summary(units)['minutes']:.2f} of the point's {minutes:g} "
+            print(f"learning_curve: the units took {units_used:.2f} of the point's {minutes:g} "
                   f"minutes; the decoder gets {minutes / 20:.2f}", file=sys.stderr)
             decoder_minutes = minutes / 20
     schedule = max(1, round(config["steps_per_minute"] * (last - config.get("units_minutes", 0.0))))

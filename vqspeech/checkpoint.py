@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from .errors import UserError, first_line
-from .fileio import atomic_path, check_not_in_owned_folder, check_writable_parent, is_experiment_folder
+from .fileio import atomic_path, check_output_file, is_experiment_folder
 
 FORMAT_VERSION = 5
 """5: model.encoder.warp added (before: 0). 4: model.speaker_encoder added (before: off). 3:
@@ -175,14 +175,12 @@ RESUME_ONLY = (
 """What only resuming needs: an export leaves it out."""
 
 
-def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Write a shareable copy of a checkpoint without the :data:`RESUME_ONLY` state."""
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False) -> None:
+    """Write a shareable copy of a checkpoint without the :data:`RESUME_ONLY` state; an existing
+    ``dst`` (a regular file) is replaced only with ``overwrite``."""
     if Path(dst).exists() and os.path.samefile(src, dst):
         raise UserError(f"{dst} is the checkpoint being exported; write the export to another file.")
-    if os.path.lexists(dst) and not (Path(dst).is_file() or Path(dst).is_symlink()):  # a device, a FIFO
-        raise UserError(f"{dst} is not a regular file (a device, a pipe or a folder); choose another output path.")
-    check_writable_parent(dst)
-    check_not_in_owned_folder(dst)
+    check_output_file(dst, overwrite)
     folder = Path(os.path.abspath(dst)).parent
     if folder.name == "checkpoints" and is_experiment_folder(folder.parent):  # read as training's own
         raise UserError(

@@ -158,10 +158,8 @@ def cmd_export(args) -> None:
     from .checkpoint import export_checkpoint, used_checkpoint
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise UserError(f"{out} exists; pass --overwrite to replace it.")
     source = used_checkpoint(args.exp_dir)  # a prior's best.pt: the one `prior sample` uses
-    export_checkpoint(source, out)
+    export_checkpoint(source, out, overwrite=args.overwrite)
     print(f"wrote {out} (from {source})")
 
 

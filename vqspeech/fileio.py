@@ -402,8 +402,6 @@ class FolderLock:
                 break
 
     def __enter__(self) -> FolderLock:
-        if self.held:  # taken already (see `experiment.lock_on_every_rank`)
-            return self
         found = owning_folder(self.folder, OWN_KINDS.get(self.verb)) if self.enabled and self.guard else None
         if self.enabled and self.guard and self.verb not in EXPERIMENT_WRITERS and is_experiment_folder(self.folder):
             raise UserError(

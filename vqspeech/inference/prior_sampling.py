@@ -81,10 +81,10 @@ def load_top_prior(
             f"{prior_dir} and the top prior {top_prior} were trained for different speaker "
             "lists; train both on the same codes folder."
         )
-    top_info = Path(top_prior) / "codes.json"
-    bottom_info = Path(prior_dir) / "codes.json"
-    if top_info.is_file() and bottom_info.is_file():  # top codes index the top codebook of one VQ-VAE
-        top_made, bottom_made = CodesInfo.load(top_info), CodesInfo.load(bottom_info)
+    top_info, bottom_info = Path(top_prior) / "codes.json", Path(prior_dir) / "codes.json"
+    top_made = CodesInfo.load(top_info) if top_info.is_file() else None
+    if top_made is not None and bottom_info.is_file():  # top codes index the top codebook of one VQ-VAE
+        bottom_made = CodesInfo.load(bottom_info)
         digests = (top_made.codebook, bottom_made.codebook)
         made = digests if None not in digests else (top_made.checkpoint, bottom_made.checkpoint)
         if None not in made and made[0] != made[1]:
@@ -92,7 +92,7 @@ def load_top_prior(
                 f"The top prior {top_prior} was trained on the codes of another VQ-VAE than {prior_dir} "
                 f"({top_made.checkpoint}); give the top prior of the same codes."
             )
-    stride = CodesInfo.load(top_info).stride if top_info.is_file() else None
+    stride = top_made.stride if top_made is not None else None
     if stride is not None and int(stride) != int(conditioning["stride"]):
         raise UserError(
             f"The top prior {top_prior} models top codes at stride {stride}, but {prior_dir} "

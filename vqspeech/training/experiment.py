@@ -3,9 +3,10 @@ training starts, and the summary written after it. Shared by the VQ-VAE and the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -99,10 +100,11 @@ def _shown(changes: list[str]) -> str:
     return ", ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
 
 
-def lock_on_every_rank(exp_dir: Path, verb: str, dist_info: DistInfo) -> FolderLock:
-    """The experiment folder's lock, taken by rank 0; a refusal there (a live holder, another
+@contextlib.contextmanager
+def lock_on_every_rank(exp_dir: Path, verb: str, dist_info: DistInfo) -> Iterator[FolderLock]:
+    """Hold the experiment folder's lock (rank 0 takes it); a refusal there (a live holder, another
     verb's folder) is raised on every rank, so that none waits for rank 0 at the next barrier and
-    dies there with the process group's traceback. Use the result as a context manager."""
+    dies there with the process group's traceback."""
     lock = FolderLock(exp_dir, verb, enabled=dist_info.is_main)
     message = None
     try:
@@ -115,7 +117,10 @@ def lock_on_every_rank(exp_dir: Path, verb: str, dist_info: DistInfo) -> FolderL
         message = verdict[0]
     if message is not None:
         raise UserError(message)
-    return lock
+    try:
+        yield lock
+    finally:
+        lock.release()
 
 
 def seed_everything(seed: int) -> None:
