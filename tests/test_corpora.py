@@ -232,7 +232,7 @@ def test_errors(tmp_path):
     with pytest.raises(UserError, match=r"expected \{digit\}_\{speaker\}_\{n\}\.wav"):
         find_utterances(tmp_path, "fsdd")
     write_tone(tmp_path / "hello.wav")
-    with pytest.raises(UserError, match=r"\(1 audio file\(s\) did not match\)"):
+    with pytest.raises(UserError, match=r"all 1 audio file\(s\) were refused, e.g. .*hello.wav: name does not match"):
         find_utterances(tmp_path, "fsdd")
     with pytest.raises(UserError, match="has no option mic"):
         find_utterances(tmp_path, "fsdd", mic="mic1")

@@ -2159,3 +2159,261 @@ def test_every_rank_of_a_distributed_run_gives_the_locks_refusal(tmp_path, train
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0 and output.count("vqspeech train: error: ") == 2, output[-3000:]
     assert "is in use by `vqspeech train`" in output and "[rank1]: Traceback" not in output
+
+
+# --- twelfth pass -----------------------------------------------------------------------------
+
+
+def test_export_through_a_link_to_an_experiments_checkpoints_is_refused(tmp_path, capsys, trained_tiny):
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    (tmp_path / "link").symlink_to(exp / "checkpoints")
+    before = (exp / "checkpoints" / "last.pt").read_bytes()
+    for name in ("last.pt", "best.pt"):
+        message = cli_error(capsys, ["export", trained_tiny, tmp_path / "link" / name, "--overwrite"], "export")
+        assert "into the checkpoints of the experiment" in message and str(exp) in message
+    assert (exp / "checkpoints" / "last.pt").read_bytes() == before and not (exp / "checkpoints" / "best.pt").exists()
+
+
+def test_the_identical_rerun_of_a_killed_convert_carries_on_where_it_stopped(tmp_path, monkeypatch, trained_tiny,
+                                                                           demo_manifest):
+    from vqspeech.inference import files
+
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    items = files.collect_inputs(demo_manifest, limit=5)
+    speaker = vq.speakers[0]
+    whole = files.convert_items(vq, items, tmp_path / "whole", speaker=speaker, batch_size=2, seed=3)
+
+    written, decoded = [], []
+    real_save, real_decode = files.save_wav, vq.decode_batch
+
+    def killed_after_three(path, audio, sr):
+        if len(written) == 3:
+            raise KeyboardInterrupt  # stands for kill -9 (the lock a kill leaves is taken over as stale)
+        written.append(path)
+        real_save(path, audio, sr)
+
+    monkeypatch.setattr(files, "save_wav", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        files.convert_items(vq, items, tmp_path / "out", speaker=speaker, batch_size=2, seed=3)
+    assert len(list((tmp_path / "out").glob("*.wav"))) == 3
+    monkeypatch.setattr(files, "save_wav", real_save)
+    monkeypatch.setattr(vq, "decode_batch", lambda codes, *a, **k: decoded.append(len(codes)) or real_decode(codes, *a, **k))
+    with pytest.warns(UserWarning, match="carrying on an interrupted `vqspeech convert`, 3 of 5"):
+        paths = files.convert_items(vq, items, tmp_path / "out", speaker=speaker, batch_size=2, seed=3)
+    assert decoded == [2, 1]  # the finished first batch is not generated again; the broken second one is
+    for done, reference in zip(paths, whole, strict=True):
+        assert done.read_bytes() == reference.read_bytes()  # same batches, same draws: as if never killed
+    assert not (tmp_path / "out" / files.RUN_RECORD).exists()
+    with pytest.raises(UserError, match="already exists"):  # a finished run's outputs are no longer up for grabs
+        files.convert_items(vq, items, tmp_path / "out", speaker=speaker, batch_size=2, seed=3)
+
+
+def test_a_rerun_with_other_settings_replaces_a_killed_runs_outputs_without_overwrite(tmp_path, monkeypatch,
+                                                                                  trained_tiny, demo_manifest):
+    from vqspeech.inference import files
+
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    items = files.collect_inputs(demo_manifest, limit=3)
+    real_save = files.save_wav
+    monkeypatch.setattr(files, "save_wav", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / f"{items[0].id}.wav").write_bytes(b"mine")  # not the killed run's: still protected
+    with pytest.raises(UserError, match="already exists"):
+        files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[0], batch_size=2)
+    (tmp_path / "out" / f"{items[0].id}.wav").unlink()
+    monkeypatch.setattr(files, "save_wav", lambda p, a, sr: real_save(p, a, sr) if p.stem != items[1].id else
+                        (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
+    monkeypatch.setattr(files, "save_wav", real_save)
+    with pytest.warns(UserWarning, match="of an interrupted `vqspeech convert` with other settings"):
+        files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[1], batch_size=1)
+
+
+def emptied_alignments(tmp_path: Path, manifest: Path, empty: set[str] | None = None) -> Path:
+    """A copy of ``manifest`` whose alignments (all, or the ids in ``empty``) label nothing."""
+    import re
+
+    rows = absolute_rows(manifest)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        if row.get("alignment") and (empty is None or row["id"] in empty):
+            text = Path(row["alignment"]).read_text()
+            row["alignment"] = str(tmp_path / f"{row['id']}.TextGrid")
+            Path(row["alignment"]).write_text(re.sub(r'text = "[^"]*"', 'text = ""', text))
+    return write_lines(tmp_path / "manifest.jsonl", rows)
+
+
+def test_alignments_that_label_nothing_are_refused_not_scored_as_silence(tmp_path, demo_manifest, codes):
+    from vqspeech.eval.probe import run_probe
+
+    with pytest.raises(UserError, match="No alignment labels any phone"):
+        run_probe(codes, tmp_path / "a.json", manifest=emptied_alignments(tmp_path / "all", demo_manifest),
+                  abx=False, plots=False, progress=False)
+    first = manifest_lines(demo_manifest)[0]["id"]
+    one = emptied_alignments(tmp_path / "one", demo_manifest, {first})
+    with pytest.warns(UserWarning, match="1 alignment\\(s\\) label no phone"):
+        result = run_probe(codes, tmp_path / "b.json", manifest=one, abx=False, plots=False, progress=False)
+    assert result["skipped_utterances"]["empty_alignment"] == 1
+    assert result["num_utterances"] == len(manifest_lines(demo_manifest)) - 1
+
+
+def test_a_probe_of_one_phone_class_is_refused_and_pnmi_stays_in_its_range(tmp_path, demo_manifest, codes):
+    from vqspeech.eval.code_metrics import pnmi
+    from vqspeech.eval.frames import aligned_utterances, load_probe_data
+    from vqspeech.eval.probe import frame_table, run_probe
+
+    data = load_probe_data(CodesFolder.open(codes), aligned_utterances(manifest=demo_manifest))
+    classes = sorted({p for lab in data.labels for p in set(lab.tolist())} - {"", "sil"})
+    with pytest.raises(UserError, match="Every frame left is labelled 'sil'.*at least two classes"):
+        frame_table(data, tuple(classes))
+    with pytest.raises(UserError, match="at least two classes"):
+        run_probe(codes, tmp_path / "p.json", manifest=demo_manifest, ignore=tuple(classes), abx=False, plots=False,
+                  progress=False)
+    assert pnmi(np.array([[3.0], [5.0], [2.0]])) == 0.0  # one phone: H(phone) is 0 up to rounding
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        counts = rng.integers(0, 4, size=(rng.integers(1, 6), rng.integers(1, 6))).astype(float)
+        if counts.sum():
+            assert 0.0 <= pnmi(counts) <= 1.0
+
+
+def test_alignment_segments_that_overlap_or_run_backwards_are_refused(tmp_path):
+    from vqspeech.data.alignments import read_alignment
+
+    phn = tmp_path / "sa1.phn"
+    phn.write_text("0 3000 h#\n1500 3000 s\n3000 4500 iy\n")
+    with pytest.raises(UserError, match=r"Line 2 of alignment file .*sa1.phn starts \(1500\) before the segment"):
+        read_alignment(phn)
+    phn.write_text("4500 6000 h#\n0 1500 s\n")
+    with pytest.raises(UserError, match="Line 2 .* starts \\(0\\) before the segment above it ends \\(6000\\)"):
+        read_alignment(phn)
+    lab = tmp_path / "a.lab"
+    lab.write_text("0 500000 sil\n400000 900000 a\n")
+    with pytest.raises(UserError, match="Line 2 of alignment file .*a.lab starts"):
+        read_alignment(lab)
+    phn.write_text("0 1500 h#\n1500 3000 s\n3200 4500 iy\n")  # abutting and with a gap: fine
+    assert [s.label for s in read_alignment(phn)] == ["h#", "s", "iy"]
+    wrd = tmp_path / "sa1.wrd"
+    wrd.write_text("0 2000 she\n1800 3000 had\n")  # TIMIT's words may share a phone
+    assert [s.label for s in read_alignment(wrd, tier="words")] == ["she", "had"]
+
+
+def test_a_corpus_whose_every_file_is_refused_names_the_reason(tmp_path):
+    from vqspeech.data.corpora import find_utterances
+
+    corpus = tmp_path / "corpus"
+    folder = os.fsencode(corpus) + b"/\xff\xfe"
+    os.makedirs(folder)
+    sf.write(tmp_path / "a.wav", np.zeros(800), 8000, subtype="PCM_16")
+    os.rename(tmp_path / "a.wav", folder + b"/a.wav")
+    with pytest.raises(UserError, match=r"all 1 audio file\(s\) were refused, e.g. .*is not a name \("):
+        find_utterances(corpus, "folder")
+
+
+def test_codes_without_a_codebook_record_made_by_another_model_are_decoded_with_a_warning(tmp_path, capsys,
+                                                                                         trained_tiny, codes):
+    copy_ = tmp_path / "codes"
+    shutil.copytree(codes, copy_)
+    info = json.loads((copy_ / "codes.json").read_text())
+    del info["codebook"]
+    info["checkpoint"] = str(tmp_path / "other" / "checkpoints" / "last.pt")
+    (copy_ / "codes.json").write_text(json.dumps(info))
+    first = next((copy_ / "codes").glob("*.npy"))
+    speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    assert run_cli(["decode", trained_tiny, first, "--speaker", speaker, "-o", tmp_path / "a.wav"]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "records no codebook" in err and str(tmp_path / "other") in err
+    info["checkpoint"] = str((trained_tiny / "checkpoints" / "last.pt").resolve())  # its own model: quiet
+    (copy_ / "codes.json").write_text(json.dumps(info))
+    assert run_cli(["decode", trained_tiny, first, "--speaker", speaker, "-o", tmp_path / "b.wav"]) == 0
+    assert "records no codebook" not in capsys.readouterr().err
+
+
+def test_a_report_keeps_out_of_other_experiments_and_their_reports(tmp_path, capsys, trained_tiny):
+    from vqspeech.eval.report import write_report
+
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    shutil.copytree(trained_tiny, mine)
+    shutil.copytree(trained_tiny, theirs)
+    message = cli_error(capsys, ["report", mine, "--out", theirs / "report.html"], "report")
+    assert "would be written into the experiment" in message and not (theirs / "report.html").exists()
+    cli_error(capsys, ["report", mine, "--out", theirs / "checkpoints" / "r.html"], "report")
+    other = write_report(theirs, tmp_path / "shared.html")
+    before = other.read_bytes()
+    message = cli_error(capsys, ["report", mine, "--out", other], "report")
+    assert "is the report of another experiment" in message and other.read_bytes() == before
+    assert run_cli(["report", mine, "--out", other, "--overwrite"]) == 0
+    assert run_cli(["report", mine, "--out", other]) == 0  # now its own report: replaced as before
+    assert run_cli(["report", mine]) == 0 and run_cli(["report", mine]) == 0
+    moved = tmp_path / "moved"
+    mine.rename(moved)
+    assert run_cli(["report", moved]) == 0  # a moved experiment still replaces its own report
+
+
+def test_a_report_neither_links_files_outside_the_evaluation_nor_shows_nan_as_a_metric(tmp_path, trained_tiny):
+    from vqspeech.eval.report import write_report
+
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    (exp / "eval_convert" / "original").mkdir(parents=True)
+    sf.write(exp / "eval_convert" / "original" / "u.wav", np.zeros(800), 8000, subtype="PCM_16")
+    (tmp_path / "secret.wav").write_bytes((exp / "eval_convert" / "original" / "u.wav").read_bytes())
+    record = {"summary": {"num_items": 2, "conversion_speaker_accuracy": float("nan")},
+              "items": [{"id": "u", "original": "original/u.wav", "reconstruction": "../../secret.wav"},
+                        {"id": "v", "original": "../../../../etc/passwd"}]}
+    (exp / "eval_convert" / "metrics.json").write_text(json.dumps(record))
+    page = write_report(exp).read_text()
+    assert 'src="eval_convert/original/u.wav"' in page  # its own files are linked
+    assert "secret.wav\"" not in page and "passwd\"" not in page and "etc/passwd" in page
+    assert page.count("left out: ") == 2
+    assert '<td class="num">nan</td>' not in page and "not a number: nan" in page
+
+
+def test_targets_equal_to_the_source_are_not_scored_as_conversions(tmp_path, trained_tiny, demo_manifest):
+    from vqspeech.eval.conversion import evaluate_conversion, format_summary
+
+    test_speakers = sorted({r["speaker"] for r in manifest_lines(demo_manifest) if r["split"] == "test"})
+    with pytest.warns(UserWarning, match="have their own speaker as the target"):
+        metrics = evaluate_conversion(trained_tiny, tmp_path / "ev", manifest=demo_manifest, split="test", num=2,
+                                      num_reference=1, targets=[test_speakers[0]], progress=False)
+    items = {item["source_speaker"]: item for item in metrics["items"]}
+    own, converted = items[test_speakers[0]], items[test_speakers[1]]
+    assert own["conversion"] is None and own["conversion_closer_to_target"] is None
+    assert "conversion" not in own["word_errors"] and "conversion" not in own["mcd"]
+    assert not (tmp_path / "ev" / "conversion" / f"{own['id']}.wav").exists()
+    assert (tmp_path / "ev" / converted["conversion"]).is_file()
+    summary = metrics["summary"]
+    assert summary["num_conversions"] == 1
+    words = converted["reference_words"]
+    assert summary["recognition"]["error_rate"]["conversion"] == pytest.approx(converted["word_errors"]["conversion"] / words)
+    assert summary["mcd"]["conversion"] == pytest.approx(converted["mcd"]["conversion"], abs=1e-4)
+    summary = {**summary, "num_conversions": 0, "num_requested": 5}
+    text = format_summary({**metrics, "summary": summary})
+    assert "none: every target is the source's own speaker" in text and "(of 5 requested)" in text
+
+
+def test_evaluate_loss_says_which_utterances_it_leaves_out(tmp_path, capsys, trained_tiny, demo_manifest):
+    rows = absolute_rows(demo_manifest)
+    valid = [r for r in rows if r["split"] == "test"]
+    valid[0]["speaker"] = "stranger"
+    manifest = write_lines(tmp_path / "m.jsonl", rows)
+    assert run_cli(["evaluate", "loss", trained_tiny, "--manifest", manifest, "--split", "test"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: 1 of the" in err and "(stranger)" in err
+    assert json.loads(out[out.index("{"):])["utterances_of_unknown_speakers"] == 1
+
+
+def test_the_probe_table_takes_a_result_without_accuracy_and_says_when_columns_do_not_compare(tmp_path):
+    base = {"system": "a", "accuracy": 0.5, "pnmi": 0.4, "num_frames": 100, "num_phone_classes": 17,
+            "split": "test", "num_utterances": 3, "ignored_labels": [], "phone_set": "arpabet"}
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps(base))
+    second.write_text(json.dumps({**base, "system": "b", "accuracy": None}))
+    result = run_tool("phoneme_probe.py", first, second)
+    assert result.returncode == 0 and "do not compare" not in result.stdout
+    assert "| phone accuracy (code -> phone, held-out speakers) | higher | 0.500 | - |" in result.stdout
+    second.write_text(json.dumps({**base, "system": "b", "num_phone_classes": 2, "ignored_labels": ["ah"]}))
+    result = run_tool("phoneme_probe.py", first, second)
+    assert result.returncode == 0 and "do not compare" in result.stdout and "num_phone_classes" in result.stdout

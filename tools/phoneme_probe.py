@@ -49,6 +49,10 @@ ROWS = [  # key, label, which way is better
 ]
 
 
+COMPARED = ("split", "num_utterances", "num_frames", "num_phone_classes", "ignored_labels", "phone_set")
+"""What must be equal for two probes' numbers to compare."""
+
+
 def _cell(value) -> str:
     if value is None:
         return "-"
@@ -67,6 +71,10 @@ def table(results: list[dict]) -> str:
     lines = [f"{first.get('num_utterances')} utterances ({split}), {first.get('num_speakers')} speakers, "
              f"{first.get('phone_set')} phone alignments folded to {first.get('num_phone_classes')} classes.", "",
              "| metric | better | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    differ = [key for key in COMPARED if len({json.dumps(r.get(key)) for r in results}) > 1]
+    if differ:  # e.g. one probe with --ignore or another split: its numbers are of other frames
+        lines[1:1] = ["", f"**The columns do not compare**: the probes differ in {', '.join(differ)} "
+                      "(the same codes' alignments, split and ignored labels make them compare)."]
     for key, label, better in ROWS:
         values = [r.get(key) for r in results]
         if all(v is None for v in values):
@@ -119,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             except (OSError, ValueError, RecursionError) as exc:
                 raise UserError(f"Cannot read probe results {path} ({exc}); run `vqspeech evaluate probe` first.") from None
         for path, result in zip(paths, results):
-            if not (isinstance(result, dict) and isinstance(result.get("accuracy"), (int, float))):
+            # accuracy is null where it is not defined (one speaker and one utterance: nothing to hold out)
+            if not (isinstance(result, dict) and "accuracy" in result and isinstance(result.get("num_frames"), int)):
                 raise UserError(f"{path} is not a probe result (no accuracy); give the JSON `vqspeech evaluate probe` wrote.")
         if args.out and not args.codes:  # with --codes the table belongs to the run's own folder
             check_output_file(args.out, args.overwrite)

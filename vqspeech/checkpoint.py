@@ -181,8 +181,12 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite:
     if Path(dst).exists() and os.path.samefile(src, dst):
         raise UserError(f"{dst} is the checkpoint being exported; write the export to another file.")
     check_output_file(dst, overwrite)
-    folder = Path(os.path.abspath(dst)).parent
-    if folder.name == "checkpoints" and is_experiment_folder(folder.parent):  # read as training's own
+    # the folder as written, and as links resolve it (a link to an experiment's checkpoints/ is that folder)
+    parent = Path(dst).parent
+    folders = {Path(os.path.abspath(parent)), Path(os.path.realpath(parent)), Path(os.path.realpath(dst)).parent}
+    for folder in sorted(folders):
+        if folder.name != "checkpoints" or not is_experiment_folder(folder.parent):  # read as training's own
+            continue
         raise UserError(
             f"{dst} would be written into the checkpoints of the experiment {folder.parent}, which training "
             "and every verb read; write the export elsewhere."

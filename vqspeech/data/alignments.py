@@ -121,12 +121,15 @@ def read_timit(path: str | os.PathLike, sample_rate: int = TIMIT_SAMPLE_RATE) ->
     Times are sample indices at ``sample_rate`` (TIMIT: 16 kHz), returned in seconds.
     """
     path = Path(path)
-    segments = []
+    segments, previous_end = [], 0
     for number, fields in _data_lines(path):
         if len(fields) < 3:
             raise _line_error(path, number, "needs 'start_sample end_sample label'")
         start, end = (_parse_int(path, number, f) for f in fields[:2])
         _check_order(path, number, start, end)
+        if path.suffix.lower() == ".phn":  # phones follow each other (TIMIT's words may overlap)
+            _check_follows(path, number, start, previous_end)
+            previous_end = end
         segments.append(Segment(start / sample_rate, end / sample_rate, " ".join(fields[2:])))
     return segments
 
@@ -263,7 +266,7 @@ def _read_festvox(path: Path, lines: list[tuple[int, list[str]]]) -> list[Segmen
 
 
 def _read_hts(path: Path, lines: list[tuple[int, list[str]]]) -> list[Segment]:
-    segments = []
+    segments, previous_end = [], 0
     for number, fields in lines:
         if len(fields) < 3:
             raise _line_error(
@@ -271,6 +274,8 @@ def _read_hts(path: Path, lines: list[tuple[int, list[str]]]) -> list[Segment]:
             )
         start, end = (_parse_int(path, number, f) for f in fields[:2])
         _check_order(path, number, start, end)
+        _check_follows(path, number, start, previous_end)
+        previous_end = end
         match = _FULL_CONTEXT.match(fields[2])
         label = match["phone"] if match else fields[2]
         segments.append(Segment(start * HTS_TIME_UNIT, end * HTS_TIME_UNIT, label))
@@ -301,6 +306,13 @@ def _check_order(path: Path, number: int, start: float, end: float) -> None:
             number,
             f"ends ({end}) before it starts ({start})" if end < start else f"starts at a negative time ({start})",
         )
+
+
+def _check_follows(path: Path, number: int, start: int, previous_end: int) -> None:
+    """A phone segment starts where the one before it ends, or later (overlapping or unordered
+    segments would label one frame twice)."""
+    if start < previous_end:
+        raise _line_error(path, number, f"starts ({start}) before the segment above it ends ({previous_end})")
 
 
 def _line_error(path: Path, number: int, problem: str) -> UserError:

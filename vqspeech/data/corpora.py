@@ -152,8 +152,12 @@ def find_utterances(
             utts.append(utt)
     rejects.sort()
     if not utts:
-        skipped = f" ({len(rejects)} audio file(s) did not match)" if rejects else ""
-        raise UserError(f"No usable utterances for layout '{layout}' in {root}{skipped}; expected {_EXPECTED[layout]}.")
+        if rejects:  # the reason the files were refused says more than what the layout expects
+            raise UserError(
+                f"No usable utterances for layout '{layout}' in {root}: all {len(rejects)} audio file(s) were "
+                f"refused, e.g. {rejects[0][0]}: {rejects[0][1]}; expected {_EXPECTED[layout]}."
+            )
+        raise UserError(f"No usable utterances for layout '{layout}' in {root}; expected {_EXPECTED[layout]}.")
     return utts, rejects
 
 

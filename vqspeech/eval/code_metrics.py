@@ -20,7 +20,8 @@ def contingency(codes: np.ndarray, phones: np.ndarray, num_codes: int, num_phone
 
 
 def pnmi(counts: np.ndarray) -> float:
-    """Phone-normalised mutual information I(phone; code) / H(phone), in [0, 1]."""
+    """Phone-normalised mutual information I(phone; code) / H(phone), in [0, 1] (0 with fewer than
+    two phones, where H(phone) is 0 up to rounding)."""
     joint = counts / counts.sum()
     p_code = joint.sum(1, keepdims=True)
     p_phone = joint.sum(0, keepdims=True)
@@ -28,7 +29,9 @@ def pnmi(counts: np.ndarray) -> float:
     mutual = np.sum(joint[nz] * np.log(joint[nz] / (p_code @ p_phone)[nz]))
     p = p_phone[p_phone > 0]
     entropy = -np.sum(p * np.log(p))
-    return float(mutual / entropy) if entropy > 0 else 0.0
+    if p.size < 2 or entropy <= 0:
+        return 0.0
+    return float(np.clip(mutual / entropy, 0.0, 1.0))  # rounding can step just outside
 
 
 def phone_purity(counts: np.ndarray) -> float:

@@ -37,6 +37,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -146,6 +147,13 @@ def evaluate_conversion(
     for name in voices:
         check_plain_name(name, "Voice name")
     target_of = _assign_targets(items, targets, vq, voices)
+    own = sum(target_of[u.id] == u.speaker for u in items)  # no conversion: the source's own voice
+    if own:
+        warnings.warn(
+            f"{own} of the {len(items)} utterances have their own speaker as the target; they are reconstructed "
+            "only, and the conversion scores leave them out (give other `targets` to convert them).",
+            stacklevel=2,
+        )
 
     # The scorers load before anything is deleted: a missing resemblyzer must not cost old results.
     t = time.perf_counter()
@@ -196,7 +204,9 @@ def evaluate_conversion(
         # ---- reconstructions and conversions, decoded together in batches of similar length
         t = time.perf_counter()
         jobs = [(u.id, "reconstruction", u.speaker) for u in items] + [
-            (u.id, "conversion", voices.get(target_of[u.id], target_of[u.id])) for u in items
+            (u.id, "conversion", voices.get(target_of[u.id], target_of[u.id]))
+            for u in items
+            if target_of[u.id] != u.speaker
         ]
         jobs.sort(key=lambda job: -len(codes[job[0]]))
         outputs: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
@@ -219,22 +229,20 @@ def evaluate_conversion(
         sr = vq.sample_rate
         for u in tqdm(items, desc="write", unit="utt", disable=not progress):
             signals = {"original": originals[u.id], **outputs[u.id]}
-            for kind in KINDS:
+            for kind in signals:
                 save_wav(inside(out_dir, _relpath(kind, u.id)), signals[kind], sr)
             target = target_of[u.id]
+            panels = {
+                f"original ({u.speaker})": signals["original"],
+                f"reconstruction ({u.speaker})": signals["reconstruction"],
+            }
+            if "conversion" in signals:
+                panels[f"conversion ({u.speaker} -> {target})"] = signals["conversion"]
             with atomic_path(inside(out_dir, _relpath("spectrogram", u.id))) as tmp:
-                save_spectrograms(
-                    tmp,
-                    {
-                        f"original ({u.speaker})": signals["original"],
-                        f"reconstruction ({u.speaker})": signals["reconstruction"],
-                        f"conversion ({u.speaker} -> {target})": signals["conversion"],
-                    },
-                    sr,
-                )
+                save_spectrograms(tmp, panels, sr)
         timing["write"] = time.perf_counter() - t
 
-        records = {u.id: _item_record(u, target_of[u.id]) for u in items}
+        records = {u.id: _item_record(u, target_of[u.id], "conversion" in outputs[u.id]) for u in items}
 
         # ---- speaker similarity
         t = time.perf_counter()
@@ -256,7 +264,8 @@ def evaluate_conversion(
         for u in tqdm(items, desc="speaker similarity", unit="utt", disable=not progress):
             record, target = records[u.id], target_of[u.id]
             signals = {"original": originals[u.id], **outputs[u.id]}
-            for kind in KINDS:
+            record["speaker_similarity"]["conversion"] = {"source": None, "target": None}  # none when not converted
+            for kind in signals:
                 embedding = embedder.embed(signals[kind], sr)
                 record["speaker_similarity"][kind] = {
                     "source": _cos(embedding, centroids.get(u.speaker)),
@@ -275,7 +284,7 @@ def evaluate_conversion(
                 reference = normalize_words(u.text, digits=digits)
                 record["reference_words"] = len(reference)
                 signals = {"original": originals[u.id], **outputs[u.id]}
-                for kind in KINDS:
+                for kind in signals:
                     hypothesis = recognizer.transcribe(signals[kind], sr)
                     record["transcripts"][kind] = " ".join(hypothesis)
                     record["word_errors"][kind] = word_errors(reference, hypothesis)[0]
@@ -285,7 +294,7 @@ def evaluate_conversion(
         t = time.perf_counter()
         for u in tqdm(items, desc="mcd", unit="utt", disable=not progress):
             reference_cepstra = mcd_lib.mel_cepstrum(originals[u.id], sr)
-            for kind in ("reconstruction", "conversion"):
+            for kind in outputs[u.id]:
                 distortion = mcd_lib.mcd_from_cepstra(reference_cepstra, mcd_lib.mel_cepstrum(outputs[u.id][kind], sr))
                 records[u.id]["mcd"][kind] = _finite(distortion)
         timing["mcd"] = time.perf_counter() - t
@@ -318,6 +327,7 @@ def evaluate_conversion(
                 }
                 for kind in KINDS
             },
+            "num_conversions": len(item_list) - sum(r["conversion"] is None for r in item_list),
             "conversion_speaker_accuracy": _mean(r["conversion_closer_to_target"] for r in item_list),
             "num_conversions_scored": sum(r["conversion_closer_to_target"] is not None for r in item_list),
             "recognition": {
@@ -332,7 +342,7 @@ def evaluate_conversion(
             },
             "mcd": {
                 "reconstruction": _mean(r["mcd"]["reconstruction"] for r in item_list),
-                "conversion": _mean(r["mcd"]["conversion"] for r in item_list),
+                "conversion": _mean(r["mcd"].get("conversion") for r in item_list),
                 "conversion_note": MCD_CONVERSION_NOTE,
                 "definition": "mel-cepstral distortion (c1..c24 of the log-mel spectrum, DTW-aligned); "
                 "comparable within vqspeech only",
@@ -349,10 +359,16 @@ def format_summary(metrics: dict) -> str:
     s = metrics["summary"]
     sim, rec, mcd = s["speaker_similarity"], s["recognition"], s["mcd"]
     unit = rec["unit"]
+    asked = s.get("num_requested")
+    requested = f" (of {asked} requested)" if isinstance(asked, int) and asked > s["num_items"] else ""
     lines = [
-        f"{s['num_items']} utterances of split {s['split']} ({', '.join(s['speakers'])}), {len(s['skipped'])} skipped"
+        f"{s['num_items']} utterances{requested} of split {s['split']} ({', '.join(s['speakers'])}), "
+        f"{len(s['skipped'])} skipped"
     ]
     for kind in KINDS:
+        if kind == "conversion" and s.get("num_conversions") == 0:
+            lines.append(f"  {kind:<15} none: every target is the source's own speaker")
+            continue
         lines.append(
             f"  {kind:<15} similarity to source {_fmt(sim[kind]['source'])}, "
             f"to target {_fmt(sim[kind]['target'])}; {unit} error rate {_fmt(rec['error_rate'][kind])}"
@@ -496,13 +512,15 @@ def _relpath(kind: str, uid: str) -> str:
     return f"{sub}/{uid}{suffix}"
 
 
-def _item_record(u: Utterance, target: str) -> dict:
+def _item_record(u: Utterance, target: str, converted: bool) -> dict:
+    """An item's record; ``converted`` False (its own speaker as the target): no conversion file."""
     return {
         "id": u.id,
         "source_speaker": u.speaker,
         "target_speaker": target,
         "text": u.text,
         **{kind: _relpath(kind, u.id) for kind in (*KINDS, "spectrogram")},
+        **({} if converted else {"conversion": None}),
         "speaker_similarity": {},
         "conversion_closer_to_target": None,
         "reference_words": None,
@@ -515,7 +533,10 @@ def _item_record(u: Utterance, target: str) -> dict:
 def _recognition_summary(items: list[dict], digits: bool, single_digit: bool, language_model: str) -> dict:
     scored = [r for r in items if r["reference_words"]]
     total = sum(r["reference_words"] for r in scored)
-    rates = {kind: (sum(r["word_errors"][kind] for r in scored) / total if total else None) for kind in KINDS}
+    rates = {}
+    for kind in KINDS:  # a conversion's rate over the utterances that were converted
+        words = sum(r["reference_words"] for r in scored if kind in r["word_errors"])
+        rates[kind] = sum(r["word_errors"].get(kind, 0) for r in scored) / words if words else None
     return {
         "unit": "digit" if digits else "word",
         "digits": digits,

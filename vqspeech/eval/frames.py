@@ -12,6 +12,7 @@ stop ``q``) give frames labelled ``""``, which every metric leaves out.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,6 +250,19 @@ def load_probe_data(
         )
     info = folder.info
     segments = {i: read_alignment(str(utterances[i].alignment)) for i in ids}
+    empty = [i for i in ids if not segments[i]]  # it would count as one long silence
+    if len(empty) == len(ids):
+        raise UserError(
+            f"No alignment labels any phone (e.g. {utterances[ids[0]].alignment} has no labelled segment); give "
+            "alignments with phone labels."
+        )
+    if empty:
+        warnings.warn(
+            f"{len(empty)} alignment(s) label no phone (e.g. {utterances[empty[0]].alignment}); those utterances "
+            "are left out.",
+            stacklevel=2,
+        )
+        ids = [i for i in ids if segments[i]]
     if phone_set is None:
         phone_set = guess_phone_set({s.label for segs in segments.values() for s in segs})
     folding = PhoneFolding.load(phone_set, folding_table)
@@ -264,7 +278,11 @@ def load_probe_data(
         num_codes,
         info.code_rate_hz,
         phone_set,
-        skipped={"no_alignment_or_other_split": len(set(frames) - set(utterances)), "no_speaker": 0},
+        skipped={
+            "no_alignment_or_other_split": len(set(frames) - set(utterances)),
+            "empty_alignment": len(empty),
+            "no_speaker": 0,
+        },
     )
     for i in ids:
         speaker = utterances[i].speaker or info.speakers.get(i)

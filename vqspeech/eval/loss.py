@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -100,13 +101,22 @@ def evaluate_loss(
         raise UserError(f"`max_utterances` must be positive, not {max_utterances}.")
     vq = VQSpeech.load(exp_dir, device)
     manifest = manifest or vq.config["data"]["manifest"]
-    utts = [u for u in read_manifest(manifest, split) if u.speaker in vq.speakers]
+    listed = read_manifest(manifest, split)
+    utts = [u for u in listed if u.speaker in vq.speakers]
     if not utts:
         raise UserError(f"Manifest {manifest} has no {split} utterances of speakers this model knows.")
+    unknown = sorted({u.speaker for u in listed} - set(vq.speakers))
+    if unknown:  # the decoder has no embedding for them
+        warnings.warn(
+            f"{len(listed) - len(utts)} of the {len(listed)} {split} utterances are left out: the model does not know "
+            f"their speakers ({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}).",
+            stacklevel=2,
+        )
     metrics = {
         "split": split,
         "manifest": str(manifest),
         "step": vq.step,  # the state of the model measured (the report compares it with training's)
+        "utterances_of_unknown_speakers": len(listed) - len(utts),
         **teacher_forced_metrics(vq.model, utts[:max_utterances], vq.speaker_ids, vq.device),
     }
     if out_path is not None:

@@ -143,6 +143,12 @@ def frame_table(data: ProbeData, ignore: tuple[str, ...] = ()):
     phones = _phone_order({p for lab, k in zip(data.labels, keep, strict=True) for p in set(lab[k])})
     if not phones:
         raise UserError("No frame has a phone label once excluded and ignored labels are removed.")
+    if len(phones) < 2:  # every metric is trivially perfect (or undefined) with one class
+        raise UserError(
+            f"Every frame left is labelled {phones[0]!r} once excluded and ignored labels are removed; the phone "
+            "metrics need at least two classes, so check the alignments (time no segment labels is silence) "
+            "and `ignore`."
+        )
     index = {p: i for i, p in enumerate(phones)}
     labels = np.array([index[p] for lab, k in zip(data.labels, keep, strict=True) for p in lab[k]], dtype=np.int64)
     codes = None if data.codes is None else np.concatenate([c[k] for c, k in zip(data.codes, keep, strict=True)])

@@ -4,6 +4,8 @@ to wav files. The codes folder itself is read and written by :mod:`vqspeech.data
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import os
 import warnings
@@ -18,7 +20,16 @@ from ..data.codes import CodesFolder, CodesInfo, CodesWriter, Encoding, TopLevel
 from ..data.corpora import AUDIO_EXTENSIONS, SourceUtterance, is_audio_file, sanitize_id
 from ..data.manifest import check_header, read_manifest
 from ..errors import UserError
-from ..fileio import FolderLock, check_not_in_owned_folder, check_writable_parent, inside, overlapping
+from ..fileio import (
+    FolderLock,
+    check_not_in_owned_folder,
+    check_writable_parent,
+    file_stamp,
+    inside,
+    overlapping,
+    read_json_object,
+    write_text_atomic,
+)
 from .vqspeech import VQSpeech, check_temperature
 
 
@@ -119,8 +130,23 @@ def _encode_items(
     return {"encoded": info.num_utterances, "rejected": len(rejects), "out_dir": str(out_dir)}
 
 
+RUN_RECORD = ".vqspeech-run.json"
+"""In a decode or convert output folder while the run writes into it: the run's settings and
+output names. A run killed before it finished leaves it, so the identical rerun carries on where
+that one stopped, and any rerun may replace the killed run's outputs without ``overwrite``."""
+
+
+def _interrupted_outputs(out: Path) -> dict:
+    """The run record a killed run left in ``out`` ({} when there is none or it is unreadable)."""
+    record = read_json_object(out / RUN_RECORD) if out.is_dir() else None
+    if not record or not isinstance(record.get("outputs"), list):
+        return {}
+    return record
+
+
 def _output_paths(ids: list[str], out: Path, overwrite: bool) -> list[Path]:
-    """One input and a .wav ``out`` -> that file; else ``out/<id>.wav``. Refuse to overwrite."""
+    """One input and a .wav ``out`` -> that file; else ``out/<id>.wav``. Refuse to overwrite, except
+    the outputs of a killed run into the same folder (:data:`RUN_RECORD`)."""
     if len(ids) == 1 and out.suffix.lower() == ".wav":
         paths = [out]
     elif out.suffix.lower() == ".wav":
@@ -129,13 +155,24 @@ def _output_paths(ids: list[str], out: Path, overwrite: bool) -> list[Path]:
         paths = [inside(out, f"{i}.wav") for i in ids]
     if paths:  # before the other checks: the owner is the clearest reason (the lock checks a folder again)
         check_not_in_owned_folder(paths[0])  # all of them have one folder
-    existing = [p for p in paths if p.exists()]
+    interrupted = set(_interrupted_outputs(out).get("outputs", [])) if paths and paths[0] != out else set()
+    existing = [p for p in paths if p.exists() and p.name not in interrupted]
     if existing and not overwrite:
         raise UserError(
             f"{existing[0]} already exists ({len(existing)} output(s) would be replaced); "
             "pass `overwrite=True` or choose another output."
         )
     return paths
+
+
+def run_settings(vq: VQSpeech, verb: str, inputs: list, speakers: list, **options: object) -> str:
+    """A digest of everything a decode or convert run's outputs depend on: the model (checkpoint
+    file and step), the inputs (``inputs``: JSON-able descriptions), the voices and the options."""
+    model = None
+    if vq.checkpoint is not None and Path(vq.checkpoint).is_file():
+        model = [os.path.realpath(vq.checkpoint), file_stamp(vq.checkpoint)]
+    text = json.dumps([verb, model, vq.step, vq.codebook_digest, inputs, [str(s) for s in speakers], options])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _check_generation(vq: VQSpeech, speakers: list[str], temperature: float, batch_size: int) -> None:
@@ -149,15 +186,35 @@ def _check_generation(vq: VQSpeech, speakers: list[str], temperature: float, bat
 
 
 @contextlib.contextmanager
-def _writing(out: Path, paths: list[Path], verb: str) -> Iterator[None]:
+def _writing(out: Path, paths: list[Path], verb: str, settings: str) -> Iterator[set[Path]]:
     """Hold the output folder's lock (one output file: check that it can be written) while the
-    audio is generated, so that a bad output is found before the work."""
+    audio is generated, so that a bad output is found before the work. Yields the outputs a killed
+    run with the same ``settings`` finished, which need not be generated again."""
     if len(paths) == 1 and paths[0] == out:
         check_writable_parent(out)
-        yield
-    else:
-        with FolderLock(out, verb):
-            yield
+        yield set()
+        return
+    with FolderLock(out, verb):
+        record = _interrupted_outputs(out)
+        names = {p.name for p in paths}
+        left = {n for n in record.get("outputs", []) if isinstance(n, str) and (out / n).exists()}
+        done = {p for p in paths if p.name in left} if record.get("settings") == settings else set()
+        if left and not done:
+            warnings.warn(
+                f"{out} holds {len(left)} output(s) of an interrupted `vqspeech {record.get('verb', verb)}` "
+                "with other settings; this run replaces those it writes again.",
+                stacklevel=3,
+            )
+        elif done:
+            warnings.warn(
+                f"{out}: carrying on an interrupted `vqspeech {verb}`, {len(done)} of {len(paths)} output(s) "
+                "were already written.",
+                stacklevel=3,
+            )
+        outputs = sorted(names | left)
+        write_text_atomic(out / RUN_RECORD, json.dumps({"verb": verb, "settings": settings, "outputs": outputs}))
+        yield done
+        (out / RUN_RECORD).unlink(missing_ok=True)
 
 
 def _generate_to_files(
@@ -169,10 +226,15 @@ def _generate_to_files(
     temperature: float,
     seed: int,
     batch_size: int,
+    done: set[Path],
 ) -> list[Path]:
+    """Generate and write each output; a batch whose outputs are all in ``done`` is skipped (the
+    batches, and so each one's random draws, are the same as in the run that wrote them)."""
     order = np.argsort([-len(e) for e in encodings])  # similar lengths share a batch
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
+        if all(paths[i] in done for i in chunk):
+            continue
         audios = vq.decode_batch(
             [encodings[i] for i in chunk],
             [speakers[i] for i in chunk],
@@ -235,9 +297,11 @@ def decode_codes(
         speakers.append(name)
     paths = _output_paths(ids, out, overwrite)
     _check_generation(vq, speakers, temperature, batch_size)
-    with _writing(out, paths, "decode"):
+    inputs = [[i, hashlib.sha256(e.codes.tobytes()).hexdigest()] for i, e in zip(ids, encodings, strict=True)]
+    settings = run_settings(vq, "decode", inputs, speakers, temperature=temperature, seed=seed, batch_size=batch_size)
+    with _writing(out, paths, "decode", settings) as done:
         return _generate_to_files(
-            vq, encodings, speakers, paths, temperature=temperature, seed=seed, batch_size=batch_size
+            vq, encodings, speakers, paths, temperature=temperature, seed=seed, batch_size=batch_size, done=done
         )
 
 
@@ -270,6 +334,13 @@ def _check_folder(folder: CodesFolder, vq: VQSpeech) -> None:
                 f"The codes in {folder.root} were made by a model with {what} {there:g}, but this model's "
                 f"is {here:g}; decode them with the model that made them."
             )
+    made_here = vq.checkpoint is not None and os.path.realpath(str(info.checkpoint)) == os.path.realpath(vq.checkpoint)
+    if info.codebook is None and not made_here:  # an older or edited codes.json: nothing to compare
+        warnings.warn(
+            f"{folder.root}/codes.json records no codebook, and names {info.checkpoint} as the model that made the "
+            "codes; they are decoded as this model's codes, which is right only if it shares that model's codebook.",
+            stacklevel=3,
+        )
     if info.codebook is not None and info.codebook != vq.codebook_digest:
         raise UserError(
             f"The codes in {folder.root} index the codebook of {info.checkpoint or 'another model'}, not this "
@@ -311,11 +382,25 @@ def convert_items(
         if held is not None:
             raise UserError(f"{out} holds the input {held}; write the conversions to a folder apart from the inputs.")
     _check_generation(vq, [speaker], temperature, batch_size)
-    with _writing(out, paths, "convert"):
+    files = [str(i.path) for i in items]  # a missing one is refused as it is read, with its name
+    stamps = [
+        [i.id, os.path.realpath(f), file_stamp(f) if os.path.isfile(f) else None]
+        for i, f in zip(items, files, strict=True)
+    ]
+    voice = [speaker, os.path.realpath(speaker), file_stamp(speaker)] if os.path.isfile(speaker) else [speaker]
+    settings = run_settings(vq, "convert", stamps, voice, temperature=temperature, seed=seed, batch_size=batch_size)
+    with _writing(out, paths, "convert", settings) as done:
         encodings = []
         for item in items:
             audio, sr = load_audio(str(item.path))
             encodings.append(vq.encode(audio, sr))
         return _generate_to_files(
-            vq, encodings, [speaker] * len(items), paths, temperature=temperature, seed=seed, batch_size=batch_size
+            vq,
+            encodings,
+            [speaker] * len(items),
+            paths,
+            temperature=temperature,
+            seed=seed,
+            batch_size=batch_size,
+            done=done,
         )

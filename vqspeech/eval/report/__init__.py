@@ -14,7 +14,9 @@ without ``config.yaml``) is an error.
 from __future__ import annotations
 
 import datetime
+import html
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -22,7 +24,7 @@ import yaml
 from ... import __version__
 from ...data.corpora import corpus_licence
 from ...errors import UserError, first_line
-from ...fileio import check_not_in_owned_folder, write_text_atomic
+from ...fileio import check_not_in_owned_folder, is_experiment_folder, write_text_atomic
 from .page import Page, SectionError, corpus_layout, esc, media_check_script, note, stylesheet
 from .sections import SECTIONS
 
@@ -83,6 +85,7 @@ def render_report(exp_dir: str | os.PathLike, out: str | os.PathLike) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta name="generator" content="{GENERATOR}">'
+        f'<meta name="vqspeech-experiment" content="{esc(os.path.realpath(exp_dir))}">'
         f"<title>{esc(name)}: vqspeech report</title><style>{stylesheet()}</style></head>\n"
         '<body data-media-checked="false">'
         '<div id="media-banner" role="alert"></div>'
@@ -112,11 +115,26 @@ def write_report(exp_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     if out_path.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"`out` {out_path} should name an .html file.")
     check_not_in_owned_folder(out_path)
-    if out_path.is_file() and not overwrite and not _is_report(out_path):
+    here = Path(os.path.realpath(exp_dir))
+    other = next((f for f in Path(os.path.realpath(out_path)).parents if is_experiment_folder(f) and f != here), None)
+    if other is not None:
         raise UserError(
-            f"{out_path} exists and is not a vqspeech report; pass `overwrite=True` to replace it "
-            "or choose another `out`."
+            f"{out_path} would be written into the experiment {other}, not {exp_dir}'s; write the report into "
+            f"{exp_dir} (the default) or a folder of its own."
         )
+    if out_path.is_file() and not overwrite:
+        theirs = _report_experiment(out_path)
+        if theirs is None:
+            raise UserError(
+                f"{out_path} exists and is not a vqspeech report; pass `overwrite=True` to replace it "
+                "or choose another `out`."
+            )
+        own = Path(os.path.realpath(out_path)).parent == here  # its own report, also after the folder moved
+        if not own and theirs not in (str(here), here.name):
+            raise UserError(
+                f"{out_path} is the report of another experiment ({theirs}); pass `overwrite=True` to replace it "
+                "or choose another `out`."
+            )
     text = render_report(exp_dir, out_path)
     try:
         write_text_atomic(out_path, text)
@@ -125,11 +143,19 @@ def write_report(exp_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     return out_path
 
 
-def _is_report(path: Path) -> bool:
+def _report_experiment(path: Path) -> str | None:
+    """The experiment a report at ``path`` is about (its folder; its name for a report written before
+    the folder was recorded), or None when the file is not a report."""
     try:
         with path.open(encoding="utf-8", errors="replace") as f:
-            head = f.read(4096)
+            head = f.read(8192)
     except OSError:
-        return False
+        return None
     # the generator tag, or the title every report has carried (pages written before the tag)
-    return f'<meta name="generator" content="{GENERATOR}">' in head or ": vqspeech report</title>" in head
+    if f'<meta name="generator" content="{GENERATOR}">' not in head and ": vqspeech report</title>" not in head:
+        return None
+    found = re.search(r'<meta name="vqspeech-experiment" content="([^"]*)">', head)
+    if found:
+        return html.unescape(found[1])
+    title = re.search(r"<title>(.*): vqspeech report</title>", head)
+    return html.unescape(title[1]) if title else ""

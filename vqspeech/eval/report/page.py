@@ -80,8 +80,8 @@ def fmt(value: Any, kind: str = "num") -> str:
         if isinstance(value, (list, dict)):
             return json.dumps(value)
         return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):  # an edited or broken record: no result
+        return f"\u2014 (not a number: {value})"
     if kind == "pct" and 0 <= value <= 1:
         return f"{100 * value:.1f}%"
     if isinstance(value, int) or (kind == "int" and float(value).is_integer()):
@@ -165,6 +165,29 @@ class Page:
             return f'<span class="missing">missing: {esc(self.rel(path))}</span>'
         img = f'<img src="{self.url(path)}" alt="{esc(alt)}" loading="eager">'
         return f'<a href="{self.url(path)}">{img}</a>' if link else img
+
+    def recorded_file(self, folder: Path, name: str) -> Path | None:
+        """``folder / name`` for a file name a results JSON records, or None when it leads out of
+        ``folder`` (an edited record must not make the page link or play other files)."""
+        root = os.path.realpath(folder)
+        path = os.path.realpath(folder / name)
+        return Path(path) if os.path.commonpath([root, path]) == root else None
+
+    def recorded_audio(self, folder: Path, name: str) -> str:
+        path = self.recorded_file(folder, name)
+        return (
+            self.audio(path)
+            if path
+            else f'<span class="missing">left out: {esc(name)} is not in {esc(folder.name)}/</span>'
+        )
+
+    def recorded_image(self, folder: Path, name: str, alt: str) -> str:
+        path = self.recorded_file(folder, name)
+        return (
+            self.image(path, alt)
+            if path
+            else f'<span class="missing">left out: {esc(name)} is not in {esc(folder.name)}/</span>'
+        )
 
     def rel(self, path: Path) -> str:
         return os.path.relpath(Path(path).absolute(), self.out_dir)

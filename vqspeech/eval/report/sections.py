@@ -367,7 +367,7 @@ def section_probe(page: Page) -> str:
                 continue
             caption = f"{PROBE_SYSTEMS.get(name, name)}: {PLOT_LABELS.get(key, key.replace('_', ' '))}"
             figures.append(
-                f"<figure>{page.image(folder / rel, caption)}<figcaption>{esc(caption)}</figcaption></figure>"
+                f"<figure>{page.recorded_image(folder, rel, caption)}<figcaption>{esc(caption)}</figcaption></figure>"
             )
     if figures:
         parts.append("<h3>Plots</h3>" + "".join(figures))
@@ -513,13 +513,13 @@ def section_conversion(page: Page) -> str:
         cells = [f"<td>{about}</td>"]
         for kind in KINDS:
             cells.append(
-                f"<td>{page.audio(folder / str(item[kind]))}{item_scores(item, kind)}</td>"
+                f"<td>{page.recorded_audio(folder, str(item[kind]))}{item_scores(item, kind)}</td>"
                 if item.get(kind)
                 else '<td class="muted">\u2014</td>'
             )
         spec = item.get("spectrogram")
         cells.append(
-            f"<td>{page.image(folder / str(spec), 'spectrograms of ' + str(item.get('id', '')))}</td>"
+            f"<td>{page.recorded_image(folder, str(spec), 'spectrograms of ' + str(item.get('id', '')))}</td>"
             if spec
             else '<td class="muted">\u2014</td>'
         )
