@@ -1847,7 +1847,7 @@ def test_no_folder_writer_but_training_writes_into_an_experiment_folder(tmp_path
         assert ("experiment" in message or "is not empty" in message) and str(exp) in message, message
     assert files_under(exp) == before
     capsys.readouterr()
-    assert run_cli(["convert", trained_tiny, wav, "--speaker", VQSpeech.load(trained_tiny, "cpu").speakers[0],
+    assert run_cli(["convert", exp, wav, "--speaker", VQSpeech.load(trained_tiny, "cpu").speakers[0],
                     "-o", exp / "convert" / "one"]) == 0  # a subfolder of its own is fine
 
 
@@ -2417,3 +2417,187 @@ def test_the_probe_table_takes_a_result_without_accuracy_and_says_when_columns_d
     second.write_text(json.dumps({**base, "system": "b", "num_phone_classes": 2, "ignored_labels": ["ah"]}))
     result = run_tool("phoneme_probe.py", first, second)
     assert result.returncode == 0 and "do not compare" in result.stdout and "num_phone_classes" in result.stdout
+
+
+# --- thirteenth pass --------------------------------------------------------------------------
+
+
+def test_a_changed_reference_voice_is_other_settings_for_a_killed_runs_rerun(tmp_path, trained_tiny, demo_manifest):
+    from vqspeech.inference import files
+
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    wavs = [r.audio for r in read_manifest(demo_manifest)[:2]]
+    shutil.copy(wavs[0], voice / "a.wav")
+    before = {kind: files.run_settings(vq, "decode", [], [str(path)]) for kind, path in
+              (("folder", voice), ("file", voice / "a.wav"))}
+    shutil.copy(wavs[1], voice / "a.wav")  # the same names, another recording
+    for kind, path in (("folder", voice), ("file", voice / "a.wav")):
+        assert files.run_settings(vq, "decode", [], [str(path)]) != before[kind], kind
+    name = vq.speakers[0]
+    assert files.run_settings(vq, "decode", [], [name]) == files.run_settings(vq, "decode", [], [name])
+
+
+def test_another_run_in_a_killed_runs_folder_leaves_it_to_be_carried_on(tmp_path, monkeypatch, trained_tiny,
+                                                                        demo_manifest):
+    from vqspeech.inference import files
+
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    items = files.collect_inputs(demo_manifest, limit=4)
+    first, other = items[:3], items[3:]
+    real_save, written = files.save_wav, []
+
+    def killed_after_two(path, audio, sr):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(path)
+        real_save(path, audio, sr)
+
+    monkeypatch.setattr(files, "save_wav", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        files.convert_items(vq, first, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
+    monkeypatch.setattr(files, "save_wav", real_save)
+    files.convert_items(vq, other, tmp_path / "out", speaker=vq.speakers[1], batch_size=1)  # another run, finished
+    with pytest.warns(UserWarning, match="carrying on an interrupted `vqspeech convert`, 2 of 3"):
+        files.convert_items(vq, first, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
+    assert not (tmp_path / "out" / files.RUN_RECORD).exists()
+    assert {p.stem for p in (tmp_path / "out").glob("*.wav")} == {i.id for i in items}
+
+
+def test_a_killed_runs_output_replaced_by_another_run_is_that_runs(tmp_path, monkeypatch, trained_tiny,
+                                                                  demo_manifest):
+    """Recorded as the new run's only once it is gone: a kill of the new run cannot leave the old
+    voice's file to be 'carried on' as the new one's."""
+    from vqspeech.inference import files
+
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    items = files.collect_inputs(demo_manifest, limit=2)
+    real_save = files.save_wav
+    monkeypatch.setattr(files, "save_wav", lambda p, a, sr: real_save(p, a, sr) if p.stem == items[0].id else
+                        (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):  # writes items[0] in the first voice, then dies
+        files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
+    monkeypatch.setattr(files, "save_wav", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.warns(UserWarning, match="with other settings"), pytest.raises(KeyboardInterrupt):
+        files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[1], batch_size=1)
+    assert not (tmp_path / "out" / f"{items[0].id}.wav").exists()
+
+
+def test_results_of_one_model_are_not_written_into_another_experiment(tmp_path, capsys, trained_tiny, codes,
+                                                                      demo_manifest):
+    other = tmp_path / "other"
+    shutil.copytree(trained_tiny, other)
+    before = files_under(other)
+    speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    wav = read_manifest(demo_manifest)[0].audio
+    link = tmp_path / "link"
+    link.symlink_to(other)
+    for verb, argv in (
+        ("evaluate loss", ["evaluate", "loss", trained_tiny, "--split", "test", "--out", other / "metrics.json"]),
+        ("evaluate probe", ["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest, "--no_abx",
+                            "--out", other / "probe" / "vqvae.json"]),
+        ("convert", ["convert", trained_tiny, wav, "--speaker", speaker, "-o", other / "convert" / "x"]),
+        ("convert", ["convert", trained_tiny, wav, "--speaker", speaker, "-o", link / "convert" / "x"]),
+        ("encode", ["encode", trained_tiny, wav, other / "codes"]),
+        ("decode", ["decode", trained_tiny, next((codes / "codes").glob("*.npy")), "--speaker", speaker,
+                    "-o", other / "decoded.wav"]),
+    ):
+        message = cli_error(capsys, argv, verb)
+        assert "lies inside the experiment" in message and "whose report would show these results" in message
+    assert files_under(other) == before
+    # a model's own folder, and results outside any experiment, are fine
+    assert run_cli(["evaluate", "loss", other, "--split", "test", "--out", other / "metrics.json"]) == 0
+    assert run_cli(["evaluate", "loss", trained_tiny, "--split", "test", "--out", tmp_path / "m.json"]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["manifest"] == str(demo_manifest.resolve())
+
+
+def test_an_experiments_checkpoints_folder_takes_no_other_output(tmp_path, capsys, trained_tiny, codes,
+                                                                demo_manifest):
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    before = files_under(exp)
+    speaker = VQSpeech.load(exp, "cpu").speakers[0]
+    for verb, argv in (
+        ("decode", ["decode", exp, next((codes / "codes").glob("*.npy")), "--speaker", speaker, "-o",
+                    exp / "checkpoints"]),
+        ("evaluate probe", ["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest, "--no_abx",
+                            "--out", exp / "checkpoints" / "last.json"]),
+        ("report", ["report", exp, "--out", exp / "checkpoints" / "r.html"]),
+        ("export", ["export", exp, exp / "checkpoints" / "sub" / "m.pt"]),
+    ):
+        message = cli_error(capsys, argv, verb)
+        assert "checkpoints" in message and str(exp) in message, message
+    assert files_under(exp) == before
+
+
+def test_the_probe_tool_replaces_no_explicit_out_without_overwrite(tmp_path, demo_manifest, codes):
+    kept = tmp_path / "notes.md"
+    kept.write_text("mine\n")
+    result = run_tool("phoneme_probe.py", "--codes", codes, "--manifest", demo_manifest, "--out_dir",
+                      tmp_path / "p", "--out", kept)
+    assert result.returncode == 2 and "exists; pass --overwrite" in result.stderr and kept.read_text() == "mine\n"
+    assert not (tmp_path / "p").exists()  # refused before any work
+
+
+def test_encode_keeps_out_of_a_folder_of_prior_samples(tmp_path, capsys, trained_tiny, demo_manifest):
+    from vqspeech.data.codes import SAMPLES_MARK
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / SAMPLES_MARK).write_text("")
+    (samples / "sample_00.wav").write_bytes(b"RIFF")
+    message = cli_error(capsys, ["encode", trained_tiny, read_manifest(demo_manifest)[0].audio, samples,
+                                 "--overwrite"], "encode")
+    assert "holds samples that `vqspeech prior sample` wrote" in message
+    assert sorted(p.name for p in samples.iterdir()) == sorted([SAMPLES_MARK, "sample_00.wav"])
+
+
+def test_a_probe_without_two_speech_classes_is_refused(tmp_path, demo_manifest, codes):
+    from vqspeech.eval.frames import aligned_utterances, load_probe_data
+    from vqspeech.eval.probe import frame_table
+
+    data = load_probe_data(CodesFolder.open(codes), aligned_utterances(manifest=demo_manifest))
+    classes = sorted({p for lab in data.labels for p in set(lab.tolist())} - {"", "sil"})
+    with pytest.raises(UserError, match=r"1 speech phone class\(es\)"):
+        frame_table(data, tuple(classes[1:]))
+    assert len(frame_table(data, tuple(classes[2:]))[2]) == 3  # sil and two phones: a probe
+
+
+def test_segment_alignments_in_the_wrong_time_unit_are_refused(tmp_path, demo_manifest, codes):
+    from vqspeech.data.alignments import read_alignment
+    from vqspeech.eval.probe import run_probe
+
+    rows = absolute_rows(demo_manifest)
+    for scale, folder in ((16000, "right"), (8000, "half")):
+        for row in rows:
+            if row.get("alignment"):
+                segments = read_alignment(row["alignment"]) if scale == 16000 else read_alignment(
+                    str(tmp_path / "right" / f"{row['id']}.phn"))
+                factor = 1 if scale == 16000 else 0.5
+                phn = tmp_path / folder / f"{row['id']}.phn"
+                phn.parent.mkdir(exist_ok=True)
+                phn.write_text("".join(f"{round(s.start * 16000 * factor)} {round(s.end * 16000 * factor)} "
+                                       f"{s.label}\n" for s in segments))
+        for row in rows:
+            if row.get("alignment"):
+                row["alignment"] = str(tmp_path / folder / f"{row['id']}.phn")
+        manifest = write_lines(tmp_path / f"{folder}.jsonl", rows)
+        if scale == 16000:
+            run_probe(codes, tmp_path / "right.json", manifest=manifest, abx=False, plots=False, progress=False)
+        else:
+            with pytest.raises(UserError, match="end, by the median, at \\d+% of their audio.*another unit"):
+                run_probe(codes, tmp_path / "half.json", manifest=manifest, abx=False, plots=False,
+                          progress=False)
+
+
+def test_a_fresh_start_clears_the_curves_of_a_start_killed_before_its_first_checkpoint(tmp_path, demo_manifest):
+    exp = tmp_path / "exp"
+    (exp / "tb").mkdir(parents=True)
+    stale = exp / "tb" / "events.out.tfevents.1.killed"
+    stale.write_bytes(b"\0" * 16)
+    assert run_cli(["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=2"]) == 0
+    assert not stale.exists() and list((exp / "tb").glob("events.out.tfevents.*"))
+    kept = sorted((exp / "tb").glob("events.out.tfevents.*"))
+    assert run_cli(["train", exp, "train.max_steps=3"]) == 0  # a resume keeps them
+    assert set(kept) <= set((exp / "tb").glob("events.out.tfevents.*"))

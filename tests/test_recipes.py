@@ -391,3 +391,21 @@ def test_a_rerun_with_other_settings_is_not_called_done(tmp_path):
     forced = run_recipe("fsdd", options(args, targets="alice", stage=4, force="true"), tmp_path)
     assert forced.returncode == 0, forced.stderr[-2000:]
     assert (tmp_path / "exp/convert/alice").is_dir()
+
+
+def test_a_forced_prior_stage_after_the_vq_vae_trained_on_trains_a_new_prior(tmp_path):
+    """The codes were encoded again by a VQ-VAE whose codebook changed: the old prior cannot resume
+    on them, so the forced stage moves it aside and trains a new one in its place."""
+    make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice", "bob"), digits=range(3), takes=6)
+    exp_dir = tmp_path / "exp"
+    args = options(QUICK, fsdd_root=tmp_path / "fsdd", data_dir=tmp_path / "data", exp_dir=exp_dir, stop_stage=3)
+    assert run_recipe("fsdd", args, tmp_path).returncode == 0
+    assert run_recipe("fsdd", options(args, stage=6, stop_stage=6), tmp_path).returncode == 0
+    retrained = run_recipe("fsdd", options(args, stage=2, force="true", train_steps=6), tmp_path)
+    assert retrained.returncode == 0, retrained.stderr[-2000:]
+    result = run_recipe("fsdd", options(args, stage=6, stop_stage=6, force="true", train_steps=6), tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "learned codes encoded before the VQ-VAE trained on: moved to" in result.stdout
+    aside = list(exp_dir.glob("prior.before-*"))
+    assert len(aside) == 1 and (aside[0] / "checkpoints/last.pt").is_file()
+    assert json.loads((exp_dir / "prior/train_summary.json").read_text())["step"] == 4

@@ -161,3 +161,15 @@ def test_evaluate_conversion_into_a_voice_given_by_audio(trained_zero_shot, demo
     message = cli_error(capsys, ["evaluate", "conversion", trained_zero_shot, "--out", tmp_path / "o2",
                                  "--manifest", demo_manifest, "--voice", "other=" + str(voice)], "evaluate conversion")
     assert "not among the targets" in message
+
+
+def test_a_reference_given_as_samples_is_checked_as_a_file_is(trained_zero_shot, demo_manifest):
+    from vqspeech.errors import UserError
+
+    vq = VQSpeech.load(trained_zero_shot, "cpu")
+    audio, _ = sf.read(read_manifest(demo_manifest)[0].audio, dtype="float32")
+    with pytest.raises(UserError, match="is silent"):
+        vq.speaker_vector(np.zeros(16000, dtype=np.float32))
+    with pytest.raises(UserError, match="too short to learn a voice from"):
+        vq.speaker_vector(audio[:100])
+    assert vq.speaker_vector(audio).shape == vq.speaker_vector(vq.speakers[0]).shape

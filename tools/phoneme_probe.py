@@ -110,12 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run (and --out)")
     args = parser.parse_args(argv)
+    default_out = None
     try:
         if args.codes:
             if not (args.manifest and args.out_dir):
                 raise UserError("--codes needs --manifest (with phone alignments) and --out_dir.")
+            default_out = str(Path(args.out_dir) / "table.md")
+            if args.out and args.out != default_out:  # checked before the probes run
+                check_output_file(args.out, args.overwrite)
             paths = run_all(args)
-            args.out = args.out or str(Path(args.out_dir) / "table.md")
+            args.out = args.out or default_out
         elif args.results:
             paths = [Path(p) for p in args.results]
         else:
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             # accuracy is null where it is not defined (one speaker and one utterance: nothing to hold out)
             if not (isinstance(result, dict) and "accuracy" in result and isinstance(result.get("num_frames"), int)):
                 raise UserError(f"{path} is not a probe result (no accuracy); give the JSON `vqspeech evaluate probe` wrote.")
-        if args.out and not args.codes:  # with --codes the table belongs to the run's own folder
+        if args.out and not args.codes:  # with --codes it was checked before the probes ran
             check_output_file(args.out, args.overwrite)
     except UserError as exc:
         print(f"phoneme_probe: error: {as_flags(str(exc), {'--overwrite'})}", file=sys.stderr)

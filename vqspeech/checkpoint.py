@@ -180,7 +180,6 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite:
     ``dst`` (a regular file) is replaced only with ``overwrite``."""
     if Path(dst).exists() and os.path.samefile(src, dst):
         raise UserError(f"{dst} is the checkpoint being exported; write the export to another file.")
-    check_output_file(dst, overwrite)
     # the folder as written, and as links resolve it (a link to an experiment's checkpoints/ is that folder)
     parent = Path(dst).parent
     folders = {Path(os.path.abspath(parent)), Path(os.path.realpath(parent)), Path(os.path.realpath(dst)).parent}
@@ -191,6 +190,7 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite:
             f"{dst} would be written into the checkpoints of the experiment {folder.parent}, which training "
             "and every verb read; write the export elsewhere."
         )
+    check_output_file(dst, overwrite)
     ckpt = load_checkpoint(src)
     save_checkpoint(dst, {k: v for k, v in ckpt.items() if k not in (*RESUME_ONLY, "format_version")})
 

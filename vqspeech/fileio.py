@@ -11,7 +11,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -192,7 +192,32 @@ def owning_folder(folder: str | os.PathLike, own_mark: str | None = None) -> tup
         for mark, what in OWNED_FOLDER_MARKS.items():
             if not (owner == start and mark == own_mark) and (owner / mark).exists():
                 return owner, what
+        if owner.name == "checkpoints" and is_experiment_folder(owner.parent):  # training's own, resumed from
+            return owner, "the checkpoints folder of an experiment"
     return None
+
+
+def enclosing_experiment(path: str | os.PathLike) -> Path | None:
+    """The nearest experiment folder that holds ``path`` (``path`` itself excluded), by real paths."""
+    for folder in Path(os.path.realpath(path)).parents:
+        if is_experiment_folder(folder):
+            return folder
+    return None
+
+
+def check_results_home(path: str | os.PathLike, made_by: Sequence[str | os.PathLike | None]) -> None:
+    """UserError when the output ``path`` lies inside an experiment folder that is not the home of
+    a model in ``made_by`` (checkpoint files; the experiments that hold them): that experiment's
+    report would show another model's results as its own."""
+    home = enclosing_experiment(path)
+    models = [Path(m) for m in made_by if m is not None]
+    if home is None or home in {enclosing_experiment(m) for m in models}:
+        return
+    made = f"the model {models[0]}" if models else "no model of that experiment"
+    raise UserError(
+        f"{path} lies inside the experiment {home}, whose report would show these results as its own, but "
+        f"they are of {made}; write them into that model's experiment folder or a folder outside any experiment."
+    )
 
 
 def check_not_in_owned_folder(path: str | os.PathLike, own_mark: str | None = None) -> None:

@@ -13,12 +13,26 @@ hierarchical_codes() {
 sys.exit(0 if CodesFolder.open(sys.argv[1]).info.top else 1)' "$exp_dir/codes"
 }
 
+# A prior that learned other codes (the VQ-VAE trained on and the codes were encoded again) cannot
+# resume on today's: it is moved aside, and a new prior is trained in its place.
+retire_stale_prior() {
+  if python3 -c 'import sys; from vqspeech.training.prior_task import trained_on_other_codes
+sys.exit(0 if trained_on_other_codes(sys.argv[1], sys.argv[2]) else 1)' "$1" "$exp_dir/codes"; then
+    local aside
+    aside="$1.before-$(date +%Y%m%d-%H%M%S)"
+    echo "   $1 learned codes encoded before the VQ-VAE trained on: moved to $aside; a new prior is trained"
+    mv "$1" "$aside"
+  fi
+}
+
 if run_stage 6 "train the $prior_arch prior over the codes${prior_minutes:+ ($prior_minutes min)}"; then
   prior_args=(prior="$prior_arch" data.codes="$exp_dir/codes" train.max_steps="$prior_steps")
   [ -n "$prior_minutes" ] && prior_args+=(train.max_minutes="$prior_minutes")
   if hierarchical_codes; then
+    retire_stale_prior "$exp_dir/prior_top"
     vqspeech prior train "$exp_dir/prior_top" "${prior_args[@]}" data.level=top
   fi
+  retire_stale_prior "$exp_dir/prior"
   vqspeech prior train "$exp_dir/prior" "${prior_args[@]}"
   stage_done 6
 fi

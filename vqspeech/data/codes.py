@@ -484,9 +484,17 @@ class CodesWriter:
     or units.txt describing files that are not there. The caller holds the folder's lock.
     """
 
-    def __init__(self, root: str | Path, *, latents: bool = False, top: bool = False, overwrite: bool = False):
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        latents: bool = False,
+        top: bool = False,
+        overwrite: bool = False,
+        samples: bool = False,
+    ):
         self.root, self.latents, self.top = Path(root), latents, top
-        refuse_existing_codes(self.root, overwrite)
+        refuse_existing_codes(self.root, overwrite, samples=samples)
         self.root.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.root / WRITER_MARK, "")  # an interrupted write's files stay ours to replace
         for name in (INFO_FILE, "units.txt", "rejects.tsv"):
@@ -532,17 +540,25 @@ class CodesWriter:
 WRITER_MARK = ".vqspeech-codes"
 """Hidden file a :class:`CodesWriter` leaves in its folder before writing anything."""
 
+SAMPLES_MARK = ".prior-sample"
+"""Hidden file ``prior sample`` leaves in its output folder: codes beside their wavs and scores."""
+
 
 def _holds_codes(root: Path) -> bool:
     """Whether ``root`` holds a codes folder's files (codes.json or any code file)."""
     return (root / INFO_FILE).exists() or bool(_code_files(root))
 
 
-def refuse_existing_codes(root: Path, overwrite: bool) -> None:
+def refuse_existing_codes(root: Path, overwrite: bool, samples: bool = False) -> None:
     """UserError when ``root`` already holds codes and not ``overwrite``, or has a subfolder that
     is a link (its files are not the folder's to replace); check before long work. The files of an
     interrupted write (the writer's mark, no codes.json) are replaced without ``overwrite``: the
-    identical command simply runs again."""
+    identical command simply runs again. A folder of prior samples (:data:`SAMPLES_MARK`) is
+    ``prior sample``'s alone (``samples``): other codes would sit beside its wavs and scores."""
+    if not samples and (root / SAMPLES_MARK).exists():
+        raise UserError(
+            f"{root} holds samples that `vqspeech prior sample` wrote; write these codes to another folder."
+        )
     for sub in ("codes", "latents", "codes_top"):
         if (root / sub).is_symlink():
             raise UserError(f"{root / sub} is a link; give an output folder whose subfolders are its own.")

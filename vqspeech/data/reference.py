@@ -51,8 +51,8 @@ def load_reference(paths: Sequence[str | Path], sample_rate: int, min_seconds: f
     """The recordings in ``paths`` (files or folders) as float32 arrays at ``sample_rate``; UserError
     naming the file for an unreadable, silent or lower-rate one, or when all of them together last
     less than ``min_seconds``."""
-    audio = []
-    for path in reference_files(paths):
+    audio, files = [], reference_files(paths)
+    for path in files:
         try:
             rate = sf.info(sound_file(path)).samplerate
         except Exception as exc:  # soundfile raises several types for corrupt/non-audio files
@@ -65,9 +65,19 @@ def load_reference(paths: Sequence[str | Path], sample_rate: int, min_seconds: f
                 f"{sample_rate} Hz or more."
             )
         samples, _ = load_audio(path, sample_rate)
-        if len(samples) == 0 or float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < SILENCE_RMS:
-            raise UserError(f"{path} is silent (or empty); give a recording of the voice speaking.")
         audio.append(samples)
+    return check_reference(audio, sample_rate, min_seconds, [str(p) for p in files])
+
+
+def check_reference(
+    audio: list[np.ndarray], sample_rate: int, min_seconds: float, names: Sequence[str] | None = None
+) -> list[np.ndarray]:
+    """``audio`` (recordings [T_i] at ``sample_rate``, named ``names``) unless one is silent or all of
+    them together last less than ``min_seconds``: UserError naming the problem."""
+    for i, samples in enumerate(audio):
+        if len(samples) == 0 or float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < SILENCE_RMS:
+            name = names[i] if names is not None else "The reference audio"
+            raise UserError(f"{name} is silent (or empty); give a recording of the voice speaking.")
     seconds = sum(len(a) for a in audio) / sample_rate
     if seconds < min_seconds:
         raise UserError(

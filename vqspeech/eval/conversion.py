@@ -52,6 +52,7 @@ from ..fileio import (
     FolderLock,
     atomic_path,
     check_plain_name,
+    check_results_home,
     inside,
     is_experiment_folder,
     read_json_object,
@@ -135,6 +136,7 @@ def evaluate_conversion(
     t = time.perf_counter()
     vq = VQSpeech.load(exp_dir, device=device)
     vq.require_decoder()
+    check_results_home(out_dir, [vq.checkpoint])
     timing["load_model"] = time.perf_counter() - t
     if manifest is None:
         manifest = (vq.config.get("data") or {}).get("manifest")

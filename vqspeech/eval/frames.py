@@ -87,13 +87,17 @@ ALIGNMENT_TOLERANCE_S = 0.1
 """Seconds an alignment's extent may differ from its audio's duration."""
 LENGTH_TOLERANCE = 2
 """Code frames an utterance's codes may differ from its duration x the code rate (edges, rounding)."""
+MIN_MEDIAN_COVERAGE = 0.75
+"""The share of their audio the segments of .phn/.lab alignments must cover, by the median over the
+utterances; less means times in another unit (8 kHz sample indices read as TIMIT's 16 kHz cover half)."""
 
 
-def _check_length(utt_id: str, num_frames: int, code_rate_hz: float, utt: SourceUtterance) -> None:
+def _check_length(utt_id: str, num_frames: int, code_rate_hz: float, utt: SourceUtterance) -> float | None:
     """UserError unless ``num_frames`` codes fit the utterance's duration (its audio file's, else
     what its alignment covers) at the code rate: codes of other audio, or of another rate, would
-    otherwise be scored against the wrong phones."""
-    seconds = None
+    otherwise be scored against the wrong phones. Returns the share of the audio a segment-list
+    alignment (not a TextGrid) covers, when the audio is known."""
+    seconds, covered = None, None
     if utt.path is not None:
         try:
             info = sf.info(sound_file(utt.path))
@@ -103,7 +107,7 @@ def _check_length(utt_id: str, num_frames: int, code_rate_hz: float, utt: Source
     if seconds is None:
         seconds = alignment_duration(str(utt.alignment))
     else:
-        _check_alignment_extent(utt_id, seconds, utt)
+        covered = _check_alignment_extent(utt_id, seconds, utt)
     expected = seconds * code_rate_hz
     if abs(num_frames - expected) > LENGTH_TOLERANCE:
         raise UserError(
@@ -111,11 +115,14 @@ def _check_length(utt_id: str, num_frames: int, code_rate_hz: float, utt: Source
             f"code rate of {code_rate_hz:g} Hz; the codes and the alignments do not belong together "
             "(re-run `vqspeech encode` on this audio)."
         )
+    return covered
 
 
-def _check_alignment_extent(utt_id: str, seconds: float, utt: SourceUtterance) -> None:
+def _check_alignment_extent(utt_id: str, seconds: float, utt: SourceUtterance) -> float | None:
     """UserError when the alignment cannot be of this audio: it reaches past the audio's end, or (a
-    TextGrid, which spans its whole recording) ends well before it."""
+    TextGrid, which spans its whole recording) ends well before it. Returns the share of the audio
+    the segments of another format cover (they may leave a final silence out, so one utterance
+    cannot tell; :func:`load_probe_data` judges them together)."""
     extent = alignment_duration(str(utt.alignment))
     textgrid = str(utt.alignment).lower().endswith(".textgrid")
     if extent > seconds + ALIGNMENT_TOLERANCE_S or (textgrid and extent < seconds - ALIGNMENT_TOLERANCE_S):
@@ -123,6 +130,7 @@ def _check_alignment_extent(utt_id: str, seconds: float, utt: SourceUtterance) -
             f"The alignment of '{utt_id}' ({utt.alignment}) spans {extent:.2f} s, but its audio lasts {seconds:.2f} s; "
             "they are not of the same recording (align this audio again, e.g. `vqspeech align`)."
         )
+    return None if textgrid or seconds <= 0 else extent / seconds
 
 
 def _tuple_ids(codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -284,13 +292,16 @@ def load_probe_data(
             "no_speaker": 0,
         },
     )
+    coverage: list[float] = []
     for i in ids:
         speaker = utterances[i].speaker or info.speakers.get(i)
         if not speaker:
             data.skipped["no_speaker"] += 1
             continue
         num_frames = len(frames[i])
-        _check_length(i, num_frames, info.code_rate_hz, utterances[i])
+        covered = _check_length(i, num_frames, info.code_rate_hz, utterances[i])
+        if covered is not None:
+            coverage.append(covered)
         spans = frame_spans(segments[i], folding, num_frames, info.code_rate_hz, info.frame_offset_s)
         data.ids.append(i)
         data.speakers.append(speaker)
@@ -306,6 +317,12 @@ def load_probe_data(
                     "re-run `vqspeech encode --latents`."
                 )
             data.latents.append(latents[i])
+    if coverage and float(np.median(coverage)) < MIN_MEDIAN_COVERAGE:
+        raise UserError(
+            f"The phone segments of these utterances end, by the median, at {np.median(coverage):.0%} of their "
+            "audio, so their times are likely in another unit (TIMIT .phn files count samples at 16 kHz, HTS .lab "
+            "files 100 ns); check the alignment files, or give TextGrids."
+        )
     if not data.ids:
         raise UserError(
             "No aligned utterance has a known speaker; give a manifest or codes written "

@@ -12,7 +12,7 @@ import torch
 from ..audio import resample
 from ..data.manifest import Utterance, load_utterance, read_manifest
 from ..errors import UserError
-from ..fileio import check_not_in_owned_folder, check_writable_parent, write_text_atomic
+from ..fileio import check_not_in_owned_folder, check_results_home, check_writable_parent, write_text_atomic
 from ..inference import VQSpeech
 from ..models.conv_decoder import WaveformOutput
 from ..models.cpc import CPCOutput
@@ -100,6 +100,8 @@ def evaluate_loss(
     if max_utterances is not None and max_utterances <= 0:
         raise UserError(f"`max_utterances` must be positive, not {max_utterances}.")
     vq = VQSpeech.load(exp_dir, device)
+    if out_path is not None:
+        check_results_home(out_path, [vq.checkpoint])
     manifest = manifest or vq.config["data"]["manifest"]
     listed = read_manifest(manifest, split)
     utts = [u for u in listed if u.speaker in vq.speakers]
@@ -114,7 +116,7 @@ def evaluate_loss(
         )
     metrics = {
         "split": split,
-        "manifest": str(manifest),
+        "manifest": str(Path(manifest).resolve()),
         "step": vq.step,  # the state of the model measured (the report compares it with training's)
         "utterances_of_unknown_speakers": len(listed) - len(utts),
         **teacher_forced_metrics(vq.model, utts[:max_utterances], vq.speaker_ids, vq.device),

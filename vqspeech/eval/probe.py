@@ -25,7 +25,7 @@ from ..audio import load_audio
 from ..data.codes import CodesFolder
 from ..data.phones import PHONE_CLASSES
 from ..errors import UserError
-from ..fileio import check_not_in_owned_folder, check_writable_parent, write_text_atomic
+from ..fileio import check_not_in_owned_folder, check_results_home, check_writable_parent, write_text_atomic
 from ..plots import save_code_phone_heatmap, save_code_usage, save_phone_accuracy
 from . import classifiers
 from .abx import abx_scores
@@ -81,6 +81,8 @@ def run_probe(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     folder = CodesFolder.open(codes_dir)
+    if folder.info.checkpoint is not None:  # a baseline's codes (no model) are a reference in any experiment
+        check_results_home(out, [folder.info.checkpoint])
     utterances = aligned_utterances(
         manifest=manifest, corpus=corpus, layout=layout, alignments=alignments, **layout_options
     )
@@ -148,6 +150,12 @@ def frame_table(data: ProbeData, ignore: tuple[str, ...] = ()):
             f"Every frame left is labelled {phones[0]!r} once excluded and ignored labels are removed; the phone "
             "metrics need at least two classes, so check the alignments (time no segment labels is silence) "
             "and `ignore`."
+        )
+    speech = [p for p in phones if p not in NON_SPEECH]
+    if len(speech) < 2:  # silence against one phone (or none) says nothing about phones
+        raise UserError(
+            f"The frames hold {len(speech)} speech phone class(es) ({', '.join(phones)}) once excluded and ignored "
+            "labels are removed; a phone probe needs at least two, so check the alignments and `ignore`."
         )
     index = {p: i for i, p in enumerate(phones)}
     labels = np.array([index[p] for lab, k in zip(data.labels, keep, strict=True) for p in lab[k]], dtype=np.int64)

@@ -19,13 +19,16 @@ from ..audio import load_audio, save_wav
 from ..data.codes import CodesFolder, CodesInfo, CodesWriter, Encoding, TopLevelInfo, read_codes_file
 from ..data.corpora import AUDIO_EXTENSIONS, SourceUtterance, is_audio_file, sanitize_id
 from ..data.manifest import check_header, read_manifest
+from ..data.reference import reference_files
 from ..errors import UserError
 from ..fileio import (
     FolderLock,
     check_not_in_owned_folder,
+    check_results_home,
     check_writable_parent,
     file_stamp,
     inside,
+    is_safe_name,
     overlapping,
     read_json_object,
     write_text_atomic,
@@ -86,6 +89,7 @@ def encode_items(
 ) -> dict:
     """Encode every item into the codes folder ``out_dir`` (holding its lock); unreadable inputs
     are listed in ``rejects.tsv`` and skipped."""
+    check_results_home(out_dir, [vq.checkpoint])
     with FolderLock(out_dir, "encode"):
         return _encode_items(vq, items, out_dir, latents=latents, overwrite=overwrite, progress=progress)
 
@@ -131,17 +135,24 @@ def _encode_items(
 
 
 RUN_RECORD = ".vqspeech-run.json"
-"""In a decode or convert output folder while the run writes into it: the run's settings and
-output names. A run killed before it finished leaves it, so the identical rerun carries on where
-that one stopped, and any rerun may replace the killed run's outputs without ``overwrite``."""
+"""In a decode or convert output folder: for each output of a run that has not finished (or was
+killed), the verb and the digest of the settings that make it (:func:`run_settings`). The
+identical rerun carries on where a killed run stopped; a rerun with other settings may replace a
+killed run's outputs without ``overwrite``, and the rest of them stay recorded as that run's."""
 
 
-def _interrupted_outputs(out: Path) -> dict:
-    """The run record a killed run left in ``out`` ({} when there is none or it is unreadable)."""
+def _interrupted_outputs(out: Path) -> dict[str, dict]:
+    """Output name -> {"verb", "settings"} of the unfinished runs recorded in ``out`` (files that
+    still exist; {} when there is no readable record)."""
     record = read_json_object(out / RUN_RECORD) if out.is_dir() else None
-    if not record or not isinstance(record.get("outputs"), list):
+    outputs = record.get("outputs") if record else None
+    if not isinstance(outputs, dict):
         return {}
-    return record
+    return {
+        name: entry
+        for name, entry in outputs.items()
+        if isinstance(entry, dict) and is_safe_name(name) and (out / name).is_file()
+    }
 
 
 def _output_paths(ids: list[str], out: Path, overwrite: bool) -> list[Path]:
@@ -155,7 +166,7 @@ def _output_paths(ids: list[str], out: Path, overwrite: bool) -> list[Path]:
         paths = [inside(out, f"{i}.wav") for i in ids]
     if paths:  # before the other checks: the owner is the clearest reason (the lock checks a folder again)
         check_not_in_owned_folder(paths[0])  # all of them have one folder
-    interrupted = set(_interrupted_outputs(out).get("outputs", [])) if paths and paths[0] != out else set()
+    interrupted = set(_interrupted_outputs(out)) if paths and paths[0] != out else set()
     existing = [p for p in paths if p.exists() and p.name not in interrupted]
     if existing and not overwrite:
         raise UserError(
@@ -165,13 +176,22 @@ def _output_paths(ids: list[str], out: Path, overwrite: bool) -> list[Path]:
     return paths
 
 
+def _voice(vq: VQSpeech, speaker: str) -> list:
+    """A voice as the run settings see it: a known speaker's name, or reference audio (a file or a
+    folder) with the size and time of every sound file it holds, so a changed reference shows."""
+    if speaker in vq.speakers or not os.path.exists(speaker):
+        return [speaker]
+    return [os.path.realpath(speaker), [[str(f), file_stamp(f)] for f in reference_files([speaker])]]
+
+
 def run_settings(vq: VQSpeech, verb: str, inputs: list, speakers: list, **options: object) -> str:
     """A digest of everything a decode or convert run's outputs depend on: the model (checkpoint
     file and step), the inputs (``inputs``: JSON-able descriptions), the voices and the options."""
     model = None
     if vq.checkpoint is not None and Path(vq.checkpoint).is_file():
         model = [os.path.realpath(vq.checkpoint), file_stamp(vq.checkpoint)]
-    text = json.dumps([verb, model, vq.step, vq.codebook_digest, inputs, [str(s) for s in speakers], options])
+    voices = {str(s): _voice(vq, str(s)) for s in speakers}
+    text = json.dumps([verb, model, vq.step, vq.codebook_digest, inputs, [voices[str(s)] for s in speakers], options])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -189,20 +209,20 @@ def _check_generation(vq: VQSpeech, speakers: list[str], temperature: float, bat
 def _writing(out: Path, paths: list[Path], verb: str, settings: str) -> Iterator[set[Path]]:
     """Hold the output folder's lock (one output file: check that it can be written) while the
     audio is generated, so that a bad output is found before the work. Yields the outputs a killed
-    run with the same ``settings`` finished, which need not be generated again."""
+    run with the same ``settings`` wrote, which need not be generated again."""
     if len(paths) == 1 and paths[0] == out:
         check_writable_parent(out)
         yield set()
         return
     with FolderLock(out, verb):
-        record = _interrupted_outputs(out)
-        names = {p.name for p in paths}
-        left = {n for n in record.get("outputs", []) if isinstance(n, str) and (out / n).exists()}
-        done = {p for p in paths if p.name in left} if record.get("settings") == settings else set()
-        if left and not done:
+        recorded = _interrupted_outputs(out)
+        done = {p for p in paths if recorded.get(p.name, {}).get("settings") == settings}
+        replaced = [p for p in paths if p.name in recorded and p not in done]
+        if replaced:
+            verbs = sorted({str(recorded[p.name].get("verb", verb)) for p in replaced})
             warnings.warn(
-                f"{out} holds {len(left)} output(s) of an interrupted `vqspeech {record.get('verb', verb)}` "
-                "with other settings; this run replaces those it writes again.",
+                f"{out} holds {len(replaced)} output(s) of an interrupted `vqspeech {verbs[0]}` with other settings; "
+                "this run replaces them.",
                 stacklevel=3,
             )
         elif done:
@@ -211,10 +231,16 @@ def _writing(out: Path, paths: list[Path], verb: str, settings: str) -> Iterator
                 "were already written.",
                 stacklevel=3,
             )
-        outputs = sorted(names | left)
-        write_text_atomic(out / RUN_RECORD, json.dumps({"verb": verb, "settings": settings, "outputs": outputs}))
+        for path in replaced:  # removed first: recorded as this run's, they must be this run's
+            path.unlink()
+        mine = {p.name: {"verb": verb, "settings": settings} for p in paths}
+        write_text_atomic(out / RUN_RECORD, json.dumps({"outputs": {**recorded, **mine}}))
         yield done
-        (out / RUN_RECORD).unlink(missing_ok=True)
+        rest = {name: entry for name, entry in _interrupted_outputs(out).items() if name not in mine}
+        if rest:  # a killed run's outputs this run did not write: still that run's to carry on
+            write_text_atomic(out / RUN_RECORD, json.dumps({"outputs": rest}))
+        else:
+            (out / RUN_RECORD).unlink(missing_ok=True)
 
 
 def _generate_to_files(
@@ -296,6 +322,7 @@ def decode_codes(
             raise UserError(f"No speaker is known for {i}; pass `speaker` (one of: {', '.join(vq.speakers[:10])}).")
         speakers.append(name)
     paths = _output_paths(ids, out, overwrite)
+    check_results_home(out, [vq.checkpoint])
     _check_generation(vq, speakers, temperature, batch_size)
     inputs = [[i, hashlib.sha256(e.codes.tobytes()).hexdigest()] for i, e in zip(ids, encodings, strict=True)]
     settings = run_settings(vq, "decode", inputs, speakers, temperature=temperature, seed=seed, batch_size=batch_size)
@@ -381,14 +408,14 @@ def convert_items(
         held = next((i for i in sorted(inputs) if Path(i).is_relative_to(root)), None)
         if held is not None:
             raise UserError(f"{out} holds the input {held}; write the conversions to a folder apart from the inputs.")
+    check_results_home(out, [vq.checkpoint])
     _check_generation(vq, [speaker], temperature, batch_size)
     files = [str(i.path) for i in items]  # a missing one is refused as it is read, with its name
     stamps = [
         [i.id, os.path.realpath(f), file_stamp(f) if os.path.isfile(f) else None]
         for i, f in zip(items, files, strict=True)
     ]
-    voice = [speaker, os.path.realpath(speaker), file_stamp(speaker)] if os.path.isfile(speaker) else [speaker]
-    settings = run_settings(vq, "convert", stamps, voice, temperature=temperature, seed=seed, batch_size=batch_size)
+    settings = run_settings(vq, "convert", stamps, [speaker], temperature=temperature, seed=seed, batch_size=batch_size)
     with _writing(out, paths, "convert", settings) as done:
         encodings = []
         for item in items:

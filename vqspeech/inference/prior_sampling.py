@@ -20,10 +20,10 @@ import torch
 
 from ..audio import save_wav
 from ..checkpoint import used_checkpoint
-from ..data.codes import CodesInfo, CodesWriter, Encoding, code_usage, refuse_existing_codes
+from ..data.codes import SAMPLES_MARK, CodesInfo, CodesWriter, Encoding, code_usage, refuse_existing_codes
 from ..device import select_device
 from ..errors import UserError
-from ..fileio import FolderLock, read_json_object, write_text_atomic
+from ..fileio import FolderLock, check_results_home, read_json_object, write_text_atomic
 from ..models.prior import CodePrior, sample_codes
 from ..models.quantizer import perplexity
 from ..training.prior_task import load_prior_checkpoint, prior_from_checkpoint
@@ -177,7 +177,7 @@ def draw_candidates(
 MAX_CANDIDATES = 1000
 """Samples drawn at once are held in memory together: a bound on them."""
 
-MARK = ".prior-sample"
+MARK = SAMPLES_MARK
 """Hidden file that marks a folder as ``prior sample``'s (written before anything else)."""
 
 
@@ -295,7 +295,7 @@ def sample_prior(
             f"{out_dir} holds files that `prior sample` did not write (an encode folder?); "
             "choose a new or empty output folder."
         )
-    refuse_existing_codes(out_dir, overwrite=True)  # before anything is deleted
+    refuse_existing_codes(out_dir, overwrite=True, samples=True)  # before anything is deleted
     candidates = num if candidates is None else candidates
     for name, value in (("num", num), ("candidates", candidates)):
         if value < 1:
@@ -330,6 +330,7 @@ def sample_prior(
         vq.sample_rate / vq.hop_length if vq else 100.0, ckpt["num_codes"], groups=ckpt["groups"]
     )
     length = max(1, int(round(seconds * info.code_rate_hz)))
+    check_results_home(out_dir, [used_checkpoint(prior_dir), vq.checkpoint if vq else source])
 
     with FolderLock(out_dir, "prior sample"):
         write_text_atomic(out_dir / MARK, "")  # the folder is ours: a failed run does not block the next
@@ -353,7 +354,9 @@ def sample_prior(
             names[i]: Encoding(drawn.codes[i], drawn.tops[i] if drawn.tops else None, speaker=speaker) for i in kept
         }
 
-        writer = CodesWriter(out_dir, top=bool(drawn.tops), overwrite=True)  # samples.json was checked above
+        writer = CodesWriter(
+            out_dir, top=bool(drawn.tops), overwrite=True, samples=True
+        )  # samples.json was checked above
         for name, encoding in samples.items():
             writer.add(name, encoding)
         info.speakers = {name: speaker for name in samples}

@@ -22,7 +22,7 @@ from ..audio import check_audio, resample
 from ..checkpoint import load_checkpoint, resolve_checkpoint, weights_problem
 from ..config import training_stage
 from ..data.codes import Encoding
-from ..data.reference import load_reference
+from ..data.reference import check_reference, load_reference
 from ..device import select_device
 from ..errors import UserError, first_line
 from ..fileio import is_int
@@ -167,7 +167,9 @@ class VQSpeech:
                 "or train a model with model.speaker_encoder.share=0.5."
             )
         if isinstance(speaker, np.ndarray):
-            references = [check_audio(speaker, self.sample_rate)]
+            references = check_reference(
+                [check_audio(speaker, self.sample_rate)], self.sample_rate, MIN_REFERENCE_SECONDS
+            )
         else:
             references = load_reference([speaker], self.sample_rate, min_seconds=MIN_REFERENCE_SECONDS)
         if any(len(r) < encoder.hop_length for r in references):

@@ -267,6 +267,19 @@ def _codes_origin(info: CodesInfo) -> dict[str, Any]:
     }
 
 
+def trained_on_other_codes(prior_dir: str | Path, codes_dir: str | Path) -> bool:
+    """Whether the prior in ``prior_dir`` learned codes other than those now in ``codes_dir`` (made
+    by another model, or encoded again after the model's codebook changed), so it cannot resume on
+    them: the recipes then train a new prior."""
+    saved, current = Path(prior_dir) / "codes.json", Path(codes_dir) / "codes.json"
+    if not saved.is_file() or not current.is_file():
+        return False
+    before, now = _codes_origin(CodesInfo.load(saved)), _codes_origin(CodesInfo.load(current))
+    if before["codebook"] is None:  # a prior trained before codes.json recorded the codebook
+        now["codebook"] = None
+    return before != now
+
+
 def load_prior_checkpoint(path: Path) -> dict[str, Any]:
     """A prior's checkpoint (for sampling or resuming), its fields checked: UserError, one
     sentence naming ``path``, for another model's checkpoint or a damaged or crafted one."""

@@ -260,6 +260,9 @@ class Trainer:
     def _fit(self, governor: ThreadGovernor | None) -> dict[str, float]:
         writer = None
         if self.dist.is_main:
+            if self.step == 0:  # a fresh start: curves of an earlier start killed before its first checkpoint go
+                for events in (self.exp_dir / "tb").rglob("events.out.tfevents.*"):
+                    events.unlink()
             writer = SummaryWriter(str(self.exp_dir / "tb"), purge_step=self.step or None)
         started, metrics = time.time(), {}
         batches = self.task.batches(self.step, self.dist.rank, self.device)
