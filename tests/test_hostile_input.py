@@ -1981,7 +1981,7 @@ def test_a_demo_corpus_is_kept_as_demo_data_made_it(tmp_path, capsys, trained_ti
 
 
 def test_export_never_replaces_a_device_or_a_pipe(tmp_path, capsys, trained_tiny):
-    fifo = tmp_path / "pipe"
+    fifo = tmp_path / "pipe.pt"
     os.mkfifo(fifo)
     message = cli_error(capsys, ["export", trained_tiny, fifo, "--overwrite"], "export")
     assert "not a regular file" in message and fifo.is_fifo()
@@ -2601,3 +2601,104 @@ def test_a_fresh_start_clears_the_curves_of_a_start_killed_before_its_first_chec
     kept = sorted((exp / "tb").glob("events.out.tfevents.*"))
     assert run_cli(["train", exp, "train.max_steps=3"]) == 0  # a resume keeps them
     assert set(kept) <= set((exp / "tb").glob("events.out.tfevents.*"))
+
+
+# --- fourteenth pass --------------------------------------------------------------------------
+
+
+def test_a_killed_overwrite_run_counts_only_what_it_wrote_as_done(tmp_path, monkeypatch, trained_tiny, demo_manifest):
+    from vqspeech.inference import files
+
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    items = files.collect_inputs(demo_manifest, limit=5)
+    speaker = vq.speakers[0]
+    files.convert_items(vq, items, tmp_path / "out", speaker=speaker, batch_size=2, seed=0)  # finished, seed 0
+    reference = files.convert_items(vq, items, tmp_path / "seed1", speaker=speaker, batch_size=2, seed=1)
+    real_save, written = files.save_wav, []
+
+    def killed_after_two(path, audio, sr):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(path)
+        real_save(path, audio, sr)
+
+    monkeypatch.setattr(files, "save_wav", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        files.convert_items(vq, items, tmp_path / "out", speaker=speaker, batch_size=2, seed=1, overwrite=True)
+    monkeypatch.setattr(files, "save_wav", real_save)
+    with pytest.warns(UserWarning, match="carrying on an interrupted `vqspeech convert`, 2 of 5"):
+        paths = files.convert_items(vq, items, tmp_path / "out", speaker=speaker, batch_size=2, seed=1,
+                                    overwrite=True)
+    for path, expected in zip(paths, reference, strict=True):
+        assert path.read_bytes() == expected.read_bytes(), path.name  # none is left from the seed-0 run
+
+
+def test_export_keeps_out_of_other_experiments_and_names_a_pt_file(tmp_path, capsys, trained_tiny):
+    other = tmp_path / "other"
+    shutil.copytree(trained_tiny, other)
+    before = {p: p.read_bytes() for p in files_under(other)}
+    message = cli_error(capsys, ["export", trained_tiny, other / "a.pt"], "export")
+    assert "lies inside the experiment" in message
+    message = cli_error(capsys, ["export", other, other / "config.yaml", "--overwrite"], "export")
+    assert "does not end in .pt" in message
+    assert {p: p.read_bytes() for p in files_under(other)} == before
+    assert run_cli(["export", other, other / "exports" / "mine.pt"]) == 0  # its own model: fine
+
+
+def test_a_loose_checkpoint_inside_an_experiment_does_not_make_it_the_results_home(tmp_path, capsys, trained_tiny):
+    other = tmp_path / "other"
+    shutil.copytree(trained_tiny, other)
+    shutil.copy(trained_tiny / "checkpoints" / "last.pt", other / "a_copy.pt")  # another model's weights, by hand
+    message = cli_error(capsys, ["evaluate", "loss", other / "a_copy.pt", "--split", "test", "--out",
+                                 other / "metrics.json"], "evaluate loss")
+    assert "lies inside the experiment" in message and not (other / "metrics.json").exists()
+
+
+def test_a_prior_inside_an_experiment_must_model_that_experiments_codes(tmp_path, capsys, trained_tiny, codes):
+    other = tmp_path / "other"
+    shutil.copytree(trained_tiny, other)
+    message = cli_error(capsys, ["prior", "train", other / "prior", *PRIOR, f"data.codes={codes}",
+                                 "train.max_steps=1"], "prior train")
+    assert "lies inside the experiment" in message and not (other / "prior").exists()
+    assert run_cli(["prior", "train", tmp_path / "prior", *PRIOR, f"data.codes={codes}", "train.max_steps=1"]) == 0
+
+
+def test_a_reference_voice_that_overlaps_the_output_is_refused(tmp_path, capsys, trained_tiny, demo_manifest):
+    rows = read_manifest(demo_manifest)
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    shutil.copy(rows[1].audio, voice / "ref.wav")
+    for out in (voice, voice / "sub", voice / "ref.wav"):
+        message = cli_error(capsys, ["convert", trained_tiny, rows[0].audio, "--speaker", voice, "-o", out,
+                                     "--overwrite"], "convert")
+        assert "overlaps the output" in message
+    assert sorted(p.name for p in voice.iterdir()) == ["ref.wav"]
+    from vqspeech.eval.conversion import evaluate_conversion
+
+    with pytest.raises(UserError, match="overlaps the output folder"):
+        evaluate_conversion(trained_tiny, voice, manifest=demo_manifest, targets=["v"], voices={"v": str(voice)},
+                            progress=False)
+
+
+def test_training_files_and_a_conversion_evaluation_are_owned(tmp_path, capsys, trained_tiny, codes, demo_manifest):
+    from vqspeech.fileio import CONVERSION_EVALUATION_MARK
+
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    evaluation = exp / "eval_convert"
+    evaluation.mkdir()
+    (evaluation / CONVERSION_EVALUATION_MARK).write_text("")
+    before = {p: p.read_bytes() for p in files_under(exp)}
+    speaker = VQSpeech.load(exp, "cpu").speakers[0]
+    one = next((codes / "codes").glob("*.npy"))
+    for verb, argv in (
+        ("decode", ["decode", exp, one, "--speaker", speaker, "-o", evaluation]),
+        ("decode", ["decode", exp, one, "--speaker", speaker, "-o", evaluation / "conversion" / "x.wav"]),
+        ("evaluate loss", ["evaluate", "loss", exp, "--split", "test", "--out", evaluation / "metrics.json"]),
+        ("evaluate loss", ["evaluate", "loss", exp, "--split", "test", "--out", exp / "train_summary.json",
+                           "--overwrite"]),
+        ("encode", ["encode", exp, read_manifest(demo_manifest)[0].audio, exp / "tb" / "codes"]),
+    ):
+        message = cli_error(capsys, argv, verb)
+        assert "conversion evaluation" in message or "tb folder" in message or "training wrote" in message, message
+    assert {p: p.read_bytes() for p in files_under(exp)} == before

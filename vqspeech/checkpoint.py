@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from .errors import UserError, first_line
-from .fileio import atomic_path, check_output_file, is_experiment_folder
+from .fileio import atomic_path, check_output_file, check_results_home, is_experiment_folder
 
 FORMAT_VERSION = 5
 """5: model.encoder.warp added (before: 0). 4: model.speaker_encoder added (before: off). 3:
@@ -178,6 +178,8 @@ RESUME_ONLY = (
 def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False) -> None:
     """Write a shareable copy of a checkpoint without the :data:`RESUME_ONLY` state; an existing
     ``dst`` (a regular file) is replaced only with ``overwrite``."""
+    if Path(dst).suffix != ".pt":
+        raise UserError(f"{dst} does not end in .pt; name the export <name>.pt.")
     if Path(dst).exists() and os.path.samefile(src, dst):
         raise UserError(f"{dst} is the checkpoint being exported; write the export to another file.")
     # the folder as written, and as links resolve it (a link to an experiment's checkpoints/ is that folder)
@@ -190,6 +192,7 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite:
             f"{dst} would be written into the checkpoints of the experiment {folder.parent}, which training "
             "and every verb read; write the export elsewhere."
         )
+    check_results_home(dst, [src])  # another experiment's report would show it as its own
     check_output_file(dst, overwrite)
     ckpt = load_checkpoint(src)
     save_checkpoint(dst, {k: v for k, v in ckpt.items() if k not in (*RESUME_ONLY, "format_version")})

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import UserError, first_line
-from .fileio import is_utf8, write_text_atomic
+from .fileio import TRAINING_SUBFOLDERS, is_utf8, write_text_atomic
 
 
 def config_dir() -> Path:
@@ -145,7 +145,7 @@ def check_known_keys(cfg: dict[str, Any], overrides: list[str], config_name: str
         raise UserError(f"Config key {key} is not a setting vqspeech knows{hint}")
 
 
-OWN_SUBFOLDERS = ("checkpoints", "tb")
+OWN_SUBFOLDERS = TRAINING_SUBFOLDERS
 """What training writes below an experiment folder: a link there would resume, and overwrite,
 another experiment's files without its lock."""
 

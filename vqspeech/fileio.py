@@ -155,12 +155,23 @@ def check_writable_parent(path: str | os.PathLike) -> None:
     writable_folder(path.parent)
 
 
+CONVERSION_EVALUATION_MARK = ".evaluate-conversion"
+"""Hidden file ``evaluate conversion`` writes into its output folder before any output."""
+
 OWNED_FOLDER_MARKS = {
     ".vqspeech-codes": "a codes folder",
     ".vqspeech-cache.json": "a prepared corpus",
     ".vqspeech-demo": "a demo corpus",
+    CONVERSION_EVALUATION_MARK: "a conversion evaluation's folder",
 }
-"""Files that mark a folder as another command's output (``encode``'s, ``prepare``'s, ``demo-data``'s)."""
+"""Files that mark a folder as another command's output (``encode``'s, ``prepare``'s,
+``demo-data``'s, ``evaluate conversion``'s)."""
+
+TRAINING_SUBFOLDERS = ("checkpoints", "tb")
+"""What training writes below an experiment folder (and resumes from): no other verb writes there."""
+
+TRAINING_FILES = ("config.yaml", "overrides.yaml", "speakers.txt", "train_summary.json", "enrolment.json")
+"""Files training (or enrolment) writes at the top of an experiment folder: no other verb replaces them."""
 
 
 OWN_KINDS = {
@@ -169,6 +180,7 @@ OWN_KINDS = {
     "prior sample": ".vqspeech-codes",
     "prepare": ".vqspeech-cache.json",
     "demo-data": ".vqspeech-demo",
+    "evaluate conversion": CONVERSION_EVALUATION_MARK,
 }
 """Verbs whose output folder is itself one of :data:`OWNED_FOLDER_MARKS`' kinds (its writer)."""
 
@@ -192,9 +204,16 @@ def owning_folder(folder: str | os.PathLike, own_mark: str | None = None) -> tup
         for mark, what in OWNED_FOLDER_MARKS.items():
             if not (owner == start and mark == own_mark) and (owner / mark).exists():
                 return owner, what
-        if owner.name == "checkpoints" and is_experiment_folder(owner.parent):  # training's own, resumed from
-            return owner, "the checkpoints folder of an experiment"
+        if owner.name in TRAINING_SUBFOLDERS and is_experiment_folder(owner.parent):  # training's own
+            return owner, f"the {owner.name} folder of an experiment"
     return None
+
+
+def model_home(checkpoint: str | os.PathLike) -> Path | None:
+    """The experiment a checkpoint file belongs to: ``EXP`` for ``EXP/checkpoints/<name>.pt``, None
+    for a checkpoint elsewhere (an export, a copy), wherever it lies."""
+    folder = Path(os.path.realpath(checkpoint)).parent
+    return folder.parent if folder.name == "checkpoints" and is_experiment_folder(folder.parent) else None
 
 
 def enclosing_experiment(path: str | os.PathLike) -> Path | None:
@@ -207,11 +226,11 @@ def enclosing_experiment(path: str | os.PathLike) -> Path | None:
 
 def check_results_home(path: str | os.PathLike, made_by: Sequence[str | os.PathLike | None]) -> None:
     """UserError when the output ``path`` lies inside an experiment folder that is not the home of
-    a model in ``made_by`` (checkpoint files; the experiments that hold them): that experiment's
-    report would show another model's results as its own."""
+    a model in ``made_by`` (checkpoint files, :func:`model_home`): that experiment's report would
+    show another model's results as its own."""
     home = enclosing_experiment(path)
     models = [Path(m) for m in made_by if m is not None]
-    if home is None or home in {enclosing_experiment(m) for m in models}:
+    if home is None or home in {model_home(m) for m in models}:
         return
     made = f"the model {models[0]}" if models else "no model of that experiment"
     raise UserError(
@@ -229,6 +248,8 @@ def check_not_in_owned_folder(path: str | os.PathLike, own_mark: str | None = No
         raise UserError(
             f"{path} would be written into {found[0]}, {found[1]} that other commands read; write it elsewhere."
         )
+    if Path(path).name in TRAINING_FILES and is_experiment_folder(Path(path).parent):
+        raise UserError(f"{path} is a file training wrote into its experiment folder; write it elsewhere.")
 
 
 def check_output_file(path: str | os.PathLike, overwrite: bool) -> Path:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 import warnings
 from collections import defaultdict
@@ -49,12 +50,14 @@ from ..data.manifest import Utterance, load_utterance, read_manifest
 from ..data.reference import load_reference
 from ..errors import UserError
 from ..fileio import (
+    CONVERSION_EVALUATION_MARK,
     FolderLock,
     atomic_path,
     check_plain_name,
     check_results_home,
     inside,
     is_experiment_folder,
+    overlapping,
     read_json_object,
     write_text_atomic,
 )
@@ -146,8 +149,13 @@ def evaluate_conversion(
     all_utts = read_manifest(manifest)
     items = _select(all_utts, split, num, vq.speakers, seed, manifest)
     voices = dict(voices or {})
-    for name in voices:
+    for name, path in voices.items():
         check_plain_name(name, "Voice name")
+        if os.path.exists(path) and overlapping(out_dir, path):  # the outputs would become part of the voice
+            raise UserError(
+                f"The reference of the voice {name!r} ({path}) overlaps the output folder {out_dir}; keep the "
+                "reference recordings apart from the evaluation's folder."
+            )
     target_of = _assign_targets(items, targets, vq, voices)
     own = sum(target_of[u.id] == u.speaker for u in items)  # no conversion: the source's own voice
     if own:
@@ -394,7 +402,7 @@ def _order_key(seed: int, uid: str) -> str:
     return hashlib.sha1(f"{seed}:{uid}".encode()).hexdigest()
 
 
-MARK = ".evaluate-conversion"
+MARK = CONVERSION_EVALUATION_MARK
 """Hidden file that marks a folder as ``evaluate conversion``'s (written before any output): after
 a run that failed before its metrics.json, what its subfolders hold is still ours to replace."""
 

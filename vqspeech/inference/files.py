@@ -135,10 +135,11 @@ def _encode_items(
 
 
 RUN_RECORD = ".vqspeech-run.json"
-"""In a decode or convert output folder: for each output of a run that has not finished (or was
-killed), the verb and the digest of the settings that make it (:func:`run_settings`). The
-identical rerun carries on where a killed run stopped; a rerun with other settings may replace a
-killed run's outputs without ``overwrite``, and the rest of them stay recorded as that run's."""
+"""In a decode or convert output folder: each output an unfinished (or killed) run has written,
+with the verb and the digest of the settings that made it (:func:`run_settings`). An output is
+recorded once it is written, and the record goes when its run finishes. The identical rerun of a
+killed run carries on where it stopped; a rerun with other settings may replace a killed run's
+outputs without ``overwrite``, and the rest of them stay recorded as that run's."""
 
 
 def _interrupted_outputs(out: Path) -> dict[str, dict]:
@@ -195,31 +196,68 @@ def run_settings(vq: VQSpeech, verb: str, inputs: list, speakers: list, **option
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _check_generation(vq: VQSpeech, speakers: list[str], temperature: float, batch_size: int) -> None:
-    """UserError before any work for an unknown speaker, an unusable reference of a voice, or an
-    unusable setting."""
+def _check_generation(vq: VQSpeech, speakers: list[str], temperature: float, batch_size: int, out: Path) -> None:
+    """UserError before any work for an unknown speaker, an unusable reference of a voice (or one
+    that overlaps the output ``out``: the outputs would become part of the voice), or an unusable
+    setting."""
     for name in set(speakers):
+        if name not in vq.speakers and os.path.exists(name) and overlapping(out, name):
+            raise UserError(
+                f"The reference voice {name} overlaps the output {out}, so the outputs would become part of the "
+                "voice; keep the reference recordings apart from the output."
+            )
         vq.speaker_vector(name)
     if batch_size <= 0:
         raise UserError(f"`batch_size` must be positive, not {batch_size}.")
     check_temperature(temperature)
 
 
+class RunRecord:
+    """The outputs a decode or convert run has written into its folder, kept in :data:`RUN_RECORD`
+    until the run finishes (a single output file needs none: ``folder`` None)."""
+
+    def __init__(self, folder: Path | None, verb: str, settings: str):
+        self.folder, self.verb, self.settings = folder, verb, settings
+        self.entries = _interrupted_outputs(folder) if folder is not None else {}
+
+    def done(self, paths: list[Path]) -> set[Path]:
+        """Those of ``paths`` a killed run with the same settings wrote."""
+        return {p for p in paths if self.entries.get(p.name, {}).get("settings") == self.settings}
+
+    def wrote(self, paths: list[Path]) -> None:
+        if self.folder is None:
+            return
+        self.entries.update({p.name: {"verb": self.verb, "settings": self.settings} for p in paths})
+        write_text_atomic(self.folder / RUN_RECORD, json.dumps({"outputs": self.entries}))
+
+    def finish(self, paths: list[Path]) -> None:
+        """The run is complete: its outputs leave the record; a killed run's others stay in it."""
+        if self.folder is None:
+            return
+        rest = {
+            n: e for n, e in self.entries.items() if n not in {p.name for p in paths} and (self.folder / n).is_file()
+        }
+        if rest:
+            write_text_atomic(self.folder / RUN_RECORD, json.dumps({"outputs": rest}))
+        else:
+            (self.folder / RUN_RECORD).unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
-def _writing(out: Path, paths: list[Path], verb: str, settings: str) -> Iterator[set[Path]]:
+def _writing(out: Path, paths: list[Path], verb: str, settings: str) -> Iterator[RunRecord]:
     """Hold the output folder's lock (one output file: check that it can be written) while the
-    audio is generated, so that a bad output is found before the work. Yields the outputs a killed
-    run with the same ``settings`` wrote, which need not be generated again."""
+    audio is generated, so that a bad output is found before the work. Yields the folder's
+    :class:`RunRecord`: what a killed run with the same ``settings`` wrote need not be generated again."""
     if len(paths) == 1 and paths[0] == out:
         check_writable_parent(out)
-        yield set()
+        yield RunRecord(None, verb, settings)
         return
     with FolderLock(out, verb):
-        recorded = _interrupted_outputs(out)
-        done = {p for p in paths if recorded.get(p.name, {}).get("settings") == settings}
-        replaced = [p for p in paths if p.name in recorded and p not in done]
+        record = RunRecord(out, verb, settings)
+        done = record.done(paths)
+        replaced = [p for p in paths if p.name in record.entries and p not in done]
         if replaced:
-            verbs = sorted({str(recorded[p.name].get("verb", verb)) for p in replaced})
+            verbs = sorted({str(record.entries[p.name].get("verb", verb)) for p in replaced})
             warnings.warn(
                 f"{out} holds {len(replaced)} output(s) of an interrupted `vqspeech {verbs[0]}` with other settings; "
                 "this run replaces them.",
@@ -231,16 +269,8 @@ def _writing(out: Path, paths: list[Path], verb: str, settings: str) -> Iterator
                 "were already written.",
                 stacklevel=3,
             )
-        for path in replaced:  # removed first: recorded as this run's, they must be this run's
-            path.unlink()
-        mine = {p.name: {"verb": verb, "settings": settings} for p in paths}
-        write_text_atomic(out / RUN_RECORD, json.dumps({"outputs": {**recorded, **mine}}))
-        yield done
-        rest = {name: entry for name, entry in _interrupted_outputs(out).items() if name not in mine}
-        if rest:  # a killed run's outputs this run did not write: still that run's to carry on
-            write_text_atomic(out / RUN_RECORD, json.dumps({"outputs": rest}))
-        else:
-            (out / RUN_RECORD).unlink(missing_ok=True)
+        yield record
+        record.finish(paths)
 
 
 def _generate_to_files(
@@ -252,11 +282,13 @@ def _generate_to_files(
     temperature: float,
     seed: int,
     batch_size: int,
-    done: set[Path],
+    record: RunRecord,
 ) -> list[Path]:
-    """Generate and write each output; a batch whose outputs are all in ``done`` is skipped (the
-    batches, and so each one's random draws, are the same as in the run that wrote them)."""
+    """Generate and write each output, recording it; a batch a killed run with the same settings
+    wrote (:meth:`RunRecord.done`) is skipped (the batches, and so each one's random draws, are the
+    same as in the run that wrote them)."""
     order = np.argsort([-len(e) for e in encodings])  # similar lengths share a batch
+    done = record.done(paths)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         if all(paths[i] in done for i in chunk):
@@ -270,6 +302,7 @@ def _generate_to_files(
         )
         for i, audio in zip(chunk, audios, strict=True):
             save_wav(paths[i], audio, vq.sample_rate)
+            record.wrote([paths[i]])
     return paths
 
 
@@ -323,12 +356,12 @@ def decode_codes(
         speakers.append(name)
     paths = _output_paths(ids, out, overwrite)
     check_results_home(out, [vq.checkpoint])
-    _check_generation(vq, speakers, temperature, batch_size)
+    _check_generation(vq, speakers, temperature, batch_size, out)
     inputs = [[i, hashlib.sha256(e.codes.tobytes()).hexdigest()] for i, e in zip(ids, encodings, strict=True)]
     settings = run_settings(vq, "decode", inputs, speakers, temperature=temperature, seed=seed, batch_size=batch_size)
-    with _writing(out, paths, "decode", settings) as done:
+    with _writing(out, paths, "decode", settings) as record:
         return _generate_to_files(
-            vq, encodings, speakers, paths, temperature=temperature, seed=seed, batch_size=batch_size, done=done
+            vq, encodings, speakers, paths, temperature=temperature, seed=seed, batch_size=batch_size, record=record
         )
 
 
@@ -409,14 +442,14 @@ def convert_items(
         if held is not None:
             raise UserError(f"{out} holds the input {held}; write the conversions to a folder apart from the inputs.")
     check_results_home(out, [vq.checkpoint])
-    _check_generation(vq, [speaker], temperature, batch_size)
+    _check_generation(vq, [speaker], temperature, batch_size, out)
     files = [str(i.path) for i in items]  # a missing one is refused as it is read, with its name
     stamps = [
         [i.id, os.path.realpath(f), file_stamp(f) if os.path.isfile(f) else None]
         for i, f in zip(items, files, strict=True)
     ]
     settings = run_settings(vq, "convert", stamps, [speaker], temperature=temperature, seed=seed, batch_size=batch_size)
-    with _writing(out, paths, "convert", settings) as done:
+    with _writing(out, paths, "convert", settings) as record:
         encodings = []
         for item in items:
             audio, sr = load_audio(str(item.path))
@@ -429,5 +462,5 @@ def convert_items(
             temperature=temperature,
             seed=seed,
             batch_size=batch_size,
-            done=done,
+            record=record,
         )

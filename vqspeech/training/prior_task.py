@@ -42,7 +42,7 @@ from ..data.codes import (
 from ..data.manifest import read_manifest
 from ..device import init_distributed, select_device
 from ..errors import UserError, first_line
-from ..fileio import overlapping
+from ..fileio import check_results_home, overlapping
 from ..models.prior import CodePrior, build_prior, sample_codes
 from ..models.quantizer import perplexity
 from .experiment import (
@@ -464,6 +464,8 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
         raise UserError(f"{codes_dir / 'codes.json'} does not say K; re-run `vqspeech encode`.")
 
     conditioning = None if top is None else {"num_codes": top.num_codes, "stride": top.stride}
+    if info.checkpoint is not None:  # a prior inside an experiment is that model's (its report shows it)
+        check_results_home(exp_dir, [info.checkpoint])
     with lock_on_every_rank(exp_dir, "prior train", dist_info):
         last = exp_dir / "checkpoints" / "last.pt"
         resume = load_prior_checkpoint(last) if last.is_file() else None
