@@ -2465,14 +2465,16 @@ def test_another_run_in_a_killed_runs_folder_leaves_it_to_be_carried_on(tmp_path
     assert {p.stem for p in (tmp_path / "out").glob("*.wav")} == {i.id for i in items}
 
 
-def test_a_killed_runs_output_replaced_by_another_run_is_that_runs(tmp_path, monkeypatch, trained_tiny,
-                                                                  demo_manifest):
-    """Recorded as the new run's only once it is gone: a kill of the new run cannot leave the old
-    voice's file to be 'carried on' as the new one's."""
+def test_a_killed_runs_output_stays_its_own_until_another_run_replaces_it(tmp_path, monkeypatch, trained_tiny,
+                                                                          demo_manifest):
+    """An output is recorded as a run's once that run has written it: a second run with other
+    settings, killed before it rewrote the first one's output, cannot leave the old voice's file
+    to be 'carried on' as its own."""
     from vqspeech.inference import files
 
     vq = VQSpeech.load(trained_tiny, "cpu")
     items = files.collect_inputs(demo_manifest, limit=2)
+    clean = files.convert_items(vq, items, tmp_path / "clean", speaker=vq.speakers[1], batch_size=1)
     real_save = files.save_wav
     monkeypatch.setattr(files, "save_wav", lambda p, a, sr: real_save(p, a, sr) if p.stem == items[0].id else
                         (_ for _ in ()).throw(KeyboardInterrupt))
@@ -2481,7 +2483,44 @@ def test_a_killed_runs_output_replaced_by_another_run_is_that_runs(tmp_path, mon
     monkeypatch.setattr(files, "save_wav", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.warns(UserWarning, match="with other settings"), pytest.raises(KeyboardInterrupt):
         files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[1], batch_size=1)
-    assert not (tmp_path / "out" / f"{items[0].id}.wav").exists()
+    monkeypatch.setattr(files, "save_wav", real_save)
+    with pytest.warns(UserWarning, match="with other settings"):  # items[0] is still the first run's
+        paths = files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[1], batch_size=1)
+    for path, expected in zip(paths, clean, strict=True):
+        assert path.read_bytes() == expected.read_bytes()
+
+
+def test_a_recorded_output_replaced_since_is_an_ordinary_file(tmp_path, monkeypatch, trained_tiny, demo_manifest):
+    from vqspeech.inference import files
+
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    items = files.collect_inputs(demo_manifest, limit=3)
+    real_save, written = files.save_wav, []
+
+    def killed_after_two(path, audio, sr):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(path)
+        real_save(path, audio, sr)
+
+    monkeypatch.setattr(files, "save_wav", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
+    monkeypatch.setattr(files, "save_wav", real_save)
+    mine = written[0]
+    shutil.copy(items[2].path, mine)  # the user's own recording now has that name
+    with pytest.raises(UserError, match="already exists \\(1 output"):
+        files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
+    with pytest.raises(UserError, match="already exists \\(1 output"):  # nor with other settings
+        files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[1], batch_size=1)
+    assert mine.read_bytes() == Path(items[2].path).read_bytes()
+    forged = tmp_path / "keep"
+    forged.mkdir()
+    shutil.copy(items[0].path, forged / f"{items[0].id}.wav")
+    (forged / files.RUN_RECORD).write_text(json.dumps({"outputs": {f"{items[0].id}.wav": {
+        "verb": "convert", "settings": "x"}}}))
+    with pytest.raises(UserError, match="already exists"):
+        files.convert_items(vq, items[:1], forged, speaker=vq.speakers[0], batch_size=1)
 
 
 def test_results_of_one_model_are_not_written_into_another_experiment(tmp_path, capsys, trained_tiny, codes,
@@ -2702,3 +2741,18 @@ def test_training_files_and_a_conversion_evaluation_are_owned(tmp_path, capsys, 
         message = cli_error(capsys, argv, verb)
         assert "conversion evaluation" in message or "tb folder" in message or "training wrote" in message, message
     assert {p: p.read_bytes() for p in files_under(exp)} == before
+
+
+# --- fifteenth pass ---------------------------------------------------------------------------
+
+
+def test_a_model_whose_checkpoints_folder_is_a_link_writes_its_results_at_home(tmp_path, capsys, trained_tiny,
+                                                                               demo_manifest):
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    shutil.move(exp / "checkpoints", tmp_path / "big_disk")
+    (exp / "checkpoints").symlink_to(tmp_path / "big_disk")
+    assert run_cli(["encode", exp, read_manifest(demo_manifest)[0].audio, exp / "codes"]) == 0
+    message = cli_error(capsys, ["encode", trained_tiny, read_manifest(demo_manifest)[0].audio, exp / "codes2"],
+                        "encode")
+    assert "lies inside the experiment" in message

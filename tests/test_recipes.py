@@ -409,3 +409,20 @@ def test_a_forced_prior_stage_after_the_vq_vae_trained_on_trains_a_new_prior(tmp
     aside = list(exp_dir.glob("prior.before-*"))
     assert len(aside) == 1 and (aside[0] / "checkpoints/last.pt").is_file()
     assert json.loads((exp_dir / "prior/train_summary.json").read_text())["step"] == 4
+
+
+def test_the_two_stage_recipe_refuses_an_experiment_on_other_units_before_training_any(tmp_path):
+    from conftest import FAST_TRAIN, run_cli
+
+    make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice", "bob"), digits=range(3), takes=6)
+    args = options(QUICK, fsdd_root=tmp_path / "fsdd", data_dir=tmp_path / "data", exp_dir=tmp_path / "exp",
+                   stop_stage=1)
+    assert run_recipe("fsdd", args, tmp_path).returncode == 0
+    manifest = tmp_path / "data/prepared/manifest.jsonl"
+    mel = [*FAST_TRAIN, f"data.manifest={manifest}", "model.objective=mel", "train.max_steps=2"]
+    assert run_cli(["train", tmp_path / "units", *mel]) == 0
+    assert run_cli(["train", tmp_path / "decoder", *mel, f"train.units_from={tmp_path / 'units'}"]) == 0
+    result = run_recipe("fsdd", [*options(args, exp_dir=tmp_path / "decoder", stage=2, stop_stage=2),
+                                 "model.objective=mel"], tmp_path)
+    assert result.returncode == 1 and "holds a decoder trained on the units of" in result.stderr, result.stderr
+    assert not (tmp_path / "decoder/units").exists()

@@ -212,8 +212,10 @@ def owning_folder(folder: str | os.PathLike, own_mark: str | None = None) -> tup
 def model_home(checkpoint: str | os.PathLike) -> Path | None:
     """The experiment a checkpoint file belongs to: ``EXP`` for ``EXP/checkpoints/<name>.pt``, None
     for a checkpoint elsewhere (an export, a copy), wherever it lies."""
-    folder = Path(os.path.realpath(checkpoint)).parent
-    return folder.parent if folder.name == "checkpoints" and is_experiment_folder(folder.parent) else None
+    for folder in (Path(os.path.abspath(checkpoint)).parent, Path(os.path.realpath(checkpoint)).parent):
+        if folder.name == "checkpoints" and is_experiment_folder(folder.parent):  # also a linked checkpoints/
+            return Path(os.path.realpath(folder.parent))
+    return None
 
 
 def enclosing_experiment(path: str | os.PathLike) -> Path | None:

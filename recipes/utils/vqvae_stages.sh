@@ -30,6 +30,20 @@ if run_stage 2 "train the VQ-VAE ($model${train_minutes:+, $train_minutes min})"
   [ -n "$train_minutes" ] && train_args+=(train.max_minutes="$train_minutes")
   first=$(training_stage "${common[@]}" "${overrides[@]}")  # (set -e: a failure here stops the recipe)
   if [ "$first" = units ]; then
+    # a model there already must be a decoder on these units: checked before the units train
+    if [ -f "$exp_dir/checkpoints/last.pt" ] && [ -f "$exp_dir/config.yaml" ]; then
+      trained_on=$(python3 -c 'import sys, yaml; c = yaml.safe_load(open(sys.argv[1])) or {}
+print((c.get("train") or {}).get("units_from") or "")' "$exp_dir/config.yaml")
+      if [ -z "$trained_on" ]; then
+        echo "$exp_dir holds a model that learned its own units in one stage, not a decoder on" \
+          "$exp_dir/units, which this stage trains first; give a new --exp_dir." >&2
+        exit 1
+      elif [ "$(realpath -m "$trained_on")" != "$(realpath -m "$exp_dir/units")" ]; then
+        echo "$exp_dir holds a decoder trained on the units of $trained_on, not of $exp_dir/units, which" \
+          "this stage trains first; give a new --exp_dir." >&2
+        exit 1
+      fi
+    fi
     echo "   units first ($exp_dir/units${units_minutes:+, $units_minutes min}), then the decoder on their frozen codes"
     units_args=("$exp_dir/units" "${common[@]}" train.max_steps="$units_steps")
     [ -n "$units_minutes" ] && units_args+=(train.max_minutes="$units_minutes")

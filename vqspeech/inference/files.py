@@ -143,8 +143,9 @@ outputs without ``overwrite``, and the rest of them stay recorded as that run's.
 
 
 def _interrupted_outputs(out: Path) -> dict[str, dict]:
-    """Output name -> {"verb", "settings"} of the unfinished runs recorded in ``out`` (files that
-    still exist; {} when there is no readable record)."""
+    """Output name -> {"verb", "settings", "stamp"} of the unfinished runs recorded in ``out``: files
+    that are still as the run wrote them (a file replaced since is an ordinary file; {} when there
+    is no readable record)."""
     record = read_json_object(out / RUN_RECORD) if out.is_dir() else None
     outputs = record.get("outputs") if record else None
     if not isinstance(outputs, dict):
@@ -152,7 +153,10 @@ def _interrupted_outputs(out: Path) -> dict[str, dict]:
     return {
         name: entry
         for name, entry in outputs.items()
-        if isinstance(entry, dict) and is_safe_name(name) and (out / name).is_file()
+        if isinstance(entry, dict)
+        and is_safe_name(name)
+        and (out / name).is_file()
+        and entry.get("stamp") == file_stamp(out / name)
     }
 
 
@@ -227,16 +231,17 @@ class RunRecord:
     def wrote(self, paths: list[Path]) -> None:
         if self.folder is None:
             return
-        self.entries.update({p.name: {"verb": self.verb, "settings": self.settings} for p in paths})
+        self.entries.update(
+            {p.name: {"verb": self.verb, "settings": self.settings, "stamp": file_stamp(p)} for p in paths}
+        )
         write_text_atomic(self.folder / RUN_RECORD, json.dumps({"outputs": self.entries}))
 
     def finish(self, paths: list[Path]) -> None:
         """The run is complete: its outputs leave the record; a killed run's others stay in it."""
         if self.folder is None:
             return
-        rest = {
-            n: e for n, e in self.entries.items() if n not in {p.name for p in paths} and (self.folder / n).is_file()
-        }
+        names = {p.name for p in paths}
+        rest = {n: e for n, e in _interrupted_outputs(self.folder).items() if n not in names}
         if rest:
             write_text_atomic(self.folder / RUN_RECORD, json.dumps({"outputs": rest}))
         else:
