@@ -2187,11 +2187,11 @@ def test_the_identical_rerun_of_a_killed_convert_carries_on_where_it_stopped(tmp
     written, decoded = [], []
     real_save, real_decode = files.save_wav, vq.decode_batch
 
-    def killed_after_three(path, audio, sr):
+    def killed_after_three(path, audio, sr, **options):
         if len(written) == 3:
             raise KeyboardInterrupt  # stands for kill -9 (the lock a kill leaves is taken over as stale)
         written.append(path)
-        real_save(path, audio, sr)
+        real_save(path, audio, sr, **options)
 
     monkeypatch.setattr(files, "save_wav", killed_after_three)
     with pytest.raises(KeyboardInterrupt):
@@ -2216,13 +2216,13 @@ def test_a_rerun_with_other_settings_replaces_a_killed_runs_outputs_without_over
     vq = VQSpeech.load(trained_tiny, "cpu")
     items = files.collect_inputs(demo_manifest, limit=3)
     real_save = files.save_wav
-    monkeypatch.setattr(files, "save_wav", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(files, "save_wav", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / f"{items[0].id}.wav").write_bytes(b"mine")  # not the killed run's: still protected
     with pytest.raises(UserError, match="already exists"):
         files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[0], batch_size=2)
     (tmp_path / "out" / f"{items[0].id}.wav").unlink()
-    monkeypatch.setattr(files, "save_wav", lambda p, a, sr: real_save(p, a, sr) if p.stem != items[1].id else
+    monkeypatch.setattr(files, "save_wav", lambda p, a, sr, **k: real_save(p, a, sr, **k) if p.stem != items[1].id else
                         (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
@@ -2448,11 +2448,11 @@ def test_another_run_in_a_killed_runs_folder_leaves_it_to_be_carried_on(tmp_path
     first, other = items[:3], items[3:]
     real_save, written = files.save_wav, []
 
-    def killed_after_two(path, audio, sr):
+    def killed_after_two(path, audio, sr, **options):
         if len(written) == 2:
             raise KeyboardInterrupt
         written.append(path)
-        real_save(path, audio, sr)
+        real_save(path, audio, sr, **options)
 
     monkeypatch.setattr(files, "save_wav", killed_after_two)
     with pytest.raises(KeyboardInterrupt):
@@ -2476,11 +2476,11 @@ def test_a_killed_runs_output_stays_its_own_until_another_run_replaces_it(tmp_pa
     items = files.collect_inputs(demo_manifest, limit=2)
     clean = files.convert_items(vq, items, tmp_path / "clean", speaker=vq.speakers[1], batch_size=1)
     real_save = files.save_wav
-    monkeypatch.setattr(files, "save_wav", lambda p, a, sr: real_save(p, a, sr) if p.stem == items[0].id else
+    monkeypatch.setattr(files, "save_wav", lambda p, a, sr, **k: real_save(p, a, sr, **k) if p.stem == items[0].id else
                         (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):  # writes items[0] in the first voice, then dies
         files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
-    monkeypatch.setattr(files, "save_wav", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(files, "save_wav", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.warns(UserWarning, match="with other settings"), pytest.raises(KeyboardInterrupt):
         files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[1], batch_size=1)
     monkeypatch.setattr(files, "save_wav", real_save)
@@ -2497,11 +2497,11 @@ def test_a_recorded_output_replaced_since_is_an_ordinary_file(tmp_path, monkeypa
     items = files.collect_inputs(demo_manifest, limit=3)
     real_save, written = files.save_wav, []
 
-    def killed_after_two(path, audio, sr):
+    def killed_after_two(path, audio, sr, **options):
         if len(written) == 2:
             raise KeyboardInterrupt
         written.append(path)
-        real_save(path, audio, sr)
+        real_save(path, audio, sr, **options)
 
     monkeypatch.setattr(files, "save_wav", killed_after_two)
     with pytest.raises(KeyboardInterrupt):
@@ -2655,11 +2655,11 @@ def test_a_killed_overwrite_run_counts_only_what_it_wrote_as_done(tmp_path, monk
     reference = files.convert_items(vq, items, tmp_path / "seed1", speaker=speaker, batch_size=2, seed=1)
     real_save, written = files.save_wav, []
 
-    def killed_after_two(path, audio, sr):
+    def killed_after_two(path, audio, sr, **options):
         if len(written) == 2:
             raise KeyboardInterrupt
         written.append(path)
-        real_save(path, audio, sr)
+        real_save(path, audio, sr, **options)
 
     monkeypatch.setattr(files, "save_wav", killed_after_two)
     with pytest.raises(KeyboardInterrupt):
@@ -2681,7 +2681,7 @@ def test_export_keeps_out_of_other_experiments_and_names_a_pt_file(tmp_path, cap
     message = cli_error(capsys, ["export", other, other / "config.yaml", "--overwrite"], "export")
     assert "does not end in .pt" in message
     assert {p: p.read_bytes() for p in files_under(other)} == before
-    assert run_cli(["export", other, other / "exports" / "mine.pt"]) == 0  # its own model: fine
+    assert run_cli(["export", other, tmp_path / "mine.pt"]) == 0  # outside any experiment: fine
 
 
 def test_a_loose_checkpoint_inside_an_experiment_does_not_make_it_the_results_home(tmp_path, capsys, trained_tiny):
@@ -2715,8 +2715,8 @@ def test_a_reference_voice_that_overlaps_the_output_is_refused(tmp_path, capsys,
     from vqspeech.eval.conversion import evaluate_conversion
 
     with pytest.raises(UserError, match="overlaps the output folder"):
-        evaluate_conversion(trained_tiny, voice, manifest=demo_manifest, targets=["v"], voices={"v": str(voice)},
-                            progress=False)
+        evaluate_conversion(trained_tiny, voice / "eval", manifest=demo_manifest, targets=["v"],
+                            voices={"v": str(voice)}, progress=False)
 
 
 def test_training_files_and_a_conversion_evaluation_are_owned(tmp_path, capsys, trained_tiny, codes, demo_manifest):
@@ -2756,3 +2756,115 @@ def test_a_model_whose_checkpoints_folder_is_a_link_writes_its_results_at_home(t
     message = cli_error(capsys, ["encode", trained_tiny, read_manifest(demo_manifest)[0].audio, exp / "codes2"],
                         "encode")
     assert "lies inside the experiment" in message
+
+
+# --- sixteenth pass ---------------------------------------------------------------------------
+
+
+def test_outputs_another_run_finished_meanwhile_are_found_under_the_lock(tmp_path, monkeypatch, trained_tiny,
+                                                                        demo_manifest):
+    """Run 2 checks its outputs, then (embedding a reference voice, say) run 1 finishes the same
+    outputs before run 2 takes the lock: run 2 must still find them and refuse."""
+    from vqspeech.inference import files
+
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    items = files.collect_inputs(demo_manifest, limit=2)
+    real_check, finished = files._check_generation, []
+
+    def run_one_meanwhile(*args, **kwargs):
+        real_check(*args, **kwargs)
+        if not finished:
+            finished.append([])  # run 1's own check comes here too
+            finished[0] = files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
+
+    monkeypatch.setattr(files, "_check_generation", run_one_meanwhile)
+    with pytest.raises(UserError, match="already exists \\(2 output"):
+        files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[1], batch_size=1)
+    before = {p: p.read_bytes() for p in finished[0]}
+    monkeypatch.setattr(files, "_check_generation", real_check)
+    clean = files.convert_items(vq, items, tmp_path / "clean", speaker=vq.speakers[0], batch_size=1)
+    assert [before[p] for p in finished[0]] == [p.read_bytes() for p in clean]  # run 1's outputs kept
+
+
+def test_a_kill_right_after_an_output_is_renamed_into_place_is_carried_on(tmp_path, monkeypatch, trained_tiny,
+                                                                           demo_manifest):
+    from vqspeech.inference import files
+
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    items = files.collect_inputs(demo_manifest, limit=3)
+    real_save, saved = files.save_wav, []
+
+    def killed_once_renamed(path, audio, sr, **options):
+        real_save(path, audio, sr, **options)
+        saved.append(path)
+        if len(saved) == 2:
+            raise KeyboardInterrupt  # the file is in place; nothing after the rename ran
+
+    monkeypatch.setattr(files, "save_wav", killed_once_renamed)
+    with pytest.raises(KeyboardInterrupt):
+        files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
+    monkeypatch.setattr(files, "save_wav", real_save)
+    with pytest.warns(UserWarning, match="carrying on an interrupted `vqspeech convert`, 2 of 3"):
+        files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
+
+
+def test_evaluate_conversion_takes_no_folder_another_verb_filled(tmp_path, trained_tiny, demo_manifest):
+    from vqspeech.eval.conversion import evaluate_conversion
+
+    out = tmp_path / "decoded"
+    out.mkdir()
+    (out / "george_0_0.wav").write_bytes(b"RIFF")
+    with pytest.raises(UserError, match="holds files that `evaluate conversion` did not write"):
+        evaluate_conversion(trained_tiny, out, manifest=demo_manifest, num=1, progress=False, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["george_0_0.wav"]
+
+
+def test_a_reference_voice_is_the_same_settings_however_its_path_is_spelled(tmp_path, monkeypatch, trained_tiny,
+                                                                            demo_manifest):
+    from vqspeech.inference import files
+
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    shutil.copy(read_manifest(demo_manifest)[0].audio, voice / "a.wav")
+    digests = {files.run_settings(vq, "convert", [], [spelled]) for spelled in (str(voice), f"{voice}/")}
+    monkeypatch.chdir(tmp_path)
+    digests.add(files.run_settings(vq, "convert", [], ["voice"]))
+    monkeypatch.chdir(voice)
+    digests.add(files.run_settings(vq, "convert", [], ["."]))
+    assert len(digests) == 1
+
+
+def test_a_run_record_that_is_not_a_file_is_refused_before_any_output(tmp_path, capsys, trained_tiny, codes):
+    from vqspeech.inference import files
+
+    out = tmp_path / "out"
+    (out / files.RUN_RECORD).mkdir(parents=True)
+    speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    message = cli_error(capsys, ["decode", trained_tiny, codes, "--speaker", speaker, "-o", out], "decode")
+    assert str(out / files.RUN_RECORD) in message and "not a file" in message
+    assert sorted(p.name for p in out.iterdir()) == [files.RUN_RECORD]
+
+
+def test_an_export_goes_outside_every_experiment(tmp_path, capsys, trained_tiny, codes):
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    message = cli_error(capsys, ["export", exp, exp / "a.pt"], "export")
+    assert "outside any experiment" in message and not (exp / "a.pt").exists()
+    assert run_cli(["export", exp, tmp_path / "a.pt"]) == 0
+    speaker = VQSpeech.load(exp, "cpu").speakers[0]
+    message = cli_error(capsys, ["decode", tmp_path / "a.pt", next((codes / "codes").glob("*.npy")), "--speaker",
+                                 speaker, "-o", exp / "d.wav"], "decode")
+    assert "belongs to no experiment" in message and "outside any experiment" in message
+
+
+def test_taking_over_a_stale_lock_leaves_no_file_behind(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / f"{FolderLock.NAME}.takeover").write_text("")  # left by an earlier version
+    dead = {"pid": 2**22 + 12345, "host": socket.gethostname(), "verb": "encode", "started": time.time() - 100,
+            "process_start": "1"}
+    (folder / FolderLock.NAME).write_text(json.dumps(dead))
+    with FolderLock(folder, "encode"):
+        pass
+    assert list(folder.iterdir()) == []

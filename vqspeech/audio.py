@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -168,9 +169,16 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return soxr.resample(audio.astype(np.float32), orig_sr, target_sr, quality="HQ").astype(np.float32)
 
 
-def save_wav(path: str | os.PathLike, audio: np.ndarray | torch.Tensor, sample_rate: int) -> None:
+def save_wav(
+    path: str | os.PathLike,
+    audio: np.ndarray | torch.Tensor,
+    sample_rate: int,
+    before_rename: Callable[[Path], None] | None = None,
+) -> None:
     """Write mono float samples [T] as 16-bit PCM WAV atomically (temporary file, then rename);
-    UserError for audio :func:`check_audio` refuses or a name that does not end in .wav."""
+    UserError for audio :func:`check_audio` refuses or a name that does not end in .wav.
+    ``before_rename(tmp)`` runs once the temporary file is complete, before it takes ``path``'s name
+    (a rename keeps its size and time, so a record of them made then holds for ``path``)."""
     if Path(path).suffix.lower() != ".wav":
         raise UserError(f"{path} does not end in .wav; save_wav writes WAV files only.")
     if isinstance(audio, torch.Tensor):
@@ -179,6 +187,8 @@ def save_wav(path: str | os.PathLike, audio: np.ndarray | torch.Tensor, sample_r
     try:
         with atomic_path(path) as tmp:
             sf.write(sound_file(tmp), audio, sample_rate, subtype="PCM_16", format="WAV")
+            if before_rename is not None:
+                before_rename(tmp)
     except (OSError, RuntimeError) as exc:  # soundfile's LibsndfileError for a full disk is a RuntimeError
         raise UserError(
             f"Cannot write {path} ({first_line(exc)}); check the free disk space and the folder's permissions."

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from .errors import UserError, first_line
-from .fileio import atomic_path, check_output_file, check_results_home, is_experiment_folder
+from .fileio import atomic_path, check_output_file, enclosing_experiment, is_experiment_folder
 
 FORMAT_VERSION = 5
 """5: model.encoder.warp added (before: 0). 4: model.speaker_encoder added (before: off). 3:
@@ -192,7 +192,12 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite:
             f"{dst} would be written into the checkpoints of the experiment {folder.parent}, which training "
             "and every verb read; write the export elsewhere."
         )
-    check_results_home(dst, [src])  # another experiment's report would show it as its own
+    home = enclosing_experiment(dst)
+    if home is not None:  # an export lies in no experiment's checkpoints/, so its results could go nowhere there
+        raise UserError(
+            f"{dst} lies inside the experiment {home}; an export is for sharing, so write it outside any experiment "
+            "folder."
+        )
     check_output_file(dst, overwrite)
     ckpt = load_checkpoint(src)
     save_checkpoint(dst, {k: v for k, v in ckpt.items() if k not in (*RESUME_ONLY, "format_version")})

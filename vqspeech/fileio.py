@@ -234,10 +234,18 @@ def check_results_home(path: str | os.PathLike, made_by: Sequence[str | os.PathL
     models = [Path(m) for m in made_by if m is not None]
     if home is None or home in {model_home(m) for m in models}:
         return
-    made = f"the model {models[0]}" if models else "no model of that experiment"
+    homes = [h for h in (model_home(m) for m in models) if h is not None]
+    if not homes:  # an export or a copy: its results belong in no experiment
+        made = f"the model {models[0]}, which belongs to no experiment" if models else "no model of that experiment"
+        where = "a folder outside any experiment"
+    else:
+        made, where = (
+            f"the model {models[0]}",
+            f"{homes[0]} (that model's experiment) or a folder outside any experiment",
+        )
     raise UserError(
         f"{path} lies inside the experiment {home}, whose report would show these results as its own, but "
-        f"they are of {made}; write them into that model's experiment folder or a folder outside any experiment."
+        f"they are of {made}; write them into {where}."
     )
 
 
@@ -395,14 +403,19 @@ class FolderLock:
     def _remove_stale(self, stale: dict) -> None:
         """Remove the lock a dead process (or a failed write) left, unless another process has taken
         it over meanwhile. Two processes may judge the same lock stale; the check is repeated and
-        the lock removed under an exclusive ``flock`` of a sibling file (which the kernel drops
-        when its holder dies), so the second one finds the first one's fresh lock and leaves it."""
-        with open(self.folder / f"{self.NAME}.takeover", "a") as guard:
+        the lock removed under an exclusive ``flock`` of the folder (which the kernel drops when its
+        holder dies), so the second one finds the first one's fresh lock and leaves it."""
+        guard = os.open(self.folder, os.O_RDONLY)  # the folder itself: a lock on it leaves no file behind
+        try:
             if fcntl is not None:
                 fcntl.flock(guard, fcntl.LOCK_EX)
             if self._read_holder() == stale and (stale or self._abandoned()):
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
+        finally:
+            os.close(guard)
+        with contextlib.suppress(OSError):  # the guard file earlier versions left
+            (self.folder / f"{self.NAME}.takeover").unlink(missing_ok=True)
 
     def _abandoned(self, seconds: float = 10.0) -> bool:
         """An unreadable lock older than ``seconds``: not one being written this instant, but one a

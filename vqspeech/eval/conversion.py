@@ -135,6 +135,15 @@ def evaluate_conversion(
             raise UserError(f"`{name}` must be positive, not {value}.")
     check_temperature(temperature)
     previous = previous_outputs(out_dir)
+    ours = (out_dir / MARK).is_file() or _is_conversion_record(metrics_path)
+    others = (
+        sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(FolderLock.NAME)) if out_dir.is_dir() else []
+    )
+    if others and not ours:  # another verb's outputs (a decode's wavs, its run record): not ours to mix with
+        raise UserError(
+            f"{out_dir} holds files that `evaluate conversion` did not write (e.g. {others[0]}); choose a new or "
+            "empty output folder."
+        )
 
     t = time.perf_counter()
     vq = VQSpeech.load(exp_dir, device=device)

@@ -4,6 +4,7 @@ to wav files. The codes folder itself is read and written by :mod:`vqspeech.data
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -172,13 +173,19 @@ def _output_paths(ids: list[str], out: Path, overwrite: bool) -> list[Path]:
     if paths:  # before the other checks: the owner is the clearest reason (the lock checks a folder again)
         check_not_in_owned_folder(paths[0])  # all of them have one folder
     interrupted = set(_interrupted_outputs(out)) if paths and paths[0] != out else set()
+    _refuse_existing(paths, interrupted, overwrite)
+    return paths
+
+
+def _refuse_existing(paths: list[Path], interrupted: set[str], overwrite: bool) -> None:
+    """UserError when outputs exist that no killed run left (``interrupted``: their names), unless
+    ``overwrite``."""
     existing = [p for p in paths if p.exists() and p.name not in interrupted]
     if existing and not overwrite:
         raise UserError(
             f"{existing[0]} already exists ({len(existing)} output(s) would be replaced); "
             "pass `overwrite=True` or choose another output."
         )
-    return paths
 
 
 def _voice(vq: VQSpeech, speaker: str) -> list:
@@ -186,7 +193,8 @@ def _voice(vq: VQSpeech, speaker: str) -> list:
     folder) with the size and time of every sound file it holds, so a changed reference shows."""
     if speaker in vq.speakers or not os.path.exists(speaker):
         return [speaker]
-    return [os.path.realpath(speaker), [[str(f), file_stamp(f)] for f in reference_files([speaker])]]
+    files = [os.path.realpath(f) for f in reference_files([speaker])]  # however the path is spelled
+    return [os.path.realpath(speaker), [[f, file_stamp(f)] for f in files]]
 
 
 def run_settings(vq: VQSpeech, verb: str, inputs: list, speakers: list, **options: object) -> str:
@@ -228,12 +236,13 @@ class RunRecord:
         """Those of ``paths`` a killed run with the same settings wrote."""
         return {p for p in paths if self.entries.get(p.name, {}).get("settings") == self.settings}
 
-    def wrote(self, paths: list[Path]) -> None:
+    def wrote(self, path: Path, written: Path) -> None:
+        """Record the output ``path`` as this run's, from ``written``: the finished temporary file
+        about to take its name (recorded before the rename, a kill between the two cannot leave an
+        unrecorded output)."""
         if self.folder is None:
             return
-        self.entries.update(
-            {p.name: {"verb": self.verb, "settings": self.settings, "stamp": file_stamp(p)} for p in paths}
-        )
+        self.entries[path.name] = {"verb": self.verb, "settings": self.settings, "stamp": file_stamp(written)}
         write_text_atomic(self.folder / RUN_RECORD, json.dumps({"outputs": self.entries}))
 
     def finish(self, paths: list[Path]) -> None:
@@ -249,16 +258,21 @@ class RunRecord:
 
 
 @contextlib.contextmanager
-def _writing(out: Path, paths: list[Path], verb: str, settings: str) -> Iterator[RunRecord]:
+def _writing(out: Path, paths: list[Path], verb: str, settings: str, overwrite: bool) -> Iterator[RunRecord]:
     """Hold the output folder's lock (one output file: check that it can be written) while the
     audio is generated, so that a bad output is found before the work. Yields the folder's
-    :class:`RunRecord`: what a killed run with the same ``settings`` wrote need not be generated again."""
+    :class:`RunRecord`: what a killed run with the same ``settings`` wrote need not be generated
+    again. The outputs are checked again under the lock: a run that finished since the first
+    check is no killed run."""
     if len(paths) == 1 and paths[0] == out:
         check_writable_parent(out)
         yield RunRecord(None, verb, settings)
         return
     with FolderLock(out, verb):
+        if (out / RUN_RECORD).exists() and not (out / RUN_RECORD).is_file():
+            raise UserError(f"{out / RUN_RECORD} is not a file (a folder?); remove it and run again.")
         record = RunRecord(out, verb, settings)
+        _refuse_existing(paths, set(record.entries), overwrite)
         done = record.done(paths)
         replaced = [p for p in paths if p.name in record.entries and p not in done]
         if replaced:
@@ -306,8 +320,7 @@ def _generate_to_files(
             progress=True,
         )
         for i, audio in zip(chunk, audios, strict=True):
-            save_wav(paths[i], audio, vq.sample_rate)
-            record.wrote([paths[i]])
+            save_wav(paths[i], audio, vq.sample_rate, before_rename=functools.partial(record.wrote, paths[i]))
     return paths
 
 
@@ -364,7 +377,7 @@ def decode_codes(
     _check_generation(vq, speakers, temperature, batch_size, out)
     inputs = [[i, hashlib.sha256(e.codes.tobytes()).hexdigest()] for i, e in zip(ids, encodings, strict=True)]
     settings = run_settings(vq, "decode", inputs, speakers, temperature=temperature, seed=seed, batch_size=batch_size)
-    with _writing(out, paths, "decode", settings) as record:
+    with _writing(out, paths, "decode", settings, overwrite) as record:
         return _generate_to_files(
             vq, encodings, speakers, paths, temperature=temperature, seed=seed, batch_size=batch_size, record=record
         )
@@ -454,7 +467,7 @@ def convert_items(
         for i, f in zip(items, files, strict=True)
     ]
     settings = run_settings(vq, "convert", stamps, [speaker], temperature=temperature, seed=seed, batch_size=batch_size)
-    with _writing(out, paths, "convert", settings) as record:
+    with _writing(out, paths, "convert", settings, overwrite) as record:
         encodings = []
         for item in items:
             audio, sr = load_audio(str(item.path))
