@@ -2175,6 +2175,27 @@ def test_export_through_a_link_to_an_experiments_checkpoints_is_refused(tmp_path
     assert (exp / "checkpoints" / "last.pt").read_bytes() == before and not (exp / "checkpoints" / "best.pt").exists()
 
 
+def killed_convert(monkeypatch, vq, items, out: Path, after: int, **options) -> list[Path]:
+    """``files.convert_items`` into ``out``, killed once it has written ``after`` outputs (a
+    KeyboardInterrupt stands for kill -9; the lock a real kill leaves is taken over as stale).
+    Returns the outputs it wrote."""
+    from vqspeech.inference import files
+
+    real_save, written = files.save_wav, []
+
+    def save(path, audio, sr, **save_options):
+        if len(written) == after:
+            raise KeyboardInterrupt
+        written.append(path)
+        real_save(path, audio, sr, **save_options)
+
+    monkeypatch.setattr(files, "save_wav", save)
+    with pytest.raises(KeyboardInterrupt):
+        files.convert_items(vq, items, out, **options)
+    monkeypatch.setattr(files, "save_wav", real_save)
+    return written
+
+
 def test_the_identical_rerun_of_a_killed_convert_carries_on_where_it_stopped(tmp_path, monkeypatch, trained_tiny,
                                                                            demo_manifest):
     from vqspeech.inference import files
@@ -2184,20 +2205,9 @@ def test_the_identical_rerun_of_a_killed_convert_carries_on_where_it_stopped(tmp
     speaker = vq.speakers[0]
     whole = files.convert_items(vq, items, tmp_path / "whole", speaker=speaker, batch_size=2, seed=3)
 
-    written, decoded = [], []
-    real_save, real_decode = files.save_wav, vq.decode_batch
-
-    def killed_after_three(path, audio, sr, **options):
-        if len(written) == 3:
-            raise KeyboardInterrupt  # stands for kill -9 (the lock a kill leaves is taken over as stale)
-        written.append(path)
-        real_save(path, audio, sr, **options)
-
-    monkeypatch.setattr(files, "save_wav", killed_after_three)
-    with pytest.raises(KeyboardInterrupt):
-        files.convert_items(vq, items, tmp_path / "out", speaker=speaker, batch_size=2, seed=3)
+    decoded, real_decode = [], vq.decode_batch
+    killed_convert(monkeypatch, vq, items, tmp_path / "out", 3, speaker=speaker, batch_size=2, seed=3)
     assert len(list((tmp_path / "out").glob("*.wav"))) == 3
-    monkeypatch.setattr(files, "save_wav", real_save)
     monkeypatch.setattr(vq, "decode_batch", lambda codes, *a, **k: decoded.append(len(codes)) or real_decode(codes, *a, **k))
     with pytest.warns(UserWarning, match="carrying on an interrupted `vqspeech convert`, 3 of 5"):
         paths = files.convert_items(vq, items, tmp_path / "out", speaker=speaker, batch_size=2, seed=3)
@@ -2446,18 +2456,7 @@ def test_another_run_in_a_killed_runs_folder_leaves_it_to_be_carried_on(tmp_path
     vq = VQSpeech.load(trained_tiny, "cpu")
     items = files.collect_inputs(demo_manifest, limit=4)
     first, other = items[:3], items[3:]
-    real_save, written = files.save_wav, []
-
-    def killed_after_two(path, audio, sr, **options):
-        if len(written) == 2:
-            raise KeyboardInterrupt
-        written.append(path)
-        real_save(path, audio, sr, **options)
-
-    monkeypatch.setattr(files, "save_wav", killed_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        files.convert_items(vq, first, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
-    monkeypatch.setattr(files, "save_wav", real_save)
+    killed_convert(monkeypatch, vq, first, tmp_path / "out", 2, speaker=vq.speakers[0], batch_size=1)
     files.convert_items(vq, other, tmp_path / "out", speaker=vq.speakers[1], batch_size=1)  # another run, finished
     with pytest.warns(UserWarning, match="carrying on an interrupted `vqspeech convert`, 2 of 3"):
         files.convert_items(vq, first, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
@@ -2495,19 +2494,7 @@ def test_a_recorded_output_replaced_since_is_an_ordinary_file(tmp_path, monkeypa
 
     vq = VQSpeech.load(trained_tiny, "cpu")
     items = files.collect_inputs(demo_manifest, limit=3)
-    real_save, written = files.save_wav, []
-
-    def killed_after_two(path, audio, sr, **options):
-        if len(written) == 2:
-            raise KeyboardInterrupt
-        written.append(path)
-        real_save(path, audio, sr, **options)
-
-    monkeypatch.setattr(files, "save_wav", killed_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
-    monkeypatch.setattr(files, "save_wav", real_save)
-    mine = written[0]
+    mine = killed_convert(monkeypatch, vq, items, tmp_path / "out", 2, speaker=vq.speakers[0], batch_size=1)[0]
     shutil.copy(items[2].path, mine)  # the user's own recording now has that name
     with pytest.raises(UserError, match="already exists \\(1 output"):
         files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
@@ -2653,18 +2640,7 @@ def test_a_killed_overwrite_run_counts_only_what_it_wrote_as_done(tmp_path, monk
     speaker = vq.speakers[0]
     files.convert_items(vq, items, tmp_path / "out", speaker=speaker, batch_size=2, seed=0)  # finished, seed 0
     reference = files.convert_items(vq, items, tmp_path / "seed1", speaker=speaker, batch_size=2, seed=1)
-    real_save, written = files.save_wav, []
-
-    def killed_after_two(path, audio, sr, **options):
-        if len(written) == 2:
-            raise KeyboardInterrupt
-        written.append(path)
-        real_save(path, audio, sr, **options)
-
-    monkeypatch.setattr(files, "save_wav", killed_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        files.convert_items(vq, items, tmp_path / "out", speaker=speaker, batch_size=2, seed=1, overwrite=True)
-    monkeypatch.setattr(files, "save_wav", real_save)
+    killed_convert(monkeypatch, vq, items, tmp_path / "out", 2, speaker=speaker, batch_size=2, seed=1, overwrite=True)
     with pytest.warns(UserWarning, match="carrying on an interrupted `vqspeech convert`, 2 of 5"):
         paths = files.convert_items(vq, items, tmp_path / "out", speaker=speaker, batch_size=2, seed=1,
                                     overwrite=True)
