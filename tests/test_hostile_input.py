@@ -1907,7 +1907,7 @@ def test_decode_refuses_codes_of_another_codebook(tmp_path, capsys, trained_tiny
                     "seed=7"]) == 0
     speaker = VQSpeech.load(other, "cpu").speakers[0]
     message = cli_error(capsys, ["decode", other, codes, "--speaker", speaker, "-o", tmp_path / "out"], "decode")
-    assert "index the codebook of" in message and str(trained_tiny) in message
+    assert "index the codebook" in message and str(trained_tiny) in message
     enrolled = tmp_path / "enrolled"  # an enrolment shares its source's codebook: decodes
     voice = Path(read_manifest(demo_manifest)[0].audio).parent
     assert run_cli(["enroll", trained_tiny, "newcomer", voice, "-o", enrolled, "--steps", "1", "--minutes", "0",
@@ -2219,8 +2219,11 @@ def test_the_identical_rerun_of_a_killed_convert_carries_on_where_it_stopped(tmp
         files.convert_items(vq, items, tmp_path / "out", speaker=speaker, batch_size=2, seed=3)
 
 
-def test_a_rerun_with_other_settings_replaces_a_killed_runs_outputs_without_overwrite(tmp_path, monkeypatch,
-                                                                                  trained_tiny, demo_manifest):
+def test_a_rerun_with_other_settings_replaces_a_killed_runs_outputs_only_with_overwrite(tmp_path, monkeypatch,
+                                                                                      trained_tiny, demo_manifest):
+    """A killed run's outputs are for its identical rerun to finish: another run names that run and
+    replaces them only with ``overwrite`` (a record copied or forged into a folder cannot make a
+    user's file replaceable)."""
     from vqspeech.inference import files
 
     vq = VQSpeech.load(trained_tiny, "cpu")
@@ -2237,8 +2240,10 @@ def test_a_rerun_with_other_settings_replaces_a_killed_runs_outputs_without_over
     with pytest.raises(KeyboardInterrupt):
         files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
     monkeypatch.setattr(files, "save_wav", real_save)
-    with pytest.warns(UserWarning, match="of an interrupted `vqspeech convert` with other settings"):
+    with pytest.raises(UserError, match="is an output of an interrupted `vqspeech convert` with other settings"):
         files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[1], batch_size=1)
+    with pytest.warns(UserWarning, match="of an interrupted run with other settings; this run replaces them"):
+        files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[1], batch_size=1, overwrite=True)
 
 
 def emptied_alignments(tmp_path: Path, manifest: Path, empty: set[str] | None = None) -> Path:
@@ -2481,10 +2486,11 @@ def test_a_killed_runs_output_stays_its_own_until_another_run_replaces_it(tmp_pa
         files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
     monkeypatch.setattr(files, "save_wav", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.warns(UserWarning, match="with other settings"), pytest.raises(KeyboardInterrupt):
-        files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[1], batch_size=1)
+        files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[1], batch_size=1, overwrite=True)
     monkeypatch.setattr(files, "save_wav", real_save)
     with pytest.warns(UserWarning, match="with other settings"):  # items[0] is still the first run's
-        paths = files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[1], batch_size=1)
+        paths = files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[1], batch_size=1,
+                                    overwrite=True)
     for path, expected in zip(paths, clean, strict=True):
         assert path.read_bytes() == expected.read_bytes()
 
@@ -2498,8 +2504,9 @@ def test_a_recorded_output_replaced_since_is_an_ordinary_file(tmp_path, monkeypa
     shutil.copy(items[2].path, mine)  # the user's own recording now has that name
     with pytest.raises(UserError, match="already exists \\(1 output"):
         files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[0], batch_size=1)
+    replaced = [i for i in items if f"{i.id}.wav" == mine.name]
     with pytest.raises(UserError, match="already exists \\(1 output"):  # nor with other settings
-        files.convert_items(vq, items, tmp_path / "out", speaker=vq.speakers[1], batch_size=1)
+        files.convert_items(vq, replaced, tmp_path / "out", speaker=vq.speakers[1], batch_size=1)
     assert mine.read_bytes() == Path(items[2].path).read_bytes()
     forged = tmp_path / "keep"
     forged.mkdir()
@@ -2844,3 +2851,83 @@ def test_taking_over_a_stale_lock_leaves_no_file_behind(tmp_path):
     with FolderLock(folder, "encode"):
         pass
     assert list(folder.iterdir()) == []
+
+
+# --- seventeenth pass -------------------------------------------------------------------------
+
+
+def test_an_enrolled_model_is_not_written_inside_another_experiment(tmp_path, capsys, trained_tiny, demo_manifest):
+    other = tmp_path / "other"
+    shutil.copytree(trained_tiny, other)
+    voice = Path(read_manifest(demo_manifest)[0].audio)
+    message = cli_error(capsys, ["enroll", trained_tiny, "anna", voice, "-o", other / "anna", "--steps", "1",
+                                 "--device", "cpu"], "enroll")
+    assert "lies inside the experiment" in message and not (other / "anna").exists()
+
+
+def test_an_export_never_makes_a_folder_an_experiment(tmp_path, capsys, trained_tiny):
+    message = cli_error(capsys, ["export", trained_tiny, tmp_path / "c" / "checkpoints" / "last.pt"], "export")
+    assert "checkpoints folder" in message and not (tmp_path / "c").exists()
+
+
+def test_a_train_refused_for_an_export_writes_nothing(tmp_path, capsys, trained_tiny, demo_manifest):
+    assert run_cli(["export", trained_tiny, tmp_path / "a.pt"]) == 0
+    folder = tmp_path / "f"
+    (folder / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "a.pt", folder / "checkpoints" / "last.pt")
+    message = cli_error(capsys, ["train", folder, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=40"],
+                        "train")
+    assert "it is an export" in message and sorted(p.name for p in folder.iterdir()) == ["checkpoints"]
+
+
+def test_a_single_output_file_waits_for_no_one_writing_its_folder(tmp_path, capsys, trained_tiny, demo_manifest,
+                                                                 sleeper):
+    folder = tmp_path / "busy"
+    hold_lock(folder, sleeper.pid, "decode")
+    message = cli_error(capsys, ["convert", trained_tiny, read_manifest(demo_manifest)[0].audio, "--speaker",
+                                 VQSpeech.load(trained_tiny, "cpu").speakers[0], "-o", folder / "x.wav"], "convert")
+    assert "is in use by `vqspeech decode`" in message and not (folder / "x.wav").exists()
+
+
+def test_prepare_skips_another_verbs_folder_inside_the_corpus(tmp_path):
+    from vqspeech.data.prepare import prepare_corpus
+
+    corpus = tone_corpus(tmp_path / "corpus", {"anna": 0.5, "ben": 0.5})
+    prepare_corpus(corpus, tmp_path / "prepared", "folder", sample_rate=8000, progress=False, num_workers=0)
+    shutil.move(tmp_path / "prepared", corpus / "anna" / "prepared")  # a prepared copy now inside the corpus
+    with pytest.warns(UserWarning, match="is a prepared corpus, not part of the corpus; it is skipped"):
+        summary = prepare_corpus(corpus, tmp_path / "out", "folder", sample_rate=8000, progress=False, num_workers=0)
+    assert sorted(u.speaker for u in read_manifest(summary.manifest)) == ["anna", "ben"]
+
+
+def test_refused_results_leave_no_folder_in_another_experiment(tmp_path, capsys, trained_tiny, codes, demo_manifest):
+    other = tmp_path / "other"
+    shutil.copytree(trained_tiny, other)
+    cli_error(capsys, ["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest, "--no_abx", "--out",
+                       other / "probe" / "v.json"], "evaluate probe")
+    cli_error(capsys, ["evaluate", "loss", trained_tiny, "--split", "test", "--out", other / "loss" / "m.json"],
+              "evaluate loss")
+    assert not (other / "probe").exists() and not (other / "loss").exists()
+
+
+def test_a_reference_voice_linking_into_the_output_is_refused(tmp_path, capsys, trained_tiny, demo_manifest):
+    rows = read_manifest(demo_manifest)
+    out, voice = tmp_path / "out", tmp_path / "voice"
+    out.mkdir()
+    voice.mkdir()
+    shutil.copy(rows[1].audio, out / "taken.wav")
+    (voice / "link.wav").symlink_to(out / "taken.wav")
+    message = cli_error(capsys, ["convert", trained_tiny, rows[0].audio, "--speaker", voice, "-o", out,
+                                 "--overwrite"], "convert")
+    assert "overlaps the output" in message
+
+
+def test_a_lock_that_is_a_folder_and_an_output_through_a_broken_link_are_named(tmp_path, capsys, trained_tiny,
+                                                                               codes):
+    folder = tmp_path / "out"
+    (folder / FolderLock.NAME).mkdir(parents=True)
+    message = cli_error(capsys, ["decode", trained_tiny, codes, "-o", folder], "decode")
+    assert "is not a lock file" in message
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    message = cli_error(capsys, ["decode", trained_tiny, codes, "-o", tmp_path / "dangling" / "sub"], "decode")
+    assert "which does not exist; fix or remove the link" in message

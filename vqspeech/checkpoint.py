@@ -192,6 +192,10 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite:
             f"{dst} would be written into the checkpoints of the experiment {folder.parent}, which training "
             "and every verb read; write the export elsewhere."
         )
+    if Path(os.path.abspath(dst)).parent.name == "checkpoints":  # it would make its parent look like an experiment
+        raise UserError(
+            f"{dst} would be written into a checkpoints folder; an export is for sharing, write it elsewhere."
+        )
     home = enclosing_experiment(dst)
     if home is not None:  # an export lies in no experiment's checkpoints/, so its results could go nowhere there
         raise UserError(

@@ -283,6 +283,11 @@ def writable_folder(folder: str | os.PathLike) -> Path:
     for parent in (folder, *folder.parents):
         if parent.exists() and not parent.is_dir():
             raise UserError(f"{parent} is a file, so {folder} cannot be a folder; choose another output path.")
+        if parent.is_symlink() and not parent.exists():
+            raise UserError(
+                f"{parent} is a link to {os.readlink(parent)}, which does not exist; fix or remove the link, or "
+                "choose another output path."
+            )
     probe = folder / f".write-test{TEMP_MARK}{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -363,6 +368,11 @@ class FolderLock:
                 "process_start": self.process_start(os.getpid()),
             }
         )
+        if os.path.lexists(self.path) and not self.path.is_file():
+            raise UserError(
+                f"{self.path} is not a lock file (a folder or a link?); remove it if no vqspeech process writes into "
+                f"{self.folder}."
+            )
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

@@ -28,12 +28,13 @@ import hashlib
 import inspect
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..fileio import is_safe_name, user_path
+from ..fileio import OWNED_FOLDER_MARKS, is_safe_name, user_path
 from .manifest import SPEAKER_RULE, check_header, is_safe_speaker, read_manifest
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
@@ -508,6 +509,10 @@ def _check_options(layout: str, options: dict) -> None:
         raise UserError(f"Layout '{layout}' has no option {', '.join(unknown)}; its options are: {accepted}.")
 
 
+OUTPUT_MARKS = {mark: what for mark, what in OWNED_FOLDER_MARKS.items() if mark != ".vqspeech-demo"}
+"""Folders another verb wrote (a prepared corpus, codes, a conversion evaluation): never corpus audio."""
+
+
 def walk_audio(root: Path) -> Iterator[Path]:
     """Audio files below ``root`` in sorted order; skips hidden names. A link to a folder outside
     the corpus is followed (once); one to a folder inside it is not, since that folder is walked
@@ -532,6 +537,12 @@ def walk_audio(root: Path) -> Iterator[Path]:
             except OSError:  # a link that loops or cannot be followed: not a folder to walk
                 is_dir = False
             if is_dir and entry.is_symlink() and Path(os.path.realpath(entry.path)).is_relative_to(top):
+                continue
+            owned = next(
+                (what for mark, what in OUTPUT_MARKS.items() if is_dir and Path(entry.path, mark).exists()), None
+            )
+            if owned is not None:  # e.g. a prepared copy of this corpus: its audio again, under a made-up speaker
+                warnings.warn(f"{entry.path} is {owned}, not part of the corpus; it is skipped.", stacklevel=2)
                 continue
             if is_dir:
                 yield from walk(Path(entry.path))

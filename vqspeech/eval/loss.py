@@ -94,14 +94,13 @@ def evaluate_loss(
         raise UserError(f"`out` {out_path} should name a .json file.")
     if out_path is not None and out_path.exists() and not overwrite:
         raise UserError(f"{out_path} exists; pass `overwrite=True` to replace it.")
-    if out_path is not None:
-        check_not_in_owned_folder(out_path)
-        check_writable_parent(out_path)
     if max_utterances is not None and max_utterances <= 0:
         raise UserError(f"`max_utterances` must be positive, not {max_utterances}.")
     vq = VQSpeech.load(exp_dir, device)
-    if out_path is not None:
+    if out_path is not None:  # in this order: a refused output leaves no folder behind
+        check_not_in_owned_folder(out_path)
         check_results_home(out_path, [vq.checkpoint])
+        check_writable_parent(out_path)
     manifest = manifest or vq.config["data"]["manifest"]
     listed = read_manifest(manifest, split)
     utts = [u for u in listed if u.speaker in vq.speakers]

@@ -137,10 +137,10 @@ def _encode_items(
 
 RUN_RECORD = ".vqspeech-run.json"
 """In a decode or convert output folder: each output an unfinished (or killed) run has written,
-with the verb and the digest of the settings that made it (:func:`run_settings`). An output is
-recorded once it is written, and the record goes when its run finishes. The identical rerun of a
-killed run carries on where it stopped; a rerun with other settings may replace a killed run's
-outputs without ``overwrite``, and the rest of them stay recorded as that run's."""
+with the verb, the digest of the settings that made it (:func:`run_settings`) and the file's size
+and time. An output is recorded as it takes its name, and the record goes when its run finishes.
+The identical rerun of a killed run carries on where it stopped; another run replaces a killed
+run's outputs only with ``overwrite``, and the rest of them stay recorded as that run's."""
 
 
 def _interrupted_outputs(out: Path) -> dict[str, dict]:
@@ -213,11 +213,13 @@ def _check_generation(vq: VQSpeech, speakers: list[str], temperature: float, bat
     that overlaps the output ``out``: the outputs would become part of the voice), or an unusable
     setting."""
     for name in set(speakers):
-        if name not in vq.speakers and os.path.exists(name) and overlapping(out, name):
-            raise UserError(
-                f"The reference voice {name} overlaps the output {out}, so the outputs would become part of the "
-                "voice; keep the reference recordings apart from the output."
-            )
+        if name not in vq.speakers and os.path.exists(name):
+            found = [name, *(os.path.realpath(f) for f in reference_files([name]))]  # also through links
+            if any(overlapping(out, f) for f in found):
+                raise UserError(
+                    f"The reference voice {name} overlaps the output {out}, so the outputs would become part of "
+                    "the voice; keep the reference recordings apart from the output."
+                )
         vq.speaker_vector(name)
     if batch_size <= 0:
         raise UserError(f"`batch_size` must be positive, not {batch_size}.")
@@ -266,20 +268,27 @@ def _writing(out: Path, paths: list[Path], verb: str, settings: str, overwrite: 
     check is no killed run."""
     if len(paths) == 1 and paths[0] == out:
         check_writable_parent(out)
-        yield RunRecord(None, verb, settings)
+        with FolderLock(out.parent, verb, guard=False):  # a run writing the whole folder may hold it
+            yield RunRecord(None, verb, settings)
         return
     with FolderLock(out, verb):
         if (out / RUN_RECORD).exists() and not (out / RUN_RECORD).is_file():
             raise UserError(f"{out / RUN_RECORD} is not a file (a folder?); remove it and run again.")
         record = RunRecord(out, verb, settings)
-        _refuse_existing(paths, set(record.entries), overwrite)
         done = record.done(paths)
         replaced = [p for p in paths if p.name in record.entries and p not in done]
+        if replaced and not overwrite:  # a killed run's outputs are for that run's identical rerun to finish
+            killed = str(record.entries[replaced[0].name].get("verb", verb))
+            raise UserError(
+                f"{replaced[0]} is an output of an interrupted `vqspeech {killed}` with other settings "
+                f"({len(replaced)} such output(s)); rerun that command to finish it, or pass `overwrite=True` to "
+                "replace them."
+            )
+        _refuse_existing(paths, set(record.entries), overwrite)
         if replaced:
-            verbs = sorted({str(record.entries[p.name].get("verb", verb)) for p in replaced})
             warnings.warn(
-                f"{out} holds {len(replaced)} output(s) of an interrupted `vqspeech {verbs[0]}` with other settings; "
-                "this run replaces them.",
+                f"{out} holds {len(replaced)} output(s) of an interrupted run with other settings; this run "
+                "replaces them.",
                 stacklevel=3,
             )
         elif done:
@@ -421,8 +430,9 @@ def _check_folder(folder: CodesFolder, vq: VQSpeech) -> None:
         )
     if info.codebook is not None and info.codebook != vq.codebook_digest:
         raise UserError(
-            f"The codes in {folder.root} index the codebook of {info.checkpoint or 'another model'}, not this "
-            "model's; decode them with the model that made them (or one trained on its units)."
+            f"The codes in {folder.root} index the codebook {info.checkpoint or 'another model'} had when they were "
+            "encoded, not this model's (it is another model, or it has trained on since); encode them again with "
+            "this model, or decode them with the model that made them."
         )
 
 

@@ -253,7 +253,10 @@ def decoder_mismatch(vq: VQSpeech, ckpt: dict, info: CodesInfo | None) -> str | 
     if info is not None and not math.isclose(rate, info.code_rate_hz, rel_tol=1e-6):
         return f"decodes {rate:g} codes per second, but the prior's codes come at {info.code_rate_hz:g} per second"
     if info is not None and info.codebook is not None and info.codebook != vq.codebook_digest:
-        return "has another codebook than the VQ-VAE whose codes the prior learned"
+        return (
+            "has another codebook than the one whose codes the prior learned (another model, or it has trained on "
+            "since: then encode the data again and train a new prior)"
+        )
     return None
 
 

@@ -32,7 +32,15 @@ from ..config import save_yaml
 from ..data.dataset import crop_length
 from ..data.reference import load_reference, reference_files
 from ..errors import UserError
-from ..fileio import FolderLock, check_plain_name, file_stamp, overlapping, user_path, write_text_atomic
+from ..fileio import (
+    FolderLock,
+    check_plain_name,
+    enclosing_experiment,
+    file_stamp,
+    overlapping,
+    user_path,
+    write_text_atomic,
+)
 from ..inference.vqspeech import VQSpeech
 from ..models.vqvae import VQVAE
 from ..threads import ThreadGovernor
@@ -209,6 +217,11 @@ def enroll_speaker(
     exp_folder = source.parent.parent if source.parent.name == "checkpoints" else source
     if overlapping(out, exp_folder):
         raise UserError(f"{out} overlaps the experiment {exp_folder}; write the enrolled model to a folder of its own.")
+    home = enclosing_experiment(out)
+    if home is not None:  # its report would list another model inside it
+        raise UserError(
+            f"{out} lies inside the experiment {home}; write the enrolled model to a folder outside any experiment."
+        )
     vq = VQSpeech.load(source, device)
     vq.require_decoder()
     same = [s for s in vq.speakers if s.casefold() == name.casefold()]
