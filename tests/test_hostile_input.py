@@ -2931,3 +2931,38 @@ def test_a_lock_that_is_a_folder_and_an_output_through_a_broken_link_are_named(t
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     message = cli_error(capsys, ["decode", trained_tiny, codes, "-o", tmp_path / "dangling" / "sub"], "decode")
     assert "which does not exist; fix or remove the link" in message
+
+
+# --- eighteenth pass --------------------------------------------------------------------------
+
+
+def test_a_single_output_file_keeps_out_of_a_killed_runs_folder_and_takes_no_lock(tmp_path, capsys, monkeypatch,
+                                                                                 trained_tiny, demo_manifest):
+    from vqspeech.inference import files
+
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    items = files.collect_inputs(demo_manifest, limit=3)
+    killed_convert(monkeypatch, vq, items, tmp_path / "out", 1, speaker=vq.speakers[0], batch_size=1)
+    message = cli_error(capsys, ["convert", trained_tiny, items[2].path, "--speaker", vq.speakers[0], "-o",
+                                 tmp_path / "out" / "extra.wav"], "convert")
+    assert "holds the outputs of an unfinished" in message and not (tmp_path / "out" / "extra.wav").exists()
+    free = tmp_path / "free"  # several single-file runs may share a folder: none holds its lock
+    assert run_cli(["convert", trained_tiny, items[2].path, "--speaker", vq.speakers[0], "-o", free / "x.wav"]) == 0
+    assert sorted(p.name for p in free.iterdir()) == ["x.wav"]
+
+
+def test_export_keeps_out_of_a_folder_a_run_is_writing(tmp_path, capsys, trained_tiny, sleeper):
+    hold_lock(tmp_path / "busy", sleeper.pid, "convert")
+    message = cli_error(capsys, ["export", trained_tiny, tmp_path / "busy" / "m.pt"], "export")
+    assert "is in use by `vqspeech convert`" in message and not (tmp_path / "busy" / "m.pt").exists()
+
+
+def test_prepare_skips_an_experiment_folder_inside_the_corpus(tmp_path, trained_tiny):
+    from vqspeech.data.prepare import prepare_corpus
+
+    corpus = tone_corpus(tmp_path / "corpus", {"anna": 0.5, "ben": 0.5})
+    shutil.copytree(trained_tiny, corpus / "exp")
+    tone_corpus(corpus / "exp" / "convert", {"anna": 0.5})  # a model's own conversions, say
+    with pytest.warns(UserWarning, match="is an experiment folder, not part of the corpus"):
+        summary = prepare_corpus(corpus, tmp_path / "out", "folder", sample_rate=8000, progress=False, num_workers=0)
+    assert sorted(u.speaker for u in read_manifest(summary.manifest)) == ["anna", "ben"]

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from .errors import UserError, first_line
-from .fileio import atomic_path, check_output_file, enclosing_experiment, is_experiment_folder
+from .fileio import FolderLock, atomic_path, check_output_file, enclosing_experiment, is_experiment_folder
 
 FORMAT_VERSION = 5
 """5: model.encoder.warp added (before: 0). 4: model.speaker_encoder added (before: off). 3:
@@ -203,6 +203,7 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite:
             "folder."
         )
     check_output_file(dst, overwrite)
+    FolderLock(Path(dst).parent, "export").check_free()  # not into a folder a run is writing
     ckpt = load_checkpoint(src)
     save_checkpoint(dst, {k: v for k, v in ckpt.items() if k not in (*RESUME_ONLY, "format_version")})
 

@@ -387,12 +387,7 @@ class FolderLock:
                         f"vqspeech process is writing into {self.folder}."
                     ) from None
                 if self._holder_alive(holder):
-                    since = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder["started"]))
-                    raise UserError(
-                        f"{self.folder} is in use by `vqspeech {holder['verb']}` (process "
-                        f"{holder['pid']} on {holder['host']}, since {since}); wait for it to "
-                        f"finish, or delete {self.path} if that process no longer runs."
-                    ) from None
+                    raise self._in_use(holder) from None
                 self._remove_stale(holder)  # a killed run's lock: take it over
                 continue
             try:
@@ -409,6 +404,21 @@ class FolderLock:
             self.held = True
             return
         raise UserError(f"Cannot take the lock {self.path}; another process keeps replacing it.")
+
+    def _in_use(self, holder: dict) -> UserError:
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder["started"]))
+        return UserError(
+            f"{self.folder} is in use by `vqspeech {holder['verb']}` (process {holder['pid']} on {holder['host']}, "
+            f"since {since}); wait for it to finish, or delete {self.path} if that process no longer runs."
+        )
+
+    def check_free(self) -> None:
+        """UserError when a live process holds the folder's lock; the lock is not taken. For a
+        writer of one file in a folder it does not own (several may share a folder, such as the
+        working directory), which must not slip into a folder another run is writing."""
+        holder = self._read_holder() if self.path.is_file() else {}
+        if holder and self._holder_alive(holder):
+            raise self._in_use(holder)
 
     def _remove_stale(self, stale: dict) -> None:
         """Remove the lock a dead process (or a failed write) left, unless another process has taken

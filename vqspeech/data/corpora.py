@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..fileio import OWNED_FOLDER_MARKS, is_safe_name, user_path
+from ..fileio import OWNED_FOLDER_MARKS, is_experiment_folder, is_safe_name, user_path
 from .manifest import SPEAKER_RULE, check_header, is_safe_speaker, read_manifest
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
@@ -538,9 +538,13 @@ def walk_audio(root: Path) -> Iterator[Path]:
                 is_dir = False
             if is_dir and entry.is_symlink() and Path(os.path.realpath(entry.path)).is_relative_to(top):
                 continue
+            # a folder another verb wrote (a link to one is followed: prepare refuses one into its own output)
+            plain = is_dir and not entry.is_symlink()
             owned = next(
-                (what for mark, what in OUTPUT_MARKS.items() if is_dir and Path(entry.path, mark).exists()), None
+                (what for mark, what in OUTPUT_MARKS.items() if plain and Path(entry.path, mark).exists()), None
             )
+            if owned is None and plain and is_experiment_folder(entry.path):
+                owned = "an experiment folder"
             if owned is not None:  # e.g. a prepared copy of this corpus: its audio again, under a made-up speaker
                 warnings.warn(f"{entry.path} is {owned}, not part of the corpus; it is skipped.", stacklevel=2)
                 continue

@@ -268,8 +268,13 @@ def _writing(out: Path, paths: list[Path], verb: str, settings: str, overwrite: 
     check is no killed run."""
     if len(paths) == 1 and paths[0] == out:
         check_writable_parent(out)
-        with FolderLock(out.parent, verb, guard=False):  # a run writing the whole folder may hold it
-            yield RunRecord(None, verb, settings)
+        FolderLock(out.parent, verb).check_free()  # not into a folder a run is writing
+        if os.path.lexists(out.parent / RUN_RECORD):  # nor into one a killed run's rerun is to finish
+            raise UserError(
+                f"{out.parent} holds the outputs of an unfinished `vqspeech decode` or `convert` ({RUN_RECORD}); "
+                "rerun that command to finish it, or write this output elsewhere."
+            )
+        yield RunRecord(None, verb, settings)
         return
     with FolderLock(out, verb):
         if (out / RUN_RECORD).exists() and not (out / RUN_RECORD).is_file():
