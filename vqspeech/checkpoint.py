@@ -161,11 +161,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return _upgrade(ckpt)
 
 
+TRAINING_STATE = ("optimizer", "scheduler", "rng", "elapsed_seconds")
+"""What every training checkpoint holds and an export does not: training resumes from it."""
+
 RESUME_ONLY = (
-    "optimizer",
-    "scheduler",
-    "rng",
-    "elapsed_seconds",
+    *TRAINING_STATE,
     "best_value",
     "best_step",
     "discriminator",
@@ -175,6 +175,15 @@ RESUME_ONLY = (
 """What only resuming needs: an export leaves it out."""
 
 
+def check_training_state(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """UserError when the checkpoint ``ckpt`` (read from ``path``) lacks :data:`TRAINING_STATE`: an export."""
+    missing = [k for k in TRAINING_STATE if k not in ckpt]
+    if missing:
+        raise UserError(
+            f"{path} has no training state ({', '.join(missing)}): it is an export; training cannot resume from it."
+        )
+
+
 def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False) -> None:
     """Write a shareable copy of a checkpoint without the :data:`RESUME_ONLY` state; an existing
     ``dst`` (a regular file) is replaced only with ``overwrite``."""
@@ -182,20 +191,17 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite:
         raise UserError(f"{dst} does not end in .pt; name the export <name>.pt.")
     if Path(dst).exists() and os.path.samefile(src, dst):
         raise UserError(f"{dst} is the checkpoint being exported; write the export to another file.")
-    # the folder as written, and as links resolve it (a link to an experiment's checkpoints/ is that folder)
+    # the folder as written, and as links resolve it: an experiment's checkpoints/ is training's own, and
+    # any other checkpoints/ would make its parent look like an experiment
     parent = Path(dst).parent
-    folders = {Path(os.path.abspath(parent)), Path(os.path.realpath(parent)), Path(os.path.realpath(dst)).parent}
-    for folder in sorted(folders):
-        if folder.name != "checkpoints" or not is_experiment_folder(folder.parent):  # read as training's own
-            continue
-        raise UserError(
-            f"{dst} would be written into the checkpoints of the experiment {folder.parent}, which training "
-            "and every verb read; write the export elsewhere."
-        )
-    if Path(os.path.abspath(dst)).parent.name == "checkpoints":  # it would make its parent look like an experiment
-        raise UserError(
-            f"{dst} would be written into a checkpoints folder; an export is for sharing, write it elsewhere."
-        )
+    for folder in (Path(os.path.abspath(parent)), Path(os.path.realpath(parent)), Path(os.path.realpath(dst)).parent):
+        if folder.name == "checkpoints":
+            whose = (
+                f"the checkpoints of the experiment {folder.parent}, which training and every verb read"
+                if is_experiment_folder(folder.parent)
+                else "a checkpoints folder, which would make its parent look like an experiment"
+            )
+            raise UserError(f"{dst} would be written into {whose}; an export is for sharing, write it elsewhere.")
     home = enclosing_experiment(dst)
     if home is not None:  # an export lies in no experiment's checkpoints/, so its results could go nowhere there
         raise UserError(

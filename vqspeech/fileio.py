@@ -155,13 +155,16 @@ def check_writable_parent(path: str | os.PathLike) -> None:
     writable_folder(path.parent)
 
 
+DEMO_MARK = ".vqspeech-demo"
+"""Hidden file ``demo-data`` writes into its corpus: no other verb writes there."""
+
 CONVERSION_EVALUATION_MARK = ".evaluate-conversion"
 """Hidden file ``evaluate conversion`` writes into its output folder before any output."""
 
 OWNED_FOLDER_MARKS = {
     ".vqspeech-codes": "a codes folder",
     ".vqspeech-cache.json": "a prepared corpus",
-    ".vqspeech-demo": "a demo corpus",
+    DEMO_MARK: "a demo corpus",
     CONVERSION_EVALUATION_MARK: "a conversion evaluation's folder",
 }
 """Files that mark a folder as another command's output (``encode``'s, ``prepare``'s,
@@ -179,7 +182,7 @@ OWN_KINDS = {
     "baseline": ".vqspeech-codes",
     "prior sample": ".vqspeech-codes",
     "prepare": ".vqspeech-cache.json",
-    "demo-data": ".vqspeech-demo",
+    "demo-data": DEMO_MARK,
     "evaluate conversion": CONVERSION_EVALUATION_MARK,
 }
 """Verbs whose output folder is itself one of :data:`OWNED_FOLDER_MARKS`' kinds (its writer)."""
@@ -232,9 +235,9 @@ def check_results_home(path: str | os.PathLike, made_by: Sequence[str | os.PathL
     show another model's results as its own."""
     home = enclosing_experiment(path)
     models = [Path(m) for m in made_by if m is not None]
-    if home is None or home in {model_home(m) for m in models}:
+    homes = [h for h in map(model_home, models) if h is not None]
+    if home is None or home in homes:
         return
-    homes = [h for h in (model_home(m) for m in models) if h is not None]
     if not homes:  # an export or a copy: its results belong in no experiment
         made = f"the model {models[0]}, which belongs to no experiment" if models else "no model of that experiment"
         where = "a folder outside any experiment"

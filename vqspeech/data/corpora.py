@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..fileio import OWNED_FOLDER_MARKS, is_experiment_folder, is_safe_name, user_path
+from ..fileio import DEMO_MARK, OWNED_FOLDER_MARKS, is_experiment_folder, is_safe_name, user_path
 from .manifest import SPEAKER_RULE, check_header, is_safe_speaker, read_manifest
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
@@ -509,7 +509,7 @@ def _check_options(layout: str, options: dict) -> None:
         raise UserError(f"Layout '{layout}' has no option {', '.join(unknown)}; its options are: {accepted}.")
 
 
-OUTPUT_MARKS = {mark: what for mark, what in OWNED_FOLDER_MARKS.items() if mark != ".vqspeech-demo"}
+OUTPUT_MARKS = {mark: what for mark, what in OWNED_FOLDER_MARKS.items() if mark != DEMO_MARK}
 """Folders another verb wrote (a prepared corpus, codes, a conversion evaluation): never corpus audio."""
 
 

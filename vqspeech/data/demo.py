@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from ..audio import save_wav
 from ..errors import UserError
-from ..fileio import TEMP_MARK, FolderLock, write_text_atomic
+from ..fileio import DEMO_MARK, TEMP_MARK, FolderLock, write_text_atomic
 from . import alignments, espeak
 from .manifest import Utterance, check_header, read_manifest, write_manifest
 
@@ -448,7 +448,6 @@ def make_sentences(num_sentences: int, seed: int = 0) -> list[str]:
 # The corpus
 
 
-DEMO_MARK = ".vqspeech-demo"
 """Marks a folder as a demo corpus (:data:`vqspeech.fileio.OWNED_FOLDER_MARKS`): other verbs keep out."""
 
 _OWN_ENTRIES = ("demo.json", "manifest.jsonl", "speakers.tsv", "README.md", "wavs", "alignments", "text")

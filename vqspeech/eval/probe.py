@@ -70,9 +70,9 @@ def run_probe(
     out = Path(out)
     if out.suffix != ".json":
         raise UserError(f"`out` {out} should name a .json file.")
-    recorded = CodesFolder.open(codes_dir).info.checkpoint  # checked before any folder is made
-    if recorded is not None:  # a baseline's codes (no model) are a reference in any experiment
-        check_results_home(out, [recorded])
+    folder = CodesFolder.open(codes_dir)
+    if folder.info.checkpoint is not None:  # before any folder is made; a baseline's codes go anywhere
+        check_results_home(out, [folder.info.checkpoint])
     plot_files = [out.with_name(f"{out.stem}_{kind}.png") for kind in PLOTS] if plots else []
     for path in (out, *plot_files):
         if path.exists() and not overwrite:
@@ -83,7 +83,6 @@ def run_probe(
         raise UserError(f"ABX needs at least 1 item per cell (`abx_max_items`, given {abx_max_items}).")
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    folder = CodesFolder.open(codes_dir)
     utterances = aligned_utterances(
         manifest=manifest, corpus=corpus, layout=layout, alignments=alignments, **layout_options
     )

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..checkpoint import check_training_state
 from ..config import config_changes, load_yaml, merge_overrides, quoted_value, save_yaml
 from ..config import override_key as _key
 from ..device import DistInfo
@@ -71,12 +72,7 @@ def check_resumable(
     first checkpoint does not stop the corrected one."""
     if resume is None:
         return
-    missing = [k for k in ("optimizer", "scheduler", "rng", "elapsed_seconds") if k not in resume]
-    if missing:  # found before the folder's config files are written
-        raise UserError(
-            f"{exp_dir / 'checkpoints' / 'last.pt'} has no training state ({', '.join(missing)}): it is an export; "
-            "training cannot resume from it."
-        )
+    check_training_state(resume, exp_dir / "checkpoints" / "last.pt")  # before the config files are written
     before, now = resume["config"].get(model_key), cfg.get(model_key)
     if model_key == "model" and isinstance(before, dict) and isinstance(now, dict):
         before, now = config_in_use(before), config_in_use(now)  # the checkpoint's config is upgraded

@@ -267,6 +267,15 @@ def _codes_origin(info: CodesInfo) -> dict[str, Any]:
     }
 
 
+def _origins(learned: CodesInfo, current: CodesInfo) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`_codes_origin` of the codes a prior learned and of today's, comparable: a prior
+    trained before codes.json recorded the codebook is compared without it."""
+    before, now = _codes_origin(learned), _codes_origin(current)
+    if before["codebook"] is None:
+        now["codebook"] = None
+    return before, now
+
+
 def trained_on_other_codes(prior_dir: str | Path, codes_dir: str | Path) -> bool:
     """Whether the prior in ``prior_dir`` learned codes other than those now in ``codes_dir`` (made
     by another model, or encoded again after the model's codebook changed), so it cannot resume on
@@ -274,9 +283,7 @@ def trained_on_other_codes(prior_dir: str | Path, codes_dir: str | Path) -> bool
     saved, current = Path(prior_dir) / "codes.json", Path(codes_dir) / "codes.json"
     if not saved.is_file() or not current.is_file():
         return False
-    before, now = _codes_origin(CodesInfo.load(saved)), _codes_origin(CodesInfo.load(current))
-    if before["codebook"] is None:  # a prior trained before codes.json recorded the codebook
-        now["codebook"] = None
+    before, now = _origins(CodesInfo.load(saved), CodesInfo.load(current))
     return before != now
 
 
@@ -479,9 +486,7 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
             )
         saved = exp_dir / "codes.json"
         if resume and saved.is_file():
-            before, now = _codes_origin(CodesInfo.load(saved)), _codes_origin(info)
-            if before["codebook"] is None:  # a prior trained before codes.json recorded the codebook
-                now["codebook"] = None
+            before, now = _origins(CodesInfo.load(saved), info)
             if before != now and {k for k in now if before[k] != now[k]} == {"codebook"}:
                 raise UserError(
                     f"The codes in {codes_dir} were encoded again by {now['checkpoint']} after its codebook "

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ..checkpoint import cpu_state_dict, save_checkpoint
+from ..checkpoint import check_training_state, cpu_state_dict, save_checkpoint
 from ..device import DistInfo, autocast
 from ..errors import UserError, first_line
 from ..fileio import atomic_path
@@ -159,11 +159,7 @@ class Trainer:
             raise UserError(
                 f"{last} holds a {ckpt.get('kind')} model, not a {self.task.kind}; use another experiment folder."
             )
-        missing = [k for k in ("optimizer", "scheduler", "rng", "elapsed_seconds") if k not in ckpt]
-        if missing:
-            raise UserError(
-                f"{last} has no training state ({', '.join(missing)}): it is an export; training cannot resume from it."
-            )
+        check_training_state(ckpt, last)
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
