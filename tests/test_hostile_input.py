@@ -2966,3 +2966,14 @@ def test_prepare_skips_an_experiment_folder_inside_the_corpus(tmp_path, trained_
     with pytest.warns(UserWarning, match="is an experiment folder, not part of the corpus"):
         summary = prepare_corpus(corpus, tmp_path / "out", "folder", sample_rate=8000, progress=False, num_workers=0)
     assert sorted(u.speaker for u in read_manifest(summary.manifest)) == ["anna", "ben"]
+
+
+def test_a_nested_experiment_writes_its_report_at_home(tmp_path, capsys, trained_tiny):
+    """EXP/units (two-stage training) is an experiment inside an experiment: its own folder is the
+    nearest, so its report goes there; the outer experiment's folder is still refused."""
+    outer = tmp_path / "exp"
+    shutil.copytree(trained_tiny, outer)
+    shutil.copytree(trained_tiny, outer / "units")
+    assert run_cli(["report", outer / "units"]) == 0 and (outer / "units" / "report.html").is_file()
+    assert "would be written into the experiment" in cli_error(
+        capsys, ["report", outer / "units", "--out", outer / "r.html"], "report")

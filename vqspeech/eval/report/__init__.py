@@ -24,7 +24,7 @@ import yaml
 from ... import __version__
 from ...data.corpora import corpus_licence
 from ...errors import UserError, first_line
-from ...fileio import check_not_in_owned_folder, is_experiment_folder, write_text_atomic
+from ...fileio import check_not_in_owned_folder, enclosing_experiment, write_text_atomic
 from .page import Page, SectionError, corpus_layout, esc, media_check_script, note, stylesheet
 from .sections import SECTIONS
 
@@ -116,8 +116,8 @@ def write_report(exp_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         raise UserError(f"`out` {out_path} should name an .html file.")
     check_not_in_owned_folder(out_path)
     here = Path(os.path.realpath(exp_dir))
-    other = next((f for f in Path(os.path.realpath(out_path)).parents if is_experiment_folder(f) and f != here), None)
-    if other is not None:
+    other = enclosing_experiment(out_path)  # the nearest: a nested experiment (EXP/units) reports at home
+    if other is not None and other != here:
         raise UserError(
             f"{out_path} would be written into the experiment {other}, not {exp_dir}'s; write the report into "
             f"{exp_dir} (the default) or a folder of its own."
