@@ -193,7 +193,7 @@ def test_decode_folder_uses_the_utterance_speakers(tmp_path, trained_tiny, clips
     assert run_cli(["encode", trained_tiny, clips["manifest"], codes_dir]) == 0
     out = tmp_path / "wav"
     assert run_cli(["decode", trained_tiny, codes_dir, "-o", out]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["clip_a.wav", "clip_b.wav"]
+    assert sorted(p.name for p in out.iterdir()) == [".vqspeech-decode", "clip_a.wav", "clip_b.wav"]
     for utt_id, frames in (("clip_a", 20), ("clip_b", 15)):
         info = sf.info(out / f"{utt_id}.wav")
         assert (info.samplerate, info.frames, info.channels, info.subtype) == (SR, frames * HOP, 1, "PCM_16")
@@ -247,8 +247,9 @@ def test_convert_file_to_file(tmp_path, trained_tiny, clips, vq):
 def test_convert_folder_to_folder(tmp_path, trained_tiny, clips, vq):
     out = tmp_path / "converted"
     assert run_cli(["convert", trained_tiny, clips["folder"], "--speaker", vq.speakers[1], "-o", out]) == 0
-    frames = {p.name: sf.info(p).frames for p in out.iterdir()}
+    frames = {p.name: sf.info(p).frames for p in out.glob("*.wav")}
     assert frames == {"a.wav": 1600, "sub_b.wav": 1200}
+    assert sorted(p.name for p in out.glob(".*")) == [".vqspeech-convert"]  # the folder's mark, nothing else
 
 
 def test_convert_unknown_speaker(tmp_path, trained_tiny, clips, vq, capsys):

@@ -2977,3 +2977,50 @@ def test_a_nested_experiment_writes_its_report_at_home(tmp_path, capsys, trained
     assert run_cli(["report", outer / "units"]) == 0 and (outer / "units" / "report.html").is_file()
     assert "would be written into the experiment" in cli_error(
         capsys, ["report", outer / "units", "--out", outer / "r.html"], "report")
+
+
+# --- eighteenth pass, the rest ----------------------------------------------------------------
+
+
+def test_generated_audio_folders_are_marked_so_prepare_and_the_other_verb_keep_out(tmp_path, capsys, trained_tiny,
+                                                                                   codes, demo_manifest):
+    from vqspeech.data.prepare import prepare_corpus
+
+    corpus = tone_corpus(tmp_path / "corpus", {"anna": 0.5, "ben": 0.5})
+    speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    generated = corpus / "generated"
+    assert run_cli(["convert", trained_tiny, demo_manifest, "--limit", "2", "--speaker", speaker,
+                    "-o", generated]) == 0
+    with pytest.warns(UserWarning, match="generated.* is a folder of audio `vqspeech convert` generated"):
+        summary = prepare_corpus(corpus, tmp_path / "out", "folder", sample_rate=8000, progress=False, num_workers=0)
+    assert sorted({u.speaker for u in read_manifest(summary.manifest)}) == ["anna", "ben"]
+    before = {p: p.read_bytes() for p in files_under(generated)}
+    for out in (generated, generated / "one.wav", generated / "sub"):
+        argv = ["decode", trained_tiny, codes if out.suffix != ".wav" else next((codes / "codes").glob("*.npy")),
+                "-o", out, "--speaker", speaker, "--overwrite"]
+        assert "a folder of audio `vqspeech convert` generated" in cli_error(capsys, argv, "decode")
+    assert {p: p.read_bytes() for p in files_under(generated)} == before
+
+
+def test_decode_and_convert_keep_out_of_a_folder_of_other_files(tmp_path, capsys, trained_tiny, demo_manifest):
+    corpus = tone_corpus(tmp_path / "corpus", {"anna": 0.5})
+    before = {p: p.read_bytes() for p in files_under(corpus)}
+    speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    message = cli_error(capsys, ["convert", trained_tiny, demo_manifest, "--limit", "2", "--speaker", speaker,
+                                 "-o", corpus / "anna", "--overwrite"], "convert")
+    assert "which `vqspeech convert` did not write" in message and "new or empty folder" in message
+    assert {p: p.read_bytes() for p in files_under(corpus)} == before  # and no mark left behind
+    # a folder that holds only this run's outputs (an earlier version's, unmarked) is taken back with --overwrite
+    out = tmp_path / "converted"
+    argv = ["convert", trained_tiny, demo_manifest, "--limit", "2", "--speaker", speaker, "-o", out]
+    assert run_cli(argv) == 0
+    (out / ".vqspeech-convert").unlink()
+    assert run_cli([*argv, "--overwrite"]) == 0 and (out / ".vqspeech-convert").is_file()
+
+
+def test_train_on_an_enrolled_model_says_what_it_is(tmp_path, capsys, trained_tiny, demo_manifest):
+    row = read_manifest(demo_manifest)[0]
+    enrolled = tmp_path / "enrolled"
+    assert run_cli(["enroll", trained_tiny, "newvoice", row.audio, "-o", enrolled, "--steps", "1"]) == 0
+    message = cli_error(capsys, ["train", enrolled, f"data.manifest={demo_manifest}"], "train")
+    assert "`vqspeech enroll` wrote" in message and "train in a new folder" in message

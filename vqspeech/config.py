@@ -172,6 +172,11 @@ def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "c
                 "(train in a new folder, or replace the link by a copy)."
             )
     saved = exp_dir / "overrides.yaml"
+    if (exp_dir / "enrolment.json").is_file() and not saved.is_file():
+        raise UserError(
+            f"{exp_dir} holds a model `vqspeech enroll` wrote (a speaker added to a trained model), which "
+            "`train` does not continue; rerun `vqspeech enroll` to carry on its enrolment, or train in a new folder."
+        )
     if exp_dir.is_dir() and not saved.is_file():
         foreign = sorted(p.name for p in exp_dir.iterdir() if p.is_file() and not p.name.startswith("."))
         if foreign:

@@ -161,14 +161,22 @@ DEMO_MARK = ".vqspeech-demo"
 CONVERSION_EVALUATION_MARK = ".evaluate-conversion"
 """Hidden file ``evaluate conversion`` writes into its output folder before any output."""
 
+DECODE_MARK = ".vqspeech-decode"
+"""Hidden file ``decode`` writes into an output folder (not beside a single output file)."""
+
+CONVERT_MARK = ".vqspeech-convert"
+"""Hidden file ``convert`` writes into an output folder (not beside a single output file)."""
+
 OWNED_FOLDER_MARKS = {
     ".vqspeech-codes": "a codes folder",
     ".vqspeech-cache.json": "a prepared corpus",
     DEMO_MARK: "a demo corpus",
     CONVERSION_EVALUATION_MARK: "a conversion evaluation's folder",
+    DECODE_MARK: "a folder of audio `vqspeech decode` generated",
+    CONVERT_MARK: "a folder of audio `vqspeech convert` generated",
 }
 """Files that mark a folder as another command's output (``encode``'s, ``prepare``'s,
-``demo-data``'s, ``evaluate conversion``'s)."""
+``demo-data``'s, ``evaluate conversion``'s, ``decode``'s, ``convert``'s)."""
 
 TRAINING_SUBFOLDERS = ("checkpoints", "tb")
 """What training writes below an experiment folder (and resumes from): no other verb writes there."""
@@ -184,6 +192,8 @@ OWN_KINDS = {
     "prepare": ".vqspeech-cache.json",
     "demo-data": DEMO_MARK,
     "evaluate conversion": CONVERSION_EVALUATION_MARK,
+    "decode": DECODE_MARK,
+    "convert": CONVERT_MARK,
 }
 """Verbs whose output folder is itself one of :data:`OWNED_FOLDER_MARKS`' kinds (its writer)."""
 

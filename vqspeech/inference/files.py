@@ -23,12 +23,14 @@ from ..data.manifest import check_header, read_manifest
 from ..data.reference import reference_files
 from ..errors import UserError
 from ..fileio import (
+    OWN_KINDS,
     FolderLock,
     check_not_in_owned_folder,
     check_results_home,
     check_writable_parent,
     file_stamp,
     inside,
+    is_experiment_folder,
     is_safe_name,
     overlapping,
     read_json_object,
@@ -161,7 +163,7 @@ def _interrupted_outputs(out: Path) -> dict[str, dict]:
     }
 
 
-def _output_paths(ids: list[str], out: Path, overwrite: bool) -> list[Path]:
+def _output_paths(ids: list[str], out: Path, verb: str, overwrite: bool) -> list[Path]:
     """One input and a .wav ``out`` -> that file; else ``out/<id>.wav``. Refuse to overwrite, except
     the outputs of a killed run into the same folder (:data:`RUN_RECORD`)."""
     if len(ids) == 1 and out.suffix.lower() == ".wav":
@@ -171,10 +173,25 @@ def _output_paths(ids: list[str], out: Path, overwrite: bool) -> list[Path]:
     else:
         paths = [inside(out, f"{i}.wav") for i in ids]
     if paths:  # before the other checks: the owner is the clearest reason (the lock checks a folder again)
-        check_not_in_owned_folder(paths[0])  # all of them have one folder
+        check_not_in_owned_folder(paths[0], OWN_KINDS[verb])  # all of them have one folder
     interrupted = set(_interrupted_outputs(out)) if paths and paths[0] != out else set()
     _refuse_existing(paths, interrupted, overwrite)
     return paths
+
+
+def _check_own_folder(out: Path, paths: list[Path], verb: str) -> None:
+    """UserError when the output folder ``out`` (a single output file: nothing to check) holds files that neither ``verb`` (its mark,
+    :data:`OWN_KINDS`) nor the outputs' names account for: a folder of one's own recordings would
+    otherwise be marked as generated audio, and later be skipped as such by ``prepare``."""
+    if paths == [out] or not out.is_dir() or (out / OWN_KINDS[verb]).exists() or is_experiment_folder(out):
+        return  # (an experiment folder: the lock refuses it, saying so)
+    names = {p.name for p in paths}
+    other = sorted(e.name for e in os.scandir(out) if not e.name.startswith(".") and e.name not in names)
+    if other:
+        raise UserError(
+            f"{out} holds {other[0]}, which `vqspeech {verb}` did not write ({len(other)} such file(s) or "
+            f"folder(s)); give `{verb}` a new or empty folder of its own."
+        )
 
 
 def _refuse_existing(paths: list[Path], interrupted: set[str], overwrite: bool) -> None:
@@ -279,6 +296,9 @@ def _writing(out: Path, paths: list[Path], verb: str, settings: str, overwrite: 
     with FolderLock(out, verb):
         if (out / RUN_RECORD).exists() and not (out / RUN_RECORD).is_file():
             raise UserError(f"{out / RUN_RECORD} is not a file (a folder?); remove it and run again.")
+        _check_own_folder(out, paths, verb)  # again, under the lock
+        if not (out / OWN_KINDS[verb]).exists():
+            write_text_atomic(out / OWN_KINDS[verb], "")  # before any output: prepare skips the folder
         record = RunRecord(out, verb, settings)
         done = record.done(paths)
         replaced = [p for p in paths if p.name in record.entries and p not in done]
@@ -386,9 +406,10 @@ def decode_codes(
         if name is None:
             raise UserError(f"No speaker is known for {i}; pass `speaker` (one of: {', '.join(vq.speakers[:10])}).")
         speakers.append(name)
-    paths = _output_paths(ids, out, overwrite)
+    paths = _output_paths(ids, out, "decode", overwrite)
     check_results_home(out, [vq.checkpoint])
     _check_generation(vq, speakers, temperature, batch_size, out)
+    _check_own_folder(out, paths, "decode")
     inputs = [[i, hashlib.sha256(e.codes.tobytes()).hexdigest()] for i, e in zip(ids, encodings, strict=True)]
     settings = run_settings(vq, "decode", inputs, speakers, temperature=temperature, seed=seed, batch_size=batch_size)
     with _writing(out, paths, "decode", settings, overwrite) as record:
@@ -462,7 +483,7 @@ def convert_items(
     """Voice conversion: encode each input, decode its codes with ``speaker``'s embedding.
     ``source``: the input as the user gave it (a folder of inputs must not overlap ``out``)."""
     vq.require_decoder()
-    paths = _output_paths([i.id for i in items], out, overwrite)
+    paths = _output_paths([i.id for i in items], out, "convert", overwrite)
     inputs = {os.path.realpath(str(i.path)) for i in items}
     clash = next((p for p in paths if os.path.realpath(p) in inputs), None)
     if clash is not None:
@@ -476,6 +497,7 @@ def convert_items(
             raise UserError(f"{out} holds the input {held}; write the conversions to a folder apart from the inputs.")
     check_results_home(out, [vq.checkpoint])
     _check_generation(vq, [speaker], temperature, batch_size, out)
+    _check_own_folder(out, paths, "convert")
     files = [str(i.path) for i in items]  # a missing one is refused as it is read, with its name
     stamps = [
         [i.id, os.path.realpath(f), file_stamp(f) if os.path.isfile(f) else None]
