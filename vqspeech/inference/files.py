@@ -180,9 +180,10 @@ def _output_paths(ids: list[str], out: Path, verb: str, overwrite: bool) -> list
 
 
 def _check_own_folder(out: Path, paths: list[Path], verb: str) -> None:
-    """UserError when the output folder ``out`` (a single output file: nothing to check) holds files that neither ``verb`` (its mark,
+    """UserError when the output folder ``out`` holds files that neither ``verb`` (its mark,
     :data:`OWN_KINDS`) nor the outputs' names account for: a folder of one's own recordings would
-    otherwise be marked as generated audio, and later be skipped as such by ``prepare``."""
+    otherwise be marked as generated audio, and later be skipped as such by ``prepare``. (A single
+    output file: nothing to check.)"""
     if paths == [out] or not out.is_dir() or (out / OWN_KINDS[verb]).exists() or is_experiment_folder(out):
         return  # (an experiment folder: the lock refuses it, saying so)
     names = {p.name for p in paths}
