@@ -346,7 +346,7 @@ def make_librispeech_corpus(root: Path, *, subset: str = "train-clean-100",
                     result["rejected_ids"].append(utt_id)
                     continue
                 audio = _pad(_trim(_speak(text.lower(), voices[spk], rng), espeak.SAMPLE_RATE,
-                                   0.05), espeak.SAMPLE_RATE, lead=0.15, tail=0.25)
+                                   0.05), espeak.SAMPLE_RATE, lead=0.15, tail=0.4)
                 audio = _add_noise(soxr.resample(audio, espeak.SAMPLE_RATE, 16000), rng, 5e-4)
                 sf.write(str(path), audio, 16000, subtype="PCM_16", format="FLAC")
                 result["ids"].append(utt_id)
