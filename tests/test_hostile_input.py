@@ -3010,12 +3010,12 @@ def test_decode_and_convert_keep_out_of_a_folder_of_other_files(tmp_path, capsys
                                  "-o", corpus / "anna", "--overwrite"], "convert")
     assert "which `vqspeech convert` did not write" in message and "new or empty folder" in message
     assert {p: p.read_bytes() for p in files_under(corpus)} == before  # and no mark left behind
-    # a folder that holds only this run's outputs (an earlier version's, unmarked) is taken back with --overwrite
+    # its own folder is taken back with --overwrite; without the mark, not even files named as its outputs
     out = tmp_path / "converted"
     argv = ["convert", trained_tiny, demo_manifest, "--limit", "2", "--speaker", speaker, "-o", out]
-    assert run_cli(argv) == 0
+    assert run_cli(argv) == 0 and run_cli([*argv, "--overwrite"]) == 0
     (out / ".vqspeech-convert").unlink()
-    assert run_cli([*argv, "--overwrite"]) == 0 and (out / ".vqspeech-convert").is_file()
+    assert "did not write" in cli_error(capsys, [*argv, "--overwrite"], "convert")
 
 
 def test_train_on_an_enrolled_model_says_what_it_is(tmp_path, capsys, trained_tiny, demo_manifest):
@@ -3024,3 +3024,138 @@ def test_train_on_an_enrolled_model_says_what_it_is(tmp_path, capsys, trained_ti
     assert run_cli(["enroll", trained_tiny, "newvoice", row.audio, "-o", enrolled, "--steps", "1"]) == 0
     message = cli_error(capsys, ["train", enrolled, f"data.manifest={demo_manifest}"], "train")
     assert "`vqspeech enroll` wrote" in message and "train in a new folder" in message
+
+
+# --- nineteenth pass --------------------------------------------------------------------------
+
+
+def test_a_single_output_file_is_refused_if_a_folder_run_claimed_its_folder_meanwhile(tmp_path, monkeypatch,
+                                                                                      trained_tiny, demo_manifest,
+                                                                                      sleeper):
+    """The folder is checked before the work and again just before the file takes its name."""
+    from vqspeech.inference import files
+
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    items = files.collect_inputs(demo_manifest, limit=1)
+    out = tmp_path / "shared" / "single.wav"
+    real_decode = vq.decode_batch
+
+    def claimed_meanwhile(*args, **kwargs):  # a `convert` into the folder starts while this one generates
+        audio = real_decode(*args, **kwargs)
+        hold_lock(out.parent, sleeper.pid, "convert")
+        (out.parent / ".vqspeech-convert").write_text("")
+        return audio
+
+    monkeypatch.setattr(vq, "decode_batch", claimed_meanwhile)
+    with pytest.raises(UserError, match="is in use by `vqspeech convert`"):
+        files.convert_items(vq, items, out, speaker=vq.speakers[0])
+    assert sorted(p.name for p in out.parent.iterdir()) == [".vqspeech-convert", FolderLock.NAME]
+
+
+def test_overwrite_never_replaces_a_users_file_in_a_folder_decode_or_convert_did_not_write(tmp_path, capsys,
+                                                                                           trained_tiny,
+                                                                                           demo_manifest):
+    row = read_manifest(demo_manifest)[0]
+    speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(row.audio, mine / f"{row.id}.wav")  # a recording of the user's, named as the output would be
+    before = {p.name: p.read_bytes() for p in mine.iterdir()}
+    message = cli_error(capsys, ["convert", trained_tiny, demo_manifest, "--limit", "2", "--speaker", speaker,
+                                 "-o", mine, "--overwrite"], "convert")
+    assert "did not write" in message
+    assert {p.name: p.read_bytes() for p in mine.iterdir()} == before  # not replaced, not marked
+    # the file named alone is the user's explicit choice
+    assert run_cli(["convert", trained_tiny, row.audio, "--speaker", speaker, "-o", mine / f"{row.id}.wav",
+                    "--overwrite"]) == 0
+
+
+def test_an_output_name_that_is_a_folder_is_refused_before_the_work(tmp_path, capsys, monkeypatch, trained_tiny,
+                                                                     demo_manifest):
+    from vqspeech.inference import files
+
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    items = files.collect_inputs(demo_manifest, limit=2)
+    out = tmp_path / "conv"
+    assert run_cli(["convert", trained_tiny, demo_manifest, "--limit", "2", "--speaker", vq.speakers[0],
+                    "-o", out]) == 0
+    (out / f"{items[0].id}.wav").unlink()
+    (out / f"{items[0].id}.wav").mkdir()
+    monkeypatch.setattr(VQSpeech, "decode_batch", lambda *a, **k: pytest.fail("generated before refusing"))
+    with pytest.raises(UserError, match="is not a regular file"):
+        files.convert_items(vq, items, out, speaker=vq.speakers[0], overwrite=True)
+
+
+def test_an_existing_folder_named_like_a_wav_is_a_folder_output(tmp_path, trained_tiny, demo_manifest):
+    speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    row = read_manifest(demo_manifest)[0]
+    out = tmp_path / "x.wav"
+    out.mkdir()
+    assert run_cli(["convert", trained_tiny, row.audio, "--speaker", speaker, "-o", out]) == 0
+    assert (out / f"{row.id}.wav").is_file()
+
+
+def test_a_failed_run_leaves_its_folder_unmarked_when_it_wrote_nothing(tmp_path, monkeypatch, trained_tiny,
+                                                                        demo_manifest):
+    from vqspeech.inference import files
+
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    items = files.collect_inputs(demo_manifest, limit=2)
+    out = tmp_path / "empty"
+    out.mkdir()
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(vq, "decode_batch", fails)
+    with pytest.raises(RuntimeError):
+        files.convert_items(vq, items, out, speaker=vq.speakers[0])
+    assert list(out.iterdir()) == []  # a later decode may still use it
+    with pytest.raises(RuntimeError):
+        files.convert_items(vq, items, tmp_path / "new", speaker=vq.speakers[0])
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_report_says_when_conversions_are_older_than_the_model_or_unfinished(tmp_path, monkeypatch,
+                                                                                  trained_tiny, demo_manifest):
+    from vqspeech.inference import files
+
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    for stale in ("eval_convert", "convert", "report.html"):
+        shutil.rmtree(exp / stale, ignore_errors=True) if (exp / stale).is_dir() else (exp / stale).unlink(
+            missing_ok=True)
+    vq = VQSpeech.load(exp, "cpu")
+    items = files.collect_inputs(demo_manifest, split="test", limit=2)
+    files.convert_items(vq, items, exp / "convert" / vq.speakers[1], speaker=vq.speakers[1])
+    marked = json.loads((exp / "convert" / vq.speakers[1] / ".vqspeech-convert").read_text())
+    assert marked == {"outputs": {f"{i.id}.wav": 30 for i in items}}
+    assert run_cli(["report", exp]) == 0
+    assert "were made at step" not in (exp / "report.html").read_text()
+    assert run_cli(["train", exp, "train.max_steps=32"]) == 0  # the model trains on
+    killed_convert(monkeypatch, VQSpeech.load(exp, "cpu"), items, exp / "convert" / vq.speakers[2], 1,
+                   speaker=vq.speakers[2], batch_size=1)
+    assert run_cli(["report", exp, "--overwrite"]) == 0
+    page = (exp / "report.html").read_text()
+    assert f"The conversions into {vq.speakers[1]} were made at step 30, but the model has trained to step 32" in page
+    assert f"The conversions into {vq.speakers[2]} are an unfinished run" in page
+
+
+def test_evaluate_conversion_takes_a_folder_holding_only_hidden_files(tmp_path, trained_tiny):
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / ".gitkeep").write_text("")
+    assert run_cli(["evaluate", "conversion", trained_tiny, "--out", out, "--num", "1", "--num_reference", "1"]) == 0
+    assert (out / "metrics.json").is_file() and (out / ".gitkeep").is_file()
+
+
+def test_the_report_says_when_prior_samples_were_decoded_by_an_older_model(tmp_path, trained_tiny):
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    samples = exp / "prior_samples" / "anna"
+    samples.mkdir(parents=True)
+    record = {"speaker": "anna", "wavs": [], "kept_bits_per_code": [], "step": 12, "prior_step": 40}
+    (samples / "samples.json").write_text(json.dumps(record))
+    assert run_cli(["report", exp]) == 0
+    assert "These samples were decoded at step 12, but the model has trained to step 30" in (
+        exp / "report.html").read_text()

@@ -326,3 +326,15 @@ def test_speakers_of_a_prior(capsys, prior):
     assert run_cli(["speakers", prior]) == 0
     listed = capsys.readouterr().out.split()
     assert listed and listed == load_checkpoint(prior / "checkpoints" / "last.pt")["speakers"]
+
+
+def test_prior_sample_refuses_less_than_one_code_and_records_the_decoders_step(tmp_path, capsys, prior,
+                                                                               trained_tiny):
+    speaker = load_checkpoint(prior / "checkpoints" / "last.pt")["speakers"][0]
+    sample = ["prior", "sample", prior, "--vqvae", trained_tiny, "--speaker", speaker, "--num", "1"]
+    message = cli_error(capsys, [*sample, "--seconds", "1e-9", "-o", tmp_path / "tiny"], "prior sample")
+    assert "shorter than one code (0.01 s" in message and not (tmp_path / "tiny").exists()
+    assert run_cli([*sample, "--seconds", "0.05", "-o", tmp_path / "s"]) == 0
+    record = json.loads((tmp_path / "s" / "samples.json").read_text())
+    assert record["step"] == load_checkpoint(trained_tiny / "checkpoints" / "last.pt")["step"] == 30
+    assert record["prior_step"] == load_checkpoint(prior / "checkpoints" / "last.pt")["step"]

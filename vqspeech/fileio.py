@@ -178,6 +178,32 @@ OWNED_FOLDER_MARKS = {
 """Files that mark a folder as another command's output (``encode``'s, ``prepare``'s,
 ``demo-data``'s, ``evaluate conversion``'s, ``decode``'s, ``convert``'s)."""
 
+
+RUN_RECORD = ".vqspeech-run.json"
+"""In a decode or convert output folder: each output an unfinished (or killed) run has written,
+with the verb, the digest of the settings that made it (:func:`run_settings`) and the file's size
+and time. An output is recorded as it takes its name, and the record goes when its run finishes.
+The identical rerun of a killed run carries on where it stopped; another run replaces a killed
+run's outputs only with ``overwrite``, and the rest of them stay recorded as that run's."""
+
+
+def write_generation_mark(folder: Path, mark: str, outputs: dict[str, int | None]) -> None:
+    """Write ``decode``'s or ``convert``'s mark into its output ``folder``: the folder is theirs,
+    and ``outputs`` maps each finished output's file name to the training step of the model that
+    made it (None: not known)."""
+    write_text_atomic(folder / mark, json.dumps({"outputs": outputs}) + "\n")
+
+
+def read_generation_mark(folder: Path, mark: str) -> dict[str, int | None]:
+    """The outputs a :func:`write_generation_mark` mark records, {name: step}; {} for a mark that
+    records none (or is unreadable)."""
+    record = read_json_object(folder / mark) or {}
+    outputs = record.get("outputs")
+    if not isinstance(outputs, dict):
+        return {}
+    return {str(n): step if is_int(step) else None for n, step in outputs.items() if is_safe_name(n)}
+
+
 TRAINING_SUBFOLDERS = ("checkpoints", "tb")
 """What training writes below an experiment folder (and resumes from): no other verb writes there."""
 

@@ -51,6 +51,7 @@ from ..data.reference import load_reference
 from ..errors import UserError
 from ..fileio import (
     CONVERSION_EVALUATION_MARK,
+    RUN_RECORD,
     FolderLock,
     atomic_path,
     check_plain_name,
@@ -136,8 +137,10 @@ def evaluate_conversion(
     check_temperature(temperature)
     previous = previous_outputs(out_dir)
     ours = (out_dir / MARK).is_file() or _is_conversion_record(metrics_path)
-    others = (
-        sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(FolderLock.NAME)) if out_dir.is_dir() else []
+    others = (  # hidden files (.gitkeep, a lock) do not count; a killed decode's run record does
+        sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".") or p.name == RUN_RECORD)
+        if out_dir.is_dir()
+        else []
     )
     if others and not ours:  # another verb's outputs (a decode's wavs, its run record): not ours to mix with
         raise UserError(

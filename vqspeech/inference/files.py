@@ -24,6 +24,7 @@ from ..data.reference import reference_files
 from ..errors import UserError
 from ..fileio import (
     OWN_KINDS,
+    RUN_RECORD,
     FolderLock,
     check_not_in_owned_folder,
     check_results_home,
@@ -33,7 +34,9 @@ from ..fileio import (
     is_experiment_folder,
     is_safe_name,
     overlapping,
+    read_generation_mark,
     read_json_object,
+    write_generation_mark,
     write_text_atomic,
 )
 from .vqspeech import VQSpeech, check_temperature
@@ -137,14 +140,6 @@ def _encode_items(
     return {"encoded": info.num_utterances, "rejected": len(rejects), "out_dir": str(out_dir)}
 
 
-RUN_RECORD = ".vqspeech-run.json"
-"""In a decode or convert output folder: each output an unfinished (or killed) run has written,
-with the verb, the digest of the settings that made it (:func:`run_settings`) and the file's size
-and time. An output is recorded as it takes its name, and the record goes when its run finishes.
-The identical rerun of a killed run carries on where it stopped; another run replaces a killed
-run's outputs only with ``overwrite``, and the rest of them stay recorded as that run's."""
-
-
 def _interrupted_outputs(out: Path) -> dict[str, dict]:
     """Output name -> {"verb", "settings", "stamp"} of the unfinished runs recorded in ``out``: files
     that are still as the run wrote them (a file replaced since is an ordinary file; {} when there
@@ -164,11 +159,12 @@ def _interrupted_outputs(out: Path) -> dict[str, dict]:
 
 
 def _output_paths(ids: list[str], out: Path, verb: str, overwrite: bool) -> list[Path]:
-    """One input and a .wav ``out`` -> that file; else ``out/<id>.wav``. Refuse to overwrite, except
-    the outputs of a killed run into the same folder (:data:`RUN_RECORD`)."""
-    if len(ids) == 1 and out.suffix.lower() == ".wav":
+    """One input and a .wav ``out`` that is not a folder -> that file; else ``out/<id>.wav``. Refuse
+    to overwrite, except the outputs of a killed run into the same folder (:data:`RUN_RECORD`)."""
+    single = out.suffix.lower() == ".wav" and not out.is_dir()  # an existing folder is one, whatever its name
+    if len(ids) == 1 and single:
         paths = [out]
-    elif out.suffix.lower() == ".wav":
+    elif single:
         raise UserError(f"{len(ids)} inputs cannot go to the single file {out}; give a folder as the output.")
     else:
         paths = [inside(out, f"{i}.wav") for i in ids]
@@ -180,15 +176,14 @@ def _output_paths(ids: list[str], out: Path, verb: str, overwrite: bool) -> list
 
 
 def _check_own_folder(out: Path, paths: list[Path], verb: str) -> None:
-    """UserError when the output folder ``out`` holds files that neither ``verb`` (its mark,
-    :data:`OWN_KINDS`) nor the outputs' names account for: a folder of one's own recordings would
-    otherwise be marked as generated audio, and later be skipped as such by ``prepare``. (A single
-    output file: nothing to check.)"""
+    """UserError when the output folder ``out`` holds files (not hidden ones) but not ``verb``'s mark
+    (:data:`OWN_KINDS`): a folder of one's own recordings would otherwise have files replaced and be
+    marked as generated audio, and later skipped as such by ``prepare``. (A single output file:
+    nothing to check.)"""
     if paths == [out] or not out.is_dir() or (out / OWN_KINDS[verb]).exists() or is_experiment_folder(out):
         return  # (an experiment folder: the lock refuses it, saying so)
-    names = {p.name for p in paths}
-    other = sorted(e.name for e in os.scandir(out) if not e.name.startswith(".") and e.name not in names)
-    if other:
+    other = sorted(e.name for e in os.scandir(out) if not e.name.startswith("."))
+    if other:  # even a file named as an output: it may be a recording of the user's
         raise UserError(
             f"{out} holds {other[0]}, which `vqspeech {verb}` did not write ({len(other)} such file(s) or "
             f"folder(s)); give `{verb}` a new or empty folder of its own."
@@ -198,6 +193,11 @@ def _check_own_folder(out: Path, paths: list[Path], verb: str) -> None:
 def _refuse_existing(paths: list[Path], interrupted: set[str], overwrite: bool) -> None:
     """UserError when outputs exist that no killed run left (``interrupted``: their names), unless
     ``overwrite``."""
+    odd = next((p for p in paths if os.path.lexists(p) and not p.is_file()), None)
+    if odd is not None:
+        raise UserError(
+            f"{odd} is not a regular file (a folder, or a broken link?); remove it or choose another output."
+        )
     existing = [p for p in paths if p.exists() and p.name not in interrupted]
     if existing and not overwrite:
         raise UserError(
@@ -244,9 +244,23 @@ def _check_generation(vq: VQSpeech, speakers: list[str], temperature: float, bat
     check_temperature(temperature)
 
 
+def _check_single_output(out: Path, verb: str) -> None:
+    """UserError when the single output file ``out`` would go into a folder another verb owns, one
+    a live run is writing, or one a killed run's rerun is to finish. Checked before the work and
+    again just before the file takes its name (a folder run may have claimed the folder since)."""
+    check_not_in_owned_folder(out, OWN_KINDS[verb])
+    FolderLock(out.parent, verb).check_free()
+    if os.path.lexists(out.parent / RUN_RECORD):
+        raise UserError(
+            f"{out.parent} holds the outputs of an unfinished `vqspeech decode` or `convert` ({RUN_RECORD}); "
+            "rerun that command to finish it, or write this output elsewhere."
+        )
+
+
 class RunRecord:
     """The outputs a decode or convert run has written into its folder, kept in :data:`RUN_RECORD`
-    until the run finishes (a single output file needs none: ``folder`` None)."""
+    until the run finishes (a single output file needs none: ``folder`` None; its folder is
+    checked again instead, :func:`_check_single_output`)."""
 
     def __init__(self, folder: Path | None, verb: str, settings: str):
         self.folder, self.verb, self.settings = folder, verb, settings
@@ -261,6 +275,7 @@ class RunRecord:
         about to take its name (recorded before the rename, a kill between the two cannot leave an
         unrecorded output)."""
         if self.folder is None:
+            _check_single_output(path, self.verb)
             return
         self.entries[path.name] = {"verb": self.verb, "settings": self.settings, "stamp": file_stamp(written)}
         write_text_atomic(self.folder / RUN_RECORD, json.dumps({"outputs": self.entries}))
@@ -278,53 +293,68 @@ class RunRecord:
 
 
 @contextlib.contextmanager
-def _writing(out: Path, paths: list[Path], verb: str, settings: str, overwrite: bool) -> Iterator[RunRecord]:
+def _writing(
+    out: Path, paths: list[Path], verb: str, settings: str, overwrite: bool, step: int | None
+) -> Iterator[RunRecord]:
     """Hold the output folder's lock (one output file: check that it can be written) while the
     audio is generated, so that a bad output is found before the work. Yields the folder's
     :class:`RunRecord`: what a killed run with the same ``settings`` wrote need not be generated
     again. The outputs are checked again under the lock: a run that finished since the first
-    check is no killed run."""
+    check is no killed run. The folder's mark (:data:`OWN_KINDS`) is written before any output and
+    records, once the run finishes, the model's training ``step`` for each output."""
     if len(paths) == 1 and paths[0] == out:
         check_writable_parent(out)
-        FolderLock(out.parent, verb).check_free()  # not into a folder a run is writing
-        if os.path.lexists(out.parent / RUN_RECORD):  # nor into one a killed run's rerun is to finish
-            raise UserError(
-                f"{out.parent} holds the outputs of an unfinished `vqspeech decode` or `convert` ({RUN_RECORD}); "
-                "rerun that command to finish it, or write this output elsewhere."
-            )
+        _check_single_output(out, verb)
         yield RunRecord(None, verb, settings)
         return
     with FolderLock(out, verb):
         if (out / RUN_RECORD).exists() and not (out / RUN_RECORD).is_file():
             raise UserError(f"{out / RUN_RECORD} is not a file (a folder?); remove it and run again.")
         _check_own_folder(out, paths, verb)  # again, under the lock
-        if not (out / OWN_KINDS[verb]).exists():
-            write_text_atomic(out / OWN_KINDS[verb], "")  # before any output: prepare skips the folder
-        record = RunRecord(out, verb, settings)
-        done = record.done(paths)
-        replaced = [p for p in paths if p.name in record.entries and p not in done]
-        if replaced and not overwrite:  # a killed run's outputs are for that run's identical rerun to finish
-            killed = str(record.entries[replaced[0].name].get("verb", verb))
-            raise UserError(
-                f"{replaced[0]} is an output of an interrupted `vqspeech {killed}` with other settings "
-                f"({len(replaced)} such output(s)); rerun that command to finish it, or pass `overwrite=True` to "
-                "replace them."
-            )
-        _refuse_existing(paths, set(record.entries), overwrite)
-        if replaced:
-            warnings.warn(
-                f"{out} holds {len(replaced)} output(s) of an interrupted run with other settings; this run "
-                "replaces them.",
-                stacklevel=3,
-            )
-        elif done:
-            warnings.warn(
-                f"{out}: carrying on an interrupted `vqspeech {verb}`, {len(done)} of {len(paths)} output(s) "
-                "were already written.",
-                stacklevel=3,
-            )
-        yield record
-        record.finish(paths)
+        mark = out / OWN_KINDS[verb]
+        marked_here = not mark.exists()
+        if marked_here:  # before any output: prepare skips the folder, other verbs keep out
+            write_generation_mark(out, OWN_KINDS[verb], {})
+        try:
+            with _run_in(out, verb, paths, settings, overwrite) as record:
+                yield record
+        except BaseException:
+            if marked_here and not any(not e.name.startswith(".") for e in os.scandir(out)):
+                mark.unlink(missing_ok=True)  # nothing written: the folder is nobody's yet
+            raise
+        made = read_generation_mark(out, OWN_KINDS[verb])
+        made.update({p.name: step for p in paths})
+        write_generation_mark(out, OWN_KINDS[verb], {n: s for n, s in made.items() if (out / n).is_file()})
+
+
+@contextlib.contextmanager
+def _run_in(out: Path, verb: str, paths: list[Path], settings: str, overwrite: bool) -> Iterator[RunRecord]:
+    """The run record of a folder run, under its lock: a killed run's outputs with the same
+    ``settings`` are reused, with other settings replaced only with ``overwrite``."""
+    record = RunRecord(out, verb, settings)
+    done = record.done(paths)
+    replaced = [p for p in paths if p.name in record.entries and p not in done]
+    if replaced and not overwrite:  # a killed run's outputs are for that run's identical rerun to finish
+        killed = str(record.entries[replaced[0].name].get("verb", verb))
+        raise UserError(
+            f"{replaced[0]} is an output of an interrupted `vqspeech {killed}` with other settings "
+            f"({len(replaced)} such output(s)); rerun that command to finish it, or pass `overwrite=True` to "
+            "replace them."
+        )
+    _refuse_existing(paths, set(record.entries), overwrite)
+    if replaced:
+        warnings.warn(
+            f"{out} holds {len(replaced)} output(s) of an interrupted run with other settings; this run replaces them.",
+            stacklevel=3,
+        )
+    elif done:
+        warnings.warn(
+            f"{out}: carrying on an interrupted `vqspeech {verb}`, {len(done)} of {len(paths)} output(s) "
+            "were already written.",
+            stacklevel=3,
+        )
+    yield record
+    record.finish(paths)
 
 
 def _generate_to_files(
@@ -413,7 +443,7 @@ def decode_codes(
     _check_own_folder(out, paths, "decode")
     inputs = [[i, hashlib.sha256(e.codes.tobytes()).hexdigest()] for i, e in zip(ids, encodings, strict=True)]
     settings = run_settings(vq, "decode", inputs, speakers, temperature=temperature, seed=seed, batch_size=batch_size)
-    with _writing(out, paths, "decode", settings, overwrite) as record:
+    with _writing(out, paths, "decode", settings, overwrite, vq.step) as record:
         return _generate_to_files(
             vq, encodings, speakers, paths, temperature=temperature, seed=seed, batch_size=batch_size, record=record
         )
@@ -505,7 +535,7 @@ def convert_items(
         for i, f in zip(items, files, strict=True)
     ]
     settings = run_settings(vq, "convert", stamps, [speaker], temperature=temperature, seed=seed, batch_size=batch_size)
-    with _writing(out, paths, "convert", settings, overwrite) as record:
+    with _writing(out, paths, "convert", settings, overwrite, vq.step) as record:
         encodings = []
         for item in items:
             audio, sr = load_audio(str(item.path))

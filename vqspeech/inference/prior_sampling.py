@@ -332,6 +332,11 @@ def sample_prior(
     info = known or CodesInfo.for_rate(  # no codes.json: the decoder's rate, else 100 codes per second
         vq.sample_rate / vq.hop_length if vq else 100.0, ckpt["num_codes"], groups=ckpt["groups"]
     )
+    if seconds * info.code_rate_hz < 1:
+        raise UserError(
+            f"`seconds` {seconds:g} is shorter than one code ({1 / info.code_rate_hz:g} s at "
+            f"{info.code_rate_hz:g} codes per second); ask for at least that."
+        )
     length = max(1, int(round(seconds * info.code_rate_hz)))
     check_results_home(out_dir, [used_checkpoint(prior_dir), vq.checkpoint if vq else source])
 
@@ -384,6 +389,8 @@ def sample_prior(
             "temperature": temperature,
             "top_k": top_k,
             "seed": seed,
+            "step": vq.step if vq is not None else None,  # the decoder's training step
+            "prior_step": ckpt.get("step"),
             "kept_bits_per_code": [round(drawn.bits[i], 4) for i in kept],
             "all_bits_per_code_mean": float(np.mean(drawn.bits)),
             "samples_codes_used": int((sample_usage > 0).sum()),

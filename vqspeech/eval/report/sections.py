@@ -13,6 +13,7 @@ import yaml
 
 from ...config import compose, config_dir
 from ...data.corpora import corpus_licence
+from ...fileio import CONVERT_MARK, RUN_RECORD, read_generation_mark
 from .labels import (
     CONVERT_LABELS,
     METRIC_LABELS,
@@ -276,19 +277,25 @@ def section_metrics(page: Page) -> str:
     )
 
 
-def stale_note(page: Page, measured: object, what: str, producer: str) -> str:
-    """A warning when results were measured at another training step than the model's now (the
-    experiment trained on after its evaluation), else nothing."""
-    try:
-        now = read_json_dict(page.exp_dir / "train_summary.json").get("step")
-    except SectionError:
-        return ""
+def stale_note(page: Page, measured: object, what: str, producer: str, done: str = "measured") -> str:
+    """A warning when results were ``done`` (measured, made) at another training step than the
+    model's now (the experiment trained on after them), else nothing."""
+    now = _model_step(page)
     if not (is_number(measured) and is_number(now)) or measured == now:
         return ""
+    again = "measure the model" if done == "measured" else "make them with the model"
     return note(
-        f"{what} were measured at step {measured:g}, but the model has trained to step {now:g} since; "
-        f"re-run {PRODUCERS[producer]} to measure the model as it is."
+        f"{what} were {done} at step {measured:g}, but the model has trained to step {now:g} since; "
+        f"re-run {PRODUCERS[producer]} to {again} as it is."
     )
+
+
+def _model_step(page: Page) -> object:
+    """The step the experiment's model has trained to (``train_summary.json``), None if unknown."""
+    try:
+        return read_json_dict(page.exp_dir / "train_summary.json").get("step")
+    except SectionError:
+        return None
 
 
 def section_probe(page: Page) -> str:
@@ -549,6 +556,7 @@ def section_convert_folder(page: Page) -> str:
         return note(f"No conversions either: EXP_DIR/convert/ is empty or missing; written by {PRODUCERS['convert']}.")
     manifest, records = page.manifest, page.records
     ids = sorted({w.stem for t in targets for w in _wavs(t)})
+    notes = "".join(_convert_folder_note(page, t) for t in targets)
     head = "".join(f"<th>\u2192 {esc(t.name)}</th>" for t in targets)
     rows = []
     for uid in ids:
@@ -570,7 +578,27 @@ def section_convert_folder(page: Page) -> str:
     return (
         "<h3>Conversions (recipe stage 4)</h3><p>Test utterances decoded from their codes with each target "
         "speaker's embedding; the original is the prepared audio the manifest points at.</p>"
-        f'<table class="demo"><tr><th>Utterance</th><th>Original</th>{head}</tr>{"".join(rows)}</table>'
+        + notes
+        + f'<table class="demo"><tr><th>Utterance</th><th>Original</th>{head}</tr>{"".join(rows)}</table>'
+    )
+
+
+def _convert_folder_note(page: Page, folder: Path) -> str:
+    """A warning when a convert folder holds an unfinished run's outputs, or outputs made at another
+    training step than the model's now (the step each output was made at is in the folder's mark)."""
+    if (folder / RUN_RECORD).exists():
+        return note(
+            f"The conversions into {folder.name} are an unfinished run's (it was interrupted); re-run "
+            f"{PRODUCERS['convert']} to finish them."
+        )
+    made = read_generation_mark(folder, CONVERT_MARK)
+    now = _model_step(page)
+    steps = sorted({s for w in _wavs(folder) if is_number(s := made.get(w.name)) and s != now})
+    if not steps or not is_number(now):
+        return ""
+    return note(
+        f"The conversions into {folder.name} were made at step {', '.join(f'{s:g}' for s in steps)}, but the "
+        f"model has trained to step {now:g} since; re-run {PRODUCERS['convert']} to make them with the model as it is."
     )
 
 
@@ -622,6 +650,7 @@ def section_prior(page: Page) -> str:
             if is_number(record.get(key)):
                 facts.append(f"{label}: {record[key]:.4g}")
         parts.append(f"<h3>Speaker {esc(speaker)}</h3>")
+        parts.append(stale_note(page, record.get("step"), "These samples", "prior_samples", done="decoded"))
         if facts:
             parts.append(f'<p class="small">{esc("; ".join(facts))}.</p>')
         parts.append(
