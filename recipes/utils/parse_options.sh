@@ -15,7 +15,9 @@ while [ $# -gt 0 ]; do
     --) shift; break ;;
     --*)
       _name="${1#--}"; _name="${_name//-/_}"
-      if ! [[ "$_name" =~ ^[a-z_]+$ ]] || ! echo "$_option_lines" | grep -q "^${_name}="; then
+      # a here-string, not `echo | grep -q`: under pipefail, grep leaving at its first match could
+      # make echo fail with SIGPIPE, and a known option look unknown
+      if ! [[ "$_name" =~ ^[a-z_]+$ ]] || ! grep -q "^${_name}=" <<<"$_option_lines"; then
         echo "$0: unknown option $1 (see --help)" >&2; exit 1
       fi
       if [ $# -lt 2 ]; then echo "$0: option $1 needs a value" >&2; exit 1; fi
