@@ -2945,7 +2945,9 @@ def test_a_single_output_file_keeps_out_of_a_killed_runs_folder_and_takes_no_loc
     killed_convert(monkeypatch, vq, items, tmp_path / "out", 1, speaker=vq.speakers[0], batch_size=1)
     message = cli_error(capsys, ["convert", trained_tiny, items[2].path, "--speaker", vq.speakers[0], "-o",
                                  tmp_path / "out" / "extra.wav"], "convert")
-    assert "holds the outputs of an unfinished" in message and not (tmp_path / "out" / "extra.wav").exists()
+    # (the killed run's folder carries convert's mark since the nineteenth pass: refused as generated audio)
+    assert "a folder of audio `vqspeech convert` generated" in message
+    assert not (tmp_path / "out" / "extra.wav").exists()
     free = tmp_path / "free"  # several single-file runs may share a folder: none holds its lock
     assert run_cli(["convert", trained_tiny, items[2].path, "--speaker", vq.speakers[0], "-o", free / "x.wav"]) == 0
     assert sorted(p.name for p in free.iterdir()) == ["x.wav"]
@@ -3042,14 +3044,13 @@ def test_a_single_output_file_is_refused_if_a_folder_run_claimed_its_folder_mean
 
     def claimed_meanwhile(*args, **kwargs):  # a `convert` into the folder starts while this one generates
         audio = real_decode(*args, **kwargs)
-        hold_lock(out.parent, sleeper.pid, "convert")
-        (out.parent / ".vqspeech-convert").write_text("")
+        hold_lock(out.parent, sleeper.pid, "convert")  # (its mark, written next, is refused as well)
         return audio
 
     monkeypatch.setattr(vq, "decode_batch", claimed_meanwhile)
     with pytest.raises(UserError, match="is in use by `vqspeech convert`"):
         files.convert_items(vq, items, out, speaker=vq.speakers[0])
-    assert sorted(p.name for p in out.parent.iterdir()) == [".vqspeech-convert", FolderLock.NAME]
+    assert sorted(p.name for p in out.parent.iterdir()) == [FolderLock.NAME]
 
 
 def test_overwrite_never_replaces_a_users_file_in_a_folder_decode_or_convert_did_not_write(tmp_path, capsys,
@@ -3128,8 +3129,8 @@ def test_the_report_says_when_conversions_are_older_than_the_model_or_unfinished
     vq = VQSpeech.load(exp, "cpu")
     items = files.collect_inputs(demo_manifest, split="test", limit=2)
     files.convert_items(vq, items, exp / "convert" / vq.speakers[1], speaker=vq.speakers[1])
-    marked = json.loads((exp / "convert" / vq.speakers[1] / ".vqspeech-convert").read_text())
-    assert marked == {"outputs": {f"{i.id}.wav": 30 for i in items}}
+    marked = json.loads((exp / "convert" / vq.speakers[1] / ".vqspeech-convert").read_text())["outputs"]
+    assert {name: entry["step"] for name, entry in marked.items()} == {f"{i.id}.wav": 30 for i in items}
     assert run_cli(["report", exp]) == 0
     assert "were made at step" not in (exp / "report.html").read_text()
     assert run_cli(["train", exp, "train.max_steps=32"]) == 0  # the model trains on
@@ -3159,3 +3160,76 @@ def test_the_report_says_when_prior_samples_were_decoded_by_an_older_model(tmp_p
     assert run_cli(["report", exp]) == 0
     assert "These samples were decoded at step 12, but the model has trained to step 30" in (
         exp / "report.html").read_text()
+
+
+# --- twentieth pass ---------------------------------------------------------------------------
+
+
+def test_a_generated_folder_takes_no_single_output_file_not_even_of_its_own_verb(tmp_path, capsys, trained_tiny,
+                                                                                  demo_manifest):
+    """A folder `convert` generated is written as a whole: its mark records which model made each
+    file, and a file written alone (another checkpoint, another voice) would be taken for one of
+    its conversions."""
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    row = read_manifest(demo_manifest)[0]
+    out = tmp_path / "exp_convert" / vq.speakers[0]
+    assert run_cli(["convert", trained_tiny, demo_manifest, "--limit", "2", "--speaker", vq.speakers[0],
+                    "-o", out]) == 0
+    before = {p: p.read_bytes() for p in files_under(out)}
+    for name in (f"{row.id}.wav", "extra.wav"):
+        message = cli_error(capsys, ["convert", trained_tiny, row.audio, "--speaker", vq.speakers[1], "-o",
+                                     out / name, "--overwrite"], "convert")
+        assert "a folder of audio `vqspeech convert` generated" in message
+    assert {p: p.read_bytes() for p in files_under(out)} == before
+
+
+def test_a_single_output_file_written_meanwhile_is_not_replaced_without_overwrite(tmp_path, monkeypatch,
+                                                                                  trained_tiny, demo_manifest):
+    from vqspeech.inference import files
+
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    items = files.collect_inputs(demo_manifest, limit=1)
+    out = tmp_path / "out.wav"
+    real_decode = vq.decode_batch
+
+    def user_writes_meanwhile(*args, **kwargs):  # or a second run that finished first
+        audio = real_decode(*args, **kwargs)
+        out.write_text("my precious notes")
+        return audio
+
+    monkeypatch.setattr(vq, "decode_batch", user_writes_meanwhile)
+    with pytest.raises(UserError, match="exists .written while this run worked"):
+        files.convert_items(vq, items, out, speaker=vq.speakers[0])
+    assert out.read_text() == "my precious notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]  # no temporary file left
+
+
+def test_the_report_knows_the_models_step_after_an_interrupted_training_and_unknown_files(tmp_path, trained_tiny,
+                                                                                         demo_manifest):
+    """train_summary.json is written when a run ends; a killed run leaves last.pt further on, and
+    that is the model every other verb loads."""
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    for stale in ("eval_convert", "convert", "report.html", "metrics.json"):
+        shutil.rmtree(exp / stale) if (exp / stale).is_dir() else (exp / stale).unlink(missing_ok=True)
+    summary = (exp / "train_summary.json").read_bytes()
+    assert run_cli(["train", exp, "train.max_steps=32"]) == 0
+    (exp / "train_summary.json").write_bytes(summary)  # as a run killed after its step-32 checkpoint leaves it
+    speaker = VQSpeech.load(exp, "cpu").speakers[1]
+    out = exp / "convert" / speaker
+    assert run_cli(["convert", exp, demo_manifest, "--split", "test", "--limit", "2", "--speaker", speaker,
+                    "-o", out]) == 0
+    mark = json.loads((out / ".vqspeech-convert").read_text())
+    assert {entry["step"] for entry in mark["outputs"].values()} == {32}
+    assert run_cli(["report", exp]) == 0
+    page = (exp / "report.html").read_text()
+    assert "checkpoints/last.pt is at step 32" in page and "were made at step" not in page
+    # a file changed or added by hand is of unknown origin; an absurd step in the mark reads as unknown
+    first = sorted(out.glob("*.wav"))[0]
+    shutil.copy(first, out / "added.wav")
+    mark["outputs"][first.name]["step"] = 10**400
+    (out / ".vqspeech-convert").write_text(json.dumps(mark))
+    assert run_cli(["report", exp, "--overwrite"]) == 0
+    page = (exp / "report.html").read_text()
+    assert f"1 of the 3 conversions into {speaker} (e.g. added.wav) were not written there" in page
+    assert "Section skipped" not in page

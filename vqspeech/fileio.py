@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TypeGuard
 
 from .errors import UserError, first_line
 
@@ -63,7 +64,7 @@ def read_json_object(path: str | os.PathLike) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def is_int(value: object) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
     """An integer read from JSON, YAML or a config (a bool is an int to Python, never a count here)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -190,18 +191,28 @@ run's outputs only with ``overwrite``, and the rest of them stay recorded as tha
 def write_generation_mark(folder: Path, mark: str, outputs: dict[str, int | None]) -> None:
     """Write ``decode``'s or ``convert``'s mark into its output ``folder``: the folder is theirs,
     and ``outputs`` maps each finished output's file name to the training step of the model that
-    made it (None: not known)."""
-    write_text_atomic(folder / mark, json.dumps({"outputs": outputs}) + "\n")
+    made it (None: not known), recorded with the file's size and time."""
+    entries = {n: {"step": s, "stamp": file_stamp(folder / n)} for n, s in outputs.items()}
+    write_text_atomic(folder / mark, json.dumps({"outputs": entries}) + "\n")
 
 
 def read_generation_mark(folder: Path, mark: str) -> dict[str, int | None]:
-    """The outputs a :func:`write_generation_mark` mark records, {name: step}; {} for a mark that
-    records none (or is unreadable)."""
+    """The outputs a :func:`write_generation_mark` mark records that are still as their run wrote
+    them, {name: step}; a file replaced or added since is left out (who made it is not known), as
+    is everything of a mark that cannot be read. A step that is not a plausible one reads as None."""
     record = read_json_object(folder / mark) or {}
     outputs = record.get("outputs")
     if not isinstance(outputs, dict):
         return {}
-    return {str(n): step if is_int(step) else None for n, step in outputs.items() if is_safe_name(n)}
+    made: dict[str, int | None] = {}
+    for name, entry in outputs.items():
+        if not (is_safe_name(name) and isinstance(entry, dict) and (folder / name).is_file()):
+            continue
+        if entry.get("stamp") != file_stamp(folder / name):
+            continue
+        step = entry.get("step")
+        made[name] = step if is_int(step) and 0 <= step < 2**53 else None
+    return made
 
 
 TRAINING_SUBFOLDERS = ("checkpoints", "tb")

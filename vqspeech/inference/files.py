@@ -169,7 +169,8 @@ def _output_paths(ids: list[str], out: Path, verb: str, overwrite: bool) -> list
     else:
         paths = [inside(out, f"{i}.wav") for i in ids]
     if paths:  # before the other checks: the owner is the clearest reason (the lock checks a folder again)
-        check_not_in_owned_folder(paths[0], OWN_KINDS[verb])  # all of them have one folder
+        # all of them have one folder; a single file keeps out of every generated folder, its own verb's too
+        check_not_in_owned_folder(paths[0], None if paths == [out] else OWN_KINDS[verb])
     interrupted = set(_interrupted_outputs(out)) if paths and paths[0] != out else set()
     _refuse_existing(paths, interrupted, overwrite)
     return paths
@@ -244,12 +245,17 @@ def _check_generation(vq: VQSpeech, speakers: list[str], temperature: float, bat
     check_temperature(temperature)
 
 
-def _check_single_output(out: Path, verb: str) -> None:
-    """UserError when the single output file ``out`` would go into a folder another verb owns, one
-    a live run is writing, or one a killed run's rerun is to finish. Checked before the work and
-    again just before the file takes its name (a folder run may have claimed the folder since)."""
-    check_not_in_owned_folder(out, OWN_KINDS[verb])
+def _check_single_output(out: Path, verb: str, overwrite: bool) -> None:
+    """UserError when the single output file ``out`` would go into a folder another verb owns (a
+    folder ``decode`` or ``convert`` generated included: it is written as a whole, its mark records
+    what made each file), one a live run is writing, or one a killed run's rerun is to finish; or,
+    without ``overwrite``, when ``out`` exists. Checked before the work and again just before the
+    file takes its name (a folder run may have claimed the folder since, another run or the user
+    may have written the file)."""
+    check_not_in_owned_folder(out)
     FolderLock(out.parent, verb).check_free()
+    if not overwrite and os.path.lexists(out):
+        raise UserError(f"{out} exists (written while this run worked?); pass `overwrite=True` to replace it.")
     if os.path.lexists(out.parent / RUN_RECORD):
         raise UserError(
             f"{out.parent} holds the outputs of an unfinished `vqspeech decode` or `convert` ({RUN_RECORD}); "
@@ -262,8 +268,8 @@ class RunRecord:
     until the run finishes (a single output file needs none: ``folder`` None; its folder is
     checked again instead, :func:`_check_single_output`)."""
 
-    def __init__(self, folder: Path | None, verb: str, settings: str):
-        self.folder, self.verb, self.settings = folder, verb, settings
+    def __init__(self, folder: Path | None, verb: str, settings: str, overwrite: bool = False):
+        self.folder, self.verb, self.settings, self.overwrite = folder, verb, settings, overwrite
         self.entries = _interrupted_outputs(folder) if folder is not None else {}
 
     def done(self, paths: list[Path]) -> set[Path]:
@@ -275,7 +281,7 @@ class RunRecord:
         about to take its name (recorded before the rename, a kill between the two cannot leave an
         unrecorded output)."""
         if self.folder is None:
-            _check_single_output(path, self.verb)
+            _check_single_output(path, self.verb, self.overwrite)
             return
         self.entries[path.name] = {"verb": self.verb, "settings": self.settings, "stamp": file_stamp(written)}
         write_text_atomic(self.folder / RUN_RECORD, json.dumps({"outputs": self.entries}))
@@ -304,8 +310,8 @@ def _writing(
     records, once the run finishes, the model's training ``step`` for each output."""
     if len(paths) == 1 and paths[0] == out:
         check_writable_parent(out)
-        _check_single_output(out, verb)
-        yield RunRecord(None, verb, settings)
+        _check_single_output(out, verb, overwrite)
+        yield RunRecord(None, verb, settings, overwrite)
         return
     with FolderLock(out, verb):
         if (out / RUN_RECORD).exists() and not (out / RUN_RECORD).is_file():

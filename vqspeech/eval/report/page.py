@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, TypeGuard
 from urllib.parse import quote
 
-from ...errors import first_line
-from ...fileio import user_path
+from ...checkpoint import load_checkpoint
+from ...errors import UserError, first_line
+from ...fileio import is_int, read_json_object, user_path
 from .labels import ARROWS
 
 
@@ -149,6 +150,22 @@ class Page:
     @functools.cached_property
     def records(self) -> dict[str, dict]:
         return read_manifest(self.manifest)
+
+    @functools.cached_property
+    def model_step(self) -> int | None:
+        """The training step of the model that decode, convert and the evaluations load
+        (``checkpoints/last.pt``; ``train_summary.json`` is written only when a run ends), else the
+        summary's step, else None."""
+        last = self.exp_dir / "checkpoints" / "last.pt"
+        if last.is_file():
+            try:
+                step = load_checkpoint(last).get("step")
+            except UserError:
+                step = None
+            if is_int(step):
+                return step
+        summary = read_json_object(self.exp_dir / "train_summary.json") or {}
+        return summary["step"] if is_int(summary.get("step")) else None
 
     def url(self, path: Path) -> str:
         """The path relative to the page's folder, percent-encoded, HTML-escaped for an attribute."""

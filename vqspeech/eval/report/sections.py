@@ -166,6 +166,14 @@ def section_summary(page: Page) -> str:
             if budget:
                 parts.append(f'<p class="small">{esc("; ".join(budget))}.</p>')
         parts.append(key_value_table({k: v for k, v in summary.items() if k != "parameters"}, TRAIN_LABELS))
+        if is_number(summary.get("step")) and is_number(page.model_step) and summary["step"] != page.model_step:
+            parts.append(
+                note(
+                    f"Training went on after this summary: checkpoints/last.pt is at step {page.model_step:g} (a "
+                    f"`vqspeech train` that was interrupted, or still runs); the summary is of the run that ended "
+                    f"at step {summary['step']:g}. Results below are compared with step {page.model_step:g}."
+                )
+            )
     except SectionError as exc:
         parts.append(note(f"No training summary: {exc}; written by {PRODUCERS['train_summary']}."))
 
@@ -290,12 +298,9 @@ def stale_note(page: Page, measured: object, what: str, producer: str, done: str
     )
 
 
-def _model_step(page: Page) -> object:
-    """The step the experiment's model has trained to (``train_summary.json``), None if unknown."""
-    try:
-        return read_json_dict(page.exp_dir / "train_summary.json").get("step")
-    except SectionError:
-        return None
+def _model_step(page: Page) -> int | None:
+    """The step of the model the other verbs load (:attr:`Page.model_step`)."""
+    return page.model_step
 
 
 def section_probe(page: Page) -> str:
@@ -593,13 +598,23 @@ def _convert_folder_note(page: Page, folder: Path) -> str:
         )
     made = read_generation_mark(folder, CONVERT_MARK)
     now = _model_step(page)
-    steps = sorted({s for w in _wavs(folder) if is_number(s := made.get(w.name)) and s != now})
-    if not steps or not is_number(now):
-        return ""
-    return note(
-        f"The conversions into {folder.name} were made at step {', '.join(f'{s:g}' for s in steps)}, but the "
-        f"model has trained to step {now:g} since; re-run {PRODUCERS['convert']} to make them with the model as it is."
-    )
+    wavs = _wavs(folder)
+    unknown = [w.name for w in wavs if w.name not in made]
+    steps = sorted({s for w in wavs if is_number(s := made.get(w.name)) and s != now})
+    notes = []
+    if unknown:
+        notes.append(
+            f"{len(unknown)} of the {len(wavs)} conversions into {folder.name} (e.g. {unknown[0]}) were not "
+            f"written there by `vqspeech convert`, or were changed since, so which model made them is not known; "
+            f"re-run {PRODUCERS['convert']} to replace them."
+        )
+    if steps and is_number(now):
+        notes.append(
+            f"The conversions into {folder.name} were made at step {', '.join(f'{s:g}' for s in steps)}, but the "
+            f"model has trained to step {now:g} since; re-run {PRODUCERS['convert']} to make them with the model as "
+            "it is."
+        )
+    return "".join(note(n) for n in notes)
 
 
 def section_prior(page: Page) -> str:
