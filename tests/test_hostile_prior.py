@@ -338,3 +338,20 @@ def test_prior_sample_refuses_less_than_one_code_and_records_the_decoders_step(t
     record = json.loads((tmp_path / "s" / "samples.json").read_text())
     assert record["step"] == load_checkpoint(trained_tiny / "checkpoints" / "last.pt")["step"] == 30
     assert record["prior_step"] == load_checkpoint(prior / "checkpoints" / "last.pt")["step"]
+
+
+def test_an_exported_prior_is_checked_against_its_decoder_as_its_folder_is(tmp_path, capsys, prior, trained_tiny):
+    """The export carries what the prior's folder knows of its codes (which codebook made them)."""
+    other = tmp_path / "other"
+    shutil.copytree(trained_tiny, other)
+    ckpt = torch.load(other / "checkpoints" / "last.pt", weights_only=True)
+    ckpt["model"]["quantizer.codebook"] += 0.5  # another codebook: another model's codes
+    torch.save(ckpt, other / "checkpoints" / "last.pt")
+    assert run_cli(["export", prior, tmp_path / "prior.pt"]) == 0
+    speaker = load_checkpoint(prior / "checkpoints" / "last.pt")["speakers"][0]
+    sample = ["prior", "sample", tmp_path / "prior.pt", "--speaker", speaker, "--seconds", "0.05", "--num", "1"]
+    for given in (prior, tmp_path / "prior.pt"):
+        message = cli_error(capsys, [*sample[:2], given, *sample[3:], "--vqvae", other, "-o", tmp_path / "x"],
+                            "prior sample")
+        assert "has another codebook than the one whose codes the prior learned" in message
+    assert run_cli([*sample, "-o", tmp_path / "s"]) == 0  # the export names its VQ-VAE, as the folder does

@@ -31,8 +31,16 @@ from typing import Any
 
 import torch
 
+from .data.codes import CodesInfo
 from .errors import UserError, first_line
-from .fileio import FolderLock, atomic_path, check_output_file, enclosing_experiment, is_experiment_folder
+from .fileio import (
+    FolderLock,
+    atomic_path,
+    check_output_file,
+    enclosing_experiment,
+    is_experiment_folder,
+    model_home,
+)
 
 FORMAT_VERSION = 5
 """5: model.encoder.warp added (before: 0). 4: model.speaker_encoder added (before: off). 3:
@@ -211,7 +219,13 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite:
     check_output_file(dst, overwrite)
     FolderLock(Path(dst).parent, "export").check_free()  # not into a folder a run is writing
     ckpt = load_checkpoint(src)
-    save_checkpoint(dst, {k: v for k, v in ckpt.items() if k not in (*RESUME_ONLY, "format_version")})
+    payload = {k: v for k, v in ckpt.items() if k not in (*RESUME_ONLY, "format_version")}
+    home = model_home(src)
+    if ckpt.get("kind") == "prior" and home is not None and (home / "codes.json").is_file():
+        # what the prior's folder knows of its codes (which VQ-VAE and codebook made them), so that
+        # `prior sample` checks an export against a decoder and a top prior as it checks the folder
+        payload["codes_info"] = CodesInfo.load(home / "codes.json").without_ids().to_json()
+    save_checkpoint(dst, payload)
 
 
 def weights_problem(model: torch.nn.Module, weights: dict[str, Any]) -> str | None:

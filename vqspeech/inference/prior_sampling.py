@@ -81,10 +81,8 @@ def load_top_prior(
             f"{prior_dir} and the top prior {top_prior} were trained for different speaker "
             "lists; train both on the same codes folder."
         )
-    top_info, bottom_info = Path(top_prior) / "codes.json", Path(prior_dir) / "codes.json"
-    top_made = CodesInfo.load(top_info) if top_info.is_file() else None
-    if top_made is not None and bottom_info.is_file():  # top codes index the top codebook of one VQ-VAE
-        bottom_made = CodesInfo.load(bottom_info)
+    top_made, bottom_made = codes_made(top_prior, top_ckpt), codes_made(prior_dir, ckpt)
+    if top_made is not None and bottom_made is not None:  # top codes index the top codebook of one VQ-VAE
         digests = (top_made.codebook, bottom_made.codebook)
         made = digests if None not in digests else (top_made.checkpoint, bottom_made.checkpoint)
         if None not in made and made[0] != made[1]:
@@ -187,14 +185,24 @@ def _is_samples_record(path: Path) -> bool:
     return record is not None and {"speaker", "wavs", "kept_bits_per_code"} <= record.keys()
 
 
+def codes_made(prior: str | Path, ckpt: dict[str, Any]) -> CodesInfo | None:
+    """What a prior knows of the codes it learned (their rate, the VQ-VAE and codebook that made
+    them): its folder's copy of their ``codes.json``, or the copy an export carries
+    (``codes_info``); None when there is neither (a checkpoint file elsewhere)."""
+    path = Path(prior) / "codes.json"
+    if path.is_file():
+        return CodesInfo.load(path).without_ids()
+    record = ckpt.get("codes_info")
+    return CodesInfo.from_json(record, Path(prior)).without_ids() if isinstance(record, dict) else None
+
+
 def prior_codes_info(prior_dir: str | Path, ckpt: dict[str, Any]) -> CodesInfo | None:
-    """The prior folder's copy of its codes' ``codes.json`` (their rate and the VQ-VAE that made
-    them), without the per-utterance ids; None when there is none (a checkpoint file was given).
-    UserError when it describes other codes than the checkpoint models."""
-    path = Path(prior_dir) / "codes.json"
-    if not path.is_file():
+    """The codes the prior learned (:func:`codes_made`), without the per-utterance ids; None when
+    that is not known. UserError when it describes other codes than the checkpoint models."""
+    info = codes_made(prior_dir, ckpt)
+    if info is None:
         return None
-    info = CodesInfo.load(path).without_ids()
+    path = Path(prior_dir) / "codes.json" if Path(prior_dir).is_dir() else Path(prior_dir)
     if (info.num_codes, info.groups) != (ckpt["num_codes"], ckpt["groups"]):
         raise UserError(
             f"{path} describes codes with K={info.num_codes} in {info.groups} group(s), but the prior models "
