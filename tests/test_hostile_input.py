@@ -3233,3 +3233,21 @@ def test_the_report_knows_the_models_step_after_an_interrupted_training_and_unkn
     page = (exp / "report.html").read_text()
     assert f"1 of the 3 conversions into {speaker} (e.g. added.wav) were not written there" in page
     assert "Section skipped" not in page
+
+
+# --- twenty-first pass ------------------------------------------------------------------------
+
+
+def test_overwrite_never_lets_encode_and_baseline_replace_each_others_codes(tmp_path, capsys, trained_tiny,
+                                                                          demo_manifest, codes):
+    model_codes = tmp_path / "codes"
+    shutil.copytree(codes, model_codes)
+    before = {p: p.read_bytes() for p in files_under(model_codes)}
+    message = cli_error(capsys, ["baseline", "mfcc-kmeans", demo_manifest, model_codes, "--overwrite"], "baseline")
+    assert "holds codes `vqspeech encode` (a VQ-VAE's codes) wrote" in message
+    assert {p: p.read_bytes() for p in files_under(model_codes)} == before
+    kmeans = tmp_path / "kmeans"
+    assert run_cli(["baseline", "mfcc-kmeans", demo_manifest, kmeans, "--num_codes", "8"]) == 0
+    message = cli_error(capsys, ["encode", trained_tiny, demo_manifest, kmeans, "--overwrite"], "encode")
+    assert "holds codes `vqspeech baseline mfcc-kmeans` wrote" in message
+    assert run_cli(["baseline", "mfcc-kmeans", demo_manifest, kmeans, "--num_codes", "8", "--overwrite"]) == 0

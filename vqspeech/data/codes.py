@@ -34,6 +34,7 @@ from ..fileio import (
     is_finite_number,
     is_int,
     is_safe_name,
+    read_json_object,
     remove_stale_temps,
     write_text_atomic,
 )
@@ -492,9 +493,10 @@ class CodesWriter:
         top: bool = False,
         overwrite: bool = False,
         samples: bool = False,
+        system: str = "vqvae",
     ):
         self.root, self.latents, self.top = Path(root), latents, top
-        refuse_existing_codes(self.root, overwrite, samples=samples)
+        refuse_existing_codes(self.root, overwrite, samples=samples, system=system)
         self.root.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.root / WRITER_MARK, "")  # an interrupted write's files stay ours to replace
         for name in (INFO_FILE, "units.txt", "rejects.tsv"):
@@ -549,12 +551,18 @@ def _holds_codes(root: Path) -> bool:
     return (root / INFO_FILE).exists() or bool(_code_files(root))
 
 
-def refuse_existing_codes(root: Path, overwrite: bool, samples: bool = False) -> None:
+CODE_WRITERS = {"vqvae": "`vqspeech encode` (a VQ-VAE's codes)", "mfcc-kmeans": "`vqspeech baseline mfcc-kmeans`"}
+"""Who wrote a codes folder, by its codes.json's ``system`` (none: a VQ-VAE's, ``encode``)."""
+
+
+def refuse_existing_codes(root: Path, overwrite: bool, samples: bool = False, system: str = "vqvae") -> None:
     """UserError when ``root`` already holds codes and not ``overwrite``, or has a subfolder that
     is a link (its files are not the folder's to replace); check before long work. The files of an
     interrupted write (the writer's mark, no codes.json) are replaced without ``overwrite``: the
     identical command simply runs again. A folder of prior samples (:data:`SAMPLES_MARK`) is
-    ``prior sample``'s alone (``samples``): other codes would sit beside its wavs and scores."""
+    ``prior sample``'s alone (``samples``): other codes would sit beside its wavs and scores.
+    ``overwrite`` replaces only codes of the same ``system`` (:data:`CODE_WRITERS`): a baseline's
+    k-means codes never replace a model's, which its priors were trained on, nor the reverse."""
     if not samples and (root / SAMPLES_MARK).exists():
         raise UserError(
             f"{root} holds samples that `vqspeech prior sample` wrote; write these codes to another folder."
@@ -575,6 +583,13 @@ def refuse_existing_codes(root: Path, overwrite: bool, samples: bool = False) ->
     interrupted = (root / WRITER_MARK).exists() and not (root / INFO_FILE).exists()  # a killed run's: ours
     if _holds_codes(root) and not overwrite and not interrupted:
         raise UserError(f"{root} already holds codes; pass `overwrite=True` to replace them.")
+    record = read_json_object(root / INFO_FILE) if _holds_codes(root) and not samples else None
+    theirs = record.get("system", "vqvae") if record is not None else system
+    if theirs != system:
+        raise UserError(
+            f"{root} holds codes {CODE_WRITERS.get(str(theirs), repr(theirs))} wrote; `overwrite` replaces only codes "
+            f"of the same kind, so write these to another folder."
+        )
     foreign = [name for name in ("units.txt", "rejects.tsv") if (root / name).exists()]
     if foreign and not _holds_codes(root):
         raise UserError(

@@ -46,7 +46,7 @@ def mfcc_kmeans_baseline(
     """Fit k-means on MFCC frames of ``fit_split`` and write codes for ``split`` (None = all) into
     the codes folder ``out_dir``, holding its lock."""
     out = Path(out_dir)
-    refuse_existing_codes(out, overwrite)
+    refuse_existing_codes(out, overwrite, system="mfcc-kmeans")
     if isinstance(num_codes, bool) or not isinstance(num_codes, (int, np.integer)) or not 2 <= num_codes <= MAX_CODES:
         raise UserError(
             f"`num_codes` must be a whole number from 2 to {MAX_CODES} (codes are stored as "
@@ -92,7 +92,7 @@ def mfcc_kmeans_baseline(
         kmeans = MiniBatchKMeans(n_clusters=num_codes, batch_size=4096, n_init=3, random_state=seed)
         kmeans.fit((fit_frames - mean) / std)
 
-        writer = CodesWriter(out, latents=True, overwrite=overwrite)
+        writer = CodesWriter(out, latents=True, overwrite=overwrite, system="mfcc-kmeans")
         speakers, splits = {}, {}
         for u in targets:
             if u.id not in features:
