@@ -3251,3 +3251,24 @@ def test_overwrite_never_lets_encode_and_baseline_replace_each_others_codes(tmp_
     message = cli_error(capsys, ["encode", trained_tiny, demo_manifest, kmeans, "--overwrite"], "encode")
     assert "holds codes `vqspeech baseline mfcc-kmeans` wrote" in message
     assert run_cli(["baseline", "mfcc-kmeans", demo_manifest, kmeans, "--num_codes", "8", "--overwrite"]) == 0
+
+
+def test_probe_alignments_without_audio_may_leave_the_final_silence_out(tmp_path, capsys, codes, demo_manifest):
+    """With --alignments (no audio), .lab segments that end before the codes do are accepted (as
+    they are with the audio known); segments that reach past the codes are refused."""
+    def write_labs(folder: Path, share: float) -> Path:
+        folder.mkdir()
+        for row in read_manifest(demo_manifest):
+            seconds = share * len(np.load(codes / "codes" / f"{row.id}.npy")) / 100
+            labels = ["sil", "dh", "ax", "k", "ae", "t", "sil"]
+            lines = [f"{seconds * (k + 1) / len(labels):.4f} 125 {label}" for k, label in enumerate(labels)]
+            (folder / f"{row.id}.lab").write_text("signal x\nnfields 1\n#\n" + "\n".join(lines) + "\n")
+        return folder
+
+    short = write_labs(tmp_path / "short", 0.85)
+    assert run_cli(["evaluate", "probe", "--codes", codes, "--alignments", short, "--out", tmp_path / "p.json",
+                    "--no_abx"]) == 0
+    long = write_labs(tmp_path / "long", 1.5)
+    message = cli_error(capsys, ["evaluate", "probe", "--codes", codes, "--alignments", long, "--out",
+                                 tmp_path / "q.json", "--no_abx"], "evaluate probe")
+    assert "code frames cover" in message and "do not belong together" in message

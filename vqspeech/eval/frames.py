@@ -104,7 +104,9 @@ def _check_length(utt_id: str, num_frames: int, code_rate_hz: float, utt: Source
             seconds = info.frames / info.samplerate
         except (OSError, RuntimeError):  # unreadable: the alignment says how long it is
             seconds = None
-    if seconds is None:
+    if seconds is None and not str(utt.alignment).lower().endswith(".textgrid"):
+        return _check_codes_cover(utt_id, num_frames, code_rate_hz, utt)
+    if seconds is None:  # a TextGrid spans its whole recording
         seconds = alignment_duration(str(utt.alignment))
     else:
         covered = _check_alignment_extent(utt_id, seconds, utt)
@@ -116,6 +118,21 @@ def _check_length(utt_id: str, num_frames: int, code_rate_hz: float, utt: Source
             "(re-run `vqspeech encode` on this audio)."
         )
     return covered
+
+
+def _check_codes_cover(utt_id: str, num_frames: int, code_rate_hz: float, utt: SourceUtterance) -> float:
+    """No audio, segments that may leave a final silence out (``.phn``, ``.lab``): UserError when
+    they reach past what the codes cover; else the share of the codes' time they cover (judged
+    over all utterances, as with audio: a median far below 1 means times in another unit)."""
+    extent = alignment_duration(str(utt.alignment))
+    coded = num_frames / code_rate_hz
+    if extent > coded + (LENGTH_TOLERANCE / code_rate_hz) + ALIGNMENT_TOLERANCE_S:
+        raise UserError(
+            f"The alignment of '{utt_id}' ({utt.alignment}) spans {extent:.2f} s, but its {num_frames} code frames "
+            f"cover {coded:.2f} s at {code_rate_hz:g} Hz; the codes and the alignments do not belong together "
+            "(re-run `vqspeech encode` on the audio these alignments describe)."
+        )
+    return extent / coded if coded > 0 else 0.0
 
 
 def _check_alignment_extent(utt_id: str, seconds: float, utt: SourceUtterance) -> float | None:
