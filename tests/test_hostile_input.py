@@ -3272,3 +3272,19 @@ def test_probe_alignments_without_audio_may_leave_the_final_silence_out(tmp_path
     message = cli_error(capsys, ["evaluate", "probe", "--codes", codes, "--alignments", long, "--out",
                                  tmp_path / "q.json", "--no_abx"], "evaluate probe")
     assert "code frames cover" in message and "do not belong together" in message
+
+
+def test_the_report_says_when_conversions_are_of_an_earlier_enrolment(tmp_path, trained_tiny, demo_manifest):
+    """An enrolment changes the voice, not the step: the mark records the checkpoint's digest too."""
+    rows = read_manifest(demo_manifest)
+    enrolled = tmp_path / "enrolled"
+    voice = ["enroll", trained_tiny, "newvoice", rows[0].audio, "-o", enrolled]
+    assert run_cli([*voice, "--steps", "1"]) == 0
+    out = enrolled / "convert" / "newvoice"
+    assert run_cli(["convert", enrolled, demo_manifest, "--limit", "2", "--speaker", "newvoice", "-o", out]) == 0
+    assert run_cli(["report", enrolled]) == 0
+    assert "earlier state of the model" not in (enrolled / "report.html").read_text()
+    assert run_cli([*voice, "--steps", "3"]) == 0  # the enrolment carries on: same step, another voice
+    assert run_cli(["report", enrolled, "--overwrite"]) == 0
+    assert "2 of the conversions into newvoice were made by an earlier state of the model at the same step" in (
+        enrolled / "report.html").read_text()

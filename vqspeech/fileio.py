@@ -188,30 +188,44 @@ The identical rerun of a killed run carries on where it stopped; another run rep
 run's outputs only with ``overwrite``, and the rest of them stay recorded as that run's."""
 
 
-def write_generation_mark(folder: Path, mark: str, outputs: dict[str, int | None]) -> None:
+def file_digest(path: str | os.PathLike) -> str:
+    """The first 16 hex digits of a file's SHA-256: the same content, wherever and whenever."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def write_generation_mark(folder: Path, mark: str, outputs: dict[str, dict]) -> None:
     """Write ``decode``'s or ``convert``'s mark into its output ``folder``: the folder is theirs,
-    and ``outputs`` maps each finished output's file name to the training step of the model that
-    made it (None: not known), recorded with the file's size and time."""
-    entries = {n: {"step": s, "stamp": file_stamp(folder / n)} for n, s in outputs.items()}
+    and ``outputs`` maps each finished output's file name to what made it, {"step": the model's
+    training step, "model": its checkpoint's :func:`file_digest`} (None: not known), recorded with
+    the file's size and time."""
+    entries = {n: {**made, "stamp": file_stamp(folder / n)} for n, made in outputs.items()}
     write_text_atomic(folder / mark, json.dumps({"outputs": entries}) + "\n")
 
 
-def read_generation_mark(folder: Path, mark: str) -> dict[str, int | None]:
+def read_generation_mark(folder: Path, mark: str) -> dict[str, dict]:
     """The outputs a :func:`write_generation_mark` mark records that are still as their run wrote
-    them, {name: step}; a file replaced or added since is left out (who made it is not known), as
-    is everything of a mark that cannot be read. A step that is not a plausible one reads as None."""
+    them, {name: {"step", "model"}}; a file replaced or added since is left out (who made it is not
+    known), as is everything of a mark that cannot be read. A step or digest that is not a
+    plausible one reads as None."""
     record = read_json_object(folder / mark) or {}
     outputs = record.get("outputs")
     if not isinstance(outputs, dict):
         return {}
-    made: dict[str, int | None] = {}
+    made: dict[str, dict] = {}
     for name, entry in outputs.items():
         if not (is_safe_name(name) and isinstance(entry, dict) and (folder / name).is_file()):
             continue
         if entry.get("stamp") != file_stamp(folder / name):
             continue
-        step = entry.get("step")
-        made[name] = step if is_int(step) and 0 <= step < 2**53 else None
+        step, model = entry.get("step"), entry.get("model")
+        made[name] = {
+            "step": step if is_int(step) and 0 <= step < 2**53 else None,
+            "model": model if isinstance(model, str) and re.fullmatch(r"[0-9a-f]{16}", model) else None,
+        }
     return made
 
 

@@ -29,6 +29,7 @@ from ..fileio import (
     check_not_in_owned_folder,
     check_results_home,
     check_writable_parent,
+    file_digest,
     file_stamp,
     inside,
     is_experiment_folder,
@@ -300,14 +301,14 @@ class RunRecord:
 
 @contextlib.contextmanager
 def _writing(
-    out: Path, paths: list[Path], verb: str, settings: str, overwrite: bool, step: int | None
+    out: Path, paths: list[Path], verb: str, settings: str, overwrite: bool, made_by: dict
 ) -> Iterator[RunRecord]:
     """Hold the output folder's lock (one output file: check that it can be written) while the
     audio is generated, so that a bad output is found before the work. Yields the folder's
     :class:`RunRecord`: what a killed run with the same ``settings`` wrote need not be generated
     again. The outputs are checked again under the lock: a run that finished since the first
     check is no killed run. The folder's mark (:data:`OWN_KINDS`) is written before any output and
-    records, once the run finishes, the model's training ``step`` for each output."""
+    records, once the run finishes, what made each output (``made_by``, :func:`_made_by`)."""
     if len(paths) == 1 and paths[0] == out:
         check_writable_parent(out)
         _check_single_output(out, verb, overwrite)
@@ -329,8 +330,15 @@ def _writing(
                 mark.unlink(missing_ok=True)  # nothing written: the folder is nobody's yet
             raise
         made = read_generation_mark(out, OWN_KINDS[verb])
-        made.update({p.name: step for p in paths})
+        made.update({p.name: made_by for p in paths})
         write_generation_mark(out, OWN_KINDS[verb], {n: s for n, s in made.items() if (out / n).is_file()})
+
+
+def _made_by(vq: VQSpeech) -> dict:
+    """What a generation mark records of the model: its training step and its checkpoint's digest
+    (an enrolment continued or redone changes the voice, not the step)."""
+    ckpt = vq.checkpoint
+    return {"step": vq.step, "model": file_digest(ckpt) if ckpt is not None and Path(ckpt).is_file() else None}
 
 
 @contextlib.contextmanager
@@ -449,7 +457,7 @@ def decode_codes(
     _check_own_folder(out, paths, "decode")
     inputs = [[i, hashlib.sha256(e.codes.tobytes()).hexdigest()] for i, e in zip(ids, encodings, strict=True)]
     settings = run_settings(vq, "decode", inputs, speakers, temperature=temperature, seed=seed, batch_size=batch_size)
-    with _writing(out, paths, "decode", settings, overwrite, vq.step) as record:
+    with _writing(out, paths, "decode", settings, overwrite, _made_by(vq)) as record:
         return _generate_to_files(
             vq, encodings, speakers, paths, temperature=temperature, seed=seed, batch_size=batch_size, record=record
         )
@@ -541,7 +549,7 @@ def convert_items(
         for i, f in zip(items, files, strict=True)
     ]
     settings = run_settings(vq, "convert", stamps, [speaker], temperature=temperature, seed=seed, batch_size=batch_size)
-    with _writing(out, paths, "convert", settings, overwrite, vq.step) as record:
+    with _writing(out, paths, "convert", settings, overwrite, _made_by(vq)) as record:
         encodings = []
         for item in items:
             audio, sr = load_audio(str(item.path))

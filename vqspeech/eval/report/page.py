@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from ...checkpoint import load_checkpoint
 from ...errors import UserError, first_line
-from ...fileio import is_int, read_json_object, user_path
+from ...fileio import file_digest, is_int, read_json_object, user_path
 from .labels import ARROWS
 
 
@@ -166,6 +166,12 @@ class Page:
                 return step
         summary = read_json_object(self.exp_dir / "train_summary.json") or {}
         return summary["step"] if is_int(summary.get("step")) else None
+
+    @functools.cached_property
+    def model_digest(self) -> str | None:
+        """The digest (:func:`vqspeech.fileio.file_digest`) of ``checkpoints/last.pt``, or None."""
+        last = self.exp_dir / "checkpoints" / "last.pt"
+        return file_digest(last) if last.is_file() else None
 
     def url(self, path: Path) -> str:
         """The path relative to the page's folder, percent-encoded, HTML-escaped for an attribute."""

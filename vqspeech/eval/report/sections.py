@@ -600,7 +600,13 @@ def _convert_folder_note(page: Page, folder: Path) -> str:
     now = _model_step(page)
     wavs = _wavs(folder)
     unknown = [w.name for w in wavs if w.name not in made]
-    steps = sorted({s for w in wavs if is_number(s := made.get(w.name)) and s != now})
+    steps = sorted({s for w in wavs if is_number(s := made.get(w.name, {}).get("step")) and s != now})
+    digest = page.model_digest
+    earlier = [
+        w.name
+        for w in wavs
+        if made.get(w.name, {}).get("step") == now and made[w.name].get("model") not in (None, digest)
+    ]
     notes = []
     if unknown:
         notes.append(
@@ -613,6 +619,12 @@ def _convert_folder_note(page: Page, folder: Path) -> str:
             f"The conversions into {folder.name} were made at step {', '.join(f'{s:g}' for s in steps)}, but the "
             f"model has trained to step {now:g} since; re-run {PRODUCERS['convert']} to make them with the model as "
             "it is."
+        )
+    if earlier and digest is not None:
+        notes.append(
+            f"{len(earlier)} of the conversions into {folder.name} were made by an earlier state of the model at "
+            f"the same step (an enrolment continued or redone, or checkpoints/last.pt replaced); re-run "
+            f"{PRODUCERS['convert']} to make them with the model as it is."
         )
     return "".join(note(n) for n in notes)
 
