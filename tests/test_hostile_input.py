@@ -3288,3 +3288,25 @@ def test_the_report_says_when_conversions_are_of_an_earlier_enrolment(tmp_path, 
     assert run_cli(["report", enrolled, "--overwrite"]) == 0
     assert "2 of the conversions into newvoice were made by an earlier state of the model at the same step" in (
         enrolled / "report.html").read_text()
+
+
+def test_small_mistakes_of_the_twenty_first_pass_get_one_clear_sentence(tmp_path, capsys, trained_tiny, codes,
+                                                                        demo_manifest):
+    from vqspeech.data.codes import CodesFolder
+
+    assert run_cli(["export", trained_tiny, tmp_path / "model.pt"]) == 0
+    message = cli_error(capsys, ["report", tmp_path / "model.pt"], "report")
+    assert "is a file; a report is of an experiment folder" in message
+    with pytest.raises(UserError, match="another command's output folder"):
+        VQSpeech.load(codes, "cpu")
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    folder = CodesFolder.open(codes)
+    encoding = folder.read(folder.code_ids[0])
+    assert len(vq.decode(encoding)) > 0  # the speaker the codes record
+    with pytest.raises(UserError, match="No speaker is known"):
+        vq.decode(encoding.codes)
+    rows = read_manifest(demo_manifest)
+    files = [rows[0].audio, rows[1].audio]
+    out = tmp_path / "enrolled"
+    assert run_cli(["enroll", trained_tiny, "newvoice", *files, "-o", out, "--steps", "1"]) == 0
+    assert run_cli(["enroll", trained_tiny, "newvoice", *files[::-1], "-o", out, "--steps", "2"]) == 0

@@ -34,6 +34,7 @@ import torch
 from .data.codes import CodesInfo
 from .errors import UserError, first_line
 from .fileio import (
+    OWNED_FOLDER_MARKS,
     FolderLock,
     atomic_path,
     check_output_file,
@@ -249,6 +250,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         ckpt = path / "checkpoints" / "last.pt"
+        if not ckpt.is_file() and any((path / mark).exists() for mark in OWNED_FOLDER_MARKS):
+            raise UserError(
+                f"{path} is another command's output folder (codes, a corpus, audio), not a model; give the "
+                "experiment folder `vqspeech train` wrote, or a checkpoint file."
+            )
         if not ckpt.is_file():
             raise UserError(f"{path} holds no checkpoints/last.pt; train it first with `vqspeech train {path} ...`.")
         return ckpt

@@ -357,12 +357,19 @@ class VQSpeech:
     def decode(
         self,
         codes: Encoding | np.ndarray,
-        speaker: Speaker,
+        speaker: Speaker | None = None,
         temperature: float = 1.0,
         seed: int = 0,
         progress: bool = False,
     ) -> np.ndarray:
-        """One utterance's codes (see :meth:`decode_batch`) -> waveform [F * hop] at sample_rate."""
+        """One utterance's codes (see :meth:`decode_batch`) -> waveform [F * hop] at sample_rate.
+        ``speaker`` None: the speaker an :class:`Encoding` records."""
+        if speaker is None:
+            speaker = codes.speaker if isinstance(codes, Encoding) else None
+            if speaker is None:
+                raise UserError(
+                    f"No speaker is known for these codes; pass `speaker` (one of: {', '.join(self.speakers[:10])})."
+                )
         return self.decode_batch([codes], [speaker], temperature, seed, progress)[0]
 
     def convert(

@@ -227,7 +227,7 @@ def enroll_speaker(
     same = [s for s in vq.speakers if s.casefold() == name.casefold()]
     if same:  # George beside george: two speakers users mix up, one folder on a case-blind file system
         raise UserError(f"{exp} already knows a speaker {same[0]!r}; choose another name.")
-    found = reference_files(recordings)
+    found = sorted(reference_files(recordings), key=lambda p: str(p.resolve()))  # in any order given, one set
     files = [str(p.resolve()) for p in found]
     audio = load_reference(found, vq.sample_rate, min_seconds=1.0)
     crop = crop_length(options.crop_seconds, vq.sample_rate, vq.hop_length)

@@ -36,6 +36,11 @@ GENERATOR = "vqspeech report"
 
 def load_config(exp_dir: Path) -> dict:
     """The experiment's ``config.yaml``; UserError when ``exp_dir`` is not an experiment folder."""
+    if exp_dir.is_file():
+        raise UserError(
+            f"{exp_dir} is a file; a report is of an experiment folder (the EXP_DIR that `vqspeech train` wrote), "
+            "not of a checkpoint file."
+        )
     if not exp_dir.is_dir():
         raise UserError(f"Experiment folder {exp_dir} does not exist; pass the EXP_DIR that `vqspeech train` wrote.")
     path = exp_dir / "config.yaml"
