@@ -354,6 +354,27 @@ def test_a_forced_stage_that_fails_leaves_no_marker(tmp_path):
     assert not (tmp_path / "exp/.stages/9").exists()
 
 
+def test_a_forced_stage_makes_the_stages_after_it_not_done(tmp_path):
+    """What stages 3-9 made came from stage 2's old result: after a forced stage 2 (here with
+    --stop_stage 2), they are not done, so the summary does not list them and the next run redoes
+    them. A stage that never finished (stage 0 without --download) takes no one's marker away."""
+    script = f"""
+        set -e
+        stage=0 stop_stage=2 force=true exp_dir={tmp_path}/exp
+        . {RECIPES}/utils/stage.sh
+        mkdir -p $exp_dir/.stages
+        for n in 1 2 3 4 9; do printf '1 s\told run\n' > $exp_dir/.stages/$n; done
+        if run_stage 0 "download"; then :; fi
+        ls $exp_dir/.stages | tr '\n' ' '; echo
+        if run_stage 2 "train"; then stage_done 2; fi
+        ls $exp_dir/.stages | tr '\n' ' '
+    """
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1] == "1 2 3 4 9 " and lines[-1] == "1 2 ", lines
+
+
 def test_two_stage_training_in_the_recipe(tmp_path):
     """--units_minutes: stage 2 trains the units in EXP/units, then the decoder on their frozen
     codes in EXP; encode and convert use the result as any other experiment."""

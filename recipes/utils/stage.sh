@@ -81,6 +81,14 @@ run_stage() {
     return 1
   fi
   echo "== stage $n: $name"
+  if [ -f "$exp_dir/.stages/$n" ]; then  # a forced redo: what later stages made came from the old result
+    local later
+    for later in "$exp_dir"/.stages/*; do
+      if [[ $(basename "$later") =~ ^[0-9]+$ ]] && [ "$(basename "$later")" -gt "$n" ]; then
+        rm -f "$later"  # not done any more: the next run redoes them, the summary no longer lists them
+      fi
+    done
+  fi
   rm -f "$exp_dir/.stages/$n"  # a forced rerun that fails must not leave the old marker behind
   STAGE_START=$(date +%s)
   STAGE_NAME=$name
