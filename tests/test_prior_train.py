@@ -113,7 +113,9 @@ def test_prior_errors_are_one_sentence(tmp_path, trained_prior, codes_dir, capsy
     assert run_cli(["prior", "train", tmp_path / "p", f"data.codes={codes_dir}", "prior=lstm"]) == 2
     assert "transformer" in capsys.readouterr().err  # lists the available prior configs
     assert run_cli(["prior", "sample", codes_dir, "-o", tmp_path / "y", "--speaker", "a"]) == 2
-    assert "checkpoints/last.pt" in capsys.readouterr().err
+    assert "is another command's output folder (codes, a corpus, audio), not a model" in capsys.readouterr().err
+    assert run_cli(["prior", "sample", tmp_path, "-o", tmp_path / "y", "--speaker", "a"]) == 2
+    assert "holds no checkpoints/last.pt" in capsys.readouterr().err
 
 
 def test_best_validation_checkpoint_is_kept_and_used(tmp_path, codes_dir):
