@@ -288,7 +288,7 @@ def section_metrics(page: Page) -> str:
 def stale_note(page: Page, measured: object, what: str, producer: str, done: str = "measured") -> str:
     """A warning when results were ``done`` (measured, made) at another training step than the
     model's now (the experiment trained on after them), else nothing."""
-    now = _model_step(page)
+    now = page.model_step
     if not (is_number(measured) and is_number(now)) or measured == now:
         return ""
     again = "measure the model" if done == "measured" else "make them with the model"
@@ -296,11 +296,6 @@ def stale_note(page: Page, measured: object, what: str, producer: str, done: str
         f"{what} were {done} at step {measured:g}, but the model has trained to step {now:g} since; "
         f"re-run {PRODUCERS[producer]} to {again} as it is."
     )
-
-
-def _model_step(page: Page) -> int | None:
-    """The step of the model the other verbs load (:attr:`Page.model_step`)."""
-    return page.model_step
 
 
 def section_probe(page: Page) -> str:
@@ -597,16 +592,12 @@ def _convert_folder_note(page: Page, folder: Path) -> str:
             f"{PRODUCERS['convert']} to finish them."
         )
     made = read_generation_mark(folder, CONVERT_MARK)
-    now = _model_step(page)
+    now, digest = page.model_step, page.model_digest
     wavs = _wavs(folder)
     unknown = [w.name for w in wavs if w.name not in made]
-    steps = sorted({s for w in wavs if is_number(s := made.get(w.name, {}).get("step")) and s != now})
-    digest = page.model_digest
-    earlier = [
-        w.name
-        for w in wavs
-        if made.get(w.name, {}).get("step") == now and made[w.name].get("model") not in (None, digest)
-    ]
+    known = [made[w.name] for w in wavs if w.name in made]
+    steps = sorted({e["step"] for e in known if is_number(e["step"]) and e["step"] != now})
+    earlier = [e for e in known if e["step"] == now and e["model"] not in (None, digest)]
     notes = []
     if unknown:
         notes.append(
