@@ -3310,3 +3310,143 @@ def test_small_mistakes_of_the_twenty_first_pass_get_one_clear_sentence(tmp_path
     out = tmp_path / "enrolled"
     assert run_cli(["enroll", trained_tiny, "newvoice", *files, "-o", out, "--steps", "1"]) == 0
     assert run_cli(["enroll", trained_tiny, "newvoice", *files[::-1], "-o", out, "--steps", "2"]) == 0
+
+
+# --- twenty-second pass -----------------------------------------------------------------------
+
+
+def test_the_report_says_when_the_probe_measured_an_earlier_codebook(tmp_path, trained_tiny, demo_manifest):
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    for stale in ("probe", "codes", "report.html"):
+        shutil.rmtree(exp / stale) if (exp / stale).is_dir() else (exp / stale).unlink(missing_ok=True)
+    assert run_cli(["encode", exp, demo_manifest, exp / "codes"]) == 0
+    assert run_cli(["evaluate", "probe", "--codes", exp / "codes", "--manifest", demo_manifest, "--name", "vqvae",
+                    "--out", exp / "probe" / "vqvae.json", "--no_abx"]) == 0
+    assert run_cli(["report", exp]) == 0
+    assert "measured codes of another codebook" not in (exp / "report.html").read_text()
+    assert run_cli(["train", exp, "train.max_steps=34"]) == 0  # the codebook moves on
+    assert run_cli(["report", exp, "--overwrite"]) == 0
+    probe = (exp / "report.html").read_text().split('<section id="probe">')[1].split("</section>")[0]
+    assert "The probe &#x27;vqvae&#x27; measured codes of another codebook than the model&#x27;s now" in probe
+
+
+def test_encoding_does_not_depend_on_the_recordings_gain(tmp_path, trained_tiny, demo_manifest):
+    """A model hears the level `prepare` gave its corpus: float audio 10^4 above full scale, or far
+    below it, encodes as the recording does (before: one code for the whole of a loud file)."""
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    audio, rate = sf.read(read_manifest(demo_manifest)[0].audio, dtype="float32")
+    codes = vq.encode(audio, rate).codes
+    assert len(set(codes.tolist())) > 3
+    for gain in (1e4, 1e30, 1e-3):
+        scaled = vq.encode((audio.astype(np.float64) * gain).astype(np.float32), rate).codes
+        assert np.mean(scaled == codes) > 0.98, gain
+    loud = tmp_path / "loud.wav"
+    sf.write(loud, audio * 1e4, rate, subtype="FLOAT")
+    assert run_cli(["encode", trained_tiny, loud, tmp_path / "codes"]) == 0
+    assert np.mean(np.load(tmp_path / "codes" / "codes" / "loud.npy") == codes) > 0.98
+
+
+def test_prepare_of_the_working_folder_names_its_speaker_as_its_full_path_would(tmp_path, monkeypatch):
+    speaker = tmp_path / "anna"
+    speaker.mkdir()
+    sf.write(speaker / "x.wav", 0.1 * np.sin(np.arange(8000) / 5.0).astype(np.float32), 8000)
+    monkeypatch.chdir(speaker)
+    assert run_cli(["prepare", ".", tmp_path / "out", "--layout", "folder", "--sample_rate", "8000"]) == 0
+    assert [(u.id, u.speaker) for u in read_manifest(tmp_path / "out" / "manifest.jsonl")] == [("anna_x", "anna")]
+
+
+def test_a_pipe_named_like_audio_is_named_as_one(tmp_path, capsys, trained_tiny, demo_manifest):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(read_manifest(demo_manifest)[0].audio, folder / "a.wav")
+    os.mkfifo(folder / "pipe.wav")
+    message = cli_error(capsys, ["encode", trained_tiny, folder / "pipe.wav", tmp_path / "c1"], "encode")
+    assert "is neither a regular file nor a folder" in message
+    assert run_cli(["encode", trained_tiny, folder, tmp_path / "c2"]) == 0
+    rejects = (tmp_path / "c2" / "rejects.tsv").read_text()
+    assert "pipe.wav" in rejects and "not a regular file" in rejects
+    message = cli_error(capsys, ["enroll", trained_tiny, "anna", folder, "-o", tmp_path / "e", "--steps", "1"],
+                        "enroll")
+    assert "pipe.wav is not a regular file" in message
+
+
+def test_speaker_names_that_cannot_be_listed_or_given_are_refused_by_prepare(tmp_path):
+    corpus = tmp_path / "corpus"
+    for name in ("x,y", "-h", "plain"):
+        (corpus / name).mkdir(parents=True)
+        for n in range(2):
+            sf.write(corpus / name / f"u{n}.wav", 0.1 * np.sin(np.arange(8000) / (4.0 + n)).astype(np.float32), 8000)
+    assert run_cli(["prepare", corpus, tmp_path / "out", "--layout", "folder", "--sample_rate", "8000"]) == 0
+    assert {u.speaker for u in read_manifest(tmp_path / "out" / "manifest.jsonl")} == {"plain"}
+    rejects = (tmp_path / "out" / "rejects.tsv").read_text()
+    assert "speaker 'x,y' is not a name" in rejects and "speaker '-h' is not a name" in rejects
+    assert not is_safe_speaker("a,b") and not is_safe_speaker("-h") and is_safe_speaker("a-b")
+
+
+def test_speakers_and_model_verbs_say_what_a_folder_is(tmp_path, capsys, trained_tiny, demo_manifest):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(read_manifest(demo_manifest)[0].audio, corpus / "a.wav")
+    message = cli_error(capsys, ["speakers", corpus], "speakers")
+    assert "is not an experiment folder" in message and "train it first" not in message
+    message = cli_error(capsys, ["speakers", trained_tiny / "checkpoints"], "speakers")
+    assert "is an experiment's checkpoints folder" in message
+    message = cli_error(capsys, ["speakers", "/dev/null"], "speakers")
+    assert "is neither an experiment folder nor a checkpoint file" in message
+    (tmp_path / "empty").mkdir()
+    assert "train it first" in cli_error(capsys, ["speakers", tmp_path / "empty"], "speakers")
+
+
+def test_prepare_names_channels_that_cancel_and_refuses_a_constant_level(tmp_path):
+    corpus = tmp_path / "corpus" / "anna"
+    corpus.mkdir(parents=True)
+    tone = 0.1 * np.sin(np.arange(8000) / 5.0).astype(np.float32)
+    sf.write(corpus / "cancel.wav", np.stack([tone, -tone], axis=1), 8000)
+    sf.write(corpus / "dc.wav", np.full(8000, 0.5, dtype=np.float32), 8000)
+    sf.write(corpus / "fine.wav", tone, 8000)
+    assert run_cli(["prepare", corpus.parent, tmp_path / "out", "--layout", "folder", "--sample_rate", "8000"]) == 0
+    assert [u.id for u in read_manifest(tmp_path / "out" / "manifest.jsonl")] == ["anna_fine"]
+    rejects = dict(line.split("\t", 1) for line in (tmp_path / "out" / "rejects.tsv").read_text().splitlines()[1:])
+    reasons = {Path(k).name: v for k, v in rejects.items()}
+    assert "channels cancel out when mixed to mono" in reasons["cancel.wav"]
+    assert reasons["dc.wav"].startswith("silent") and "cancel" not in reasons["dc.wav"]
+
+
+def test_sigterm_ends_training_in_one_line_and_the_next_run_replaces_its_curves(tmp_path, demo_manifest):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    exp = tmp_path / "exp"
+    args = [sys.executable, "-m", "vqspeech.cli", "train", str(exp), *FAST_TRAIN, f"data.manifest={demo_manifest}",
+            "train.log_every=1", "train.warmup_steps=2"]
+    proc = subprocess.Popen([*args, "train.max_steps=100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((exp / "tb").glob("events*")):
+        time.sleep(0.5)
+    time.sleep(3)  # some steps logged
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "vqspeech train: terminated\n" in err and "Traceback" not in err, err[-2000:]
+    assert not (exp / "checkpoints" / "last.pt").exists() and not (exp / ".lock").exists()
+    assert subprocess.run([*args, "train.max_steps=4"], capture_output=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1")).returncode == 0
+    events = EventAccumulator(str(exp / "tb"))
+    events.Reload()
+    assert sorted(e.step for e in events.Scalars("train/bits")) == [1, 2, 3, 4]
+
+
+def test_enroll_prints_one_short_line(tmp_path, capsys, trained_tiny, demo_manifest):
+    files = [u.audio for u in read_manifest(demo_manifest)[:12]]
+    capsys.readouterr()
+    assert run_cli(["enroll", trained_tiny, "anna", *files, "-o", tmp_path / "e", "--steps", "1"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["recordings"] == 12 and "files" not in line and "inputs" not in line
+    assert len(json.loads((tmp_path / "e" / "enrolment.json").read_text())["files"]) == 12
+
+
+def test_hydras_own_settings_are_refused_as_overrides(tmp_path, capsys, demo_manifest):
+    message = cli_error(capsys, ["train", tmp_path / "exp", *FAST_TRAIN, f"data.manifest={demo_manifest}",
+                                 "train.max_steps=1", "hydra.run.dir=/tmp/x"], "train")
+    assert "Hydra's own settings" in message and "hydra.run.dir" in message
+    assert not (tmp_path / "exp").exists()

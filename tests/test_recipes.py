@@ -465,3 +465,21 @@ def test_the_two_stage_recipe_refuses_an_experiment_on_other_units_before_traini
                                  "model.objective=mel"], tmp_path)
     assert result.returncode == 1 and "holds a decoder trained on the units of" in result.stderr, result.stderr
     assert not (tmp_path / "decoder/units").exists()
+
+
+def test_the_demo_corpus_stage_records_the_folder_it_wrote(tmp_path):
+    """Stage 0 of the demo synthesises its corpus into data_dir: done for one data_dir is not done for
+    another (the rerun stops and names the setting instead of skipping into a missing corpus)."""
+    script = f"""
+        set -e
+        stage=0 stop_stage=100 force=false exp_dir={tmp_path}/exp data_dir={tmp_path}/A
+        . {RECIPES}/utils/stage.sh
+        if run_stage 0 "synthesise"; then stage_done 0; fi
+        data_dir={tmp_path}/./A/
+        if run_stage 0 "synthesise"; then echo ran again; fi
+        data_dir={tmp_path}/B
+        if run_stage 0 "synthesise"; then echo ran again; fi
+    """
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 1 and result.stdout.count("done already") == 1 and "ran again" not in result.stdout
+    assert f"data_dir '{tmp_path}/A' (now '{tmp_path}/B')" in result.stderr, result.stderr

@@ -196,8 +196,11 @@ def save_wav(
 
 
 def normalize_level(audio: np.ndarray, target_rms_db: float = -20.0, peak: float = 0.99) -> np.ndarray:
-    """Scale to a target RMS level (dBFS), then down if needed so no sample exceeds ``peak``."""
-    rms = float(np.sqrt(np.mean(np.square(audio), dtype=np.float64))) if audio.size else 0.0
+    """Scale to a target RMS level (dBFS), then down if needed so no sample exceeds ``peak``: what
+    ``prepare`` does to every utterance, and the inference API to its input, so that a model sees
+    audio at the level it was trained on whatever the recording's gain (float samples far above 1
+    or far below included)."""
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
     if rms <= 1e-8:
         return audio
     gain = 10.0 ** (target_rms_db / 20.0) / rms

@@ -23,6 +23,7 @@ Every checkpoint loads with ``torch.load(path, weights_only=True)``.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import pickle
 import zipfile
@@ -106,6 +107,18 @@ def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """State dict on CPU, unwrapped from DDP."""
     module = getattr(module, "module", module)
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def codebook_digest(state_dict: dict[str, Any]) -> str:
+    """A short hash of a model's codebook(s) (every ``*quantizer.codebook`` tensor): codes.json
+    records it, so codes are decoded only by a model that shares that codebook, and results of
+    codes (a probe) can tell whether the model still has it."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state_dict.items()):
+        if name.endswith("quantizer.codebook") and isinstance(tensor, torch.Tensor):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -255,10 +268,24 @@ def resolve_checkpoint(path: str | Path) -> Path:
                 f"{path} is another command's output folder (codes, a corpus, audio), not a model; give the "
                 "experiment folder `vqspeech train` wrote, or a checkpoint file."
             )
-        if not ckpt.is_file():
+        if ckpt.is_file():
+            return ckpt
+        if path.name == "checkpoints" and any(path.glob("*.pt")):
+            raise UserError(
+                f"{path} is an experiment's checkpoints folder; give the experiment folder ({path.parent}) "
+                "or one checkpoint file in it."
+            )
+        try:
+            empty = not any(not p.name.startswith(".") for p in path.iterdir())
+        except OSError:  # unreadable: not one this user trained
+            empty = False
+        if is_experiment_folder(path) or empty:
             raise UserError(f"{path} holds no checkpoints/last.pt; train it first with `vqspeech train {path} ...`.")
-        return ckpt
-    if not path.exists():
+        raise UserError(
+            f"{path} is not an experiment folder (it has no checkpoints/last.pt); give the folder "
+            "`vqspeech train` wrote, or a checkpoint file."
+        )
+    if not path.is_file():
         raise UserError(f"{path} is neither an experiment folder nor a checkpoint file; check the path.")
     return path
 

@@ -11,7 +11,9 @@ import io
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -224,7 +226,9 @@ def cmd_enroll(args) -> None:
     summary = enroll_speaker(
         args.exp_dir, args.name, args.audio, out, options, overwrite=args.overwrite, device=args.device
     )
-    print(json.dumps({"out": str(out), **summary}))
+    # the recordings and their stamps are in OUT/enrolment.json; a line here stays short however many
+    brief = {k: v for k, v in summary.items() if k not in ("files", "inputs")}
+    print(json.dumps({"out": str(out), **brief, "recordings": len(summary.get("files", []))}))
 
 
 def default_enrol_folder(exp: Path, name: str) -> Path:
@@ -720,7 +724,25 @@ def bounded_int(low: int, high: int):
     return parse
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`, a batch system's time limit) ends a verb as Ctrl-C does."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed with backslash escapes
@@ -750,9 +772,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except KeyboardInterrupt:
-        print(f"vqspeech {command_name(args)}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"vqspeech {command_name(args)}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     return 0
 
 

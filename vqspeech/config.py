@@ -76,6 +76,11 @@ def compose(overrides: list[str], config_name: str = "config", *, missing_ok: bo
     for override in overrides:
         if "=" not in override:
             raise UserError(f"Override {override!r} is not of the form key=value (e.g. train.max_steps=100).")
+        if override_key(override).split(".")[0] == "hydra":  # composed, not run: Hydra's own settings do nothing
+            raise UserError(
+                f"Override {override!r} sets Hydra's own settings, which vqspeech does not use: the folder "
+                "given on the command line is where a run writes; leave the hydra.* keys out."
+            )
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = hydra_compose(config_name, overrides=list(overrides))

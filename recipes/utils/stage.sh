@@ -19,6 +19,8 @@ stage_settings() {
   local train="$data model train_profile train_steps train_minutes units_minutes units_steps overrides"
   local prior="prior_arch prior_steps prior_minutes" names name
   case $1 in
+    0) if [[ -v download_dir ]]; then names="download_dir subset"; else names="data_dir"; fi ;;  # where it writes:
+       # the downloads, or the demo's synthesised corpus in data_dir
     1|5) names=$data ;;
     2|3) names=$train ;;
     4) names="$train num_convert targets" ;;
@@ -31,7 +33,7 @@ stage_settings() {
   for name in $names; do
     if [ "$name" = overrides ]; then
       if declare -p overrides >/dev/null 2>&1; then printf 'overrides=%s\n' "$(_overrides_as_set)"; fi
-    elif [[ -v $name ]] && [[ $name == data_dir || $name == *_root ]] && [ -n "${!name}" ]; then
+    elif [[ -v $name ]] && [[ $name == data_dir || $name == download_dir || $name == *_root ]] && [ -n "${!name}" ]; then
       printf '%s=%s\n' "$name" "$(realpath -m -- "${!name}")"  # the folder, however it is spelled
     elif [[ -v $name ]]; then
       printf '%s=%s\n' "$name" "${!name}"

@@ -454,7 +454,7 @@ def _read_folder(root: Path) -> tuple[list[SourceUtterance], list[Reject]]:
     """
     utts = []
     for path in walk_audio(root):
-        speaker = path.parent.name
+        speaker = Path(os.path.abspath(path.parent)).name  # the same for `prepare . OUT` as for its full path
         utts.append(
             SourceUtterance(
                 id=sanitize_id(f"{speaker}_{path.stem}"),

@@ -45,14 +45,16 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")  # bytes of a file name that were no
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # also what str.splitlines() breaks at
 
 
-SPEAKER_RULE = "no slashes, control characters, spaces at either end or bytes that are not UTF-8"
+SPEAKER_RULE = "no slashes, commas, control characters, spaces at either end, a leading '-' or bytes that are not UTF-8"
 """What :func:`is_safe_speaker` refuses, for error messages."""
 
 
 def is_safe_speaker(name: object) -> bool:
     """A speaker name usable as one path component and one TSV field: a non-empty string without
     slashes, control characters or spaces at either end, not ``.`` or ``..``, and valid UTF-8 (a folder name that is not
-    UTF-8 could not be written to the manifest and read back as the same name)."""
+    UTF-8 could not be written to the manifest and read back as the same name). No commas (``--targets``
+    and ``--heldout_speakers`` take comma-separated lists) and no leading ``-`` (``--speaker -h`` reads
+    as an option)."""
     return (
         isinstance(name, str)
         and bool(name)
@@ -60,6 +62,8 @@ def is_safe_speaker(name: object) -> bool:
         and name == name.strip()  # " lead" and "lead" would read as one name in every listing
         and "/" not in name
         and "\\" not in name
+        and "," not in name
+        and not name.startswith("-")
         and not _CONTROL.search(name)
         and not _SURROGATE.search(name)
     )

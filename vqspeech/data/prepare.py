@@ -324,9 +324,15 @@ def _convert(task: tuple[str, str, int, float, float | None, bool]) -> tuple[int
         audio, source_rate = load_audio(source)
         if audio.size == 0:
             return 0, "empty (0 samples)", source_rate
-        rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+        rms = float(np.std(audio, dtype=np.float64))  # about the mean: a constant (DC) level is no sound
         if rms < SILENCE_RMS:
-            return 0, f"silent (RMS {rms:.1e} below {SILENCE_RMS:g})", source_rate
+            try:  # it was just read; only the wording depends on this
+                channels = sf.read(sound_file(source), dtype="float32", always_2d=True)[0]
+                cancel = channels.shape[1] > 1 and float(np.std(channels, axis=0).max()) >= SILENCE_RMS
+            except Exception:
+                cancel = False
+            why = "; its channels cancel out when mixed to mono" if cancel else ""
+            return 0, f"silent (RMS {rms:.1e} below {SILENCE_RMS:g}, about its mean{why})", source_rate
         audio = resample(audio, source_rate, sample_rate)
         problem = _duration_problem(len(audio), sample_rate, min_duration, max_duration)
         if problem:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ..audio import load_audio, sound_file
+from ..audio import load_audio, normalize_level, sound_file
 from ..errors import UserError, first_line
 from .corpora import AUDIO_EXTENSIONS, walk_audio
 
@@ -35,10 +35,14 @@ def reference_files(paths: Sequence[str | Path]) -> list[Path]:
             if not found:
                 raise UserError(f"Folder {given} holds no sound files ({', '.join(AUDIO_EXTENSIONS)}).")
             files.extend(found)
-        elif given.is_file():
+        elif given.exists() or given.is_symlink():
             files.append(given)
         else:
             raise UserError(f"Recording {given} does not exist; give sound files or folders of them.")
+    for file in files:  # never opened: a pipe would block the read
+        if not file.is_file():
+            what = "a link that leads nowhere" if not file.exists() else "not a regular file (a pipe, device or socket)"
+            raise UserError(f"Recording {file} is {what}; give sound files or folders of them.")
     seen: set[str] = set()
     for file in files:
         if str(file) in seen:
@@ -72,8 +76,9 @@ def load_reference(paths: Sequence[str | Path], sample_rate: int, min_seconds: f
 def check_reference(
     audio: list[np.ndarray], sample_rate: int, min_seconds: float, names: Sequence[str] | None = None
 ) -> list[np.ndarray]:
-    """``audio`` (recordings [T_i] at ``sample_rate``, named ``names``) unless one is silent or all of
-    them together last less than ``min_seconds``: UserError naming the problem."""
+    """``audio`` (recordings [T_i] at ``sample_rate``, named ``names``) brought to the level of a
+    prepared corpus (:func:`vqspeech.audio.normalize_level`), unless one is silent or all of them
+    together last less than ``min_seconds``: UserError naming the problem."""
     for i, samples in enumerate(audio):
         if len(samples) == 0 or float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < SILENCE_RMS:
             name = names[i] if names is not None else "The reference audio"
@@ -84,4 +89,4 @@ def check_reference(
             f"The recordings last {seconds:.2f} s in all, too short to learn a voice from; give at least "
             f"{min_seconds:g} s of speech."
         )
-    return audio
+    return [normalize_level(a) for a in audio]

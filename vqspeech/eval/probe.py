@@ -103,6 +103,7 @@ def run_probe(
     result = {
         "system": name or Path(codes_dir).name,
         "codes_dir": str(Path(codes_dir).resolve()),
+        "codebook": folder.info.codebook,  # the report tells a probe of an earlier codebook by it
         "split": split,
         "phone_set": data.phone_set,
         "groups": folder.info.groups,

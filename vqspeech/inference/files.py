@@ -52,6 +52,11 @@ def collect_inputs(path: str | Path, split: str | None = None, limit: int | None
     path = Path(path)
     if not path.exists():
         raise UserError(f"Input {path} does not exist; give a sound file, a folder or a manifest.jsonl.")
+    if not path.is_file() and not path.is_dir():
+        raise UserError(
+            f"Input {path} is neither a regular file nor a folder (a pipe, device or socket); give a sound "
+            "file, a folder or a manifest.jsonl."
+        )
     if path.is_file() and path.suffix == ".jsonl":
         utts = read_manifest(path, split)
         for u in utts:  # a line whose rate or length the file contradicts describes other audio
@@ -68,7 +73,9 @@ def collect_inputs(path: str | Path, split: str | None = None, limit: int | None
         files = sorted(
             p
             for p in path.rglob("*")
-            if p.is_file() and is_audio_file(p) and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            if is_audio_file(p)
+            and not p.is_dir()  # a pipe or device named like audio is an input that load_audio rejects
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
         )  # hidden files and folders (temporary files of killed runs, .git) are not inputs
         if not files:
             raise UserError(f"Folder {path} holds no sound files ({', '.join(AUDIO_EXTENSIONS)}).")

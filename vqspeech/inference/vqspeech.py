@@ -10,7 +10,6 @@ wav = vq.convert(audio, sample_rate, speaker="anna.wav")  # any voice: a model w
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -18,8 +17,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..audio import check_audio, resample
-from ..checkpoint import load_checkpoint, resolve_checkpoint, weights_problem
+from ..audio import check_audio, normalize_level, resample
+from ..checkpoint import codebook_digest, load_checkpoint, resolve_checkpoint, weights_problem
 from ..config import training_stage
 from ..data.codes import Encoding
 from ..data.reference import check_reference, load_reference
@@ -117,12 +116,7 @@ class VQSpeech:
         """A short hash of the codebook(s) whose indices the codes are: codes.json records it, so
         codes are decoded only by a model that shares that codebook (the one that made them, a
         decoder trained on its units, an enrolment of it)."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.model.state_dict().items()):
-            if name.endswith("quantizer.codebook"):
-                digest.update(name.encode())
-                digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return codebook_digest(self.model.state_dict())
 
     @property
     def hop_length(self) -> int:
@@ -178,7 +172,9 @@ class VQSpeech:
         return torch.stack(vectors).mean(0)
 
     def _prepare(self, audio: np.ndarray, sample_rate: int) -> torch.Tensor:
-        audio = resample(check_audio(audio, sample_rate), int(sample_rate), self.sample_rate)
+        """audio [T] at ``sample_rate`` -> [1, F * hop] at the model's rate and at the level
+        ``prepare`` gives a corpus (the model never saw another), whole code frames."""
+        audio = normalize_level(resample(check_audio(audio, sample_rate), int(sample_rate), self.sample_rate))
         frames = len(audio) // self.hop_length
         if frames == 0:
             raise UserError(

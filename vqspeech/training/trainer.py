@@ -259,7 +259,8 @@ class Trainer:
             if self.step == 0:  # a fresh start: curves of an earlier start killed before its first checkpoint go
                 for events in (self.exp_dir / "tb").rglob("events.out.tfevents.*"):
                     events.unlink()
-            writer = SummaryWriter(str(self.exp_dir / "tb"), purge_step=self.step or None)
+            # events at or after this step (a killed run's, even one that left no checkpoint) are dropped
+            writer = SummaryWriter(str(self.exp_dir / "tb"), purge_step=self.step)
         started, metrics = time.time(), {}
         batches = self.task.batches(self.step, self.dist.rank, self.device)
         bar = tqdm(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 from urllib.parse import quote
 
-from ...checkpoint import load_checkpoint
+from ...checkpoint import codebook_digest, load_checkpoint
 from ...errors import UserError, first_line
 from ...fileio import file_digest, is_int, read_json_object, user_path
 from .labels import ARROWS
@@ -152,20 +152,32 @@ class Page:
         return read_manifest(self.manifest)
 
     @functools.cached_property
+    def _last_checkpoint(self) -> dict | None:
+        """``checkpoints/last.pt`` (the model decode, convert and the evaluations load), or None."""
+        last = self.exp_dir / "checkpoints" / "last.pt"
+        if not last.is_file():
+            return None
+        try:
+            return load_checkpoint(last)
+        except UserError:
+            return None
+
+    @functools.cached_property
     def model_step(self) -> int | None:
         """The training step of the model that decode, convert and the evaluations load
         (``checkpoints/last.pt``; ``train_summary.json`` is written only when a run ends), else the
         summary's step, else None."""
-        last = self.exp_dir / "checkpoints" / "last.pt"
-        if last.is_file():
-            try:
-                step = load_checkpoint(last).get("step")
-            except UserError:
-                step = None
-            if is_int(step):
-                return step
+        step = (self._last_checkpoint or {}).get("step")
+        if is_int(step):
+            return step
         summary = read_json_object(self.exp_dir / "train_summary.json") or {}
         return summary["step"] if is_int(summary.get("step")) else None
+
+    @functools.cached_property
+    def model_codebook(self) -> str | None:
+        """The digest (:func:`vqspeech.checkpoint.codebook_digest`) of that model's codebook, or None."""
+        weights = (self._last_checkpoint or {}).get("model")
+        return codebook_digest(weights) if isinstance(weights, dict) else None
 
     @functools.cached_property
     def model_digest(self) -> str | None:

@@ -318,6 +318,15 @@ def section_probe(page: Page) -> str:
             continue
         if path.stem in PROBE_SYSTEMS or any(k in record for k in PROBE_ROWS):
             systems[path.stem] = record  # other JSON files in probe/ are not systems
+    now = page.model_codebook
+    for name, record in systems.items():
+        made = record.get("codebook")
+        if isinstance(made, str) and now is not None and made != now:
+            notes.append(
+                f"The probe '{name}' measured codes of another codebook than the model's now (the model "
+                f"trained on since); re-run `vqspeech encode`, then {PRODUCERS['probe']}, to measure the "
+                "model as it is."
+            )
     parts = [note(n) for n in notes]
     if not systems:
         return "".join(parts) + note("No probe results to show.")
