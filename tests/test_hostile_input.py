@@ -3450,3 +3450,103 @@ def test_hydras_own_settings_are_refused_as_overrides(tmp_path, capsys, demo_man
                                  "train.max_steps=1", "hydra.run.dir=/tmp/x"], "train")
     assert "Hydra's own settings" in message and "hydra.run.dir" in message
     assert not (tmp_path / "exp").exists()
+
+
+# --- twenty-third pass ------------------------------------------------------------------------
+
+
+def test_overwrite_never_lets_loss_and_probe_results_replace_each_other(tmp_path, capsys, trained_tiny, codes,
+                                                                       demo_manifest):
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    codes = exp / "codes"  # its own
+    shutil.rmtree(codes, ignore_errors=True)
+    assert run_cli(["encode", exp, demo_manifest, codes]) == 0
+    probe = exp / "probe" / "vqvae.json"
+    assert run_cli(["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest, "--out", probe,
+                    "--no_abx", "--overwrite"]) == 0
+    before = probe.read_bytes()
+    message = cli_error(capsys, ["evaluate", "loss", exp, "--out", probe, "--overwrite"], "evaluate loss")
+    assert "holds probe results, not loss results" in message and probe.read_bytes() == before
+    metrics = exp / "metrics.json"
+    assert run_cli(["evaluate", "loss", exp, "--out", metrics, "--overwrite"]) == 0
+    before = metrics.read_bytes()
+    message = cli_error(capsys, ["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest, "--out",
+                                 metrics, "--no_abx", "--overwrite"], "evaluate probe")
+    assert "holds loss results, not probe results" in message and metrics.read_bytes() == before
+    assert run_cli(["evaluate", "loss", exp, "--out", metrics, "--overwrite"]) == 0  # its own kind: replaced
+
+
+def test_the_report_says_when_the_prior_learned_an_earlier_codebook(tmp_path, trained_tiny, demo_manifest):
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    shutil.rmtree(exp / "prior", ignore_errors=True)
+    assert run_cli(["encode", exp, demo_manifest, tmp_path / "codes"]) == 0
+    assert run_cli(["prior", "train", exp / "prior", *PRIOR, f"data.codes={tmp_path / 'codes'}",
+                    "train.max_steps=2"]) == 0
+    assert run_cli(["report", exp, "--overwrite"]) == 0
+    assert "This prior learned codes of another codebook" not in (exp / "report.html").read_text()
+    assert run_cli(["train", exp, "train.max_steps=34"]) == 0
+    assert run_cli(["report", exp, "--overwrite"]) == 0
+    assert "This prior learned codes of another codebook than the model" in (exp / "report.html").read_text()
+
+
+def test_a_killed_prior_run_resumes_from_its_best_checkpoint_and_a_live_one_is_named(tmp_path, capsys, codes,
+                                                                                    sleeper):
+    """best.pt is written at every new best (every validation of the prior profile), last.pt with it:
+    a run killed between two regular checkpoints leaves a state the rerun continues."""
+    exp = tmp_path / "prior"
+    assert run_cli(["prior", "train", exp, *PRIOR, f"data.codes={codes}", "train.max_steps=4",
+                    "train.valid_every=2", "train.checkpoint_every=1000"]) == 0
+    best = torch.load(exp / "checkpoints" / "best.pt", weights_only=True)
+    last = torch.load(exp / "checkpoints" / "last.pt", weights_only=True)
+    assert last["step"] == 4 and best["step"] in (2, 4)
+    (exp / "checkpoints" / "last.pt").unlink()  # as an older run, killed before its first last.pt, leaves it
+    (exp / ".vqspeech.lock").write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(),
+                                                    "verb": "prior train", "started": time.time(),
+                                                    "process_start": FolderLock.process_start(sleeper.pid)}))
+    message = cli_error(capsys, ["prior", "train", exp, "train.max_steps=6"], "prior train")
+    assert f"is in use by `vqspeech prior train` (process {sleeper.pid}" in message
+
+
+def test_the_api_refuses_codes_of_another_codebook(tmp_path, trained_tiny, demo_manifest):
+    other = tmp_path / "other"
+    shutil.copytree(trained_tiny, other)
+    for stale in ("probe", "codes", "prior", "convert", "eval_convert"):
+        shutil.rmtree(other / stale, ignore_errors=True)
+    assert run_cli(["train", other, "train.max_steps=34"]) == 0
+    audio, rate = sf.read(read_manifest(demo_manifest)[0].audio, dtype="float32")
+    mine, theirs = VQSpeech.load(trained_tiny, "cpu"), VQSpeech.load(other, "cpu")
+    encoding = theirs.encode(audio, rate)
+    with pytest.raises(UserError, match="another model's codebook"):
+        mine.decode(encoding, speaker=mine.speakers[0])
+    assert len(mine.decode(mine.encode(audio, rate), speaker=mine.speakers[0])) > 0
+    assert len(mine.decode(encoding.codes, speaker=mine.speakers[0])) > 0  # a bare array says nothing of its model
+
+
+def test_small_mistakes_of_the_twenty_third_pass_get_one_clear_sentence(tmp_path, capsys, trained_tiny, codes,
+                                                                        demo_manifest):
+    from vqspeech.data.align import transcript_words
+    from vqspeech.data.alignments import read_alignment
+
+    assert transcript_words("zéro 😀 one") == ["zéro", "one"]  # not "z ro one"
+    (tmp_path / "folder.TextGrid").mkdir()
+    with pytest.raises(UserError, match="is a folder, not a file"):
+        read_alignment(tmp_path / "folder.TextGrid")
+    os.symlink(tmp_path / "loop.TextGrid", tmp_path / "loop.TextGrid")
+    with pytest.raises(UserError, match="leads nowhere"):
+        read_alignment(tmp_path / "loop.TextGrid")
+    message = cli_error(capsys, ["evaluate", "conversion", trained_tiny, "--out", tmp_path / "ev", "--manifest",
+                                 demo_manifest, "--targets", "anna", "--voice", f"anna={tmp_path / 'nope.wav'}"],
+                        "evaluate conversion")
+    assert "nope.wav, does not exist" in message
+    bad = tmp_path / "bad"
+    shutil.copytree(codes, bad)
+    first = sorted((bad / "codes").glob("*.npy"))[0]
+    first.write_bytes(bytes(range(256)))  # no .npy header: numpy would offer to unpickle it
+    with pytest.raises(UserError) as raised:
+        CodesFolder.open(bad).codes(first.stem)
+    assert "not an array of numbers" in str(raised.value) and "allow_pickle" not in str(raised.value)
+    out = tmp_path / "probe.json"
+    assert run_cli(["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest, "--out", out, "--no_abx",
+                    "--ignore", "SIL"]) == 0  # the alignments' case for the folded set's "sil"

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import UserError, first_line
-from .fileio import TRAINING_SUBFOLDERS, is_utf8, write_text_atomic
+from .fileio import TRAINING_SUBFOLDERS, FolderLock, is_utf8, write_text_atomic
 
 
 def config_dir() -> Path:
@@ -176,6 +176,8 @@ def experiment_config(exp_dir: Path, overrides: list[str], config_name: str = "c
                 f"{exp_dir / sub} is a link; training writes there, so it must be a folder of this experiment "
                 "(train in a new folder, or replace the link by a copy)."
             )
+    if exp_dir.is_dir():  # a run writing there now: its half-written state is no reason to give
+        FolderLock(exp_dir, "train").check_free()
     saved = exp_dir / "overrides.yaml"
     if (exp_dir / "enrolment.json").is_file() and not saved.is_file():
         raise UserError(

@@ -340,6 +340,36 @@ def check_output_file(path: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
+RESULT_KINDS = {
+    "loss": ("bits_per_sample", "manifest", "split"),
+    "probe": ("system", "codes_dir"),
+}
+"""The result files a verb writes where the user says (``"result"`` in the JSON), each with the keys
+that tell a file written before that field."""
+
+
+def result_kind(path: str | os.PathLike) -> str | None:
+    """Which kind of :data:`RESULT_KINDS` the JSON file at ``path`` holds, or None (not one, unreadable)."""
+    record = read_json_object(Path(path))
+    if record is None:
+        return None
+    kind = record.get("result")
+    if isinstance(kind, str) and kind in RESULT_KINDS:
+        return kind
+    return next((k for k, keys in RESULT_KINDS.items() if all(key in record for key in keys)), None)
+
+
+def check_result_kind(path: str | os.PathLike, kind: str) -> None:
+    """UserError when ``path`` holds another kind of result: ``--overwrite`` replaces a verb's own
+    result, never another's (the report would read loss metrics as a probe, or the reverse)."""
+    found = result_kind(path) if Path(path).is_file() else None
+    if found is not None and found != kind:
+        raise UserError(
+            f"{path} holds {found} results, not {kind} results; --overwrite replaces only its own kind, "
+            "so choose another name."
+        )
+
+
 def writable_folder(folder: str | os.PathLike) -> Path:
     """Make ``folder`` if needed and check that a file can be written in it; UserError naming the
     folder and the reason otherwise (a file in the way, no permission, a full or read-only disk)."""

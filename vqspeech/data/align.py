@@ -71,7 +71,7 @@ alignment search end in silence; a louder dither (-60 dBFS) rescues most of the 
 last words the first attempts lose."""
 
 _NON_WORDS = {"<s>", "</s>", "<sil>"}
-_WORD_CHARS = re.compile(r"[^a-z0-9']+")
+_WORD_CHARS = re.compile(r"[^\w']+|_")  # any script's letters stay in their word: "zéro" is one word
 
 
 @dataclass
@@ -119,7 +119,7 @@ class PocketsphinxAligner:
             raise AlignmentFailed("the transcript has no words")
         audio = resample(np.asarray(audio, dtype=np.float32), sample_rate, ALIGN_RATE)
         duration = len(audio) / ALIGN_RATE
-        missing = [w for w in words if not self._pronounceable(w)]
+        missing = [w for w in words if not (re.fullmatch(r"[a-z0-9']+", w) and self._pronounceable(w))]
         if missing:
             raise AlignmentFailed(f"no pronunciation for: {' '.join(missing)}")
         last = "no attempt ran"

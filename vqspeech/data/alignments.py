@@ -229,11 +229,20 @@ def _match_tier(path: Path, tier: str, names: list[str]) -> str:
                 f"({', '.join(matches)}); pass the exact tier name."
             )
     listed = ", ".join(f"'{name}'" for name in names) or "none"
-    raise UserError(f"TextGrid {path} has no tier '{tier}' (its tiers: {listed}); pass one of those names as the tier.")
+    raise UserError(
+        f"TextGrid {path} has no tier '{tier}' (its tiers: {listed}); rename the tier that holds them to "
+        f"'{tier}', as `vqspeech align` names it."
+    )
 
 
 def _check_file(path: Path) -> None:
     if not path.is_file():
+        if path.is_dir():
+            raise UserError(f"Alignment file {path} is a folder, not a file; check the path.")
+        if path.exists():
+            raise UserError(f"Alignment file {path} is not a regular file (a device or a pipe); check the path.")
+        if path.is_symlink():
+            raise UserError(f"Alignment file {path} is a link that leads nowhere (or back to itself); check the path.")
         raise UserError(f"Alignment file {path} does not exist; check the path.")
 
 

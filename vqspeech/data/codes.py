@@ -132,6 +132,9 @@ class Encoding:
     """float32 [F, D]: the bottom quantizer's input, when asked for."""
     speaker: str | None = None
     split: str | None = None
+    codebook: str | None = None
+    """The digest of the codebook the codes index (``VQSpeech.codebook_digest``), when known: a
+    model with another codebook refuses to decode them."""
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -351,7 +354,8 @@ def _load_array(path: Path, ndim: tuple[int, ...], max_frames: int | None = None
         array = np.array(mapped)
         del mapped
     except (OSError, ValueError, MemoryError) as exc:
-        raise UserError(f"Cannot read {path} ({first_line(exc)}); re-run `vqspeech encode`.") from None
+        reason = "not an array of numbers: random bytes or pickled objects" if "allow_pickle" in str(exc) else first_line(exc)
+        raise UserError(f"Cannot read {path} ({reason}); re-run `vqspeech encode`.") from None
     if array.ndim not in ndim:
         raise UserError(f"{path} holds shape {array.shape}; expected a {' or '.join(f'{n}-D' for n in ndim)} array.")
     return array
@@ -472,6 +476,7 @@ class CodesFolder:
             self.latents(utt_id) if latents else None,
             self.info.speakers.get(utt_id),
             self.info.splits.get(utt_id),
+            self.info.codebook,
         )
 
 

@@ -163,7 +163,11 @@ def evaluate_conversion(
     voices = dict(voices or {})
     for name, path in voices.items():
         check_plain_name(name, "Voice name")
-        if os.path.exists(path) and overlapping(out_dir, path):  # the outputs would become part of the voice
+        if not os.path.exists(path):  # else it would read as a speaker name
+            raise UserError(
+                f"The reference of the voice {name!r}, {path}, does not exist; give a sound file or a folder of them."
+            )
+        if overlapping(out_dir, path):  # the outputs would become part of the voice
             raise UserError(
                 f"The reference of the voice {name!r} ({path}) overlaps the output folder {out_dir}; keep the "
                 "reference recordings apart from the evaluation's folder."

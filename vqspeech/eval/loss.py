@@ -12,7 +12,13 @@ import torch
 from ..audio import resample
 from ..data.manifest import Utterance, load_utterance, read_manifest
 from ..errors import UserError
-from ..fileio import check_not_in_owned_folder, check_results_home, check_writable_parent, write_text_atomic
+from ..fileio import (
+    check_not_in_owned_folder,
+    check_result_kind,
+    check_results_home,
+    check_writable_parent,
+    write_text_atomic,
+)
 from ..inference import VQSpeech
 from ..models.conv_decoder import WaveformOutput
 from ..models.cpc import CPCOutput
@@ -94,6 +100,8 @@ def evaluate_loss(
         raise UserError(f"`out` {out_path} should name a .json file.")
     if out_path is not None and out_path.exists() and not overwrite:
         raise UserError(f"{out_path} exists; pass `overwrite=True` to replace it.")
+    if out_path is not None:
+        check_result_kind(out_path, "loss")
     if max_utterances is not None and max_utterances <= 0:
         raise UserError(f"`max_utterances` must be positive, not {max_utterances}.")
     vq = VQSpeech.load(exp_dir, device)
@@ -114,6 +122,7 @@ def evaluate_loss(
             stacklevel=2,
         )
     metrics = {
+        "result": "loss",
         "split": split,
         "manifest": str(Path(manifest).resolve()),
         "step": vq.step,  # the state of the model measured (the report compares it with training's)

@@ -25,7 +25,13 @@ from ..audio import load_audio
 from ..data.codes import CodesFolder
 from ..data.phones import PHONE_CLASSES
 from ..errors import UserError
-from ..fileio import check_not_in_owned_folder, check_results_home, check_writable_parent, write_text_atomic
+from ..fileio import (
+    check_not_in_owned_folder,
+    check_result_kind,
+    check_results_home,
+    check_writable_parent,
+    write_text_atomic,
+)
 from ..plots import save_code_phone_heatmap, save_code_usage, save_phone_accuracy
 from . import classifiers
 from .abx import abx_scores
@@ -79,6 +85,7 @@ def run_probe(
             raise UserError(f"{path} exists; pass `overwrite=True` to replace it.")
         check_not_in_owned_folder(path)
         check_writable_parent(path)  # also a name too long for the file system, before the work
+    check_result_kind(out, "probe")
     if abx_max_items is not None and abx_max_items < 1:
         raise UserError(f"ABX needs at least 1 item per cell (`abx_max_items`, given {abx_max_items}).")
     timings: dict[str, float] = {}
@@ -101,6 +108,7 @@ def run_probe(
 
     table = frame_table(data, ignore)
     result = {
+        "result": "probe",
         "system": name or Path(codes_dir).name,
         "codes_dir": str(Path(codes_dir).resolve()),
         "codebook": folder.info.codebook,  # the report tells a probe of an earlier codebook by it
@@ -136,6 +144,8 @@ def _phone_order(labels: set[str]) -> list[str]:
 def frame_table(data: ProbeData, ignore: tuple[str, ...] = ()):
     """Flatten to frames: (phone index [N], keep mask per utterance, phone names, codes [N] or None)."""
     present = {p for lab in data.labels for p in set(lab.tolist())} - {""}
+    folded = {p.lower(): p for p in present}  # `IY` for the folded set's `iy`: the case of the alignments
+    ignore = tuple(label if label in present else folded.get(label.lower(), label) for label in ignore)
     unknown = [label for label in ignore if label not in present]
     if unknown:
         raise UserError(

@@ -218,11 +218,21 @@ class VQSpeech:
             if latents:
                 zs.append(q.latents[0, :, first - lo : last - lo].t().cpu().numpy().astype(np.float32))
         return Encoding(
-            np.concatenate(codes), np.concatenate(tops) if tops else None, np.concatenate(zs) if latents else None
+            np.concatenate(codes),
+            np.concatenate(tops) if tops else None,
+            np.concatenate(zs) if latents else None,
+            codebook=self.codebook_digest,
         )
 
     def _check_codes(self, encodings: list[Encoding]) -> None:
-        """UserError unless the codes fit this model: ranges, levels, top lengths."""
+        """UserError unless the codes fit this model: its codebook (when the codes record theirs),
+        ranges, levels, top lengths."""
+        recorded = {e.codebook for e in encodings} - {None}
+        if recorded and recorded != {self.codebook_digest}:
+            raise UserError(
+                "These codes index another model's codebook (not this model's); decode them with the model "
+                "that made them, or one trained on its units."
+            )
         has_top = [e.top is not None for e in encodings]
         if self.top_stride and not all(has_top):
             raise UserError(

@@ -353,5 +353,5 @@ class Trainer:
         best_key = self.task.best_metric
         if best_key is not None and best_key in metrics and (self.best is None or metrics[best_key] < self.best[0]):
             self.best = (float(metrics[best_key]), self.step)
-            self.save("best.pt")
+            self.save("best.pt", also_last=True)  # a run killed before its next checkpoint resumes from here
         return metrics

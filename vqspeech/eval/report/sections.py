@@ -12,7 +12,9 @@ from pathlib import Path
 import yaml
 
 from ...config import compose, config_dir
+from ...data.codes import CodesInfo
 from ...data.corpora import corpus_licence
+from ...errors import UserError
 from ...fileio import CONVERT_MARK, RUN_RECORD, read_generation_mark
 from .labels import (
     CONVERT_LABELS,
@@ -201,11 +203,29 @@ def section_summary(page: Page) -> str:
             )
         except SectionError as exc:
             parts.append(note(f"Prior summary unreadable: {exc}."))
+        learned = prior_codebook(page.exp_dir / "prior")
+        if learned is not None and page.model_codebook is not None and learned != page.model_codebook:
+            parts.append(
+                note(
+                    "This prior learned codes of another codebook than the model's now (the model trained on "
+                    "since), so `prior sample` refuses it; encode the data again and train a new prior "
+                    f"({PRODUCERS['prior_samples']})."
+                )
+            )
 
     stages = stage_table(page.exp_dir)
     if stages:
         parts.append("<h3>Recipe stages run</h3>" + stages)
     return "".join(parts)
+
+
+def prior_codebook(prior: Path) -> str | None:
+    """The codebook digest of the codes the prior in ``prior`` learned (its copy of their
+    codes.json), or None when that is not known."""
+    try:
+        return CodesInfo.load(prior / "codes.json").codebook if (prior / "codes.json").is_file() else None
+    except UserError:
+        return None
 
 
 def data_table(page: Page) -> str:
