@@ -354,7 +354,8 @@ def _load_array(path: Path, ndim: tuple[int, ...], max_frames: int | None = None
         array = np.array(mapped)
         del mapped
     except (OSError, ValueError, MemoryError) as exc:
-        reason = "not an array of numbers: random bytes or pickled objects" if "allow_pickle" in str(exc) else first_line(exc)
+        pickled = "allow_pickle" in str(exc)  # numpy's hint would invite an unsafe load
+        reason = "not an array of numbers: random bytes or pickled objects" if pickled else first_line(exc)
         raise UserError(f"Cannot read {path} ({reason}); re-run `vqspeech encode`.") from None
     if array.ndim not in ndim:
         raise UserError(f"{path} holds shape {array.shape}; expected a {' or '.join(f'{n}-D' for n in ndim)} array.")
