@@ -3550,3 +3550,18 @@ def test_small_mistakes_of_the_twenty_third_pass_get_one_clear_sentence(tmp_path
     out = tmp_path / "probe.json"
     assert run_cli(["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest, "--out", out, "--no_abx",
                     "--ignore", "SIL"]) == 0  # the alignments' case for the folded set's "sil"
+
+
+@pytest.mark.parametrize("tool, args, words", [
+    ("bench_train.py", ["--model", "tiny", "--steps", "0"], "argument --steps: 0 is not from 1"),
+    ("bench_train.py", ["--model", "tiny", "--crop_seconds", "nan"], "argument --crop_seconds: nan is not a number"),
+    ("bench_train.py", ["--model", "tiny", "--stage", "nosuch"], "--stage nosuch: stage 'nosuch' is not one of"),
+    ("bench_train.py", ["--model", "nosuch"], "available model configs"),
+    ("bench_generate.py", ["--arch", "nosuch"], "available model configs"),
+    ("bench_generate.py", ["--batch", "0"], "argument --batch: 0 is not from 1"),
+    ("bench_abx.py", ["--utterances", "5"], "argument --utterances: 5 is not from 20"),
+])
+def test_the_benchmark_tools_refuse_absurd_arguments_in_one_sentence(tool, args, words):
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    result = subprocess.run([sys.executable, str(tools / tool), *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -63,3 +63,28 @@ def test_bad_arguments_are_one_sentence(tmp_path, capsys):
     assert learning_curve.main([*base, "--minutes", "ten"]) == 2
     assert "--minutes" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_scoring_inputs_are_checked_before_any_training(demo_manifest, tmp_path, capsys, monkeypatch):
+    """--num_eval and the manifest's alignments are needed only after a training; they are checked first."""
+    import ablate
+    import learning_curve
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the scoring inputs were checked")
+
+    monkeypatch.setattr(ablate, "train_vqvae", no_training)
+    monkeypatch.setattr(learning_curve, "train_vqvae", no_training)
+    rows = [json.loads(line) for line in demo_manifest.read_text().splitlines()]
+    for row in rows:
+        row.pop("alignment", None)
+        row["audio"] = str(demo_manifest.parent / row["audio"])
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for tool in (ablate, learning_curve):
+        common = ["--out_dir", str(tmp_path / tool.__name__), "--minutes", "6"]
+        assert tool.main([*common, "--manifest", str(demo_manifest), "--num_eval", "0"]) == 2
+        assert "--num_eval must be at least 1" in capsys.readouterr().err
+        assert tool.main([*common, "--manifest", str(bare)]) == 2
+        assert "has a phone alignment" in capsys.readouterr().err
+        assert not (tmp_path / tool.__name__).exists()

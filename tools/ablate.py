@@ -32,6 +32,7 @@ import numpy as np
 from vqspeech.config import compose, training_stage
 from vqspeech.data.codes import CodesFolder, Encoding
 from vqspeech.errors import UserError
+from vqspeech.eval.frames import aligned_utterances
 from vqspeech.eval.baseline import mfcc_kmeans_baseline
 from vqspeech.eval.conversion import evaluate_conversion
 from vqspeech.eval.probe import run_probe
@@ -196,6 +197,13 @@ def conversion_scores(summary: dict) -> dict:
     }
 
 
+def check_before_training(args) -> None:
+    """What would fail only after the first training: scoring needs test utterances and alignments."""
+    if args.num_eval < 1:
+        raise UserError(f"--num_eval must be at least 1, not {args.num_eval}.")
+    aligned_utterances(manifest=args.manifest)  # UserError when the manifest has no phone alignments
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     cut = argv.index("--") if "--" in argv else len(argv)
@@ -220,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"Unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}.")
         if not 0 < args.units_share < 1:
             raise UserError(f"--units_share must be between 0 and 1, not {args.units_share}.")
+        check_before_training(args)
         rows = [run_variant(name, VARIANTS[name], args) for name in names]
         rates = {}  # one MFCC baseline per code rate, with that rate's codes as the model
         for row in rows:

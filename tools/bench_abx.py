@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
 
+from vqspeech.cli import bounded_int
 from vqspeech.eval.abx import abx_error, abx_error_bruteforce, build_items
 
 PHONES = 39
@@ -53,11 +55,11 @@ def synthetic_corpus(utterances: int, speakers: int, dim: int, one_hot: int, see
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--utterances", type=int, default=2000)
-    parser.add_argument("--speakers", type=int, default=4)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--one_hot", type=int, default=0, help="K: one-hot codes instead of continuous features")
-    parser.add_argument("--brute_utterances", type=int, default=40, help="subset for the brute-force comparison")
+    parser.add_argument("--utterances", type=bounded_int(20, 10**6), default=2000)
+    parser.add_argument("--speakers", type=bounded_int(2, 1000), default=4)
+    parser.add_argument("--dim", type=bounded_int(1, 4096), default=64)
+    parser.add_argument("--one_hot", type=bounded_int(0, 65536), default=0, help="K: one-hot codes instead of continuous features")
+    parser.add_argument("--brute_utterances", type=bounded_int(2, 10**4), default=40, help="subset for the brute-force comparison")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -87,7 +89,7 @@ def main() -> None:
     print(f"{args.utterances} utterances, {args.speakers} speakers, {kind}")
     for r in rows:
         print(f"{r['protocol']:>11} {r['condition']:<6} items {r['items']:>6}  cells {r['cells']:>6}  "
-              f"error {r['error']:.3f}  {r['seconds']:>6.2f} s")
+              f"error {'n/a' if r['error'] is None else format(r['error'], '.3f')}  {r['seconds']:>6.2f} s")
     print(f"any-context within on {n} utterances: vectorised {timings['vectorised']:.2f} s, brute force "
           f"{timings['brute force']:.2f} s ({speedup:.0f}x)")
 

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import resource
 import time
 
 import torch
 
+from vqspeech.cli import bounded_int
 from vqspeech.config import compose
+from vqspeech.errors import UserError
 from vqspeech.inference.fast_generate import FastWaveNet
 from vqspeech.inference.generate import generate, sample_from_logits
 from vqspeech.models import WaveNetDecoder
@@ -85,19 +88,23 @@ def measure(decoder: WaveNetDecoder, path: str, batch: int, samples: int) -> flo
     return batch * made / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="ref-small", help="ref-small | ref-paper | a conf/model name")
-    parser.add_argument("--batch", type=int, default=None, help="default: 1 and 8")
+    parser.add_argument("--batch", type=bounded_int(1, 4096), default=None, help="default: 1 and 8")
     parser.add_argument("--path", choices=["naive", "reference", "fast"], default=None, help="default: all")
-    parser.add_argument("--samples", type=int, default=2000, help="samples per utterance to generate")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--samples", type=bounded_int(1, 10**7), default=2000, help="samples per utterance to generate")
+    parser.add_argument("--threads", type=bounded_int(1, 1024), default=None)
     parser.add_argument("--json", action="store_true", help="one JSON object per measurement")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    decoder = build_decoder(args.arch).eval()
+    try:
+        decoder = build_decoder(args.arch).eval()
+    except UserError as exc:
+        print(f"bench_generate: error: {exc}", file=sys.stderr)
+        return 2
     for path in [args.path] if args.path else ["naive", "reference", "fast"]:
         for batch in [args.batch] if args.batch else [1, 8]:
             # the naive path is ~100x slower: measure it on fewer samples
@@ -112,7 +119,8 @@ def main() -> None:
                 print(f"{args.arch:10s} {path:9s} batch {batch}: {rate:9,.0f} samples/s "
                       f"(real-time factor at 16 kHz {result['rtf_16k']:.3f}), peak memory "
                       f"{result['peak_mb']:,.0f} MB", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

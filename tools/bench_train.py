@@ -26,9 +26,11 @@ import time
 
 import torch
 
+from vqspeech.cli import bounded_float, bounded_int
 from vqspeech.config import compose
 from vqspeech.data.dataset import crop_length
 from vqspeech.device import select_device
+from vqspeech.errors import UserError
 from vqspeech.models import VQVAE
 from vqspeech.threads import ThreadGovernor
 
@@ -49,17 +51,30 @@ def busy_processes(count: int):
             proc.wait()
 
 
-def main() -> None:
+def threads_arg(text: str) -> str:
+    """--threads: ``auto`` or a count from 1 to 1024."""
+    return text if text == "auto" else str(bounded_int(1, 1024)(text))
+
+
+def main() -> int:
+    try:
+        return run()
+    except UserError as exc:
+        print(f"bench_train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="small", help="a config in conf/model/ (tiny, small, small_mel, paper)")
     parser.add_argument("--stage", default=None, help="units | decoder for a two-stage model (default: its first)")
-    parser.add_argument("--batch_size", type=int, default=None, help="default: train.batch_size")
-    parser.add_argument("--crop_seconds", type=float, default=None, help="default: train.crop_seconds")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", default=None, help="torch intra-op threads: a number or auto (default: all)")
-    parser.add_argument("--warmup_seconds", type=float, default=5.0, help="--threads auto: seconds before timing")
-    parser.add_argument("--load", type=int, default=0, help="competing CPU-bound processes during the run")
+    parser.add_argument("--batch_size", type=bounded_int(1, 4096), default=None, help="default: train.batch_size")
+    parser.add_argument("--crop_seconds", type=bounded_float(0.01, 60.0), default=None, help="default: train.crop_seconds")
+    parser.add_argument("--steps", type=bounded_int(1, 10**7), default=20)
+    parser.add_argument("--warmup", type=bounded_int(0, 10**6), default=3)
+    parser.add_argument("--threads", type=threads_arg, default=None, help="torch intra-op threads: a number or auto (default: all)")
+    parser.add_argument("--warmup_seconds", type=bounded_float(0.0, 3600.0), default=5.0, help="--threads auto: seconds before timing")
+    parser.add_argument("--load", type=bounded_int(0, 64), default=0, help="competing CPU-bound processes during the run")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CPU or CUDA)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true")
@@ -72,7 +87,10 @@ def main() -> None:
     torch.manual_seed(0)
     model = VQVAE.from_config(cfg["model"], num_speakers=4).to(device)
     if args.stage:
-        model.set_stage(args.stage)
+        try:
+            model.set_stage(args.stage)
+        except ValueError as exc:
+            raise UserError(f"--stage {args.stage}: {exc}") from None
     model.train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg["train"]["lr"])
     hop, sr = model.hop_length, model.sample_rate
@@ -130,7 +148,8 @@ def main() -> None:
               f"({result['steps_per_s']:.2f} steps/s, batch {batch} x {crop} samples, "
               f"{result['trained_parameters'] / 1e6:.2f}M of {result['parameters'] / 1e6:.2f}M parameters trained, "
               f"{threads}, {args.load} competing processes, {device}), peak memory {result['peak_mb']:,.0f} MB")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

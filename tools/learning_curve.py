@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from ablate import CONVERSION_COLUMNS, conversion_scores, table
+from ablate import CONVERSION_COLUMNS, check_before_training, conversion_scores, table
 from vqspeech.config import compose, training_stage
 from vqspeech.data.dataset import crop_length
 from vqspeech.errors import UserError
@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             first = config.get("units_minutes", 0.0)
             if not args.minutes or args.minutes[0] <= first:
                 raise UserError(f"every point of --minutes must exceed the units stage's {first:g} minutes.")
+        check_before_training(args)
         rows = [score_point(name, configs[name], m, args) for name in names for m in args.minutes]
     except UserError as exc:
         print(f"learning_curve: error: {exc}", file=sys.stderr)
