@@ -3565,3 +3565,13 @@ def test_the_benchmark_tools_refuse_absurd_arguments_in_one_sentence(tool, args,
     tools = Path(__file__).resolve().parents[1] / "tools"
     result = subprocess.run([sys.executable, str(tools / tool), *args], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_results_keep_out_of_an_alignment_folder(tmp_path, capsys, codes, demo_manifest):
+    align = tmp_path / "align"
+    align.mkdir()
+    (align / "align.json").write_text(json.dumps({"source": "corpus", "layout": "demo", "summary": None}))
+    message = cli_error(capsys, ["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest, "--out",
+                                 align / "probe.json", "--no_abx"], "evaluate probe")
+    assert "an alignment folder `vqspeech align` wrote" in message
+    assert sorted(p.name for p in align.iterdir()) == ["align.json"]

@@ -168,6 +168,9 @@ DECODE_MARK = ".vqspeech-decode"
 CONVERT_MARK = ".vqspeech-convert"
 """Hidden file ``convert`` writes into an output folder (not beside a single output file)."""
 
+ALIGN_MARK = "align.json"
+"""``align``'s record of its settings and inputs, written when it starts: marks its output folder."""
+
 OWNED_FOLDER_MARKS = {
     ".vqspeech-codes": "a codes folder",
     ".vqspeech-cache.json": "a prepared corpus",
@@ -175,9 +178,10 @@ OWNED_FOLDER_MARKS = {
     CONVERSION_EVALUATION_MARK: "a conversion evaluation's folder",
     DECODE_MARK: "a folder of audio `vqspeech decode` generated",
     CONVERT_MARK: "a folder of audio `vqspeech convert` generated",
+    ALIGN_MARK: "an alignment folder `vqspeech align` wrote",
 }
 """Files that mark a folder as another command's output (``encode``'s, ``prepare``'s,
-``demo-data``'s, ``evaluate conversion``'s, ``decode``'s, ``convert``'s)."""
+``demo-data``'s, ``evaluate conversion``'s, ``decode``'s, ``convert``'s, ``align``'s)."""
 
 
 RUN_RECORD = ".vqspeech-run.json"
@@ -245,6 +249,7 @@ OWN_KINDS = {
     "evaluate conversion": CONVERSION_EVALUATION_MARK,
     "decode": DECODE_MARK,
     "convert": CONVERT_MARK,
+    "align": ALIGN_MARK,
 }
 """Verbs whose output folder is itself one of :data:`OWNED_FOLDER_MARKS`' kinds (its writer)."""
 

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from ..audio import load_audio, resample
 from ..errors import UserError, first_line
-from ..fileio import FolderLock, file_stamp, inside, overlapping, user_path, write_text_atomic
+from ..fileio import ALIGN_MARK, FolderLock, file_stamp, inside, overlapping, user_path, write_text_atomic
 from . import espeak
 from .alignments import Segment, write_textgrid
 from .corpora import SourceUtterance, find_utterances
@@ -374,7 +374,7 @@ def align_corpus(
         # align.json marks the folder as this command's from the start (a killed run can be rerun)
         # (with the inputs of the TextGrids it may keep: a killed run's rerun reuses them)
         write_text_atomic(
-            out_dir / "align.json", json.dumps(dict(settings, summary=None, inputs=previous), indent=2) + "\n"
+            out_dir / ALIGN_MARK, json.dumps(dict(settings, summary=None, inputs=previous), indent=2) + "\n"
         )
         jobs = [(it, str(inside(out_dir, f"{it.id}.TextGrid"))) for it in items]
         # a TextGrid is kept only when the audio and transcript it was made from are unchanged
@@ -421,7 +421,7 @@ def align_corpus(
         kept = {i: inputs[i] for i in inputs if i not in failures}
         kept = {**{i: v for i, v in previous.items() if i not in inputs}, **kept}
         record = dict(settings, summary=asdict(summary), attempts=attempts, workers=workers, inputs=kept)
-        write_text_atomic(out_dir / "align.json", json.dumps(record, indent=2) + "\n")
+        write_text_atomic(out_dir / ALIGN_MARK, json.dumps(record, indent=2) + "\n")
         if manifest is not None:
             attach_alignments(manifest, out_dir)
     return summary
@@ -465,7 +465,7 @@ def _fingerprint(item: SourceUtterance) -> list:
 def _previous_inputs(out_dir: Path) -> dict[str, list]:
     """The inputs each TextGrid of an earlier run was made from (its align.json), or {}."""
     try:
-        inputs = json.loads((out_dir / "align.json").read_text(encoding="utf-8")).get("inputs")
+        inputs = json.loads((out_dir / ALIGN_MARK).read_text(encoding="utf-8")).get("inputs")
     except (OSError, ValueError, RecursionError, AttributeError):
         return {}
     return {k: v for k, v in inputs.items() if isinstance(v, list)} if isinstance(inputs, dict) else {}
@@ -474,7 +474,7 @@ def _previous_inputs(out_dir: Path) -> dict[str, list]:
 def _check_previous(out_dir: Path, settings: dict, overwrite: bool) -> None:
     """UserError for an ``out_dir`` aligned from another source (unless ``overwrite``), or holding
     TextGrids that no `vqspeech align` run wrote (no ``align.json``: another aligner's, a corpus's)."""
-    record = out_dir / "align.json"
+    record = out_dir / ALIGN_MARK
     if not record.is_file():
         if out_dir.is_dir() and any(p.suffix == ".TextGrid" for p in out_dir.iterdir()):
             raise UserError(
