@@ -3554,7 +3554,7 @@ def test_small_mistakes_of_the_twenty_third_pass_get_one_clear_sentence(tmp_path
 
 @pytest.mark.parametrize("tool, args, words", [
     ("bench_train.py", ["--model", "tiny", "--steps", "0"], "argument --steps: 0 is not from 1"),
-    ("bench_train.py", ["--model", "tiny", "--crop_seconds", "nan"], "argument --crop_seconds: nan is not a number"),
+    ("bench_train.py", ["--model", "tiny", "--crop_seconds", "nan"], "argument --crop_seconds: nan is not from 0.01 to 60.0"),
     ("bench_train.py", ["--model", "tiny", "--stage", "nosuch"], "--stage nosuch: stage 'nosuch' is not one of"),
     ("bench_train.py", ["--model", "nosuch"], "available model configs"),
     ("bench_generate.py", ["--arch", "nosuch"], "available model configs"),

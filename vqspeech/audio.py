@@ -16,7 +16,7 @@ import soxr
 import torch
 
 from .errors import UserError, first_line
-from .fileio import atomic_path
+from .fileio import atomic_path, check_input_file
 
 MU_LAW_CLASSES = 256
 MIN_SAMPLE_RATE = 1000
@@ -45,14 +45,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
     path = Path(path)
     if sample_rate is not None:
         check_sample_rate(sample_rate)
-    if not path.is_file():
-        if path.is_dir():
-            raise UserError(f"Audio file {path} is a folder, not a sound file; check the path.")
-        if path.exists():
-            raise UserError(f"Audio file {path} is not a regular file (a device or a pipe); give a sound file.")
-        if path.is_symlink():
-            raise UserError(f"Audio file {path} is a link that leads nowhere (or back to itself); check the path.")
-        raise UserError(f"Audio file {path} does not exist; check the path.")
+    check_input_file(path, "Audio file")
     try:
         info = sf.info(sound_file(path))
     except Exception:  # unreadable header: sf.read below says why

@@ -712,29 +712,22 @@ def seed_arg(text: str) -> int:
 
 def bounded_int(low: int, high: int):
     """An argparse type: an integer from ``low`` to ``high``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is not from {low} to {high}")
-        return value
-
-    return parse
+    return _bounded(int, "an integer", low, high)
 
 
 def bounded_float(low: float, high: float):
     """An argparse type: a finite number from ``low`` to ``high``."""
+    return _bounded(float, "a number", low, high)
 
-    def parse(text: str) -> float:
+
+def _bounded(kind, noun: str, low, high):
+    def parse(text: str):
         try:
-            value = float(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
         if not (math.isfinite(value) and low <= value <= high):
-            raise argparse.ArgumentTypeError(f"{value} is not a number from {low:g} to {high:g}")
+            raise argparse.ArgumentTypeError(f"{value} is not from {low} to {high}")
         return value
 
     return parse

@@ -375,6 +375,20 @@ def check_result_kind(path: str | os.PathLike, kind: str) -> None:
         )
 
 
+def check_input_file(path: Path, what: str) -> None:
+    """UserError unless ``path`` is a regular file to read (``what``: "Audio file", "Alignment
+    file"): a folder, a pipe or device, a broken or looping link and a missing file each say so."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder, not a file; check the path.")
+    if path.exists():
+        raise UserError(f"{what} {path} is not a regular file (a device or a pipe); check the path.")
+    if path.is_symlink():
+        raise UserError(f"{what} {path} is a link that leads nowhere (or back to itself); check the path.")
+    raise UserError(f"{what} {path} does not exist; check the path.")
+
+
 def writable_folder(folder: str | os.PathLike) -> Path:
     """Make ``folder`` if needed and check that a file can be written in it; UserError naming the
     folder and the reason otherwise (a file in the way, no permission, a full or read-only disk)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from praatio import textgrid
 
 from ..errors import UserError, first_line
-from ..fileio import atomic_path
+from ..fileio import atomic_path, check_input_file
 
 TIMIT_SAMPLE_RATE = 16000
 HTS_TIME_UNIT = 1e-7
@@ -236,14 +236,7 @@ def _match_tier(path: Path, tier: str, names: list[str]) -> str:
 
 
 def _check_file(path: Path) -> None:
-    if not path.is_file():
-        if path.is_dir():
-            raise UserError(f"Alignment file {path} is a folder, not a file; check the path.")
-        if path.exists():
-            raise UserError(f"Alignment file {path} is not a regular file (a device or a pipe); check the path.")
-        if path.is_symlink():
-            raise UserError(f"Alignment file {path} is a link that leads nowhere (or back to itself); check the path.")
-        raise UserError(f"Alignment file {path} does not exist; check the path.")
+    check_input_file(path, "Alignment file")
 
 
 def _data_lines(path: Path) -> Iterable[tuple[int, list[str]]]:
