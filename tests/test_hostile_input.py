@@ -1943,7 +1943,7 @@ def test_a_finished_run_is_not_relabelled_with_settings_that_train_nothing(tmp_p
     shutil.copytree(trained_tiny, exp)
     before = {p: p.read_bytes() for p in (exp / "config.yaml", exp / "overrides.yaml", exp / "checkpoints" / "last.pt")}
     message = cli_error(capsys, ["train", exp, "train.lr=0.9", "train.batch_size=64"], "train")
-    assert "has finished training (30 steps) with other settings" in message
+    assert "has trained 30 steps, as many steps (or minutes) as these settings ask for or more" in message
     assert "train.batch_size 8 -> 64" in message and "train.max_steps" in message
     assert {p: p.read_bytes() for p in before} == before
     assert run_cli(["train", exp]) == 0  # the same settings: nothing to do, nothing relabelled
@@ -3575,3 +3575,17 @@ def test_results_keep_out_of_an_alignment_folder(tmp_path, capsys, codes, demo_m
                                  align / "probe.json", "--no_abx"], "evaluate probe")
     assert "an alignment folder `vqspeech align` wrote" in message
     assert sorted(p.name for p in align.iterdir()) == ["align.json"]
+
+
+def test_codes_rewritten_with_fewer_levels_leave_no_empty_level_folder(tmp_path):
+    from vqspeech.data.codes import CodesInfo, TopLevelInfo
+
+    out = tmp_path / "codes"
+    writer = CodesWriter(out, latents=True, top=True)
+    writer.add("a", Encoding(np.zeros(8, dtype=np.int16), np.zeros(2, dtype=np.int16), np.zeros((8, 4), np.float32)))
+    writer.finish(CodesInfo.for_rate(100.0, 16, top=TopLevelInfo(25.0, 16, 4)))
+    writer = CodesWriter(out, overwrite=True)  # a one-level model's codes in its place
+    writer.add("a", Encoding(np.zeros(8, dtype=np.int16)))
+    writer.finish(CodesInfo.for_rate(100.0, 16))
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["codes"]
+    assert CodesFolder.open(out).read("a").top is None

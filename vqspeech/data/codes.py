@@ -511,6 +511,9 @@ class CodesWriter:
             stale.unlink()
         for sub in ("codes", "latents", "codes_top"):
             remove_stale_temps(self.root / sub)
+        for sub, kept in (("latents", latents), ("codes_top", top)):  # a level the old codes had, these do not
+            if not kept and (self.root / sub).is_dir() and not any((self.root / sub).iterdir()):
+                (self.root / sub).rmdir()
         (self.root / "codes").mkdir(parents=True, exist_ok=True)
         if latents:
             (self.root / "latents").mkdir(exist_ok=True)

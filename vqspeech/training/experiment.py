@@ -92,8 +92,9 @@ def check_resumable(
         changes = [c for key in cfg for c in config_changes(saved.get(key), cfg[key], key)]
         if changes:
             raise UserError(
-                f"{exp_dir} has finished training ({resume['step']} steps) with other settings, so these would "
-                f"train nothing but be recorded as its own: {_shown(changes)}; raise train.max_steps (or "
+                f"{exp_dir} has trained {resume['step']} steps, as many steps (or minutes) as these settings ask "
+                f"for or more, so they would train nothing but be recorded as its own: {_shown(changes)}; raise "
+                "train.max_steps (or "
                 "train.max_minutes) to continue with them, or train in a new experiment folder."
             )
 
