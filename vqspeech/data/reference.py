@@ -15,6 +15,7 @@ import soundfile as sf
 
 from ..audio import load_audio, normalize_level, sound_file
 from ..errors import UserError, first_line
+from ..fileio import check_input_file
 from .corpora import AUDIO_EXTENSIONS, walk_audio
 
 SILENCE_RMS = 1e-4
@@ -35,14 +36,10 @@ def reference_files(paths: Sequence[str | Path]) -> list[Path]:
             if not found:
                 raise UserError(f"Folder {given} holds no sound files ({', '.join(AUDIO_EXTENSIONS)}).")
             files.extend(found)
-        elif given.exists() or given.is_symlink():
-            files.append(given)
         else:
-            raise UserError(f"Recording {given} does not exist; give sound files or folders of them.")
-    for file in files:  # never opened: a pipe would block the read
-        if not file.is_file():
-            what = "a link that leads nowhere" if not file.exists() else "not a regular file (a pipe, device or socket)"
-            raise UserError(f"Recording {file} is {what}; give sound files or folders of them.")
+            files.append(given)
+    for file in files:  # before any is opened: reading a pipe would block
+        check_input_file(file, "Recording")
     seen: set[str] = set()
     for file in files:
         if str(file) in seen:

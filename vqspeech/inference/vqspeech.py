@@ -10,6 +10,7 @@ wav = vq.convert(audio, sample_rate, speaker="anna.wav")  # any voice: a model w
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -111,11 +112,13 @@ class VQSpeech:
     def sample_rate(self) -> int:
         return self.model.sample_rate
 
-    @property
+    @functools.cached_property
     def codebook_digest(self) -> str:
         """A short hash of the codebook(s) whose indices the codes are: codes.json records it, so
         codes are decoded only by a model that shares that codebook (the one that made them, a
-        decoder trained on its units, an enrolment of it)."""
+        decoder trained on its units, an enrolment of it). Computed once: a loaded model's codebook
+        does not change (as the C generator built at the first decode assumes), and every encode
+        records it."""
         return codebook_digest(self.model.state_dict())
 
     @property

@@ -179,6 +179,11 @@ class Page:
         weights = (self._last_checkpoint or {}).get("model")
         return codebook_digest(weights) if isinstance(weights, dict) else None
 
+    def codebook_moved(self, recorded: object) -> bool:
+        """Whether results that recorded the codebook digest ``recorded`` were made with another
+        codebook than the model's now (it trained on since); False when either is unknown."""
+        return isinstance(recorded, str) and self.model_codebook is not None and recorded != self.model_codebook
+
     @functools.cached_property
     def model_digest(self) -> str | None:
         """The digest (:func:`vqspeech.fileio.file_digest`) of ``checkpoints/last.pt``, or None."""

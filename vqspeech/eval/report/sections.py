@@ -203,8 +203,7 @@ def section_summary(page: Page) -> str:
             )
         except SectionError as exc:
             parts.append(note(f"Prior summary unreadable: {exc}."))
-        learned = prior_codebook(page.exp_dir / "prior")
-        if learned is not None and page.model_codebook is not None and learned != page.model_codebook:
+        if page.codebook_moved(prior_codebook(page.exp_dir / "prior")):
             parts.append(
                 note(
                     "This prior learned codes of another codebook than the model's now (the model trained on "
@@ -338,10 +337,8 @@ def section_probe(page: Page) -> str:
             continue
         if path.stem in PROBE_SYSTEMS or any(k in record for k in PROBE_ROWS):
             systems[path.stem] = record  # other JSON files in probe/ are not systems
-    now = page.model_codebook
     for name, record in systems.items():
-        made = record.get("codebook")
-        if isinstance(made, str) and now is not None and made != now:
+        if page.codebook_moved(record.get("codebook")):
             notes.append(
                 f"The probe '{name}' measured codes of another codebook than the model's now (the model "
                 f"trained on since); re-run `vqspeech encode`, then {PRODUCERS['probe']}, to measure the "
