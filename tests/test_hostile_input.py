@@ -5,6 +5,7 @@ are caught before work starts, and operating-system errors are one sentence."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import errno
@@ -2059,7 +2060,9 @@ def test_the_tools_replace_no_file_without_overwrite_and_keep_out_of_owned_folde
     manifest = demo_manifest.parent / "manifest.jsonl"
     before = manifest.read_bytes()
     result = run_tool("phoneme_probe.py", probe, "--out", manifest, "--overwrite")
-    assert result.returncode == 2 and "a prepared corpus" in result.stderr and manifest.read_bytes() == before
+    assert result.returncode == 2 and "should name a .md" in result.stderr and manifest.read_bytes() == before
+    result = run_tool("phoneme_probe.py", probe, "--out", demo_manifest.parent / "table.md", "--overwrite")
+    assert result.returncode == 2 and "a prepared corpus" in result.stderr
     result = run_tool("phoneme_probe.py", codes / "codes.json")
     assert result.returncode == 2 and "is not a probe result" in result.stderr and "Traceback" not in result.stderr
 
@@ -3589,3 +3592,158 @@ def test_codes_rewritten_with_fewer_levels_leave_no_empty_level_folder(tmp_path)
     writer.finish(CodesInfo.for_rate(100.0, 16))
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["codes"]
     assert CodesFolder.open(out).read("a").top is None
+
+
+# --- twenty-fifth pass (the prior, the Python API, the tools) -----------------------------------
+
+
+def test_a_prior_checkpoint_file_is_checked_against_the_decoder_as_its_folder_is(tmp_path, capsys, trained_tiny,
+                                                                                codes):
+    other = tmp_path / "other"
+    shutil.copytree(trained_tiny, other)
+    for stale in ("probe", "codes", "prior", "convert", "eval_convert"):
+        shutil.rmtree(other / stale, ignore_errors=True)
+    assert run_cli(["train", other, "train.max_steps=34"]) == 0  # another codebook
+    prior = tmp_path / "prior"
+    assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={codes}", "train.max_steps=2"]) == 0
+    copied = tmp_path / "shared" / "prior.pt"  # a checkpoint file copied out of its folder (not an export)
+    copied.parent.mkdir()
+    shutil.copyfile(prior / "checkpoints" / "last.pt", copied)
+    speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    for source in (prior / "checkpoints" / "last.pt", copied):
+        message = cli_error(capsys, ["prior", "sample", source, "--speaker", speaker, "--seconds", "0.1", "--num",
+                                     "1", "-o", tmp_path / "samples", "--vqvae", other], "prior sample")
+        assert "has another codebook than the one whose codes the prior learned" in message
+        assert not (tmp_path / "samples").exists()
+    assert run_cli(["prior", "sample", copied, "--speaker", speaker, "--seconds", "0.1", "--num", "1", "-o",
+                    tmp_path / "samples"]) == 0  # its codes' VQ-VAE is recorded in the checkpoint
+    message = cli_error(capsys, ["prior", "sample", prior, "--speaker", speaker, "--seconds", "0.1", "--codes_only",
+                                 "-o", tmp_path / "codes_only", "--vqvae", other], "prior sample")
+    assert "--codes_only decodes none" in message
+
+
+def test_resuming_on_data_changed_since_is_refused(tmp_path, capsys, trained_tiny, codes, demo_manifest):
+    prior = tmp_path / "prior"
+    moved = tmp_path / "codes"
+    shutil.copytree(codes, moved)
+    assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={moved}", "train.max_steps=2"]) == 0
+    info = json.loads((moved / "codes.json").read_text())
+    first = sorted(i for i, split in info["splits"].items() if split == "train")[0]
+    info["splits"][first] = "valid"  # the same codes split otherwise: the validation set changed
+    (moved / "codes.json").write_text(json.dumps(info))
+    message = cli_error(capsys, ["prior", "train", prior, "train.max_steps=4"], "prior train")
+    assert "was trained on other data than it is given now" in message
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    rows = absolute_rows(demo_manifest)
+    dropped = next(i for i, row in enumerate(rows) if row["split"] == "train")
+    fewer = write_lines(tmp_path / "fewer.jsonl", rows[:dropped] + rows[dropped + 1:])
+    message = cli_error(capsys, ["train", exp, f"data.manifest={fewer}", "train.max_steps=34"], "train")
+    assert "was trained on other data than it is given now" in message
+
+
+def test_a_resume_with_another_number_of_processes_is_named(tmp_path, capsys, codes):
+    prior = tmp_path / "prior"
+    assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={codes}", "train.max_steps=2"]) == 0
+    last = prior / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    assert state["world_size"] == 1
+    state["world_size"] = 2  # as a torchrun run with two processes saves it
+    torch.save(state, last)
+    capsys.readouterr()
+    assert run_cli(["prior", "train", prior, "train.max_steps=3"]) == 0
+    assert "trained with 2 process(es) and resumes with 1" in capsys.readouterr().err
+
+
+def test_the_sampling_api_checks_its_arguments_before_drawing(tmp_path, trained_tiny, codes):
+    from vqspeech.inference.prior_sampling import sample_prior
+
+    prior = tmp_path / "prior"
+    assert run_cli(["prior", "train", prior, *PRIOR, f"data.codes={codes}", "train.max_steps=2"]) == 0
+    speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    common = dict(speaker=speaker, device="cpu", codes_only=True)
+    for bad, words in ((dict(seconds="2"), "`seconds` must be a number"), (dict(num=1.5), "`num` must be a whole"),
+                       (dict(candidates=2.5), "`candidates` must be a whole"), (dict(seed=1.5), "`seed` must be"),
+                       (dict(seed=2**70), "`seed` must be"), (dict(seed=-1), "`seed` must be")):
+        with pytest.raises(UserError, match=words):
+            sample_prior(prior, tmp_path / "bad", **{"seconds": 0.1, **common, **bad})
+        assert not (tmp_path / "bad").exists()
+    record = sample_prior(prior, tmp_path / "np", seconds=np.float32(0.1), num=np.int64(2), **common)
+    assert record["num"] == 2 and json.loads((tmp_path / "np" / "samples.json").read_text())["num"] == 2
+
+
+def test_the_inference_api_names_careless_arguments(trained_tiny, demo_manifest):
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    audio, rate = sf.read(read_manifest(demo_manifest)[0].audio, dtype="float32")
+    with pytest.raises(UserError, match="too large for 32-bit floats"):
+        vq.encode(audio.astype(np.float64) * 1e45, rate)  # finite in float64, infinite once cast
+    encoding = vq.encode(audio, rate)
+    with pytest.raises(UserError, match="one speaker per code sequence"):
+        vq.decode_batch([encoding, encoding], vq.speakers[0])
+    with pytest.raises(UserError, match="not a Tensor"):
+        vq.decode(encoding, vq.speakers[0], temperature=torch.tensor(1.0))
+
+
+def test_the_tools_never_replace_their_inputs(tmp_path, demo_manifest, codes):
+    probe = tmp_path / "probe.json"
+    assert run_cli(["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest, "--out", probe,
+                    "--no_abx"]) == 0
+    before = probe.read_bytes()
+    result = run_tool("phoneme_probe.py", probe, "--out", probe, "--overwrite")
+    assert result.returncode == 2 and "should name a .md" in result.stderr and probe.read_bytes() == before
+    rows = absolute_rows(demo_manifest)
+    manifest = write_lines(tmp_path / "mine" / "manifest.jsonl", rows)
+    alignment = Path(rows[0]["alignment"])
+    kept = {path: path.read_bytes() for path in (manifest, alignment)}
+    for out in (manifest, alignment):
+        result = run_tool("compare_alignments.py", manifest, alignment.parent, "--out", out, "--overwrite")
+        assert result.returncode == 2 and "should name a .json file" in result.stderr
+    assert {path: path.read_bytes() for path in kept} == kept
+    result = run_tool("phoneme_probe.py", probe, "--seed", "-1")
+    assert result.returncode == 2 and "argument --seed" in result.stderr and "Traceback" not in result.stderr
+    crafted = tmp_path / "crafted.json"
+    crafted.write_text(json.dumps({"accuracy": 1, "num_frames": 3, "baselines": []}))
+    result = run_tool("phoneme_probe.py", crafted)
+    assert result.returncode == 2 and "is not a probe result" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_overwrite_replaces_no_json_that_is_not_a_result(tmp_path, capsys, codes, demo_manifest):
+    notes = tmp_path / "notes.json"
+    notes.write_text(json.dumps({"my": "notes"}))
+    message = cli_error(capsys, ["evaluate", "probe", "--codes", codes, "--manifest", demo_manifest, "--out", notes,
+                                 "--no_abx", "--overwrite"], "evaluate probe")
+    assert "holds no probe results of vqspeech" in message and json.loads(notes.read_text()) == {"my": "notes"}
+
+
+def test_the_study_tools_refuse_earlier_results_of_other_settings(tmp_path, capsys, demo_manifest, monkeypatch):
+    sys.path.insert(0, str(TOOLS))
+    import ablate
+    import learning_curve
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before earlier results were checked")
+
+    monkeypatch.setattr(ablate, "train_vqvae", no_training)
+    monkeypatch.setattr(learning_curve, "train_vqvae", no_training)
+    out = tmp_path / "ablation"
+    out.mkdir()
+    other = write_lines(tmp_path / "other.jsonl", absolute_rows(demo_manifest)[1:])
+    args = ["--manifest", str(demo_manifest), "--out_dir", str(out), "--variants", "jitter", "--minutes", "1"]
+    earlier_args = argparse.Namespace(manifest=str(other), minutes=1.0, model="small", units_share=0.5,
+                                      max_steps=100_000, num_eval=20, probe_split="test", overrides=[])
+    row = {"variant": "baseline", "settings": ablate.run_settings(earlier_args, *ablate.ABLATION_SETTINGS)}
+    (out / "ablation.json").write_text(json.dumps([row]))
+    assert ablate.main(args) == 2
+    assert "holds the row 'baseline' made with other settings (manifest" in capsys.readouterr().err
+    (out / "ablation.json").write_text(json.dumps([{"variant": "baseline"}]))
+    assert ablate.main(args) == 2
+    assert "records no settings" in capsys.readouterr().err
+    curve = tmp_path / "curve"
+    point = curve / "single" / "6min" / "score.json"
+    point.parent.mkdir(parents=True)
+    point.write_text(json.dumps({"config": "single", "minutes": 6.0}))
+    assert learning_curve.main(["--manifest", str(demo_manifest), "--out_dir", str(curve), "--configs", "single",
+                                "--minutes", "6"]) == 2
+    assert "was scored with other settings" in capsys.readouterr().err
+    assert learning_curve.main(["--manifest", str(demo_manifest), "--out_dir", str(curve), "--minutes", ""]) == 2
+    assert "--minutes takes positive finite numbers" in capsys.readouterr().err

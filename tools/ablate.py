@@ -23,7 +23,9 @@ it bought).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -136,7 +138,8 @@ def mfcc_row(codes: Path, args) -> dict:
                          overwrite=True, progress=False)
     probe = run_probe(out / "codes", out / "probe.json", manifest=args.manifest, split=args.probe_split or None,
                       name=name, overwrite=True, progress=False)
-    return {"variant": name, "overrides": [], **{k: probe.get(k) for k in PROBE_KEYS}}
+    return {"variant": name, "overrides": [], "settings": run_settings(args, *ABLATION_SETTINGS),
+            **{k: probe.get(k) for k in PROBE_KEYS}}
 
 
 PROBE_KEYS = ("accuracy", "pnmi", "accuracy_no_silence", "pnmi_no_silence", "abx_within", "abx_across",
@@ -155,7 +158,7 @@ def run_variant(name: str, overrides: list[str], args) -> dict:
     convert = evaluate_conversion(exp, exp / "eval_convert", manifest=args.manifest, num=args.num_eval,
                                   device="cpu", overwrite=True, progress=False)["summary"]
     return {
-        "variant": name, "overrides": overrides, "steps": steps,
+        "variant": name, "overrides": overrides, "settings": run_settings(args, *ABLATION_SETTINGS), "steps": steps,
         **{k: probe.get(k) for k in PROBE_KEYS}, **conversion_scores(convert),
         "decode_samples_per_s": decode_speed(exp, codes),
     }
@@ -197,6 +200,49 @@ def conversion_scores(summary: dict) -> dict:
     }
 
 
+def run_settings(args, *names: str) -> dict:
+    """What a row of the table depends on besides its variant: the manifest (its real path and a
+    digest of its bytes: prepared again is other data), the options ``names`` of ``args`` and the
+    trailing overrides."""
+    manifest = Path(args.manifest)
+    manifest = manifest / "manifest.jsonl" if manifest.is_dir() else manifest
+    digest = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16] if manifest.is_file() else None
+    return {"manifest": os.path.realpath(manifest), "manifest_sha256": digest,
+            **{name: getattr(args, name) for name in names}, "overrides": list(args.overrides)}
+
+
+def settings_change(earlier: object, now: dict) -> str | None:
+    """How the ``settings`` an earlier row recorded differ from ``now`` ("key old -> new"), or None."""
+    if not isinstance(earlier, dict):
+        return "it records no settings (an earlier version wrote it)"
+    changed = [key for key in now if earlier.get(key) != now[key]]
+    if not changed:
+        return None
+    key = changed[0]
+    return f"{key} {earlier.get(key)!r} -> {now[key]!r}" + (f" and {len(changed) - 1} more" if len(changed) > 1 else "")
+
+
+ABLATION_SETTINGS = ("model", "minutes", "units_share", "max_steps", "num_eval", "probe_split")
+
+
+def check_earlier_rows(args) -> None:
+    """UserError before any training when ``OUT_DIR/ablation.json`` holds rows of other settings:
+    the table keeps earlier rows, and rows of other data or budgets do not compare."""
+    path = Path(args.out_dir) / "ablation.json"
+    try:
+        earlier = json.loads(path.read_text()) if path.is_file() else []
+    except (OSError, ValueError, RecursionError):
+        earlier = None
+    if not isinstance(earlier, list) or not all(isinstance(r, dict) for r in earlier):
+        raise UserError(f"{path} is not an ablation table this tool wrote; use a new --out_dir.")
+    now = run_settings(args, *ABLATION_SETTINGS)
+    for row in earlier:
+        change = settings_change(row.get("settings"), now)
+        if change is not None:
+            raise UserError(f"{path} holds the row {row.get('variant')!r} made with other settings ({change}), "
+                            "which would not compare with new rows; use a new --out_dir, or its settings.")
+
+
 def check_before_training(args) -> None:
     """What would fail only after the first training: scoring needs test utterances and alignments."""
     if args.num_eval < 1:
@@ -229,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 < args.units_share < 1:
             raise UserError(f"--units_share must be between 0 and 1, not {args.units_share}.")
         check_before_training(args)
+        check_earlier_rows(args)
         rows = [run_variant(name, VARIANTS[name], args) for name in names]
         rates = {}  # one MFCC baseline per code rate, with that rate's codes as the model
         for row in rows:

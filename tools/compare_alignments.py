@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.out:
-            check_output_file(args.out, args.overwrite)
+            if Path(args.out).suffix != ".json":  # alignments and manifests have other names: never replaced
+                raise UserError(f"--out {args.out} should name a .json file (the scores are JSON).")
+            check_output_file(args.out, args.overwrite, inputs=[args.reference])
         scores = compare(args.reference, args.align_dir)
     except UserError as exc:
         print(f"compare_alignments: error: {as_flags(str(exc), {'--overwrite'})}", file=sys.stderr)

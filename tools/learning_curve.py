@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from ablate import CONVERSION_COLUMNS, check_before_training, conversion_scores, table
+from ablate import CONVERSION_COLUMNS, check_before_training, conversion_scores, run_settings, settings_change, table
 from vqspeech.config import compose, training_stage
 from vqspeech.data.dataset import crop_length
 from vqspeech.errors import UserError
@@ -123,7 +123,7 @@ def score_point(name: str, config: dict, minutes: float, args) -> dict:
     root = Path(args.out_dir) / name
     exp, out = root / "exp", root / f"{minutes:g}min"
     done = out / "score.json"
-    if done.is_file():
+    if done.is_file():  # its settings were checked before any training (check_earlier_points)
         return json.loads(done.read_text())
     print(f"== {name}: train to {minutes:g} minutes", flush=True)
     train_to(config, exp, minutes, max(args.minutes), args)
@@ -137,12 +137,40 @@ def score_point(name: str, config: dict, minutes: float, args) -> dict:
     units_minutes = summary(units)["minutes"] if units.is_dir() else 0.0
     row = {
         "config": name, "overrides": config["overrides"] + args.overrides, "minutes": minutes,
+        "settings": point_settings(config, args),
         "trained_minutes": units_minutes + trained["minutes"],
         "steps": trained["step"], "samples": trained["step"] * samples_per_step(exp),
         **conversion_scores(convert), "accuracy": probe.get("accuracy"), "pnmi": probe.get("pnmi"),
     }
     write_text_atomic(done, json.dumps(row, indent=2) + "\n")
     return row
+
+
+CURVE_SETTINGS = ("num_eval", "probe_split")
+
+
+def point_settings(config: dict, args) -> dict:
+    """What a point's score depends on besides its configuration's name and minutes."""
+    return {**run_settings(args, *CURVE_SETTINGS), "config": config}
+
+
+def check_earlier_points(configs: dict[str, dict], args) -> None:
+    """UserError before any training when a point already scored (which a rerun keeps) was made
+    with other settings: other data, overrides or schedule would not compare with the new points."""
+    for name, config in configs.items():
+        for minutes in args.minutes:
+            done = Path(args.out_dir) / name / f"{minutes:g}min" / "score.json"
+            if not done.is_file():
+                continue
+            try:
+                row = json.loads(done.read_text())
+            except (OSError, ValueError, RecursionError):
+                row = None
+            change = settings_change(row.get("settings") if isinstance(row, dict) else None,
+                                     point_settings(config, args))
+            if change is not None:
+                raise UserError(f"{done} was scored with other settings ({change}), and a rerun keeps it; use a "
+                                "new --out_dir, or the settings it was made with.")
 
 
 PANELS = [  # (title, [(key, line style label)])
@@ -208,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             args.minutes = sorted({float(m) for m in given.split(",") if m})
         except ValueError:
             args.minutes = [math.nan]
-        if not all(math.isfinite(m) and m > 0 for m in args.minutes):
+        if not args.minutes or not all(math.isfinite(m) and m > 0 for m in args.minutes):
             raise UserError(f"--minutes takes positive finite numbers separated by commas, not {given!r}.")
         for name in ("units_minutes", "steps_per_minute"):
             value = getattr(args, name)
@@ -224,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.minutes or args.minutes[0] <= first:
                 raise UserError(f"every point of --minutes must exceed the units stage's {first:g} minutes.")
         check_before_training(args)
+        check_earlier_points(configs, args)
         rows = [score_point(name, configs[name], m, args) for name in names for m in args.minutes]
     except UserError as exc:
         print(f"learning_curve: error: {exc}", file=sys.stderr)

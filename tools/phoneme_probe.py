@@ -23,7 +23,7 @@ from vqspeech.data.codes import CodesFolder
 from vqspeech.errors import UserError
 from vqspeech.eval.baseline import mfcc_kmeans_baseline
 from vqspeech.eval.probe import run_probe
-from vqspeech.cli import as_flags
+from vqspeech.cli import as_flags, seed_arg
 from vqspeech.fileio import check_output_file, write_text_atomic
 
 ROWS = [  # key, label, which way is better
@@ -107,11 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default=None)
     parser.add_argument("--out_dir")
     parser.add_argument("--out", default=None, help="also write the table here (default with --out_dir: table.md)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run (and --out)")
     args = parser.parse_args(argv)
     default_out = None
     try:
+        if args.out and Path(args.out).suffix not in (".md", ".txt"):  # a probe JSON given is never replaced
+            raise UserError(f"--out {args.out} should name a .md (or .txt) file: the table is Markdown.")
         if args.codes:
             if not (args.manifest and args.out_dir):
                 raise UserError("--codes needs --manifest (with phone alignments) and --out_dir.")
@@ -134,8 +136,13 @@ def main(argv: list[str] | None = None) -> int:
             # accuracy is null where it is not defined (one speaker and one utterance: nothing to hold out)
             if not (isinstance(result, dict) and "accuracy" in result and isinstance(result.get("num_frames"), int)):
                 raise UserError(f"{path} is not a probe result (no accuracy); give the JSON `vqspeech evaluate probe` wrote.")
+            baselines = result.get("baselines", {})
+            if not (isinstance(result.get("system", ""), str) and isinstance(baselines, dict)
+                    and all(isinstance(b, dict) for b in baselines.values())):
+                raise UserError(f"{path} is not a probe result (its system or baselines are not what "
+                                "`vqspeech evaluate probe` writes); give the JSON it wrote.")
         if args.out and not args.codes:  # with --codes it was checked before the probes ran
-            check_output_file(args.out, args.overwrite)
+            check_output_file(args.out, args.overwrite, inputs=args.results)
     except UserError as exc:
         print(f"phoneme_probe: error: {as_flags(str(exc), {'--overwrite'})}", file=sys.stderr)
         return 2

@@ -150,9 +150,16 @@ def check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
             f"Audio samples of type {array.dtype} are not floats in [-1, 1]; scale integer PCM first "
             "(int16: divide by 32768)."
         )
-    if not np.all(np.isfinite(array)):
+    with np.errstate(over="ignore"):
+        samples = array.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(samples)):  # after the cast: float64 beyond float32's range becomes infinite
+        if np.all(np.isfinite(array)):
+            raise UserError(
+                "The audio has samples too large for 32-bit floats (above 3.4e38 in size); scale it to about "
+                "[-1, 1] first."
+            )
         raise UserError("The audio has NaN or infinite samples; it cannot be encoded.")
-    return array.astype(np.float32, copy=False)
+    return samples
 
 
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

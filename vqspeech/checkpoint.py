@@ -190,6 +190,8 @@ RESUME_ONLY = (
     *TRAINING_STATE,
     "best_value",
     "best_step",
+    "world_size",
+    "data",
     "discriminator",
     "d_optimizer",
     "enrolment_state",

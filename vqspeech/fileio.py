@@ -11,7 +11,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TypeGuard
@@ -331,10 +331,23 @@ def check_not_in_owned_folder(path: str | os.PathLike, own_mark: str | None = No
         raise UserError(f"{path} is a file training wrote into its experiment folder; write it elsewhere.")
 
 
-def check_output_file(path: str | os.PathLike, overwrite: bool) -> Path:
-    """UserError unless ``path`` can take an output file: nothing there (or, with ``overwrite``, a
-    regular file), in no folder another verb owns, in a folder that accepts a file."""
+def check_not_an_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
+    """UserError when the output ``path`` is one of the run's input files ``inputs`` (None skipped),
+    once links are resolved: ``--overwrite`` would replace what the run reads."""
+    out = Path(os.path.realpath(path))
+    for given in inputs:
+        if given is not None and out == Path(os.path.realpath(given)):
+            raise UserError(f"{path} is an input of this run; write the output under another name.")
+
+
+def check_output_file(
+    path: str | os.PathLike, overwrite: bool, inputs: Iterable[str | os.PathLike | None] = ()
+) -> Path:
+    """UserError unless ``path`` can take an output file: none of ``inputs`` (:func:`check_not_an_input`),
+    nothing there (or, with ``overwrite``, a regular file), in no folder another verb owns, in a
+    folder that accepts a file."""
     path = Path(path)
+    check_not_an_input(path, inputs)
     if os.path.lexists(path):
         if not overwrite:
             raise UserError(f"{path} exists; pass `overwrite=True` to replace it, or choose another name.")
@@ -367,11 +380,18 @@ def result_kind(path: str | os.PathLike) -> str | None:
 def check_result_kind(path: str | os.PathLike, kind: str) -> None:
     """UserError when ``path`` holds another kind of result: ``--overwrite`` replaces a verb's own
     result, never another's (the report would read loss metrics as a probe, or the reverse)."""
-    found = result_kind(path) if Path(path).is_file() else None
+    if not Path(path).is_file():
+        return
+    found = result_kind(path)
     if found is not None and found != kind:
         raise UserError(
             f"{path} holds {found} results, not {kind} results; --overwrite replaces only its own kind, "
             "so choose another name."
+        )
+    if found is None and Path(path).stat().st_size > 0:
+        raise UserError(
+            f"{path} holds no {kind} results of vqspeech (another file: a manifest, someone's notes?); "
+            "--overwrite replaces only its own kind, so choose another name."
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,11 @@ from ..checkpoint import used_checkpoint
 from ..data.codes import SAMPLES_MARK, CodesInfo, CodesWriter, Encoding, code_usage, refuse_existing_codes
 from ..device import select_device
 from ..errors import UserError
-from ..fileio import FolderLock, check_results_home, read_json_object, write_text_atomic
+from ..fileio import FolderLock, check_results_home, model_home, read_json_object, write_text_atomic
 from ..models.prior import CodePrior, sample_codes
 from ..models.quantizer import perplexity
 from ..training.prior_task import load_prior_checkpoint, prior_from_checkpoint
-from .vqspeech import VQSpeech, check_temperature
+from .vqspeech import VQSpeech, check_seed, check_temperature
 
 LN2 = math.log(2.0)
 
@@ -153,6 +154,7 @@ def draw_candidates(
                 top_k=top_k,
                 generator=generator,
                 progress=progress,
+                desc=f"top codes {start + 1}-{start + n} of {count}",
             )
             out.tops += list(top.cpu().numpy())
             out.top_bits += (-top_loglik.cpu().numpy() / top_length / LN2).tolist()
@@ -165,6 +167,7 @@ def draw_candidates(
             top_k=top_k,
             generator=generator,
             progress=progress,
+            desc=f"draw {start + 1}-{start + n} of {count}",
         )
         out.codes += list(codes.cpu().numpy())
         out.bottom_bits += (-loglik.cpu().numpy() / length / LN2).tolist()
@@ -179,6 +182,11 @@ MARK = SAMPLES_MARK
 """Hidden file that marks a folder as ``prior sample``'s (written before anything else)."""
 
 
+def _is_whole(value: Any) -> bool:
+    """An integer (Python's or numpy's), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def _is_samples_record(path: Path) -> bool:
     """Whether ``path`` is a ``samples.json`` that ``prior sample`` wrote (its keys, not its name)."""
     record = read_json_object(path)
@@ -187,11 +195,12 @@ def _is_samples_record(path: Path) -> bool:
 
 def codes_made(prior: str | Path, ckpt: dict[str, Any]) -> CodesInfo | None:
     """What a prior knows of the codes it learned (their rate, the VQ-VAE and codebook that made
-    them): its folder's copy of their ``codes.json``, or the copy an export carries
-    (``codes_info``); None when there is neither (a checkpoint file elsewhere)."""
-    path = Path(prior) / "codes.json"
-    if path.is_file():
-        return CodesInfo.load(path).without_ids()
+    them): its folder's copy of their ``codes.json`` (a checkpoint file in ``PRIOR/checkpoints/``
+    reads its folder's), or the copy its checkpoint carries (``codes_info``: every checkpoint since
+    training recorded it, and every export); None when there is neither."""
+    home = Path(prior) if Path(prior).is_dir() else model_home(prior)
+    if home is not None and (home / "codes.json").is_file():
+        return CodesInfo.load(home / "codes.json").without_ids()
     record = ckpt.get("codes_info")
     return CodesInfo.from_json(record, Path(prior)).without_ids() if isinstance(record, dict) else None
 
@@ -308,18 +317,27 @@ def sample_prior(
         )
     refuse_existing_codes(out_dir, overwrite=True, samples=True)  # before anything is deleted
     candidates = num if candidates is None else candidates
-    for name, value in (("num", num), ("candidates", candidates)):
-        if value < 1:
-            raise UserError(f"`{name}` must be at least 1, not {value}.")
+    for name, value in (("num", num), ("candidates", candidates), ("top_k", top_k)):
+        if value is not None and not (_is_whole(value) and value >= 1):
+            raise UserError(f"`{name}` must be a whole number of at least 1, not {value!r}.")
+    num, candidates = int(num), int(candidates)  # numpy integers too: samples.json is JSON
+    top_k = None if top_k is None else int(top_k)
     if candidates < num:
         raise UserError(f"`candidates` ({candidates}) must be at least `num` ({num}).")
     if candidates > MAX_CANDIDATES:
         raise UserError(f"`candidates` (and `num`) must be at most {MAX_CANDIDATES}, not {candidates}.")
-    if not 0 < seconds <= MAX_SECONDS:
-        raise UserError(f"`seconds` must be positive and at most {MAX_SECONDS:g}, not {seconds}.")
+    real = isinstance(seconds, (int, float, np.integer, np.floating)) and not isinstance(seconds, bool)
+    if not (real and 0 < seconds <= MAX_SECONDS):
+        raise UserError(f"`seconds` must be a number above 0 and at most {MAX_SECONDS:g}, not {seconds!r}.")
+    seconds = float(seconds)
     check_temperature(temperature)
-    if top_k is not None and top_k < 1:
-        raise UserError(f"`top_k` must be at least 1, not {top_k}.")
+    temperature = float(temperature)
+    check_seed(seed)
+    seed = int(seed)
+    if codes_only and vqvae is not None:
+        raise UserError(
+            "`vqvae` names the model that decodes the samples, and `codes_only` decodes none; leave one out."
+        )
 
     model, ckpt, torch_device = load_prior(prior_dir, device)
     top_model = load_top_prior(top_prior, prior_dir, ckpt, device)
@@ -337,6 +355,13 @@ def sample_prior(
     known = prior_codes_info(prior_dir, ckpt)
     source = vqvae or (known.checkpoint if known else None)
     vq = None if codes_only else decoder_for(source, ckpt, known, speaker, device)
+    if vq is not None and known is None:
+        warnings.warn(
+            f"{prior_dir} records nothing of the codes it learned (a checkpoint copied out of its folder by an "
+            f"older version), so nothing checks that {source} made them; another model's codebook decodes them "
+            "as noise.",
+            stacklevel=2,
+        )
     info = known or CodesInfo.for_rate(  # no codes.json: the decoder's rate, else 100 codes per second
         vq.sample_rate / vq.hop_length if vq else 100.0, ckpt["num_codes"], groups=ckpt["groups"]
     )

@@ -45,9 +45,16 @@ MIN_REFERENCE_SECONDS = 1.0
 def check_temperature(temperature: float) -> None:
     """UserError unless ``temperature`` is 0 (the most likely sample) or in [0.01, 100] (a smaller
     one overflows the scaled logits)."""
-    ok = isinstance(temperature, (int, float, np.floating)) and (temperature == 0 or 0.01 <= temperature <= 100)
-    if not ok:
-        raise UserError(f"`temperature` must be 0 (the most likely sample) or from 0.01 to 100, not {temperature}.")
+    number = isinstance(temperature, (int, float, np.integer, np.floating)) and not isinstance(temperature, bool)
+    if not (number and (temperature == 0 or 0.01 <= temperature <= 100)):
+        shown = temperature if number else f"a {type(temperature).__name__}"
+        raise UserError(f"`temperature` must be 0 (the most likely sample) or a number from 0.01 to 100, not {shown}.")
+
+
+def check_seed(seed: int) -> None:
+    """UserError unless ``seed`` is a whole number from 0 to 2**63 - 1 (what torch's generators take)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+        raise UserError(f"`seed` must be a whole number from 0 to 2**63 - 1, not {seed!r}.")
 
 
 class VQSpeech:
@@ -296,10 +303,14 @@ class VQSpeech:
             return []
         self._check_codes(encodings)
         check_temperature(temperature)
+        if isinstance(speakers, (str, np.ndarray)):
+            raise UserError(
+                "`speakers` is a list with one speaker per code sequence; for one voice for all of them pass "
+                f"[speaker] * {len(encodings)}."
+            )
         if len(speakers) != len(encodings):
             raise UserError(f"{len(encodings)} code sequences need as many speakers, not {len(speakers)}.")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
-            raise UserError(f"`seed` must be a whole number from 0 to 2**63 - 1, not {seed!r}.")
+        check_seed(seed)
         lengths = [len(e) for e in encodings]
         # [N, D, F_max], zeros past each end as in training's padded crops; one utterance at a
         # time, so a top level's context never sees another utterance's padding

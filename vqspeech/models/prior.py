@@ -612,13 +612,14 @@ def sample_codes(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    desc: str = "draw",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ancestral sampling. speakers [B] (and top codes [B, >= ceil(length / stride)] for a
     conditioned prior) -> (codes [B, length] (grouped: [B, length, G]), log-likelihood [B] in nats).
 
     The log-likelihood is that of the drawn codes under the untempered, unfiltered model (given the
     top codes). ``temperature`` 0 means argmax; ``top_k`` keeps only the k largest logits. Runs in
-    eval mode; ``progress`` shows a bar over the steps.
+    eval mode; ``progress`` shows a bar over the steps, labelled ``desc``.
     """
     batch = speakers.shape[0]
     if top is not None and top.shape[1] * prior.top_stride < length:
@@ -629,7 +630,7 @@ def sample_codes(
     codes = torch.empty(batch, length, prior.groups, dtype=torch.long, device=speakers.device)
     log_likelihood = torch.zeros(batch, device=speakers.device)
     prev = None
-    for t in tqdm(range(length), desc="draw", unit="code", disable=not progress, leave=False):
+    for t in tqdm(range(length), desc=desc, unit="code", disable=not progress, leave=False):
         hidden = prior.step_hidden(state, prev, speakers)
         for g in range(prior.groups):  # a grouped step's codes one after the other
             logits = prior.group_logits(hidden, codes[:, t], g).float()

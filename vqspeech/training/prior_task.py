@@ -16,6 +16,7 @@ the fields :meth:`PriorTask.checkpoint_fields` writes, and build it with
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,7 +55,7 @@ from .experiment import (
     write_experiment_files,
 )
 from .schema import PRIOR_ARCH_RULES, PRIOR_RULES, check_prior_config, check_rules
-from .trainer import Task
+from .trainer import Task, data_record
 
 LN2 = math.log(2.0)
 
@@ -128,9 +129,11 @@ class PriorTask(Task):
         train_utts: list[Encoding],
         valid_utts: list[Encoding],
         level: str = "bottom",
+        codes_info: CodesInfo | None = None,
     ):
         self.model, self.config, self.speakers, self.num_codes = model, config, speakers, num_codes
         self.level = level
+        self.codes_info = codes_info  # the codes.json of the codes learned (no ids), kept in every checkpoint
         self.stride = model.top_stride if model.conditioned else 1  # bottom codes per top code
         self.speaker_ids = {s: i for i, s in enumerate(speakers)}
         self.train_utts = train_utts
@@ -238,6 +241,13 @@ class PriorTask(Task):
             top[row, : len(above)] = torch.from_numpy(above)
         return top
 
+    def data_record(self) -> dict[str, Any]:
+        def row(utt: Encoding) -> tuple[str, str, int]:  # the codes themselves: encoded again is other data
+            content = hashlib.sha256(np.ascontiguousarray(utt.codes).tobytes()).hexdigest()[:16]
+            return content, str(utt.speaker), len(utt)
+
+        return data_record([row(u) for u in self.train_utts], [row(u) for u in self.valid_utts])
+
     def checkpoint_fields(self) -> dict[str, Any]:
         fields = {
             "speakers": list(self.speakers),
@@ -248,6 +258,8 @@ class PriorTask(Task):
         }
         if self.model.conditioned:
             fields["top"] = {"num_codes": self.model.top_codes, "stride": self.model.top_stride}
+        if self.codes_info is not None:  # which VQ-VAE made the codes, also for a checkpoint copied elsewhere
+            fields["codes_info"] = self.codes_info.to_json()
         return fields
 
 
@@ -522,6 +534,6 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
         if top is not None:
             record.level = "bottom"
         write_experiment_files(exp_dir, cfg, merged, dist_info, {"codes.json": record.to_text()})
-        task = PriorTask(model, cfg, speakers, info.num_codes, train_utts, valid_utts, level=level)
+        task = PriorTask(model, cfg, speakers, info.num_codes, train_utts, valid_utts, level=level, codes_info=record)
         extra = {"arch": cfg["prior"]["arch"], "parameters": model.num_parameters()}
         return fit_and_summarise(exp_dir, task, cfg, device, dist_info, resume, extra=extra)

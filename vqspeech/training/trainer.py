@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import hashlib
+import json
 import math
 import shutil
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from tqdm import tqdm
 from ..checkpoint import check_training_state, cpu_state_dict, save_checkpoint
 from ..device import DistInfo, autocast
 from ..errors import UserError, first_line
-from ..fileio import atomic_path
+from ..fileio import atomic_path, is_int
 from ..threads import ThreadGovernor, usable_cores
 
 
@@ -64,6 +67,11 @@ class Task(abc.ABC):
     def checkpoint_fields(self) -> dict[str, Any]:
         """What the task adds to every checkpoint (speakers, ...)."""
 
+    def data_record(self) -> dict[str, Any] | None:
+        """What the task trains and validates on (:func:`data_record`), saved in every checkpoint
+        so that resuming on other data is refused. An optional hook: None records nothing."""
+        return None
+
     def to_device(self, device: torch.device) -> None:
         """Move what the task trains besides ``model`` (a discriminator) to ``device``. An optional
         hook: a task with such state overrides it; by default there is nothing to move."""
@@ -73,6 +81,15 @@ class Task(abc.ABC):
         """Resume that state from a checkpoint; ValueError when it is missing. An optional hook: a
         task with such state overrides it; by default there is nothing to restore."""
         return None
+
+
+def data_record(train: Iterable[tuple[str, str, int]], valid: Iterable[tuple[str, str, int]]) -> dict[str, Any]:
+    """The number of training and validation utterances and a digest of their rows (an utterance's
+    id or content, speaker, length): a manifest or codes folder changed since the run started gives
+    another digest."""
+    rows = {"train": sorted(train), "valid": sorted(valid)}
+    digest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+    return {"train": len(rows["train"]), "valid": len(rows["valid"]), "digest": digest}
 
 
 @contextlib.contextmanager
@@ -143,6 +160,7 @@ class Trainer:
         self.step, self.elapsed = 0, 0.0
         self.best: tuple[float, int] | None = None  # (value of task.best_metric, step)
         self.amp = settings["amp"] and device.type == "cuda"
+        self.data = task.data_record()  # saved in every checkpoint; resuming compares it
         if resume is not None:
             self._resume(resume)
         self.ddp_model = (
@@ -160,6 +178,23 @@ class Trainer:
                 f"{last} holds a {ckpt.get('kind')} model, not a {self.task.kind}; use another experiment folder."
             )
         check_training_state(ckpt, last)
+        before, now = ckpt.get("data"), self.data
+        if isinstance(before, dict) and now is not None and before.get("digest") != now["digest"]:
+            raise UserError(
+                f"{self.exp_dir} was trained on other data than it is given now ({before.get('train')} training "
+                f"and {before.get('valid')} validation utterances then, {now['train']} and {now['valid']} now, or "
+                "as many with other ids, speakers, splits or lengths); resume on the data it started with, or "
+                "train in a new folder."
+            )
+        world = ckpt.get("world_size")
+        if self.dist.is_main and is_int(world) and world != self.dist.world_size:
+            warnings.warn(
+                f"{self.exp_dir} trained with {world} process(es) and resumes with {self.dist.world_size}: "
+                "train.batch_size is per process, so each step now sees "
+                f"{self.dist.world_size}/{world} of the crops it did, and the data order differs from an "
+                "uninterrupted run.",
+                stacklevel=2,
+            )
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -213,6 +248,8 @@ class Trainer:
                 "rng": rng,
                 "best_value": self.best[0] if self.best else None,
                 "best_step": self.best[1] if self.best else None,
+                "world_size": self.dist.world_size,
+                "data": self.data,
                 **self.task.checkpoint_fields(),
             },
         )

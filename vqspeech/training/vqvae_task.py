@@ -52,7 +52,7 @@ from .experiment import (
     write_experiment_files,
 )
 from .schema import check_vqvae_config
-from .trainer import Task
+from .trainer import Task, data_record
 
 
 class VQVAETask(Task):
@@ -279,6 +279,12 @@ class VQVAETask(Task):
                 {"original": audio, "reconstruction": waves[0], f"converted to {self.speakers[other]}": waves[1]}, sr
             ),
             step,
+        )
+
+    def data_record(self) -> dict[str, Any]:
+        return data_record(
+            [(u.id, u.speaker, u.num_samples) for u in self.train_utts],
+            [(u.id, u.speaker, u.num_samples) for u in self.valid_utts],
         )
 
     def checkpoint_fields(self) -> dict[str, Any]:
