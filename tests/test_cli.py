@@ -313,6 +313,11 @@ def test_evaluate_refuses_to_overwrite_its_output(tmp_path, trained_tiny, capsys
     out.write_text("keep me")
     message = cli_error(capsys, ["evaluate", "loss", trained_tiny, "--out", out, "--max_utterances", "1"], "evaluate loss")
     assert "--overwrite" in message and out.read_text() == "keep me"
+    message = cli_error(capsys, ["evaluate", "loss", trained_tiny, "--out", out, "--max_utterances", "1",
+                                 "--overwrite"], "evaluate loss")  # not a result: someone's file
+    assert "holds no loss results" in message and out.read_text() == "keep me"
+    out.unlink()
+    assert run_cli(["evaluate", "loss", trained_tiny, "--out", out, "--max_utterances", "1"]) == 0
     assert run_cli(["evaluate", "loss", trained_tiny, "--out", out, "--max_utterances", "1", "--overwrite"]) == 0
     assert "bits_per_sample" in json.loads(out.read_text())
 

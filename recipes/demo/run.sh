@@ -7,6 +7,7 @@
 #   7 sample from it  8 evaluate (bits/sample, phoneme probe vs MFCC baseline, conversion)  9 report
 #   bash recipes/demo/run.sh [--stage N] [--stop_stage N] [--train_minutes M] [key=value ...]
 #   --model small (or paper): the single-stage VQ-VAE of the paper, learned through the WaveNet alone
+[ -n "${BASH_VERSION:-}" ] || { echo "$0: run the recipe with bash: bash $0 ..." >&2; exit 2; }
 set -euo pipefail
 
 stage=0

@@ -6,6 +6,7 @@
 #   conversion metrics)  9 report (HTML)
 #   bash recipes/fsdd/run.sh --fsdd_root ../shared/data/fsdd [--train_minutes 115] [key=value ...]
 #   --model small (or paper): the single-stage VQ-VAE of the paper, learned through the WaveNet alone
+[ -n "${BASH_VERSION:-}" ] || { echo "$0: run the recipe with bash: bash $0 ..." >&2; exit 2; }
 set -euo pipefail
 
 stage=0

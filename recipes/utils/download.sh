@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Download an archive once, check its SHA-256, unpack it.
 #   utils/download.sh URL SHA256 ARCHIVE_DIR EXTRACT_DIR
-# An interrupted download resumes (curl -C -). A wrong checksum deletes the archive and stops.
+# An interrupted download resumes (curl -C -). A download with a wrong checksum is deleted; an
+# archive already there (placed by hand) with a wrong checksum is named and left alone.
 # SHA256 may be "-" for sources that publish none: the digest is then printed, not checked.
 # Unpacking leaves EXTRACT_DIR/.unpacked-<archive name>, so a second call does nothing.
 set -euo pipefail
@@ -18,23 +19,30 @@ if [ -f "$marker" ]; then
   echo "$name: already unpacked in $extract_dir"; exit 0
 fi
 mkdir -p "$archive_dir" "$extract_dir"
+downloaded=false
 if [ ! -f "$archive" ]; then
   echo "downloading $url"
   if ! curl -fL --retry 3 -C - -o "$archive.part" "$url"; then
     echo "Download of $url failed; check the network (a partial file is kept in $archive.part and the next run resumes it)." >&2
     exit 1
   fi
-  mv "$archive.part" "$archive"
+  downloaded=true
 fi
+checked=$archive
+[ "$downloaded" = true ] && checked="$archive.part"  # checked before it takes the archive's name
 
-actual=$(sha256sum "$archive" | cut -d' ' -f1)
+actual=$(sha256sum "$checked" | cut -d' ' -f1)
 if [ "$sha256" = "-" ]; then
   echo "$name: sha256 $actual (no published checksum to compare with)"
-elif [ "$actual" != "$sha256" ]; then
-  rm -f "$archive"
-  echo "Checksum of $archive is $actual, not $sha256: the download is damaged and was deleted; run the download stage again." >&2
+elif [ "$actual" != "$sha256" ] && [ "$downloaded" = true ]; then
+  rm -f "$checked"  # what this run downloaded, and only that
+  echo "Checksum of the download of $url is $actual, not $sha256: it is damaged and was deleted; run the download stage again." >&2
+  exit 1
+elif [ "$actual" != "$sha256" ]; then  # a file this run did not download: someone's, left alone
+  echo "$archive has checksum $actual, not $sha256, so it is not the archive this stage downloads; move it away (it is left as it is) and run the download stage again." >&2
   exit 1
 fi
+[ "$downloaded" = true ] && mv "$checked" "$archive"
 
 echo "unpacking $name into $extract_dir"
 case "$name" in

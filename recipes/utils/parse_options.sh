@@ -13,6 +13,8 @@ while [ $# -gt 0 ]; do
       echo "$_option_lines" | sed 's/^/  --/; s/=/ /' | sed 's/ *#.*//'
       exit 0 ;;
     --) shift; break ;;
+    --*=*)  # --name=value: the same as --name value
+      _flag=$1; shift; set -- "${_flag%%=*}" "${_flag#*=}" "$@"; continue ;;
     --*)
       _name="${1#--}"; _name="${_name//-/_}"
       # a here-string, not `echo | grep -q`: under pipefail, grep leaving at its first match could
@@ -35,18 +37,43 @@ for _arg in "$@"; do  # an option after a config override would otherwise be tak
          exit 1 ;;
   esac
 done
-for _name in stage stop_stage; do
-  if declare -p "$_name" >/dev/null 2>&1 && ! [[ "${!_name}" =~ ^[0-9]+$ ]]; then
-    echo "$0: --$_name must be a whole number, not '${!_name}'" >&2; exit 1
-  fi
+# Every option is checked before any stage runs: a mistake found only at the stage that uses it
+# would come after hours of training. Numbers are whole numbers without leading zeros (bash reads
+# 08 as octal, and evaluates any other text as an expression) and of at most 9 digits.
+_fail() { echo "$0: $*" >&2; exit 1; }
+for _name in $(sed 's/=.*//' <<<"$_option_lines"); do
+  _value=${!_name}
+  case $_name in
+    stage|stop_stage)
+      [[ $_value =~ ^(0|[1-9][0-9]{0,8})$ ]] || _fail "--$_name must be a whole number (at most 9 digits), not '$_value'" ;;
+    nproc|num_*|*_steps|sample_rate)
+      [[ $_value =~ ^[1-9][0-9]{0,8}$ ]] || _fail "--$_name must be a whole number of 1 or more (at most 9 digits), not '$_value'" ;;
+    *_minutes)  # empty: no wall-clock budget
+      [[ -z $_value || $_value =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ && ! $_value =~ ^[0.]+$ ]] \
+        || _fail "--$_name must be a number of minutes above 0, or '' for no budget, not '$_value'" ;;
+    *_seconds)
+      [[ $_value =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ && ! $_value =~ ^[0.]+$ ]] \
+        || _fail "--$_name must be a number of seconds above 0, not '$_value'" ;;
+    *_dir|*_root)  # an empty folder would put the recipe's files at the root of the file system
+      [ -n "$_value" ] || _fail "--$_name must name a folder, not be empty" ;;
+    force|download)
+      [ "$_value" = true ] || [ "$_value" = false ] || _fail "--$_name must be true or false, not '$_value'" ;;
+    targets)
+      [ -n "${_value//,/}" ] || _fail "--targets must name at least one speaker (comma-separated), not '$_value'"
+      IFS=, read -ra _names <<<"$_value"
+      for _target in "${_names[@]}"; do  # target speakers become output folders
+        [ -z "$_target" ] || [[ $_target =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]] \
+          || _fail "the target speaker '$_target' cannot name an output folder; use letters, digits, '_', '.' and '-', starting with a letter, digit or '_'"
+      done ;;
+  esac
 done
-if declare -p nproc >/dev/null 2>&1 && ! [[ "$nproc" =~ ^[1-9][0-9]*$ ]]; then
-  echo "$0: --nproc must be a whole number of processes, 1 or more, not '$nproc'" >&2; exit 1
+if [ "$stage" -gt "$stop_stage" ]; then
+  _fail "--stage $stage comes after --stop_stage $stop_stage, so no stage would run"
 fi
-if declare -p targets >/dev/null 2>&1 && [ -z "${targets//,/}" ]; then
-  echo "$0: --targets must name at least one speaker (comma-separated), not '$targets'" >&2; exit 1
-fi
-if declare -p force >/dev/null 2>&1 && [ "$force" != true ] && [ "$force" != false ]; then
-  echo "$0: --force must be true or false, not '$force'" >&2; exit 1
-fi
-unset _option_lines _name _arg
+for _arg in "$@"; do  # what a recipe option sets is given as that option, so the stage markers record it
+  case "${_arg%%=*}" in
+    model|train|data.manifest)
+      _fail "the override $_arg sets what the recipe's options set; give it as an option (--help lists them)" ;;
+  esac
+done
+unset _option_lines _name _arg _value _names _target _flag

@@ -7,17 +7,15 @@
 # Expects: stage, stop_stage, force, exp_dir, prior_arch (transformer | wavenet), prior_steps,
 # prior_minutes (empty = no budget), targets, num_samples, sample_seconds.
 
-# true when the encoded codes have a top level (python3: the venv's, as for every vqspeech call)
+# true when the encoded codes have a top level
 hierarchical_codes() {
-  python3 -c 'import sys; from vqspeech.data.codes import CodesFolder
-sys.exit(0 if CodesFolder.open(sys.argv[1]).info.top else 1)' "$exp_dir/codes"
+  recipe_helper hierarchical "$exp_dir/codes"
 }
 
 # A prior that learned other codes (the VQ-VAE trained on and the codes were encoded again) cannot
 # resume on today's: it is moved aside, and a new prior is trained in its place.
 retire_stale_prior() {
-  if python3 -c 'import sys; from vqspeech.training.prior_task import trained_on_other_codes
-sys.exit(0 if trained_on_other_codes(sys.argv[1], sys.argv[2]) else 1)' "$1" "$exp_dir/codes"; then
+  if recipe_helper stale_prior "$1" "$exp_dir/codes"; then
     local aside
     aside="$1.before-$(date +%Y%m%d-%H%M%S)"
     echo "   $1 learned codes encoded before the VQ-VAE trained on: moved to $aside; a new prior is trained"
@@ -38,10 +36,10 @@ if run_stage 6 "train the $prior_arch prior over the codes${prior_minutes:+ ($pr
 fi
 
 if run_stage 7 "sample $num_samples x $sample_seconds s from the prior for: $targets"; then
-  require_safe_names "target speaker" ${targets//,/ }
   top_args=()
-  hierarchical_codes && top_args=(--top_prior "$exp_dir/prior_top")
-  for target in ${targets//,/ }; do
+  if hierarchical_codes; then top_args=(--top_prior "$exp_dir/prior_top"); fi
+  for target in "${target_list[@]}"; do
+    [ -n "$target" ] || continue
     vqspeech prior sample "$exp_dir/prior" ${top_args[@]+"${top_args[@]}"} --speaker "$target" \
       --seconds "$sample_seconds" --num "$num_samples" --candidates $(( 2 * num_samples )) \
       -o "$exp_dir/prior_samples/$target" --overwrite

@@ -39,6 +39,9 @@ stage_settings() {
       printf '%s=%s\n' "$name" "${!name}"
     fi
   done
+  if [ "$1" -ge 2 ] && [ -n "${manifest:-}" ]; then  # the data every stage after 1 reads: prepared again is other data
+    printf 'manifest_sha256=%s\n' "$( { sha256sum "$manifest" 2>/dev/null || echo none; } | cut -c1-16)"
+  fi
 }
 
 # The trailing overrides in sorted order when no key repeats (then their order does not matter).
@@ -51,19 +54,31 @@ _overrides_as_set() {
   fi
 }
 
-# changed_settings N: "name 'old' (now 'new')" for each setting stage N's marker records otherwise
-# (a marker without settings, from an older recipe, records none).
+# changed_settings N: "name 'old' (now 'new')" for each setting stage N's marker records otherwise,
+# also for a setting only one of them has (another recipe's marker; a marker without settings,
+# from an older recipe, records none). The manifest's digest is compared when both have it.
 changed_settings() {
   local line name old before=() changes=""
   while IFS= read -r line; do before+=("$line"); done < <(tail -n +2 "$exp_dir/.stages/$1")
-  while IFS= read -r line; do
-    name=${line%%=*}
-    for old in "${before[@]+"${before[@]}"}"; do
-      if [ "${old%%=*}" = "$name" ] && [ "$old" != "$line" ]; then
-        changes+="${changes:+; }$name '${old#*=}' (now '${line#*=}')"
+  local now=() found
+  while IFS= read -r line; do now+=("$line"); done < <(stage_settings "$1")
+  [ ${#before[@]} -eq 0 ] && return 0  # a marker without settings, from an older recipe
+  for line in "${now[@]+"${now[@]}"}"; do
+    name=${line%%=*} found=false
+    for old in "${before[@]}"; do
+      if [ "${old%%=*}" = "$name" ]; then
+        found=true
+        [ "$old" = "$line" ] || changes+="${changes:+; }$name '${old#*=}' (now '${line#*=}')"
       fi
     done
-  done < <(stage_settings "$1")
+    # a setting the marker does not have (another recipe's corpus option): other settings
+    [ "$found" = true ] || [ "$name" = manifest_sha256 ] || changes+="${changes:+; }$name not set (now '${line#*=}')"
+  done
+  for old in "${before[@]}"; do  # a setting this run does not have: the marker is another recipe's
+    name=${old%%=*} found=false
+    for line in "${now[@]+"${now[@]}"}"; do [ "${line%%=*}" = "$name" ] && found=true; done
+    [ "$found" = true ] || [ "$name" = manifest_sha256 ] || changes+="${changes:+; }$name '${old#*=}' (now not set)"
+  done
   echo "$changes"
 }
 
@@ -104,19 +119,6 @@ stage_done() {
     > "$exp_dir/.stages/$1"
 }
 
-# require_safe_names WHAT NAME...: stop with one sentence unless every NAME is safe as a folder name
-# (letters, digits, _ . -, starting with a letter, digit or _): target speakers become output folders.
-require_safe_names() {
-  local what=$1 name
-  shift
-  for name in "$@"; do
-    if ! [[ $name =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]]; then
-      echo "The $what '$name' cannot name an output folder; use letters, digits, '_', '.' and '-', starting with a letter, digit or '_'." >&2
-      exit 1
-    fi
-  done
-}
-
 # require_corpus PATH MESSAGE: stop with MESSAGE (one sentence) when PATH is not a folder.
 require_corpus() {
   if [ ! -d "$1" ]; then
@@ -124,3 +126,19 @@ require_corpus() {
     exit 1
   fi
 }
+
+# recipe_helper COMMAND ARGS...: a question to recipes/utils/recipe_helpers.py; its exit status (0 or
+# 1) is the answer, and a mistake it names in one sentence (exit 2) stops the recipe.
+recipe_helper() {
+  local rc=0
+  python3 "$(dirname "${BASH_SOURCE[0]}")/recipe_helpers.py" "$@" || rc=$?
+  [ "$rc" -le 1 ] || exit 1
+  return "$rc"
+}
+
+# target_list: the --targets speakers as an array (split at commas, never glob-expanded).
+IFS=, read -ra target_list <<<"$targets"
+
+# Before any stage: the VQ-VAE config that --model, --train_profile and the trailing overrides
+# compose, and --prior_arch (what `vqspeech train` trains first: joint | units).
+first_training_stage=$(recipe_helper check "$model" "$train_profile" "$prior_arch" "$@")

@@ -7,7 +7,8 @@
 # units_steps: for a model whose objective is not wavenet (e.g. small_mel, the demo's and FSDD's
 # default), stage 2 first trains the units in $exp_dir/units for units_minutes (empty: no
 # budget), then the WaveNet decoder on their frozen codes in $exp_dir for train_minutes. A model
-# with objective wavenet (small, paper) trains in one stage.
+# with objective wavenet (small, paper) trains in one stage (stage.sh's first_training_stage says
+# which).
 
 vqspeech_train() {
   if [ "$nproc" -gt 1 ]; then
@@ -20,16 +21,12 @@ vqspeech_train() {
 units_minutes=${units_minutes:-}
 units_steps=${units_steps:-$train_steps}
 
-training_stage() {  # joint | units: what `vqspeech train` trains first with these settings (python3: the venv's)
-  python3 -c 'import sys; from vqspeech.config import compose, training_stage; print(training_stage(compose(sys.argv[1:])))' "$@"
-}
-
 if run_stage 2 "train the VQ-VAE ($model${train_minutes:+, $train_minutes min})"; then
   common=(model="$model" data.manifest="$manifest" train="$train_profile")
   train_args=("$exp_dir" "${common[@]}" train.max_steps="$train_steps")
   [ -n "$train_minutes" ] && train_args+=(train.max_minutes="$train_minutes")
-  first=$(training_stage "${common[@]}" "${overrides[@]}")  # (set -e: a failure here stops the recipe)
-  if [ "$first" = units ]; then
+  recipe_helper targets "$manifest" "$targets"  # before the training, not at stage 4 after it
+  if [ "$first_training_stage" = units ]; then
     # a model there already must be a decoder on these units: checked before the units train
     if [ -f "$exp_dir/checkpoints/last.pt" ] && [ -f "$exp_dir/config.yaml" ]; then
       trained_on=$(python3 -c 'import sys, yaml; c = yaml.safe_load(open(sys.argv[1])) or {}
@@ -60,8 +57,8 @@ if run_stage 3 "encode every utterance to codes"; then
 fi
 
 if run_stage 4 "convert $num_convert test utterances to: $targets"; then
-  require_safe_names "target speaker" ${targets//,/ }
-  for target in ${targets//,/ }; do
+  for target in "${target_list[@]}"; do
+    [ -n "$target" ] || continue
     vqspeech convert "$exp_dir" "$manifest" --split test --limit "$num_convert" \
       --speaker "$target" -o "$exp_dir/convert/$target" --overwrite
   done

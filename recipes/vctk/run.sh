@@ -5,6 +5,7 @@
 #   conversion metrics)  9 report (HTML)
 #   bash recipes/vctk/run.sh --vctk_root /data/VCTK-Corpus-0.92 [--stage N] [--stop_stage N]
 #        [--nproc 2] [key=value Hydra overrides ...]
+[ -n "${BASH_VERSION:-}" ] || { echo "$0: run the recipe with bash: bash $0 ..." >&2; exit 2; }
 set -euo pipefail
 
 stage=0

@@ -101,13 +101,17 @@ def _field_problem(row: dict) -> str | None:
     return None
 
 
+def manifest_file(path: str | os.PathLike) -> Path:
+    """The manifest file a path names: ``path`` itself, or ``path/manifest.jsonl`` for a folder."""
+    path = Path(path)
+    return path / "manifest.jsonl" if path.is_dir() else path
+
+
 def read_manifest(path: str | os.PathLike, split: str | None = None) -> list[Utterance]:
     """Read a manifest; keep only ``split`` when given. Paths come back absolute. Every line is
     checked (ids are safe file names, fields have their types): a bad one raises UserError naming
     the line."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "manifest.jsonl"
+    path = manifest_file(path)
     if not path.is_file():
         raise UserError(f"Manifest {path} does not exist; create it with `vqspeech prepare`.")
     root = path.resolve().parent

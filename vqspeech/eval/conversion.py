@@ -46,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..audio import resample, save_wav
-from ..data.manifest import Utterance, load_utterance, read_manifest
+from ..data.manifest import Utterance, load_utterance, manifest_file, read_manifest
 from ..data.reference import load_reference
 from ..errors import UserError
 from ..fileio import (
@@ -56,6 +56,7 @@ from ..fileio import (
     atomic_path,
     check_plain_name,
     check_results_home,
+    file_digest,
     inside,
     is_experiment_folder,
     overlapping,
@@ -330,8 +331,10 @@ def evaluate_conversion(
         summary = {
             "model": str(Path(vq.checkpoint).resolve()) if vq.checkpoint else None,
             "step": vq.step,
+            "model_digest": vq.checkpoint_digest,
             "exp_dir": str(Path(exp_dir).resolve()),
-            "manifest": str(manifest.resolve()),
+            "manifest": str(manifest_file(manifest).resolve()),
+            "manifest_digest": file_digest(manifest_file(manifest)),
             "split": split,
             "sample_rate": sr,
             "seed": seed,

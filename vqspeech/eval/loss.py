@@ -10,13 +10,14 @@ from pathlib import Path
 import torch
 
 from ..audio import resample
-from ..data.manifest import Utterance, load_utterance, read_manifest
+from ..data.manifest import Utterance, load_utterance, manifest_file, read_manifest
 from ..errors import UserError
 from ..fileio import (
     check_not_in_owned_folder,
     check_result_kind,
     check_results_home,
     check_writable_parent,
+    file_digest,
     write_text_atomic,
 )
 from ..inference import VQSpeech
@@ -124,8 +125,10 @@ def evaluate_loss(
     metrics = {
         "result": "loss",
         "split": split,
-        "manifest": str(Path(manifest).resolve()),
+        "manifest": str(manifest_file(manifest).resolve()),
+        "manifest_digest": file_digest(manifest_file(manifest)),  # the report compares it with the experiment's
         "step": vq.step,  # the state of the model measured (the report compares it with training's)
+        "model_digest": vq.checkpoint_digest,
         "utterances_of_unknown_speakers": len(listed) - len(utts),
         **teacher_forced_metrics(vq.model, utts[:max_utterances], vq.speaker_ids, vq.device),
     }

@@ -29,7 +29,6 @@ from ..fileio import (
     check_not_in_owned_folder,
     check_results_home,
     check_writable_parent,
-    file_digest,
     file_stamp,
     inside,
     is_experiment_folder,
@@ -344,8 +343,7 @@ def _writing(
 def _made_by(vq: VQSpeech) -> dict:
     """What a generation mark records of the model: its training step and its checkpoint's digest
     (an enrolment continued or redone changes the voice, not the step)."""
-    ckpt = vq.checkpoint
-    return {"step": vq.step, "model": file_digest(ckpt) if ckpt is not None and Path(ckpt).is_file() else None}
+    return {"step": vq.step, "model": vq.checkpoint_digest}
 
 
 @contextlib.contextmanager

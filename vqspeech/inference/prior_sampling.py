@@ -423,6 +423,7 @@ def sample_prior(
             "top_k": top_k,
             "seed": seed,
             "step": vq.step if vq is not None else None,  # the decoder's training step
+            "model_digest": vq.checkpoint_digest if vq is not None else None,
             "prior_step": ckpt.get("step"),
             "kept_bits_per_code": [round(drawn.bits[i], 4) for i in kept],
             "all_bits_per_code_mean": float(np.mean(drawn.bits)),

@@ -25,7 +25,7 @@ from ..data.codes import Encoding
 from ..data.reference import check_reference, load_reference
 from ..device import select_device
 from ..errors import UserError, first_line
-from ..fileio import is_int
+from ..fileio import file_digest, is_int
 from ..models.conv_decoder import ConvDecoder
 from ..models.speaker_encoder import speaker_vectors
 from ..models.vqvae import VQVAE
@@ -127,6 +127,14 @@ class VQSpeech:
         does not change (as the C generator built at the first decode assumes), and every encode
         records it."""
         return codebook_digest(self.model.state_dict())
+
+    @functools.cached_property
+    def checkpoint_digest(self) -> str | None:
+        """The digest (:func:`vqspeech.fileio.file_digest`) of the checkpoint file the model was
+        loaded from, when there is one: results record it, and the report tells results of another
+        state of the model (trained again to the same step, copied from another experiment)."""
+        ckpt = self.checkpoint
+        return file_digest(ckpt) if ckpt is not None and Path(ckpt).is_file() else None
 
     @property
     def hop_length(self) -> int:

@@ -13,6 +13,9 @@ import hashlib
 import json
 import math
 import shutil
+import signal
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -81,6 +84,47 @@ class Task(abc.ABC):
         """Resume that state from a checkpoint; ValueError when it is missing. An optional hook: a
         task with such state overrides it; by default there is nothing to restore."""
         return None
+
+
+class DeferredInterrupts:
+    """Ctrl-C (SIGINT) and SIGTERM noted, not raised, while training runs (main thread only): the
+    loop stops after the step under way and saves it, so an interrupted run continues from where it
+    stopped, never from a half-applied optimizer step. The first signal puts the previous handlers
+    back, so a second one acts at once; :meth:`reraise` then ends the run as the signal would have."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> DeferredInterrupts:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous = signal.getsignal(sig)
+                if previous not in (signal.SIG_IGN, None):  # an ignored signal stays ignored
+                    self._previous[sig] = previous
+                    signal.signal(sig, self._note)
+        return self
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        self._restore()
+        tqdm.write("stopping after this step, which is saved (interrupt again to stop at once)", file=sys.stderr)
+
+    def _restore(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+
+    def reraise(self) -> None:
+        """End the run as the noted signal would have (the CLI: one line, exit 130 or 143); a
+        process that only learned of it from another rank raises KeyboardInterrupt."""
+        self._restore()
+        if self.signum is not None:
+            signal.raise_signal(self.signum)
+        raise KeyboardInterrupt
 
 
 def data_record(train: Iterable[tuple[str, str, int]], valid: Iterable[tuple[str, str, int]]) -> dict[str, Any]:
@@ -158,6 +202,7 @@ class Trainer:
             lr_lambda(settings["warmup_steps"], settings["max_steps"], settings["schedule"], settings["lr_min_ratio"]),
         )
         self.step, self.elapsed = 0, 0.0
+        self.interrupted = False  # a Ctrl-C or SIGTERM stopped the loop (on any rank)
         self.best: tuple[float, int] | None = None  # (value of task.best_metric, step)
         self.amp = settings["amp"] and device.type == "cuda"
         self.data = task.data_record()  # saved in every checkpoint; resuming compares it
@@ -258,18 +303,22 @@ class Trainer:
                 shutil.copyfile(self.ckpt_dir / name, tmp)
 
     # --- loop ------------------------------------------------------------------------------
-    def _should_stop(self, started: float, diverged: bool) -> bool:
-        """Budget reached? Every rank stops at the same step, and every rank raises on divergence."""
+    def _should_stop(self, started: float, diverged: bool, interrupts: DeferredInterrupts) -> bool:
+        """Budget reached, or interrupted (``self.interrupted``)? Every rank stops at the same step,
+        and every rank raises on divergence."""
         budget = self.settings.get("max_minutes")
         stop = self.step >= self.settings["max_steps"] or (
             budget is not None and self.elapsed + time.time() - started >= 60 * budget
         )
+        self.interrupted = interrupts.signum is not None
         if self.dist.enabled:
             flags = torch.tensor(
-                [float(stop), float(diverged)], device=self.device if self.device.type == "cuda" else "cpu"
+                [float(stop), float(diverged), float(self.interrupted)],
+                device=self.device if self.device.type == "cuda" else "cpu",
             )
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-            stop, diverged = bool(flags[0]), bool(flags[1])
+            stop, diverged, self.interrupted = bool(flags[0]), bool(flags[1]), bool(flags[2])
+        stop = stop or self.interrupted
         if diverged:
             raise UserError(
                 f"Training diverged at step {self.step} (the loss is not finite); lower train.lr or train.grad_clip."
@@ -296,8 +345,9 @@ class Trainer:
             if self.step == 0:  # a fresh start: curves of an earlier start killed before its first checkpoint go
                 for events in (self.exp_dir / "tb").rglob("events.out.tfevents.*"):
                     events.unlink()
-            # events at or after this step (a killed run's, even one that left no checkpoint) are dropped
-            writer = SummaryWriter(str(self.exp_dir / "tb"), purge_step=self.step)
+            # events after this step (a killed run's, even one that left no checkpoint) are dropped; the
+            # checkpoint's own step was logged before it was saved
+            writer = SummaryWriter(str(self.exp_dir / "tb"), purge_step=self.step + 1)
         started, metrics = time.time(), {}
         batches = self.task.batches(self.step, self.dist.rank, self.device)
         bar = tqdm(
@@ -310,52 +360,60 @@ class Trainer:
         )
         window_samples: torch.Tensor | float = 0.0  # samples since the last log (a task may count in a tensor)
         window_start, diverged, validated_at = time.time(), False, None
-        while not self._should_stop(started, diverged):
-            if governor is not None:
-                governor.poll()
-            batch = next(batches)
-            self.model.train()
-            self.task.step = self.step
-            with out_of_memory_as_user_error(self.step, self.task.memory_fix):
-                with autocast(self.device, self.amp):
-                    loss, scalars = self.task.loss(self.ddp_model, batch)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings["grad_clip"])
-            self.optimizer.step()
-            self.scheduler.step()
-            self.step += 1
-            window_samples = window_samples + scalars.pop("samples", 0) * self.dist.world_size
-            loss = loss.detach()
-            diverged = not math.isfinite(float(loss))
-            if self.step % self.settings["log_every"] == 0 and writer is not None:
-                now = time.time()
-                rate = float(window_samples) / max(now - window_start, 1e-9)
-                window_start, window_samples = now, 0.0
-                values = {k: float(v) for k, v in scalars.items()}
-                for key, value in values.items():
-                    writer.add_scalar(f"train/{key}", value, self.step)
-                writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
-                writer.add_scalar("train/grad_norm", float(grad_norm), self.step)
-                writer.add_scalar("speed/samples_per_s", rate, self.step)
-                bar.set_postfix(
-                    ordered_dict=None,
-                    refresh=False,
-                    loss=f"{float(loss):.3f}",
-                    **{k: f"{v:.3g}" for k, v in values.items() if k in self.task.progress_keys},
-                    sps=f"{rate:,.0f}",
-                )
-            bar.update(1)
-            with self._saved_on_failure(started):
-                if self.step % self.settings["valid_every"] == 0:
-                    metrics, validated_at = self._validate(writer), self.step
-                media = self.settings["media_every"] and self.step % self.settings["media_every"] == 0
-                if media and writer is not None:
-                    self.task.log_media(self.model, writer, self.step, self.device)
-            if self.step % self.settings["checkpoint_every"] == 0:
+        with DeferredInterrupts() as interrupts:
+            while not self._should_stop(started, diverged, interrupts):
+                if governor is not None:
+                    governor.poll()
+                batch = next(batches)
+                self.model.train()
+                self.task.step = self.step
+                with out_of_memory_as_user_error(self.step, self.task.memory_fix):
+                    with autocast(self.device, self.amp):
+                        loss, scalars = self.task.loss(self.ddp_model, batch)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings["grad_clip"])
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                window_samples = window_samples + scalars.pop("samples", 0) * self.dist.world_size
+                loss = loss.detach()
+                diverged = not math.isfinite(float(loss))
+                if self.step % self.settings["log_every"] == 0 and writer is not None:
+                    now = time.time()
+                    rate = float(window_samples) / max(now - window_start, 1e-9)
+                    window_start, window_samples = now, 0.0
+                    values = {k: float(v) for k, v in scalars.items()}
+                    for key, value in values.items():
+                        writer.add_scalar(f"train/{key}", value, self.step)
+                    writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+                    writer.add_scalar("train/grad_norm", float(grad_norm), self.step)
+                    writer.add_scalar("speed/samples_per_s", rate, self.step)
+                    bar.set_postfix(
+                        ordered_dict=None,
+                        refresh=False,
+                        loss=f"{float(loss):.3f}",
+                        **{k: f"{v:.3g}" for k, v in values.items() if k in self.task.progress_keys},
+                        sps=f"{rate:,.0f}",
+                    )
+                bar.update(1)
+                with self._saved_on_failure(started):
+                    if self.step % self.settings["valid_every"] == 0:
+                        metrics, validated_at = self._validate(writer), self.step
+                    media = self.settings["media_every"] and self.step % self.settings["media_every"] == 0
+                    if media and writer is not None:
+                        self.task.log_media(self.model, writer, self.step, self.device)
+                if self.step % self.settings["checkpoint_every"] == 0:
+                    self.elapsed += time.time() - started
+                    started = time.time()
+                    self.save(f"step-{self.step}.pt", also_last=True)
+            if self.interrupted:  # the step under way is done: save it, then end as the signal would
                 self.elapsed += time.time() - started
-                started = time.time()
-                self.save(f"step-{self.step}.pt", also_last=True)
+                self.save()
+                bar.close()
+                if writer is not None:
+                    writer.close()
+                interrupts.reraise()
         bar.close()
         if validated_at != self.step:
             with self._saved_on_failure(started):

@@ -17,6 +17,7 @@ from typing import Any, TypeGuard
 from urllib.parse import quote
 
 from ...checkpoint import codebook_digest, load_checkpoint
+from ...data.manifest import manifest_file
 from ...errors import UserError, first_line
 from ...fileio import file_digest, is_int, read_json_object, user_path
 from .labels import ARROWS
@@ -189,6 +190,15 @@ class Page:
         """The digest (:func:`vqspeech.fileio.file_digest`) of ``checkpoints/last.pt``, or None."""
         last = self.exp_dir / "checkpoints" / "last.pt"
         return file_digest(last) if last.is_file() else None
+
+    @functools.cached_property
+    def manifest_digest(self) -> str | None:
+        """The digest of the experiment's manifest as it is now, or None (no manifest, unreadable)."""
+        try:
+            path = manifest_file(self.manifest) if self.manifest is not None else None
+            return file_digest(path) if path is not None and path.is_file() else None
+        except OSError:
+            return None
 
     def url(self, path: Path) -> str:
         """The path relative to the page's folder, percent-encoded, HTML-escaped for an attribute."""

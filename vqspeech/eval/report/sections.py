@@ -296,25 +296,42 @@ def section_metrics(page: Page) -> str:
             f"<p>Teacher-forced reconstruction on the <b>{esc(split)}</b> split: the decoder predicts each "
             f"sample from the true previous samples, the codes and the speaker.</p>"
         )
-    shown = {k: v for k, v in metrics.items() if k not in ("split", "manifest", "step")}
-    return (
-        stale_note(page, metrics.get("step"), "These metrics", "metrics")
-        + intro
-        + key_value_table(shown, METRIC_LABELS)
-    )
+    kept_out = ("split", "manifest", "manifest_digest", "step", "model_digest")
+    shown = {k: v for k, v in metrics.items() if k not in kept_out}
+    return stale_note(page, metrics, "These metrics", "metrics") + intro + key_value_table(shown, METRIC_LABELS)
 
 
-def stale_note(page: Page, measured: object, what: str, producer: str, done: str = "measured") -> str:
-    """A warning when results were ``done`` (measured, made) at another training step than the
-    model's now (the experiment trained on after them), else nothing."""
-    now = page.model_step
-    if not (is_number(measured) and is_number(now)) or measured == now:
-        return ""
+def stale_note(page: Page, record: dict, what: str, producer: str, done: str = "measured") -> str:
+    """A warning when the results ``record`` describes were ``done`` (measured, made) by another
+    state of the model than the experiment's now (another step: it trained on since; the same step
+    but another checkpoint: trained again, or copied from another experiment; no model there any
+    more) or on other data than the experiment's manifest (another file, or the same one prepared
+    again since), else nothing. Results written before these fields were recorded are compared by
+    what they have."""
     again = "measure the model" if done == "measured" else "make them with the model"
-    return note(
-        f"{what} were {done} at step {measured:g}, but the model has trained to step {now:g} since; "
-        f"re-run {PRODUCERS[producer]} to {again} as it is."
-    )
+    rerun = f"re-run {PRODUCERS[producer]} to {again} as it is."
+    measured, now = record.get("step"), page.model_step
+    if is_number(measured) and is_number(now) and measured != now:
+        return note(
+            f"{what} were {done} at step {measured:g}, but the model has trained to step {now:g} since; {rerun}"
+        )
+    digest = record.get("model_digest")
+    if isinstance(digest, str) and page.model_digest is None:
+        return note(f"{what} were {done} by a model that is not in {page.exp_dir / 'checkpoints'} any more.")
+    if isinstance(digest, str) and digest != page.model_digest:
+        return note(
+            f"{what} were {done} by another state of the model than its checkpoints/last.pt (trained again to "
+            f"the same step, or copied from another experiment); {rerun}"
+        )
+    manifest = record.get("manifest_digest")
+    if isinstance(manifest, str) and page.manifest_digest is not None and manifest != page.manifest_digest:
+        source = record.get("manifest")
+        named = f" ({source})" if isinstance(source, str) and source != str(page.manifest) else ""
+        return note(
+            f"{what} were {done} on other data{named} than the experiment's manifest {page.manifest} "
+            f"as it is now (another manifest, or it was prepared again since); {rerun}"
+        )
+    return ""
 
 
 def section_probe(page: Page) -> str:
@@ -517,7 +534,7 @@ def section_conversion(page: Page) -> str:
         return "".join(parts)
     summary = data.get("summary")
     if isinstance(summary, dict):
-        parts.append(stale_note(page, summary.get("step"), "These conversions", "eval_convert"))
+        parts.append(stale_note(page, summary, "These conversions", "eval_convert"))
         parts.append(conversion_summary(summary))
     else:
         parts.append(note("eval_convert/metrics.json has no summary."))
@@ -694,7 +711,7 @@ def section_prior(page: Page) -> str:
             if is_number(record.get(key)):
                 facts.append(f"{label}: {record[key]:.4g}")
         parts.append(f"<h3>Speaker {esc(speaker)}</h3>")
-        parts.append(stale_note(page, record.get("step"), "These samples", "prior_samples", done="decoded"))
+        parts.append(stale_note(page, record, "These samples", "prior_samples", done="decoded"))
         if facts:
             parts.append(f'<p class="small">{esc("; ".join(facts))}.</p>')
         parts.append(
