@@ -3749,3 +3749,37 @@ def test_the_study_tools_refuse_earlier_results_of_other_settings(tmp_path, caps
     assert "was scored with other settings" in capsys.readouterr().err
     assert learning_curve.main(["--manifest", str(demo_manifest), "--out_dir", str(curve), "--minutes", ""]) == 2
     assert "--minutes takes positive finite numbers" in capsys.readouterr().err
+
+
+# --- twenty-fourth pass (the recipes, the report) ----------------------------------------------
+
+
+def test_the_report_names_results_of_another_model_state_other_data_or_a_model_gone(tmp_path, trained_tiny,
+                                                                                   demo_manifest):
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    for stale in ("probe", "codes", "prior", "convert", "eval_convert", "metrics.json", "report.html"):
+        shutil.rmtree(exp / stale, ignore_errors=True)
+        (exp / stale).unlink(missing_ok=True)
+    assert run_cli(["evaluate", "loss", exp, "--out", exp / "metrics.json", "--max_utterances", "1"]) == 0
+    assert run_cli(["report", exp]) == 0
+    page = (exp / "report.html").read_text()
+    assert "another state of the model" not in page and "on other data" not in page
+    again = tmp_path / "again"  # the same model trained again to the same step, with another seed
+    assert run_cli(["train", again, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=30",
+                    "train.lr=1e-2", "train.warmup_steps=5", "train.schedule=constant", "seed=7"]) == 0
+    assert torch.load(again / "checkpoints" / "last.pt", weights_only=True)["step"] == 30
+    shutil.copyfile(again / "checkpoints" / "last.pt", exp / "checkpoints" / "last.pt")
+    assert run_cli(["report", exp, "--overwrite"]) == 0
+    assert "These metrics were measured by another state of the model" in (exp / "report.html").read_text()
+    other = write_lines(tmp_path / "other.jsonl", absolute_rows(demo_manifest))  # the same rows, another file
+    with other.open("a") as f:
+        f.write("\n")
+    assert run_cli(["evaluate", "loss", exp, "--manifest", other, "--out", exp / "metrics.json", "--overwrite",
+                    "--max_utterances", "1"]) == 0
+    assert run_cli(["report", exp, "--overwrite"]) == 0
+    page = (exp / "report.html").read_text()
+    assert "These metrics were measured on other data" in page and "other.jsonl" in page
+    shutil.rmtree(exp / "checkpoints")
+    assert run_cli(["report", exp, "--overwrite"]) == 0
+    assert "These metrics were measured by a model that is not in" in (exp / "report.html").read_text()

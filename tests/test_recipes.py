@@ -223,18 +223,42 @@ def test_a_known_option_is_never_taken_for_an_unknown_one(tmp_path):
 
 @pytest.mark.parametrize("args,words", [
     (["train.max_steps=3", "--stop_stage", "0"], "option --stop_stage comes after the config overrides"),
-    (["--stage", "abc"], "--stage must be a whole number, not 'abc'"),
+    (["--stage", "abc"], "--stage must be a whole number (at most 9 digits), not 'abc'"),
+    (["--stage=abc"], "--stage must be a whole number (at most 9 digits), not 'abc'"),
     (["--stop_stage", ""], "--stop_stage must be a whole number"),
+    (["--stop_stage", "99999999999999999999"], "--stop_stage must be a whole number (at most 9 digits)"),
+    (["--stage", "5", "--stop_stage", "1"], "--stage 5 comes after --stop_stage 1, so no stage would run"),
     (["--force", "yes"], "--force must be true or false, not 'yes'"),
-    (["--nproc", "abc"], "--nproc must be a whole number of processes, 1 or more, not 'abc'"),
+    (["--nproc", "abc"], "--nproc must be a whole number of 1 or more (at most 9 digits), not 'abc'"),
+    (["--num_samples", "08"], "--num_samples must be a whole number of 1 or more (at most 9 digits), not '08'"),
+    (["--train_minutes", "0"], "--train_minutes must be a number of minutes above 0, or '' for no budget"),
+    (["--sample_seconds", "abc"], "--sample_seconds must be a number of seconds above 0, not 'abc'"),
+    (["--exp_dir", ""], "--exp_dir must name a folder, not be empty"),
+    (["--data_dir", ""], "--data_dir must name a folder, not be empty"),
     (["--targets", ","], "--targets must name at least one speaker"),
+    (["--targets", "a,E*"], "the target speaker 'E*' cannot name an output folder"),
+    (["--prior_arch", "transfomer"], "--prior_arch transfomer is not a prior architecture; choose one of"),
+    (["--model", "tiyn"], "Could not find 'model/tiyn'; available model configs"),
+    (["--", "train.bogus=1"], "train.bogus is not a setting of this configuration"),
+    (["--", "model=small"], "the override model=small sets what the recipe's options set"),
     (["--.*", "x"], "unknown option --.*"),
     (["--data_dir", "--exp_dir", "x"], "option --data_dir needs a value, not the option --exp_dir"),
 ])
 def test_recipe_options_are_checked_before_any_stage(tmp_path, args, words):
     result = run_recipe("fsdd", args, tmp_path)
-    assert result.returncode == 1 and words in result.stderr and "== stage" not in result.stdout
-    assert not any(tmp_path.iterdir())
+    assert result.returncode == 1 and words in result.stderr and "== stage" not in result.stdout, result.stderr
+    assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())
+
+
+def test_a_number_option_is_never_evaluated_as_shell_code(tmp_path):
+    result = run_recipe("fsdd", ["--num_samples", f"stage[$(touch {tmp_path / 'ran'})]"], tmp_path)
+    assert result.returncode == 1 and "--num_samples must be a whole number" in result.stderr
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_recipe_run_with_sh_says_to_use_bash(tmp_path):
+    result = subprocess.run(["sh", str(RECIPES / "fsdd/run.sh")], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2 and "run the recipe with bash" in result.stderr
 
 
 @pytest.mark.slow
@@ -334,6 +358,15 @@ def test_download_rejects_a_wrong_checksum(tmp_path):
     assert not (out / "wav48_silence_trimmed").exists()
 
 
+def test_download_leaves_an_archive_it_did_not_fetch(tmp_path):
+    placed = tmp_path / "dl/corpus.zip"
+    placed.parent.mkdir()
+    placed.write_text("someone's file")
+    result = _download((tmp_path / "corpus.zip").as_uri(), "0" * 64, tmp_path / "dl", tmp_path / "c")
+    assert result.returncode == 1 and "is not the archive this stage downloads" in result.stderr
+    assert placed.read_text() == "someone's file"
+
+
 def test_download_failure_names_the_url(tmp_path):
     result = _download((tmp_path / "absent.zip").as_uri(), "0" * 64, tmp_path / "dl", tmp_path / "c")
     assert result.returncode == 1
@@ -430,6 +463,64 @@ def test_a_rerun_with_other_settings_is_not_called_done(tmp_path):
     forced = run_recipe("fsdd", options(args, targets="alice", stage=4, force="true"), tmp_path)
     assert forced.returncode == 0, forced.stderr[-2000:]
     assert (tmp_path / "exp/convert/alice").is_dir()
+    assert re.search(r"converted wavs +1\n", forced.stdout)  # alice's, not bob's of the earlier targets
+
+
+def test_another_recipes_stages_or_a_manifest_prepared_again_are_not_called_done(tmp_path):
+    make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice", "bob"), digits=range(3), takes=6)
+    data_dir, exp_dir = tmp_path / "data", tmp_path / "exp"
+    args = options(QUICK, fsdd_root=tmp_path / "fsdd", data_dir=data_dir, exp_dir=exp_dir, targets="bob",
+                   stop_stage=2)
+    assert run_recipe("fsdd", args, tmp_path).returncode == 0
+    other = run_recipe("librispeech", options(QUICK, librispeech_root=tmp_path / "none", data_dir=data_dir,
+                                              exp_dir=exp_dir, targets="bob", stop_stage=2), tmp_path)
+    assert other.returncode == 1 and "Stage 1" in other.stderr and "fsdd_root" in other.stderr
+    assert "librispeech_root not set (now" in other.stderr
+    make_fsdd_corpus(tmp_path / "fsdd2", speakers=("alice", "carol"), digits=range(3), takes=6)
+    env = recipe_env()
+    prepared = subprocess.run(["vqspeech", "prepare", tmp_path / "fsdd2", data_dir / "prepared", "--layout", "fsdd",
+                               "--sample_rate", "8000", "--overwrite"], env=env, capture_output=True, text=True)
+    assert prepared.returncode == 0, prepared.stderr
+    rerun = run_recipe("fsdd", args, tmp_path)  # the manifest was prepared again by hand: stage 2 is of other data
+    assert rerun.returncode == 1 and "Stage 2" in rerun.stderr and "manifest_sha256" in rerun.stderr
+
+
+def test_folders_with_quotes_and_commas_go_through_both_training_stages(tmp_path):
+    make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice", "bob"), digits=range(3), takes=6)
+    odd = tmp_path / "it's a,b [x]"
+    args = options(QUICK, fsdd_root=tmp_path / "fsdd", data_dir=odd / "data", exp_dir=odd / "exp", targets="bob",
+                   stop_stage=3)
+    result = run_recipe("fsdd", [*args, "model.objective=mel"], tmp_path)  # units, then the decoder on them
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "units first" in result.stdout and stages_done(odd / "exp") == [1, 2, 3]
+    trained = torch.load(odd / "exp/checkpoints/last.pt", weights_only=True)["config"]
+    assert trained["data"]["manifest"] == str(odd / "data/prepared/manifest.jsonl")
+    assert trained["train"]["units_from"] == str(odd / "exp/units")
+
+
+def test_target_speakers_are_checked_before_training(tmp_path):
+    make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice", "bob"), digits=range(3), takes=6)
+    result = run_recipe("fsdd", options(QUICK, fsdd_root=tmp_path / "fsdd", data_dir=tmp_path / "data",
+                                        exp_dir=tmp_path / "exp", targets="bob,nobody", stop_stage=4), tmp_path)
+    assert result.returncode == 1 and "--targets names nobody, who is not a speaker of" in result.stderr
+    assert not (tmp_path / "exp/checkpoints").exists() and "Traceback" not in result.stderr
+
+
+def test_the_summary_shows_what_it_can_of_damaged_records(tmp_path):
+    exp = tmp_path / "exp"
+    (exp / ".stages").mkdir(parents=True)
+    (exp / ".stages/2").write_text("3 s\ttrain\nmodel=tiny\n")
+    (exp / ".stages/2.bak").write_text("an editor's backup")
+    (exp / "metrics.json").write_text('{"bits_per_sample": ')
+    (exp / "prior_samples/bob").mkdir(parents=True)
+    (exp / "prior_samples/bob/samples.json").write_text("{}")
+    (exp / "eval_convert").mkdir()
+    (exp / "eval_convert/metrics.json").write_text("[1]")
+    result = subprocess.run([sys.executable, str(RECIPES / "utils/summary.py"), str(exp)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "stage 2: train (3 s)" in result.stdout and "metrics.json" in result.stdout
+    assert "cannot be read" in result.stdout and "not a JSON object" in result.stdout
 
 
 def test_a_forced_prior_stage_after_the_vq_vae_trained_on_trains_a_new_prior(tmp_path):

@@ -24,7 +24,7 @@ retire_stale_prior() {
 }
 
 if run_stage 6 "train the $prior_arch prior over the codes${prior_minutes:+ ($prior_minutes min)}"; then
-  prior_args=(prior="$prior_arch" data.codes="$exp_dir/codes" train.max_steps="$prior_steps")
+  prior_args=(prior="$prior_arch" data.codes="$(hydra_quoted "$exp_dir/codes")" train.max_steps="$prior_steps")
   [ -n "$prior_minutes" ] && prior_args+=(train.max_minutes="$prior_minutes")
   if hierarchical_codes; then
     retire_stale_prior "$exp_dir/prior_top"

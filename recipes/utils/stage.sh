@@ -136,6 +136,16 @@ recipe_helper() {
   return "$rc"
 }
 
+# hydra_quoted VALUE: VALUE as a quoted Hydra override value that parses back to it (a path with a
+# quote, a comma or brackets; vqspeech.config.quoted_value does the same in Python).
+hydra_quoted() {
+  local value
+  value=$(sed -E "s/(\\\\+)('|\$)/\\1\\1\\2/g" <<<"$1")  # backslashes before a quote or at the end: doubled
+  value=${value//\'/\\\'}
+  value=${value//\$\{/\\\$\{}
+  printf "'%s'" "$value"
+}
+
 # target_list: the --targets speakers as an array (split at commas, never glob-expanded).
 IFS=, read -ra target_list <<<"$targets"
 

@@ -22,7 +22,7 @@ units_minutes=${units_minutes:-}
 units_steps=${units_steps:-$train_steps}
 
 if run_stage 2 "train the VQ-VAE ($model${train_minutes:+, $train_minutes min})"; then
-  common=(model="$model" data.manifest="$manifest" train="$train_profile")
+  common=(model="$model" data.manifest="$(hydra_quoted "$manifest")" train="$train_profile")
   train_args=("$exp_dir" "${common[@]}" train.max_steps="$train_steps")
   [ -n "$train_minutes" ] && train_args+=(train.max_minutes="$train_minutes")
   recipe_helper targets "$manifest" "$targets"  # before the training, not at stage 4 after it
@@ -45,7 +45,7 @@ print((c.get("train") or {}).get("units_from") or "")' "$exp_dir/config.yaml")
     units_args=("$exp_dir/units" "${common[@]}" train.max_steps="$units_steps")
     [ -n "$units_minutes" ] && units_args+=(train.max_minutes="$units_minutes")
     vqspeech_train "${units_args[@]}" "${overrides[@]}"
-    train_args+=(train.units_from="$exp_dir/units")
+    train_args+=(train.units_from="$(hydra_quoted "$exp_dir/units")")
   fi
   vqspeech_train "${train_args[@]}" "${overrides[@]}"
   stage_done 2
