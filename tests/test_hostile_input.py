@@ -24,9 +24,12 @@ import soundfile as sf
 import torch
 
 from conftest import FAST_TRAIN, cli_error, run_cli
+from vqspeech.data.align import align_corpus
 from vqspeech.data.codes import CodesFolder, CodesWriter, Encoding
+from vqspeech.data.corpora import find_utterances
 from vqspeech.data.dataset import CropDataset, CropRequest
 from vqspeech.data.manifest import is_safe_speaker, read_manifest
+from vqspeech.data.prepare import prepare_corpus
 from vqspeech.errors import UserError
 from vqspeech.eval import conversion as conversion_module
 from vqspeech.inference import VQSpeech
@@ -3783,3 +3786,144 @@ def test_the_report_names_results_of_another_model_state_other_data_or_a_model_g
     shutil.rmtree(exp / "checkpoints")
     assert run_cli(["report", exp, "--overwrite"]) == 0
     assert "These metrics were measured by a model that is not in" in (exp / "report.html").read_text()
+
+
+# --- twenty-sixth pass (preparation and alignment) ----------------------------------------------
+
+
+def test_a_transcript_that_is_a_pipe_a_device_or_not_utf8_leaves_its_utterance_without_text(tmp_path):
+    from corpus_builders import make_fsdd_corpus
+
+    corpus = tmp_path / "corpus"
+    fsdd = make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice", "bob"), digits=range(2), takes=2)
+    for wav in sorted(Path(fsdd["corpus_dir"]).glob("*.wav")):
+        speaker = wav.stem.split("_")[1]
+        (corpus / speaker).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(wav, corpus / speaker / wav.name)
+        (corpus / speaker / f"{wav.stem}.txt").write_text("\ufeffzero\r\n", encoding="utf-8")
+    first, second, third = sorted((corpus / "alice").glob("*.txt"))[:3]
+    first.unlink()
+    os.mkfifo(first)  # reading it would block for ever
+    second.unlink()
+    os.symlink("/dev/zero", second)  # reading it would never end
+    third.write_bytes(b"caf\xe9")  # Latin-1
+    with pytest.warns(UserWarning) as caught:
+        summary = prepare_corpus(corpus, tmp_path / "out", "folder", sample_rate=8000, num_workers=0, progress=False)
+    said = " ".join(str(w.message) for w in caught)
+    assert "is not a regular file" in said and "is not UTF-8 text" in said
+    texts = {u.id: u.text for u in read_manifest(tmp_path / "out")}
+    assert summary.num_utterances == 8
+    assert [texts[f"alice_{p.stem}"] for p in (first, second, third)] == [None, None, None]
+    assert all(t == "zero" for i, t in texts.items() if t is not None) and list(texts.values()).count("zero") == 5
+
+
+def test_a_transcript_table_with_a_byte_order_mark_keeps_its_first_line(tmp_path):
+    from corpus_builders import make_librispeech_corpus
+
+    corpus = make_librispeech_corpus(tmp_path / "ls", speakers=("103",), utts_per_chapter=5)
+    for table in (tmp_path / "ls").rglob("*.trans.txt"):
+        table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes().replace(b"\n", b"\r\n"))
+    utts, _ = find_utterances(tmp_path / "ls" / "LibriSpeech", "librispeech")
+    texts = {u.id: u.text for u in utts}
+    assert corpus["texts"] and all(texts.get(i) for i in corpus["texts"])
+
+
+def test_timit_split_folders_only_count_in_the_ldc_layout(tmp_path):
+    from test_timit import make_ldc_timit, write_timit_utterance
+
+    sample = tmp_path / "test"  # the user's folder happens to be called test
+    for speaker, utts in (("dr1-fvmh0", ("sa1", "sx206")), ("dr3-madc0", ("sa1",))):
+        for utt in utts:
+            write_timit_utterance(sample / speaker, utt, upper=False)
+    utts, _ = find_utterances(sample, "timit")
+    assert all(u.split is None for u in utts)
+    root = make_ldc_timit(tmp_path / "TIMIT")
+    with pytest.warns(UserWarning, match="No utterance of .* is in the train split"):
+        prepare_corpus(root / "TEST", tmp_path / "test_only", "timit", num_workers=0, progress=False)
+    with pytest.warns(UserWarning, match="fixes its own test split, so test_fraction=0 is not used"):
+        prepare_corpus(root, tmp_path / "all", "timit", test_fraction=0.0, num_workers=0, progress=False)
+
+
+def test_prepare_and_align_keep_the_manifests_alignments_those_of_its_words_and_audio(tmp_path):
+    from corpus_builders import make_fsdd_corpus
+
+    corpus = make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice", "bob"), digits=range(3), takes=1)["corpus_dir"]
+    folder = tmp_path / "corpus"
+    for wav in sorted(Path(corpus).glob("*.wav")):
+        digit, speaker, _ = wav.stem.split("_")
+        (folder / speaker).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(wav, folder / speaker / f"u{digit}.wav")
+        (folder / speaker / f"u{digit}.txt").write_text(["zero", "one", "two"][int(digit)])
+    prepared, first, second = tmp_path / "prepared", tmp_path / "al1", tmp_path / "al2"
+    prepare_corpus(folder, prepared, "folder", sample_rate=8000, num_workers=0, progress=False)
+    align_corpus(folder, first, "folder", manifest=prepared, num_workers=1, progress=False)
+    assert all(u.alignment and "al1" in u.alignment for u in read_manifest(prepared))
+    (folder / "alice" / "u0.txt").write_text("seven")  # the words changed: the alignment is of the old ones
+    prepare_corpus(folder, prepared, "folder", sample_rate=8000, num_workers=0, progress=False)
+    lines = {u.id: u for u in read_manifest(prepared)}
+    assert lines["alice_u0"].alignment is None and lines["alice_u0"].text == "seven"
+    assert lines["bob_u0"].alignment is not None
+    align_corpus(folder, second, "folder", manifest=prepared, num_workers=1, progress=False)
+    pointed = [u.alignment for u in read_manifest(prepared) if u.id != "alice_u0"]  # ("seven" may not align)
+    assert all(a and "al2" in a for a in pointed)  # not a mix of two runs
+    (folder / "alice" / "u1.txt").write_text("xqzvvk qqq")  # fails to align: its old TextGrid is deleted
+    prepare_corpus(folder, prepared, "folder", sample_rate=8000, num_workers=0, progress=False)
+    align_corpus(folder, second, "folder", manifest=prepared, num_workers=1, progress=False)
+    lines = {u.id: u for u in read_manifest(prepared)}
+    assert not (second / "alice_u1.TextGrid").exists() and lines["alice_u1"].alignment is None
+    other = tmp_path / "other"  # the same ids, other recordings
+    shutil.copytree(folder, other)
+    for wav in other.rglob("*.wav"):
+        sf.write(wav, np.concatenate([sf.read(wav)[0], np.zeros(4000)]), 8000)
+    with pytest.raises(UserError, match="the manifest was prepared from other recordings"):
+        align_corpus(other, tmp_path / "al3", "folder", manifest=prepared, num_workers=1, progress=False)
+
+
+def test_a_killed_alignment_run_is_continued_not_redone(tmp_path, monkeypatch):
+    from corpus_builders import make_fsdd_corpus
+    from vqspeech.data import align as align_module
+
+    corpus = make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice",), digits=range(4), takes=1)["root"]
+    real, calls = align_module._align_item, []
+
+    def killed_at_the_third(job):
+        calls.append(job)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(align_module, "_align_item", killed_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        align_corpus(corpus, tmp_path / "al", "fsdd", num_workers=1, progress=False)
+    monkeypatch.setattr(align_module, "_align_item", real)
+    again = align_corpus(corpus, tmp_path / "al", "fsdd", num_workers=1, progress=False)
+    assert again.reused == 2 and again.total == 4 and not (tmp_path / "al" / ".align-progress.jsonl").exists()
+
+
+def test_small_mistakes_of_the_twenty_sixth_pass_get_one_clear_sentence(tmp_path, codes, demo_manifest):
+    from corpus_builders import make_fsdd_corpus, make_vctk_corpus
+    from vqspeech.eval.frames import aligned_utterances
+
+    vctk = make_vctk_corpus(tmp_path / "vctk", version="0.80")
+    with pytest.raises(UserError, match="VCTK 0.80 .* has one recording of each utterance"):
+        find_utterances(vctk["root"], "vctk", mic="mic2")
+    fsdd = make_fsdd_corpus(tmp_path / "fsdd", speakers=("alice", "bob"), digits=range(2), takes=2)
+    recordings = Path(fsdd["corpus_dir"])
+    first = sorted(recordings.glob("*_alice_*.wav"))[0]
+    twin = first.with_name(first.name.replace("alice", "Alice"))
+    shutil.copyfile(first, twin)
+    utts, rejects = find_utterances(fsdd["root"], "fsdd")
+    assert any("only in case" in reason for _, reason in rejects)
+    twin.unlink()
+    for wav in recordings.glob("*_bob_*.wav"):
+        sf.write(wav, np.zeros(4000), 8000)  # silent: every file of bob is rejected
+    with pytest.raises(UserError, match="Every file of the speakers not held out .*bob.* was rejected"):
+        prepare_corpus(fsdd["root"], tmp_path / "held", "fsdd", split_by="speaker", heldout_speakers=["alice"],
+                       sample_rate=8000, num_workers=0, progress=False)
+    folder = tmp_path / "alignments"
+    folder.mkdir()
+    one = read_manifest(demo_manifest)[0]
+    shutil.copyfile(one.alignment, folder / f"{one.id}.TextGrid")
+    (folder / f"{one.id}.lab").write_text("0.5 125 sil\n")
+    with pytest.raises(UserError, match="holds two alignments of"):
+        aligned_utterances(alignments=folder)

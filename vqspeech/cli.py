@@ -402,7 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample_rate", type=int, default=16000)
     p.add_argument("--split_by", choices=["utterance", "speaker"], default="utterance")
     p.add_argument("--valid_fraction", type=float, default=0.05)
-    p.add_argument("--test_fraction", type=float, default=0.05)
+    p.add_argument(
+        "--test_fraction",
+        type=float,
+        default=None,
+        help="share of utterances (or speakers) in test (default 0.05; FSDD and TIMIT fix their own)",
+    )
     p.add_argument("--heldout_speakers", help="comma-separated test speakers (with --split_by speaker)")
     p.add_argument("--min_duration", type=float, default=0.1, help="seconds; shorter files are rejected")
     p.add_argument("--max_duration", type=float, default=None, help="seconds; longer files are rejected")

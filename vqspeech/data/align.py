@@ -26,12 +26,13 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 from pocketsphinx import Decoder
 from tqdm import tqdm
 
@@ -360,6 +361,8 @@ def align_corpus(
             f"None of the utterances of {source} is in the manifest {manifest}, so no alignment could be attached "
             "to it; give the manifest prepared from this corpus."
         )
+    if manifest is not None:
+        _check_same_recordings(items, Path(manifest))
     if items and not any(it.text for it in items):
         raise UserError(
             f"None of the {len(items)} utterances of {source} has a transcript, and align needs the words; "
@@ -376,6 +379,7 @@ def align_corpus(
         write_text_atomic(
             out_dir / ALIGN_MARK, json.dumps(dict(settings, summary=None, inputs=previous), indent=2) + "\n"
         )
+        (out_dir / PROGRESS_LOG).unlink(missing_ok=True)  # its entries are in align.json now
         jobs = [(it, str(inside(out_dir, f"{it.id}.TextGrid"))) for it in items]
         # a TextGrid is kept only when the audio and transcript it was made from are unchanged
         todo = [job for job in jobs if not (Path(job[1]).is_file() and previous.get(job[0].id) == inputs[job[0].id])]
@@ -393,12 +397,16 @@ def align_corpus(
             else:
                 pool = ProcessPoolExecutor(max_workers=workers)
                 results = pool.map(_align_item, todo, chunksize=max(1, min(16, len(todo) // (8 * workers))))
-            for utt_id, reason, attempt in results:
-                if reason is None:
-                    attempts[str(attempt)] = attempts.get(str(attempt), 0) + 1
-                else:
-                    failures[utt_id] = reason
-                bar.update()
+            with open(out_dir / PROGRESS_LOG, "a", encoding="utf-8") as log:
+                for utt_id, reason, attempt in results:
+                    if reason is None:
+                        attempts[str(attempt)] = attempts.get(str(attempt), 0) + 1
+                        # what this TextGrid was made from, at once: a killed run's rerun reuses it
+                        log.write(json.dumps({"id": utt_id, "inputs": inputs[utt_id]}) + "\n")
+                        log.flush()
+                    else:
+                        failures[utt_id] = reason
+                    bar.update()
             if workers > 1:
                 pool.shutdown()
         elapsed = time.perf_counter() - start
@@ -422,20 +430,47 @@ def align_corpus(
         kept = {**{i: v for i, v in previous.items() if i not in inputs}, **kept}
         record = dict(settings, summary=asdict(summary), attempts=attempts, workers=workers, inputs=kept)
         write_text_atomic(out_dir / ALIGN_MARK, json.dumps(record, indent=2) + "\n")
+        (out_dir / PROGRESS_LOG).unlink(missing_ok=True)  # align.json holds it all now
         if manifest is not None:
-            attach_alignments(manifest, out_dir)
+            attach_alignments(manifest, out_dir, redone=[it.id for it in items])
     return summary
 
 
-def attach_alignments(manifest: str | os.PathLike, align_dir: str | os.PathLike) -> int:
+def attach_alignments(manifest: str | os.PathLike, align_dir: str | os.PathLike, redone: Collection[str] = ()) -> int:
     """Point each utterance of ``manifest`` at ``align_dir/<id>.TextGrid`` when that file exists.
 
-    Utterances that already have an alignment (shipped by the corpus) keep it. Rewrites the
-    manifest atomically; returns the number of utterances that now have an alignment.
+    Utterances that already have an alignment shipped by the corpus keep it; those of ``redone``
+    (aligned by this run) whose alignment an earlier `align` run wrote take this run's result, or
+    none when it failed (:func:`set_alignments`). Rewrites the manifest atomically; returns the
+    number of utterances that now have an alignment.
     """
     align_dir = Path(align_dir)
     grids = {p.stem: str(p.resolve()) for p in align_dir.glob("*.TextGrid") if not p.name.startswith(".")}
-    return set_alignments(manifest, grids)
+    return set_alignments(manifest, grids, redone)
+
+
+DURATION_TOLERANCE = 0.05
+"""Seconds by which a corpus file and the manifest line of the same id may differ (resampling)."""
+
+
+def _check_same_recordings(items: list[SourceUtterance], manifest: Path) -> None:
+    """UserError when an utterance of the corpus lasts otherwise than the manifest line of its id:
+    the manifest was prepared from other recordings (another release of the corpus, other takes),
+    and its lines must not point at alignments of audio they do not hold."""
+    durations = {u.id: u.duration for u in read_manifest(manifest)}
+    for item in items:
+        if item.id not in durations or item.path is None:
+            continue
+        try:
+            seconds = sf.info(item.path).duration
+        except (RuntimeError, OSError, ValueError):  # unreadable: its alignment fails and says why
+            continue
+        if abs(seconds - durations[item.id]) > DURATION_TOLERANCE:
+            raise UserError(
+                f"{item.path} lasts {seconds:.2f} s, but the utterance {item.id} of {manifest} lasts "
+                f"{durations[item.id]:.2f} s: the manifest was prepared from other recordings; give the corpus "
+                "it was prepared from."
+            )
 
 
 def _items(source: Path, layout: str | None, layout_options: dict) -> tuple[list[SourceUtterance], dict[str, object]]:
@@ -462,13 +497,30 @@ def _fingerprint(item: SourceUtterance) -> list:
     return [*audio, hashlib.sha1((item.text or "").encode("utf-8", "surrogatepass")).hexdigest()[:16]]
 
 
+PROGRESS_LOG = ".align-progress.jsonl"
+"""A running `align` appends each finished TextGrid's inputs here (align.json takes them at the end)."""
+
+
 def _previous_inputs(out_dir: Path) -> dict[str, list]:
-    """The inputs each TextGrid of an earlier run was made from (its align.json), or {}."""
+    """The inputs each TextGrid of an earlier run was made from (its align.json, and the progress
+    log of a run killed before it wrote align.json at the end), or {}."""
     try:
         inputs = json.loads((out_dir / ALIGN_MARK).read_text(encoding="utf-8")).get("inputs")
     except (OSError, ValueError, RecursionError, AttributeError):
-        return {}
-    return {k: v for k, v in inputs.items() if isinstance(v, list)} if isinstance(inputs, dict) else {}
+        inputs = {}
+    known = {k: v for k, v in inputs.items() if isinstance(v, list)} if isinstance(inputs, dict) else {}
+    try:
+        lines = (out_dir / PROGRESS_LOG).read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError):
+        lines = []
+    for line in lines:  # the last line of a killed run may be cut short
+        try:
+            entry = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str) and isinstance(entry.get("inputs"), list):
+            known[entry["id"]] = entry["inputs"]
+    return known
 
 
 def _check_previous(out_dir: Path, settings: dict, overwrite: bool) -> None:

@@ -28,6 +28,7 @@ import hashlib
 import inspect
 import os
 import re
+import stat
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -139,17 +140,20 @@ def find_utterances(
     found, rejects = reader(root, **options)
 
     utts: list[SourceUtterance] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str]] = {}  # id case-folded -> (id, file): ids name files, on any file system
     for utt in sorted(found, key=lambda u: (u.id, u.path)):
         path = source_path(utt)
+        earlier = seen.get(utt.id.casefold())
         if not is_safe_name(utt.id):
             rejects.append((path, f"id '{utt.id}' is not safe as a file name"))
         elif not is_safe_speaker(utt.speaker):
             rejects.append((path, f"speaker {utt.speaker!r} is not a name ({SPEAKER_RULE})"))
-        elif utt.id in seen:
-            rejects.append((path, f"duplicate id '{utt.id}' (also used by {seen[utt.id]})"))
+        elif earlier is not None and earlier[0] == utt.id:
+            rejects.append((path, f"duplicate id '{utt.id}' (also used by {earlier[1]})"))
+        elif earlier is not None:  # a case-insensitive file system (macOS, Windows) stores both as one file
+            rejects.append((path, f"id '{utt.id}' differs from '{earlier[0]}' ({earlier[1]}) only in case"))
         else:
-            seen[utt.id] = path
+            seen[utt.id.casefold()] = (utt.id, path)
             utts.append(utt)
     rejects.sort()
     if not utts:
@@ -228,6 +232,11 @@ def _read_vctk(root: Path, *, mic: str = "mic1") -> tuple[list[SourceUtterance],
         pattern = re.compile(r"^(?P<spk>[A-Za-z0-9]+)_(?P<num>\d+)_(?P<mic>mic[12])\.flac$")
         description = f"<spk>_<nnn>_{mic}.flac"
     elif (base / "wav48").is_dir():
+        if mic != "mic1":
+            raise UserError(
+                f"VCTK 0.80 (wav48/ in {base}) has one recording of each utterance, so mic='{mic}' would not be "
+                "used; leave the mic option out (it chooses between the two of VCTK 0.92)."
+            )
         wav_dir = base / "wav48"
         pattern = re.compile(r"^(?P<spk>[A-Za-z0-9]+)_(?P<num>\d+)\.wav$")
         description = "<spk>_<nnn>.wav"
@@ -416,11 +425,12 @@ _TIMIT_TEXT_TIMES = re.compile(r"^\d+\s+\d+\s*")
 
 
 def _timit_speaker(path: Path) -> tuple[tuple[str, str], str] | None:
-    """((dialect region, speaker), the folder above them) from an audio path; None if neither."""
+    """((dialect region, speaker), the LDC split folder above them, or "" in the sample layout) from an
+    audio path; None if neither."""
     speaker_dir = path.parent
     sample = _TIMIT_SAMPLE_SPEAKER.match(speaker_dir.name)
-    if sample:
-        return (sample["dr"], sample["spk"]), speaker_dir.parent.name
+    if sample:  # the sample has no TRAIN/TEST level: the folder above is the user's, no split
+        return (sample["dr"], sample["spk"]), ""
     dialect_dir = speaker_dir.parent
     if _TIMIT_SPEAKER.match(speaker_dir.name) and _TIMIT_DIALECT.match(dialect_dir.name):
         return (dialect_dir.name, speaker_dir.name), dialect_dir.parent.name
@@ -580,24 +590,49 @@ def _libri_subsets(root: Path, corpus_name: str, subset: str | None) -> list[Pat
     return subsets
 
 
-def _read_text(path: Path) -> str | None:
-    """A transcript file's stripped text, or None when it is missing or empty."""
+MAX_TRANSCRIPT_BYTES = 1 << 20
+"""The largest transcript file read (a LibriSpeech chapter's ``.trans.txt`` is about 20 kB)."""
+
+
+def _transcript_text(path: Path) -> str | None:
+    """A transcript file's text (UTF-8, a byte-order mark dropped); None when it is missing, and
+    None with a warning naming it when it cannot be a transcript: not a regular file (a pipe, a
+    link to a device: reading would block or never end), larger than :data:`MAX_TRANSCRIPT_BYTES`
+    or not UTF-8 (its utterance then has no transcript, which `align` reports)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
+        info = path.stat()
     except OSError:
+        return None
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = "is not a regular file (a folder, a pipe or a device)"
+    elif info.st_size > MAX_TRANSCRIPT_BYTES:
+        problem = f"holds {info.st_size:,} bytes, more than a transcript ({MAX_TRANSCRIPT_BYTES:,} at most)"
+    else:
+        try:
+            return path.read_bytes()[: MAX_TRANSCRIPT_BYTES + 1].decode("utf-8-sig")
+        except UnicodeDecodeError:
+            problem = "is not UTF-8 text (save it as UTF-8)"
+        except OSError:
+            return None
+    warnings.warn(f"The transcript {path} {problem}; its utterance has no transcript.", stacklevel=3)
+    return None
+
+
+def _read_text(path: Path) -> str | None:
+    """A transcript file's stripped text, or None when it is missing, empty or unreadable."""
+    text = _transcript_text(path)
+    if text is None:
         return None
     return " ".join(text.split()) or None
 
 
 def _read_trans(path: Path) -> dict[str, str | None]:
-    """A LibriSpeech ``.trans.txt``: lines ``<id> TEXT`` -> {id: text}; {} when missing."""
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return {}
+    """A LibriSpeech ``.trans.txt``: lines ``<id> TEXT`` -> {id: text}; {} when missing or unreadable."""
+    text = _transcript_text(path)
     table: dict[str, str | None] = {}
-    for line in lines:
-        utt_id, _, text = line.strip().partition(" ")
+    for line in (text or "").splitlines():
+        utt_id, _, words = line.strip().partition(" ")
         if utt_id:
-            table[utt_id] = text.strip() or None
+            table[utt_id] = words.strip() or None
     return table

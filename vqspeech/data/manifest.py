@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import soundfile as sf
 
 from ..audio import MAX_SAMPLE_RATE, load_audio, sound_file
 from ..errors import UserError, first_line
-from ..fileio import atomic_path, is_finite_number, is_safe_name, write_text_atomic
+from ..fileio import ALIGN_MARK, atomic_path, is_finite_number, is_safe_name, write_text_atomic
 
 SPLITS = ("train", "valid", "test")
 
@@ -198,21 +199,32 @@ def write_manifest(path: str | os.PathLike, utts: list[Utterance]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def set_alignments(path: str | os.PathLike, alignments: dict[str, str]) -> int:
+def set_alignments(path: str | os.PathLike, alignments: dict[str, str], redone: Collection[str] = ()) -> int:
     """Point the utterances of the manifest at ``path`` without an alignment at the files of
     ``alignments`` (id -> TextGrid), keeping every other field of every line (also fields vqspeech
-    does not read) and their order. A manifest reached through a link is rewritten where it lies.
-    Returns the number of utterances that now have an alignment."""
+    does not read) and their order. An utterance of ``redone`` (aligned again) whose alignment an
+    earlier `vqspeech align` run wrote (a folder it marked) takes the new one, or none when it has
+    none now; an alignment the corpus ships is kept. A manifest reached through a link is
+    rewritten where it lies. Returns the number of utterances that now have an alignment."""
     path = Path(path)
     path = Path(os.path.realpath(path / "manifest.jsonl" if path.is_dir() else path))
     read_manifest(path)  # every line checked first
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    redone = set(redone)
     for row in rows:
-        grid = alignments.get(row["id"])
-        if not row.get("alignment") and grid:
+        grid, current = alignments.get(row["id"]), row.get("alignment")
+        if current and row["id"] in redone and _written_by_align(path.parent / current):
+            current = None  # an earlier run's (this folder's or another's): replaced by this run's result
+            row.pop("alignment")
+        if not current and grid:
             row["alignment"] = _relative(grid, path.parent)
     write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return sum(1 for row in rows if row.get("alignment"))
+
+
+def _written_by_align(alignment: Path) -> bool:
+    """Whether an alignment file lies in a folder `vqspeech align` wrote (its ``align.json``)."""
+    return (alignment.parent / ALIGN_MARK).is_file()
 
 
 def speakers_of(utts: list[Utterance]) -> list[str]:

@@ -56,6 +56,9 @@ SILENCE_RMS = 1e-5
 
 SPLIT_MODES = ("utterance", "speaker")
 
+DEFAULT_TEST_FRACTION = 0.05
+"""The share of utterances (or speakers) drawn for the test split when the corpus fixes none."""
+
 
 @dataclass
 class PrepareSummary:
@@ -80,7 +83,7 @@ def prepare_corpus(
     sample_rate: int = 16000,
     split_by: str = "utterance",
     valid_fraction: float = 0.05,
-    test_fraction: float = 0.05,
+    test_fraction: float | None = None,
     heldout_speakers: Sequence[str] | None = None,
     min_duration: float = 0.1,
     max_duration: float | None = None,
@@ -93,7 +96,8 @@ def prepare_corpus(
     """Read the corpus at ``corpus_dir`` with reader ``layout`` and build ``out_dir``.
 
     ``split_by="utterance"`` places each utterance by a hash of (seed, id), about
-    ``valid_fraction`` / ``test_fraction`` of them in valid / test; ``split_by="speaker"`` holds out
+    ``valid_fraction`` / ``test_fraction`` (None: :data:`DEFAULT_TEST_FRACTION`, and no warning when
+    the corpus fixes its test split, as FSDD and TIMIT do) of them in valid / test; ``split_by="speaker"`` holds out
     whole speakers: ``heldout_speakers`` become test, or a hash of (seed, speaker) picks about those
     fractions of the speakers. Inputs that cannot be used (unreadable, not audio, empty, silent,
     shorter than ``min_duration`` or longer than ``max_duration`` seconds) are listed in
@@ -106,6 +110,8 @@ def prepare_corpus(
     out_dir = user_path(out_dir)
     if isinstance(heldout_speakers, str):
         heldout_speakers = [heldout_speakers]
+    given_test_fraction = test_fraction
+    test_fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
     _check_arguments(
         sample_rate, split_by, valid_fraction, test_fraction, heldout_speakers, min_duration, max_duration, num_workers
     )
@@ -125,6 +131,12 @@ def prepare_corpus(
     }
     settings = json.loads(json.dumps(settings))  # the form it takes in prepare.json
     sources, rejects = find_utterances(corpus_dir, layout, **layout_options)
+    if split_by == "utterance" and given_test_fraction is not None and any(u.split == "test" for u in sources):
+        warnings.warn(
+            f"The {layout} corpus fixes its own test split, so test_fraction={test_fraction:g} is not used; "
+            "--split_by speaker places whole speakers instead.",
+            stacklevel=2,
+        )
     _check_apart(corpus_dir, out_dir)
     _check_sources_apart(sources, out_dir)
     if heldout_speakers:
@@ -157,7 +169,7 @@ def _prepare(
     )
     heldout_speakers, seed = settings["heldout_speakers"], settings["seed"]
     _check_cache_is_ours(out_dir)  # before anything is deleted
-    aligned = _previous_alignments(out_dir, settings)  # before the previous manifest may be removed
+    aligned = _previous_alignments(out_dir, settings, sources)  # before the previous manifest may be removed
     _check_previous_run(out_dir, settings, overwrite, [u.id for u in sources])
     _claim_cache(out_dir, settings)
 
@@ -203,6 +215,14 @@ def _prepare(
             f"used; see the reasons in {out_dir / 'rejects.tsv'}."
         )
 
+    kept_speakers = {source_speaker(u) for u, _ in usable}
+    if heldout_speakers and split_by == "speaker" and kept_speakers <= set(heldout_speakers):
+        others = sorted({source_speaker(u) for u in sources} - set(heldout_speakers))
+        if others:  # assign_splits would say the option lists every speaker: the files are the cause
+            raise UserError(
+                f"Every file of the speakers not held out ({', '.join(others[:5])}) was rejected, so none is left "
+                f"for training; see the reasons in {out_dir / 'rejects.tsv'}."
+            )
     splits = assign_splits(
         [u for u, _ in usable],
         split_by=split_by,
@@ -224,6 +244,12 @@ def _prepare(
         )
         for u, frames in usable
     ]
+    if not any(u.split == "train" for u in utts):
+        warnings.warn(
+            f"No utterance of {corpus_dir} is in the train split (the corpus or the options put them all in "
+            "valid or test); the manifest serves encoding and evaluation, and `vqspeech train` will refuse it.",
+            stacklevel=2,
+        )
     manifest = out_dir / "manifest.jsonl"
     write_manifest(manifest, utts)
     _write_tsv(out_dir / "speakers.tsv", ("speaker", "num_utterances", "seconds", "splits"), _speaker_rows(utts))
@@ -538,16 +564,19 @@ def _forget_replaced_sources(out_dir: Path, sources: Sequence[SourceUtterance]) 
     return set(replaced)
 
 
-def _previous_alignments(out_dir: Path, settings: dict) -> dict[str, str]:
+def _previous_alignments(out_dir: Path, settings: dict, sources: list[SourceUtterance]) -> dict[str, str]:
     """id -> alignment file of the previous manifest's lines that have one (``align --manifest``
-    adds them), when it was prepared from the same corpus; empty otherwise."""
+    adds them), when it was prepared from the same corpus and the utterance's transcript is the
+    same now (an alignment is of its words); empty otherwise."""
     previous = read_json_object(out_dir / "prepare.json")
     if previous is None or any(previous.get(k) != settings[k] for k in _CORPUS_KEYS):
         return {}
     try:
-        return {u.id: u.alignment for u in read_manifest(out_dir / "manifest.jsonl") if u.alignment}
+        lines = read_manifest(out_dir / "manifest.jsonl")
     except UserError:  # a damaged manifest keeps nothing
         return {}
+    text = {u.id: u.text for u in sources}
+    return {u.id: u.alignment for u in lines if u.alignment and u.id in text and text[u.id] == u.text}
 
 
 def _check_previous_run(out_dir: Path, settings: dict, overwrite: bool, ids: list[str]) -> None:

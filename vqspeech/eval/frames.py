@@ -210,7 +210,15 @@ def aligned_utterances(
         ]
         if not files:
             raise UserError(f"Alignment folder {folder} holds no .TextGrid, .phn or .lab files.")
-        found = {p.stem: SourceUtterance(p.stem, None, None, alignment=str(p)) for p in files}
+        found = {}
+        for p in files:
+            if p.stem in found:  # which one is the utterance's? Neither is taken silently
+                first = Path(found[p.stem].alignment or "").name
+                raise UserError(
+                    f"Alignment folder {folder} holds two alignments of {p.stem} ({first} and {p.name}); keep one "
+                    "of them."
+                )
+            found[p.stem] = SourceUtterance(p.stem, None, None, alignment=str(p))
     return found
 
 
