@@ -3927,3 +3927,92 @@ def test_small_mistakes_of_the_twenty_sixth_pass_get_one_clear_sentence(tmp_path
     (folder / f"{one.id}.lab").write_text("0.5 125 sil\n")
     with pytest.raises(UserError, match="holds two alignments of"):
         aligned_utterances(alignments=folder)
+
+
+# --- twenty-seventh pass (configuration and the model verbs) -----------------------------------
+
+
+def test_a_voice_named_as_a_known_speaker_is_refused(tmp_path, capsys, trained_tiny, demo_manifest):
+    speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    voice = read_manifest(demo_manifest)[-1].audio
+    message = cli_error(capsys, ["evaluate", "conversion", trained_tiny, "--out", tmp_path / "ev", "--targets", speaker,
+                                 "--voice", f"{speaker}={voice}"], "evaluate conversion")
+    assert f"The voice name {speaker!r} is a speaker the model" in message and not (tmp_path / "ev").exists()
+
+
+def test_audio_below_the_models_rate_is_refused_by_evaluations_and_named_by_inference(tmp_path, capsys, trained_tiny,
+                                                                                   demo_manifest):
+    rows = absolute_rows(demo_manifest)
+    low = tmp_path / "low"
+    low.mkdir()
+    for row in rows:
+        audio, rate = sf.read(row["audio"], dtype="float32")
+        path = low / f"{row['id']}.wav"
+        sf.write(path, audio[::2], rate // 2)
+        row.update(audio=str(path), sample_rate=rate // 2, duration=len(audio[::2]) / (rate // 2))
+        row.pop("alignment", None)
+    manifest = write_lines(tmp_path / "low.jsonl", rows)
+    message = cli_error(capsys, ["evaluate", "loss", trained_tiny, "--manifest", manifest], "evaluate loss")
+    assert "below the model's 8000 Hz, so its scores would be of upsampled audio" in message
+    message = cli_error(capsys, ["evaluate", "conversion", trained_tiny, "--manifest", manifest, "--out",
+                                 tmp_path / "ev"], "evaluate conversion")
+    assert "below the model's 8000 Hz" in message
+    audio, rate = sf.read(rows[0]["audio"], dtype="float32")
+    with pytest.warns(UserWarning, match="Audio at 4000 Hz is below the model's 8000 Hz"):
+        VQSpeech.load(trained_tiny, "cpu").encode(audio, rate)
+
+
+def test_override_syntax_hydra_has_but_vqspeech_does_not_take_is_named(tmp_path, capsys, demo_manifest):
+    for override, words in (("~device=auto", "deletes a setting, which vqspeech does not support"),
+                            ("~data.manifest", "set it instead: data.manifest=VALUE"),
+                            (f"data.manifest={tmp_path}/ü/m.jsonl", "quote the value, as key='value'"),
+                            ("train.max_steps=99999999999999999999999", "train.max_steps")):
+        message = cli_error(capsys, ["train", tmp_path / "exp", *FAST_TRAIN, f"data.manifest={demo_manifest}",
+                                     override], "train")
+        assert words in message, message
+    assert not (tmp_path / "exp").exists()
+
+
+def test_a_run_that_cannot_learn_is_named(tmp_path, capsys, demo_manifest):
+    common = ["train", tmp_path / "a", *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=2"]
+    capsys.readouterr()
+    assert run_cli([*common, "train.warmup_steps=100"]) == 0
+    assert "so the learning rate never reaches train.lr" in capsys.readouterr().err
+    assert run_cli(["train", tmp_path / "b", *FAST_TRAIN, f"data.manifest={demo_manifest}",
+                    "train.max_minutes=1e-9"]) == 0
+    assert "ended the run before its first step" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_a_verb_quietly(trained_tiny):
+    proc = subprocess.Popen([sys.executable, "-m", "vqspeech.cli", "speakers", str(trained_tiny)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # as `| head -0` does
+    assert proc.wait(timeout=120) == 141 and proc.stderr.read() == b""
+
+
+def test_a_reference_that_is_a_constant_level_or_cancelling_channels_is_named(tmp_path, demo_manifest):
+    from vqspeech.data.reference import load_reference
+
+    dc = tmp_path / "dc.wav"
+    sf.write(dc, np.full(24000, 0.5), 8000)
+    with pytest.raises(UserError, match="is silent"):
+        load_reference([dc], 8000)
+    speech, rate = sf.read(read_manifest(demo_manifest)[0].audio, dtype="float32")
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([speech, -speech], 1), rate)
+    with pytest.raises(UserError, match="channels that cancel out when mixed to mono"):
+        load_reference([stereo], 8000, min_seconds=0.1)
+
+
+def test_export_overwrite_replaces_only_an_export(tmp_path, capsys, trained_tiny):
+    mine = tmp_path / "mine.pt"
+    mine.write_text("precious")
+    state = tmp_path / "state.pt"
+    shutil.copyfile(trained_tiny / "checkpoints" / "last.pt", state)
+    for path in (mine, state):
+        before = path.read_bytes()
+        message = cli_error(capsys, ["export", trained_tiny, path, "--overwrite"], "export")
+        assert "is not an export of vqspeech" in message and path.read_bytes() == before
+    export = tmp_path / "model.pt"
+    assert run_cli(["export", trained_tiny, export]) == 0
+    assert run_cli(["export", trained_tiny, export, "--overwrite"]) == 0

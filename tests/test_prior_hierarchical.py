@@ -372,7 +372,7 @@ def test_sample_decodes_both_levels_together(tmp_path, priors, monkeypatch):
     class FakeVQ:  # a two-level VQ-VAE with a trained decoder, as far as prior sample checks
         sample_rate, hop_length = 8000, 160  # the codes' 50 codes per second
         top_stride = 2
-        checkpoint, step = None, 7
+        checkpoint, step, checkpoint_digest = None, 7, None
         speakers = ["s1", "s2"]
         model = SimpleNamespace(quantizer=SimpleNamespace(num_codes=BOTTOM_K, num_groups=1),
                                 top=SimpleNamespace(num_codes=TOP_CODES, stride=2))

@@ -162,6 +162,21 @@ def check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return samples
 
 
+def level(audio: np.ndarray) -> float:
+    """RMS about the mean in float64: a constant (DC) level is no sound."""
+    return float(np.std(audio, dtype=np.float64)) if audio.size else 0.0
+
+
+def channels_cancel(path: str | os.PathLike, threshold: float) -> bool:
+    """Whether the file at ``path`` has channels of sound (level >= ``threshold``) that cancel out
+    when mixed to mono (opposite phase): what makes a loud stereo file read as silence."""
+    try:
+        channels = sf.read(sound_file(path), dtype="float32", always_2d=True)[0]
+    except Exception:  # it was read before; only the wording of a refusal depends on this
+        return False
+    return channels.shape[1] > 1 and float(np.std(channels, axis=0, dtype=np.float64).max()) >= threshold
+
+
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """Band-limited resampling with soxr (high quality). audio [T] -> [T * target/orig]."""
     if orig_sr == target_sr:

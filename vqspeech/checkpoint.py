@@ -233,6 +233,11 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite:
             "folder."
         )
     check_output_file(dst, overwrite)
+    if os.path.lexists(dst) and not _is_export(dst):  # --overwrite replaces an export, nothing else
+        raise UserError(
+            f"{dst} is not an export of vqspeech (a training checkpoint, which resumes a run, or another file); "
+            "--overwrite replaces only an export, so choose another name."
+        )
     FolderLock(Path(dst).parent, "export").check_free()  # not into a folder a run is writing
     ckpt = load_checkpoint(src)
     payload = {k: v for k, v in ckpt.items() if k not in (*RESUME_ONLY, "format_version")}
@@ -242,6 +247,15 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, overwrite:
         # `prior sample` checks an export against a decoder and a top prior as it checks the folder
         payload["codes_info"] = CodesInfo.load(home / "codes.json").without_ids().to_json()
     save_checkpoint(dst, payload)
+
+
+def _is_export(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a checkpoint without training state (what :func:`export_checkpoint` writes)."""
+    try:
+        ckpt = load_checkpoint(path)
+    except UserError:
+        return False
+    return isinstance(ckpt, dict) and "kind" in ckpt and not any(key in ckpt for key in TRAINING_STATE)
 
 
 def weights_problem(model: torch.nn.Module, weights: dict[str, Any]) -> str | None:

@@ -7,6 +7,7 @@ so that ``vqspeech --help`` and a mistyped verb answer at once instead of loadin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -766,9 +767,14 @@ def _main(argv: list[str] | None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _warning_printer(command_name(args), _flags(parser))
             args.func(args)
+            sys.stdout.flush()  # here, not at exit: a closed pipe is then one of the cases below
     except UserError as exc:
         print(f"vqspeech {command_name(args)}: error: {as_flags(str(exc), _flags(parser))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `vqspeech speakers EXP | head -1`: the reader has what it wanted
+        with contextlib.suppress(OSError):  # nothing more reaches the closed pipe, not even at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a program killed by SIGPIPE
     except OSError as exc:  # the disk, the permissions, a path: what the user can fix, in one sentence
         where = f" ({exc.filename})" if exc.filename else ""
         print(

@@ -74,6 +74,11 @@ def compose(overrides: list[str], config_name: str = "config", *, missing_ok: bo
     """Compose ``conf/<config_name>.yaml`` with overrides into a plain, resolved dict
     (``missing_ok``: mandatory values left unset stay ``"???"``)."""
     for override in overrides:
+        if override.startswith("~"):  # every setting has a value the schema checks: none is removed
+            raise UserError(
+                f"Override {override!r} deletes a setting, which vqspeech does not support (every setting has a "
+                f"value it checks); set it instead: {override_key(override)}=VALUE."
+            )
         if "=" not in override:
             raise UserError(f"Override {override!r} is not of the form key=value (e.g. train.max_steps=100).")
         if override_key(override).split(".")[0] == "hydra":  # composed, not run: Hydra's own settings do nothing
@@ -99,6 +104,8 @@ def compose(overrides: list[str], config_name: str = "config", *, missing_ok: bo
         unknown = re.search(r"Could not override '([\w.]+)'", message)
         if unknown:
             message = _unknown_key_message(unknown.group(1), overrides, config_name)
+        if "LexerNoViableAltException" in message:  # a character the override grammar does not take unquoted
+            message += "; quote the value, as key='value' (a path with accents or spaces, a line break)"
         raise UserError(f"Invalid override: {message}.") from None
     if not isinstance(container, dict):  # a composed config is a mapping
         raise UserError(f"conf/{config_name}.yaml does not compose to a mapping of settings.")

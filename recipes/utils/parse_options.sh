@@ -42,6 +42,7 @@ done
 # 08 as octal, and evaluates any other text as an expression) and of at most 9 digits.
 _fail() { echo "$0: $*" >&2; exit 1; }
 for _name in $(sed 's/=.*//' <<<"$_option_lines"); do
+  [[ -v $_name ]] || continue  # a line that looked like an option but set nothing
   _value=${!_name}
   case $_name in
     stage|stop_stage)

@@ -40,7 +40,17 @@ stage_settings() {
     fi
   done
   if [ "$1" -ge 2 ] && [ -n "${manifest:-}" ]; then  # the data every stage after 1 reads: prepared again is other data
-    printf 'manifest_sha256=%s\n' "$( { sha256sum "$manifest" 2>/dev/null || echo none; } | cut -c1-16)"
+    printf 'manifest_sha256=%s\n' "$(manifest_digest "$manifest")"
+  fi
+}
+
+# manifest_digest FILE: a digest of the manifest's lines without their alignments (stage 5's
+# `align --manifest` adds those, and the data the other stages read stay the same); "none" when absent.
+manifest_digest() {
+  if [ -f "$1" ]; then
+    sed -E 's/(, )?"alignment": ("([^"\\]|\\.)*"|null)//' "$1" | sha256sum | cut -c1-16
+  else
+    echo none
   fi
 }
 
@@ -147,8 +157,10 @@ hydra_quoted() {
 }
 
 # target_list: the --targets speakers as an array (split at commas, never glob-expanded).
-IFS=, read -ra target_list <<<"$targets"
+IFS=, read -ra target_list <<<"${targets:-}"
 
-# Before any stage: the VQ-VAE config that --model, --train_profile and the trailing overrides
-# compose, and --prior_arch (what `vqspeech train` trains first: joint | units).
-first_training_stage=$(recipe_helper check "$model" "$train_profile" "$prior_arch" "$@")
+# Before any stage, in a recipe (it has --model): the VQ-VAE config that --model, --train_profile
+# and the trailing overrides compose, and --prior_arch (what `vqspeech train` trains first: joint | units).
+if [[ -v model ]]; then
+  first_training_stage=$(recipe_helper check "$model" "$train_profile" "$prior_arch" "$@")
+fi

@@ -25,7 +25,9 @@ if run_stage 2 "train the VQ-VAE ($model${train_minutes:+, $train_minutes min})"
   common=(model="$model" data.manifest="$(hydra_quoted "$manifest")" train="$train_profile")
   train_args=("$exp_dir" "${common[@]}" train.max_steps="$train_steps")
   [ -n "$train_minutes" ] && train_args+=(train.max_minutes="$train_minutes")
-  recipe_helper targets "$manifest" "$targets"  # before the training, not at stage 4 after it
+  if [ "$stop_stage" -ge 4 ]; then  # the targets of stages 4 and 7, checked before the training
+    recipe_helper targets "$manifest" "$targets"
+  fi
   if [ "$first_training_stage" = units ]; then
     # a model there already must be a decoder on these units: checked before the units train
     if [ -f "$exp_dir/checkpoints/last.pt" ] && [ -f "$exp_dir/config.yaml" ]; then

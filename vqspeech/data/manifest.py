@@ -222,6 +222,18 @@ def set_alignments(path: str | os.PathLike, alignments: dict[str, str], redone: 
     return sum(1 for row in rows if row.get("alignment"))
 
 
+def check_not_below_rate(utts: list[Utterance], sample_rate: int, manifest: str | os.PathLike) -> None:
+    """UserError when an utterance was prepared at a rate below ``sample_rate`` (a model's): its
+    upsampled audio lacks the band above its own Nyquist frequency, so scores of it would measure the
+    resampling as much as the model."""
+    low = next((u for u in utts if u.sample_rate < sample_rate), None)
+    if low is not None:
+        raise UserError(
+            f"{manifest} holds audio at {low.sample_rate} Hz ({low.id}), below the model's {sample_rate} Hz, so "
+            f"its scores would be of upsampled audio; prepare the corpus at {sample_rate} Hz."
+        )
+
+
 def _written_by_align(alignment: Path) -> bool:
     """Whether an alignment file lies in a folder `vqspeech align` wrote (its ``align.json``)."""
     return (alignment.parent / ALIGN_MARK).is_file()

@@ -37,7 +37,17 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from ..audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, load_audio, normalize_level, resample, save_wav, sound_file
+from ..audio import (
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    channels_cancel,
+    level,
+    load_audio,
+    normalize_level,
+    resample,
+    save_wav,
+    sound_file,
+)
 from ..errors import UserError
 from ..fileio import (
     FolderLock,
@@ -350,14 +360,9 @@ def _convert(task: tuple[str, str, int, float, float | None, bool]) -> tuple[int
         audio, source_rate = load_audio(source)
         if audio.size == 0:
             return 0, "empty (0 samples)", source_rate
-        rms = float(np.std(audio, dtype=np.float64))  # about the mean: a constant (DC) level is no sound
+        rms = level(audio)
         if rms < SILENCE_RMS:
-            try:  # it was just read; only the wording depends on this
-                channels = sf.read(sound_file(source), dtype="float32", always_2d=True)[0]
-                cancel = channels.shape[1] > 1 and float(np.std(channels, axis=0).max()) >= SILENCE_RMS
-            except Exception:
-                cancel = False
-            why = "; its channels cancel out when mixed to mono" if cancel else ""
+            why = "; its channels cancel out when mixed to mono" if channels_cancel(source, SILENCE_RMS) else ""
             return 0, f"silent (RMS {rms:.1e} below {SILENCE_RMS:g}, about its mean{why})", source_rate
         audio = resample(audio, source_rate, sample_rate)
         problem = _duration_problem(len(audio), sample_rate, min_duration, max_duration)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ..audio import load_audio, normalize_level, sound_file
+from ..audio import channels_cancel, level, load_audio, normalize_level, sound_file
 from ..errors import UserError, first_line
 from ..fileio import check_input_file
 from .corpora import AUDIO_EXTENSIONS, walk_audio
@@ -66,6 +66,10 @@ def load_reference(paths: Sequence[str | Path], sample_rate: int, min_seconds: f
                 f"{sample_rate} Hz or more."
             )
         samples, _ = load_audio(path, sample_rate)
+        if level(samples) < SILENCE_RMS and channels_cancel(path, SILENCE_RMS):
+            raise UserError(
+                f"{path} has channels that cancel out when mixed to mono (opposite phase); give one channel of it."
+            )
         audio.append(samples)
     return check_reference(audio, sample_rate, min_seconds, [str(p) for p in files])
 
@@ -77,7 +81,7 @@ def check_reference(
     prepared corpus (:func:`vqspeech.audio.normalize_level`), unless one is silent or all of them
     together last less than ``min_seconds``: UserError naming the problem."""
     for i, samples in enumerate(audio):
-        if len(samples) == 0 or float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < SILENCE_RMS:
+        if level(samples) < SILENCE_RMS:  # about the mean: a constant level is no voice
             name = names[i] if names is not None else "The reference audio"
             raise UserError(f"{name} is silent (or empty); give a recording of the voice speaking.")
     seconds = sum(len(a) for a in audio) / sample_rate

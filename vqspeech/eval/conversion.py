@@ -46,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..audio import resample, save_wav
-from ..data.manifest import Utterance, load_utterance, manifest_file, read_manifest
+from ..data.manifest import Utterance, check_not_below_rate, load_utterance, manifest_file, read_manifest
 from ..data.reference import load_reference
 from ..errors import UserError
 from ..fileio import (
@@ -160,10 +160,17 @@ def evaluate_conversion(
             raise UserError("The model's config names no data.manifest; pass the manifest to evaluate on.")
     manifest = Path(manifest)
     all_utts = read_manifest(manifest)
+    check_not_below_rate(all_utts, vq.sample_rate, manifest)  # the items and the targets' recordings
     items = _select(all_utts, split, num, vq.speakers, seed, manifest)
     voices = dict(voices or {})
+    speakers_known = set(vq.speakers) | {u.speaker for u in all_utts}
     for name, path in voices.items():
         check_plain_name(name, "Voice name")
+        if name in speakers_known:  # its conversions would be scored against that speaker's recordings
+            raise UserError(
+                f"The voice name {name!r} is a speaker the model or {manifest} already knows, whose recordings would "
+                "score conversions into the reference's voice; give the voice another name."
+            )
         if not os.path.exists(path):  # else it would read as a speaker name
             raise UserError(
                 f"The reference of the voice {name!r}, {path}, does not exist; give a sound file or a folder of them."

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..audio import resample
-from ..data.manifest import Utterance, load_utterance, manifest_file, read_manifest
+from ..data.manifest import Utterance, check_not_below_rate, load_utterance, manifest_file, read_manifest
 from ..errors import UserError
 from ..fileio import (
     check_not_in_owned_folder,
@@ -102,6 +102,7 @@ def evaluate_loss(
     if out_path is not None and out_path.exists() and not overwrite:
         raise UserError(f"{out_path} exists; pass `overwrite=True` to replace it.")
     if out_path is not None:
+        check_not_in_owned_folder(out_path)  # (training's own files say so: the more precise sentence)
         check_result_kind(out_path, "loss")
     if max_utterances is not None and max_utterances <= 0:
         raise UserError(f"`max_utterances` must be positive, not {max_utterances}.")
@@ -113,6 +114,7 @@ def evaluate_loss(
     manifest = manifest or vq.config["data"]["manifest"]
     listed = read_manifest(manifest, split)
     utts = [u for u in listed if u.speaker in vq.speakers]
+    check_not_below_rate(utts, vq.sample_rate, manifest)
     if not utts:
         raise UserError(f"Manifest {manifest} has no {split} utterances of speakers this model knows.")
     unknown = sorted({u.speaker for u in listed} - set(vq.speakers))

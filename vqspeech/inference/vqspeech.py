@@ -192,7 +192,14 @@ class VQSpeech:
     def _prepare(self, audio: np.ndarray, sample_rate: int) -> torch.Tensor:
         """audio [T] at ``sample_rate`` -> [1, F * hop] at the model's rate and at the level
         ``prepare`` gives a corpus (the model never saw another), whole code frames."""
-        audio = normalize_level(resample(check_audio(audio, sample_rate), int(sample_rate), self.sample_rate))
+        audio = check_audio(audio, sample_rate)
+        if int(sample_rate) < self.sample_rate:  # enrolment and references refuse it; codes and conversions warn
+            warnings.warn(
+                f"Audio at {int(sample_rate)} Hz is below the model's {self.sample_rate} Hz: it is upsampled, and its "
+                f"band above {int(sample_rate) // 2} Hz, which the model always heard in training, is empty.",
+                stacklevel=3,
+            )
+        audio = normalize_level(resample(audio, int(sample_rate), self.sample_rate))
         frames = len(audio) // self.hop_length
         if frames == 0:
             raise UserError(

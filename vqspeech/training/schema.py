@@ -82,6 +82,10 @@ MAX_PRIOR_BATCH_CODES = 1 << 18
 MAX_ATTENTION_SCORES = 1 << 28
 """batch_size x heads x crop_frames^2 of a transformer prior, at most (1 GiB of float32 scores)."""
 
+MAX_STEPS = 10**9
+"""Upper bound of step counts: years of training at any speed (a typo of extra digits otherwise
+asks for a run that never ends, its schedule spread over it)."""
+
 TRAIN_RULES: dict[str, Rule] = {
     "seed": integer(0, 2**32 - 1),
     "train.batch_size": integer(1, 65536),
@@ -93,9 +97,9 @@ TRAIN_RULES: dict[str, Rule] = {
     "train.schedule": choice("constant", "cosine"),
     "train.amp": BOOL,
     "train.threads": integer(0, 1024),
-    "train.warmup_steps": integer(0),
+    "train.warmup_steps": integer(0, MAX_STEPS),
     "train.lr_min_ratio": number(0, 1),
-    "train.max_steps": integer(1),
+    "train.max_steps": integer(1, MAX_STEPS),
     "train.max_minutes": (lambda v: v is None or (is_finite_number(v) and v > 0), "a positive number or null"),
     "train.grad_clip": number(0, low_open=True),
     "train.num_workers": integer(0, 64),

@@ -206,6 +206,12 @@ class Trainer:
         self.best: tuple[float, int] | None = None  # (value of task.best_metric, step)
         self.amp = settings["amp"] and device.type == "cuda"
         self.data = task.data_record()  # saved in every checkpoint; resuming compares it
+        if settings["warmup_steps"] >= settings["max_steps"] and self.dist.is_main:
+            warnings.warn(
+                f"train.warmup_steps={settings['warmup_steps']} is not below train.max_steps={settings['max_steps']}, "
+                "so the learning rate never reaches train.lr; lower train.warmup_steps.",
+                stacklevel=2,
+            )
         if resume is not None:
             self._resume(resume)
         self.ddp_model = (
@@ -348,7 +354,7 @@ class Trainer:
             # events after this step (a killed run's, even one that left no checkpoint) are dropped; the
             # checkpoint's own step was logged before it was saved
             writer = SummaryWriter(str(self.exp_dir / "tb"), purge_step=self.step + 1)
-        started, metrics = time.time(), {}
+        started, metrics, first_step = time.time(), {}, self.step
         batches = self.task.batches(self.step, self.dist.rank, self.device)
         bar = tqdm(
             total=self.settings["max_steps"],
@@ -415,6 +421,12 @@ class Trainer:
                     writer.close()
                 interrupts.reraise()
         bar.close()
+        if self.step == first_step < self.settings["max_steps"] and self.dist.is_main:  # the budget, not the steps
+            warnings.warn(
+                f"train.max_minutes={self.settings.get('max_minutes')} ended the run before its first step, so it "
+                "trained nothing; give it more minutes.",
+                stacklevel=2,
+            )
         if validated_at != self.step:
             with self._saved_on_failure(started):
                 metrics = self._validate(writer)
