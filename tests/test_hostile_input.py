@@ -4016,3 +4016,53 @@ def test_export_overwrite_replaces_only_an_export(tmp_path, capsys, trained_tiny
     export = tmp_path / "model.pt"
     assert run_cli(["export", trained_tiny, export]) == 0
     assert run_cli(["export", trained_tiny, export, "--overwrite"]) == 0
+
+
+# --- twenty-eighth pass (interactions over time) ----------------------------------------------
+
+
+def test_audio_replaced_by_audio_of_the_same_length_is_other_data_and_an_alignment_is_not(tmp_path, trained_tiny,
+                                                                                      demo_manifest, capsys):
+    data = tmp_path / "data"
+    rows = absolute_rows(demo_manifest)
+    (data / "wavs").mkdir(parents=True)
+    for row in rows:
+        shutil.copyfile(row["audio"], data / "wavs" / Path(row["audio"]).name)
+        row["audio"] = str(data / "wavs" / Path(row["audio"]).name)
+    manifest = write_lines(data / "manifest.jsonl", rows)
+    exp = tmp_path / "exp"
+    assert run_cli(["train", exp, *FAST_TRAIN, f"data.manifest={manifest}", "train.max_steps=2"]) == 0
+    assert run_cli(["evaluate", "loss", exp, "--out", exp / "metrics.json", "--max_utterances", "1"]) == 0
+    with manifest.open() as f:  # what `align --manifest` adds: no change to the data
+        lines = [json.loads(line) for line in f]
+    lines[0]["alignment"] = str(Path(absolute_rows(demo_manifest)[0]["alignment"]))
+    write_lines(manifest, lines)
+    assert run_cli(["report", exp]) == 0
+    assert "on other data" not in (exp / "report.html").read_text()
+    for row in rows:  # the same lengths, other audio (re-recorded, denoised: here reversed)
+        audio, rate = sf.read(row["audio"], dtype="int16")
+        sf.write(row["audio"], audio[::-1].copy(), rate, subtype="PCM_16")
+    assert run_cli(["report", exp, "--overwrite"]) == 0
+    assert "These metrics were measured on other data" in (exp / "report.html").read_text()
+    message = cli_error(capsys, ["train", exp, "train.max_steps=4"], "train")
+    assert "was trained on other data than it is given now" in message
+
+
+def test_a_failure_reading_the_data_keeps_the_steps_trained(tmp_path, monkeypatch, capsys, demo_manifest):
+    from vqspeech.training import vqvae_task
+
+    real = vqvae_task.VQVAETask.batches
+
+    def failing_after_three(self, start_step, rank, device):
+        for i, batch in enumerate(real(self, start_step, rank, device)):
+            if i == 3:
+                raise UserError("Cannot read a file listed in the manifest (it was prepared again meanwhile).")
+            yield batch
+
+    monkeypatch.setattr(vqvae_task.VQVAETask, "batches", failing_after_three)
+    exp = tmp_path / "exp"
+    message = cli_error(capsys, ["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=50",
+                                 "train.warmup_steps=2"],
+                        "train")
+    assert "Cannot read a file" in message
+    assert torch.load(exp / "checkpoints" / "last.pt", weights_only=True)["step"] == 3

@@ -7,6 +7,7 @@ manifest's folder when they lie inside it, and returned absolute by :func:`read_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import soundfile as sf
 
 from ..audio import MAX_SAMPLE_RATE, load_audio, sound_file
 from ..errors import UserError, first_line
-from ..fileio import ALIGN_MARK, atomic_path, is_finite_number, is_safe_name, write_text_atomic
+from ..fileio import ALIGN_MARK, atomic_path, file_stamp, is_finite_number, is_safe_name, write_text_atomic
 
 SPLITS = ("train", "valid", "test")
 
@@ -220,6 +221,25 @@ def set_alignments(path: str | os.PathLike, alignments: dict[str, str], redone: 
             row["alignment"] = _relative(grid, path.parent)
     write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return sum(1 for row in rows if row.get("alignment"))
+
+
+def audio_stamp(utt: Utterance) -> list[int] | None:
+    """[size, modification time in ns] of an utterance's audio file, or None when it cannot be read:
+    audio replaced by other audio of the same length (re-recorded, denoised) shows as a change."""
+    try:
+        return file_stamp(utt.audio)
+    except OSError:
+        return None
+
+
+def data_digest(manifest: str | os.PathLike) -> str:
+    """A digest of the data a manifest describes: each utterance's id, speaker, split, rate, length
+    and audio file stamp. Fields that do not change the audio (text, the alignment `align
+    --manifest` adds) leave it as it is; audio prepared again does not."""
+    rows = sorted(
+        [u.id, u.speaker, u.split, u.sample_rate, u.num_samples, audio_stamp(u)] for u in read_manifest(manifest)
+    )
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 
 def check_not_below_rate(utts: list[Utterance], sample_rate: int, manifest: str | os.PathLike) -> None:

@@ -46,7 +46,14 @@ import numpy as np
 from tqdm import tqdm
 
 from ..audio import resample, save_wav
-from ..data.manifest import Utterance, check_not_below_rate, load_utterance, manifest_file, read_manifest
+from ..data.manifest import (
+    Utterance,
+    check_not_below_rate,
+    data_digest,
+    load_utterance,
+    manifest_file,
+    read_manifest,
+)
 from ..data.reference import load_reference
 from ..errors import UserError
 from ..fileio import (
@@ -56,7 +63,6 @@ from ..fileio import (
     atomic_path,
     check_plain_name,
     check_results_home,
-    file_digest,
     inside,
     is_experiment_folder,
     overlapping,
@@ -341,7 +347,7 @@ def evaluate_conversion(
             "model_digest": vq.checkpoint_digest,
             "exp_dir": str(Path(exp_dir).resolve()),
             "manifest": str(manifest_file(manifest).resolve()),
-            "manifest_digest": file_digest(manifest_file(manifest)),
+            "manifest_digest": data_digest(manifest),
             "split": split,
             "sample_rate": sr,
             "seed": seed,

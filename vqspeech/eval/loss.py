@@ -10,14 +10,20 @@ from pathlib import Path
 import torch
 
 from ..audio import resample
-from ..data.manifest import Utterance, check_not_below_rate, load_utterance, manifest_file, read_manifest
+from ..data.manifest import (
+    Utterance,
+    check_not_below_rate,
+    data_digest,
+    load_utterance,
+    manifest_file,
+    read_manifest,
+)
 from ..errors import UserError
 from ..fileio import (
     check_not_in_owned_folder,
     check_result_kind,
     check_results_home,
     check_writable_parent,
-    file_digest,
     write_text_atomic,
 )
 from ..inference import VQSpeech
@@ -128,7 +134,7 @@ def evaluate_loss(
         "result": "loss",
         "split": split,
         "manifest": str(manifest_file(manifest).resolve()),
-        "manifest_digest": file_digest(manifest_file(manifest)),  # the report compares it with the experiment's
+        "manifest_digest": data_digest(manifest),  # the report compares it with the experiment's
         "step": vq.step,  # the state of the model measured (the report compares it with training's)
         "model_digest": vq.checkpoint_digest,
         "utterances_of_unknown_speakers": len(listed) - len(utts),

@@ -127,7 +127,7 @@ class DeferredInterrupts:
         raise KeyboardInterrupt
 
 
-def data_record(train: Iterable[tuple[str, str, int]], valid: Iterable[tuple[str, str, int]]) -> dict[str, Any]:
+def data_record(train: Iterable[tuple], valid: Iterable[tuple]) -> dict[str, Any]:
     """The number of training and validation utterances and a digest of their rows (an utterance's
     id or content, speaker, length): a manifest or codes folder changed since the run started gives
     another digest."""
@@ -366,11 +366,12 @@ class Trainer:
         )
         window_samples: torch.Tensor | float = 0.0  # samples since the last log (a task may count in a tensor)
         window_start, diverged, validated_at = time.time(), False, None
-        with DeferredInterrupts() as interrupts:
+        with DeferredInterrupts() as interrupts, contextlib.closing(bar):  # an error is printed below the bar
             while not self._should_stop(started, diverged, interrupts):
                 if governor is not None:
                     governor.poll()
-                batch = next(batches)
+                with self._saved_on_failure(started):  # a file of the data gone or changed: keep the steps so far
+                    batch = next(batches)
                 self.model.train()
                 self.task.step = self.step
                 with out_of_memory_as_user_error(self.step, self.task.memory_fix):
@@ -439,8 +440,8 @@ class Trainer:
     @contextlib.contextmanager
     def _saved_on_failure(self, started: float) -> Iterator[None]:
         """Keep the steps since the last checkpoint (``started``: when this run's time was last
-        added to ``elapsed``) when validation or media fail (a bad file, a plot): the corrected
-        rerun resumes from here."""
+        added to ``elapsed``) when reading the data, validation or media fail (a file changed or
+        gone, a plot): the corrected rerun resumes from here."""
         try:
             yield
         except Exception:

@@ -24,7 +24,7 @@ from ..audio import resample
 from ..checkpoint import load_checkpoint, resolve_checkpoint
 from ..config import config_changes, experiment_config, training_stage
 from ..data.dataset import References, crop_length, crop_loader
-from ..data.manifest import Utterance, check_header, load_utterance, read_manifest, speakers_of
+from ..data.manifest import Utterance, audio_stamp, check_header, load_utterance, read_manifest, speakers_of
 from ..device import init_distributed, select_device
 from ..errors import UserError, first_line
 from ..eval.loss import teacher_forced_metrics
@@ -282,9 +282,9 @@ class VQVAETask(Task):
         )
 
     def data_record(self) -> dict[str, Any]:
-        return data_record(
-            [(u.id, u.speaker, u.num_samples) for u in self.train_utts],
-            [(u.id, u.speaker, u.num_samples) for u in self.valid_utts],
+        return data_record(  # with each audio file's stamp: other audio of the same length is other data
+            [(u.id, u.speaker, u.num_samples, audio_stamp(u)) for u in self.train_utts],
+            [(u.id, u.speaker, u.num_samples, audio_stamp(u)) for u in self.valid_utts],
         )
 
     def checkpoint_fields(self) -> dict[str, Any]:

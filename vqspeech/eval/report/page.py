@@ -17,7 +17,7 @@ from typing import Any, TypeGuard
 from urllib.parse import quote
 
 from ...checkpoint import codebook_digest, load_checkpoint
-from ...data.manifest import manifest_file
+from ...data.manifest import data_digest, manifest_file
 from ...errors import UserError, first_line
 from ...fileio import file_digest, is_int, read_json_object, user_path
 from .labels import ARROWS
@@ -193,11 +193,13 @@ class Page:
 
     @functools.cached_property
     def manifest_digest(self) -> str | None:
-        """The digest of the experiment's manifest as it is now, or None (no manifest, unreadable)."""
+        """The digest (:func:`vqspeech.data.manifest.data_digest`) of the data the experiment's
+        manifest describes as they are now, or None (no manifest, an unreadable one)."""
+        if self.manifest is None or not manifest_file(self.manifest).is_file():
+            return None
         try:
-            path = manifest_file(self.manifest) if self.manifest is not None else None
-            return file_digest(path) if path is not None and path.is_file() else None
-        except OSError:
+            return data_digest(self.manifest)
+        except (UserError, OSError):
             return None
 
     def url(self, path: Path) -> str:
