@@ -4066,3 +4066,14 @@ def test_a_failure_reading_the_data_keeps_the_steps_trained(tmp_path, monkeypatc
                         "train")
     assert "Cannot read a file" in message
     assert torch.load(exp / "checkpoints" / "last.pt", weights_only=True)["step"] == 3
+
+
+def test_a_prior_is_not_trained_on_codes_of_an_earlier_codebook(tmp_path, capsys, trained_tiny, demo_manifest):
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    shutil.rmtree(exp / "prior", ignore_errors=True)
+    assert run_cli(["encode", exp, demo_manifest, tmp_path / "codes"]) == 0
+    assert run_cli(["train", exp, "train.max_steps=34"]) == 0  # the codebook moves on
+    message = cli_error(capsys, ["prior", "train", tmp_path / "prior", *PRIOR, f"data.codes={tmp_path / 'codes'}",
+                                 "train.max_steps=2"], "prior train")
+    assert "were encoded by an earlier state of" in message and not (tmp_path / "prior").exists()

@@ -36,7 +36,7 @@ import soundfile as sf
 from pocketsphinx import Decoder
 from tqdm import tqdm
 
-from ..audio import load_audio, resample
+from ..audio import load_audio, resample, sound_file
 from ..errors import UserError, first_line
 from ..fileio import ALIGN_MARK, FolderLock, file_stamp, inside, overlapping, user_path, write_text_atomic
 from . import espeak
@@ -462,7 +462,7 @@ def _check_same_recordings(items: list[SourceUtterance], manifest: Path) -> None
         if item.id not in durations or item.path is None:
             continue
         try:
-            seconds = sf.info(item.path).duration
+            seconds = sf.info(sound_file(item.path)).duration
         except (RuntimeError, OSError, ValueError):  # unreadable: its alignment fails and says why
             continue
         if abs(seconds - durations[item.id]) > DURATION_TOLERANCE:

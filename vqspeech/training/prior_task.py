@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.tensorboard import SummaryWriter
 
-from ..checkpoint import load_checkpoint, weights_problem
+from ..checkpoint import codebook_digest, load_checkpoint, weights_problem
 from ..config import experiment_config
 from ..data.codes import (
     LEVELS,
@@ -448,6 +448,25 @@ def prior_bits(
 # Training
 
 
+def _check_codebook_current(codes_dir: Path, info: CodesInfo) -> None:
+    """UserError when the model that encoded the codes is still there but its codebook has moved on
+    (it trained on since): a prior of those codes could be sampled by no model (`prior sample`
+    refuses the pair), so it is refused before its training."""
+    checkpoint = Path(info.checkpoint) if info.checkpoint is not None else None
+    if info.codebook is None or checkpoint is None or not checkpoint.is_file():
+        return
+    try:
+        weights = load_checkpoint(checkpoint).get("model")
+    except UserError:  # a damaged model: prior sample says so when it loads it
+        return
+    if isinstance(weights, dict) and codebook_digest(weights) != info.codebook:
+        raise UserError(
+            f"The codes in {codes_dir} were encoded by an earlier state of {checkpoint}, whose codebook has moved "
+            "on since (it trained on), so no model could decode a prior of them; encode the data again, then "
+            "train the prior on the new codes."
+        )
+
+
 def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     """Train (or resume) a code prior in ``exp_dir``; returns the final validation metrics."""
     exp_dir = Path(exp_dir)
@@ -485,6 +504,7 @@ def train_prior(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     conditioning = None if top is None else {"num_codes": top.num_codes, "stride": top.stride}
     if info.checkpoint is not None:  # a prior inside an experiment is that model's (its report shows it)
         check_results_home(exp_dir, [info.checkpoint])
+    _check_codebook_current(codes_dir, info)
     with lock_on_every_rank(exp_dir, "prior train", dist_info):
         last = exp_dir / "checkpoints" / "last.pt"
         resume = load_prior_checkpoint(last) if last.is_file() else None
