@@ -192,6 +192,12 @@ The identical rerun of a killed run carries on where it stopped; another run rep
 run's outputs only with ``overwrite``, and the rest of them stay recorded as that run's."""
 
 
+def json_digest(value: object) -> str:
+    """The first 16 hex digits of the SHA-256 of ``value`` as JSON (lists, numbers, strings): the
+    same description gives the same digest in every run."""
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:16]
+
+
 def file_digest(path: str | os.PathLike) -> str:
     """The first 16 hex digits of a file's SHA-256: the same content, wherever and whenever."""
     digest = hashlib.sha256()

@@ -7,7 +7,6 @@ manifest's folder when they lie inside it, and returned absolute by :func:`read_
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -20,7 +19,7 @@ import soundfile as sf
 
 from ..audio import MAX_SAMPLE_RATE, load_audio, sound_file
 from ..errors import UserError, first_line
-from ..fileio import ALIGN_MARK, atomic_path, file_stamp, is_finite_number, is_safe_name, write_text_atomic
+from ..fileio import ALIGN_MARK, atomic_path, file_stamp, is_finite_number, is_safe_name, json_digest, write_text_atomic
 
 SPLITS = ("train", "valid", "test")
 
@@ -239,7 +238,7 @@ def data_digest(manifest: str | os.PathLike) -> str:
     rows = sorted(
         [u.id, u.speaker, u.split, u.sample_rate, u.num_samples, audio_stamp(u)] for u in read_manifest(manifest)
     )
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+    return json_digest(rows)
 
 
 def check_not_below_rate(utts: list[Utterance], sample_rate: int, manifest: str | os.PathLike) -> None:

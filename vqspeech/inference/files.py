@@ -33,6 +33,7 @@ from ..fileio import (
     inside,
     is_experiment_folder,
     is_safe_name,
+    json_digest,
     overlapping,
     read_generation_mark,
     read_json_object,
@@ -230,8 +231,7 @@ def run_settings(vq: VQSpeech, verb: str, inputs: list, speakers: list, **option
     if vq.checkpoint is not None and Path(vq.checkpoint).is_file():
         model = [os.path.realpath(vq.checkpoint), file_stamp(vq.checkpoint)]
     voices = {str(s): _voice(vq, str(s)) for s in speakers}
-    text = json.dumps([verb, model, vq.step, vq.codebook_digest, inputs, [voices[str(s)] for s in speakers], options])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_digest([verb, model, vq.step, vq.codebook_digest, inputs, [voices[str(s)] for s in speakers], options])
 
 
 def _check_generation(vq: VQSpeech, speakers: list[str], temperature: float, batch_size: int, out: Path) -> None:

@@ -28,7 +28,7 @@ from ..fileio import FolderLock, check_results_home, model_home, read_json_objec
 from ..models.prior import CodePrior, sample_codes
 from ..models.quantizer import perplexity
 from ..training.prior_task import load_prior_checkpoint, prior_from_checkpoint
-from .vqspeech import VQSpeech, check_seed, check_temperature
+from .vqspeech import VQSpeech, check_seed, check_temperature, is_real, is_whole
 
 LN2 = math.log(2.0)
 
@@ -182,11 +182,6 @@ MARK = SAMPLES_MARK
 """Hidden file that marks a folder as ``prior sample``'s (written before anything else)."""
 
 
-def _is_whole(value: Any) -> bool:
-    """An integer (Python's or numpy's), not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _is_samples_record(path: Path) -> bool:
     """Whether ``path`` is a ``samples.json`` that ``prior sample`` wrote (its keys, not its name)."""
     record = read_json_object(path)
@@ -318,7 +313,7 @@ def sample_prior(
     refuse_existing_codes(out_dir, overwrite=True, samples=True)  # before anything is deleted
     candidates = num if candidates is None else candidates
     for name, value in (("num", num), ("candidates", candidates), ("top_k", top_k)):
-        if value is not None and not (_is_whole(value) and value >= 1):
+        if value is not None and not (is_whole(value) and value >= 1):
             raise UserError(f"`{name}` must be a whole number of at least 1, not {value!r}.")
     num, candidates = int(num), int(candidates)  # numpy integers too: samples.json is JSON
     top_k = None if top_k is None else int(top_k)
@@ -326,8 +321,7 @@ def sample_prior(
         raise UserError(f"`candidates` ({candidates}) must be at least `num` ({num}).")
     if candidates > MAX_CANDIDATES:
         raise UserError(f"`candidates` (and `num`) must be at most {MAX_CANDIDATES}, not {candidates}.")
-    real = isinstance(seconds, (int, float, np.integer, np.floating)) and not isinstance(seconds, bool)
-    if not (real and 0 < seconds <= MAX_SECONDS):
+    if not (is_real(seconds) and 0 < seconds <= MAX_SECONDS):
         raise UserError(f"`seconds` must be a number above 0 and at most {MAX_SECONDS:g}, not {seconds!r}.")
     seconds = float(seconds)
     check_temperature(temperature)

@@ -42,10 +42,20 @@ MIN_REFERENCE_SECONDS = 1.0
 """The shortest reference (all its files together) a voice is taken from."""
 
 
+def is_whole(value: object) -> bool:
+    """An integer argument of the API: Python's or numpy's, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """A number argument of the API: an int or float, Python's or numpy's, not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
 def check_temperature(temperature: float) -> None:
     """UserError unless ``temperature`` is 0 (the most likely sample) or in [0.01, 100] (a smaller
     one overflows the scaled logits)."""
-    number = isinstance(temperature, (int, float, np.integer, np.floating)) and not isinstance(temperature, bool)
+    number = is_real(temperature)
     if not (number and (temperature == 0 or 0.01 <= temperature <= 100)):
         shown = temperature if number else f"a {type(temperature).__name__}"
         raise UserError(f"`temperature` must be 0 (the most likely sample) or a number from 0.01 to 100, not {shown}.")
@@ -53,7 +63,7 @@ def check_temperature(temperature: float) -> None:
 
 def check_seed(seed: int) -> None:
     """UserError unless ``seed`` is a whole number from 0 to 2**63 - 1 (what torch's generators take)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+    if not (is_whole(seed) and 0 <= seed < 2**63):
         raise UserError(f"`seed` must be a whole number from 0 to 2**63 - 1, not {seed!r}.")
 
 
@@ -223,7 +233,7 @@ class VQSpeech:
         context on both sides (and a normalising encoder given the whole utterance's statistics),
         so the result equals one pass and memory stays bounded.
         """
-        if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, (int, np.integer)) or chunk_frames < 1:
+        if not is_whole(chunk_frames) or chunk_frames < 1:
             raise UserError(f"`chunk_frames` must be a positive whole number, not {chunk_frames!r}.")
         x = self._prepare(audio, sample_rate)
         hop, frames = self.hop_length, x.shape[-1] // self.hop_length

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import hashlib
-import json
 import math
 import shutil
 import signal
@@ -31,7 +29,7 @@ from tqdm import tqdm
 from ..checkpoint import check_training_state, cpu_state_dict, save_checkpoint
 from ..device import DistInfo, autocast
 from ..errors import UserError, first_line
-from ..fileio import atomic_path, is_int
+from ..fileio import atomic_path, is_int, json_digest
 from ..threads import ThreadGovernor, usable_cores
 
 
@@ -132,8 +130,7 @@ def data_record(train: Iterable[tuple], valid: Iterable[tuple]) -> dict[str, Any
     id or content, speaker, length): a manifest or codes folder changed since the run started gives
     another digest."""
     rows = {"train": sorted(train), "valid": sorted(valid)}
-    digest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
-    return {"train": len(rows["train"]), "valid": len(rows["valid"]), "digest": digest}
+    return {"train": len(rows["train"]), "valid": len(rows["valid"]), "digest": json_digest(rows)}
 
 
 @contextlib.contextmanager
@@ -414,27 +411,21 @@ class Trainer:
                     self.elapsed += time.time() - started
                     started = time.time()
                     self.save(f"step-{self.step}.pt", also_last=True)
-            if self.interrupted:  # the step under way is done: save it, then end as the signal would
-                self.elapsed += time.time() - started
-                self.save()
-                bar.close()
-                if writer is not None:
-                    writer.close()
-                interrupts.reraise()
-        bar.close()
-        if self.step == first_step < self.settings["max_steps"] and self.dist.is_main:  # the budget, not the steps
-            warnings.warn(
+        if self.step == first_step < self.settings["max_steps"] and not self.interrupted and self.dist.is_main:
+            warnings.warn(  # the budget ended the run, not the steps
                 f"train.max_minutes={self.settings.get('max_minutes')} ended the run before its first step, so it "
                 "trained nothing; give it more minutes.",
                 stacklevel=2,
             )
-        if validated_at != self.step:
+        if validated_at != self.step and not self.interrupted:
             with self._saved_on_failure(started):
                 metrics = self._validate(writer)
         self.elapsed += time.time() - started
-        self.save()
+        self.save()  # interrupted: the step under way is done and saved, then the run ends as the signal would
         if writer is not None:
             writer.close()
+        if self.interrupted:
+            interrupts.reraise()
         return metrics
 
     @contextlib.contextmanager
