@@ -4077,3 +4077,69 @@ def test_a_prior_is_not_trained_on_codes_of_an_earlier_codebook(tmp_path, capsys
     message = cli_error(capsys, ["prior", "train", tmp_path / "prior", *PRIOR, f"data.codes={tmp_path / 'codes'}",
                                  "train.max_steps=2"], "prior train")
     assert "were encoded by an earlier state of" in message and not (tmp_path / "prior").exists()
+
+
+# --- twenty-ninth pass (a prepared corpus is not rewritten under its readers) ----------------------
+
+
+def prepared_corpus(tmp_path: Path, demo_manifest: Path) -> Path:
+    """A prepared copy of part of the demo corpus; its manifest's path."""
+    corpus = small_corpus(tmp_path / "corpus", demo_manifest, n=12)
+    out = tmp_path / "prepared"
+    assert run_cli(["prepare", corpus, out, "--layout", "folder", "--sample_rate", "8000", "--num_workers", "0"]) == 0
+    return out / "manifest.jsonl"
+
+
+def test_prepare_refuses_a_corpus_that_a_training_reads(tmp_path, capsys, monkeypatch, demo_manifest):
+    from vqspeech.training import vqvae_task
+
+    manifest = prepared_corpus(tmp_path, demo_manifest)
+    before = {p: p.read_bytes() for p in files_under(manifest.parent)}
+    real = vqvae_task.VQVAETask.batches
+    seen = {}
+
+    def prepare_again_during_training(self, start_step, rank, device):
+        for i, batch in enumerate(real(self, start_step, rank, device)):
+            if i == 2:
+                capsys.readouterr()
+                seen["code"] = run_cli(["prepare", tmp_path / "corpus", manifest.parent, "--layout", "folder",
+                                        "--sample_rate", "16000", "--num_workers", "0", "--overwrite"])
+                seen["err"] = capsys.readouterr().err
+            yield batch
+
+    monkeypatch.setattr(vqvae_task.VQVAETask, "batches", prepare_again_during_training)
+    exp = tmp_path / "exp"
+    assert run_cli(["train", exp, *FAST_TRAIN, f"data.manifest={manifest}", "train.max_steps=4",
+                    "train.warmup_steps=2"]) == 0
+    assert seen["code"] == 2
+    assert f"{manifest.parent} is being read by `vqspeech train` (process {os.getpid()}" in seen["err"]
+    assert {p: p.read_bytes() for p in files_under(manifest.parent)} == before  # nothing rewritten
+    assert torch.load(exp / "checkpoints" / "last.pt", weights_only=True)["step"] == 4
+    assert not (manifest.parent / ".vqspeech-readers").exists()  # the training's entry left with it
+    monkeypatch.setattr(vqvae_task.VQVAETask, "batches", real)
+    assert run_cli(["prepare", tmp_path / "corpus", manifest.parent, "--layout", "folder", "--sample_rate", "16000",
+                    "--num_workers", "0", "--overwrite"]) == 0
+
+
+def test_readers_refuse_a_corpus_being_prepared(tmp_path, capsys, demo_manifest, trained_tiny, sleeper):
+    manifest = prepared_corpus(tmp_path, demo_manifest)
+    hold_lock(manifest.parent, sleeper.pid, verb="prepare")
+    for command in (["encode", trained_tiny, manifest, tmp_path / "codes"],
+                    ["train", tmp_path / "exp", *FAST_TRAIN, f"data.manifest={manifest}", "train.max_steps=2"],
+                    ["baseline", "mfcc-kmeans", manifest, tmp_path / "base", "--num_codes", "4"]):
+        message = cli_error(capsys, command, command[0])
+        assert f"{manifest.parent} is being rewritten by `vqspeech prepare` (process {sleeper.pid}" in message
+        assert not (tmp_path / "codes").exists() and not (tmp_path / "exp").exists()
+    assert not (manifest.parent / ".vqspeech-readers").exists()
+
+
+def test_a_killed_readers_entry_does_not_block_prepare(tmp_path, demo_manifest):
+    manifest = prepared_corpus(tmp_path, demo_manifest)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    entry = manifest.parent / ".vqspeech-readers" / f"{gone.stdout.strip()}-0.json"
+    entry.parent.mkdir()
+    entry.write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname(), "verb": "train",
+                                 "started": time.time(), "process_start": None}))
+    assert run_cli(["prepare", tmp_path / "corpus", manifest.parent, "--layout", "folder", "--sample_rate", "16000",
+                    "--num_workers", "0", "--overwrite"]) == 0
+    assert not entry.parent.exists()

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-
+from scipy.fft import dct as scipy_dct
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import FAST_TRAIN, run_cli
@@ -208,6 +208,56 @@ def test_the_warp_trains_the_units_and_needs_the_mel_front_end(tmp_path, capsys,
                     "model.encoder.frontend=conv", "model.encoder.warp=0.1"]) == 2
     err = capsys.readouterr().err
     assert "model.encoder.warp" in err and "conv front end" in err and "Traceback" not in err
+
+
+def test_cepstra_are_the_mfccs_of_the_log_mel_frames_and_drop_the_pitch_harmonics(fsdd_manifest):
+    """``cepstra=N``: the first N coefficients of the orthonormal DCT-II of each log-mel frame (scipy's
+    MFCCs); turned back into bands they keep the envelope and lose the harmonics, so two recordings
+    of one vowel at different pitches are closer than their log-mel frames are."""
+    utt = next(u for u in read_manifest(fsdd_manifest, "test") if u.duration > 0.4)
+    audio = torch.from_numpy(load_utterance(utt))[None]
+    plain, cepstral = LogMelFrontend(8000, 80, n_mels=80), LogMelFrontend(8000, 80, n_mels=80, cepstra=13)
+    log_mel, cepstra = plain(audio)[0].numpy(), cepstral(audio)[0].numpy()
+    assert cepstra.shape == (13, log_mel.shape[1]) and cepstral.out_channels == 13
+    np.testing.assert_allclose(cepstra, scipy_dct(log_mel, type=2, axis=0, norm="ortho")[:13], atol=2e-4)
+
+    t = torch.arange(4000) / 8000  # a harmonic voice with one fixed envelope (two formants), at 110 and 130 Hz
+
+    def voice(f0: float) -> torch.Tensor:
+        frequencies = f0 * torch.arange(1, int(3900 // f0) + 1)
+        envelope = torch.exp(-(((frequencies - 700.0) / 400.0) ** 2)) + 0.5 * torch.exp(-(((frequencies - 1800.0) / 500.0) ** 2))
+        return (envelope[:, None] * torch.sin(2 * np.pi * frequencies[:, None] * t)).sum(0)[None]
+
+    low, high = voice(110.0), voice(130.0)
+
+    def bands(frontend: LogMelFrontend, audio: torch.Tensor) -> torch.Tensor:  # the cepstra back as 80 bands
+        features = frontend(audio)[0, :, 5:-5].mean(1)
+        features = features if frontend.dct is None else frontend.dct.T @ features
+        return features - features.mean()  # the level (fewer harmonics at a higher pitch) is not the point
+
+    spread = (bands(plain, low) - bands(plain, low).mean()).norm()  # how much the envelope varies over bands
+    change_plain = float((bands(plain, low) - bands(plain, high)).norm() / spread)
+    change_cepstral = float((bands(cepstral, low) - bands(cepstral, high)).norm() / spread)
+    assert change_cepstral < 0.5 * change_plain, (change_cepstral, change_plain)
+    with pytest.raises(ValueError, match="cepstra=90"):
+        LogMelFrontend(8000, 80, n_mels=80, cepstra=90)
+
+
+def test_cepstra_train_the_units_and_are_checked_as_config(tmp_path, capsys, fsdd_manifest):
+    exp = tmp_path / "cepstra"
+    assert run_cli(["train", exp, *FAST_TRAIN, *MEL, f"data.manifest={fsdd_manifest}", "train.max_steps=10",
+                    "model.encoder.cepstra=13", "model.encoder.normalize=true"]) == 0
+    vq = VQSpeech.load(exp, "cpu")
+    assert vq.model.encoder.frontend.out_channels == 13
+    latents = vq.encode(load_utterance(read_manifest(fsdd_manifest, "test")[0]), 8000, latents=True).latents
+    assert latents.shape[-1] == vq.config["model"]["latent_dim"] and np.isfinite(latents).all()
+    for bad, words in (("model.encoder.cepstra=100", "model.encoder.n_mels"),
+                       ("model.encoder.frontend=conv model.encoder.cepstra=13", "conv front end")):
+        capsys.readouterr()
+        assert run_cli(["train", tmp_path / "bad", *FAST_TRAIN, f"data.manifest={fsdd_manifest}", *bad.split()]) == 2
+        err = capsys.readouterr().err
+        assert "model.encoder.cepstra" in err and words in err and "Traceback" not in err
+        assert not (tmp_path / "bad").exists()
 
 
 def test_cpc_negatives_come_only_from_other_crops_of_the_same_speaker():

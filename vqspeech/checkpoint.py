@@ -61,6 +61,7 @@ LEGACY_MODEL_KEYS: dict[tuple[str, ...], Any] = {
     ("objective",): "wavenet",
     ("encoder", "normalize"): False,
     ("encoder", "warp"): 0.0,
+    ("encoder", "cepstra"): 0,
     ("speaker_adversary",): {"weight": 0.0, "hidden": 128},
     ("speaker_encoder",): {
         "share": 0.0,

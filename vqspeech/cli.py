@@ -171,12 +171,14 @@ def cmd_export(args) -> None:
 
 
 def cmd_encode(args) -> None:
+    from .fileio import CorpusReader
     from .inference import VQSpeech
     from .inference.files import collect_inputs, encode_items
 
-    items = collect_inputs(args.input, args.split, args.limit)
-    vq = VQSpeech.load(args.exp_dir, args.device)
-    summary = encode_items(vq, items, Path(args.out_dir), latents=args.latents, overwrite=args.overwrite)
+    with CorpusReader(args.input, "encode"):
+        items = collect_inputs(args.input, args.split, args.limit)
+        vq = VQSpeech.load(args.exp_dir, args.device)
+        summary = encode_items(vq, items, Path(args.out_dir), latents=args.latents, overwrite=args.overwrite)
     print(json.dumps(summary))
 
 
@@ -199,22 +201,24 @@ def cmd_decode(args) -> None:
 
 
 def cmd_convert(args) -> None:
+    from .fileio import CorpusReader
     from .inference import VQSpeech
     from .inference.files import collect_inputs, convert_items
 
-    items = collect_inputs(args.input, args.split, args.limit)
-    vq = VQSpeech.load(args.exp_dir, args.device)
-    written = convert_items(
-        vq,
-        items,
-        Path(args.out),
-        speaker=args.speaker,
-        temperature=args.temperature,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        overwrite=args.overwrite,
-        source=Path(args.input),
-    )
+    with CorpusReader(args.input, "convert"):
+        items = collect_inputs(args.input, args.split, args.limit)
+        vq = VQSpeech.load(args.exp_dir, args.device)
+        written = convert_items(
+            vq,
+            items,
+            Path(args.out),
+            speaker=args.speaker,
+            temperature=args.temperature,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            overwrite=args.overwrite,
+            source=Path(args.input),
+        )
     print(json.dumps({"written": [str(p) for p in written]}))
 
 

@@ -171,8 +171,12 @@ CONVERT_MARK = ".vqspeech-convert"
 ALIGN_MARK = "align.json"
 """``align``'s record of its settings and inputs, written when it starts: marks its output folder."""
 
+PREPARED_MARK = ".vqspeech-cache.json"
+"""The file `prepare` keeps in a prepared corpus (its audio cache record)."""
+
 OWNED_FOLDER_MARKS = {
     ".vqspeech-codes": "a codes folder",
+    PREPARED_MARK: "a prepared corpus",
     ".vqspeech-cache.json": "a prepared corpus",
     DEMO_MARK: "a demo corpus",
     CONVERSION_EVALUATION_MARK: "a conversion evaluation's folder",
@@ -250,7 +254,7 @@ OWN_KINDS = {
     "encode": ".vqspeech-codes",
     "baseline": ".vqspeech-codes",
     "prior sample": ".vqspeech-codes",
-    "prepare": ".vqspeech-cache.json",
+    "prepare": PREPARED_MARK,
     "demo-data": DEMO_MARK,
     "evaluate conversion": CONVERSION_EVALUATION_MARK,
     "decode": DECODE_MARK,
@@ -442,6 +446,70 @@ def writable_folder(folder: str | os.PathLike) -> Path:
     return folder
 
 
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks after boot, from /proc), or None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_record(verb: str) -> dict:
+    """What a lock or a reader's entry says of this process: pid, host, verb, start time."""
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "verb": verb,
+        "started": time.time(),
+        "process_start": process_start(os.getpid()),
+    }
+
+
+def read_process_record(path: Path) -> dict:
+    """The :func:`process_record` in ``path``, or {} when it is unreadable (being written this
+    instant, or broken: any field of the wrong type, so a crafted file is treated like a broken one)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    started = record.get("started")
+    well_formed = (
+        is_int(record.get("pid")) and 0 < record["pid"] < 2**31
+        and isinstance(record.get("host"), str)
+        and isinstance(record.get("verb"), str)
+        and isinstance(started, (int, float)) and not isinstance(started, bool) and 0 <= started < 1e11
+        and isinstance(record.get("process_start"), (str, type(None)))
+    )  # fmt: skip
+    return record if well_formed else {}
+
+
+def process_alive(record: dict) -> bool:
+    """Whether the process a :func:`process_record` names still runs (not a later process that was
+    given its id); another machine's process is assumed to run."""
+    pid = record.get("pid")
+    if record.get("host") != socket.gethostname():
+        return True  # another machine's process cannot be checked from here: assume it runs
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    started = process_start(pid)
+    return started is None or record.get("process_start") in (None, started)
+
+
+def describe_process(record: dict) -> str:
+    """ "`vqspeech VERB` (process N on HOST, since DATE TIME)" for a :func:`process_record`."""
+    since = time.strftime("%Y-%m-%d %H:%M", time.localtime(record["started"]))
+    return f"`vqspeech {record['verb']}` (process {record['pid']} on {record['host']}, since {since})"
+
+
 class FolderLock:
     """One writer per output folder: ``FOLDER/.vqspeech.lock`` holds the writer's process id, host,
     verb and start time while it runs.
@@ -466,27 +534,10 @@ class FolderLock:
 
     @staticmethod
     def process_start(pid: int) -> str | None:
-        """When process ``pid`` started (clock ticks after boot, from /proc), or None if unknown."""
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return None
-        return stat.rsplit(")", 1)[1].split()[19]
+        return process_start(pid)
 
     def _holder_alive(self, holder: dict) -> bool:
-        pid = holder.get("pid")
-        if holder.get("host") != self.host:
-            return True  # another machine's process cannot be checked from here: assume it runs
-        if not isinstance(pid, int) or pid <= 0:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # it exists, under another user
-        started = self.process_start(pid)
-        return started is None or holder.get("process_start") in (None, started)
+        return process_alive(holder)
 
     def acquire(self) -> None:
         if not self.enabled:
@@ -498,15 +549,7 @@ class FolderLock:
         except UserError:
             self._remove_created()
             raise
-        record = json.dumps(
-            {
-                "pid": os.getpid(),
-                "host": self.host,
-                "verb": self.verb,
-                "started": time.time(),
-                "process_start": self.process_start(os.getpid()),
-            }
-        )
+        record = json.dumps(process_record(self.verb))
         if os.path.lexists(self.path) and not self.path.is_file():
             raise UserError(
                 f"{self.path} is not a lock file (a folder or a link?); remove it if no vqspeech process writes into "
@@ -545,10 +588,9 @@ class FolderLock:
         raise UserError(f"Cannot take the lock {self.path}; another process keeps replacing it.")
 
     def _in_use(self, holder: dict) -> UserError:
-        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder["started"]))
         return UserError(
-            f"{self.folder} is in use by `vqspeech {holder['verb']}` (process {holder['pid']} on {holder['host']}, "
-            f"since {since}); wait for it to finish, or delete {self.path} if that process no longer runs."
+            f"{self.folder} is in use by {describe_process(holder)}; wait for it to finish, or delete {self.path} "
+            "if that process no longer runs."
         )
 
     def check_free(self) -> None:
@@ -585,23 +627,8 @@ class FolderLock:
             return False
 
     def _read_holder(self) -> dict:
-        """The lock's record, or {} when it is unreadable (being written this instant, or broken:
-        any field of the wrong type, so a crafted lock is treated like a broken one)."""
-        try:
-            holder = json.loads(self.path.read_text())
-        except (OSError, ValueError, RecursionError):
-            return {}
-        if not isinstance(holder, dict):
-            return {}
-        started = holder.get("started")
-        well_formed = (
-            is_int(holder.get("pid")) and 0 < holder["pid"] < 2**31
-            and isinstance(holder.get("host"), str)
-            and isinstance(holder.get("verb"), str)
-            and isinstance(started, (int, float)) and not isinstance(started, bool) and 0 <= started < 1e11
-            and isinstance(holder.get("process_start"), (str, type(None)))
-        )  # fmt: skip
-        return holder if well_formed else {}
+        """The lock's record, or {} when it is unreadable (see :func:`read_process_record`)."""
+        return read_process_record(self.path)
 
     def release(self) -> None:
         if self.held:
@@ -639,3 +666,79 @@ class FolderLock:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
+
+
+class CorpusReader:
+    """A reader of a prepared corpus, registered for as long as the context lasts:
+    ``FOLDER/.vqspeech-readers/PID-TAG.json`` holds its :func:`process_record`.
+
+    `prepare` refuses a folder with a live reader (:func:`check_no_readers`) and a reader refuses a
+    folder `prepare` holds; each makes itself known before it looks for the other, so of two that
+    start together at least one sees the other. A training reads its audio for hours: rewritten
+    under it, the run stopped on a missing file or trained on other audio. Nothing is registered
+    when ``manifest`` is not in a prepared corpus or its folder cannot be written (a shared
+    read-only corpus, which `prepare` cannot rewrite either).
+    """
+
+    FOLDER = ".vqspeech-readers"
+
+    def __init__(self, manifest: str | os.PathLike | None, verb: str):
+        folder = Path(manifest).parent if manifest is not None else None
+        self.folder = folder if folder is not None and (folder / PREPARED_MARK).is_file() else None
+        self.verb = verb
+        self.entry: Path | None = None
+
+    def __enter__(self) -> CorpusReader:
+        if self.folder is None:
+            return self
+        entry = self.folder / self.FOLDER / f"{os.getpid()}-{os.urandom(4).hex()}.json"
+        try:
+            entry.parent.mkdir(exist_ok=True)
+            write_text_atomic(entry, json.dumps(process_record(self.verb)))
+            self.entry = entry
+        except OSError:
+            return self  # a folder this user cannot write, nor rewrite with `prepare`
+        lock = FolderLock(self.folder, self.verb)
+        holder = read_process_record(lock.path) if lock.path.is_file() else {}
+        if holder.get("verb") == "prepare" and process_alive(holder):
+            self._leave()
+            raise UserError(
+                f"{self.folder} is being rewritten by {describe_process(holder)}; wait for it to finish before "
+                f"`{self.verb}` reads it."
+            )
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._leave()
+
+    def _leave(self) -> None:
+        if self.entry is not None:
+            with contextlib.suppress(OSError):
+                self.entry.unlink()
+            with contextlib.suppress(OSError):
+                self.entry.parent.rmdir()  # only when no other reader is listed
+            self.entry = None
+
+
+def check_no_readers(folder: Path, verb: str) -> None:
+    """UserError when a live :class:`CorpusReader` reads the prepared corpus in ``folder``; entries
+    of processes that are gone are removed."""
+    readers = folder / CorpusReader.FOLDER
+    if not readers.is_dir() or readers.is_symlink():
+        return
+    for entry in sorted(readers.glob("*.json")):
+        record = read_process_record(entry)
+        if record and process_alive(record):
+            raise UserError(
+                f"{folder} is being read by {describe_process(record)}; `{verb}` would change its audio under it: "
+                f"wait for it to finish, or {verb} into another folder."
+            )
+        try:
+            stale = bool(record) or time.time() - entry.stat().st_mtime > 10.0  # not one being written now
+        except OSError:
+            continue
+        if stale:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+    with contextlib.suppress(OSError):
+        readers.rmdir()

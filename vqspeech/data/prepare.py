@@ -50,7 +50,9 @@ from ..audio import (
 )
 from ..errors import UserError
 from ..fileio import (
+    PREPARED_MARK,
     FolderLock,
+    check_no_readers,
     inside,
     is_safe_name,
     overlapping,
@@ -152,6 +154,7 @@ def prepare_corpus(
     if heldout_speakers:
         _check_speakers(heldout_speakers, sources, corpus_dir)
     with FolderLock(out_dir, "prepare"):
+        check_no_readers(out_dir, "prepare")
         return _prepare(out_dir, corpus_dir, layout, settings, sources, rejects, num_workers, overwrite, progress)
 
 
@@ -536,7 +539,7 @@ def _check_sources_apart(sources: list[SourceUtterance], out_dir: Path) -> None:
 OWN_FILES = ("manifest.jsonl", "prepare.json", "speakers.tsv", "rejects.tsv")
 """The files ``prepare`` writes in its output folder, besides ``wavs/``."""
 
-CACHE_MARK = ".vqspeech-cache.json"
+CACHE_MARK = PREPARED_MARK
 """Beside ``wavs/``: the corpus its cached audio comes from; marks ``wavs/`` as ``prepare``'s own."""
 
 SOURCES_RECORD = ".vqspeech-sources.json"

@@ -26,7 +26,7 @@ from ..data.codes import (
 )
 from ..data.manifest import Utterance, load_utterance, read_manifest
 from ..errors import UserError
-from ..fileio import FolderLock, atomic_path
+from ..fileio import CorpusReader, FolderLock, atomic_path
 from .features import mfcc_with_deltas
 
 
@@ -75,7 +75,7 @@ def mfcc_kmeans_baseline(
             f"{sample_rate} Hz; choose a rate that divides it."
         )
     hop = int(hop)
-    with FolderLock(out, "baseline"):
+    with CorpusReader(manifest, "baseline"), FolderLock(out, "baseline"):
         encoded = utts if split is None else fit + [u for u in targets if u.split != fit_split]
         features = _mfcc_features(encoded, sample_rate, hop, progress)
         fitted = [features[u.id] for u in fit if u.id in features and len(features[u.id])]

@@ -59,6 +59,7 @@ from ..errors import UserError
 from ..fileio import (
     CONVERSION_EVALUATION_MARK,
     RUN_RECORD,
+    CorpusReader,
     FolderLock,
     atomic_path,
     check_plain_name,
@@ -210,7 +211,7 @@ def evaluate_conversion(
     recognizer = Recognizer(digits=digits, single_word=single_digit, sentences=lm_texts or None) if texts else None
     timing["load_scorers"] = time.perf_counter() - t
 
-    with FolderLock(out_dir, "evaluate conversion"):
+    with CorpusReader(manifest, "evaluate conversion"), FolderLock(out_dir, "evaluate conversion"):
         # Validation is over: clear what a previous run wrote, metrics.json first.
         write_text_atomic(out_dir / MARK, "")
         metrics_path.unlink(missing_ok=True)

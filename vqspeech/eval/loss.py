@@ -20,6 +20,7 @@ from ..data.manifest import (
 )
 from ..errors import UserError
 from ..fileio import (
+    CorpusReader,
     check_not_in_owned_folder,
     check_result_kind,
     check_results_home,
@@ -118,28 +119,29 @@ def evaluate_loss(
         check_results_home(out_path, [vq.checkpoint])
         check_writable_parent(out_path)
     manifest = manifest or vq.config["data"]["manifest"]
-    listed = read_manifest(manifest, split)
-    utts = [u for u in listed if u.speaker in vq.speakers]
-    check_not_below_rate(utts, vq.sample_rate, manifest)
-    if not utts:
-        raise UserError(f"Manifest {manifest} has no {split} utterances of speakers this model knows.")
-    unknown = sorted({u.speaker for u in listed} - set(vq.speakers))
-    if unknown:  # the decoder has no embedding for them
-        warnings.warn(
-            f"{len(listed) - len(utts)} of the {len(listed)} {split} utterances are left out: the model does not know "
-            f"their speakers ({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}).",
-            stacklevel=2,
-        )
-    metrics = {
-        "result": "loss",
-        "split": split,
-        "manifest": str(manifest_file(manifest).resolve()),
-        "manifest_digest": data_digest(manifest),  # the report compares it with the experiment's
-        "step": vq.step,  # the state of the model measured (the report compares it with training's)
-        "model_digest": vq.checkpoint_digest,
-        "utterances_of_unknown_speakers": len(listed) - len(utts),
-        **teacher_forced_metrics(vq.model, utts[:max_utterances], vq.speaker_ids, vq.device),
-    }
-    if out_path is not None:
-        write_text_atomic(out_path, json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    with CorpusReader(manifest, "evaluate loss"):
+        listed = read_manifest(manifest, split)
+        utts = [u for u in listed if u.speaker in vq.speakers]
+        check_not_below_rate(utts, vq.sample_rate, manifest)
+        if not utts:
+            raise UserError(f"Manifest {manifest} has no {split} utterances of speakers this model knows.")
+        unknown = sorted({u.speaker for u in listed} - set(vq.speakers))
+        if unknown:  # the decoder has no embedding for them
+            warnings.warn(
+                f"{len(listed) - len(utts)} of the {len(listed)} {split} utterances are left out: the model does not "
+                f"know their speakers ({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}).",
+                stacklevel=2,
+            )
+        metrics = {
+            "result": "loss",
+            "split": split,
+            "manifest": str(manifest_file(manifest).resolve()),
+            "manifest_digest": data_digest(manifest),  # the report compares it with the experiment's
+            "step": vq.step,  # the state of the model measured (the report compares it with training's)
+            "model_digest": vq.checkpoint_digest,
+            "utterances_of_unknown_speakers": len(listed) - len(utts),
+            **teacher_forced_metrics(vq.model, utts[:max_utterances], vq.speaker_ids, vq.device),
+        }
+        if out_path is not None:
+            write_text_atomic(out_path, json.dumps(metrics, indent=2) + "\n")
+        return metrics

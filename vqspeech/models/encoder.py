@@ -47,6 +47,9 @@ class Encoder(nn.Module):
     The statistics are the whole input's unless given (:meth:`feature_stats` of the whole
     utterance, when it is encoded in chunks).
 
+    ``cepstra`` (mel front end): the encoder sees that many MFCCs per frame instead of the log-mel
+    frame (:class:`LogMelFrontend`), the envelope without the pitch harmonics.
+
     ``warp`` (mel front end, training only): vocal tract length perturbation of the input
     (:class:`LogMelFrontend`); the decoder still reconstructs the unperturbed speech, so whatever of
     the voice the warp changes has to come from the speaker condition, not from the codes.
@@ -66,6 +69,7 @@ class Encoder(nn.Module):
         kernel_size: int = 3,
         normalize: bool = False,
         warp: float = 0.0,
+        cepstra: int = 0,
     ):
         super().__init__()
         self.normalize = normalize
@@ -73,10 +77,11 @@ class Encoder(nn.Module):
             raise ValueError(f"encoder kernel_size={kernel_size} must be odd (centred, length-preserving)")
         self.frontend: LogMelFrontend | ConvFrontend
         if frontend == "mel":
-            self.frontend = LogMelFrontend(sample_rate, hop_length, n_mels, n_fft, warp=warp)
+            self.frontend = LogMelFrontend(sample_rate, hop_length, n_mels, n_fft, warp=warp, cepstra=cepstra)
         elif frontend == "conv":
-            if warp:
-                raise ValueError(f"encoder warp={warp} needs the mel front end (frontend='mel')")
+            if warp or cepstra:
+                option = f"warp={warp}" if warp else f"cepstra={cepstra}"
+                raise ValueError(f"encoder {option} needs the mel front end (frontend='mel')")
             self.frontend = ConvFrontend(hop_length, list(strides or []), channels)
         else:
             raise ValueError(f"unknown encoder frontend {frontend!r}; use 'mel' or 'conv'")

@@ -44,6 +44,15 @@ def mel_filterbank(
     return _triangles(freqs, _mel_edges(sample_rate, n_mels, fmin, fmax)).float()
 
 
+def dct_matrix(n: int) -> torch.Tensor:
+    """The orthonormal DCT-II as a matrix [n, n]: row k applied to a frame [n] gives its k-th
+    coefficient (scipy.fft.dct(x, type=2, norm="ortho"))."""
+    i = torch.arange(n, dtype=torch.float64)
+    basis = torch.cos(math.pi / n * (i[None] + 0.5) * i[:, None]) * math.sqrt(2.0 / n)
+    basis[0] /= math.sqrt(2.0)
+    return basis.float()
+
+
 def vtlp_frequencies(freqs: torch.Tensor, alpha: torch.Tensor, nyquist: float, boundary: float = 0.8) -> torch.Tensor:
     """Vocal tract length perturbation's frequency warp (Jaitly and Hinton, 2013): freqs [F] (Hz)
     and factors alpha [B] -> warped frequencies [B, F].
@@ -77,6 +86,10 @@ class LogMelFrontend(nn.Module):
     The window is zero-padded to ``n_fft`` points (default: the next power of two >= the window, at
     least 512) so that narrow low-frequency mel filters still cover FFT bins.
 
+    ``cepstra`` > 0: the first ``cepstra`` coefficients of the orthonormal DCT-II of each log-mel
+    frame (MFCCs, c0 included) instead of the frame: the spectral envelope without the harmonics
+    that resolve the voice's pitch.
+
     ``warp`` > 0 (training only): vocal tract length perturbation. Each input's frequency axis is
     scaled by its own factor drawn uniformly from [1 - warp, 1 + warp] (:func:`vtlp_frequencies`)
     before the mel filters, which moves formants and harmonics together, as a shorter or longer
@@ -94,10 +107,13 @@ class LogMelFrontend(nn.Module):
         n_fft: int | None = None,
         win_length: int | None = None,
         warp: float = 0.0,
+        cepstra: int = 0,
     ):
         super().__init__()
         if not 0.0 <= warp < 1.0:
             raise ValueError(f"frequency warp {warp} must be in [0, 1)")
+        if not 0 <= cepstra <= n_mels:
+            raise ValueError(f"cepstra={cepstra} must be between 0 (log-mel frames) and n_mels={n_mels}")
         self.hop_length = hop_length
         self.sample_rate = sample_rate
         self.warp = warp
@@ -105,9 +121,12 @@ class LogMelFrontend(nn.Module):
         self.n_fft = n_fft or max(512, 1 << (self.win_length - 1).bit_length())
         if self.n_fft < self.win_length:
             raise ValueError(f"n_fft={self.n_fft} is shorter than the window ({self.win_length} samples)")
-        self.out_channels = n_mels
+        self.n_mels = n_mels
+        self.out_channels = cepstra or n_mels
         self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
         self.register_buffer("filters", mel_filterbank(sample_rate, self.n_fft, n_mels), persistent=False)
+        self.dct: torch.Tensor | None  # [cepstra, n_mels] non-persistent buffer, or None
+        self.register_buffer("dct", dct_matrix(n_mels)[:cepstra] if cepstra else None, persistent=False)
 
     @property
     def context_frames(self) -> int:
@@ -134,17 +153,18 @@ class LogMelFrontend(nn.Module):
         return spec.abs().pow(2)[..., :frames]
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        """audio [B, T] -> log-mel [B, n_mels, T // hop]."""
+        """audio [B, T] -> log-mel [B, n_mels, T // hop] (cepstra: [B, cepstra, T // hop])."""
         filters = self.filters
         if self.training and self.warp:
             filters = self.warped_filters(1.0 + self.warp * (2.0 * torch.rand(len(audio), device=audio.device) - 1.0))
-        return torch.log(torch.matmul(filters, self.power_spectrum(audio)).clamp_min(1e-5))
+        log_mel = torch.log(torch.matmul(filters, self.power_spectrum(audio)).clamp_min(1e-5))
+        return log_mel if self.dct is None else torch.matmul(self.dct, log_mel)
 
     def warped_filters(self, alpha: torch.Tensor) -> torch.Tensor:
         """VTLP factors alpha [B] (see the class docstring) -> mel filters [B, n_mels, bins]."""
         nyquist = self.sample_rate / 2
         freqs = torch.linspace(0, nyquist, self.n_fft // 2 + 1, dtype=torch.float64, device=alpha.device)
-        edges = _mel_edges(self.sample_rate, self.out_channels, 0.0, None).to(alpha.device)
+        edges = _mel_edges(self.sample_rate, self.n_mels, 0.0, None).to(alpha.device)
         return _triangles(vtlp_frequencies(freqs, alpha, nyquist), edges).float()
 
 

@@ -130,6 +130,7 @@ MODEL_RULES: dict[str, Rule] = {
     "model.encoder.dilations": positive_ints(1),
     "model.encoder.normalize": BOOL,
     "model.encoder.warp": number(0, 0.5),
+    "model.encoder.cepstra": integer(0, 512),
     "model.quantizer.type": choice(*QUANTIZERS),
     "model.quantizer.beta": number(0),
     "model.quantizer.ema": BOOL,
@@ -310,6 +311,12 @@ def check_vqvae_config(cfg: dict[str, Any]) -> None:
             model["encoder"]["n_mels"],
             f"be at most the {bins} frequency bins of its FFT",
         )
+        _relation(
+            model["encoder"]["cepstra"] <= model["encoder"]["n_mels"],
+            "model.encoder.cepstra",
+            model["encoder"]["cepstra"],
+            f"be at most model.encoder.n_mels={model['encoder']['n_mels']} (a DCT of that many log-mel bands)",
+        )
     if model["objective"] == "mel":
         _relation(
             model["mel_decoder"]["n_mels"] <= default_bins,
@@ -324,6 +331,12 @@ def check_vqvae_config(cfg: dict[str, Any]) -> None:
             "model.encoder.warp",
             model["encoder"]["warp"],
             "be 0 with the conv front end (the warp acts on the mel front end's spectrum)",
+        )
+        _relation(
+            not model["encoder"]["cepstra"],
+            "model.encoder.cepstra",
+            model["encoder"]["cepstra"],
+            "be 0 with the conv front end (cepstra are of the mel front end's spectrum)",
         )
         strides = model["encoder"]["strides"]
         _relation(

@@ -28,6 +28,7 @@ from ..data.manifest import Utterance, audio_stamp, check_header, load_utterance
 from ..device import init_distributed, select_device
 from ..errors import UserError, first_line
 from ..eval.loss import teacher_forced_metrics
+from ..fileio import CorpusReader
 from ..inference.generate import generate
 from ..models.conv_decoder import ConvDecoder, WaveformOutput
 from ..models.cpc import CPCOutput
@@ -316,57 +317,60 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
     if manifest is None:
         raise UserError("data.manifest is empty; pass data.manifest=PATH (the manifest.jsonl of `vqspeech prepare`).")
     units_from, merged = absolute_path(exp_dir, cfg, merged, overrides, "train.units_from")
-    stage = training_stage(cfg)
-    utts = read_manifest(manifest)
-    rates = sorted({u.sample_rate for u in utts})
-    if rates != [model_cfg["sample_rate"]]:
-        raise UserError(
-            f"Manifest {manifest} holds audio at {', '.join(map(str, rates))} Hz but the model "
-            f"runs at {model_cfg['sample_rate']} Hz; re-run `vqspeech prepare --sample_rate "
-            f"{model_cfg['sample_rate']}` or set model.sample_rate."
-        )
-    train_utts = [u for u in utts if u.split == "train"]
-    if not train_utts:
-        raise UserError(f"Manifest {manifest} has no utterances in the train split.")
-    valid_utts = [u for u in utts if u.split == "valid"]
-    missing = [u.audio for u in (*train_utts, *valid_utts) if not Path(u.audio).is_file()]
-    if missing:  # found now, not when a crop or the last validation first reads it
-        raise UserError(
-            f"{missing[0]} listed in {manifest} does not exist ({len(missing)} missing file(s)); "
-            "re-run `vqspeech prepare` or fix the manifest."
-        )
-    for utt in (*train_utts, *valid_utts):  # rate and length from the headers, before the first step
-        check_header(utt)
+    with CorpusReader(manifest, "train"):
+        stage = training_stage(cfg)
+        utts = read_manifest(manifest)
+        rates = sorted({u.sample_rate for u in utts})
+        if rates != [model_cfg["sample_rate"]]:
+            raise UserError(
+                f"Manifest {manifest} holds audio at {', '.join(map(str, rates))} Hz but the model "
+                f"runs at {model_cfg['sample_rate']} Hz; re-run `vqspeech prepare --sample_rate "
+                f"{model_cfg['sample_rate']}` or set model.sample_rate."
+            )
+        train_utts = [u for u in utts if u.split == "train"]
+        if not train_utts:
+            raise UserError(f"Manifest {manifest} has no utterances in the train split.")
+        valid_utts = [u for u in utts if u.split == "valid"]
+        missing = [u.audio for u in (*train_utts, *valid_utts) if not Path(u.audio).is_file()]
+        if missing:  # found now, not when a crop or the last validation first reads it
+            raise UserError(
+                f"{missing[0]} listed in {manifest} does not exist ({len(missing)} missing file(s)); "
+                "re-run `vqspeech prepare` or fix the manifest."
+            )
+        for utt in (*train_utts, *valid_utts):  # rate and length from the headers, before the first step
+            check_header(utt)
 
-    with lock_on_every_rank(exp_dir, "train", dist_info):
-        last = exp_dir / "checkpoints" / "last.pt"
-        resume = load_checkpoint(last) if last.is_file() else None
-        check_resumable(exp_dir, cfg, resume)
-        if resume is not None and (resume["config"].get("train") or {}).get("units_from") != cfg["train"]["units_from"]:
-            raise UserError(
-                f"{exp_dir} was trained on the units of {resume['config']['train'].get('units_from')}, not "
-                f"{cfg['train']['units_from']}; a decoder stays with its units: train a new experiment."
-            )
-        units = None
-        if resume is None and units_from is not None:
-            units = units_checkpoint(units_from, model_cfg)
-        speakers = resume["speakers"] if resume else units["speakers"] if units else speakers_of(train_utts)
-        unknown = sorted({u.speaker for u in train_utts} - set(speakers))
-        if unknown:
-            where = f"{exp_dir} was not started with" if resume else f"the units of {units_from} do not know"
-            raise UserError(
-                f"The manifest has training speakers ({', '.join(unknown[:5])}) that {where}; "
-                "train a new experiment for a changed speaker set."
-            )
-        seed_everything(cfg["seed"])
-        model = build_model(model_cfg, len(speakers))
-        if units is not None:
-            copy_units(model, units)
-        model.set_stage(stage)
-        write_experiment_files(exp_dir, cfg, merged, dist_info, {"speakers.txt": "".join(f"{s}\n" for s in speakers)})
-        task = VQVAETask(model, cfg, speakers, train_utts, valid_utts)
-        parameters = sum(p.numel() for p in model.parameters())
-        return fit_and_summarise(exp_dir, task, cfg, device, dist_info, resume, extra={"parameters": parameters})
+        with lock_on_every_rank(exp_dir, "train", dist_info):
+            last = exp_dir / "checkpoints" / "last.pt"
+            resume = load_checkpoint(last) if last.is_file() else None
+            check_resumable(exp_dir, cfg, resume)
+            trained_on = (resume["config"].get("train") or {}).get("units_from") if resume is not None else None
+            if resume is not None and trained_on != cfg["train"]["units_from"]:
+                raise UserError(
+                    f"{exp_dir} was trained on the units of {resume['config']['train'].get('units_from')}, not "
+                    f"{cfg['train']['units_from']}; a decoder stays with its units: train a new experiment."
+                )
+            units = None
+            if resume is None and units_from is not None:
+                units = units_checkpoint(units_from, model_cfg)
+            speakers = resume["speakers"] if resume else units["speakers"] if units else speakers_of(train_utts)
+            unknown = sorted({u.speaker for u in train_utts} - set(speakers))
+            if unknown:
+                where = f"{exp_dir} was not started with" if resume else f"the units of {units_from} do not know"
+                raise UserError(
+                    f"The manifest has training speakers ({', '.join(unknown[:5])}) that {where}; "
+                    "train a new experiment for a changed speaker set."
+                )
+            seed_everything(cfg["seed"])
+            model = build_model(model_cfg, len(speakers))
+            if units is not None:
+                copy_units(model, units)
+            model.set_stage(stage)
+            speaker_list = "".join(f"{s}\n" for s in speakers)
+            write_experiment_files(exp_dir, cfg, merged, dist_info, {"speakers.txt": speaker_list})
+            task = VQVAETask(model, cfg, speakers, train_utts, valid_utts)
+            parameters = sum(p.numel() for p in model.parameters())
+            return fit_and_summarise(exp_dir, task, cfg, device, dist_info, resume, extra={"parameters": parameters})
 
 
 UNIT_CONFIG_KEYS = (
