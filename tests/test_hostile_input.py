@@ -4090,10 +4090,15 @@ def prepared_corpus(tmp_path: Path, demo_manifest: Path) -> Path:
     return out / "manifest.jsonl"
 
 
-def test_prepare_refuses_a_corpus_that_a_training_reads(tmp_path, capsys, monkeypatch, demo_manifest):
+@pytest.mark.parametrize("named", ["manifest", "folder", "absolute link"])
+def test_prepare_refuses_a_corpus_that_a_training_reads(tmp_path, capsys, monkeypatch, demo_manifest, named):
     from vqspeech.training import vqvae_task
 
     manifest = prepared_corpus(tmp_path, demo_manifest)
+    given = {"manifest": manifest, "folder": manifest.parent, "absolute link": tmp_path / "links" / "m.jsonl"}[named]
+    if named == "absolute link":
+        given.parent.mkdir()
+        given.symlink_to(manifest.resolve())
     before = {p: p.read_bytes() for p in files_under(manifest.parent)}
     real = vqvae_task.VQVAETask.batches
     seen = {}
@@ -4109,7 +4114,7 @@ def test_prepare_refuses_a_corpus_that_a_training_reads(tmp_path, capsys, monkey
 
     monkeypatch.setattr(vqvae_task.VQVAETask, "batches", prepare_again_during_training)
     exp = tmp_path / "exp"
-    assert run_cli(["train", exp, *FAST_TRAIN, f"data.manifest={manifest}", "train.max_steps=4",
+    assert run_cli(["train", exp, *FAST_TRAIN, f"data.manifest={given}", "train.max_steps=4",
                     "train.warmup_steps=2"]) == 0
     assert seen["code"] == 2
     assert f"{manifest.parent} is being read by `vqspeech train` (process {os.getpid()}" in seen["err"]
@@ -4143,3 +4148,43 @@ def test_a_killed_readers_entry_does_not_block_prepare(tmp_path, demo_manifest):
     assert run_cli(["prepare", tmp_path / "corpus", manifest.parent, "--layout", "folder", "--sample_rate", "16000",
                     "--num_workers", "0", "--overwrite"]) == 0
     assert not entry.parent.exists()
+
+
+@pytest.mark.parametrize("kind", ["file", "link"])
+def test_a_readers_folder_that_is_not_a_folder_is_refused_by_both_sides(tmp_path, capsys, demo_manifest, kind):
+    manifest = prepared_corpus(tmp_path, demo_manifest)
+    readers = manifest.parent / ".vqspeech-readers"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    readers.write_text("x") if kind == "file" else readers.symlink_to(elsewhere)
+    for command in (["train", tmp_path / "exp", *FAST_TRAIN, f"data.manifest={manifest}", "train.max_steps=2"],
+                    ["prepare", tmp_path / "corpus", manifest.parent, "--layout", "folder", "--sample_rate", "16000",
+                     "--num_workers", "0", "--overwrite"]):
+        message = cli_error(capsys, command, command[0])
+        assert f"{readers} is not a folder of vqspeech's" in message
+    assert not any(elsewhere.iterdir()) and not (tmp_path / "exp").exists()
+    assert all(sf.info(u.audio).samplerate == 8000 for u in read_manifest(manifest))
+
+
+def test_a_readers_entry_of_another_machine_names_the_file_to_delete(tmp_path, capsys, demo_manifest):
+    manifest = prepared_corpus(tmp_path, demo_manifest)
+    entry = manifest.parent / ".vqspeech-readers" / "4242-beef.json"
+    entry.parent.mkdir()
+    entry.write_text(json.dumps({"pid": 4242, "host": "another-machine", "verb": "train", "started": time.time(),
+                                 "process_start": None}))
+    message = cli_error(capsys, ["prepare", tmp_path / "corpus", manifest.parent, "--layout", "folder",
+                                 "--num_workers", "0", "--overwrite"], "prepare")
+    assert "process 4242 on another-machine" in message and f"delete {entry} if that process no longer runs" in message
+
+
+def test_an_interrupt_during_the_final_validation_keeps_the_steps(tmp_path, monkeypatch, demo_manifest):
+    from vqspeech.training import vqvae_task
+
+    def interrupted_at_the_end(self, model, device):  # valid_every is past the run: only the final one runs
+        raise KeyboardInterrupt  # Ctrl-C (or the CLI's SIGTERM) while the last validation runs
+
+    monkeypatch.setattr(vqvae_task.VQVAETask, "validate", interrupted_at_the_end)
+    exp = tmp_path / "exp"
+    assert run_cli(["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=6",
+                    "train.warmup_steps=2", "train.valid_every=1000", "train.checkpoint_every=1000"]) == 130
+    assert torch.load(exp / "checkpoints" / "last.pt", weights_only=True)["step"] == 6

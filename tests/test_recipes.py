@@ -235,6 +235,7 @@ def test_a_known_option_is_never_taken_for_an_unknown_one(tmp_path):
     (["--sample_seconds", "abc"], "--sample_seconds must be a number of seconds above 0, not 'abc'"),
     (["--exp_dir", ""], "--exp_dir must name a folder, not be empty"),
     (["--data_dir", ""], "--data_dir must name a folder, not be empty"),
+    (["--probe_split", "tset"], "--probe_split must be train, valid, test or '' (every utterance), not 'tset'"),
     (["--targets", ","], "--targets must name at least one speaker"),
     (["--targets", "a,E*"], "the target speaker 'E*' cannot name an output folder"),
     (["--prior_arch", "transfomer"], "--prior_arch transfomer is not a prior architecture; choose one of"),

@@ -676,21 +676,21 @@ class CorpusReader:
     folder `prepare` holds; each makes itself known before it looks for the other, so of two that
     start together at least one sees the other. A training reads its audio for hours: rewritten
     under it, the run stopped on a missing file or trained on other audio. Nothing is registered
-    when ``manifest`` is not in a prepared corpus or its folder cannot be written (a shared
-    read-only corpus, which `prepare` cannot rewrite either).
+    when ``source`` (a manifest, the prepared folder or its ``wavs``) is not in a prepared corpus or
+    its folder cannot be written (a shared read-only corpus, which `prepare` cannot rewrite either).
     """
 
     FOLDER = ".vqspeech-readers"
 
-    def __init__(self, manifest: str | os.PathLike | None, verb: str):
-        folder = Path(manifest).parent if manifest is not None else None
-        self.folder = folder if folder is not None and (folder / PREPARED_MARK).is_file() else None
+    def __init__(self, source: str | os.PathLike | None, verb: str):
+        self.folder = prepared_folder(source) if source is not None else None
         self.verb = verb
         self.entry: Path | None = None
 
     def __enter__(self) -> CorpusReader:
         if self.folder is None:
             return self
+        check_readers_folder(self.folder)
         entry = self.folder / self.FOLDER / f"{os.getpid()}-{os.urandom(4).hex()}.json"
         try:
             entry.parent.mkdir(exist_ok=True)
@@ -720,18 +720,39 @@ class CorpusReader:
             self.entry = None
 
 
+def prepared_folder(source: str | os.PathLike) -> Path | None:
+    """The prepared corpus a verb's input lies in (the real folder, links resolved), or None: a
+    manifest's folder, the prepared folder itself, or its ``wavs`` folder, when it holds
+    :data:`PREPARED_MARK`."""
+    path = Path(os.path.realpath(source))
+    candidates = (path, path.parent) if path.is_dir() else (path.parent,) if path.suffix == ".jsonl" else ()
+    return next((folder for folder in candidates if (folder / PREPARED_MARK).is_file()), None)
+
+
+def check_readers_folder(folder: Path) -> None:
+    """UserError when ``FOLDER/.vqspeech-readers`` is there but not a plain folder (a file or a link
+    would switch the registry off, or put its entries outside the corpus)."""
+    readers = folder / CorpusReader.FOLDER
+    if os.path.lexists(readers) and (readers.is_symlink() or not readers.is_dir()):
+        raise UserError(
+            f"{readers} is not a folder of vqspeech's (a file or a link); remove it if no vqspeech process reads "
+            f"{folder}."
+        )
+
+
 def check_no_readers(folder: Path, verb: str) -> None:
     """UserError when a live :class:`CorpusReader` reads the prepared corpus in ``folder``; entries
     of processes that are gone are removed."""
+    check_readers_folder(folder)
     readers = folder / CorpusReader.FOLDER
-    if not readers.is_dir() or readers.is_symlink():
+    if not readers.is_dir():
         return
     for entry in sorted(readers.glob("*.json")):
         record = read_process_record(entry)
         if record and process_alive(record):
             raise UserError(
                 f"{folder} is being read by {describe_process(record)}; `{verb}` would change its audio under it: "
-                f"wait for it to finish, or {verb} into another folder."
+                f"wait for it to finish, or delete {entry} if that process no longer runs."
             )
         try:
             stale = bool(record) or time.time() - entry.stat().st_mtime > 10.0  # not one being written now

@@ -59,6 +59,9 @@ for _name in $(sed 's/=.*//' <<<"$_option_lines"); do
       [ -n "$_value" ] || _fail "--$_name must name a folder, not be empty" ;;
     force|download)
       [ "$_value" = true ] || [ "$_value" = false ] || _fail "--$_name must be true or false, not '$_value'" ;;
+    *_split)  # empty: every utterance
+      [[ -z $_value || $_value =~ ^(train|valid|test)$ ]] \
+        || _fail "--$_name must be train, valid, test or '' (every utterance), not '$_value'" ;;
     targets)
       [ -n "${_value//,/}" ] || _fail "--targets must name at least one speaker (comma-separated), not '$_value'"
       IFS=, read -ra _names <<<"$_value"

@@ -231,7 +231,8 @@ class Trainer:
             raise UserError(
                 f"{self.exp_dir} was trained on other data than it is given now ({before.get('train')} training "
                 f"and {before.get('valid')} validation utterances then, {now['train']} and {now['valid']} now, or "
-                "as many with other ids, speakers, splits or lengths); resume on the data it started with, or "
+                "as many with other ids, speakers, splits or lengths, or audio files rewritten since: a copy that does "
+                "not keep file times, `cp` without -a, counts as rewritten); resume on the data it started with, or "
                 "train in a new folder."
             )
         world = ckpt.get("world_size")
@@ -432,10 +433,11 @@ class Trainer:
     def _saved_on_failure(self, started: float) -> Iterator[None]:
         """Keep the steps since the last checkpoint (``started``: when this run's time was last
         added to ``elapsed``) when reading the data, validation or media fail (a file changed or
-        gone, a plot): the corrected rerun resumes from here."""
+        gone, a plot), or a signal stops them (the final validation runs after signals are no
+        longer deferred): the corrected rerun resumes from here."""
         try:
             yield
-        except Exception:
+        except (Exception, KeyboardInterrupt):
             self.elapsed += time.time() - started
             self.save()
             raise
