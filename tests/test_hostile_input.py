@@ -33,7 +33,7 @@ from vqspeech.data.prepare import prepare_corpus
 from vqspeech.errors import UserError
 from vqspeech.eval import conversion as conversion_module
 from vqspeech.inference import VQSpeech
-from vqspeech.fileio import FolderLock, atomic_path, is_safe_name
+from vqspeech.fileio import FolderLock, atomic_path, is_safe_name, process_alive, process_start
 
 PRIOR = ["prior=wavenet", "prior.residual_channels=16", "prior.gate_channels=32", "prior.skip_channels=16",
          "prior.layers=4", "prior.cycles=1", "prior.dropout=0.0", "device=cpu", "data.crop_frames=32",
@@ -141,7 +141,7 @@ def hold_lock(folder: Path, pid: int, verb: str = "train") -> Path:
     lock = FolderLock(folder, verb)
     folder.mkdir(parents=True, exist_ok=True)
     lock.path.write_text(json.dumps({"pid": pid, "host": lock.host, "verb": verb, "started": time.time(),
-                                     "process_start": FolderLock.process_start(pid)}))
+                                     "process_start": process_start(pid)}))
     return lock.path
 
 
@@ -1572,7 +1572,7 @@ def test_a_stale_lock_taken_over_by_one_process_is_not_removed_by_another(tmp_pa
     (folder / FolderLock.NAME).write_text(json.dumps(dead))
     first, second = FolderLock(folder, "encode"), FolderLock(folder, "encode")
     stale = second._read_holder()  # what the second process judged stale
-    assert stale and not second._holder_alive(stale)
+    assert stale and not process_alive(stale)
     first.acquire()  # the first process takes the lock over
     second._remove_stale(stale)  # ... and the second one, late, removes what it judged stale
     assert json.loads((folder / FolderLock.NAME).read_text())["pid"] == os.getpid()
@@ -2159,7 +2159,7 @@ def test_every_rank_of_a_distributed_run_gives_the_locks_refusal(tmp_path, train
     shutil.copytree(trained_tiny, exp)
     (exp / FolderLock.NAME).write_text(json.dumps({  # held by this (live) test process
         "pid": os.getpid(), "host": socket.gethostname(), "verb": "train", "started": time.time(),
-        "process_start": FolderLock.process_start(os.getpid())}))
+        "process_start": process_start(os.getpid())}))
     proc, _ = run_torchrun(tmp_path, "import sys\nfrom vqspeech.cli import main\nsys.exit(main())\n",
                            ["train", exp, "train.max_steps=40"])
     output = proc.stdout + proc.stderr
@@ -3512,7 +3512,7 @@ def test_a_killed_prior_run_resumes_from_its_best_checkpoint_and_a_live_one_is_n
     (exp / "checkpoints" / "last.pt").unlink()  # as an older run, killed before its first last.pt, leaves it
     (exp / ".vqspeech.lock").write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(),
                                                     "verb": "prior train", "started": time.time(),
-                                                    "process_start": FolderLock.process_start(sleeper.pid)}))
+                                                    "process_start": process_start(sleeper.pid)}))
     message = cli_error(capsys, ["prior", "train", exp, "train.max_steps=6"], "prior train")
     assert f"is in use by `vqspeech prior train` (process {sleeper.pid}" in message
 

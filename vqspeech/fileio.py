@@ -177,7 +177,6 @@ PREPARED_MARK = ".vqspeech-cache.json"
 OWNED_FOLDER_MARKS = {
     ".vqspeech-codes": "a codes folder",
     PREPARED_MARK: "a prepared corpus",
-    ".vqspeech-cache.json": "a prepared corpus",
     DEMO_MARK: "a demo corpus",
     CONVERSION_EVALUATION_MARK: "a conversion evaluation's folder",
     DECODE_MARK: "a folder of audio `vqspeech decode` generated",
@@ -532,13 +531,6 @@ class FolderLock:
         self.held = False
         self.created: Path | None = None  # the outermost folder this lock made, removed again if left empty
 
-    @staticmethod
-    def process_start(pid: int) -> str | None:
-        return process_start(pid)
-
-    def _holder_alive(self, holder: dict) -> bool:
-        return process_alive(holder)
-
     def acquire(self) -> None:
         if not self.enabled:
             return
@@ -568,7 +560,7 @@ class FolderLock:
                         f"{self.folder} holds a lock file {self.path} that cannot be read; delete it if no "
                         f"vqspeech process is writing into {self.folder}."
                     ) from None
-                if self._holder_alive(holder):
+                if process_alive(holder):
                     raise self._in_use(holder) from None
                 self._remove_stale(holder)  # a killed run's lock: take it over
                 continue
@@ -598,7 +590,7 @@ class FolderLock:
         writer of one file in a folder it does not own (several may share a folder, such as the
         working directory), which must not slip into a folder another run is writing."""
         holder = self._read_holder() if self.path.is_file() else {}
-        if holder and self._holder_alive(holder):
+        if holder and process_alive(holder):
             raise self._in_use(holder)
 
     def _remove_stale(self, stale: dict) -> None:
@@ -698,8 +690,8 @@ class CorpusReader:
             self.entry = entry
         except OSError:
             return self  # a folder this user cannot write, nor rewrite with `prepare`
-        lock = FolderLock(self.folder, self.verb)
-        holder = read_process_record(lock.path) if lock.path.is_file() else {}
+        lock = self.folder / FolderLock.NAME
+        holder = read_process_record(lock) if lock.is_file() else {}
         if holder.get("verb") == "prepare" and process_alive(holder):
             self._leave()
             raise UserError(
