@@ -4188,3 +4188,133 @@ def test_an_interrupt_during_the_final_validation_keeps_the_steps(tmp_path, monk
     assert run_cli(["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=6",
                     "train.warmup_steps=2", "train.valid_every=1000", "train.checkpoint_every=1000"]) == 130
     assert torch.load(exp / "checkpoints" / "last.pt", weights_only=True)["step"] == 6
+
+
+# --- thirtieth pass (the runtime environment: the C kernel's cache, the compiler, launch variables) ----
+
+
+def build_kernel_in(cache: Path, **env: str) -> subprocess.CompletedProcess:
+    """Build and load the C kernel in a fresh process with VQSPEECH_CACHE=cache (a damaged library
+    loaded in this process would take the test run down with it)."""
+    code = "from vqspeech.inference.fast_generate import load_kernel; load_kernel(); print('loaded')"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "VQSPEECH_CACHE": str(cache), **env})
+
+
+def test_a_damaged_cached_kernel_is_built_again(tmp_path):
+    cache = tmp_path / "cache"
+    assert build_kernel_in(cache).stdout.strip() == "loaded"
+    [library] = cache.glob("wavenet_step_*.so")
+    whole = library.read_bytes()
+    library.write_bytes(whole[:5000])  # truncated (a full disk, a killed copy): dlopen of it was a bus error
+    result = build_kernel_in(cache)
+    assert result.returncode == 0 and result.stdout.strip() == "loaded", result.stderr
+    assert library.stat().st_size == len(whole)
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+@pytest.mark.parametrize("case", ["cache is a file", "cache is a dangling link", "CC is not a compiler"])
+def test_an_unusable_cache_or_compiler_falls_back_with_one_warning(tmp_path, monkeypatch, trained_tiny, case):
+    from vqspeech.inference import fast_generate
+
+    cache = tmp_path / "cache"
+    if case == "cache is a file":
+        cache.write_text("x")
+    elif case == "cache is a dangling link":
+        cache.symlink_to(tmp_path / "nowhere")
+    else:
+        monkeypatch.setenv("CC", str(tmp_path))  # a folder: OSError, as a missing program
+    monkeypatch.setenv("VQSPEECH_CACHE", str(cache))
+    monkeypatch.setattr(fast_generate, "_library", None)
+    with pytest.raises(UserError, match="VQSPEECH_CACHE and CC"):
+        fast_generate.load_kernel()
+    vq = VQSpeech.load(trained_tiny, "cpu")
+    codes = np.zeros(8, dtype=np.int64)
+    with pytest.warns(UserWarning, match="Using the slower reference generator"):
+        audio = vq.decode(codes, vq.speakers[0])
+    assert audio.shape == (8 * vq.hop_length,) and np.isfinite(audio).all()
+
+
+def test_the_cache_variable_is_expanded_and_made_absolute(tmp_path, monkeypatch):
+    from vqspeech.inference.fast_generate import _cache_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VQSPEECH_CACHE", "relative/cache")
+    assert _cache_dir() == tmp_path / "relative" / "cache"
+    monkeypatch.setenv("VQSPEECH_CACHE", "~/vqc")
+    assert _cache_dir() == Path.home() / "vqc"
+    monkeypatch.setenv("VQSPEECH_CACHE", "")  # empty: unset, not the working folder
+    assert _cache_dir() == Path.home() / ".cache" / "vqspeech"
+
+
+def test_a_compiler_given_with_flags_builds(tmp_path):
+    result = build_kernel_in(tmp_path / "cache", CC="cc -O1")
+    assert result.returncode == 0 and result.stdout.strip() == "loaded", result.stderr
+
+
+def test_a_decoder_too_wide_for_the_fast_generator_is_told_before_generating():
+    from vqspeech.inference.fast_generate import FastWaveNet
+    from vqspeech.models.wavenet import WaveNetDecoder
+
+    decoder = WaveNetDecoder(residual_channels=260, gate_channels=32, skip_channels=16, kernel_size=16, layers=2,
+                             cycles=1, local_channels=8, global_channels=8, num_speakers=2, latent_dim=8,
+                             hop_length=80)
+    with pytest.raises(UserError, match="too wide for the fast generator"):
+        FastWaveNet(decoder)
+
+
+@pytest.mark.parametrize("env,words", [
+    ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc' is not a whole number"),
+    ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 is set but RANK, MASTER_ADDR, MASTER_PORT is not"),
+    ({"WORLD_SIZE": "2", "RANK": "x1", "MASTER_ADDR": "localhost", "MASTER_PORT": "29999"}, "RANK='x1'"),
+])
+def test_launch_variables_left_in_the_shell_are_one_sentence(tmp_path, capsys, monkeypatch, demo_manifest, env, words):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    message = cli_error(capsys, ["train", tmp_path / "exp", *FAST_TRAIN, f"data.manifest={demo_manifest}",
+                                 "train.max_steps=2"], "train")
+    assert words in message and not (tmp_path / "exp").exists()
+
+
+def test_a_rank_without_a_world_prints_the_results(tmp_path, capsys, monkeypatch, demo_manifest):
+    monkeypatch.setenv("RANK", "1")  # left over in the shell; one process trains, and says what it got
+    capsys.readouterr()
+    assert run_cli(["train", tmp_path / "exp", *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=2",
+                    "train.warmup_steps=1"]) == 0
+    assert "valid_" in capsys.readouterr().out
+
+
+def test_the_benchmarks_load_ends_with_the_benchmark(tmp_path):
+    bench = subprocess.Popen([sys.executable, str(TOOLS / "bench_train.py"), "--model", "tiny", "--load", "1",
+                              "--steps", "100000", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    spinners = []
+    while time.time() < deadline and not spinners:
+        time.sleep(0.5)
+        spinners = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+                    if _parent_of(pid) == bench.pid]
+    assert spinners, "the benchmark started no load"
+    bench.kill()  # SIGKILL: no cleanup runs in the benchmark
+    bench.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_spins(pid) for pid in spinners):
+        time.sleep(0.2)
+    left = [pid for pid in spinners if _spins(pid)]
+    for pid in left:  # never leave a busy loop behind, even when the test fails
+        os.kill(pid, 9)
+    assert not left
+
+
+def _spins(pid: int) -> bool:
+    """Whether process ``pid`` still runs the benchmark's load (a zombie has an empty command line)."""
+    try:
+        return b"while" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _parent_of(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0

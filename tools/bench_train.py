@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -41,11 +42,16 @@ def peak_rss_mb() -> float:
 
 @contextlib.contextmanager
 def busy_processes(count: int):
-    """``count`` competing CPU-bound processes while the block runs."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    """``count`` competing CPU-bound processes while the block runs. Each also ends when this process
+    is gone (it spins while its parent is the one that started it), so a benchmark killed in a way
+    that skips the cleanup below (SIGKILL) leaves no load behind; SIGTERM ends the block as Ctrl-C."""
+    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"
+    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(count)]
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         yield
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for proc in procs:
             proc.kill()
             proc.wait()

@@ -103,18 +103,20 @@ def cmd_align(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from .device import is_main_process
     from .training.vqvae_task import train_vqvae
 
     metrics = train_vqvae(args.exp_dir, args.overrides)
-    if metrics and int(os.environ.get("RANK", "0")) == 0:
+    if metrics and is_main_process():
         print(json.dumps({"valid_" + k: v for k, v in metrics.items()}))
 
 
 def cmd_prior_train(args) -> None:
+    from .device import is_main_process
     from .training.prior_task import train_prior
 
     metrics = train_prior(args.exp_dir, args.overrides)
-    if metrics and int(os.environ.get("RANK", "0")) == 0:
+    if metrics and is_main_process():
         print(json.dumps({"valid_" + k: v for k, v in metrics.items()}))
 
 

@@ -56,12 +56,39 @@ class DistInfo:
         return self.world_size > 1
 
 
+def launch_variable(name: str, default: int) -> int:
+    """A whole-number launch variable (WORLD_SIZE, RANK, LOCAL_RANK) from the environment, or
+    ``default`` when unset; UserError naming it otherwise."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or len(value) > 6:
+        raise UserError(f"{name}={value!r} is not a whole number of processes; unset it, or launch with torchrun.")
+    return int(value)
+
+
+def is_main_process() -> bool:
+    """Whether this process prints a run's results: rank 0 of a torchrun launch, or the only one
+    (a RANK left in the shell without a WORLD_SIZE above 1 counts for nothing)."""
+    return launch_variable("WORLD_SIZE", 1) <= 1 or launch_variable("RANK", 0) == 0
+
+
 def init_distributed(device_name: str) -> DistInfo:
-    """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA); UserError
+    for launch variables that no launcher set (left over in the shell, or mistyped)."""
+    world_size = launch_variable("WORLD_SIZE", 1)
     if world_size <= 1:
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise UserError(
+            f"WORLD_SIZE={world_size} is set but {', '.join(missing)} is not: launch several processes with torchrun "
+            "(e.g. `torchrun --nproc_per_node 2 -m vqspeech.cli train ...`), or unset WORLD_SIZE for one process."
+        )
+    rank = launch_variable("RANK", 0)
+    if rank >= world_size:
+        raise UserError(f"RANK={rank} is not below WORLD_SIZE={world_size}; launch with torchrun.")
+    info = DistInfo(rank, world_size, launch_variable("LOCAL_RANK", 0))
     if not dist.is_initialized():
         use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
         if use_cuda:

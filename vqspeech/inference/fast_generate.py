@@ -13,6 +13,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import threading
@@ -39,8 +40,21 @@ _int_p = ctypes.POINTER(ctypes.c_int)
 _long_p = ctypes.POINTER(ctypes.c_long)
 
 
+SCRATCH = 4096
+"""The kernel's per-stream scratch vectors (``MAXC`` in ``csrc/wavenet_step.c``): K*R, G, R+S and
+the number of classes must fit."""
+
+
 def _cache_dir() -> Path:
-    return Path(os.environ.get("VQSPEECH_CACHE", Path.home() / ".cache" / "vqspeech"))
+    """``$VQSPEECH_CACHE`` (``~`` expanded, made absolute; empty counts as unset) or
+    ``~/.cache/vqspeech``; UserError when neither names a folder."""
+    given = os.environ.get("VQSPEECH_CACHE", "").strip()
+    if given:
+        return Path(os.path.abspath(os.path.expanduser(given)))
+    try:
+        return Path.home() / ".cache" / "vqspeech"
+    except RuntimeError:  # no HOME and no passwd entry (a container's anonymous user)
+        raise UserError("No cache folder for the fast generator: set VQSPEECH_CACHE to a writable folder.") from None
 
 
 def _cpu_identity() -> str:
@@ -58,29 +72,52 @@ def load_kernel() -> ctypes.CDLL:
         if _library is not None:
             return _library
         source = _SOURCE.read_bytes()
-        compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-        if compiler is None:
-            raise UserError(
-                "Fast generation needs a C compiler (cc or gcc) on PATH; install one, or use the reference generator."
-            )
+        given = os.environ.get("CC", "").strip()
+        compiler = shlex.split(given) if given else [shutil.which("cc") or shutil.which("gcc") or ""]
+        if not compiler[0]:
+            raise UserError("No C compiler (cc or gcc) on PATH to build the fast generator; install one.")
         # -march=native: the build is only valid on this kind of CPU, so the CPU is part of the key
-        digest = hashlib.sha1(source + " ".join([compiler, *_FLAGS, _cpu_identity()]).encode()).hexdigest()[:16]
+        key = " ".join([*compiler, *_FLAGS, _cpu_identity()]).encode()
+        digest = hashlib.sha1(source + key).hexdigest()[:16]
         target = _cache_dir() / f"wavenet_step_{digest}.so"
-        if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.so")
-            result = subprocess.run(
-                [compiler, *_FLAGS, "-o", str(tmp), str(_SOURCE), "-lm"], capture_output=True, text=True
-            )
-            if result.returncode != 0:
-                raise UserError(
-                    f"Compiling {_SOURCE.name} failed ({result.stderr.strip()[:200]}); use the reference generator."
-                )
-            os.replace(tmp, target)
-        library = ctypes.CDLL(str(target))
-        library.wavenet_generate.restype = ctypes.c_int
+        stamp = target.with_suffix(".sha256")  # the build's own digest: a damaged file is built again
+        try:
+            if not (target.is_file() and stamp.is_file() and stamp.read_text().strip() == _file_sha256(target)):
+                _build(compiler, target, stamp)
+            library = ctypes.CDLL(str(target))
+            library.wavenet_generate.restype = ctypes.c_int
+        except (OSError, AttributeError) as exc:  # a cache folder that cannot be used, a CC that is not a compiler
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+            raise UserError(
+                f"Cannot build or load the fast generator in {target.parent} with CC={' '.join(compiler)} ({reason}); "
+                "check VQSPEECH_CACHE and CC."
+            ) from None
         _library = library
         return library
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _build(compiler: list[str], target: Path, stamp: Path) -> None:
+    """Compile the kernel into ``target`` (atomically: a temporary file renamed into place) and
+    record its digest in ``stamp``; UserError when the compiler fails."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.so")
+    try:
+        command = [*compiler, *_FLAGS, "-o", str(tmp), str(_SOURCE), "-lm"]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            first = next((line for line in result.stderr.splitlines() if line.strip()), "no message")
+            raise UserError(f"Compiling {_SOURCE.name} with {' '.join(compiler)} failed ({first.strip()[:200]}).")
+        digest = _file_sha256(tmp)  # OSError when the compiler wrote nothing
+        stamp_tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
+        stamp_tmp.write_text(digest + "\n")
+        os.replace(tmp, target)
+        os.replace(stamp_tmp, stamp)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _f32(t: torch.Tensor) -> np.ndarray:
@@ -124,6 +161,9 @@ class FastWaveNet:
         self.W_h1, self.b_h1 = _f32(head1.weight[:, :, 0]), _f32(_bias(head1))
         self.W_h2, self.b_h2 = _f32(head2.weight[:, :, 0]), _f32(_bias(head2))
         self.emb = _f32(decoder.input_embedding.weight)
+        widest = max(self.K * self.R, self.G, self.R + self.S, self.C)
+        if widest > SCRATCH:
+            raise UserError(f"This decoder is too wide for the fast generator (a vector of {widest} > {SCRATCH}).")
         self.kernel = load_kernel()
 
     @torch.no_grad()

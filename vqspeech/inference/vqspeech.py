@@ -395,7 +395,7 @@ class VQSpeech:
             try:
                 self._fast = FastWaveNet(decoder)
             except UserError as exc:
-                warnings.warn(f"{exc} Falling back to the slower reference generator.", stacklevel=1)
+                warnings.warn(f"{exc} Using the slower reference generator.", stacklevel=1)
                 self._fast = False
         return self._fast or None
 
