@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import resource
+import sys
 import time
 
 import torch
-
 from vqspeech.cli import bounded_int
 from vqspeech.config import compose
 from vqspeech.errors import UserError

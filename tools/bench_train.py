@@ -26,7 +26,6 @@ import sys
 import time
 
 import torch
-
 from vqspeech.cli import bounded_float, bounded_int
 from vqspeech.config import compose
 from vqspeech.data.dataset import crop_length
