@@ -35,6 +35,8 @@ from vqspeech.eval import conversion as conversion_module
 from vqspeech.inference import VQSpeech
 from vqspeech.fileio import FolderLock, atomic_path, is_safe_name, process_alive, process_start
 
+NO_READERS = shutil.ignore_patterns(".vqspeech-readers")  # entries a killed reader of a shared fixture left
+
 PRIOR = ["prior=wavenet", "prior.residual_channels=16", "prior.gate_channels=32", "prior.skip_channels=16",
          "prior.layers=4", "prior.cycles=1", "prior.dropout=0.0", "device=cpu", "data.crop_frames=32",
          "train.batch_size=4", "train.log_every=5", "train.valid_every=1000", "train.media_every=0",
@@ -181,8 +183,12 @@ def test_two_real_trainings_on_one_folder(tmp_path, capsys, demo_manifest):
         assert "in use" in message and str(first.pid) in message
         assert (exp / "config.yaml").read_bytes() == config
     finally:
-        first.kill()
-        first.wait()
+        first.terminate()  # SIGTERM: the run ends as Ctrl-C ends it, its entry as a reader of the demo corpus too
+        try:
+            first.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            first.kill()
+            first.wait()
 
 
 def test_other_writers_take_the_lock_too(tmp_path, capsys, trained_tiny, demo_manifest, codes, sleeper):
@@ -778,7 +784,7 @@ def test_the_corrected_command_after_an_early_failure_drops_the_failed_runs_over
 
 def test_writers_refuse_folders_holding_other_verbs_files(tmp_path, capsys, demo_manifest, trained_tiny, codes):
     prepared = tmp_path / "prepared"
-    shutil.copytree(demo_manifest.parent, prepared)
+    shutil.copytree(demo_manifest.parent, prepared, ignore=NO_READERS)
     before = {p: p.read_bytes() for p in files_under(prepared)}
     assert "not a codes folder" in cli_error(capsys, ["baseline", "mfcc-kmeans", prepared / "manifest.jsonl", prepared,
                                                       "--num_codes", "16"], "baseline")
@@ -845,7 +851,7 @@ def test_a_failed_evaluate_conversion_does_not_block_the_corrected_command(tmp_p
 
 def test_align_keeps_every_field_and_follows_a_linked_manifest(tmp_path, demo_manifest):
     data = tmp_path / "data"
-    shutil.copytree(demo_manifest.parent, data)
+    shutil.copytree(demo_manifest.parent, data, ignore=NO_READERS)
     manifest = data / "manifest.jsonl"
     rows = manifest_lines(manifest)[:3]
     for row in rows:
@@ -989,7 +995,7 @@ def test_fourth_pass_cases(tmp_path, capsys, trained_tiny, demo_manifest, codes)
                                              "--out", long_name, "--no_abx"], "evaluate probe")
 
     demo_copy = tmp_path / "demo_copy"
-    shutil.copytree(demo_manifest.parent, demo_copy)
+    shutil.copytree(demo_manifest.parent, demo_copy, ignore=NO_READERS)
     (demo_copy / ".vqspeech-cache.json").unlink(missing_ok=True)
     (demo_copy / "prepare.json").unlink(missing_ok=True)
     before = {p: p.read_bytes() for p in files_under(demo_copy)}
@@ -1043,7 +1049,7 @@ def test_align_never_writes_into_its_input_or_over_foreign_textgrids(tmp_path, c
 
 def test_align_waits_for_the_manifests_writer(tmp_path, capsys, demo_manifest):
     data = tmp_path / "data"
-    shutil.copytree(demo_manifest.parent, data)
+    shutil.copytree(demo_manifest.parent, data, ignore=NO_READERS)
     manifest = data / "manifest.jsonl"
     write_lines(manifest, manifest_lines(manifest)[:2])
     before = manifest.read_bytes()
@@ -1252,7 +1258,7 @@ def test_codes_are_not_written_into_an_experiment_folder(tmp_path, capsys, train
 def test_decode_and_convert_never_write_into_a_prepared_corpus_or_their_input_folder(tmp_path, capsys, trained_tiny,
                                                                                      codes, demo_manifest):
     data = tmp_path / "data"
-    shutil.copytree(demo_manifest.parent, data)
+    shutil.copytree(demo_manifest.parent, data, ignore=NO_READERS)
     before = {p: p.read_bytes() for p in files_under(data)}
     speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
     message = cli_error(capsys, ["decode", trained_tiny, codes, "-o", data / "wavs", "--overwrite"], "decode")
@@ -1334,7 +1340,7 @@ def test_a_sound_file_at_an_absurd_rate_is_refused_before_resampling(tmp_path, c
 @pytest.mark.parametrize("folder", ["my data, v2", "br[1]", "eq=1", "q'uote", "d${x}"])
 def test_an_experiment_on_a_path_with_hydra_syntax_resumes(tmp_path, demo_manifest, folder):
     data = tmp_path / folder
-    shutil.copytree(demo_manifest.parent, data)
+    shutil.copytree(demo_manifest.parent, data, ignore=NO_READERS)
     rows = absolute_rows(demo_manifest)
     for row in rows:
         row["audio"] = str(data / Path(row["audio"]).relative_to(demo_manifest.parent.resolve()))
@@ -1481,7 +1487,7 @@ def test_a_codes_folder_missing_files_its_codes_json_lists_is_refused(tmp_path, 
 def test_no_folder_writer_writes_into_another_verbs_folder(tmp_path, capsys, trained_tiny, codes, demo_manifest,
                                                            where):
     data = tmp_path / "data"
-    shutil.copytree(demo_manifest.parent, data)
+    shutil.copytree(demo_manifest.parent, data, ignore=NO_READERS)
     owned = data / "wavs" if where == "prepared" else codes
     before = files_under(owned)
     manifest = data / "manifest.jsonl"
