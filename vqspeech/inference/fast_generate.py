@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..audio import mu_law_decode
 from ..errors import UserError
+from ..fileio import file_digest, write_text_atomic
 from ..models.speaker_encoder import speaker_vectors
 from ..models.wavenet import WaveNetDecoder, residual_layers
 
@@ -82,7 +83,7 @@ def load_kernel() -> ctypes.CDLL:
         target = _cache_dir() / f"wavenet_step_{digest}.so"
         stamp = target.with_suffix(".sha256")  # the build's own digest: a damaged file is built again
         try:
-            if not (target.is_file() and stamp.is_file() and stamp.read_text().strip() == _file_sha256(target)):
+            if not (target.is_file() and stamp.is_file() and stamp.read_text().strip() == file_digest(target)):
                 _build(compiler, target, stamp)
             library = ctypes.CDLL(str(target))
             library.wavenet_generate.restype = ctypes.c_int
@@ -96,10 +97,6 @@ def load_kernel() -> ctypes.CDLL:
         return library
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _build(compiler: list[str], target: Path, stamp: Path) -> None:
     """Compile the kernel into ``target`` (atomically: a temporary file renamed into place) and
     record its digest in ``stamp``; UserError when the compiler fails."""
@@ -111,11 +108,9 @@ def _build(compiler: list[str], target: Path, stamp: Path) -> None:
         if result.returncode != 0:
             first = next((line for line in result.stderr.splitlines() if line.strip()), "no message")
             raise UserError(f"Compiling {_SOURCE.name} with {' '.join(compiler)} failed ({first.strip()[:200]}).")
-        digest = _file_sha256(tmp)  # OSError when the compiler wrote nothing
-        stamp_tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
-        stamp_tmp.write_text(digest + "\n")
+        digest = file_digest(tmp)  # OSError when the compiler wrote nothing
         os.replace(tmp, target)
-        os.replace(stamp_tmp, stamp)
+        write_text_atomic(stamp, digest + "\n")
     finally:
         tmp.unlink(missing_ok=True)
 
