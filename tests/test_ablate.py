@@ -28,6 +28,7 @@ def test_ablation_table_for_two_variants(demo_manifest, tmp_path, capsys):
     rows = rows[:2]
     for row in rows:
         assert row["steps"] == 3 and 0 <= row["accuracy"] <= 1 and row["decode_samples_per_s"] > 0
+        assert row["decode_generator"] == "C kernel"  # the speed says what measured it
         assert row["mcd"] > 0 and row["closer_to_target"] in (0.0, 1.0, None)
     printed = capsys.readouterr().out
     assert "| baseline |" in printed and "| groups-2 |" in printed

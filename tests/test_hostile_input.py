@@ -4239,6 +4239,9 @@ def test_an_unusable_cache_or_compiler_falls_back_with_one_warning(tmp_path, mon
     with pytest.warns(UserWarning, match="Using the slower reference generator"):
         audio = vq.decode(codes, vq.speakers[0])
     assert audio.shape == (8 * vq.hop_length,) and np.isfinite(audio).all()
+    assert vq.waveform_generator == "reference"  # what a speed measured with it must say (tools/ablate.py)
+    monkeypatch.undo()
+    assert VQSpeech.load(trained_tiny, "cpu").waveform_generator == "C kernel"
 
 
 def test_the_cache_variable_is_expanded_and_made_absolute(tmp_path, monkeypatch):
@@ -4324,3 +4327,91 @@ def _parent_of(pid: int) -> int:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return 0
+
+
+# --- thirty-first pass (standard output and error: closed, full) ----------------------------------
+
+needs_dev_full = pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+
+
+def vqspeech_in_shell(arguments: list, redirections: str) -> subprocess.CompletedProcess:
+    """`vqspeech ARGUMENTS REDIRECTIONS` in bash: what a shell user's `>&-` or `> /dev/full` does."""
+    import shlex
+
+    words = " ".join(shlex.quote(str(a)) for a in [sys.executable, "-m", "vqspeech.cli", *arguments])
+    return subprocess.run(["bash", "-c", f"{words} {redirections}"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@needs_dev_full
+def test_a_full_standard_output_is_named_in_one_sentence(trained_tiny):
+    result = vqspeech_in_shell(["speakers", trained_tiny], "> /dev/full")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [  # was: "No space left on device; check the path, its permissions ..."
+        "vqspeech speakers: error: could not write to standard output (No space left on device); send it to a file "
+        "or device that takes it."]
+
+
+def test_closed_standard_streams(trained_tiny, tmp_path):
+    result = vqspeech_in_shell(["speakers", trained_tiny], ">&-")
+    assert (result.returncode, result.stderr) == (0, "")  # was a traceback: 'NoneType' object has no attribute
+    result = vqspeech_in_shell(["speakers", tmp_path / "nowhere"], "2>&-")
+    assert (result.returncode, result.stdout) == (2, "")  # the error no longer lands in the standard output
+
+
+@pytest.mark.parametrize("redirections", [pytest.param("2>/dev/full", marks=needs_dev_full), ">&- 2>&-"])
+def test_training_ends_whatever_becomes_of_its_progress_bar(tmp_path, demo_manifest, redirections):
+    """A full or closed standard error loses the progress bar, not the training (tqdm's failed write
+    ended it)."""
+    exp = tmp_path / "exp"
+    result = vqspeech_in_shell(["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=3"],
+                               redirections)
+    assert result.returncode == 0
+    assert torch.load(exp / "checkpoints" / "last.pt", weights_only=True)["step"] == 3
+
+
+def test_an_experiment_moved_during_training_is_one_sentence(tmp_path, demo_manifest):
+    """The folder renamed under a running training: one sentence at the next step (it was
+    TensorBoard's traceback from its writer thread), and once put back the command runs again."""
+    exp, moved = tmp_path / "exp", tmp_path / "moved"
+    command = ["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}"]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "vqspeech.cli", *map(str, command), "train.max_steps=100000", "train.max_minutes=3"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 180
+        while not list((exp / "tb").glob("events.out.tfevents.*")) and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # steps under way
+        exp.rename(moved)
+        stderr = run.communicate(timeout=180)[1]
+    finally:
+        run.kill()
+    assert run.returncode == 2 and "Traceback" not in stderr, stderr
+    assert stderr.splitlines()[-1].startswith(f"vqspeech train: error: {exp} was moved or deleted during training")
+    moved.rename(exp)
+    assert run_cli([*command, "train.max_steps=3"]) == 0
+    assert torch.load(exp / "checkpoints" / "last.pt", weights_only=True)["step"] == 3
+
+
+def test_a_lock_or_reader_entry_copied_with_its_folder_holds_only_the_original(tmp_path, demo_manifest):
+    """`cp -a` of an experiment or a corpus while a verb runs in it copies the verb's lock or reader
+    entry; the copy was refused as "in use by process N" as long as that process ran."""
+    from vqspeech.fileio import CorpusReader, check_no_readers
+
+    exp, copy = tmp_path / "exp", tmp_path / "copy"
+    with FolderLock(exp, "train"):  # this test's process: alive while the copy is used
+        shutil.copytree(exp, copy)
+        assert (copy / FolderLock.NAME).is_file()
+        assert run_cli(["train", copy, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=1"]) == 0
+        with pytest.raises(UserError, match="in use by"):
+            FolderLock(exp, "train").acquire()
+    corpus, corpus_copy = tmp_path / "corpus", tmp_path / "corpus_copy"
+    shutil.copytree(demo_manifest.parent, corpus, ignore=NO_READERS)
+    with CorpusReader(corpus / "manifest.jsonl", "train"):
+        shutil.copytree(corpus, corpus_copy)
+        assert list((corpus_copy / CorpusReader.FOLDER).glob("*.json"))
+        check_no_readers(corpus_copy, "prepare")  # the copy is read by no one
+        assert not (corpus_copy / CorpusReader.FOLDER).exists()
+        with pytest.raises(UserError, match="is being read by"):
+            check_no_readers(corpus, "prepare")

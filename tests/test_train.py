@@ -167,6 +167,25 @@ def test_resume_after_crash_from_periodic_checkpoint(tmp_path, demo_manifest):
 
 # --- 3. checkpoints --------------------------------------------------------------------------
 
+@pytest.mark.parametrize("version", [FORMAT_VERSION, 1])
+def test_a_checkpoint_written_before_a_model_key_existed_loads(tmp_path, trained_tiny, version):
+    """Keys added to the model config are filled in at load, whatever the checkpoint's version: the
+    current version's checkpoints written before encoder.cepstra were refused as unusable."""
+    from vqspeech.checkpoint import LEGACY_MODEL_KEYS
+
+    ckpt = last_checkpoint(trained_tiny)
+    for *parents, last in LEGACY_MODEL_KEYS:
+        node = ckpt["config"]["model"]
+        for key in parents:
+            node = node[key]
+        del node[last]
+    ckpt["format_version"] = version
+    torch.save(ckpt, tmp_path / "old.pt")
+    vq = VQSpeech.load(tmp_path / "old.pt", "cpu")
+    assert vq.config["model"]["encoder"]["cepstra"] == 0 and vq.config["model"]["objective"] == "wavenet"
+    assert_identical(cpu_state(vq.model), ckpt["model"], "loaded")
+
+
 def test_checkpoint_layout_and_export(tmp_path, trained_tiny, capsys):
     ckpt = last_checkpoint(trained_tiny)  # weights_only=True must work
     for key in ("format_version", "kind", "step", "config", "speakers", "model", "optimizer", "scheduler", "rng"):

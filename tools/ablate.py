@@ -90,11 +90,14 @@ COLUMNS = [  # key in the row, header, format
     ("codes_used", "codes used", "{:d}"),
     *CONVERSION_COLUMNS,
     ("decode_samples_per_s", "decode samples/s", "{:,.0f}"),
+    ("decode_generator", "generator", "{}"),
 ]
 
 
-def decode_speed(exp_dir: Path, codes_dir: Path, seconds: float = 5.0) -> float:
-    """Samples per second of decoding ``seconds`` of codes (one utterance's, repeated) at batch 1."""
+def decode_speed(exp_dir: Path, codes_dir: Path, seconds: float = 5.0) -> tuple[float, str]:
+    """Samples per second of decoding ``seconds`` of codes (one utterance's, repeated) at batch 1, and
+    the generator that did it (:attr:`VQSpeech.waveform_generator`: the reference is many times slower
+    than the C kernel, so a speed means nothing without it)."""
     vq = VQSpeech.load(exp_dir, "cpu")
     folder = CodesFolder.open(codes_dir)
     first = folder.read(folder.code_ids[0])
@@ -105,7 +108,7 @@ def decode_speed(exp_dir: Path, codes_dir: Path, seconds: float = 5.0) -> float:
     vq.decode(Encoding(codes[:head], None if top is None else top[:4]), vq.speakers[0])
     start = time.perf_counter()
     audio = vq.decode(Encoding(codes, top), vq.speakers[0])
-    return len(audio) / (time.perf_counter() - start)
+    return len(audio) / (time.perf_counter() - start), vq.waveform_generator
 
 
 def train_variant(name: str, exp: Path, overrides: list[str], args) -> int:
@@ -158,10 +161,11 @@ def run_variant(name: str, overrides: list[str], args) -> dict:
                       name=name, overwrite=True, progress=False)
     convert = evaluate_conversion(exp, exp / "eval_convert", manifest=args.manifest, num=args.num_eval,
                                   device="cpu", overwrite=True, progress=False)["summary"]
+    speed, generator = decode_speed(exp, codes)
     return {
         "variant": name, "overrides": overrides, "settings": run_settings(args, *ABLATION_SETTINGS), "steps": steps,
         **{k: probe.get(k) for k in PROBE_KEYS}, **conversion_scores(convert),
-        "decode_samples_per_s": decode_speed(exp, codes),
+        "decode_samples_per_s": speed, "decode_generator": generator,
     }
 
 

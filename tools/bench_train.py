@@ -77,10 +77,12 @@ def run() -> int:
     parser.add_argument("--crop_seconds", type=bounded_float(0.01, 60.0), default=None, help="default: train.crop_seconds")
     parser.add_argument("--steps", type=bounded_int(1, 10**7), default=20)
     parser.add_argument("--warmup", type=bounded_int(0, 10**6), default=3)
-    parser.add_argument("--threads", type=threads_arg, default=None, help="torch intra-op threads: a number or auto (default: all)")
+    parser.add_argument("--threads", type=threads_arg, default=None,
+                        help="torch intra-op threads: a number (above the cores: oversubscription) or auto (default: all)")
     parser.add_argument("--warmup_seconds", type=bounded_float(0.0, 3600.0), default=5.0, help="--threads auto: seconds before timing")
     parser.add_argument("--load", type=bounded_int(0, 64), default=0, help="competing CPU-bound processes during the run")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CPU or CUDA)")
+    parser.add_argument("--amp", action="store_true",
+                        help="bf16 autocast, on CPU too: a measurement (training's train.amp autocasts on CUDA only)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

@@ -49,7 +49,9 @@ FORMAT_VERSION = 5
 model.objective, model.encoder.normalize and model.speaker_adversary added (before: ``wavenet``,
 false, weight 0). 2: every key a model reads is in the checkpoint (quantizer.type added). 1:
 configs written before jitter, quantizer.kmeans_iters, quantizer.groups, decoder_type and top
-existed lack them, and priors before hierarchical and grouped codes lack level and groups."""
+existed lack them, and priors before hierarchical and grouped codes lack level and groups. A VQ-VAE's
+model config of any version gets the keys of :data:`LEGACY_MODEL_KEYS` it lacks (encoder.cepstra came
+within version 5)."""
 
 LEGACY_MODEL_KEYS: dict[tuple[str, ...], Any] = {
     ("jitter",): 0.0,
@@ -57,7 +59,7 @@ LEGACY_MODEL_KEYS: dict[tuple[str, ...], Any] = {
     ("quantizer", "kmeans_iters"): 0,
     ("quantizer", "groups"): 1,
     ("decoder_type",): "wavenet",
-    ("top",): {"stride": 0},
+    ("top",): {"stride": 0, "num_codes": 128, "channels": 128, "dilations": [1, 2, 4]},  # one level: sizes unused
     ("objective",): "wavenet",
     ("encoder", "normalize"): False,
     ("encoder", "warp"): 0.0,
@@ -93,9 +95,10 @@ def upgrade_model_config(model: dict[str, Any]) -> dict[str, Any]:
 
 def _upgrade(ckpt: dict[str, Any]) -> dict[str, Any]:
     """Bring a checkpoint of an older format version to :data:`FORMAT_VERSION`."""
-    if ckpt["format_version"] < FORMAT_VERSION:
-        if ckpt.get("kind") == "vqvae" and isinstance(ckpt.get("config", {}).get("model"), dict):
-            ckpt["config"]["model"] = upgrade_model_config(ckpt["config"]["model"])
+    # model keys are filled in whatever the version: a key added without a new version (encoder.cepstra
+    # in version 5) made checkpoints written before it unusable
+    if ckpt.get("kind") == "vqvae" and isinstance(ckpt.get("config", {}).get("model"), dict):
+        ckpt["config"]["model"] = upgrade_model_config(ckpt["config"]["model"])
     if ckpt["format_version"] < 2:
         if ckpt.get("kind") == "prior":
             for key, value in LEGACY_PRIOR_FIELDS.items():

@@ -454,15 +454,35 @@ def process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def process_record(verb: str) -> dict:
-    """What a lock or a reader's entry says of this process: pid, host, verb, start time."""
+def process_record(verb: str, folder: Path) -> dict:
+    """What a lock or a reader's entry in ``folder`` says of this process: pid, host, verb, start
+    time, and the folder's identity (:func:`folder_identity`)."""
     return {
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "verb": verb,
         "started": time.time(),
         "process_start": process_start(os.getpid()),
+        "folder": folder_identity(folder),
     }
+
+
+def folder_identity(folder: Path) -> list[int] | None:
+    """The folder's device and inode: a copy of the folder (`cp -a`, a backup restored) has others,
+    a moved one keeps them."""
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return None
+    return [info.st_dev, info.st_ino]
+
+
+def process_holds(record: dict, folder: Path) -> bool:
+    """Whether the process a record in ``folder`` names runs and the record was written in this
+    folder: a lock or entry copied with its folder, while its process runs on, holds only the
+    original (records without an identity, from earlier versions, are taken at their word)."""
+    recorded = record.get("folder")
+    return process_alive(record) and (recorded is None or recorded == folder_identity(folder))
 
 
 def read_process_record(path: Path) -> dict:
@@ -481,6 +501,9 @@ def read_process_record(path: Path) -> dict:
         and isinstance(record.get("verb"), str)
         and isinstance(started, (int, float)) and not isinstance(started, bool) and 0 <= started < 1e11
         and isinstance(record.get("process_start"), (str, type(None)))
+        and (record.get("folder") is None
+             or (isinstance(record["folder"], list) and len(record["folder"]) == 2
+                 and all(is_int(v) for v in record["folder"])))
     )  # fmt: skip
     return record if well_formed else {}
 
@@ -541,7 +564,7 @@ class FolderLock:
         except UserError:
             self._remove_created()
             raise
-        record = json.dumps(process_record(self.verb))
+        record = json.dumps(process_record(self.verb, self.folder))
         if os.path.lexists(self.path) and not self.path.is_file():
             raise UserError(
                 f"{self.path} is not a lock file (a folder or a link?); remove it if no vqspeech process writes into "
@@ -560,9 +583,9 @@ class FolderLock:
                         f"{self.folder} holds a lock file {self.path} that cannot be read; delete it if no "
                         f"vqspeech process is writing into {self.folder}."
                     ) from None
-                if process_alive(holder):
+                if process_holds(holder, self.folder):
                     raise self._in_use(holder) from None
-                self._remove_stale(holder)  # a killed run's lock: take it over
+                self._remove_stale(holder)  # a killed run's lock, or one copied with the folder: take it over
                 continue
             try:
                 with os.fdopen(fd, "w") as f:
@@ -590,7 +613,7 @@ class FolderLock:
         writer of one file in a folder it does not own (several may share a folder, such as the
         working directory), which must not slip into a folder another run is writing."""
         holder = self._read_holder() if self.path.is_file() else {}
-        if holder and process_alive(holder):
+        if holder and process_holds(holder, self.folder):
             raise self._in_use(holder)
 
     def _remove_stale(self, stale: dict) -> None:
@@ -686,13 +709,13 @@ class CorpusReader:
         entry = self.folder / self.FOLDER / f"{os.getpid()}-{os.urandom(4).hex()}.json"
         try:
             entry.parent.mkdir(exist_ok=True)
-            write_text_atomic(entry, json.dumps(process_record(self.verb)))
+            write_text_atomic(entry, json.dumps(process_record(self.verb, self.folder)))
             self.entry = entry
         except OSError:
             return self  # a folder this user cannot write, nor rewrite with `prepare`
         lock = self.folder / FolderLock.NAME
         holder = read_process_record(lock) if lock.is_file() else {}
-        if holder.get("verb") == "prepare" and process_alive(holder):
+        if holder.get("verb") == "prepare" and process_holds(holder, self.folder):
             self._leave()
             raise UserError(
                 f"{self.folder} is being rewritten by {describe_process(holder)}; wait for it to finish before "
@@ -741,7 +764,7 @@ def check_no_readers(folder: Path, verb: str) -> None:
         return
     for entry in sorted(readers.glob("*.json")):
         record = read_process_record(entry)
-        if record and process_alive(record):
+        if record and process_holds(record, folder):
             raise UserError(
                 f"{folder} is being read by {describe_process(record)}; `{verb}` would change its audio under it: "
                 f"wait for it to finish, or delete {entry} if that process no longer runs."

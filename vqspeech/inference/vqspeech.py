@@ -102,7 +102,7 @@ class VQSpeech:
             model.load_state_dict(ckpt["model"])
             model.set_stage(training_stage(ckpt["config"]))
         except Exception as exc:  # a crafted or damaged checkpoint can fail anywhere in building
-            raise UserError(f"{ckpt_path} does not hold a usable VQ-VAE ({first_line(exc)[:100]}).") from None
+            raise UserError(f"{ckpt_path} does not hold a usable VQ-VAE ({first_line(exc)[:300]}).") from None
         step = ckpt.get("step") if is_int(ckpt.get("step")) else None
         return cls(model, list(ckpt["speakers"]), ckpt["config"], select_device(device), ckpt_path, step)
 
@@ -385,6 +385,16 @@ class VQSpeech:
             for row, wav in zip(rows, audio, strict=True):
                 out[row] = wav
         return [out[row] for row in range(len(lengths))]
+
+    @property
+    def waveform_generator(self) -> str:
+        """What :meth:`decode` runs on this device: ``"conv"`` (one pass of the conv decoder), ``"C kernel"``
+        (the fast incremental WaveNet generator) or ``"reference"`` (PyTorch's incremental generator: on a
+        GPU, or where the C kernel does not build)."""
+        decoder = self.model.decoder
+        if isinstance(decoder, ConvDecoder):
+            return "conv"
+        return "C kernel" if self._fast_generator(decoder) is not None else "reference"
 
     def _fast_generator(self, decoder: WaveNetDecoder) -> FastWaveNet | None:
         """The C generator for ``decoder`` (this model's) on CPU (None on GPU, or where no C

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
+import os
 import shutil
 import signal
 import sys
@@ -315,19 +316,34 @@ class Trainer:
             budget is not None and self.elapsed + time.time() - started >= 60 * budget
         )
         self.interrupted = interrupts.signum is not None
+        moved = self.dist.is_main and self._exp_dir_moved()  # the main process writes the folder
         if self.dist.enabled:
             flags = torch.tensor(
-                [float(stop), float(diverged), float(self.interrupted)],
+                [float(stop), float(diverged), float(self.interrupted), float(moved)],
                 device=self.device if self.device.type == "cuda" else "cpu",
             )
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-            stop, diverged, self.interrupted = bool(flags[0]), bool(flags[1]), bool(flags[2])
+            stop, diverged, self.interrupted, moved = (bool(f) for f in flags)
         stop = stop or self.interrupted
         if diverged:
             raise UserError(
                 f"Training diverged at step {self.step} (the loss is not finite); lower train.lr or train.grad_clip."
             )
+        if moved:
+            raise UserError(
+                f"{self.exp_dir} was moved or deleted during training (at step {self.step}); put it back and run the "
+                "same command to resume from its last checkpoint."
+            )
         return stop
+
+    def _exp_dir_moved(self) -> bool:
+        """Is the experiment folder no longer at its path (moved, renamed or deleted while training)? Its
+        checkpoints could not be written, and TensorBoard's next flush would fail in its own thread."""
+        try:
+            now = os.stat(self.exp_dir)
+        except OSError:
+            return True
+        return (now.st_dev, now.st_ino) != self._exp_identity
 
     def fit(self) -> dict[str, float]:
         """Train until max_steps or the wall-clock budget; returns the last validation metrics."""
@@ -344,6 +360,8 @@ class Trainer:
             torch.set_num_threads(threads)
 
     def _fit(self, governor: ThreadGovernor | None) -> dict[str, float]:
+        identity = os.stat(self.exp_dir)
+        self._exp_identity = (identity.st_dev, identity.st_ino)
         writer = None
         if self.dist.is_main:
             if self.step == 0:  # a fresh start: curves of an earlier start killed before its first checkpoint go
