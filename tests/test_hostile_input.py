@@ -4415,3 +4415,50 @@ def test_a_lock_or_reader_entry_copied_with_its_folder_holds_only_the_original(t
         assert not (corpus_copy / CorpusReader.FOLDER).exists()
         with pytest.raises(UserError, match="is being read by"):
             check_no_readers(corpus, "prepare")
+
+
+def test_speakers_of_an_experiment_that_holds_its_codes(tmp_path, capsys, trained_tiny):
+    """`vqspeech encode EXP M EXP/codes` is the recipes' layout; `speakers EXP` took EXP for a codes
+    folder then and said it held no codes.json."""
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp, ignore=shutil.ignore_patterns(".vqspeech.lock"))
+    (exp / "codes" / "codes").mkdir(parents=True)
+    capsys.readouterr()
+    assert run_cli(["speakers", exp]) == 0
+    assert capsys.readouterr().out.split() == (exp / "speakers.txt").read_text().split()
+
+
+@needs_dev_full
+@pytest.mark.parametrize("body,redirections,status,message", [
+    ("print('x' * 100000)", "> /dev/full", 2, "tool: error: could not write to standard output (No space left"),
+    ("from tqdm import tqdm; [None for _ in tqdm(range(3))]", "2> /dev/full", 0, None),
+    ("raise KeyboardInterrupt", "", 130, "tool: interrupted"),
+    ("print('x' * 100000)", "| head -c 10 > /dev/null", 0, None),  # bash's status is head's; no traceback
+])
+def test_the_tools_end_as_a_verb_does(body, redirections, status, message):
+    """tools/ablate.py and tools/learning_curve.py run under `streams.run_tool`: a full standard error
+    no longer ends their trainings silently (tqdm's write failed), and Ctrl-C or a failing standard
+    output is one line, not a traceback."""
+    import shlex
+
+    code = f"import sys; from vqspeech.streams import run_tool\ndef main():\n    {body}\n    return 0\n" \
+           "sys.exit(run_tool('tool', main))"
+    result = subprocess.run(["bash", "-c", f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} {redirections}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == status and "Traceback" not in result.stderr, result.stderr
+    if message:
+        assert result.stderr.strip().startswith(message)
+
+
+def test_ablate_checks_its_probe_split_and_test_split_before_training(tmp_path, demo_manifest):
+    """Both failed only after every variant had trained, encoded and been probed."""
+    out = tmp_path / "ab"
+    args = ["--out_dir", out, "--variants", "baseline", "--model", "tiny", "--minutes", "0", "--max_steps", "3",
+            "--num_eval", "1"]
+    result = run_tool("ablate.py", "--manifest", demo_manifest, *args, "--probe_split", "bogus")
+    assert result.returncode == 2 and "--probe_split 'bogus' has no aligned utterance" in result.stderr
+    rows = [{**r, "split": "train" if r["split"] == "test" else r["split"]} for r in absolute_rows(demo_manifest)]
+    no_test = write_lines(tmp_path / "no_test.jsonl", rows)
+    result = run_tool("ablate.py", "--manifest", no_test, *args, "--probe_split", "")
+    assert result.returncode == 2 and "has no test utterances" in result.stderr
+    assert not (out / "baseline").exists()  # refused before any training

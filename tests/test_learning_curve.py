@@ -88,3 +88,18 @@ def test_scoring_inputs_are_checked_before_any_training(demo_manifest, tmp_path,
         assert tool.main([*common, "--manifest", str(bare)]) == 2
         assert "has a phone alignment" in capsys.readouterr().err
         assert not (tmp_path / tool.__name__).exists()
+
+
+def test_a_schedule_that_ends_before_its_point_names_the_option(demo_manifest, tmp_path, capsys):
+    """Steps a minute set too low for this machine: the schedule ended the first point's run in
+    seconds, the point was scored as if trained for its minutes, and the next one asked to raise
+    train.max_steps, which the tool sets itself."""
+    import learning_curve
+
+    out = tmp_path / "curve"
+    args = ["--manifest", str(demo_manifest), "--out_dir", str(out), "--configs", "single", "--minutes", "0.5,1",
+            "--steps_per_minute", "4", "--num_eval", "1", "--probe_split", "", "--", *SHRINK]
+    assert learning_curve.main(args) == 2
+    error = capsys.readouterr().err
+    assert "trained its whole schedule (4 steps" in error and "--steps_per_minute" in error
+    assert not (out / "single" / "0.5min" / "score.json").exists()  # nothing scored as half a minute's

@@ -359,3 +359,64 @@ def test_a_conv_decoder_experiment_is_described_as_one(exp):
     text = write_report(exp).read_text()
     assert "adversarially trained convolutional decoder" in text and "WaveNet" not in text
     assert "Multi-scale log-mel L1 of the decoded audio" in text and "Teacher-forced" not in text
+
+
+def test_media_linked_out_of_the_experiment_are_left_out(exp, tmp_path):
+    """Prior samples and plain conversions are played only from their own folders: a link in them to
+    another file (an edited or hostile folder) made the page play it."""
+    outside = tmp_path / "outside.wav"
+    write_wav(outside)
+    sample = exp / "prior_samples" / "jackson" / "sample_00.wav"
+    sample.unlink()
+    sample.symlink_to(outside)
+    shutil.rmtree(exp / "eval_convert")
+    for uid in UTTS:
+        write_wav(exp / "convert" / "jackson" / f"{uid}.wav")
+    converted = exp / "convert" / "jackson" / f"{UTTS[0]}.wav"
+    converted.unlink()
+    converted.symlink_to(outside)
+    text = write_report(exp).read_text()
+    audios = Media(text).audios
+    assert "prior_samples/jackson/sample_01.wav" in audios and f"convert/jackson/{UTTS[1]}.wav" in audios
+    assert "prior_samples/jackson/sample_00.wav" not in audios and f"convert/jackson/{UTTS[0]}.wav" not in audios
+    assert "left out: sample_00.wav is not in jackson/" in text and f"left out: {UTTS[0]}.wav" in text
+
+
+def test_prior_samples_of_another_prior_or_an_earlier_state_are_named(exp):
+    """The page summarises EXP/prior; samples drawn from it at another step, or from another prior,
+    were shown under it as its own."""
+    import torch
+
+    from vqspeech.checkpoint import FORMAT_VERSION
+    from vqspeech.fileio import file_digest
+
+    prior = exp / "prior" / "checkpoints" / "last.pt"
+    prior.parent.mkdir(parents=True)
+    torch.save({"format_version": FORMAT_VERSION, "kind": "prior", "step": 40, "speakers": SPEAKERS}, prior)
+    path = exp / "prior_samples" / "jackson" / "samples.json"
+    record = json.loads(path.read_text())
+
+    def section(**fields) -> str:
+        write_json(path, {**record, **fields})
+        return write_report(exp).read_text().split("<h3>Speaker jackson</h3>")[1].split("<h3>")[0]
+
+    current = {"prior_step": 40, "prior_digest": file_digest(prior)}
+    assert "drawn from" not in section(**current)
+    assert "drawn from a prior at step 20, but the prior in" in section(prior_step=20, prior_digest="0" * 16)
+    text = section(prior_step=40, prior_digest="0" * 16, prior="/elsewhere/prior2/checkpoints/last.pt")
+    assert "drawn from another prior (/elsewhere/prior2/checkpoints/last.pt) than" in text
+    assert "drawn from" not in section()  # samples that recorded neither: nothing to compare
+
+
+def test_an_out_that_is_no_file_is_refused_and_odd_bytes_skip_only_their_file(exp, tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.html"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="exists and is not a file"):
+        write_report(exp, fifo)  # it was replaced by a file
+    assert fifo.is_fifo()
+    (exp / "speakers.txt").write_bytes(b"\xff\xfe george\n")
+    (exp / ".stages" / "2").write_bytes(b"\xff 1806 s\n")
+    text = write_report(exp).read_text()
+    assert "Section skipped" not in text and "Parameters" in text  # the summary stays, without those files

@@ -33,14 +33,16 @@ from pathlib import Path
 import numpy as np
 from vqspeech.config import compose, training_stage
 from vqspeech.data.codes import CodesFolder, Encoding
+from vqspeech.data.manifest import read_manifest
 from vqspeech.errors import UserError
-from vqspeech.eval.frames import aligned_utterances
 from vqspeech.eval.baseline import mfcc_kmeans_baseline
 from vqspeech.eval.conversion import evaluate_conversion
+from vqspeech.eval.frames import aligned_utterances
 from vqspeech.eval.probe import run_probe
 from vqspeech.fileio import write_text_atomic
 from vqspeech.inference import VQSpeech
 from vqspeech.inference.files import collect_inputs, encode_items
+from vqspeech.streams import run_tool
 from vqspeech.training.vqvae_task import train_vqvae
 
 HZ50 = ["model.hop_length=160", "model.encoder.strides=[5,4,8]", "model.conv_decoder.upsample_strides=[5,4,8]"]
@@ -252,7 +254,14 @@ def check_before_training(args) -> None:
     """What would fail only after the first training: scoring needs test utterances and alignments."""
     if args.num_eval < 1:
         raise UserError(f"--num_eval must be at least 1, not {args.num_eval}.")
-    aligned_utterances(manifest=args.manifest)  # UserError when the manifest has no phone alignments
+    aligned = aligned_utterances(manifest=args.manifest)  # UserError when the manifest has no phone alignments
+    splits = sorted({u.split for u in aligned.values()})
+    if args.probe_split and args.probe_split not in splits:
+        raise UserError(f"--probe_split {args.probe_split!r} has no aligned utterance in {args.manifest} (its "
+                        f"splits: {', '.join(splits)}); choose one of those, or '' for all.")
+    if not any(u.split == "test" for u in read_manifest(args.manifest)):
+        raise UserError(f"{args.manifest} has no test utterances, which the conversion scores need; prepare it "
+                        "with a test split.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,4 +308,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool("ablate", main))

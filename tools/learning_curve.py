@@ -40,6 +40,7 @@ from vqspeech.eval.probe import run_probe
 from vqspeech.fileio import atomic_path, write_text_atomic
 from vqspeech.inference import VQSpeech
 from vqspeech.inference.files import collect_inputs, encode_items
+from vqspeech.streams import run_tool
 from vqspeech.training.vqvae_task import train_vqvae
 
 CONFIGS: dict[str, dict] = {
@@ -106,6 +107,15 @@ def train_to(config: dict, exp: Path, minutes: float, last: float, args) -> None
         warmup = int(config["adversarial_warmup_share"] * config["steps_per_minute"] * first)
         overrides.append(f"train.adversarial.warmup_steps={warmup}")
     train_vqvae(exp, [*overrides, f"train.max_steps={schedule}", f"train.max_minutes={decoder_minutes}"])
+    trained = summary(exp)
+    if trained["step"] >= schedule and trained["minutes"] < 0.9 * decoder_minutes:  # the steps ended it, not time
+        rate = trained["step"] / max(trained["minutes"], 1e-6)
+        raise UserError(
+            f"{exp} trained its whole schedule ({schedule} steps, sized by --steps_per_minute "
+            f"{config['steps_per_minute']:g}) in {trained['minutes']:.2f} of the {minutes:g}-minute point's "
+            f"{decoder_minutes:.2f} minutes: this machine trains about {rate:,.0f} steps a minute; start again in a "
+            f"new --out_dir with --steps_per_minute {rate:.0f}."
+        )
 
 
 def probe_codes(exp: Path, out: Path, args) -> dict:
@@ -268,4 +278,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool("learning_curve", main))

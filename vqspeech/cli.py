@@ -7,19 +7,16 @@ so that ``vqspeech --help`` and a mistyped verb answer at once instead of loadin
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
 import os
 import re
-import signal
 import sys
-import threading
 import warnings
 from pathlib import Path
 
 from .errors import UserError, first_line
+from .streams import Terminated, process_streams, silence_stdout, stdout_error
 
 
 def _split_list(text: str | None, flag: str | None = None) -> list[str] | None:
@@ -263,10 +260,11 @@ def cmd_speakers(args) -> None:
     from .inference import VQSpeech
 
     path = Path(args.exp_dir)
-    if path.is_dir() and CodesFolder.holds_codes(path):  # a codes folder: the speakers of its utterances
+    experiment = is_experiment_folder(path)  # which may hold its codes in EXP/codes, as the recipes do
+    if path.is_dir() and not experiment and CodesFolder.holds_codes(path):  # a codes folder: its utterances' speakers
         print("\n".join(sorted(set(CodesFolder.open(path).info.speakers.values()))))
         return
-    corpus = path.is_dir() and (path / "manifest.jsonl").is_file() and not is_experiment_folder(path)
+    corpus = path.is_dir() and (path / "manifest.jsonl").is_file() and not experiment
     if path.suffix == ".jsonl" or corpus:
         speakers = speakers_of(read_manifest(path))
         if not speakers:
@@ -745,89 +743,9 @@ def _bounded(kind, noun: str, low, high):
     return parse
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (`kill PID`, a batch system's time limit) ends a verb as Ctrl-C does."""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated
-
-
-class _StandardStream:
-    """Standard output or error, watched: the error a write to it gave is kept (so the verb's error names
-    standard output, not the verb's own files), or, when ``lossy`` (standard error), what cannot be
-    written is dropped: progress bars and warnings are not worth a training, and the exit status still
-    says how the verb ended."""
-
-    def __init__(self, stream, lossy: bool) -> None:
-        self._stream, self.lossy = stream, lossy
-        self.error: OSError | None = None
-
-    def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except (OSError, ValueError) as exc:  # ValueError: the stream was closed
-            self._failed(exc)
-            return len(text)
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except (OSError, ValueError) as exc:
-            self._failed(exc)
-
-    def _failed(self, exc: Exception) -> None:
-        if isinstance(exc, OSError):
-            self.error = exc
-        if not self.lossy:
-            raise exc
-
-    def __getattr__(self, name: str):
-        return getattr(self._stream, name)
-
-
-def _open_standard_descriptors() -> None:
-    """Descriptors 0-2 the shell closed (`2>&-`) are opened on the null device before the verb opens
-    anything: a file it writes would otherwise get one of them, and a message a library or the C
-    compiler meant for the terminal would land in that file. Python's streams on them exist again."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-    if sys.stdout is None:
-        sys.stdout = open(1, "w", closefd=False)
-    if sys.stderr is None:
-        sys.stderr = open(2, "w", closefd=False)
-
-
-def _silence_stdout() -> None:
-    """Nothing more is written to standard output, not even what Python flushes at exit."""
-    with contextlib.suppress(OSError, ValueError):
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())
-        os.close(null)
-
-
 def main(argv: list[str] | None = None) -> int:
-    own_process = threading.current_thread() is threading.main_thread()  # else its signals and streams are not ours
-    if own_process:
-        _open_standard_descriptors()
-    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed with backslash escapes
-        if isinstance(stream, io.TextIOWrapper):
-            stream.reconfigure(errors="backslashreplace")
-    if not own_process:
+    with process_streams():
         return _main(argv)
-    streams, previous = (sys.stdout, sys.stderr), signal.signal(signal.SIGTERM, _raise_terminated)
-    sys.stdout, sys.stderr = _StandardStream(sys.stdout, lossy=False), _StandardStream(sys.stderr, lossy=True)
-    try:
-        return _main(argv)
-    finally:
-        sys.stdout, sys.stderr = streams
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -842,11 +760,11 @@ def _main(argv: list[str] | None) -> int:
         print(f"vqspeech {command_name(args)}: error: {as_flags(str(exc), _flags(parser))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `vqspeech speakers EXP | head -1`: the reader has what it wanted
-        _silence_stdout()  # nothing more reaches the closed pipe
+        silence_stdout()  # nothing more reaches the closed pipe
         return 141  # as a program killed by SIGPIPE
     except OSError as exc:  # the disk, the permissions, a path: what the user can fix, in one sentence
-        if (failed := getattr(sys.stdout, "error", None)) is not None:
-            _silence_stdout()
+        if (failed := stdout_error()) is not None:
+            silence_stdout()
             print(
                 f"vqspeech {command_name(args)}: error: could not write to standard output "
                 f"({failed.strerror or first_line(failed)}); send it to a file or device that takes it.",

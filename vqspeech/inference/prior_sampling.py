@@ -24,7 +24,7 @@ from ..checkpoint import used_checkpoint
 from ..data.codes import SAMPLES_MARK, CodesInfo, CodesWriter, Encoding, code_usage, refuse_existing_codes
 from ..device import select_device
 from ..errors import UserError
-from ..fileio import FolderLock, check_results_home, model_home, read_json_object, write_text_atomic
+from ..fileio import FolderLock, check_results_home, file_digest, model_home, read_json_object, write_text_atomic
 from ..models.prior import CodePrior, sample_codes
 from ..models.quantizer import perplexity
 from ..training.prior_task import load_prior_checkpoint, prior_from_checkpoint
@@ -419,6 +419,8 @@ def sample_prior(
             "step": vq.step if vq is not None else None,  # the decoder's training step
             "model_digest": vq.checkpoint_digest if vq is not None else None,
             "prior_step": ckpt.get("step"),
+            "prior": str(used_checkpoint(prior_dir).resolve()),
+            "prior_digest": file_digest(used_checkpoint(prior_dir)),  # the report tells samples of another prior
             "kept_bits_per_code": [round(drawn.bits[i], 4) for i in kept],
             "all_bits_per_code_mean": float(np.mean(drawn.bits)),
             "samples_codes_used": int((sample_usage > 0).sum()),

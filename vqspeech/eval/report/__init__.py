@@ -127,6 +127,10 @@ def write_report(exp_dir: str | os.PathLike, out: str | os.PathLike | None = Non
             f"{out_path} would be written into the experiment {other}, not {exp_dir}'s; write the report into "
             f"{exp_dir} (the default) or a folder of its own."
         )
+    if os.path.lexists(out_path) and not out_path.is_file() and not overwrite:  # a pipe, a device, a dangling link
+        raise UserError(
+            f"{out_path} exists and is not a file; pass `overwrite=True` to replace it or choose another `out`."
+        )
     if out_path.is_file() and not overwrite:
         theirs = _report_experiment(out_path)
         if theirs is None:

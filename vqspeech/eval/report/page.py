@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 from urllib.parse import quote
 
-from ...checkpoint import codebook_digest, load_checkpoint
+from ...checkpoint import codebook_digest, load_checkpoint, used_checkpoint
 from ...data.manifest import data_digest, manifest_file
 from ...errors import UserError, first_line
 from ...fileio import file_digest, is_int, read_json_object, user_path
@@ -190,6 +190,20 @@ class Page:
         """The digest (:func:`vqspeech.fileio.file_digest`) of ``checkpoints/last.pt``, or None."""
         last = self.exp_dir / "checkpoints" / "last.pt"
         return file_digest(last) if last.is_file() else None
+
+    @functools.cached_property
+    def prior_state(self) -> tuple[int | None, str] | None:
+        """(step, digest) of the checkpoint `prior sample` draws from in ``EXP/prior`` (its best.pt,
+        else last.pt), or None when there is none."""
+        folder = self.exp_dir / "prior"
+        if not (folder / "checkpoints").is_dir():
+            return None
+        try:
+            path = used_checkpoint(folder)
+            step = load_checkpoint(path).get("step")
+            return (step if is_int(step) else None), file_digest(path)
+        except (UserError, OSError):
+            return None
 
     @functools.cached_property
     def manifest_digest(self) -> str | None:

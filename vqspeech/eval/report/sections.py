@@ -94,7 +94,7 @@ def _dict_at(record: dict, key: str) -> dict:
 def read_speakers(exp_dir: Path) -> list[str]:
     try:
         return [s for s in (exp_dir / "speakers.txt").read_text().split("\n") if s.strip()]
-    except OSError:
+    except (OSError, ValueError):  # ValueError: not UTF-8
         return []
 
 
@@ -266,7 +266,7 @@ def stage_table(exp_dir: Path) -> str:
         if marker.name.isdigit():
             try:
                 seconds, _, name = marker.read_text().strip().partition("\t")
-            except OSError:
+            except (OSError, ValueError):  # ValueError: not UTF-8
                 continue
             markers.append((int(marker.name), name or "done", seconds))
     if not markers:
@@ -616,7 +616,9 @@ def section_convert_folder(page: Page) -> str:
         ]
         for t in targets:
             wav = t / f"{uid}.wav"
-            cells.append(f"<td>{page.audio(wav)}</td>" if wav.is_file() else '<td class="muted">\u2014</td>')
+            cells.append(  # a link out of the folder is left out
+                f"<td>{page.recorded_audio(t, wav.name)}</td>" if wav.is_file() else '<td class="muted">\u2014</td>'
+            )
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return (
         "<h3>Conversions (recipe stage 4)</h3><p>Test utterances decoded from their codes with each target "
@@ -686,17 +688,16 @@ def section_prior(page: Page) -> str:
         wavs = record.get("wavs")
         if isinstance(wavs, list) and wavs:
             # Recorded relative to where the recipe ran; the files sit next to samples.json.
-            wav_paths = [path.parent / Path(str(w)).name for w in wavs]
+            names = [Path(str(w)).name for w in wavs]
         else:
-            wav_paths = sorted(path.parent.glob("sample_*.wav"))
+            names = [p.name for p in sorted(path.parent.glob("sample_*.wav"))]
         bits = record.get("kept_bits_per_code")
         bits = bits if isinstance(bits, list) else []
         rows = []
-        for i, wav in enumerate(wav_paths):
+        for i, name in enumerate(names):
             b = bits[i] if i < len(bits) else None
-            rows.append(
-                f'<tr><td>{esc(wav.stem)}</td><td>{page.audio(wav)}</td><td class="num">{esc(fmt(b))}</td></tr>'
-            )
+            audio = page.recorded_audio(path.parent, name)  # a link out of the folder is left out
+            rows.append(f'<tr><td>{esc(Path(name).stem)}</td><td>{audio}</td><td class="num">{esc(fmt(b))}</td></tr>')
         facts = []
         for key, label in (
             ("seconds", "seconds each"),
@@ -711,13 +712,36 @@ def section_prior(page: Page) -> str:
             if is_number(record.get(key)):
                 facts.append(f"{label}: {record[key]:.4g}")
         parts.append(f"<h3>Speaker {esc(speaker)}</h3>")
-        parts.append(stale_note(page, record, "These samples", "prior_samples", done="decoded"))
+        parts.append(
+            stale_note(page, record, "These samples", "prior_samples", done="decoded") or prior_stale_note(page, record)
+        )
         if facts:
             parts.append(f'<p class="small">{esc("; ".join(facts))}.</p>')
         parts.append(
             "<table><tr><th>Sample</th><th>Audio</th><th>Bits per code \u2193</th></tr>" + "".join(rows) + "</table>"
         )
     return "".join(parts)
+
+
+def prior_stale_note(page: Page, record: dict) -> str:
+    """A warning when samples were drawn from another prior than the one `prior sample` would use in
+    ``EXP/prior`` now (an earlier state of it, or another folder's prior), else nothing."""
+    state = page.prior_state
+    if state is None:
+        return ""
+    step, digest = state
+    drawn, drawn_step = record.get("prior_digest"), record.get("prior_step")
+    rerun = f"re-run {PRODUCERS['prior_samples']} to draw them from it as it is."
+    if is_number(drawn_step) and step is not None and drawn_step != step:
+        return note(
+            f"These samples were drawn from a prior at step {drawn_step:g}, but the prior in {page.exp_dir / 'prior'} "
+            f"is at step {step:g}; {rerun}"
+        )
+    if isinstance(drawn, str) and drawn != digest:
+        source = record.get("prior")
+        named = f" ({source})" if isinstance(source, str) else ""
+        return note(f"These samples were drawn from another prior{named} than {page.exp_dir / 'prior'}; {rerun}")
+    return ""
 
 
 def section_attribution(page: Page) -> str:
