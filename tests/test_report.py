@@ -420,3 +420,24 @@ def test_an_out_that_is_no_file_is_refused_and_odd_bytes_skip_only_their_file(ex
     (exp / ".stages" / "2").write_bytes(b"\xff 1806 s\n")
     text = write_report(exp).read_text()
     assert "Section skipped" not in text and "Parameters" in text  # the summary stays, without those files
+
+
+def test_the_data_table_says_when_the_manifest_lists_other_training_data(exp):
+    """Prepared again after training (more speakers, more utterances): the Data table showed the new
+    counts as the experiment's data, with no note."""
+    import torch
+
+    from vqspeech.checkpoint import FORMAT_VERSION
+
+    last = exp / "checkpoints" / "last.pt"
+    last.parent.mkdir()
+
+    def summary(train: int, speakers: list[str]) -> str:
+        torch.save({"format_version": FORMAT_VERSION, "kind": "vqvae", "step": 2234, "speakers": speakers,
+                    "data": {"train": train, "valid": 0, "digest": "0" * 16}}, last)
+        return write_report(exp).read_text().split('<section id="summary">')[1].split("</section>")[0]
+
+    assert "the counts below are the manifest" not in summary(1, ["jackson"])  # the manifest's one train row
+    text = summary(34, ["george", "jackson"])
+    assert "The model trained on 34 utterances of 2 speakers; the manifest lists 1 training utterances of 1" in text
+    assert "the counts below are the manifest" in summary(1, ["george"])

@@ -153,7 +153,7 @@ class Page:
         return read_manifest(self.manifest)
 
     @functools.cached_property
-    def _last_checkpoint(self) -> dict | None:
+    def last_checkpoint(self) -> dict | None:
         """``checkpoints/last.pt`` (the model decode, convert and the evaluations load), or None."""
         last = self.exp_dir / "checkpoints" / "last.pt"
         if not last.is_file():
@@ -168,7 +168,7 @@ class Page:
         """The training step of the model that decode, convert and the evaluations load
         (``checkpoints/last.pt``; ``train_summary.json`` is written only when a run ends), else the
         summary's step, else None."""
-        step = (self._last_checkpoint or {}).get("step")
+        step = (self.last_checkpoint or {}).get("step")
         if is_int(step):
             return step
         summary = read_json_object(self.exp_dir / "train_summary.json") or {}
@@ -177,7 +177,7 @@ class Page:
     @functools.cached_property
     def model_codebook(self) -> str | None:
         """The digest (:func:`vqspeech.checkpoint.codebook_digest`) of that model's codebook, or None."""
-        weights = (self._last_checkpoint or {}).get("model")
+        weights = (self.last_checkpoint or {}).get("model")
         return codebook_digest(weights) if isinstance(weights, dict) else None
 
     def codebook_moved(self, recorded: object) -> bool:

@@ -257,7 +257,29 @@ def data_table(page: Page) -> str:
         rows.append(("Speakers in the manifest", f"{len(speakers):,}"))
     elif not manifest.is_file():
         rows.append(("Note", "the manifest is not on this machine; counts not shown"))
-    return "<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows) + "</table>"
+    table = "<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows) + "</table>"
+    return trained_data_note(page) + table
+
+
+def trained_data_note(page: Page) -> str:
+    """A warning when the manifest as it is now lists other training data than the model's
+    checkpoint records (its training utterances' count and its speakers): prepared again since, or
+    another manifest put in the config. The table then describes the manifest, not the model's data."""
+    ckpt = page.last_checkpoint or {}
+    data, speakers = ckpt.get("data"), ckpt.get("speakers")
+    if not page.records or not isinstance(data, dict) or not is_number(data.get("train")):
+        return ""
+    train = [r for r in page.records.values() if r.get("split") == "train"]
+    now_speakers = sorted({str(r.get("speaker")) for r in train})
+    same_speakers = not isinstance(speakers, list) or set(now_speakers) <= set(map(str, speakers))  # + enrolled
+    if len(train) == data["train"] and same_speakers:
+        return ""
+    return note(
+        f"The model trained on {data['train']:g} utterances"
+        + (f" of {len(speakers)} speakers" if isinstance(speakers, list) else "")
+        + f"; the manifest lists {len(train):,} training utterances of {len(now_speakers)} speakers now (prepared "
+        "again, or another manifest, since): the counts below are the manifest's, not the model's data."
+    )
 
 
 def stage_table(exp_dir: Path) -> str:
