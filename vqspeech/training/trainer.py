@@ -126,6 +126,24 @@ class DeferredInterrupts:
         raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def quiet_event_writer_errors() -> Iterator[None]:
+    """TensorBoard writes each event from a thread of its own, which prints a traceback when the
+    experiment folder is moved or deleted under it. The trainer finds that at its next step and says
+    so in one sentence (:meth:`Trainer._exp_dir_moved`), so the thread's file errors are not printed."""
+    previous = threading.excepthook
+
+    def hook(args) -> None:
+        if not (type(args.thread).__name__ == "_AsyncWriterThread" and issubclass(args.exc_type, OSError)):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
+
+
 def data_record(train: Iterable[tuple], valid: Iterable[tuple]) -> dict[str, Any]:
     """The number of training and validation utterances and a digest of their rows (an utterance's
     id or content, speaker, length): a manifest or codes folder changed since the run started gives
@@ -330,11 +348,14 @@ class Trainer:
                 f"Training diverged at step {self.step} (the loss is not finite); lower train.lr or train.grad_clip."
             )
         if moved:
-            raise UserError(
-                f"{self.exp_dir} was moved or deleted during training (at step {self.step}); put it back and run the "
-                "same command to resume from its last checkpoint."
-            )
+            raise self._moved_error()
         return stop
+
+    def _moved_error(self) -> UserError:
+        return UserError(
+            f"{self.exp_dir} was moved or deleted during training (at step {self.step}); put it back and run the "
+            "same command to resume from its last checkpoint."
+        )
 
     def _exp_dir_moved(self) -> bool:
         """Is the experiment folder no longer at its path (moved, renamed or deleted while training)? Its
@@ -355,7 +376,8 @@ class Trainer:
             else:
                 governor = ThreadGovernor()
         try:
-            return self._fit(governor)
+            with quiet_event_writer_errors():
+                return self._fit(governor)
         finally:
             torch.set_num_threads(threads)
 
@@ -407,11 +429,16 @@ class Trainer:
                     rate = float(window_samples) / max(now - window_start, 1e-9)
                     window_start, window_samples = now, 0.0
                     values = {k: float(v) for k, v in scalars.items()}
-                    for key, value in values.items():
-                        writer.add_scalar(f"train/{key}", value, self.step)
-                    writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
-                    writer.add_scalar("train/grad_norm", float(grad_norm), self.step)
-                    writer.add_scalar("speed/samples_per_s", rate, self.step)
+                    try:
+                        for key, value in values.items():
+                            writer.add_scalar(f"train/{key}", value, self.step)
+                        writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+                        writer.add_scalar("train/grad_norm", float(grad_norm), self.step)
+                        writer.add_scalar("speed/samples_per_s", rate, self.step)
+                    except OSError:  # the writer's thread failed on its file: the folder moved since this step began?
+                        if self._exp_dir_moved():
+                            raise self._moved_error() from None
+                        raise
                     bar.set_postfix(
                         ordered_dict=None,
                         refresh=False,
