@@ -334,6 +334,7 @@ def sample_prior(
         )
 
     model, ckpt, torch_device = load_prior(prior_dir, device)
+    prior_path = used_checkpoint(prior_dir)  # the checkpoint load_prior read
     top_model = load_top_prior(top_prior, prior_dir, ckpt, device)
     if not codes_only and ckpt["level"] == "top":
         raise UserError(
@@ -419,8 +420,8 @@ def sample_prior(
             "step": vq.step if vq is not None else None,  # the decoder's training step
             "model_digest": vq.checkpoint_digest if vq is not None else None,
             "prior_step": ckpt.get("step"),
-            "prior": str(used_checkpoint(prior_dir).resolve()),
-            "prior_digest": file_digest(used_checkpoint(prior_dir)),  # the report tells samples of another prior
+            "prior": str(prior_path.resolve()),
+            "prior_digest": file_digest(prior_path),  # the report tells samples of another prior
             "kept_bits_per_code": [round(drawn.bits[i], 4) for i in kept],
             "all_bits_per_code_mean": float(np.mean(drawn.bits)),
             "samples_codes_used": int((sample_usage > 0).sum()),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
-import os
 import shutil
 import signal
 import sys
@@ -30,7 +29,7 @@ from tqdm import tqdm
 from ..checkpoint import check_training_state, cpu_state_dict, save_checkpoint
 from ..device import DistInfo, autocast
 from ..errors import UserError, first_line
-from ..fileio import atomic_path, is_int, json_digest
+from ..fileio import atomic_path, folder_identity, is_int, json_digest
 from ..threads import ThreadGovernor, usable_cores
 
 
@@ -360,11 +359,7 @@ class Trainer:
     def _exp_dir_moved(self) -> bool:
         """Is the experiment folder no longer at its path (moved, renamed or deleted while training)? Its
         checkpoints could not be written, and TensorBoard's next flush would fail in its own thread."""
-        try:
-            now = os.stat(self.exp_dir)
-        except OSError:
-            return True
-        return (now.st_dev, now.st_ino) != self._exp_identity
+        return folder_identity(self.exp_dir) != self._exp_identity  # None once it is gone
 
     def fit(self) -> dict[str, float]:
         """Train until max_steps or the wall-clock budget; returns the last validation metrics."""
@@ -382,8 +377,7 @@ class Trainer:
             torch.set_num_threads(threads)
 
     def _fit(self, governor: ThreadGovernor | None) -> dict[str, float]:
-        identity = os.stat(self.exp_dir)
-        self._exp_identity = (identity.st_dev, identity.st_ino)
+        self._exp_identity = folder_identity(self.exp_dir)
         writer = None
         if self.dist.is_main:
             if self.step == 0:  # a fresh start: curves of an earlier start killed before its first checkpoint go
