@@ -441,3 +441,24 @@ def test_the_data_table_says_when_the_manifest_lists_other_training_data(exp):
     text = summary(34, ["george", "jackson"])
     assert "The model trained on 34 utterances of 2 speakers; the manifest lists 1 training utterances of 1" in text
     assert "the counts below are the manifest" in summary(1, ["george"])
+
+
+def test_probe_systems_scored_on_different_data_are_not_ranked(exp):
+    def probe_section():
+        text = write_report(exp).read_text()
+        return text.split('<section id="probe">')[1].split("</section>")[0]
+
+    for name in ("vqvae", "mfcc-kmeans"):  # the same split and utterances: ranked under one scope
+        record = json.loads((exp / "probe" / f"{name}.json").read_text())
+        write_json(exp / "probe" / f"{name}.json", {**record, "split": "test", "num_utterances": 200})
+    section = probe_section()
+    assert 'class="num best"' in section and "on the test split, 200 utterances." in section
+    assert "different data" not in section
+
+    record = json.loads((exp / "probe" / "mfcc-kmeans.json").read_text())
+    write_json(exp / "probe" / "mfcc-kmeans.json", {**record, "split": None})  # every split: trained-on data too
+    section = probe_section()
+    assert "best" not in section and "scored on different data" in section
+    head = section.split("<tr><th>Metric</th>")[1].split("</tr>")[0]
+    assert head.count("the test split, 200 utterances") == 3   # the codes and the baselines they came with
+    assert head.count("all splits (also the utterances the models were trained on), 200 utterances") == 1

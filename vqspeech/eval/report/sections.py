@@ -356,6 +356,34 @@ def stale_note(page: Page, record: dict, what: str, producer: str, done: str = "
     return ""
 
 
+def probe_scope(record: dict) -> tuple:
+    """What a probe result was scored on: split, utterance count, phone set and ignored labels.
+
+    Systems of one scope compare, also at different code rates; systems of different scopes do not."""
+    ignored = record.get("ignored_labels")
+    return (
+        record.get("split") if isinstance(record.get("split"), str) else None,
+        record.get("num_utterances") if is_number(record.get("num_utterances")) else None,
+        record.get("phone_set") if isinstance(record.get("phone_set"), str) else None,
+        tuple(map(str, ignored)) if isinstance(ignored, list) else (),
+    )
+
+
+def describe_scope(scope: tuple) -> str:
+    """``probe_scope``'s tuple as words: 'the test split, 200 utterances, phone set timit'."""
+    if not scope:
+        return "unknown data"
+    split, count, phone_set, ignored = scope
+    parts = [f"the {split} split" if split else "all splits (also the utterances the models were trained on)"]
+    if count is not None:
+        parts.append(f"{count:g} utterances")
+    if phone_set:
+        parts.append(f"phone set {phone_set}")
+    if ignored:
+        parts.append(f"ignoring {', '.join(ignored)}")
+    return ", ".join(parts)
+
+
 def section_probe(page: Page) -> str:
     folder = page.exp_dir / "probe"
     if not folder.is_dir():
@@ -387,9 +415,11 @@ def section_probe(page: Page) -> str:
     if not systems:
         return "".join(parts) + note("No probe results to show.")
 
+    scopes = {name: probe_scope(record) for name, record in systems.items()}
+    same_data = len(set(scopes.values())) == 1
     columns: list[tuple[str, dict, bool]] = [(PROBE_SYSTEMS.get(n, n), s, False) for n, s in systems.items()]
-    baselines: dict[str, object] = next(
-        (s["baselines"] for s in systems.values() if isinstance(s.get("baselines"), dict)), {}
+    source, baselines = next(
+        ((n, s["baselines"]) for n, s in systems.items() if isinstance(s.get("baselines"), dict)), ("", {})
     )
     for key, value in baselines.items():
         if isinstance(value, dict):
@@ -399,14 +429,20 @@ def section_probe(page: Page) -> str:
         {k for _, c, base in columns if not base for k, v in c.items() if k not in PROBE_ROWS and is_number(v)}
     )
     baseline = '<br><span class="small">baseline</span>'
-    head = "".join(f"<th>{esc(name)}{baseline if base else ''}</th>" for name, _, base in columns)
+    column_scopes = [scopes[n] for n in systems] + [scopes.get(source, ())] * (len(columns) - len(systems))
+    head = "".join(  # on different data, each column says what it was scored on
+        f"<th>{esc(name)}{baseline if base else ''}"
+        + ("" if same_data else f'<br><span class="small">{esc(describe_scope(scope))}</span>')
+        + "</th>"
+        for (name, _, base), scope in zip(columns, column_scopes, strict=True)
+    )
     rows = []
     for key in keys:
         label, direction, kind = PROBE_ROWS.get(key, (key.replace("_", " ").capitalize(), "", "num"))
         values = [c.get(key) if isinstance(c, dict) else None for _, c, _ in columns]
         numbers = [v for v, (_, _, base) in zip(values, columns, strict=True) if is_number(v) and not base]
         best = None
-        if direction and len(numbers) > 1:
+        if direction and len(numbers) > 1 and same_data:
             best = max(numbers) if direction == "up" else min(numbers)
         cells = "".join(
             f'<td class="num{" best" if best is not None and v == best else ""}">{esc(fmt(v, kind))}</td>'
@@ -415,17 +451,21 @@ def section_probe(page: Page) -> str:
             for v, (_, c, _) in zip(values, columns, strict=True)
         )
         rows.append(f"<tr><th>{esc(label)}{arrow(direction)}</th>{cells}</tr>")
-    first = next(iter(systems.values()))
-    scope = (
-        f"the {first['split']} split"
-        if first.get("split")
-        else "all splits (also the utterances the models were trained on)"
-    )
+    described = "the data each column names" if not same_data else describe_scope(next(iter(scopes.values())))
+    if not same_data:
+        parts.append(
+            note(
+                "The systems were scored on different data (each column names its own), so their numbers do "
+                f"not compare and no row has a winner; re-run {PRODUCERS['probe']} on the same split for each "
+                "system."
+            )
+        )
     parts.append(
         "<p>Frame-level agreement between the units and phone alignments, ABX discrimination and "
         "speaker information, for the VQ-VAE codes and an MFCC k-means baseline with the same number "
-        f"of clusters, on {esc(scope)}. Bold: the better system of a row (baselines are references, "
-        "never bold). \u2014: not measured.</p>"
+        f"of clusters, on {esc(described)}."
+        + (" Bold: the better system of a row (baselines are references, never bold)." if same_data else "")
+        + " \u2014: not measured.</p>"
     )
     parts.append(f"<table><tr><th>Metric</th>{head}</tr>{''.join(rows)}</table>")
 
