@@ -4462,3 +4462,45 @@ def test_ablate_checks_its_probe_split_and_test_split_before_training(tmp_path, 
     result = run_tool("ablate.py", "--manifest", no_test, *args, "--probe_split", "")
     assert result.returncode == 2 and "has no test utterances" in result.stderr
     assert not (out / "baseline").exists()  # refused before any training
+
+
+# --- thirty-second pass (probe scope, hand-edited study results) -----------------------------------
+
+
+def test_the_study_tools_refuse_a_hand_edited_row_before_training(tmp_path, capsys, demo_manifest, monkeypatch):
+    """A row of the right settings but a value of another type used to fail in the table, after every
+    new variant or point had trained."""
+    sys.path.insert(0, str(TOOLS))
+    import ablate
+    import learning_curve
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before earlier results were checked")
+
+    monkeypatch.setattr(ablate, "train_vqvae", no_training)
+    monkeypatch.setattr(learning_curve, "train_vqvae", no_training)
+    out = tmp_path / "ablation"
+    out.mkdir()
+    now = argparse.Namespace(manifest=str(demo_manifest), minutes=1.0, model="small", units_share=0.5,
+                             max_steps=100_000, num_eval=20, probe_split="test", overrides=[])
+    row = {"variant": "baseline", "settings": ablate.run_settings(now, *ablate.ABLATION_SETTINGS), "steps": 40,
+           "accuracy": "0.5"}
+    (out / "ablation.json").write_text(json.dumps([row]))
+    args = ["--manifest", str(demo_manifest), "--out_dir", str(out), "--variants", "jitter", "--minutes", "1"]
+    assert ablate.main(args) == 2
+    assert "holds a row this tool did not write (accuracy is '0.5')" in capsys.readouterr().err
+    (out / "ablation.json").write_text(json.dumps([{**row, "accuracy": 0.5, "steps": 40.5}]))
+    assert ablate.main(args) == 2
+    assert "(steps is 40.5)" in capsys.readouterr().err
+
+    curve = tmp_path / "curve"
+    point = curve / "single" / "6min" / "score.json"
+    point.parent.mkdir(parents=True)
+    config = {**learning_curve.CONFIGS["single"]}
+    settings = learning_curve.point_settings(config, argparse.Namespace(
+        manifest=str(demo_manifest), num_eval=20, probe_split="test", overrides=[]))
+    point.write_text(json.dumps({"config": "single", "minutes": 6.0, "settings": settings, "mcd": [24.0]}))
+    assert learning_curve.main(["--manifest", str(demo_manifest), "--out_dir", str(curve), "--configs", "single",
+                                "--minutes", "6"]) == 2
+    assert "is not a score this tool wrote (mcd is [24.0])" in capsys.readouterr().err
+    assert json.loads(point.read_text())["mcd"] == [24.0]  # refused, not replaced

@@ -218,6 +218,21 @@ def run_settings(args, *names: str) -> dict:
             **{name: getattr(args, name) for name in names}, "overrides": list(args.overrides)}
 
 
+def value_error(row: dict, columns: list[tuple[str, str, str]], name: str) -> str | None:
+    """What in ``row`` the table could not print ("accuracy is '0.5'"), or None: a hand-edited row
+    of another type is refused before any training, not after it."""
+    if not isinstance(row.get(name), str):
+        return f"{name} is {row.get(name)!r}"
+    for key, _, form in columns:
+        value = row.get(key)
+        integer = isinstance(value, int) and not isinstance(value, bool)
+        number = integer or isinstance(value, float)
+        if value is None or form == "{}" or (integer if form.endswith("d}") else number):
+            continue
+        return f"{key} is {value!r}"
+    return None
+
+
 def settings_change(earlier: object, now: dict) -> str | None:
     """How the ``settings`` an earlier row recorded differ from ``now`` ("key old -> new"), or None."""
     if not isinstance(earlier, dict):
@@ -248,6 +263,10 @@ def check_earlier_rows(args) -> None:
         if change is not None:
             raise UserError(f"{path} holds the row {row.get('variant')!r} made with other settings ({change}), "
                             "which would not compare with new rows; use a new --out_dir, or its settings.")
+        wrong = value_error(row, COLUMNS, "variant")
+        if wrong is not None:
+            raise UserError(f"{path} holds a row this tool did not write ({wrong}); use a new --out_dir, or "
+                            "delete the file to start the table again.")
 
 
 def check_before_training(args) -> None:

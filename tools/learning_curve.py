@@ -31,7 +31,9 @@ from pathlib import Path
 
 import yaml
 
-from ablate import CONVERSION_COLUMNS, check_before_training, conversion_scores, run_settings, settings_change, table
+from ablate import (
+    CONVERSION_COLUMNS, check_before_training, conversion_scores, run_settings, settings_change, table, value_error,
+)
 from vqspeech.config import compose, training_stage
 from vqspeech.data.dataset import crop_length
 from vqspeech.errors import UserError
@@ -182,6 +184,10 @@ def check_earlier_points(configs: dict[str, dict], args) -> None:
             if change is not None:
                 raise UserError(f"{done} was scored with other settings ({change}), and a rerun keeps it; use a "
                                 "new --out_dir, or the settings it was made with.")
+            wrong = value_error(row, COLUMNS, "config")
+            if wrong is not None:
+                raise UserError(f"{done} is not a score this tool wrote ({wrong}), and a rerun keeps it; delete it "
+                                "to score the point again.")
 
 
 PANELS = [  # (title, [(key, line style label)])
