@@ -4504,3 +4504,27 @@ def test_the_study_tools_refuse_a_hand_edited_row_before_training(tmp_path, caps
                                 "--minutes", "6"]) == 2
     assert "is not a score this tool wrote (mcd is [24.0])" in capsys.readouterr().err
     assert json.loads(point.read_text())["mcd"] == [24.0]  # refused, not replaced
+
+
+def test_evaluate_conversion_skips_silent_or_constant_audio_of_a_hand_written_manifest(tmp_path, trained_tiny,
+                                                                                        demo_manifest):
+    """`prepare` rejects them; a hand-written manifest used to have them scored (similarity, words, MCD)."""
+    from vqspeech.eval.conversion import evaluate_conversion
+
+    rows = absolute_rows(demo_manifest)
+    tests = [r for r in rows if r["split"] != "train"][:3]  # the demo's test split holds two or three
+    for row in tests:
+        row["split"] = "test"
+    rate = tests[0]["sample_rate"]
+    for row, value in zip(tests[1:], (0.0, 0.25), strict=True):  # silence, then a constant (DC) level
+        path = tmp_path / f"{row['id']}.wav"
+        sf.write(path, np.full(int(rate * row["duration"]), value, dtype=np.float32), rate)
+        row["audio"] = str(path)
+    manifest = write_lines(tmp_path / "hand.jsonl", [r for r in rows if r["split"] != "test"] + tests)
+    assert len(tests) == 3
+    metrics = evaluate_conversion(trained_tiny, tmp_path / "ev", manifest=manifest, split="test", num=3,
+                                  num_reference=1, progress=False)
+    skipped = {s["id"]: s["reason"] for s in metrics["summary"]["skipped"]}
+    assert set(skipped) == {tests[1]["id"], tests[2]["id"]}
+    assert all(reason.startswith("silent (RMS") and "`prepare` rejects" in reason for reason in skipped.values())
+    assert [item["id"] for item in metrics["items"]] == [tests[0]["id"]]

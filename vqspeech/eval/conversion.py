@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..audio import resample, save_wav
+from ..audio import level, resample, save_wav
 from ..data.manifest import (
     Utterance,
     check_not_below_rate,
@@ -54,6 +54,7 @@ from ..data.manifest import (
     manifest_file,
     read_manifest,
 )
+from ..data.prepare import SILENCE_RMS
 from ..data.reference import load_reference
 from ..errors import UserError
 from ..fileio import (
@@ -224,6 +225,11 @@ def evaluate_conversion(
         for u in tqdm(items, desc="encode", unit="utt", disable=not progress):
             try:
                 audio = resample(load_utterance(u), u.sample_rate, vq.sample_rate)
+                if level(audio) < SILENCE_RMS:  # a hand-written manifest can name what `prepare` rejects
+                    raise UserError(
+                        f"silent (RMS {level(audio):.1e} about its mean, below {SILENCE_RMS:g}), which `prepare` "
+                        "rejects: it has no voice or words to score"
+                    )
                 frames = len(audio) // vq.hop_length
                 if frames == 0:
                     raise UserError(f"shorter than one code frame ({vq.hop_length} samples)")
