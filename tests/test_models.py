@@ -255,6 +255,60 @@ def test_init_from_data():
     torch.testing.assert_close(vq.codebook.detach(), snapshot, rtol=0, atol=0)
 
 
+def _clustered_along_a_narrow_direction(n: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
+    """z [1, 2, n]: a wide Gaussian (std 10) on channel 0, two clusters at +-0.5 (std 0.1) on channel
+    1, mixed by a rotation; and each frame's cluster [n]."""
+    labels = torch.randint(0, 2, (n,))
+    points = torch.stack([10 * torch.randn(n), (labels * 2 - 1) * 0.5 + 0.1 * torch.randn(n)], dim=1)
+    angle = torch.tensor(0.3)
+    rotation = torch.stack([torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])])
+    return (points @ rotation.t() + torch.tensor([3.0, -2.0])).t()[None], labels
+
+
+def test_whitening_finds_clusters_along_a_narrow_direction():
+    """Nearest codes in whitened coordinates (a Mahalanobis distance) split the data where it is
+    clustered, not where it is wide: what k-means on whitened latents gained on the FSDD codes."""
+    z, labels = _clustered_along_a_narrow_direction()
+    agreement = {}
+    for whiten in (False, True):
+        vq = VectorQuantizer(num_codes=2, dim=2, kmeans_iters=25, dead_code_threshold=0, whiten=whiten).train()
+        codes = vq(z).codes.reshape(-1)
+        same = float((codes == labels).float().mean())
+        agreement[whiten] = max(same, 1 - same)
+    assert agreement[True] > 0.97 and agreement[False] < 0.7, agreement
+
+
+def test_whitening_coordinates_lookup_and_gradient():
+    z, _ = _clustered_along_a_narrow_direction()
+    vq = VectorQuantizer(num_codes=8, dim=2, whiten=True, whiten_decay=0.9).train()
+    out = vq(z)
+    u = vq.coordinates(z)[0].double()  # [2, N]: zero mean, unit covariance under the first batch's estimate
+    torch.testing.assert_close(u.mean(1), torch.zeros(2, dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.cov(u, correction=0), torch.eye(2, dtype=torch.float64), atol=1e-3, rtol=0)
+    torch.testing.assert_close(vq.white_matrix @ vq.unwhite_matrix, torch.eye(2), atol=1e-5, rtol=0)
+    # codes: the nearest codebook row in those coordinates; quantized and lookup map back to z's
+    flat = u.t().float()
+    assert torch.equal(out.codes.reshape(-1), _brute_force_codes(flat, vq.codebook.detach()))
+    vq.eval()
+    evaluated = vq(z)
+    torch.testing.assert_close(evaluated.quantized, vq.lookup(evaluated.codes), atol=1e-5, rtol=0)
+    assert float((evaluated.quantized - z).abs().mean()) < float(z.std(dim=2).mean())
+    # straight through to z, and a frozen (eval) quantizer does not move its estimates
+    frozen = {name: buffer.clone() for name, buffer in vq.named_buffers()}
+    z = (z[..., :50] * 3).requires_grad_()
+    w = torch.randn_like(z)
+    (vq(z).quantized * w).sum().backward()
+    torch.testing.assert_close(z.grad, w, atol=1e-5, rtol=0)
+    for name, buffer in vq.named_buffers():
+        assert torch.equal(buffer, frozen[name]), name
+    # in training, later batches move the running estimates by 1 - whiten_decay
+    vq.train()
+    before = vq.white_mean.clone()
+    shifted = torch.zeros(1, 2, 100) + (before[None, :, None] + 10)
+    vq(shifted)
+    torch.testing.assert_close(vq.white_mean, before + 0.1 * 10, atol=1e-4, rtol=0)
+
+
 def test_init_from_data_off_keeps_codebook():
     vq = VectorQuantizer(num_codes=16, dim=5, init_from_data=False, dead_code_threshold=0).train()
     assert bool(vq.initialized)

@@ -317,3 +317,22 @@ def test_cpc_objective_learns_on_real_speech(tmp_path, fsdd_manifest):
     losses = [e.value for e in events.Scalars("train/cpc")]
     assert np.mean(losses[-5:]) < np.mean(losses[:3]) - 0.3, losses
     assert VQSpeech.load(exp, "cpu").units_only
+
+
+def test_whitened_codes_train_on_real_speech_and_their_digest_covers_the_whitening(tmp_path, fsdd_manifest):
+    from vqspeech.checkpoint import codebook_digest
+
+    exp = tmp_path / "whitened"
+    assert run_cli(["train", exp, *FAST_TRAIN, *MEL, f"data.manifest={fsdd_manifest}", "train.max_steps=20",
+                    "model.quantizer.whiten=true", "model.speaker_adversary.weight=1"]) == 0
+    vq = VQSpeech.load(exp, "cpu")
+    quantizer = vq.model.quantizer
+    assert quantizer.whiten and not torch.equal(quantizer.white_cov, torch.eye(quantizer.dim))  # estimated
+    encoded = vq.encode(load_utterance(read_manifest(fsdd_manifest, "test")[0]), 8000, latents=True)
+    latents = torch.from_numpy(encoded.latents).reshape(-1, quantizer.dim).float()
+    assert np.array_equal(encoded.codes.reshape(-1), quantizer.nearest(quantizer.whitened(latents)).numpy())
+    raw = quantizer.nearest(latents).numpy()  # the Euclidean choice in z's own coordinates differs
+    assert not np.array_equal(encoded.codes.reshape(-1), raw)
+    state = load_checkpoint(exp / "checkpoints" / "last.pt")["model"]
+    moved = {**state, "quantizer.white_mean": state["quantizer.white_mean"] + 1}
+    assert codebook_digest(moved) != codebook_digest(state)  # codes of another whitening are not these codes

@@ -50,14 +50,16 @@ model.objective, model.encoder.normalize and model.speaker_adversary added (befo
 false, weight 0). 2: every key a model reads is in the checkpoint (quantizer.type added). 1:
 configs written before jitter, quantizer.kmeans_iters, quantizer.groups, decoder_type and top
 existed lack them, and priors before hierarchical and grouped codes lack level and groups. A VQ-VAE's
-model config of any version gets the keys of :data:`LEGACY_MODEL_KEYS` it lacks (encoder.cepstra came
-within version 5)."""
+model config of any version gets the keys of :data:`LEGACY_MODEL_KEYS` it lacks (encoder.cepstra and
+quantizer.whiten came within version 5)."""
 
 LEGACY_MODEL_KEYS: dict[tuple[str, ...], Any] = {
     ("jitter",): 0.0,
     ("quantizer", "type"): "vq",
     ("quantizer", "kmeans_iters"): 0,
     ("quantizer", "groups"): 1,
+    ("quantizer", "whiten"): False,
+    ("quantizer", "whiten_decay"): 0.99,
     ("decoder_type",): "wavenet",
     ("top",): {"stride": 0, "num_codes": 128, "channels": 128, "dilations": [1, 2, 4]},  # one level: sizes unused
     ("objective",): "wavenet",
@@ -113,13 +115,18 @@ def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
+CODEBOOK_TENSORS = ("quantizer.codebook", "quantizer.white_mean", "quantizer.unwhite_matrix")
+"""State-dict name endings of what fixes a code's vector (without whitening, the codebook alone)."""
+
+
 def codebook_digest(state_dict: dict[str, Any]) -> str:
-    """A short hash of a model's codebook(s) (every ``*quantizer.codebook`` tensor): codes.json
-    records it, so codes are decoded only by a model that shares that codebook, and results of
-    codes (a probe) can tell whether the model still has it."""
+    """A short hash of a model's codebook(s) (every ``*quantizer.codebook`` tensor, and with a whitening
+    quantizer the mean and matrix that map its codes to latents): codes.json records it, so codes
+    are decoded only by a model that shares that codebook, and results of codes (a probe) can tell
+    whether the model still has it."""
     digest = hashlib.sha256()
     for name, tensor in sorted(state_dict.items()):
-        if name.endswith("quantizer.codebook") and isinstance(tensor, torch.Tensor):
+        if name.endswith(CODEBOOK_TENSORS) and isinstance(tensor, torch.Tensor):
             digest.update(name.encode())
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]

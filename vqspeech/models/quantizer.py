@@ -2,7 +2,8 @@
 
 Options on one module (:class:`VectorQuantizer`): codebook + commitment loss, or EMA codebook
 updates (VQ-VAE-2); initialisation from encoder outputs (sampled, or refined by k-means); dead
-codes re-seeded from encoder outputs. :class:`ProductQuantizer` composes G of them over slices of
+codes re-seeded from encoder outputs; nearest codes in whitened coordinates (a Mahalanobis
+distance under the latents' running covariance). :class:`ProductQuantizer` composes G of them over slices of
 the latent. Under torch.distributed the codebook statistics are all-reduced and random choices are
 made on rank 0 and broadcast, so every process keeps the same codebook.
 
@@ -77,6 +78,10 @@ class VectorQuantizer(nn.Module):
         dead_code_threshold: a code is dead when its running usage falls below this fraction of
             the uniform share 1/K; dead codes are re-seeded from current encoder outputs (0 = off).
         usage_decay: decay of the running usage estimate.
+        whiten: quantize u = (z - mean) W, W = cov^(-1/2) of the latents (running estimates,
+            ``whiten_decay``), so every direction of the latent counts by its spread rather than its
+            scale; the codebook lives in u's coordinates and ``quantized``/``lookup`` map back to z's.
+        whiten_decay: decay of the running mean and covariance.
     """
 
     codebook: torch.Tensor  # [K, D]: an nn.Parameter, or with ``ema`` a buffer
@@ -84,6 +89,10 @@ class VectorQuantizer(nn.Module):
     ema_sum: torch.Tensor  # [K, D] buffer (``ema`` only)
     usage_ema: torch.Tensor  # [K] buffer: running usage
     initialized: torch.Tensor  # bool buffer
+    white_mean: torch.Tensor  # [D] buffer (``whiten`` only): running mean of z
+    white_cov: torch.Tensor  # [D, D] buffer (``whiten`` only): running covariance of z
+    white_matrix: torch.Tensor  # [D, D] buffer: W = cov^(-1/2) (symmetric)
+    unwhite_matrix: torch.Tensor  # [D, D] buffer: W^-1 = cov^(1/2)
 
     def __init__(
         self,
@@ -97,10 +106,13 @@ class VectorQuantizer(nn.Module):
         dead_code_threshold: float = 0.05,
         usage_decay: float = 0.99,
         kmeans_iters: int = 0,
+        whiten: bool = False,
+        whiten_decay: float = 0.99,
     ):
         super().__init__()
         if kmeans_iters < 0:
             raise ValueError(f"kmeans_iters must be >= 0, not {kmeans_iters}")
+        self.whiten, self.whiten_decay = whiten, whiten_decay
         self.num_codes, self.dim, self.beta = num_codes, dim, beta
         self.num_groups = 1
         self.kmeans_iters = kmeans_iters
@@ -115,6 +127,11 @@ class VectorQuantizer(nn.Module):
             self.codebook = nn.Parameter(codebook)
         self.register_buffer("usage_ema", torch.full((num_codes,), 1.0 / num_codes))
         self.register_buffer("initialized", torch.tensor(not init_from_data))
+        if whiten:
+            self.register_buffer("white_mean", torch.zeros(dim))
+            self.register_buffer("white_cov", torch.eye(dim))
+            self.register_buffer("white_matrix", torch.eye(dim))
+            self.register_buffer("unwhite_matrix", torch.eye(dim))
 
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """flat [N, D] -> codes [N]: argmin ||z||^2 - 2 z.e + ||e||^2 with one matmul."""
@@ -123,12 +140,33 @@ class VectorQuantizer(nn.Module):
         return distances.argmin(dim=1)  # ||z||^2 is constant per row and left out
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, T] -> vectors [B, D, T]."""
-        return F.embedding(codes, self.codebook).transpose(1, 2)
+        """codes [B, T] -> vectors [B, D, T] (in z's coordinates)."""
+        return self.unwhitened(F.embedding(codes, self.codebook)).transpose(1, 2)
+
+    def whitened(self, flat: torch.Tensor) -> torch.Tensor:
+        """flat z [N, D] -> the coordinates the codebook lives in: (z - mean) W with ``whiten``, else z."""
+        if not self.whiten:
+            return flat
+        return (flat - self.white_mean.to(flat.dtype)) @ self.white_matrix.to(flat.dtype)
+
+    def unwhitened(self, flat: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`whitened`: u [N, D] -> u W^-1 + mean."""
+        if not self.whiten:
+            return flat
+        return flat @ self.unwhite_matrix.to(flat.dtype) + self.white_mean.to(flat.dtype)
+
+    def coordinates(self, z: torch.Tensor) -> torch.Tensor:
+        """z [B, D, T] -> [B, D, T] in the coordinates codes are chosen in (whitened with ``whiten``)."""
+        if not self.whiten:
+            return z
+        return self.whitened(z.transpose(1, 2)).transpose(1, 2)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         batch, dim, frames = z.shape
         flat = z.transpose(1, 2).reshape(-1, dim)  # 'b d t -> (b t) d'
+        if self.whiten and self.training:
+            self._update_whitening(flat.detach().float(), first=not bool(self.initialized))
+        flat = self.whitened(flat)  # the losses and the straight-through estimator work in these coordinates
         if self.training and not bool(self.initialized):
             self._init_from(flat.detach())
         codes = self.nearest(flat.detach())
@@ -150,6 +188,7 @@ class VectorQuantizer(nn.Module):
         else:
             codebook_loss = F.mse_loss(quantized_flat, flat.detach())
         quantized_flat = flat + (quantized_flat - flat).detach()  # straight-through estimator
+        quantized_flat = self.unwhitened(quantized_flat)  # = z + (e W^-1 + mean - z): the gradient passes to z
 
         return QuantizerOutput(
             quantized=quantized_flat.view(batch, frames, dim).transpose(1, 2),
@@ -162,6 +201,26 @@ class VectorQuantizer(nn.Module):
             dead_codes=dead,
             reseeded=reseeded,
         )
+
+    @torch.no_grad()
+    def _update_whitening(self, flat: torch.Tensor, first: bool) -> None:
+        """Fold this batch's mean and covariance of z [N, D] into the running estimates (the first
+        batch sets them), then W = cov^(-1/2) and W^-1 by one symmetric eigendecomposition."""
+        count = torch.tensor(float(flat.shape[0]), device=flat.device)
+        sums = torch.cat([flat.sum(0), (flat.t() @ flat).flatten()]).double()
+        if _distributed():
+            dist.all_reduce(count)
+            dist.all_reduce(sums)
+        dim = flat.shape[1]
+        mean = sums[:dim] / count
+        cov = sums[dim:].view(dim, dim) / count - torch.outer(mean, mean)
+        rate = 1.0 if first else 1.0 - self.whiten_decay
+        self.white_mean.mul_(1 - rate).add_(mean.float(), alpha=rate)
+        self.white_cov.mul_(1 - rate).add_(cov.float(), alpha=rate)
+        values, vectors = torch.linalg.eigh(self.white_cov.double())
+        values = values.clamp_min(self.eps * values.max().clamp_min(self.eps))  # a flat direction is not blown up
+        self.white_matrix.copy_((vectors * values.rsqrt()) @ vectors.t())
+        self.unwhite_matrix.copy_((vectors * values.sqrt()) @ vectors.t())
 
     @torch.no_grad()
     def _sample_vectors(self, flat: torch.Tensor, count: int) -> torch.Tensor:
@@ -271,13 +330,18 @@ class ProductQuantizer(nn.Module):
         """codes [B, T, G] -> vectors [B, D, T]."""
         return torch.cat([q.lookup(codes[..., g]) for g, q in enumerate(self._parts())], dim=1)
 
+    def coordinates(self, z: torch.Tensor) -> torch.Tensor:
+        """z [B, D, T] -> each slice in the coordinates its quantizer chooses codes in."""
+        parts = zip(self._parts(), z.chunk(self.num_groups, dim=1), strict=True)
+        return torch.cat([q.coordinates(part) for q, part in parts], dim=1)
+
 
 QUANTIZERS: dict[str, type[VectorQuantizer]] = {"vq": VectorQuantizer}
 """``model.quantizer.type`` -> quantizer class, built as ``cls(num_codes, dim, **options)``."""
 
 Quantizer = VectorQuantizer | ProductQuantizer
 """What :func:`build_quantizer` returns: both map z [B, D, T] to a :class:`QuantizerOutput` and have
-``lookup``, ``num_codes``, ``dim`` and ``num_groups``."""
+``lookup``, ``coordinates``, ``num_codes``, ``dim`` and ``num_groups``."""
 
 
 def build_quantizer(num_codes: int, dim: int, type: str = "vq", groups: int = 1, **options) -> Quantizer:

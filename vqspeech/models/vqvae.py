@@ -331,6 +331,7 @@ class VQVAE(nn.Module):
         loss = reconstruction.loss + q.loss
         adversary = None
         if self.speaker_adversary is not None:
-            adversary = self.speaker_adversary(q.latents, speakers)
+            # on what chooses the codes: the latents in the quantizer's coordinates (whitened or not)
+            adversary = self.speaker_adversary(self.quantizer.coordinates(q.latents), speakers)
             loss = loss + adversary.loss
         return VQVAEOutput(loss, q.vq, q.top, reconstruction, adversary)

@@ -140,6 +140,8 @@ MODEL_RULES: dict[str, Rule] = {
     "model.quantizer.groups": integer(1, 64),
     "model.quantizer.dead_code_threshold": number(0, 1),
     "model.quantizer.usage_decay": number(0, 1, low_open=True, high_open=True),
+    "model.quantizer.whiten": BOOL,
+    "model.quantizer.whiten_decay": number(0, 1, low_open=True, high_open=True),
     "model.top.stride": (lambda v: is_int(v) and (v == 0 or v >= 2), "0 (one level) or an integer >= 2"),
     "model.top.num_codes": integer(2, MAX_CODES),
     "model.top.channels": integer(1, WIDTH),
