@@ -524,6 +524,41 @@ def test_the_summary_shows_what_it_can_of_damaged_records(tmp_path):
     assert "cannot be read" in result.stdout and "not a JSON object" in result.stdout
 
 
+def test_the_summary_labels_what_stages_not_done_left_and_counts_the_marked_targets(tmp_path):
+    """A stage forced again deletes the markers after it, not their files: those files are of an
+    earlier run and were printed as current; prior samples of speakers another run sampled were too."""
+    exp = tmp_path / "exp"
+    (exp / ".stages").mkdir(parents=True)
+    (exp / ".stages/2").write_text("3 s\ttrain\nmodel=tiny\n")
+    (exp / ".stages/7").write_text("2 s\tsample\ntargets=bob\n")
+    (exp / "train_summary.json").write_text('{"step": 40}')
+    (exp / "metrics.json").write_text('{"step": 30, "bits_per_sample": 7.98}')  # stage 8's, from the step-30 run
+    (exp / "probe").mkdir()
+    (exp / "probe/table.md").write_text("| system | accuracy |\n")
+    for speaker in ("bob", "carol"):  # carol was sampled by an earlier run with other targets
+        (exp / "prior_samples" / speaker).mkdir(parents=True)
+        (exp / "prior_samples" / speaker / "sample_00.wav").write_bytes(b"")
+        (exp / "prior_samples" / speaker / "samples.json").write_text(json.dumps({"speaker": speaker}))
+    result = subprocess.run([sys.executable, str(RECIPES / "utils/summary.py"), str(exp)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    line = next(line for line in lines if line.startswith("exp/metrics.json"))
+    assert '"bits_per_sample": 7.98' in line and "[from an earlier run: stage 8 is not done]" in line
+    assert "[from an earlier run: stage 8 is not done]" in next(line for line in lines if "phoneme probe (" in line)
+    summary = next(line for line in lines if line.startswith("exp/train_summary.json"))
+    assert "earlier run" not in summary
+    assert any(line.startswith("prior samples of bob") and "earlier" not in line for line in lines)
+    assert not any("carol" in line for line in lines)
+    assert next(line for line in lines if line.startswith("prior samples (wav)")).split()[-1] == "1"
+
+    bare = subprocess.run([sys.executable, str(RECIPES / "utils/summary.py")], capture_output=True, text=True)
+    assert bare.returncode == 2 and bare.stderr.startswith("usage:") and "Traceback" not in bare.stderr
+    missing = subprocess.run([sys.executable, str(RECIPES / "utils/summary.py"), str(tmp_path / "nope")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 0 and "is no experiment folder yet" in missing.stdout
+
+
 def test_a_forced_prior_stage_after_the_vq_vae_trained_on_trains_a_new_prior(tmp_path):
     """The codes were encoded again by a VQ-VAE whose codebook changed: the old prior cannot resume
     on them, so the forced stage moves it aside and trains a new one in its place."""
