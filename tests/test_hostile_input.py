@@ -4528,3 +4528,51 @@ def test_evaluate_conversion_skips_silent_or_constant_audio_of_a_hand_written_ma
     assert set(skipped) == {tests[1]["id"], tests[2]["id"]}
     assert all(reason.startswith("silent (RMS") and "`prepare` rejects" in reason for reason in skipped.values())
     assert [item["id"] for item in metrics["items"]] == [tests[0]["id"]]
+
+
+def test_enrolment_refuses_a_source_in_training_and_reads_its_checkpoint_once(tmp_path, capsys, trained_tiny,
+                                                                               demo_manifest, sleeper, monkeypatch):
+    """An enrolment from an experiment still training recorded one step's fingerprint and another
+    step's weights (the checkpoint was read twice, with the fingerprint taken between)."""
+    import vqspeech.training.enroll as enroll_module
+
+    exp = tmp_path / "exp"
+    shutil.copytree(trained_tiny, exp)
+    voice = Path(read_manifest(demo_manifest)[0].audio).parent
+    command = ["enroll", exp, "newcomer", voice, "-o", tmp_path / "enrolled", "--steps", "1", "--minutes", "0",
+               "--device", "cpu"]
+    lock = hold_lock(exp, sleeper.pid)
+    message = cli_error(capsys, command, "enroll")
+    assert f"{exp} is in use by" in message and str(sleeper.pid) in message
+    assert not (tmp_path / "enrolled").exists()
+    lock.unlink()
+
+    read = enroll_module.load_checkpoint
+
+    def read_while_a_training_saves(path):
+        ckpt = read(path)
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # saved again meanwhile
+        return ckpt
+
+    monkeypatch.setattr(enroll_module, "load_checkpoint", read_while_a_training_saves)
+    assert "changed while it was read" in cli_error(capsys, command, "enroll")
+    monkeypatch.setattr(enroll_module, "load_checkpoint", read)
+    assert run_cli(command) == 0
+    record = torch.load(tmp_path / "enrolled" / "checkpoints" / "last.pt", weights_only=True)["enrolment"]
+    source = exp / "checkpoints" / "last.pt"
+    assert record["inputs"][0] == [str(source.resolve()), source.stat().st_size, source.stat().st_mtime_ns]
+
+
+def test_a_recording_given_twice_through_a_link_or_a_voice_named_twice_is_refused(tmp_path, capsys, trained_tiny,
+                                                                                  demo_manifest):
+    audio = Path(read_manifest(demo_manifest)[0].audio)
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    shutil.copy(audio, folder / "a.wav")
+    (folder / "link.wav").symlink_to(folder / "a.wav")
+    message = cli_error(capsys, ["enroll", trained_tiny, "newcomer", folder, "-o", tmp_path / "enrolled",
+                                 "--steps", "1", "--device", "cpu"], "enroll")
+    assert "is given twice (also as" in message and not (tmp_path / "enrolled").exists()
+    message = cli_error(capsys, ["evaluate", "conversion", trained_tiny, "--out", tmp_path / "ev", "--targets", "v",
+                                 "--voice", f"v={audio}", "--voice", f"v={folder / 'a.wav'}"], "evaluate conversion")
+    assert "--voice v is given twice" in message and not (tmp_path / "ev").exists()

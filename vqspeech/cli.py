@@ -376,6 +376,11 @@ def _voices(given: list[str]) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise UserError(f"--voice {item!r} is not NAME=PATH (a name, then a sound file or folder of that voice).")
+        if name in voices:  # the later one used to replace the earlier without a word
+            raise UserError(
+                f"--voice {name} is given twice ({voices[name]}, {path}); give each voice once, with a folder for "
+                "several recordings."
+            )
         voices[name] = path
     return voices
 
@@ -577,7 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="a target the model does not know, given by a sound file or folder (a model with a speaker encoder)",
+        help="a target the model does not know, given by a sound file or folder (a model with a speaker encoder); "
+        "name it in --targets too",
     )
     p.add_argument("--num_reference", type=int, default=10, help="train utterances per speaker centroid")
     p.add_argument(

@@ -7,6 +7,7 @@ and the recordings together must last at least ``min_seconds``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,11 +41,13 @@ def reference_files(paths: Sequence[str | Path]) -> list[Path]:
             files.append(given)
     for file in files:  # before any is opened: reading a pipe would block
         check_input_file(file, "Recording")
-    seen: set[str] = set()
+    seen: dict[str, Path] = {}
     for file in files:
-        if str(file) in seen:
-            raise UserError(f"Recording {file} is given twice; name each file once.")
-        seen.add(str(file))
+        real = os.path.realpath(file)  # one recording reached through a link counts once
+        if real in seen:
+            also = "" if seen[real] == file else f" (also as {seen[real]})"
+            raise UserError(f"Recording {file} is given twice{also}; name each file once.")
+        seen[real] = file
     return files
 
 

@@ -87,7 +87,12 @@ class VQSpeech:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> VQSpeech:
         ckpt_path = resolve_checkpoint(path)
-        ckpt = load_checkpoint(ckpt_path)
+        return cls.from_checkpoint(load_checkpoint(ckpt_path), ckpt_path, device)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, ckpt_path: Path, device: str = "auto") -> VQSpeech:
+        """The model of a checkpoint already read by :func:`load_checkpoint` from ``ckpt_path`` (a
+        caller that also needs its other fields reads the file once)."""
         if ckpt.get("kind") != "vqvae":
             raise UserError(f"{ckpt_path} holds a {ckpt.get('kind')} model, not a VQ-VAE.")
         try:

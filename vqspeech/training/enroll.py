@@ -222,7 +222,13 @@ def enroll_speaker(
         raise UserError(
             f"{out} lies inside the experiment {home}; write the enrolled model to a folder outside any experiment."
         )
-    vq = VQSpeech.load(source, device)
+    if source.parent.name == "checkpoints":  # a model still training changes under the enrolment
+        FolderLock(exp_folder, "enroll").check_free()
+    stamp = file_stamp(source)
+    ckpt = load_checkpoint(source)  # read once: the weights, the config and the fingerprint agree
+    if file_stamp(source) != stamp:
+        raise UserError(f"{source} changed while it was read (a training saving it?); enrol when it has finished.")
+    vq = VQSpeech.from_checkpoint(ckpt, source, device)
     vq.require_decoder()
     same = [s for s in vq.speakers if s.casefold() == name.casefold()]
     if same:  # George beside george: two speakers users mix up, one folder on a case-blind file system
@@ -237,13 +243,14 @@ def enroll_speaker(
             "a step; lower batch_size or crop_seconds."
         )
     with FolderLock(out, "enroll"):
-        inputs = fingerprint([str(source), *files])
+        inputs = [[str(source), *stamp], *fingerprint(files)]
         resume = _resume_state(out, name, inputs, options, overwrite)
-        return _enroll(vq, source, name, files, inputs, audio, out, options, resume, progress)
+        return _enroll(vq, ckpt, source, name, files, inputs, audio, out, options, resume, progress)
 
 
 def _enroll(
     vq: VQSpeech,
+    ckpt: dict[str, Any],
     source: Path,
     name: str,
     files: list[str],
@@ -254,7 +261,6 @@ def _enroll(
     resume: dict[str, Any] | None,
     progress: bool,
 ) -> dict[str, Any]:
-    ckpt = load_checkpoint(source)
     config = ckpt["config"]
     model = with_new_speaker(vq.model.cpu(), config["model"], len(vq.speakers)).to(vq.device)
     model.set_stage("decoder")
