@@ -371,7 +371,7 @@ def cmd_evaluate_conversion(args) -> None:
 
 def _voices(given: list[str]) -> dict[str, str]:
     """``NAME=PATH`` arguments -> {name: path}."""
-    voices = {}
+    voices: dict[str, str] = {}
     for item in given:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
