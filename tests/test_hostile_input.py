@@ -4576,3 +4576,23 @@ def test_a_recording_given_twice_through_a_link_or_a_voice_named_twice_is_refuse
     message = cli_error(capsys, ["evaluate", "conversion", trained_tiny, "--out", tmp_path / "ev", "--targets", "v",
                                  "--voice", f"v={audio}", "--voice", f"v={folder / 'a.wav'}"], "evaluate conversion")
     assert "--voice v is given twice" in message and not (tmp_path / "ev").exists()
+
+
+def test_a_checkout_on_the_python_path_reads_its_own_configs(tmp_path):
+    """With an editable install of another checkout, `vqspeech.conf` resolved to that checkout's
+    conf/ while the code came from the one on PYTHONPATH: a new key then failed as the user's."""
+    import vqspeech
+    from vqspeech.config import config_dir
+
+    source = Path(vqspeech.__file__).resolve().parent
+    checkout = tmp_path / "checkout"
+    shutil.copytree(source, checkout / "vqspeech", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(config_dir(), checkout / "conf", ignore=shutil.ignore_patterns("__pycache__"))
+    (checkout / "pyproject.toml").write_text("[project]\nname = 'vqspeech'\n")
+    code = "import vqspeech.config as c; print(c.config_dir()); print(c.__file__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(checkout)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    conf, module = result.stdout.split()
+    assert Path(module).resolve().parent == (checkout / "vqspeech").resolve()
+    assert Path(conf).resolve() == (checkout / "conf").resolve()

@@ -28,7 +28,15 @@ from .fileio import TRAINING_SUBFOLDERS, FolderLock, is_utf8, write_text_atomic
 
 
 def config_dir() -> Path:
-    """The packaged `conf/` folder."""
+    """The `conf/` folder of this copy of the code: inside the package when installed, beside it in a
+    source checkout. An editable install of another checkout answers ``vqspeech.conf`` too, so a
+    checkout on PYTHONPATH would otherwise read that one's configs with its own code."""
+    package = Path(__file__).resolve().parent
+    for folder in (package / "conf", package.parent / "conf"):
+        if (folder / "config.yaml").is_file() and (
+            folder == package / "conf" or (package.parent / "pyproject.toml").is_file()
+        ):
+            return folder
     return Path(str(resources.files("vqspeech.conf")))
 
 
