@@ -4596,3 +4596,32 @@ def test_a_checkout_on_the_python_path_reads_its_own_configs(tmp_path):
     conf, module = result.stdout.split()
     assert Path(module).resolve().parent == (checkout / "vqspeech").resolve()
     assert Path(conf).resolve() == (checkout / "conf").resolve()
+
+
+def test_an_enrolled_model_says_what_it_is_in_the_report_and_when_its_enrolment_stopped(tmp_path, trained_tiny,
+                                                                                       demo_manifest, capsys):
+    from vqspeech.checkpoint import load_checkpoint, save_checkpoint
+    from vqspeech.eval.report import write_report
+
+    voice = Path(read_manifest(demo_manifest)[0].audio).parent
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run_cli(["enroll", trained_tiny, "anna", voice, "-o", first, "--steps", "1", "--device", "cpu"]) == 0
+    assert run_cli(["enroll", first, "bert", voice, "-o", second, "--steps", "1", "--device", "cpu"]) == 0
+    record = load_checkpoint(second / "checkpoints" / "last.pt")["enrolment"]
+    assert record["name"] == "bert" and record["source_enrolment"]["name"] == "anna"  # the chain is kept
+    summary = write_report(second).read_text().split('<section id="summary">')[1].split("</section>")[0]
+    assert "<h3>Enrolment</h3>" in summary and "<tr><th>Speaker added</th><td>bert</td></tr>" in summary
+    assert "<tr><th>Speakers enrolled before it</th><td>anna</td></tr>" in summary
+    assert "No training summary" not in summary and "its training is that of its source experiment" in summary
+    assert "stopped at step" not in summary
+
+    ckpt = load_checkpoint(second / "checkpoints" / "last.pt")  # as Ctrl-C leaves it, one step in
+    ckpt["enrolment"]["finished"] = False
+    save_checkpoint(second / "checkpoints" / "last.pt", ckpt)
+    stopped = json.loads((second / "enrolment.json").read_text())
+    (second / "enrolment.json").write_text(json.dumps({**stopped, "finished": False}))
+    summary = write_report(second, overwrite=True).read_text().split('<section id="summary">')[1]
+    assert "The enrolment stopped at step 1 before its end" in summary.split("</section>")[0]
+    capsys.readouterr()
+    assert run_cli(["speakers", second]) == 0
+    assert "holds an enrolment of 'bert' stopped at step 1, before its end" in capsys.readouterr().err

@@ -109,6 +109,13 @@ class VQSpeech:
         except Exception as exc:  # a crafted or damaged checkpoint can fail anywhere in building
             raise UserError(f"{ckpt_path} does not hold a usable VQ-VAE ({first_line(exc)[:300]}).") from None
         step = ckpt.get("step") if is_int(ckpt.get("step")) else None
+        enrolment = ckpt.get("enrolment")
+        if isinstance(enrolment, dict) and enrolment.get("finished") is False:
+            warnings.warn(
+                f"{ckpt_path} holds an enrolment of {enrolment.get('name')!r} stopped at step "
+                f"{enrolment.get('steps')}, before its end; run the same `vqspeech enroll` again to finish it.",
+                stacklevel=2,
+            )
         return cls(model, list(ckpt["speakers"]), ckpt["config"], select_device(device), ckpt_path, step)
 
     @property

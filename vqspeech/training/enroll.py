@@ -293,6 +293,8 @@ def _enroll(
             "steps": step,
             "finished": finished,
         }
+        if isinstance(ckpt.get("enrolment"), dict):  # enrolled from an enrolled model: keep the chain
+            record["source_enrolment"] = {k: v for k, v in ckpt["enrolment"].items() if k != "inputs"}
         payload = {k: v for k, v in ckpt.items() if k not in (*RESUME_ONLY, "format_version")}
         payload.update(model=state, speakers=speaker_names, enrolment=record)
         payload["enrolment_state"] = {

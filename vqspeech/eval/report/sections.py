@@ -154,6 +154,8 @@ def section_summary(page: Page) -> str:
 
     parts = ["<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows) + "</table>"]
 
+    enrolment = enrolment_part(page)
+    parts.append(enrolment)
     parts.append("<h3>Training</h3>")
     try:
         summary = read_json_dict(page.exp_dir / "train_summary.json")
@@ -177,7 +179,10 @@ def section_summary(page: Page) -> str:
                 )
             )
     except SectionError as exc:
-        parts.append(note(f"No training summary: {exc}; written by {PRODUCERS['train_summary']}."))
+        if enrolment:  # `vqspeech train` refuses an enrolment's folder: its training is its source's
+            parts.append(note("An enrolled model: its training is that of its source experiment (above)."))
+        else:
+            parts.append(note(f"No training summary: {exc}; written by {PRODUCERS['train_summary']}."))
 
     parts.append("<h3>Data</h3>")
     parts.append(data_table(page))
@@ -354,6 +359,49 @@ def stale_note(page: Page, record: dict, what: str, producer: str, done: str = "
             f"as it is now (another manifest, or it was prepared again since); {rerun}"
         )
     return ""
+
+
+def enrolment_part(page: Page) -> str:
+    """What ``vqspeech enroll`` recorded in ``enrolment.json`` (the speaker added, from what, how
+    far), with a note for one stopped before its steps; "" for a trained experiment."""
+    path = page.exp_dir / "enrolment.json"
+    if not path.is_file():
+        return ""
+    try:
+        record = read_json_dict(path, "enrolment.json")
+    except SectionError as exc:
+        return "<h3>Enrolment</h3>" + note(f"Skipped the enrolment: {exc}.")
+    chain: list[str] = []
+    earlier = record.get("source_enrolment")
+    while isinstance(earlier, dict) and len(chain) < 20:  # enrolled from an enrolled model, and so on
+        chain.append(str(earlier.get("name", "?")))
+        earlier = earlier.get("source_enrolment")
+    files = record.get("files")
+    rows = {
+        "Speaker added": record.get("name"),
+        "Source model": record.get("source"),
+        "Speakers enrolled before it": ", ".join(reversed(chain)) or None,
+        "Recordings": len(files) if isinstance(files, list) else None,
+        "Steps": record.get("steps"),
+        "Minutes": record.get("minutes"),
+        "First / last loss": (
+            f"{fmt(record.get('first_loss'))} / {fmt(record.get('last_loss'))}"
+            if is_number(record.get("first_loss")) and is_number(record.get("last_loss"))
+            else None
+        ),
+    }
+    table = (
+        "<table>"
+        + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows.items() if v is not None)
+        + "</table>"
+    )
+    stopped = ""
+    if record.get("finished") is not True:
+        stopped = note(
+            f"The enrolment stopped at step {record.get('steps')} before its end (interrupted); run the same "
+            "`vqspeech enroll` again to finish it. Results below are of the model as it stopped."
+        )
+    return "<h3>Enrolment</h3>" + table + stopped
 
 
 def probe_scope(record: dict) -> tuple:
