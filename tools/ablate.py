@@ -66,6 +66,7 @@ VARIANTS: dict[str, list[str]] = {
     "mel-invariant-50hz": [*MEL, *INVARIANT, *HZ50],
     "mel-invariant-warp": [*MEL, *INVARIANT, "model.encoder.warp=0.1"],
     "mel-invariant-cepstra": [*MEL, *INVARIANT, "model.encoder.cepstra=13"],
+    "mel-invariant-whiten": [*MEL, *INVARIANT, "model.quantizer.whiten=true"],
     "cpc": CPC,
     "cpc-invariant": [*CPC, *INVARIANT],
     "cpc-invariant-50hz": [*CPC, *INVARIANT, *HZ50],
