@@ -105,10 +105,15 @@ def _kmeans_init_rank(rank: int, world: int, port: int, out: str) -> None:
     vq = VectorQuantizer(num_codes=8, dim=4, kmeans_iters=5).train()
     vq(torch.randn(2, 4, 50) + rank)
     torch.save(vq.codebook.detach(), f"{out}/codebook{rank}.pt")
+    white = VectorQuantizer(num_codes=8, dim=4, whiten=True).train()  # statistics of both ranks' batches
+    z = torch.randn(2, 4, 50) * (rank + 1) + rank
+    white(z)
+    torch.save({"z": z, **{k: v for k, v in white.state_dict().items() if k.startswith("white")}},
+               f"{out}/white{rank}.pt")
     dist.destroy_process_group()
 
 
-def test_kmeans_init_gives_every_rank_the_same_codebook(tmp_path):
+def test_kmeans_init_and_whitening_give_every_rank_the_same_codebook(tmp_path):
     import socket
 
     import torch.multiprocessing as mp
@@ -119,6 +124,12 @@ def test_kmeans_init_gives_every_rank_the_same_codebook(tmp_path):
     mp.spawn(_kmeans_init_rank, args=(2, port, str(tmp_path)), nprocs=2)
     first, second = (torch.load(tmp_path / f"codebook{r}.pt") for r in (0, 1))
     assert torch.equal(first, second)
+    white = [torch.load(tmp_path / f"white{r}.pt") for r in (0, 1)]
+    for key in ("white_mean", "white_cov", "white_matrix"):  # every rank whitens alike
+        assert torch.equal(white[0][key], white[1][key]), key
+    both = torch.cat([w["z"].transpose(1, 2).reshape(-1, 4) for w in white]).double()
+    torch.testing.assert_close(white[0]["white_mean"].double(), both.mean(0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(white[0]["white_cov"].double(), torch.cov(both.t(), correction=0), atol=1e-4, rtol=0)
 
 
 # --- grouped (product) codebooks -----------------------------------------------------------------
