@@ -169,6 +169,30 @@ def test_product_quantizer_gradients_pass_straight_through_to_the_encoder_and_re
         assert quantizer.codebook.grad is not None and quantizer.codebook.grad.abs().sum() > 0
 
 
+def test_the_codebook_digest_covers_every_group_and_the_whitening():
+    """A grouped model's codebooks are `quantizer.quantizers.N.codebook`: the digest once matched
+    none of them, so codes of any grouped model passed for any other's."""
+    import hashlib
+
+    from helpers import tiny_model_config
+    from vqspeech.checkpoint import codebook_digest
+    from vqspeech.models import VQVAE
+
+    empty = hashlib.sha256().hexdigest()[:16]
+    for options in ({"groups": 2}, {"groups": 2, "whiten": True}, {"whiten": True}, {}):
+        config = tiny_model_config()
+        config["quantizer"] = {**config["quantizer"], **options}
+        state = VQVAE.from_config(config, 2).state_dict()
+        digest = codebook_digest(state)
+        assert digest != empty, options
+        for name in [n for n in state if n.startswith("quantizer.") and n.endswith(("codebook", "white_mean"))]:
+            changed = {**state, name: state[name] + 1}
+            assert codebook_digest(changed) != digest, name
+        other = {**state, "quantizer.usage_ema": state["quantizer.usage_ema"] + 1} if "quantizer.usage_ema" in state \
+            else dict(state)
+        assert codebook_digest(other) == digest  # running usage is not what a code means
+
+
 @pytest.mark.slow
 def test_grouped_codebooks_train_encode_decode_and_probe(demo_manifest, tmp_path):
     """model.quantizer.groups=2 through the normal verbs: train, encode ([T, 2]), decode, probe."""

@@ -26,6 +26,7 @@ import copy
 import hashlib
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -115,18 +116,18 @@ def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-CODEBOOK_TENSORS = ("quantizer.codebook", "quantizer.white_mean", "quantizer.unwhite_matrix")
-"""State-dict name endings of what fixes a code's vector (without whitening, the codebook alone)."""
+CODEBOOK_TENSORS = re.compile(r"(^|\.)quantizer\.(quantizers\.\d+\.)?(codebook|white_mean|unwhite_matrix)$")
+"""State-dict names of what fixes a code's vector: each codebook (one quantizer's, or every group's of
+a product quantizer, ``quantizer.quantizers.N.codebook``) and a whitening quantizer's mean and matrix."""
 
 
 def codebook_digest(state_dict: dict[str, Any]) -> str:
-    """A short hash of a model's codebook(s) (every ``*quantizer.codebook`` tensor, and with a whitening
-    quantizer the mean and matrix that map its codes to latents): codes.json records it, so codes
-    are decoded only by a model that shares that codebook, and results of codes (a probe) can tell
-    whether the model still has it."""
+    """A short hash of a model's codebook(s) (every tensor :data:`CODEBOOK_TENSORS` names, the top
+    level's included): codes.json records it, so codes are decoded only by a model that shares that
+    codebook, and results of codes (a probe) can tell whether the model still has it."""
     digest = hashlib.sha256()
     for name, tensor in sorted(state_dict.items()):
-        if name.endswith(CODEBOOK_TENSORS) and isinstance(tensor, torch.Tensor):
+        if CODEBOOK_TENSORS.search(name) and isinstance(tensor, torch.Tensor):
             digest.update(name.encode())
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
