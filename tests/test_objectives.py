@@ -17,6 +17,7 @@ from vqspeech.checkpoint import load_checkpoint
 from vqspeech.config import compose, training_stage
 from vqspeech.data.dataset import StepBatchSampler
 from vqspeech.data.manifest import load_utterance, read_manifest, speakers_of
+from vqspeech.errors import UserError
 from vqspeech.eval.loss import teacher_forced_metrics
 from vqspeech.inference import VQSpeech
 from vqspeech.models.cpc import CPCHead, same_speaker_negatives
@@ -119,6 +120,35 @@ def test_the_decoder_stage_refuses_units_of_another_shape(tmp_path, capsys, unit
     err = capsys.readouterr().err
     assert "model.num_codes" in err and "Traceback" not in err
     assert not (tmp_path / "d" / "checkpoints").exists()
+
+
+def test_a_decoder_stage_on_fewer_speakers_does_not_offer_the_voices_it_never_heard(tmp_path, capsys, units_exp,
+                                                                                    fsdd_manifest):
+    rows = [json.loads(line) for line in fsdd_manifest.read_text().splitlines() if line.strip()]
+    speakers = sorted({r["speaker"] for r in rows})
+    heard, unheard = speakers[0], speakers[1]
+    for row in rows:
+        row["audio"] = str((fsdd_manifest.parent / row["audio"]).resolve())
+    fewer = tmp_path / "fewer.jsonl"  # the second speaker's training utterances left out
+    fewer.write_text("".join(json.dumps(r) + "\n" for r in rows if r["speaker"] == heard or r["split"] != "train"))
+    exp = tmp_path / "decoder"
+    capsys.readouterr()
+    assert run_cli(["train", exp, *FAST_TRAIN, *MEL, f"data.manifest={fewer}", "train.max_steps=2",
+                    f"train.units_from={units_exp}"]) == 0
+    assert f"trains on 1 of the 2 speakers its units know; without training utterances here, the voices of " \
+           f"{unheard} stay unlearned" in capsys.readouterr().err
+    vq = VQSpeech.load(exp, "cpu")
+    assert vq.speakers == speakers and vq.untrained_speakers == {unheard}
+    wav = read_manifest(fsdd_manifest, "test")[0].audio
+    capsys.readouterr()
+    assert run_cli(["convert", exp, wav, "--speaker", unheard, "-o", tmp_path / "x.wav"]) == 2
+    err = capsys.readouterr().err
+    assert f"never trained on {unheard!r}'s voice" in err and heard in err and not (tmp_path / "x.wav").exists()
+    from vqspeech.eval.conversion import _assign_targets
+
+    items = read_manifest(fewer, "test")
+    with pytest.raises(UserError, match=f"speaks only one voice \\({heard}\\)"):  # the rotation: learned voices
+        _assign_targets(items, None, vq)
 
 
 def test_gradient_reversal_flips_the_classifiers_gradient():

@@ -531,15 +531,16 @@ def _assign_targets(
                 vq.speaker_vector(voices[name])  # UserError for a bad reference or a model without an encoder
             else:
                 vq.speaker_id(name)  # UserError naming the unknown speaker
-    elif len(vq.speakers) < 2:
+    voiced = [s for s in vq.speakers if s not in vq.untrained_speakers]  # the voices its decoder learned
+    if targets is None and len(voiced) < 2:
         raise UserError(
-            f"The model knows only one speaker ({vq.speakers[0]}), so there is nobody to "
+            f"The model speaks only one voice ({voiced[0]}), so there is nobody to "
             "convert to; pass a target speaker to convert to that one."
         )
     counts: dict[str, int] = defaultdict(int)
     out = {}
     for u in items:
-        pool = targets if targets is not None else vq.speakers
+        pool = targets if targets is not None else voiced
         others = [s for s in pool if s != u.speaker] or pool
         out[u.id] = others[counts[u.speaker] % len(others)]
         counts[u.speaker] += 1

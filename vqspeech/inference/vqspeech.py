@@ -78,9 +78,12 @@ class VQSpeech:
         device: torch.device,
         checkpoint: Path | None = None,
         step: int | None = None,
+        untrained_speakers: list[str] | None = None,
     ):
         self.model = model.to(device).eval()
         self.speakers, self.config, self.device, self.checkpoint = speakers, config, device, checkpoint
+        # speakers its units know but its waveform decoder never heard (a decoder stage on fewer speakers)
+        self.untrained_speakers = set(untrained_speakers or ())
         self.step = step  # the training step of the checkpoint: results record which state they measured
         self._fast: FastWaveNet | Literal[False] | None = None  # the C generator, built at the first CPU decode
 
@@ -116,7 +119,9 @@ class VQSpeech:
                 f"{enrolment.get('steps')}, before its end; run the same `vqspeech enroll` again to finish it.",
                 stacklevel=2,
             )
-        return cls(model, list(ckpt["speakers"]), ckpt["config"], select_device(device), ckpt_path, step)
+        untrained = ckpt.get("untrained_speakers")
+        untrained = [str(s) for s in untrained] if isinstance(untrained, list) else None
+        return cls(model, list(ckpt["speakers"]), ckpt["config"], select_device(device), ckpt_path, step, untrained)
 
     @property
     def units_only(self) -> bool:
@@ -175,6 +180,12 @@ class VQSpeech:
                 else ""
             )
             raise UserError(f"Unknown speaker {name!r}; this model knows: {shown}{other}.")
+        if name in self.untrained_speakers:
+            trained = [s for s in self.speakers if s not in self.untrained_speakers]
+            raise UserError(
+                f"The waveform decoder of {self._exp_name()} never trained on {name!r}'s voice (its units did, "
+                f"train.units_from); choose one of {', '.join(trained[:10])}, or enrol the voice."
+            )
         return self.speakers.index(name)
 
     def _exp_name(self) -> str:

@@ -12,6 +12,7 @@ With ``model.decoder_type=conv`` the task also owns the waveform discriminator a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,8 @@ class VQVAETask(Task):
         self.speaker_ids = {s: i for i, s in enumerate(speakers)}
         self.train_utts = train_utts
         self.valid_utts = known_speakers_only(valid_utts, self.speaker_ids)
+        heard = {u.speaker for u in train_utts}  # a decoder stage may train on fewer speakers than its units
+        self.untrained_speakers = [s for s in speakers if s not in heard] if model.stage == "decoder" else []
         train = config["train"]
         self.crop_samples = crop_length(train["crop_seconds"], model.sample_rate, model.hop_length)
         self.discriminator: CombinedDiscriminator | None = None
@@ -290,6 +293,8 @@ class VQVAETask(Task):
 
     def checkpoint_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"speakers": list(self.speakers)}
+        if self.untrained_speakers:  # rows of the speaker table the waveform decoder never trained
+            fields["untrained_speakers"] = list(self.untrained_speakers)
         if self.discriminator is not None and self.d_optimizer is not None:  # resume only
             fields["discriminator"] = {k: v.detach().cpu().clone() for k, v in self.discriminator.state_dict().items()}
             fields["d_optimizer"] = self.d_optimizer.state_dict()
@@ -369,6 +374,13 @@ def train_vqvae(exp_dir: str | Path, overrides: list[str]) -> dict[str, float]:
             speaker_list = "".join(f"{s}\n" for s in speakers)
             write_experiment_files(exp_dir, cfg, merged, dist_info, {"speakers.txt": speaker_list})
             task = VQVAETask(model, cfg, speakers, train_utts, valid_utts)
+            if task.untrained_speakers and dist_info.rank == 0:
+                warnings.warn(
+                    f"The waveform decoder trains on {len(speakers) - len(task.untrained_speakers)} of the "
+                    f"{len(speakers)} speakers its units know; without training utterances here, the voices of "
+                    f"{', '.join(task.untrained_speakers[:5])} stay unlearned and are refused as targets.",
+                    stacklevel=1,
+                )
             parameters = sum(p.numel() for p in model.parameters())
             return fit_and_summarise(exp_dir, task, cfg, device, dist_info, resume, extra={"parameters": parameters})
 
