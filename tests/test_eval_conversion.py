@@ -216,6 +216,7 @@ def test_selection_targets_and_references():
 
     class FakeModel:
         speakers = ["a", "b", "c", "d"]
+        untrained_speakers: set = set()
         model = SimpleNamespace(speaker_encoder=None)
         speaker_id = VQSpeech.speaker_id
 
