@@ -4625,3 +4625,25 @@ def test_an_enrolled_model_says_what_it_is_in_the_report_and_when_its_enrolment_
     capsys.readouterr()
     assert run_cli(["speakers", second]) == 0
     assert "holds an enrolment of 'bert' stopped at step 1, before its end" in capsys.readouterr().err
+
+
+def test_launch_variables_left_in_the_shell_end_in_one_sentence_not_a_wait_for_ever(tmp_path, demo_manifest):
+    """WORLD_SIZE, RANK, MASTER_ADDR and MASTER_PORT all left set: the process waited in the process
+    group's rendezvous for a peer that never came, and Ctrl-C or SIGTERM could not end it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "VQSPEECH_RENDEZVOUS_SECONDS": "2"}
+    env.pop("TORCHELASTIC_RUN_ID", None)
+    exp = tmp_path / "exp"
+    result = subprocess.run([sys.executable, "-m", "vqspeech.cli", "train", str(exp), *map(str, FAST_TRAIN),
+                             f"data.manifest={demo_manifest}", "train.max_steps=1"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "WORLD_SIZE=2 is set, but the 2 processes did not all meet" in result.stderr
+    assert "torchrun" in result.stderr and not exp.exists()
+    bad = {**env, "VQSPEECH_RENDEZVOUS_SECONDS": "soon"}
+    result = subprocess.run([sys.executable, "-m", "vqspeech.cli", "train", str(exp), f"data.manifest={demo_manifest}"],
+                            env=bad, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "VQSPEECH_RENDEZVOUS_SECONDS='soon'" in result.stderr

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -93,5 +95,37 @@ def init_distributed(device_name: str) -> DistInfo:
         use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
         if use_cuda:
             torch.cuda.set_device(info.local_rank % torch.cuda.device_count())
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        if os.environ.get("TORCHELASTIC_RUN_ID"):  # torchrun: its agent's store, every process already started
+            dist.init_process_group(backend)
+        else:  # another launcher, or variables left in the shell: wait a bounded time for the others
+            dist.init_process_group(backend, store=_rendezvous(rank, world_size), rank=rank, world_size=world_size)
     return info
+
+
+def _rendezvous(rank: int, world_size: int) -> dist.TCPStore:
+    """The store at MASTER_ADDR:MASTER_PORT once all ``world_size`` processes have joined it, within
+    ``VQSPEECH_RENDEZVOUS_SECONDS`` (default 120); UserError when they do not. The wait is C++
+    code that Ctrl-C cannot interrupt, so without a bound a WORLD_SIZE left in the shell made
+    `train` wait for ever."""
+    seconds = os.environ.get("VQSPEECH_RENDEZVOUS_SECONDS", "").strip() or "120"
+    try:
+        wait = float(seconds)
+    except ValueError:
+        wait = math.nan
+    if not (math.isfinite(wait) and wait > 0):
+        raise UserError(f"VQSPEECH_RENDEZVOUS_SECONDS={seconds!r} is not a positive number of seconds.")
+    host, port = os.environ["MASTER_ADDR"], launch_variable("MASTER_PORT", 0)
+    try:
+        store = dist.TCPStore(
+            host, port, world_size, is_master=rank == 0, timeout=timedelta(seconds=wait), wait_for_workers=True
+        )
+    except (RuntimeError, OSError, ValueError) as exc:  # DistStoreError (a RuntimeError), a port in use, ...
+        raise UserError(
+            f"WORLD_SIZE={world_size} is set, but the {world_size} processes did not all meet at {host}:{port} within "
+            f"{wait:g} s ({first_line(exc)[:120]}); launch them with torchrun (e.g. `torchrun --nproc_per_node "
+            f"{world_size} -m vqspeech.cli train ...`), or unset WORLD_SIZE, RANK, MASTER_ADDR and MASTER_PORT for "
+            "one process."
+        ) from None
+    store.set_timeout(timedelta(minutes=30))  # the default of later waits (gloo's own rendezvous through it)
+    return store
