@@ -4647,3 +4647,19 @@ def test_launch_variables_left_in_the_shell_end_in_one_sentence_not_a_wait_for_e
     result = subprocess.run([sys.executable, "-m", "vqspeech.cli", "train", str(exp), f"data.manifest={demo_manifest}"],
                             env=bad, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "VQSPEECH_RENDEZVOUS_SECONDS='soon'" in result.stderr
+
+
+def test_a_decoder_stage_refuses_units_still_training(tmp_path, capsys, demo_manifest, sleeper):
+    mel = ["model.objective=mel", "train.warmup_steps=1"]
+    units = tmp_path / "units"
+    assert run_cli(["train", units, *FAST_TRAIN, *mel, f"data.manifest={demo_manifest}", "train.max_steps=2",
+                    "train.checkpoint_every=1"]) == 0
+    lock = hold_lock(units, sleeper.pid)  # its training goes on
+    decoder = tmp_path / "decoder"
+    command = ["train", decoder, *FAST_TRAIN, *mel, f"data.manifest={demo_manifest}", "train.max_steps=1"]
+    message = cli_error(capsys, [*command, f"train.units_from={units}"], "train")
+    assert "are still changing" in message and str(sleeper.pid) in message and "step-N.pt" in message
+    assert not (decoder / "checkpoints").exists()
+    step = sorted((units / "checkpoints").glob("step-*.pt"))[0]  # a saved step does not change
+    assert run_cli([*command, f"train.units_from={step}"]) == 0
+    lock.unlink()
