@@ -4663,3 +4663,17 @@ def test_a_decoder_stage_refuses_units_still_training(tmp_path, capsys, demo_man
     step = sorted((units / "checkpoints").glob("step-*.pt"))[0]  # a saved step does not change
     assert run_cli([*command, f"train.units_from={step}"]) == 0
     lock.unlink()
+
+
+def test_codes_beyond_the_code_range_are_refused_before_they_turn_negative(tmp_path):
+    """An unsigned 64-bit code of 2**63 or more became negative in the cast to int64, past the
+    check, and `prior train` ended in a traceback in np.bincount."""
+    from vqspeech.data.codes import MAX_CODES, read_codes_file
+
+    for codes in (np.array([3, 2**64 - 1], dtype=np.uint64), np.array([3, MAX_CODES], dtype=np.int64)):
+        path = tmp_path / "x.npy"
+        np.save(path, codes)
+        with pytest.raises(UserError, match=f"does not hold codes \\(integers from 0 to {MAX_CODES - 1}"):
+            read_codes_file(path)
+    np.save(path, np.array([3, MAX_CODES - 1], dtype=np.uint64))
+    assert read_codes_file(path).tolist() == [3, MAX_CODES - 1]

@@ -273,7 +273,7 @@ def test_probe_user_errors_name_the_problem(demo_codes, demo_manifest, tmp_path,
     (broken / "codes.json").write_text(json.dumps({"code_rate_hz": 100.0}))
     np.save(broken / "codes" / "x.npy", np.array([3, -1]))
     assert run_cli(["evaluate", "probe", "--codes", broken, "--manifest", demo_manifest, "--out", out]) == 2
-    assert "does not hold codes (non-negative integers" in capsys.readouterr().err
+    assert "does not hold codes (integers from 0 to 32767" in capsys.readouterr().err
     assert run_cli(["evaluate", "probe", "--codes", demo_codes, "--manifest", demo_manifest, "--out", out,
                     "--abx_max_items", "0"]) == 2
     assert "--abx_max_items, given 0" in capsys.readouterr().err and not out.exists()

@@ -333,9 +333,11 @@ def read_codes_file(path: str | Path, code_rate_hz: float | None = None) -> np.n
     header read first: a sparse file can claim gigabytes it does not hold) is refused unread."""
     max_frames = None if code_rate_hz is None else int(MAX_DURATION * code_rate_hz) + 1
     codes = _load_array(Path(path), ndim=(1, 2), max_frames=max_frames)
-    if codes.size == 0 or not np.issubdtype(codes.dtype, np.integer) or codes.min() < 0:
+    # the range before the cast: an unsigned 2**63 or more would turn negative as int64
+    if codes.size == 0 or not np.issubdtype(codes.dtype, np.integer) or codes.min() < 0 or codes.max() >= MAX_CODES:
         raise UserError(
-            f"{path} does not hold codes (non-negative integers, at least one frame); re-run `vqspeech encode`."
+            f"{path} does not hold codes (integers from 0 to {MAX_CODES - 1}, at least one frame); re-run "
+            "`vqspeech encode`."
         )
     return codes.astype(np.int64)
 
