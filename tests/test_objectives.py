@@ -5,6 +5,7 @@ units-only model says how to get a decoder instead of decoding noise."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -366,3 +367,21 @@ def test_whitened_codes_train_on_real_speech_and_their_digest_covers_the_whiteni
     state = load_checkpoint(exp / "checkpoints" / "last.pt")["model"]
     moved = {**state, "quantizer.white_mean": state["quantizer.white_mean"] + 1}
     assert codebook_digest(moved) != codebook_digest(state)  # codes of another whitening are not these codes
+
+
+def test_the_report_describes_a_units_stage_and_names_a_decoders_units(tmp_path, units_exp, fsdd_manifest):
+    from vqspeech.eval.report import write_report
+
+    units = tmp_path / "units"
+    shutil.copytree(units_exp, units)
+    for stale in ("report.html",):
+        (units / stale).unlink(missing_ok=True)
+    text = write_report(units, tmp_path / "units.html").read_text()
+    assert "first stage of two (its waveform decoder is not trained yet)" in text
+    assert "WaveNet decoder" not in text and f"train.units_from={units}" in text
+    assert "A units stage has no waveform decoder to convert with" in text
+    decoder = tmp_path / "decoder"
+    assert run_cli(["train", decoder, *FAST_TRAIN, *MEL, f"data.manifest={fsdd_manifest}", "train.max_steps=1",
+                    f"train.units_from={units}"]) == 0
+    text = write_report(decoder).read_text()
+    assert f"<tr><th>Units from</th><td>{units} (frozen)</td></tr>" in text and "WaveNet decoder" in text

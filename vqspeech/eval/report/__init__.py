@@ -86,6 +86,11 @@ def render_report(exp_dir: str | os.PathLike, out: str | os.PathLike) -> str:
         else "a speaker-conditioned WaveNet decoder"
     )
     subtitle = f"Discrete speech units learned with a VQ-VAE and {decoder}"
+    if page.stage == "units":
+        subtitle = (
+            f"Discrete speech units learned through the {page.config['model'].get('objective')} objective: the "
+            "first stage of two (its waveform decoder is not trained yet)"
+        )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -163,6 +163,16 @@ class Page:
         except UserError:
             return None
 
+    @property
+    def stage(self) -> str | None:
+        """The stage the experiment's config trains (``joint``, ``units``, ``decoder``), or None."""
+        model, train = self.config.get("model"), self.config.get("train")
+        if not isinstance(model, dict):
+            return None
+        if isinstance(train, dict) and train.get("units_from"):
+            return "decoder"
+        return "joint" if model.get("objective", "wavenet") == "wavenet" else "units"
+
     @functools.cached_property
     def model_step(self) -> int | None:
         """The training step of the model that decode, convert and the evaluations load

@@ -131,7 +131,16 @@ def section_summary(page: Page) -> str:
         )
     dec = _dict_at(model_cfg, "decoder")
     conv = _dict_at(model_cfg, "conv_decoder")
-    if model_cfg.get("decoder_type") == "conv":
+    units_from = _dict_at(cfg, "train").get("units_from")
+    if page.stage == "units":
+        rows.append(
+            (
+                "Waveform decoder",
+                "not trained: this is the units stage; train one on these codes in a new experiment with "
+                f"train.units_from={page.exp_dir}",
+            )
+        )
+    elif model_cfg.get("decoder_type") == "conv":
         rows.append(
             (
                 "Convolutional decoder (adversarial)",
@@ -147,6 +156,8 @@ def section_summary(page: Page) -> str:
                 f"{dec.get('gate_channels', '?')}/{dec.get('skip_channels', '?')}",
             )
         )
+    if page.stage == "decoder" and isinstance(units_from, str):
+        rows.append(("Units from", f"{units_from} (frozen)"))
     if speakers:
         shown = ", ".join(speakers[:12]) + (f", \u2026 ({len(speakers)} in all)" if len(speakers) > 12 else "")
         rows.append(("Speakers the model knows", shown))
@@ -636,6 +647,11 @@ def item_scores(item: dict, kind: str) -> str:
 def section_conversion(page: Page) -> str:
     folder = page.exp_dir / "eval_convert"
     parts = []
+    if page.stage == "units" and not folder.exists():  # `evaluate conversion` refuses a model without its decoder
+        return note(
+            "A units stage has no waveform decoder to convert with: train one on these codes (train.units_from) "
+            "and evaluate conversions in that experiment."
+        )
     try:
         data = read_json_dict(folder / "metrics.json", "eval_convert/metrics.json")
     except SectionError as exc:
