@@ -4677,3 +4677,16 @@ def test_codes_beyond_the_code_range_are_refused_before_they_turn_negative(tmp_p
             read_codes_file(path)
     np.save(path, np.array([3, MAX_CODES - 1], dtype=np.uint64))
     assert read_codes_file(path).tolist() == [3, MAX_CODES - 1]
+
+
+def test_prior_samples_of_a_units_stage_point_to_a_decoder_of_its_units(tmp_path, capsys, demo_manifest):
+    units = tmp_path / "units"
+    assert run_cli(["train", units, *FAST_TRAIN, "model.objective=mel", f"data.manifest={demo_manifest}",
+                    "train.max_steps=2"]) == 0
+    assert run_cli(["encode", units, demo_manifest, units / "codes"]) == 0
+    assert run_cli(["prior", "train", units / "prior", f"data.codes={units / 'codes'}", *PRIOR,
+                    "train.max_steps=2"]) == 0
+    speaker = read_manifest(demo_manifest)[0].speaker
+    message = cli_error(capsys, ["prior", "sample", units / "prior", "--speaker", speaker, "--seconds", "0.2",
+                                 "-o", tmp_path / "s"], "prior sample")
+    assert "has learned units only" in message and "Or pass --vqvae: a decoder trained on these units" in message

@@ -232,7 +232,10 @@ def decoder_for(source: str | Path | None, ckpt: dict, info: CodesInfo | None, s
             f"The VQ-VAE these codes came from ({source}) is not there; pass `vqvae` (the VQ-VAE's experiment folder)."
         )
     vq = VQSpeech.load(source, device)
-    vq.require_decoder()
+    try:
+        vq.require_decoder()
+    except UserError as exc:  # codes of a units stage: its decoder stage (same codes) can speak them
+        raise UserError(f"{exc} Or pass `vqvae`: a decoder trained on these units (train.units_from).") from None
     mismatch = decoder_mismatch(vq, ckpt, info)
     if mismatch is not None:
         raise UserError(f"{source} {mismatch}; pass the VQ-VAE the codes came from.")
