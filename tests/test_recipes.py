@@ -309,6 +309,22 @@ def test_training_stage_with_torchrun(tmp_path):
     assert stages_done(exp_dir) == [1, 2]
     assert json.loads((exp_dir / "train_summary.json").read_text())["step"] == 4
 
+    # a folder another training holds: one sentence before torchrun starts (not one per process and
+    # torchrun's ChildFailedError traceback)
+    from vqspeech.fileio import FolderLock, process_start
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lock = FolderLock(exp_dir, "train")
+        lock.path.write_text(json.dumps({"pid": holder.pid, "host": lock.host, "verb": "train",
+                                         "started": 0, "process_start": process_start(holder.pid)}))
+        result = run_recipe("fsdd", options(args, stage=2, force="true", train_steps=6), tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 1 and result.stderr.count("is in use by") == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr
+
 
 # ----------------------------------------------------------------------------------------------
 # utils/download.sh (stage 0): checksum, unpacking, no second download

@@ -10,6 +10,9 @@
         exit 0 when the codes have a top level, 1 when not
     python3 recipe_helpers.py stale_prior PRIOR CODES
         exit 0 when the prior learned other codes than those now in CODES, 1 when not
+    python3 recipe_helpers.py free EXP_DIR
+        no live process holds EXP_DIR's lock (checked before torchrun starts its processes, each of
+        which would print the refusal, followed by torchrun's own traceback)
 
 Exit 2 (and one line on stderr) for anything the user can fix; python3 is the venv's, as for every
 vqspeech call of the recipes.
@@ -24,6 +27,7 @@ from vqspeech.config import check_known_keys, compose, config_dir, training_stag
 from vqspeech.data.codes import CodesFolder
 from vqspeech.data.manifest import read_manifest
 from vqspeech.errors import UserError
+from vqspeech.fileio import FolderLock
 from vqspeech.training.prior_task import trained_on_other_codes
 from vqspeech.training.schema import check_vqvae_config
 
@@ -58,7 +62,13 @@ def stale_prior(prior: str, codes: str) -> int:
     return 0 if trained_on_other_codes(prior, codes) else 1
 
 
-COMMANDS = {"check": check, "targets": targets, "hierarchical": hierarchical, "stale_prior": stale_prior}
+def free(exp_dir: str) -> int:
+    FolderLock(Path(exp_dir), "train").check_free()
+    return 0
+
+
+COMMANDS = {"check": check, "targets": targets, "hierarchical": hierarchical, "stale_prior": stale_prior,
+            "free": free}
 
 
 def main(argv: list[str]) -> int:

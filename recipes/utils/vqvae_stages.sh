@@ -12,6 +12,7 @@
 
 vqspeech_train() {
   if [ "$nproc" -gt 1 ]; then
+    recipe_helper free "$1"  # one sentence, not one per process and torchrun's traceback
     torchrun --standalone --nproc_per_node="$nproc" -m vqspeech.cli train "$@"
   else
     vqspeech train "$@"
