@@ -3726,7 +3726,10 @@ def test_overwrite_replaces_no_json_that_is_not_a_result(tmp_path, capsys, codes
     assert "holds no probe results of vqspeech" in message and json.loads(notes.read_text()) == {"my": "notes"}
 
 
-def test_the_study_tools_refuse_earlier_results_of_other_settings(tmp_path, capsys, demo_manifest, monkeypatch):
+@pytest.fixture
+def study_tools(monkeypatch):
+    """tools/ablate.py and tools/learning_curve.py as modules, whose training fails the test: what they
+    refuse must be refused before any training."""
     sys.path.insert(0, str(TOOLS))
     import ablate
     import learning_curve
@@ -3736,6 +3739,11 @@ def test_the_study_tools_refuse_earlier_results_of_other_settings(tmp_path, caps
 
     monkeypatch.setattr(ablate, "train_vqvae", no_training)
     monkeypatch.setattr(learning_curve, "train_vqvae", no_training)
+    return ablate, learning_curve
+
+
+def test_the_study_tools_refuse_earlier_results_of_other_settings(tmp_path, capsys, demo_manifest, study_tools):
+    ablate, learning_curve = study_tools
     out = tmp_path / "ablation"
     out.mkdir()
     other = write_lines(tmp_path / "other.jsonl", absolute_rows(demo_manifest)[1:])
@@ -4467,18 +4475,10 @@ def test_ablate_checks_its_probe_split_and_test_split_before_training(tmp_path, 
 # --- thirty-second pass (probe scope, hand-edited study results) -----------------------------------
 
 
-def test_the_study_tools_refuse_a_hand_edited_row_before_training(tmp_path, capsys, demo_manifest, monkeypatch):
+def test_the_study_tools_refuse_a_hand_edited_row_before_training(tmp_path, capsys, demo_manifest, study_tools):
     """A row of the right settings but a value of another type used to fail in the table, after every
     new variant or point had trained."""
-    sys.path.insert(0, str(TOOLS))
-    import ablate
-    import learning_curve
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("trained before earlier results were checked")
-
-    monkeypatch.setattr(ablate, "train_vqvae", no_training)
-    monkeypatch.setattr(learning_curve, "train_vqvae", no_training)
+    ablate, learning_curve = study_tools
     out = tmp_path / "ablation"
     out.mkdir()
     now = argparse.Namespace(manifest=str(demo_manifest), minutes=1.0, model="small", units_share=0.5,
