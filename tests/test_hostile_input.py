@@ -4573,6 +4573,11 @@ def test_a_recording_given_twice_through_a_link_or_a_voice_named_twice_is_refuse
     message = cli_error(capsys, ["enroll", trained_tiny, "newcomer", folder, "-o", tmp_path / "enrolled",
                                  "--steps", "1", "--device", "cpu"], "enroll")
     assert "is given twice (also as" in message and not (tmp_path / "enrolled").exists()
+    (folder / "link.wav").unlink()
+    os.link(folder / "a.wav", folder / "hard.wav")  # the same file under a second name
+    message = cli_error(capsys, ["enroll", trained_tiny, "newcomer", folder, "-o", tmp_path / "enrolled",
+                                 "--steps", "1", "--device", "cpu"], "enroll")
+    assert "hard.wav is given twice (also as" in message and not (tmp_path / "enrolled").exists()
     message = cli_error(capsys, ["evaluate", "conversion", trained_tiny, "--out", tmp_path / "ev", "--targets", "v",
                                  "--voice", f"v={audio}", "--voice", f"v={folder / 'a.wav'}"], "evaluate conversion")
     assert "--voice v is given twice" in message and not (tmp_path / "ev").exists()
@@ -4643,10 +4648,12 @@ def test_launch_variables_left_in_the_shell_end_in_one_sentence_not_a_wait_for_e
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "WORLD_SIZE=2 is set, but the 2 processes did not all meet" in result.stderr
     assert "torchrun" in result.stderr and not exp.exists()
-    bad = {**env, "VQSPEECH_RENDEZVOUS_SECONDS": "soon"}
-    result = subprocess.run([sys.executable, "-m", "vqspeech.cli", "train", str(exp), f"data.manifest={demo_manifest}"],
-                            env=bad, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "VQSPEECH_RENDEZVOUS_SECONDS='soon'" in result.stderr
+    for wait in ("soon", "1e300", "1e12"):  # a wait of years would be for ever again, and deaf to signals
+        bad = {**env, "VQSPEECH_RENDEZVOUS_SECONDS": wait}
+        result = subprocess.run([sys.executable, "-m", "vqspeech.cli", "train", str(exp),
+                                 f"data.manifest={demo_manifest}"], env=bad, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and f"VQSPEECH_RENDEZVOUS_SECONDS='{wait}' is not a number of seconds from 0 " \
+            "to 86400" in result.stderr, result.stderr
 
 
 def test_a_decoder_stage_refuses_units_still_training(tmp_path, capsys, demo_manifest, sleeper):

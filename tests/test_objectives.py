@@ -150,6 +150,18 @@ def test_a_decoder_stage_on_fewer_speakers_does_not_offer_the_voices_it_never_he
     items = read_manifest(fewer, "test")
     with pytest.raises(UserError, match=f"speaks only one voice \\({heard}\\)"):  # the rotation: learned voices
         _assign_targets(items, None, vq)
+    from vqspeech.eval.conversion import _select
+    from vqspeech.eval.loss import evaluate_loss
+    from vqspeech.eval.report import write_report
+
+    assert {u.speaker for u in _select(items, "test", 10, vq.voiced_speakers, 0, fewer)} == {heard}  # sources too
+    with pytest.warns(UserWarning, match=f"decoder never trained on {unheard}"):  # scored as if it spoke them
+        metrics = evaluate_loss(exp, split="test", out=exp / "metrics.json", manifest=fewer)
+    unheard_items = sum(u.speaker == unheard for u in items)
+    assert unheard_items and metrics["utterances_of_untrained_speakers"] == unheard_items
+    assert metrics["utterances"] == len(items) - unheard_items
+    summary = write_report(exp).read_text().split('<section id="summary">')[1].split("</section>")[0]
+    assert f"<tr><th>Voices its decoder never trained (refused as targets)</th><td>{unheard}</td></tr>" in summary
 
 
 def test_gradient_reversal_flips_the_classifiers_gradient():

@@ -103,6 +103,10 @@ def init_distributed(device_name: str) -> DistInfo:
     return info
 
 
+MAX_RENDEZVOUS_SECONDS = 86400
+"""The longest wait for the other processes of a launch without torchrun (the wait is deaf to signals)."""
+
+
 def _rendezvous(rank: int, world_size: int) -> dist.TCPStore:
     """The store at MASTER_ADDR:MASTER_PORT once all ``world_size`` processes have joined it, within
     ``VQSPEECH_RENDEZVOUS_SECONDS`` (default 120); UserError when they do not. The wait is C++
@@ -113,14 +117,17 @@ def _rendezvous(rank: int, world_size: int) -> dist.TCPStore:
         wait = float(seconds)
     except ValueError:
         wait = math.nan
-    if not (math.isfinite(wait) and wait > 0):
-        raise UserError(f"VQSPEECH_RENDEZVOUS_SECONDS={seconds!r} is not a positive number of seconds.")
+    if not (math.isfinite(wait) and 0 < wait <= MAX_RENDEZVOUS_SECONDS):  # Ctrl-C cannot end the wait
+        raise UserError(
+            f"VQSPEECH_RENDEZVOUS_SECONDS={seconds!r} is not a number of seconds from 0 to {MAX_RENDEZVOUS_SECONDS} "
+            "(a day)."
+        )
     host, port = os.environ["MASTER_ADDR"], launch_variable("MASTER_PORT", 0)
     try:
         store = dist.TCPStore(
             host, port, world_size, is_master=rank == 0, timeout=timedelta(seconds=wait), wait_for_workers=True
         )
-    except (RuntimeError, OSError, ValueError) as exc:  # DistStoreError (a RuntimeError), a port in use, ...
+    except (RuntimeError, OSError, ValueError, OverflowError) as exc:  # DistStoreError, a port in use, ...
         raise UserError(
             f"WORLD_SIZE={world_size} is set, but the {world_size} processes did not all meet at {host}:{port} within "
             f"{wait:g} s ({first_line(exc)[:120]}); launch them with torchrun (e.g. `torchrun --nproc_per_node "

@@ -41,13 +41,14 @@ def reference_files(paths: Sequence[str | Path]) -> list[Path]:
             files.append(given)
     for file in files:  # before any is opened: reading a pipe would block
         check_input_file(file, "Recording")
-    seen: dict[str, Path] = {}
+    seen: dict[tuple[int, int], Path] = {}
     for file in files:
-        real = os.path.realpath(file)  # one recording reached through a link counts once
-        if real in seen:
-            also = "" if seen[real] == file else f" (also as {seen[real]})"
+        stat = os.stat(file)  # one recording reached through a symbolic or hard link counts once
+        if (stat.st_dev, stat.st_ino) in seen:
+            first = seen[stat.st_dev, stat.st_ino]
+            also = "" if first == file else f" (also as {first})"
             raise UserError(f"Recording {file} is given twice{also}; name each file once.")
-        seen[real] = file
+        seen[stat.st_dev, stat.st_ino] = file
     return files
 
 

@@ -169,7 +169,7 @@ def evaluate_conversion(
     manifest = Path(manifest)
     all_utts = read_manifest(manifest)
     check_not_below_rate(all_utts, vq.sample_rate, manifest)  # the items and the targets' recordings
-    items = _select(all_utts, split, num, vq.speakers, seed, manifest)
+    items = _select(all_utts, split, num, vq.voiced_speakers, seed, manifest)  # it reconstructs them too
     voices = dict(voices or {})
     speakers_known = set(vq.speakers) | {u.speaker for u in all_utts}
     for name, path in voices.items():
@@ -531,7 +531,7 @@ def _assign_targets(
                 vq.speaker_vector(voices[name])  # UserError for a bad reference or a model without an encoder
             else:
                 vq.speaker_id(name)  # UserError naming the unknown speaker
-    voiced = [s for s in vq.speakers if s not in vq.untrained_speakers]  # the voices its decoder learned
+    voiced = vq.voiced_speakers
     if targets is None and len(voiced) < 2:
         raise UserError(
             f"The model speaks only one voice ({voiced[0]}), so there is nobody to "

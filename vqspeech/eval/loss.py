@@ -121,15 +121,20 @@ def evaluate_loss(
     manifest = manifest or vq.config["data"]["manifest"]
     with CorpusReader(manifest, "evaluate loss"):
         listed = read_manifest(manifest, split)
-        utts = [u for u in listed if u.speaker in vq.speakers]
+        utts = [u for u in listed if u.speaker in vq.voiced_speakers]
         check_not_below_rate(utts, vq.sample_rate, manifest)
         if not utts:
-            raise UserError(f"Manifest {manifest} has no {split} utterances of speakers this model knows.")
+            raise UserError(f"Manifest {manifest} has no {split} utterances of speakers this model speaks.")
         unknown = sorted({u.speaker for u in listed} - set(vq.speakers))
-        if unknown:  # the decoder has no embedding for them
+        untrained = sorted({u.speaker for u in listed} & vq.untrained_speakers)
+        if unknown or untrained:  # the decoder has no embedding for them, or one it never trained
+            why = []
+            if unknown:
+                why.append(f"the model does not know {', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}")
+            if untrained:
+                why.append(f"its decoder never trained on {', '.join(untrained[:5])}")
             warnings.warn(
-                f"{len(listed) - len(utts)} of the {len(listed)} {split} utterances are left out: the model does not "
-                f"know their speakers ({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}).",
+                f"{len(listed) - len(utts)} of the {len(listed)} {split} utterances are left out: {'; '.join(why)}.",
                 stacklevel=2,
             )
         metrics = {
@@ -139,7 +144,8 @@ def evaluate_loss(
             "manifest_digest": data_digest(manifest),  # the report compares it with the experiment's
             "step": vq.step,  # the state of the model measured (the report compares it with training's)
             "model_digest": vq.checkpoint_digest,
-            "utterances_of_unknown_speakers": len(listed) - len(utts),
+            "utterances_of_unknown_speakers": sum(u.speaker not in vq.speakers for u in listed),
+            "utterances_of_untrained_speakers": sum(u.speaker in vq.untrained_speakers for u in listed),
             **teacher_forced_metrics(vq.model, utts[:max_utterances], vq.speaker_ids, vq.device),
         }
         if out_path is not None:

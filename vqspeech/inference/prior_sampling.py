@@ -245,6 +245,7 @@ def decoder_for(source: str | Path | None, ckpt: dict, info: CodesInfo | None, s
             f"Speaker '{speaker}' is unknown to the VQ-VAE {source}, which knows {shown}; choose one of those, "
             "or pass the VQ-VAE the codes came from."
         )
+    vq.speaker_id(speaker)  # before any drawing: a voice its decoder never trained is refused
     return vq
 
 

@@ -171,6 +171,11 @@ class VQSpeech:
     def speaker_ids(self) -> dict[str, int]:
         return {s: i for i, s in enumerate(self.speakers)}
 
+    @property
+    def voiced_speakers(self) -> list[str]:
+        """The speakers whose voices the waveform decoder learned: all it knows but the untrained ones."""
+        return [s for s in self.speakers if s not in self.untrained_speakers]
+
     def speaker_id(self, name: str) -> int:
         if name not in self.speakers:
             shown = ", ".join(self.speakers[:30]) + (" ..." if len(self.speakers) > 30 else "")
@@ -181,10 +186,10 @@ class VQSpeech:
             )
             raise UserError(f"Unknown speaker {name!r}; this model knows: {shown}{other}.")
         if name in self.untrained_speakers:
-            trained = [s for s in self.speakers if s not in self.untrained_speakers]
+            trained = self.voiced_speakers
             raise UserError(
                 f"The waveform decoder of {self._exp_name()} never trained on {name!r}'s voice (its units did, "
-                f"train.units_from); choose one of {', '.join(trained[:10])}, or enrol the voice."
+                f"train.units_from); choose one of {', '.join(trained[:10])}, or enrol the voice under a new name."
             )
         return self.speakers.index(name)
 

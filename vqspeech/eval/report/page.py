@@ -174,6 +174,13 @@ class Page:
         return "joint" if model.get("objective", "wavenet") == "wavenet" else "units"
 
     @functools.cached_property
+    def untrained_speakers(self) -> list[str]:
+        """Speakers of the model's table its waveform decoder never trained (a decoder stage on fewer
+        speakers than its units; the checkpoint records them)."""
+        names = (self.last_checkpoint or {}).get("untrained_speakers")
+        return [str(n) for n in names] if isinstance(names, list) else []
+
+    @functools.cached_property
     def model_step(self) -> int | None:
         """The training step of the model that decode, convert and the evaluations load
         (``checkpoints/last.pt``; ``train_summary.json`` is written only when a run ends), else the

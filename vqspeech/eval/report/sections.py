@@ -161,6 +161,8 @@ def section_summary(page: Page) -> str:
     if speakers:
         shown = ", ".join(speakers[:12]) + (f", \u2026 ({len(speakers)} in all)" if len(speakers) > 12 else "")
         rows.append(("Speakers the model knows", shown))
+    if page.untrained_speakers:
+        rows.append(("Voices its decoder never trained (refused as targets)", ", ".join(page.untrained_speakers)))
     train_cfg = _dict_at(cfg, "train")
 
     parts = ["<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows) + "</table>"]
