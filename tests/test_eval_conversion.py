@@ -215,7 +215,7 @@ def test_selection_targets_and_references():
     from vqspeech.inference import VQSpeech
 
     class FakeModel:
-        speakers = ["a", "b", "c", "d"]
+        speakers = voiced_speakers = ["a", "b", "c", "d"]
         untrained_speakers: set = set()
         model = SimpleNamespace(speaker_encoder=None)
         speaker_id = VQSpeech.speaker_id
