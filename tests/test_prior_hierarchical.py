@@ -380,6 +380,9 @@ def test_sample_decodes_both_levels_together(tmp_path, priors, monkeypatch):
         def require_decoder(self):
             pass
 
+        def speaker_id(self, name):
+            return self.speakers.index(name)
+
         def decode_batch(self, codes, speakers, **kwargs):
             calls.append((codes, speakers))
             return [np.zeros(len(c) * 160, dtype=np.float32) for c in codes]
