@@ -130,9 +130,12 @@ def evaluate_loss(
         if unknown or untrained:  # the decoder has no embedding for them, or one it never trained
             why = []
             if unknown:
-                why.append(f"the model does not know {', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}")
+                why.append(
+                    f"the model does not know their speakers ({', '.join(unknown[:5])}"
+                    f"{', ...' if len(unknown) > 5 else ''})"
+                )
             if untrained:
-                why.append(f"its decoder never trained on {', '.join(untrained[:5])}")
+                why.append(f"its decoder never trained on their speakers ({', '.join(untrained[:5])})")
             warnings.warn(
                 f"{len(listed) - len(utts)} of the {len(listed)} {split} utterances are left out: {'; '.join(why)}.",
                 stacklevel=2,
