@@ -2169,7 +2169,8 @@ def test_every_rank_of_a_distributed_run_gives_the_locks_refusal(tmp_path, train
     proc, _ = run_torchrun(tmp_path, "import sys\nfrom vqspeech.cli import main\nsys.exit(main())\n",
                            ["train", exp, "train.max_steps=40"])
     output = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and output.count("vqspeech train: error: ") == 2, output[-3000:]
+    # rank 1 prints the refusal too, unless torchrun, seeing rank 0 end first, stops it before it can
+    assert proc.returncode != 0 and output.count("vqspeech train: error: ") in (1, 2), output[-3000:]
     assert "is in use by `vqspeech train`" in output and "[rank1]: Traceback" not in output
 
 
