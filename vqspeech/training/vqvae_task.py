@@ -29,7 +29,7 @@ from ..data.manifest import Utterance, audio_stamp, check_header, load_utterance
 from ..device import init_distributed, select_device
 from ..errors import UserError, first_line
 from ..eval.loss import teacher_forced_metrics
-from ..fileio import CorpusReader, FolderLock, describe_process, process_holds, read_process_record
+from ..fileio import CorpusReader, FolderLock
 from ..inference.generate import generate
 from ..models.conv_decoder import ConvDecoder, WaveformOutput
 from ..models.cpc import CPCOutput
@@ -407,13 +407,13 @@ def units_checkpoint(source: Path, model_cfg: dict[str, Any]) -> dict[str, Any]:
     stage keeps frozen; UserError unless it is a VQ-VAE with the same unit config."""
     path = resolve_checkpoint(source)
     if path.name == "last.pt" and path.parent.name == "checkpoints":  # not one a training still rewrites
-        lock = FolderLock(path.parent.parent, "train")
-        holder = read_process_record(lock.path) if lock.path.is_file() else {}
-        if holder and process_holds(holder, lock.folder):
+        try:
+            FolderLock(path.parent.parent, "train").check_free()
+        except UserError as exc:
             raise UserError(
-                f"The units of train.units_from={source} are still changing: {describe_process(holder)} writes "
-                f"{lock.folder}; start the decoder when it has finished, or give one of its checkpoints/step-N.pt."
-            )
+                f"The units of train.units_from={source} are still changing: {exc} Or give one of its "
+                "checkpoints/step-N.pt."
+            ) from None
     ckpt = load_checkpoint(path)
     if ckpt.get("kind") != "vqvae":
         raise UserError(f"train.units_from={source} holds a {ckpt.get('kind')} model, not a VQ-VAE.")

@@ -17,6 +17,7 @@ from typing import Any, TypeGuard
 from urllib.parse import quote
 
 from ...checkpoint import codebook_digest, load_checkpoint, used_checkpoint
+from ...config import training_stage
 from ...data.manifest import data_digest, manifest_file
 from ...errors import UserError, first_line
 from ...fileio import file_digest, is_int, read_json_object, user_path
@@ -169,9 +170,7 @@ class Page:
         model, train = self.config.get("model"), self.config.get("train")
         if not isinstance(model, dict):
             return None
-        if isinstance(train, dict) and train.get("units_from"):
-            return "decoder"
-        return "joint" if model.get("objective", "wavenet") == "wavenet" else "units"
+        return training_stage({"model": model, "train": train if isinstance(train, dict) else {}})
 
     @functools.cached_property
     def untrained_speakers(self) -> list[str]:
