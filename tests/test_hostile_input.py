@@ -2156,6 +2156,21 @@ def test_the_report_says_when_its_evaluations_measured_an_earlier_state(tmp_path
     assert "These metrics were measured at step 30, but the model has trained to step 31 since" in page
 
 
+def test_the_report_does_not_say_trained_on_when_another_model_went_back_in_steps(tmp_path, trained_tiny, demo_manifest):
+    """Results of step 30, then another model at step 3 written into the experiment (as `enroll
+    --overwrite` from another source does): the note must not claim it trained on since."""
+    from vqspeech.eval.report import write_report
+
+    exp, other = tmp_path / "exp", tmp_path / "other"
+    shutil.copytree(trained_tiny, exp)
+    assert run_cli(["evaluate", "loss", exp, "--split", "test", "--out", exp / "metrics.json"]) == 0
+    assert run_cli(["train", other, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=3"]) == 0
+    shutil.copy(other / "checkpoints" / "last.pt", exp / "checkpoints" / "last.pt")
+    page = write_report(exp).read_text()
+    assert "These metrics were measured at step 30, but the model is now at step 3 (trained again, or another" in page
+    assert "trained to step 3 since" not in page
+
+
 def test_every_rank_of_a_distributed_run_gives_the_locks_refusal(tmp_path, trained_tiny):
     """Only rank 0 takes the lock; its refusal must reach the other ranks, or they wait at the next
     barrier and die there with the process group's traceback."""

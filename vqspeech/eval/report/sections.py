@@ -224,9 +224,9 @@ def section_summary(page: Page) -> str:
         if page.codebook_moved(prior_codebook(page.exp_dir / "prior")):
             parts.append(
                 note(
-                    "This prior learned codes of another codebook than the model's now (the model trained on "
-                    "since), so `prior sample` refuses it; encode the data again and train a new prior "
-                    f"({PRODUCERS['prior_samples']})."
+                    "This prior learned codes of another codebook than the model's now (the model trained on, "
+                    "or another model was written there, since), so `prior sample` refuses it; encode the data "
+                    f"again and train a new prior ({PRODUCERS['prior_samples']})."
                 )
             )
 
@@ -341,6 +341,14 @@ def section_metrics(page: Page) -> str:
     return stale_note(page, metrics, "These metrics", "metrics") + intro + key_value_table(shown, METRIC_LABELS)
 
 
+def moved_since(then: float, now: float) -> str:
+    """How the model moved from step ``then`` (when a result was made) to step ``now``: onwards
+    (trained on), or back (trained again, or another model written into the experiment)."""
+    if now > then:
+        return f"the model has trained to step {now:g} since"
+    return f"the model is now at step {now:g} (trained again, or another model written there since)"
+
+
 def stale_note(page: Page, record: dict, what: str, producer: str, done: str = "measured") -> str:
     """A warning when the results ``record`` describes were ``done`` (measured, made) by another
     state of the model than the experiment's now (another step: it trained on since; the same step
@@ -352,9 +360,7 @@ def stale_note(page: Page, record: dict, what: str, producer: str, done: str = "
     rerun = f"re-run {PRODUCERS[producer]} to {again} as it is."
     measured, now = record.get("step"), page.model_step
     if is_number(measured) and is_number(now) and measured != now:
-        return note(
-            f"{what} were {done} at step {measured:g}, but the model has trained to step {now:g} since; {rerun}"
-        )
+        return note(f"{what} were {done} at step {measured:g}, but {moved_since(measured, now)}; {rerun}")
     digest = record.get("model_digest")
     if isinstance(digest, str) and page.model_digest is None:
         return note(f"{what} were {done} by a model that is not in {page.exp_dir / 'checkpoints'} any more.")
@@ -469,8 +475,8 @@ def section_probe(page: Page) -> str:
         if page.codebook_moved(record.get("codebook")):
             notes.append(
                 f"The probe '{name}' measured codes of another codebook than the model's now (the model "
-                f"trained on since); re-run `vqspeech encode`, then {PRODUCERS['probe']}, to measure the "
-                "model as it is."
+                "trained on, or another model was written there, since); re-run `vqspeech encode`, then "
+                f"{PRODUCERS['probe']}, to measure the model as it is."
             )
     parts = [note(n) for n in notes]
     if not systems:
@@ -780,9 +786,8 @@ def _convert_folder_note(page: Page, folder: Path) -> str:
         )
     if steps and is_number(now):
         notes.append(
-            f"The conversions into {folder.name} were made at step {', '.join(f'{s:g}' for s in steps)}, but the "
-            f"model has trained to step {now:g} since; re-run {PRODUCERS['convert']} to make them with the model as "
-            "it is."
+            f"The conversions into {folder.name} were made at step {', '.join(f'{s:g}' for s in steps)}, but "
+            f"{moved_since(min(steps), now)}; re-run {PRODUCERS['convert']} to make them with the model as it is."
         )
     if earlier and digest is not None:
         notes.append(
