@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import warnings
 import time
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def codes(tmp_path_factory, trained_tiny, demo_manifest) -> Path:
 # --- 1. a manifest is untrusted input --------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad_id", ["/tmp/vqspeech_escape_abs", "../../escape", "a/b", "..", ".hidden", "a b"])
+@pytest.mark.parametrize("bad_id", ["/tmp/vqspeech_escape_abs", "../../escape", "a/b", "..", ".hidden", "a b", "a" * 201])
 def test_manifest_ids_are_checked_where_the_manifest_is_read(tmp_path, demo_manifest, bad_id):
     rows = absolute_rows(demo_manifest)
     rows[1]["id"] = bad_id
@@ -4713,3 +4714,95 @@ def test_prior_samples_of_a_units_stage_point_to_a_decoder_of_its_units(tmp_path
     message = cli_error(capsys, ["prior", "sample", units / "prior", "--speaker", speaker, "--seconds", "0.2",
                                  "-o", tmp_path / "s"], "prior sample")
     assert "has learned units only" in message and "Or pass --vqvae: a decoder trained on these units" in message
+
+
+# --- thirty-fifth pass ------------------------------------------------------------------------
+
+
+def test_align_overwrite_never_attaches_the_earlier_runs_alignments(tmp_path, demo_manifest):
+    """A first run aligned another source into OUT (other transcripts, other takes: what it holds is
+    not known); `--overwrite --limit 1 --manifest M` used to leave its TextGrids, and M then pointed
+    at them as if this run had made them."""
+    from vqspeech.data.align import align_corpus
+
+    rows = [{k: v for k, v in r.items() if k != "alignment"} for r in absolute_rows(demo_manifest)[:3]]
+    other = write_lines(tmp_path / "other" / "manifest.jsonl", rows)
+    right = write_lines(tmp_path / "right" / "manifest.jsonl", rows)
+    out = tmp_path / "align"
+    assert align_corpus(other, out, num_workers=1, progress=False).aligned == 3
+    align_corpus(right, out, manifest=right, overwrite=True, limit=1, num_workers=1, progress=False)
+    pointed = {u.id: u.alignment for u in read_manifest(right)}
+    assert pointed[rows[0]["id"]] == str((out / f"{rows[0]['id']}.TextGrid").resolve())
+    assert pointed[rows[1]["id"]] is None and pointed[rows[2]["id"]] is None
+    assert sorted(p.stem for p in out.glob("*.TextGrid")) == [rows[0]["id"]]  # the earlier run's are gone
+
+    # that manifest's alignments are the aligner's own: comparing them with the aligner is refused
+    result = run_tool("compare_alignments.py", right, out)
+    assert result.returncode == 2 and "were written by `vqspeech align`" in result.stderr, result.stderr
+
+
+def test_the_probe_table_says_when_a_codes_folder_holds_other_codes_now(tmp_path, demo_manifest, codes):
+    mine = tmp_path / "codes"
+    shutil.copytree(codes, mine)
+    probe = tmp_path / "vqvae.json"
+    assert run_cli(["evaluate", "probe", "--codes", mine, "--manifest", demo_manifest, "--out", probe,
+                    "--no_abx"]) == 0
+    result = run_tool("phoneme_probe.py", probe)
+    assert result.returncode == 0 and "Stale" not in result.stdout
+    info = json.loads((mine / "codes.json").read_text())
+    (mine / "codes.json").write_text(json.dumps({**info, "codebook": "0" * 16}))  # encoded again by another model
+    result = run_tool("phoneme_probe.py", probe)
+    assert result.returncode == 0 and "**Stale**" in result.stdout and "another codebook" in result.stdout
+    shutil.rmtree(mine)
+    assert "are not there any more" in run_tool("phoneme_probe.py", probe).stdout
+
+
+def test_a_voice_name_that_differs_in_case_from_a_speaker_is_refused(tmp_path, capsys, trained_tiny):
+    speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    other = speaker.upper() if speaker != speaker.upper() else speaker.lower()
+    message = cli_error(capsys, ["evaluate", "conversion", trained_tiny, "--voice", f"{other}={tmp_path}",
+                                 "--out", tmp_path / "ev"], "evaluate conversion")
+    assert f"differs only in case from {speaker!r}" in message and not (tmp_path / "ev").exists()
+    message = cli_error(capsys, ["evaluate", "conversion", trained_tiny, "--voice", f"new={tmp_path}",
+                                 "--voice", f"NEW={tmp_path}", "--out", tmp_path / "ev"], "evaluate conversion")
+    assert "--voice NEW is given twice" in message and "differ in case only" in message
+
+
+def test_convert_warns_when_a_speaker_name_is_also_a_folder_here(tmp_path, capsys, monkeypatch, trained_tiny,
+                                                                   demo_manifest):
+    speaker = VQSpeech.load(trained_tiny, "cpu").speakers[0]
+    source = str((demo_manifest.parent / read_manifest(demo_manifest)[0].audio).resolve())
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / speaker).mkdir()
+    assert run_cli(["convert", trained_tiny, "--speaker", speaker, source, "-o", tmp_path / "out.wav"]) == 0
+    err = capsys.readouterr().err
+    assert f"{speaker!r} is both a speaker the model knows and a path here" in err and f"./{speaker}" in err
+
+
+def test_a_baseline_like_grouped_codes_warns_that_it_has_fewer_units(tmp_path, demo_manifest):
+    from vqspeech.eval.baseline import settings_like
+
+    exp = tmp_path / "grouped"
+    assert run_cli(["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=1",
+                    "model.quantizer.groups=2"]) == 0
+    assert run_cli(["encode", exp, demo_manifest, exp / "codes", "--split", "test", "--limit", "3"]) == 0
+    with pytest.warns(UserWarning, match="holds codes of 2 groups of K=.* give the number of units"):
+        settings_like(exp / "codes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        settings_like(exp / "codes", warn=False)
+
+
+def test_small_mistakes_of_the_command_line_and_the_study_tools_are_named(tmp_path, capsys, trained_tiny, codes):
+    result = subprocess.run([sys.executable, "-m", "vqspeech.cli", "decode", trained_tiny, codes, "-o",
+                             tmp_path / "x", "--speaker", "a", "--split", "test"], capture_output=True, text=True)
+    assert result.returncode == 2 and "vqspeech decode: error: unrecognized arguments: --split test" in result.stderr
+    message = cli_error(capsys, ["baseline", "mfcc-kmeans", "m.jsonl", trained_tiny], "baseline")
+    assert f"e.g. {trained_tiny / 'baseline'}" in message
+    for minutes in ("10,,20", "10,10"):
+        result = run_tool("learning_curve.py", "--manifest", "m.jsonl", "--out_dir", tmp_path / "lc",
+                          "--minutes", minutes)
+        assert result.returncode == 2 and "--minutes takes distinct" in result.stderr, result.stderr
+    for flag, value in (("--minutes", "nan"), ("--max_steps", "0")):
+        result = run_tool("ablate.py", "--manifest", "m.jsonl", "--out_dir", tmp_path / "ab", flag, value)
+        assert result.returncode == 2 and f"{flag} must be" in result.stderr, result.stderr

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -274,6 +275,10 @@ def check_before_training(args) -> None:
     """What would fail only after the first training: scoring needs test utterances and alignments."""
     if args.num_eval < 1:
         raise UserError(f"--num_eval must be at least 1, not {args.num_eval}.")
+    if not (math.isfinite(args.minutes) and args.minutes >= 0):  # the trainings would say train.max_minutes
+        raise UserError(f"--minutes must be a finite number of minutes, 0 or more, not {args.minutes}.")
+    if args.max_steps < 1:
+        raise UserError(f"--max_steps must be at least 1, not {args.max_steps}.")
     aligned = aligned_utterances(manifest=args.manifest)  # UserError when the manifest has no phone alignments
     splits = sorted({u.split for u in aligned.values()})
     if args.probe_split and args.probe_split not in splits:

@@ -28,7 +28,7 @@ from vqspeech.data.phones import PhoneFolding, guess_phone_set
 from vqspeech.errors import UserError
 from vqspeech.eval.frames import frame_spans, labels_from_spans
 from vqspeech.cli import as_flags
-from vqspeech.fileio import check_output_file, write_text_atomic
+from vqspeech.fileio import ALIGN_MARK, check_output_file, write_text_atomic
 
 FRAME = 0.01
 
@@ -47,6 +47,11 @@ def compare(reference: str, align_dir: str) -> dict:
     if not pairs:
         raise UserError(f"No utterance of {reference} has an alignment in {align_dir}; "
                         "run `vqspeech align` on the same corpus first.")
+    own = [u.alignment for u, _ in pairs if (Path(u.alignment).parent / ALIGN_MARK).is_file()]
+    if own:
+        raise UserError(f"{len(own)} of the reference alignments in {reference} (e.g. {own[0]}) were written by "
+                        "`vqspeech align`, not shipped with the corpus, so they would be compared with themselves "
+                        "or another aligner run; give a manifest whose alignments are the corpus's own.")
     ref_phones = {u.id: read_alignment(u.alignment) for u, _ in pairs}
     hyp_phones = {u.id: read_alignment(p) for u, p in pairs}
     ref_fold = PhoneFolding.load(guess_phone_set({s.label for v in ref_phones.values() for s in v}))

@@ -250,11 +250,14 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"Unknown configuration(s) {given}; choose from {known}.")
         given = args.minutes
         try:
-            args.minutes = sorted({float(m) for m in given.split(",") if m})
+            args.minutes = [float(m) for m in given.split(",")]  # an empty entry ("10,,20") is a typo
         except ValueError:
             args.minutes = [math.nan]
+        if len(set(args.minutes)) < len(args.minutes):
+            args.minutes = [math.nan]  # a point twice
+        args.minutes = sorted(args.minutes)  # the curve's points in increasing order, however given
         if not args.minutes or not all(math.isfinite(m) and m > 0 for m in args.minutes):
-            raise UserError(f"--minutes takes positive finite numbers separated by commas, not {given!r}.")
+            raise UserError(f"--minutes takes distinct positive finite numbers separated by commas, not {given!r}.")
         for name in ("units_minutes", "steps_per_minute"):
             value = getattr(args, name)
             if value is not None and not (math.isfinite(value) and value > 0):

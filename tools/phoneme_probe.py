@@ -21,7 +21,7 @@ from pathlib import Path
 
 from vqspeech.data.codes import CodesFolder
 from vqspeech.errors import UserError
-from vqspeech.eval.baseline import mfcc_kmeans_baseline
+from vqspeech.eval.baseline import mfcc_kmeans_baseline, settings_like
 from vqspeech.eval.probe import run_probe
 from vqspeech.cli import as_flags, seed_arg
 from vqspeech.fileio import check_output_file, write_text_atomic
@@ -84,11 +84,30 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stale_notes(results: list[dict]) -> list[str]:
+    """A sentence for each probe whose codes folder holds other codes now than those it measured
+    (another model's codebook: encoded again since), or is not there any more."""
+    notes = []
+    for i, result in enumerate(results):
+        name, codes_dir, measured = result.get("system", f"system {i}"), result.get("codes_dir"), result.get("codebook")
+        if not isinstance(codes_dir, str):
+            continue
+        try:
+            now = CodesFolder.open(codes_dir).info.codebook
+        except UserError:
+            notes.append(f"**Stale**: the codes '{name}' measured ({codes_dir}) are not there any more.")
+            continue
+        if isinstance(measured, str) and measured != now:
+            notes.append(f"**Stale**: {codes_dir} holds codes of another codebook than the ones '{name}' measured "
+                         "(encoded again since); re-run `vqspeech evaluate probe` on it.")
+    return notes
+
+
 def run_all(args) -> list[Path]:
     out = Path(args.out_dir)
-    like = CodesFolder.open(args.codes).info
+    num_codes, code_rate = settings_like(args.codes)
     baseline_dir = out / "mfcc-kmeans-codes"
-    mfcc_kmeans_baseline(args.manifest, baseline_dir, num_codes=like.num_codes, code_rate_hz=like.code_rate_hz,
+    mfcc_kmeans_baseline(args.manifest, baseline_dir, num_codes=num_codes, code_rate_hz=code_rate,
                          seed=args.seed, overwrite=args.overwrite)
     paths = []
     for name, codes in (("vqvae", args.codes), ("mfcc-kmeans", baseline_dir)):
@@ -147,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"phoneme_probe: error: {as_flags(str(exc), {'--overwrite'})}", file=sys.stderr)
         return 2
     text = table(results)
+    notes = stale_notes(results)
+    if notes:
+        text = "\n".join(notes) + "\n\n" + text
     print(text, end="")
     if args.out:
         write_text_atomic(Path(args.out), text)

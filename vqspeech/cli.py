@@ -324,14 +324,13 @@ def cmd_evaluate_probe(args) -> None:
 
 
 def cmd_baseline(args) -> None:
-    from .data.codes import CodesFolder
-    from .eval.baseline import mfcc_kmeans_baseline
+    from .eval.baseline import mfcc_kmeans_baseline, settings_like
 
     num_codes, rate = args.num_codes, args.code_rate
     if args.like:
-        like = CodesFolder.open(args.like).info
-        num_codes = like.num_codes if num_codes is None else num_codes
-        rate = like.code_rate_hz if rate is None else rate
+        like_codes, like_rate = settings_like(args.like, warn=num_codes is None)
+        num_codes = like_codes if num_codes is None else num_codes
+        rate = like_rate if rate is None else rate
     summary = mfcc_kmeans_baseline(
         args.manifest,
         args.out_dir,
@@ -376,10 +375,11 @@ def _voices(given: list[str]) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise UserError(f"--voice {item!r} is not NAME=PATH (a name, then a sound file or folder of that voice).")
-        if name in voices:  # the later one used to replace the earlier without a word
+        earlier = next((n for n in voices if n.casefold() == name.casefold()), None)
+        if earlier is not None:  # the later one used to replace the earlier without a word
             raise UserError(
-                f"--voice {name} is given twice ({voices[name]}, {path}); give each voice once, with a folder for "
-                "several recordings."
+                f"--voice {name} is given twice ({earlier}={voices[earlier]}, {name}={path}; names that differ in "
+                "case only are one voice); give each voice once, with a folder for several recordings."
             )
         voices[name] = path
     return voices
@@ -756,7 +756,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # parse_args would name no verb: "vqspeech: error: unrecognized arguments"
+        print(
+            f"vqspeech {command_name(args)}: error: unrecognized arguments: {' '.join(unknown)} (see `vqspeech "
+            f"{command_name(args)} --help`)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _warning_printer(command_name(args), _flags(parser))

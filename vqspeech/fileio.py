@@ -31,12 +31,16 @@ option); the whole name, matched with ``fullmatch``, so no trailing newline slip
 NAME_MAX = 255
 """The longest file name (bytes) of the common file systems."""
 
+SAFE_NAME_MAX = 200
+"""The longest safe name (characters, ASCII): room for the suffixes verbs append (``.TextGrid``,
+``.spec.png``, a temporary file's ``.<name>.tmp<pid>``) within :data:`NAME_MAX`."""
+
 TEMP_MARK = ".tmp"
 """Temporary files are named ``.<stem>.tmp<pid><suffix>``: hidden, so every reader skips them."""
 
 
 def is_safe_name(name: object) -> bool:
-    return isinstance(name, str) and bool(SAFE_NAME.fullmatch(name))
+    return isinstance(name, str) and len(name) <= SAFE_NAME_MAX and bool(SAFE_NAME.fullmatch(name))
 
 
 def check_plain_name(name: object, what: str = "Speaker name") -> None:
@@ -44,7 +48,7 @@ def check_plain_name(name: object, what: str = "Speaker name") -> None:
     if not is_safe_name(name):
         raise UserError(
             f"{what} {name!r} is not a plain name; use letters, digits, '_', '.' and '-', starting with a "
-            "letter, digit or '_'."
+            f"letter, digit or '_', at most {SAFE_NAME_MAX} characters."
         )
 
 

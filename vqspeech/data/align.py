@@ -38,7 +38,16 @@ from tqdm import tqdm
 
 from ..audio import load_audio, resample, sound_file
 from ..errors import UserError, first_line
-from ..fileio import ALIGN_MARK, FolderLock, file_stamp, inside, overlapping, user_path, write_text_atomic
+from ..fileio import (
+    ALIGN_MARK,
+    FolderLock,
+    file_stamp,
+    inside,
+    is_safe_name,
+    overlapping,
+    user_path,
+    write_text_atomic,
+)
 from . import espeak
 from .alignments import Segment, write_textgrid
 from .corpora import SourceUtterance, find_utterances
@@ -368,7 +377,8 @@ def align_corpus(
             f"None of the {len(items)} utterances of {source} has a transcript, and align needs the words; "
             "use a layout that reads transcripts, or a manifest whose lines have text."
         )
-    previous = {} if overwrite else _previous_inputs(out_dir)
+    earlier = _previous_inputs(out_dir)
+    previous = {} if overwrite else earlier
     inputs = {it.id: _fingerprint(it) for it in items}
 
     # the manifest's folder is a prepared corpus: align rewrites its manifest there, by design
@@ -380,6 +390,8 @@ def align_corpus(
             out_dir / ALIGN_MARK, json.dumps(dict(settings, summary=None, inputs=previous), indent=2) + "\n"
         )
         (out_dir / PROGRESS_LOG).unlink(missing_ok=True)  # its entries are in align.json now
+        if overwrite:  # replace the earlier run's alignments: none of them may be attached as this run's
+            _remove_grids(out_dir, [i for i in earlier if i not in inputs])
         jobs = [(it, str(inside(out_dir, f"{it.id}.TextGrid"))) for it in items]
         # a TextGrid is kept only when the audio and transcript it was made from are unchanged
         todo = [job for job in jobs if not (Path(job[1]).is_file() and previous.get(job[0].id) == inputs[job[0].id])]
@@ -436,8 +448,17 @@ def align_corpus(
     return summary
 
 
+def _remove_grids(out_dir: Path, ids: Collection[str]) -> None:
+    """Remove ``out_dir/<id>.TextGrid`` of these ids (TextGrids an earlier run recorded), nothing else."""
+    for utt_id in ids:
+        if is_safe_name(utt_id):
+            (out_dir / f"{utt_id}.TextGrid").unlink(missing_ok=True)
+
+
 def attach_alignments(manifest: str | os.PathLike, align_dir: str | os.PathLike, redone: Collection[str] = ()) -> int:
-    """Point each utterance of ``manifest`` at ``align_dir/<id>.TextGrid`` when that file exists.
+    """Point each utterance of ``manifest`` at ``align_dir/<id>.TextGrid`` when that file exists
+    and, in a folder `vqspeech align` wrote, its ``align.json`` records it (what it was made from):
+    another file there is no alignment of this corpus.
 
     Utterances that already have an alignment shipped by the corpus keep it; those of ``redone``
     (aligned by this run) whose alignment an earlier `align` run wrote take this run's result, or
@@ -446,6 +467,9 @@ def attach_alignments(manifest: str | os.PathLike, align_dir: str | os.PathLike,
     """
     align_dir = Path(align_dir)
     grids = {p.stem: str(p.resolve()) for p in align_dir.glob("*.TextGrid") if not p.name.startswith(".")}
+    if (align_dir / ALIGN_MARK).is_file():
+        recorded = _previous_inputs(align_dir)
+        grids = {i: g for i, g in grids.items() if i in recorded}
     return set_alignments(manifest, grids, redone)
 
 

@@ -584,7 +584,7 @@ def refuse_existing_codes(root: Path, overwrite: bool, samples: bool = False, sy
     if is_experiment_folder(root):
         raise UserError(
             f"{root} is an experiment folder (a model's or a prior's); write the codes to a folder of their "
-            f"own, e.g. {root / 'codes'}."
+            f"own, e.g. {root / ('codes' if system == 'vqvae' else 'baseline')}."
         )
     if _code_files(root) and not ((root / INFO_FILE).exists() or (root / WRITER_MARK).exists()):
         raise UserError(

@@ -19,7 +19,16 @@ import soundfile as sf
 
 from ..audio import MAX_SAMPLE_RATE, load_audio, sound_file
 from ..errors import UserError, first_line
-from ..fileio import ALIGN_MARK, atomic_path, file_stamp, is_finite_number, is_safe_name, json_digest, write_text_atomic
+from ..fileio import (
+    ALIGN_MARK,
+    SAFE_NAME_MAX,
+    atomic_path,
+    file_stamp,
+    is_finite_number,
+    is_safe_name,
+    json_digest,
+    write_text_atomic,
+)
 
 SPLITS = ("train", "valid", "test")
 
@@ -81,7 +90,10 @@ def _field_problem(row: dict) -> str | None:
     if missing:
         return f"missing field(s) {', '.join(missing)}"
     if not is_safe_name(row["id"]):
-        return f"id {row['id']!r} is not a safe file name (letters, digits, '_', '.', '-', not starting with a dot)"
+        return (
+            f"id {row['id']!r} is not a safe file name (letters, digits, '_', '.', '-', not starting with a dot, "
+            f"at most {SAFE_NAME_MAX} characters)"
+        )
     if not isinstance(row["audio"], str) or not row["audio"]:
         return f"audio {row['audio']!r} is not a path"
     if not is_safe_speaker(row["speaker"]):

@@ -9,6 +9,7 @@ code rate as the model it is compared with) is fitted on the ``fit_split`` utter
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from ..data.codes import (
     CODE_DTYPE,
     MAX_CODE_RATE_HZ,
     MAX_CODES,
+    CodesFolder,
     CodesInfo,
     CodesWriter,
     Encoding,
@@ -28,6 +30,23 @@ from ..data.manifest import Utterance, load_utterance, read_manifest
 from ..errors import UserError
 from ..fileio import CorpusReader, FolderLock, atomic_path
 from .features import mfcc_with_deltas
+
+
+def settings_like(codes_dir: str | Path, warn: bool = True) -> tuple[int | None, float]:
+    """K and the code rate of the codes in ``codes_dir``, for a baseline that compares with them.
+    Grouped codes (``groups`` G > 1: a unit is G codes of K each) get a warning: K clusters are
+    fewer units than the model's, and PNMI and purity grow with the number of units (``warn``
+    False: the caller chose K itself)."""
+    info = CodesFolder.open(codes_dir).info
+    if info.groups > 1 and warn:
+        warnings.warn(
+            f"{codes_dir} holds codes of {info.groups} groups of K={info.num_codes} each (up to "
+            f"{info.num_codes}^{info.groups} distinct units), but the baseline clusters into K={info.num_codes}; "
+            "give the number of units the probe counts in `codes_used` as --num_codes for a baseline of as many "
+            "units.",
+            stacklevel=2,
+        )
+    return info.num_codes, info.code_rate_hz
 
 
 def mfcc_kmeans_baseline(

@@ -171,13 +171,16 @@ def evaluate_conversion(
     check_not_below_rate(all_utts, vq.sample_rate, manifest)  # the items and the targets' recordings
     items = _select(all_utts, split, num, vq.voiced_speakers, seed, manifest)  # it reconstructs them too
     voices = dict(voices or {})
-    speakers_known = set(vq.speakers) | {u.speaker for u in all_utts}
+    # case-folded: two names that differ in case only are one folder on macOS and Windows, and one voice to a reader
+    speakers_known = {s.casefold(): s for s in (*vq.speakers, *(u.speaker for u in all_utts))}
     for name, path in voices.items():
         check_plain_name(name, "Voice name")
-        if name in speakers_known:  # its conversions would be scored against that speaker's recordings
+        if name.casefold() in speakers_known:  # its conversions would be scored against that speaker's recordings
+            known = speakers_known[name.casefold()]
+            same = "is" if known == name else f"differs only in case from {known!r},"
             raise UserError(
-                f"The voice name {name!r} is a speaker the model or {manifest} already knows, whose recordings would "
-                "score conversions into the reference's voice; give the voice another name."
+                f"The voice name {name!r} {same} a speaker the model or {manifest} already knows, whose recordings "
+                "would score conversions into the reference's voice; give the voice another name."
             )
         if not os.path.exists(path):  # else it would read as a speaker name
             raise UserError(

@@ -239,6 +239,12 @@ def _check_generation(vq: VQSpeech, speakers: list[str], temperature: float, bat
     that overlaps the output ``out``: the outputs would become part of the voice), or an unusable
     setting."""
     for name in set(speakers):
+        if name in vq.speakers and os.path.exists(name):  # the name wins; the user may have meant the recordings
+            warnings.warn(
+                f"{name!r} is both a speaker the model knows and a path here; the model's speaker is used (give the "
+                f"path as ./{name} or in full to use its recordings).",
+                stacklevel=3,
+            )
         if name not in vq.speakers and os.path.exists(name):
             found = [name, *(os.path.realpath(f) for f in reference_files([name]))]  # also through links
             if any(overlapping(out, f) for f in found):
