@@ -275,10 +275,6 @@ def check_before_training(args) -> None:
     """What would fail only after the first training: scoring needs test utterances and alignments."""
     if args.num_eval < 1:
         raise UserError(f"--num_eval must be at least 1, not {args.num_eval}.")
-    if not (math.isfinite(args.minutes) and args.minutes >= 0):  # the trainings would say train.max_minutes
-        raise UserError(f"--minutes must be a finite number of minutes, 0 or more, not {args.minutes}.")
-    if args.max_steps < 1:
-        raise UserError(f"--max_steps must be at least 1, not {args.max_steps}.")
     aligned = aligned_utterances(manifest=args.manifest)  # UserError when the manifest has no phone alignments
     splits = sorted({u.split for u in aligned.values()})
     if args.probe_split and args.probe_split not in splits:
@@ -313,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"Unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}.")
         if not 0 < args.units_share < 1:
             raise UserError(f"--units_share must be between 0 and 1, not {args.units_share}.")
+        if not (math.isfinite(args.minutes) and args.minutes >= 0):  # the trainings would say train.max_minutes
+            raise UserError(f"--minutes must be a finite number of minutes, 0 or more, not {args.minutes}.")
+        if args.max_steps < 1:
+            raise UserError(f"--max_steps must be at least 1, not {args.max_steps}.")
         check_before_training(args)
         check_earlier_rows(args)
         rows = [run_variant(name, VARIANTS[name], args) for name in names]
