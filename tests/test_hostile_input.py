@@ -3782,7 +3782,7 @@ def test_the_study_tools_refuse_earlier_results_of_other_settings(tmp_path, caps
                                 "--minutes", "6"]) == 2
     assert "was scored with other settings" in capsys.readouterr().err
     assert learning_curve.main(["--manifest", str(demo_manifest), "--out_dir", str(curve), "--minutes", ""]) == 2
-    assert "--minutes takes positive finite numbers" in capsys.readouterr().err
+    assert "--minutes takes distinct positive finite numbers" in capsys.readouterr().err
 
 
 # --- twenty-fourth pass (the recipes, the report) ----------------------------------------------
