@@ -4806,3 +4806,63 @@ def test_small_mistakes_of_the_command_line_and_the_study_tools_are_named(tmp_pa
     for flag, value in (("--minutes", "nan"), ("--max_steps", "0")):
         result = run_tool("ablate.py", "--manifest", "m.jsonl", "--out_dir", tmp_path / "ab", flag, value)
         assert result.returncode == 2 and f"{flag} must be" in result.stderr, result.stderr
+
+
+# --- thirty-sixth pass ------------------------------------------------------------------------
+
+
+def test_the_study_tools_refuse_to_continue_a_run_started_with_other_settings(tmp_path, capsys, demo_manifest,
+                                                                              study_tools):
+    """Killed before its row or score was written, a run was continued under new settings, which
+    were then recorded as the whole run's."""
+    ablate, learning_curve = study_tools
+    out = tmp_path / "ablation"
+    args = ["--manifest", str(demo_manifest), "--out_dir", str(out), "--variants", "jitter", "--minutes", "1"]
+    started = argparse.Namespace(manifest=str(demo_manifest), minutes=1.0, model="small", units_share=0.5,
+                                 max_steps=100_000, num_eval=20, probe_split="test", overrides=["train.lr=0.05"])
+    ablate.record_run_settings(out / "jitter", {**ablate.run_settings(started, *ablate.ABLATION_SETTINGS),
+                                                "variant_overrides": ["model.jitter=0.12"]})
+    assert ablate.main(args) == 2
+    assert "holds a run started with other settings (overrides ['train.lr=0.05'] -> []" in capsys.readouterr().err
+    (out / "jitter" / ablate.RUN_SETTINGS).unlink()  # an earlier version's run: a checkpoint, no record
+    (out / "jitter" / "checkpoints").mkdir()
+    (out / "jitter" / "checkpoints" / "last.pt").write_bytes(b"")
+    assert ablate.main(args) == 2
+    assert "it records no settings" in capsys.readouterr().err
+
+    curve = tmp_path / "curve"
+    base = ["--manifest", str(demo_manifest), "--out_dir", str(curve), "--configs", "single"]
+    (curve / "single" / "exp" / "checkpoints").mkdir(parents=True)
+    (curve / "single" / "exp" / "checkpoints" / "last.pt").write_bytes(b"")
+    assert learning_curve.main([*base, "--minutes", "6"]) == 2
+    assert "holds a run started with other settings" in capsys.readouterr().err
+    assert learning_curve.main([*base, "--minutes", "0.1,0.1000001"]) == 2  # one folder, 0.1min, for both
+    assert "--minutes takes distinct" in capsys.readouterr().err
+
+
+def test_the_report_names_the_codebooks_of_a_grouped_quantizer(tmp_path, demo_manifest):
+    from vqspeech.eval.report import write_report
+
+    exp = tmp_path / "grouped"
+    assert run_cli(["train", exp, *FAST_TRAIN, f"data.manifest={demo_manifest}", "train.max_steps=1",
+                    "model.quantizer.groups=2"]) == 0
+    page = write_report(exp).read_text()
+    assert "2 codebooks of K = " in page and "a unit is 2 codes" in page
+
+
+def test_a_recipe_stage_after_the_last_is_refused(tmp_path):
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "fsdd" / "run.sh"
+    result = subprocess.run(["bash", str(recipe), "--stage", "10", "--exp_dir", str(tmp_path / "e"),
+                             "--data_dir", str(tmp_path / "d")], capture_output=True, text=True)
+    assert result.returncode == 1 and "comes after the last stage, 9" in result.stderr, result.stderr
+    assert not (tmp_path / "e").exists()
+
+
+def test_a_cache_folder_in_the_home_of_an_unknown_user_is_refused(tmp_path, monkeypatch):
+    from vqspeech.inference.fast_generate import _cache_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VQSPEECH_CACHE", "~no_such_user_vqspeech/x")
+    with pytest.raises(UserError, match="names the home of an unknown user"):
+        _cache_dir()
+    assert not any(tmp_path.iterdir())

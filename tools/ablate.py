@@ -156,6 +156,7 @@ PROBE_KEYS = ("accuracy", "pnmi", "accuracy_no_silence", "pnmi_no_silence", "abx
 
 def run_variant(name: str, overrides: list[str], args) -> dict:
     exp = Path(args.out_dir) / name
+    record_run_settings(exp, variant_settings(name, args))
     steps = train_variant(name, exp, overrides, args)
     print(f"== {name}: encode, probe, conversion metrics", flush=True)
     codes = exp / "codes"
@@ -248,6 +249,40 @@ def settings_change(earlier: object, now: dict) -> str | None:
 
 ABLATION_SETTINGS = ("model", "minutes", "units_share", "max_steps", "num_eval", "probe_split")
 
+RUN_SETTINGS = "run_settings.json"
+"""In each run folder (a variant's, a curve configuration's): the settings its training started with,
+written before the first step. A rerun with other settings would continue that training under its
+own and record only them; it is refused instead, even when no row or score was written yet."""
+
+
+def check_run_settings(folder: Path, settings: dict) -> None:
+    """UserError when the run in ``folder`` was started with other ``settings`` (or by a version that
+    recorded none, with a training in it already)."""
+    try:
+        earlier = json.loads((folder / RUN_SETTINGS).read_text())
+    except FileNotFoundError:
+        if not any(folder.glob("**/checkpoints/last.pt")):
+            return  # nothing trained there yet
+        earlier = None
+    except (OSError, ValueError, RecursionError):
+        earlier = None
+    change = settings_change(earlier, settings)
+    if change is not None:
+        raise UserError(f"{folder} holds a run started with other settings ({change}); a rerun would continue its "
+                        "training under the new ones; use a new --out_dir, or the settings it was started with.")
+
+
+def record_run_settings(folder: Path, settings: dict) -> None:
+    """Record the settings the run in ``folder`` starts with (:data:`RUN_SETTINGS`), before it trains."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / RUN_SETTINGS).is_file():
+        write_text_atomic(folder / RUN_SETTINGS, json.dumps(settings, indent=2) + "\n")
+
+
+def variant_settings(name: str, args) -> dict:
+    """What a variant's run depends on: the table's settings, its own overrides and the budget."""
+    return {**run_settings(args, *ABLATION_SETTINGS), "variant_overrides": list(VARIANTS[name])}
+
 
 def check_earlier_rows(args) -> None:
     """UserError before any training when ``OUT_DIR/ablation.json`` holds rows of other settings:
@@ -315,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--max_steps must be at least 1, not {args.max_steps}.")
         check_before_training(args)
         check_earlier_rows(args)
+        for name in names:  # an interrupted run left no row, but its training
+            check_run_settings(Path(args.out_dir) / name, variant_settings(name, args))
         rows = [run_variant(name, VARIANTS[name], args) for name in names]
         rates = {}  # one MFCC baseline per code rate, with that rate's codes as the model
         for row in rows:

@@ -74,7 +74,7 @@ def main() -> None:
                          "condition": "across" if across else "within", "items": len(items),
                          "cells": result["num_pairs"], "error": result["error"],
                          "seconds": round(time.perf_counter() - start, 2)})
-    n = args.brute_utterances
+    n = min(args.brute_utterances, args.utterances)  # the corpus may be smaller than the subset asked for
     small = build_items(spans[:n], speakers[:n], context=False)
     timings = {}
     for name, fn in (("vectorised", abx_error), ("brute force", abx_error_bruteforce)):

@@ -32,7 +32,8 @@ from pathlib import Path
 import yaml
 
 from ablate import (
-    CONVERSION_COLUMNS, check_before_training, conversion_scores, run_settings, settings_change, table, value_error,
+    CONVERSION_COLUMNS, check_before_training, check_run_settings, conversion_scores, record_run_settings, run_settings,
+    settings_change, table, value_error,
 )
 from vqspeech.config import compose, training_stage
 from vqspeech.data.dataset import crop_length
@@ -139,6 +140,7 @@ def score_point(name: str, config: dict, minutes: float, args) -> dict:
     if done.is_file():  # its settings were checked before any training (check_earlier_points)
         return json.loads(done.read_text())
     print(f"== {name}: train to {minutes:g} minutes", flush=True)
+    record_run_settings(root, point_settings(config, args))
     train_to(config, exp, minutes, max(args.minutes), args)
     print(f"== {name} at {minutes:g} minutes: conversion metrics, probe", flush=True)
     convert = evaluate_conversion(exp, out / "eval_convert", manifest=args.manifest, num=args.num_eval,
@@ -171,6 +173,7 @@ def check_earlier_points(configs: dict[str, dict], args) -> None:
     """UserError before any training when a point already scored (which a rerun keeps) was made
     with other settings: other data, overrides or schedule would not compare with the new points."""
     for name, config in configs.items():
+        check_run_settings(Path(args.out_dir) / name, point_settings(config, args))  # its run trains on
         for minutes in args.minutes:
             done = Path(args.out_dir) / name / f"{minutes:g}min" / "score.json"
             if not done.is_file():
@@ -253,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             args.minutes = [float(m) for m in given.split(",")]  # an empty entry ("10,,20") is a typo
         except ValueError:
             args.minutes = [math.nan]
-        if len(set(args.minutes)) < len(args.minutes):
-            args.minutes = [math.nan]  # a point twice
+        if len({f"{m:g}" for m in args.minutes}) < len(args.minutes):
+            args.minutes = [math.nan]  # a point twice (its folder is named by 6 digits: 0.1 and 0.1000001 are one)
         args.minutes = sorted(args.minutes)  # the curve's points in increasing order, however given
         if not args.minutes or not all(math.isfinite(m) and m > 0 for m in args.minutes):
             raise UserError(f"--minutes takes distinct positive finite numbers separated by commas, not {given!r}.")

@@ -74,6 +74,10 @@ done
 if [ "$stage" -gt "$stop_stage" ]; then
   _fail "--stage $stage comes after --stop_stage $stop_stage, so no stage would run"
 fi
+_last_stage=9  # every recipe's stages are 0-9 (utils/stage.sh)
+if [ "$stage" -gt "$_last_stage" ]; then
+  _fail "--stage $stage comes after the last stage, $_last_stage, so no stage would run"
+fi
 for _arg in "$@"; do  # what a recipe option sets is given as that option, so the stage markers record it
   case "${_arg%%=*}" in
     model|train|data.manifest)

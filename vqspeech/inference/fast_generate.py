@@ -51,7 +51,10 @@ def _cache_dir() -> Path:
     ``~/.cache/vqspeech``; UserError when neither names a folder."""
     given = os.environ.get("VQSPEECH_CACHE", "").strip()
     if given:
-        return Path(os.path.abspath(os.path.expanduser(given)))
+        expanded = os.path.expanduser(given)
+        if expanded.startswith("~"):  # ~name of no user: a folder of that literal name would appear here
+            raise UserError(f"VQSPEECH_CACHE={given} names the home of an unknown user; give a folder path.")
+        return Path(os.path.abspath(expanded))
     try:
         return Path.home() / ".cache" / "vqspeech"
     except RuntimeError:  # no HOME and no passwd entry (a container's anonymous user)

@@ -112,7 +112,18 @@ def section_summary(page: Page) -> str:
         rows.append(("Sample rate", f"{sr:,} Hz"))
     if is_number(sr) and is_number(hop) and hop:
         rows.append(("Code rate", f"{sr / hop:g} codes per second (hop {hop} samples)"))
-    if "num_codes" in model_cfg:
+    groups = _dict_at(model_cfg, "quantizer").get("groups", 1)
+    if "num_codes" in model_cfg and is_number(groups) and groups > 1:  # "codes used" is then of G x K codes
+        k, dim = model_cfg["num_codes"], model_cfg.get("latent_dim")
+        each = f"dimension {dim // groups:g} each" if is_number(dim) and dim % groups == 0 else "each"
+        rows.append(
+            (
+                "Codebook",
+                f"{groups:g} codebooks of K = {k}, {each}: a unit is {groups:g} codes; the metrics' codes used "
+                f"count the codes of all {groups:g} codebooks (of {groups:g} x {k}), the probe's the distinct units",
+            )
+        )
+    elif "num_codes" in model_cfg:
         rows.append(("Codebook", f"K = {model_cfg['num_codes']}, dimension {model_cfg.get('latent_dim', '?')}"))
     top = _dict_at(model_cfg, "top")
     if is_number(top.get("stride")) and top["stride"] > 0:
