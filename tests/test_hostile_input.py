@@ -4824,8 +4824,8 @@ def test_the_study_tools_refuse_to_continue_a_run_started_with_other_settings(tm
                                                 "variant_overrides": ["model.jitter=0.12"]})
     assert ablate.main(args) == 2
     assert "holds a run started with other settings (overrides ['train.lr=0.05'] -> []" in capsys.readouterr().err
-    (out / "jitter" / ablate.RUN_SETTINGS).unlink()  # an earlier version's run: a checkpoint, no record
-    (out / "jitter" / "checkpoints").mkdir()
+    ablate.run_settings_file(out / "jitter").unlink()  # an earlier version's run: a checkpoint, no record
+    (out / "jitter" / "checkpoints").mkdir(parents=True)
     (out / "jitter" / "checkpoints" / "last.pt").write_bytes(b"")
     assert ablate.main(args) == 2
     assert "it records no settings" in capsys.readouterr().err

@@ -249,17 +249,22 @@ def settings_change(earlier: object, now: dict) -> str | None:
 
 ABLATION_SETTINGS = ("model", "minutes", "units_share", "max_steps", "num_eval", "probe_split")
 
-RUN_SETTINGS = "run_settings.json"
-"""In each run folder (a variant's, a curve configuration's): the settings its training started with,
+RUN_SETTINGS = ".run_settings.json"
+"""Beside each run folder (a variant's, a curve configuration's: ``OUT/<name>.run_settings.json``,
+outside the experiment, which takes no foreign files): the settings its training started with,
 written before the first step. A rerun with other settings would continue that training under its
 own and record only them; it is refused instead, even when no row or score was written yet."""
+
+
+def run_settings_file(folder: Path) -> Path:
+    return folder.parent / f"{folder.name}{RUN_SETTINGS}"
 
 
 def check_run_settings(folder: Path, settings: dict) -> None:
     """UserError when the run in ``folder`` was started with other ``settings`` (or by a version that
     recorded none, with a training in it already)."""
     try:
-        earlier = json.loads((folder / RUN_SETTINGS).read_text())
+        earlier = json.loads(run_settings_file(folder).read_text())
     except FileNotFoundError:
         if not any(folder.glob("**/checkpoints/last.pt")):
             return  # nothing trained there yet
@@ -274,9 +279,10 @@ def check_run_settings(folder: Path, settings: dict) -> None:
 
 def record_run_settings(folder: Path, settings: dict) -> None:
     """Record the settings the run in ``folder`` starts with (:data:`RUN_SETTINGS`), before it trains."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / RUN_SETTINGS).is_file():
-        write_text_atomic(folder / RUN_SETTINGS, json.dumps(settings, indent=2) + "\n")
+    path = run_settings_file(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        write_text_atomic(path, json.dumps(settings, indent=2) + "\n")
 
 
 def variant_settings(name: str, args) -> dict:
