@@ -455,6 +455,12 @@ def test_a_wavenet_objective_trains_in_one_stage_whatever_the_units_budget(tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     assert "units first" not in result.stdout and not (exp_dir / "units").exists()
     assert torch.load(exp_dir / "checkpoints/last.pt", weights_only=True)["config"]["train"]["units_from"] is None
+    # a budget the model does not use is no setting of its stage: another one is no reason to redo it
+    assert "units_minutes" not in (exp_dir / ".stages/2").read_text()
+    other = options(QUICK, fsdd_root=tmp_path / "fsdd", data_dir=tmp_path / "data", exp_dir=exp_dir,
+                    stop_stage=2, units_minutes=7, units_steps=4)
+    again = run_recipe("fsdd", other, tmp_path)
+    assert again.returncode == 0 and again.stdout.count("done already") == 2, again.stderr[-2000:]
 
 
 def test_a_rerun_with_other_settings_is_not_called_done(tmp_path):

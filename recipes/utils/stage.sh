@@ -16,7 +16,9 @@
 # subset and the *_root folder).
 stage_settings() {
   local data="data_dir sample_rate mic subset $(compgen -v | grep '_root$' | tr '\n' ' ')"
-  local train="$data model train_profile train_steps train_minutes units_minutes units_steps overrides"
+  local train="$data model train_profile train_steps train_minutes overrides"
+  # the units' budget matters only to a model that learns its units first (a one-stage model ignores it)
+  [ "${first_training_stage:-units}" = units ] && train+=" units_minutes units_steps"
   local prior="prior_arch prior_steps prior_minutes" names name
   case $1 in
     0) if [[ -v download_dir ]]; then names="download_dir subset"; else names="data_dir"; fi ;;  # where it writes:
@@ -87,7 +89,10 @@ changed_settings() {
   for old in "${before[@]}"; do  # a setting this run does not have: the marker is another recipe's
     name=${old%%=*} found=false
     for line in "${now[@]+"${now[@]}"}"; do [ "${line%%=*}" = "$name" ] && found=true; done
-    [ "$found" = true ] || [ "$name" = manifest_sha256 ] || changes+="${changes:+; }$name '${old#*=}' (now not set)"
+    case $name in  # older markers recorded the units' budget for one-stage models too
+      manifest_sha256|units_minutes|units_steps) found=true ;;
+    esac
+    [ "$found" = true ] || changes+="${changes:+; }$name '${old#*=}' (now not set)"
   done
   echo "$changes"
 }
