@@ -4829,6 +4829,10 @@ def test_the_study_tools_refuse_to_continue_a_run_started_with_other_settings(tm
     (out / "jitter" / "checkpoints" / "last.pt").write_bytes(b"")
     assert ablate.main(args) == 2
     assert "it records no settings" in capsys.readouterr().err
+    # such a run whose row recorded these settings goes on (and now has its record)
+    now = ablate.variant_settings("jitter", argparse.Namespace(**{**vars(started), "overrides": []}))
+    ablate.check_run_settings(out / "jitter", now, scored=now)
+    assert json.loads(ablate.run_settings_file(out / "jitter").read_text()) == now
 
     curve = tmp_path / "curve"
     base = ["--manifest", str(demo_manifest), "--out_dir", str(curve), "--configs", "single"]
@@ -4836,6 +4840,9 @@ def test_the_study_tools_refuse_to_continue_a_run_started_with_other_settings(tm
     (curve / "single" / "exp" / "checkpoints" / "last.pt").write_bytes(b"")
     assert learning_curve.main([*base, "--minutes", "6"]) == 2
     assert "holds a run started with other settings" in capsys.readouterr().err
+    (curve / "single" / "6min").mkdir()
+    (curve / "single" / "6min" / "score.json").write_text(json.dumps({"settings": {"config": "x"}}))
+    assert learning_curve.earlier_score_settings(curve / "single") == {"config": "x"}  # such a run's record
     assert learning_curve.main([*base, "--minutes", "0.1,0.1000001"]) == 2  # one folder, 0.1min, for both
     assert "--minutes takes distinct" in capsys.readouterr().err
 

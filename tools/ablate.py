@@ -260,15 +260,18 @@ def run_settings_file(folder: Path) -> Path:
     return folder.parent / f"{folder.name}{RUN_SETTINGS}"
 
 
-def check_run_settings(folder: Path, settings: dict) -> None:
-    """UserError when the run in ``folder`` was started with other ``settings`` (or by a version that
-    recorded none, with a training in it already)."""
+def check_run_settings(folder: Path, settings: dict, scored: object = None) -> None:
+    """UserError when the run in ``folder`` was started with other ``settings``. A run of a version
+    that recorded none is judged by the settings its row or score recorded (``scored``, then
+    taken as its record), and refused when it has none of those either."""
     try:
         earlier = json.loads(run_settings_file(folder).read_text())
     except FileNotFoundError:
         if not any(folder.glob("**/checkpoints/last.pt")):
             return  # nothing trained there yet
-        earlier = None
+        earlier = scored
+        if settings_change(earlier, settings) is None:
+            record_run_settings(folder, settings)
     except (OSError, ValueError, RecursionError):
         earlier = None
     change = settings_change(earlier, settings)
@@ -283,6 +286,19 @@ def record_run_settings(folder: Path, settings: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file():
         write_text_atomic(path, json.dumps(settings, indent=2) + "\n")
+
+
+def earlier_row_settings(name: str, args) -> dict | None:
+    """The run settings the variant's row in ``OUT_DIR/ablation.json`` implies, or None."""
+    try:
+        rows = json.loads((Path(args.out_dir) / "ablation.json").read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    rows = rows if isinstance(rows, list) else []
+    row = next((r for r in rows if isinstance(r, dict) and r.get("variant") == name), None)
+    if row is None or not isinstance(row.get("settings"), dict):
+        return None
+    return {**row["settings"], "variant_overrides": row.get("overrides")}
 
 
 def variant_settings(name: str, args) -> dict:
@@ -357,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         check_before_training(args)
         check_earlier_rows(args)
         for name in names:  # an interrupted run left no row, but its training
-            check_run_settings(Path(args.out_dir) / name, variant_settings(name, args))
+            folder, settings = Path(args.out_dir) / name, variant_settings(name, args)
+            check_run_settings(folder, settings, earlier_row_settings(name, args))
         rows = [run_variant(name, VARIANTS[name], args) for name in names]
         rates = {}  # one MFCC baseline per code rate, with that rate's codes as the model
         for row in rows:

@@ -169,11 +169,24 @@ def point_settings(config: dict, args) -> dict:
     return {**run_settings(args, *CURVE_SETTINGS), "config": config}
 
 
+def earlier_score_settings(root: Path) -> object:
+    """The settings a point of the configuration's run scored earlier recorded, or None."""
+    for done in sorted(root.glob("*min/score.json")):
+        try:
+            row = json.loads(done.read_text())
+        except (OSError, ValueError, RecursionError):
+            continue
+        if isinstance(row, dict) and isinstance(row.get("settings"), dict):
+            return row["settings"]
+    return None
+
+
 def check_earlier_points(configs: dict[str, dict], args) -> None:
     """UserError before any training when a point already scored (which a rerun keeps) was made
     with other settings: other data, overrides or schedule would not compare with the new points."""
     for name, config in configs.items():
-        check_run_settings(Path(args.out_dir) / name, point_settings(config, args))  # its run trains on
+        root = Path(args.out_dir) / name
+        check_run_settings(root, point_settings(config, args), earlier_score_settings(root))  # its run trains on
         for minutes in args.minutes:
             done = Path(args.out_dir) / name / f"{minutes:g}min" / "score.json"
             if not done.is_file():
