@@ -270,14 +270,13 @@ def check_run_settings(folder: Path, settings: dict, scored: object = None) -> N
         if not any(folder.glob("**/checkpoints/last.pt")):
             return  # nothing trained there yet
         earlier = scored
-        if settings_change(earlier, settings) is None:
-            record_run_settings(folder, settings)
     except (OSError, ValueError, RecursionError):
         earlier = None
     change = settings_change(earlier, settings)
     if change is not None:
         raise UserError(f"{folder} holds a run started with other settings ({change}); a rerun would continue its "
                         "training under the new ones; use a new --out_dir, or the settings it was started with.")
+    record_run_settings(folder, settings)  # an older version's run takes the settings it was judged by
 
 
 def record_run_settings(folder: Path, settings: dict) -> None:
@@ -373,8 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         check_before_training(args)
         check_earlier_rows(args)
         for name in names:  # an interrupted run left no row, but its training
-            folder, settings = Path(args.out_dir) / name, variant_settings(name, args)
-            check_run_settings(folder, settings, earlier_row_settings(name, args))
+            check_run_settings(Path(args.out_dir) / name, variant_settings(name, args),
+                               earlier_row_settings(name, args))
         rows = [run_variant(name, VARIANTS[name], args) for name in names]
         rates = {}  # one MFCC baseline per code rate, with that rate's codes as the model
         for row in rows:

@@ -188,7 +188,7 @@ def check_earlier_points(configs: dict[str, dict], args) -> None:
         root = Path(args.out_dir) / name
         check_run_settings(root, point_settings(config, args), earlier_score_settings(root))  # its run trains on
         for minutes in args.minutes:
-            done = Path(args.out_dir) / name / f"{minutes:g}min" / "score.json"
+            done = root / f"{minutes:g}min" / "score.json"
             if not done.is_file():
                 continue
             try:

@@ -370,12 +370,14 @@ def cmd_evaluate_conversion(args) -> None:
 
 def _voices(given: list[str]) -> dict[str, str]:
     """``NAME=PATH`` arguments -> {name: path}."""
+    from .fileio import case_twin
+
     voices: dict[str, str] = {}
     for item in given:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise UserError(f"--voice {item!r} is not NAME=PATH (a name, then a sound file or folder of that voice).")
-        earlier = next((n for n in voices if n.casefold() == name.casefold()), None)
+        earlier = case_twin(name, voices)
         if earlier is not None:  # the later one used to replace the earlier without a word
             raise UserError(
                 f"--voice {name} is given twice ({earlier}={voices[earlier]}, {name}={path}; names that differ in "

@@ -43,6 +43,12 @@ def is_safe_name(name: object) -> bool:
     return isinstance(name, str) and len(name) <= SAFE_NAME_MAX and bool(SAFE_NAME.fullmatch(name))
 
 
+def case_twin(name: str, names: Iterable[str]) -> str | None:
+    """The name of ``names`` that equals ``name`` but for case, or None: two such names are one
+    file on a case-blind file system (macOS, Windows), and one speaker to a reader."""
+    return next((n for n in names if n.casefold() == name.casefold()), None)
+
+
 def check_plain_name(name: object, what: str = "Speaker name") -> None:
     """UserError unless ``name`` can be a file or folder name (:func:`is_safe_name`)."""
     if not is_safe_name(name):

@@ -63,6 +63,7 @@ from ..fileio import (
     CorpusReader,
     FolderLock,
     atomic_path,
+    case_twin,
     check_plain_name,
     check_results_home,
     inside,
@@ -171,12 +172,11 @@ def evaluate_conversion(
     check_not_below_rate(all_utts, vq.sample_rate, manifest)  # the items and the targets' recordings
     items = _select(all_utts, split, num, vq.voiced_speakers, seed, manifest)  # it reconstructs them too
     voices = dict(voices or {})
-    # case-folded: two names that differ in case only are one folder on macOS and Windows, and one voice to a reader
-    speakers_known = {s.casefold(): s for s in (*vq.speakers, *(u.speaker for u in all_utts))}
+    speakers_known = {*vq.speakers, *(u.speaker for u in all_utts)}
     for name, path in voices.items():
         check_plain_name(name, "Voice name")
-        if name.casefold() in speakers_known:  # its conversions would be scored against that speaker's recordings
-            known = speakers_known[name.casefold()]
+        known = case_twin(name, speakers_known)
+        if known is not None:  # its conversions would be scored against that speaker's recordings
             same = "is" if known == name else f"differs only in case from {known!r},"
             raise UserError(
                 f"The voice name {name!r} {same} a speaker the model or {manifest} already knows, whose recordings "

@@ -245,7 +245,7 @@ def _check_generation(vq: VQSpeech, speakers: list[str], temperature: float, bat
                 f"path as ./{name} or in full to use its recordings).",
                 stacklevel=3,
             )
-        if name not in vq.speakers and os.path.exists(name):
+        elif os.path.exists(name):
             found = [name, *(os.path.realpath(f) for f in reference_files([name]))]  # also through links
             if any(overlapping(out, f) for f in found):
                 raise UserError(

@@ -34,6 +34,7 @@ from ..data.reference import load_reference, reference_files
 from ..errors import UserError
 from ..fileio import (
     FolderLock,
+    case_twin,
     check_plain_name,
     enclosing_experiment,
     file_stamp,
@@ -230,9 +231,9 @@ def enroll_speaker(
         raise UserError(f"{source} changed while it was read (a training saving it?); enrol when it has finished.")
     vq = VQSpeech.from_checkpoint(ckpt, source, device)
     vq.require_decoder()
-    same = [s for s in vq.speakers if s.casefold() == name.casefold()]
-    if same:  # George beside george: two speakers users mix up, one folder on a case-blind file system
-        raise UserError(f"{exp} already knows a speaker {same[0]!r}; choose another name.")
+    same = case_twin(name, vq.speakers)
+    if same is not None:  # George beside george
+        raise UserError(f"{exp} already knows a speaker {same!r}; choose another name.")
     found = sorted(reference_files(recordings), key=lambda p: str(p.resolve()))  # in any order given, one set
     files = [str(p.resolve()) for p in found]
     audio = load_reference(found, vq.sample_rate, min_seconds=1.0)
